@@ -1,0 +1,34 @@
+"""User-facing errors.
+
+Every mistake a user can make (a bad recipe, a missing file, an adapter for another model) raises a
+:class:`UserError`. The CLI prints its message without a traceback and exits with its ``exit_code``;
+the Python API lets it propagate so callers can catch it.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error caused by the user's input; the message says what, where and what to do."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.hint = hint
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+class RecipeError(UserError):
+    """A recipe (YAML file or override) that does not validate. Exit status 2."""
+
+    exit_code = 2
+
+
+class DataError(UserError):
+    """A data source that cannot be read or does not have the records the task needs."""
+
+    exit_code = 2

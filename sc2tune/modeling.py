@@ -1,0 +1,253 @@
+"""Load the tokenizer and the base model a recipe names.
+
+* Tokenizer: StarCoder2's has no pad token. sc2tune pads with ``<fim_pad>`` (id 4), never with eos, so the
+  closing ``<|endoftext|>`` is always trained; ``model.config.pad_token_id`` is set to the same id (the
+  classification head finds the last real token through it).
+* Model: a hub id, a local folder, or the built-in tiny StarCoder2 (materialised once into a cache folder
+  so every code path, quantised loading and streaming merge included, sees an ordinary checkpoint).
+  dtype ``auto`` is bfloat16 on a GPU that supports it, else float32. 4-bit NF4 (double quant) or 8-bit
+  weights come from bitsandbytes. The head is the causal LM or ``*ForSequenceClassification``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from sc2tune.errors import UserError
+from sc2tune.recipe import Dtype, ModelSpec, QuantSpec
+from sc2tune.tiny import TINY_SEED, is_tiny, write_tiny_model
+
+log = logging.getLogger(__name__)
+
+#: Pad token used for every StarCoder-family tokenizer (it has none of its own).
+PAD_TOKEN = "<fim_pad>"
+
+#: Default LoRA targets per architecture (``config.model_type``). StarCoder2 has no gate/up/down
+#: projections: its MLP is c_fc -> GELU -> c_proj. GPTBigCode (StarCoder/StarCoderBase) fuses q, k, v
+#: into ``attn.c_attn`` and names its attention output ``attn.c_proj`` and MLP ``mlp.c_fc``/``mlp.c_proj``.
+DEFAULT_TARGETS: dict[str, list[str]] = {
+    "starcoder2": ["q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"],
+    "gpt_bigcode": ["c_attn", "c_proj", "c_fc"],
+}
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """Ids of the StarCoder2 special tokens, looked up by name in the tokenizer."""
+
+    eos: int
+    fim_prefix: int | None
+    fim_middle: int | None
+    fim_suffix: int | None
+    fim_pad: int | None
+    repo_name: int | None
+    file_sep: int | None
+
+
+def token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
+    """Id of ``token`` in ``tokenizer``; a clear error when the tokenizer does not have it."""
+    tid = tokenizer.convert_tokens_to_ids(token)
+    if tid is None or (tokenizer.unk_token_id is not None and tid == tokenizer.unk_token_id
+                       and token != tokenizer.unk_token):
+        raise UserError(
+            f"the tokenizer has no '{token}' token",
+            hint="FIM and padding need the StarCoder/StarCoder2 special tokens; use a StarCoder-family tokenizer",
+        )
+    return int(tid)
+
+
+def optional_token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | None:
+    """Id of ``token``, or None when the tokenizer does not have it."""
+    try:
+        return token_id(tokenizer, token)
+    except UserError:
+        return None
+
+
+def special_tokens(tokenizer: PreTrainedTokenizerBase, *, need_fim: bool = True) -> SpecialTokens:
+    """Look up eos and the FIM/repository tokens by name (never by hard-coded id).
+
+    With ``need_fim`` a missing FIM token is an error; otherwise it is returned as None.
+    """
+    if tokenizer.eos_token_id is None:
+        raise UserError("the tokenizer has no eos token", hint="StarCoder2's is <|endoftext|>")
+    fim = token_id if need_fim else optional_token_id
+    return SpecialTokens(
+        eos=int(tokenizer.eos_token_id),
+        fim_prefix=fim(tokenizer, "<fim_prefix>"),
+        fim_middle=fim(tokenizer, "<fim_middle>"),
+        fim_suffix=fim(tokenizer, "<fim_suffix>"),
+        fim_pad=fim(tokenizer, PAD_TOKEN),
+        repo_name=optional_token_id(tokenizer, "<repo_name>"),
+        file_sep=optional_token_id(tokenizer, "<file_sep>"),
+    )
+
+
+def cache_dir() -> Path:
+    """Where sc2tune keeps materialised assets (``$SC2TUNE_CACHE`` or ``~/.cache/sc2tune``)."""
+    return Path(os.environ.get("SC2TUNE_CACHE", Path.home() / ".cache" / "sc2tune"))
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """The built-in tiny model becomes a local folder (written once, atomically); others pass through."""
+    if not is_tiny(name_or_path):
+        return name_or_path
+    target = cache_dir() / f"tiny-starcoder2-s{TINY_SEED}"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    try:
+        write_tiny_model(tmp, overwrite=True)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race; its copy is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
+    """Tokenizer of the base model with the pad token set to ``<fim_pad>`` (never eos)."""
+    path = resolve_model_path(spec.name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"cannot load the tokenizer of model.name_or_path '{spec.name_or_path}': {err}",
+            hint="give a local folder with tokenizer files or a hub id you can reach",
+        ) from None
+    set_pad_token(tokenizer)
+    return tokenizer
+
+
+def set_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give the tokenizer a pad token distinct from eos: ``<fim_pad>`` when it has one."""
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
+        return
+    if PAD_TOKEN in tokenizer.get_vocab():
+        tokenizer.pad_token = PAD_TOKEN
+        return
+    raise UserError(
+        "the tokenizer has no pad token and no <fim_pad> to use as one",
+        hint="padding with eos would stop the model from learning to end; add a pad token to the tokenizer",
+    )
+
+
+def resolve_dtype(dtype: Dtype) -> torch.dtype:
+    """``auto`` = bfloat16 on a CUDA device that supports it, else float32 (CPU)."""
+    if dtype == "auto":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, dtype)
+
+
+def resolve_attn(spec: ModelSpec) -> str:
+    """``auto`` = flash_attention_2 on CUDA when the flash-attn package is installed, else sdpa."""
+    if spec.attn_implementation != "auto":
+        return spec.attn_implementation
+    if torch.cuda.is_available():
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def quantization_config(quant: QuantSpec, model_dtype: torch.dtype, *, skip: list[str] | None = None
+                        ) -> BitsAndBytesConfig:
+    """bitsandbytes config: 4-bit (NF4/FP4, double quant, compute dtype) or 8-bit."""
+    if quant.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    compute = model_dtype if quant.compute_dtype == "auto" else getattr(torch, quant.compute_dtype)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant.quant_type,
+        bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=torch.uint8,
+        llm_int8_skip_modules=skip,
+    )
+
+
+def load_model(
+    spec: ModelSpec,
+    *,
+    quant: QuantSpec | None = None,
+    id2label: dict[int, str] | None = None,
+    pad_token_id: int | None = None,
+) -> PreTrainedModel:
+    """Load the base model with the recipe's head, dtype, attention kernel and quantisation."""
+    path = resolve_model_path(spec.name_or_path)
+    dtype = resolve_dtype(spec.dtype)
+    kwargs: dict = {
+        "dtype": dtype,
+        "attn_implementation": resolve_attn(spec),
+        "revision": spec.revision,
+        "trust_remote_code": spec.trust_remote_code,
+    }
+    classify = spec.head == "sequence-classification"
+    if quant is not None:
+        kwargs["quantization_config"] = quantization_config(quant, dtype, skip=["score"] if classify else None)
+        kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
+    if classify:
+        labels = id2label or {i: f"LABEL_{i}" for i in range(spec.num_labels or 2)}
+        kwargs["num_labels"] = len(labels)
+        kwargs["id2label"] = {int(k): v for k, v in labels.items()}
+        kwargs["label2id"] = {v: int(k) for k, v in labels.items()}
+    loader = AutoModelForSequenceClassification if classify else AutoModelForCausalLM
+    try:
+        model = loader.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"cannot load model.name_or_path '{spec.name_or_path}': {err}",
+            hint="check the hub id or local folder (config.json + weights); "
+            "sc2tune/tiny-starcoder2 works offline",
+        ) from None
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = pad_token_id
+    return model
+
+
+def default_target_modules(model_type: str) -> list[str]:
+    """LoRA target names for an architecture; other architectures need an explicit list."""
+    if model_type not in DEFAULT_TARGETS:
+        raise UserError(
+            f"no default LoRA targets for model type '{model_type}'",
+            hint="set adapter.target_modules to a list of module names, or 'all-linear'",
+        )
+    return list(DEFAULT_TARGETS[model_type])
+
+
+def base_config(spec: ModelSpec):
+    """The base model's transformers config (no weights loaded)."""
+    path = resolve_model_path(spec.name_or_path)
+    try:
+        return AutoConfig.from_pretrained(path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read the config of '{spec.name_or_path}': {err}") from None

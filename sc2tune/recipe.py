@@ -1,0 +1,422 @@
+"""The recipe: one YAML file that says which model, which adapter, which task, which data and how to train.
+
+``load_recipe(path, overrides)`` reads the YAML, applies ``key.sub=value`` overrides (values typed as
+YAML: ``train.lr=1e-4``, ``data.eval=null``, ``adapter.target_modules=[q_proj,v_proj]``), validates the
+result against the schema below and returns a frozen :class:`Recipe`. Every field carries its
+documentation; the same text is the JSON schema (``sc2tune schema``).
+
+Any problem raises :class:`~sc2tune.errors.RecipeError` naming the file, the key path, the YAML line
+where there is one, what is wrong and, for a misspelt key, the closest valid name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sc2tune.errors import RecipeError
+
+TINY_MODEL = "sc2tune/tiny-starcoder2"
+
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class ModelSpec(_Strict):
+    """The base model and how to load it."""
+
+    name_or_path: str = Field(
+        TINY_MODEL,
+        description="Hub id (bigcode/starcoder2-3b, -7b, -15b), a local folder, or the built-in "
+        f"'{TINY_MODEL}' (random weights, real architecture and tokenizer; needs no network).",
+    )
+    head: Literal["causal-lm", "sequence-classification"] = Field(
+        "causal-lm", description="causal-lm for instruct/fim; sequence-classification for classify."
+    )
+    dtype: Dtype = Field(
+        "auto", description="Weight dtype: auto = bfloat16 where the device supports it, else float32."
+    )
+    num_labels: int | None = Field(
+        None, gt=1, description="Number of classes (classify). Inferred from the training labels if unset."
+    )
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
+        "auto", description="Attention kernel: auto = flash_attention_2 on CUDA when installed, else sdpa."
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the hub.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the base model.")
+
+
+class QuantSpec(_Strict):
+    """bitsandbytes quantisation of the frozen base weights."""
+
+    bits: Literal[4, 8] = Field(4, description="4 = QLoRA (NF4/FP4), 8 = LLM.int8 weights under LoRA.")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type (QLoRA uses NF4).")
+    double_quant: bool = Field(True, description="Quantise the 4-bit scales too (saves ~0.37 bit/param).")
+    compute_dtype: Dtype = Field(
+        "auto", description="dtype of the de-quantised matmul: auto = the model dtype."
+    )
+
+
+class AdapterSpec(_Strict):
+    """What is trained: LoRA on a 16-bit base, QLoRA on a 4-bit base, or every weight (full)."""
+
+    method: Literal["lora", "qlora", "full"] = Field(
+        "lora",
+        description="lora: low-rank update W + (alpha/r) B A on a frozen base; qlora: the same on a 4-bit "
+        "NF4 base; full: train every weight (no adapter).",
+    )
+    r: int = Field(16, gt=0, le=4096, description="LoRA rank r.")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha; the update is scaled by alpha/r (alpha/sqrt(r) with rslora).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["auto", "all-linear"] = Field(
+        "auto",
+        description="Module names to adapt. auto = the architecture's linear layers (StarCoder2: q_proj "
+        "k_proj v_proj o_proj c_fc c_proj); all-linear = every linear layer but the output head. A name "
+        "that matches no module is an error.",
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA: scale alpha/sqrt(r).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    modules_to_save: list[str] | None = Field(
+        None,
+        description="Modules trained in full and saved with the adapter. classify adds 'score' itself.",
+    )
+    quantization: QuantSpec | None = Field(
+        None, description="Quantise the frozen base (bitsandbytes). qlora fills in 4-bit NF4 when unset."
+    )
+
+    @model_validator(mode="after")
+    def _check_quantization(self) -> AdapterSpec:
+        if self.method == "qlora":
+            if self.quantization is None:
+                object.__setattr__(self, "quantization", QuantSpec())
+            elif self.quantization.bits != 4:
+                raise ValueError("adapter.method 'qlora' needs adapter.quantization.bits: 4")
+        elif self.method == "lora" and self.quantization is not None and self.quantization.bits == 4:
+            raise ValueError("a 4-bit base with LoRA is QLoRA: set adapter.method: qlora")
+        elif self.method == "full" and self.quantization is not None:
+            raise ValueError("adapter.method 'full' trains every weight and cannot use a quantised base")
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ValueError("adapter.target_modules is empty: name modules, or use 'auto'")
+        return self
+
+
+class FimSpec(_Strict):
+    """Fill-in-the-middle transformation of code documents (Bavarian et al. 2022)."""
+
+    rate: float = Field(0.5, ge=0.0, le=1.0, description="Probability that a document is FIM-transformed.")
+    spm_rate: float = Field(
+        0.5, ge=0.0, le=1.0, description="Of FIM documents, the share in SPM order (the rest are PSM)."
+    )
+    repo_context: bool = Field(
+        False,
+        description="Group files by repository (each sub-folder of data.train is a repository) and render "
+        "StarCoder2's <repo_name>NAME<file_sep>PATH\\nCODE... format, FIM applied per file.",
+    )
+
+
+class DataSpec(_Strict):
+    """Where the examples come from and how they become token rows."""
+
+    train: str | list[str] = Field(
+        ...,
+        description="Training data: JSONL/JSON/CSV/Parquet files or globs, a datasets.save_to_disk folder, a "
+        "folder of code (task fim), or a hub dataset id ('hub:owner/name').",
+    )
+    eval: str | list[str] | float | None = Field(
+        0.1,
+        description="Evaluation data: a path like train, a fraction (0, 1) of train split off "
+        "deterministically, or null for none.",
+    )
+    template: str = Field(
+        "alpaca",
+        description="Instruction template (task instruct): a name in data_templates/ or a path to a YAML file.",
+    )
+    train_on_prompt: bool = Field(
+        False, description="Also train on the prompt tokens (default: only the response and its eos)."
+    )
+    max_length: int = Field(1024, gt=8, le=65536, description="Tokens per training row.")
+    packing: bool = Field(
+        False,
+        description="Pack several examples per row, each attending only to itself (position ids restart).",
+    )
+    fim: FimSpec = Field(default_factory=FimSpec, description="FIM settings (task fim).")
+    text_column: str = Field("text", description="Column with the text (fim, classify).")
+    text_pair_column: str | None = Field(None, description="Optional second text column (classify).")
+    label_column: str = Field("label", description="Column with the class label (classify).")
+    column_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rename source columns to the names the template or task expects: {source: target}.",
+    )
+    include: list[str] = Field(
+        default_factory=lambda: ["*.py"],
+        description="Globs of files to read from a folder of code (fim), e.g. ['*.py', '*.rs'].",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="Globs of files or folders to skip in a folder of code."
+    )
+    max_file_bytes: int = Field(1_000_000, gt=0, description="Skip code files larger than this.")
+    truncation_side: Literal["left", "right"] = Field(
+        "right", description="Which end of an over-long classification text is cut."
+    )
+    num_proc: int | None = Field(None, ge=1, description="Worker processes for tokenisation (datasets.map).")
+
+    @field_validator("eval")
+    @classmethod
+    def _eval_fraction(cls, value: Any) -> Any:
+        if isinstance(value, float) and not 0.0 < value < 1.0:
+            raise ValueError("a fraction for data.eval must be between 0 and 1 (exclusive)")
+        return value
+
+
+class TrainSpec(_Strict):
+    """Optimisation and bookkeeping."""
+
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(4, gt=0, description="Examples (or packed rows) per device per micro-batch.")
+    eval_batch_size: int | None = Field(None, gt=0, description="Evaluation batch size (default: batch_size).")
+    grad_accum: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up."
+    )
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    optim: str = Field("adamw_torch", description="transformers optimizer name (e.g. paged_adamw_8bit on GPU).")
+    seed: int = Field(42, description="Seed for data order, FIM choices, LoRA init and dropout.")
+    save_steps: int | None = Field(None, gt=0, description="Checkpoint every N steps (default: each epoch end).")
+    save_total_limit: int | None = Field(2, gt=0, description="Checkpoints kept (oldest removed).")
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps (default: each epoch end).")
+    logging_steps: int = Field(10, gt=0, description="Log loss every N steps.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+    class_weights: list[float] | Literal["balanced"] | None = Field(
+        None, description="classify: per-class loss weights, or 'balanced' (inverse class frequency)."
+    )
+    nan_patience: int = Field(3, ge=1, description="Stop after this many non-finite losses in a row.")
+    dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    loss_chunk_size: int = Field(
+        1024, gt=0, description="Positions per chunk of the output layer + cross-entropy (causal LM)."
+    )
+
+
+class Recipe(_Strict):
+    """A complete, validated fine-tuning recipe."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The base model.")
+    adapter: AdapterSpec = Field(default_factory=AdapterSpec, description="What is trained.")
+    task: Literal["instruct", "fim", "classify"] = Field(
+        ..., description="instruct: template + response-only loss; fim: code with FIM; classify: labels."
+    )
+    data: DataSpec = Field(..., description="The data.")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="Training settings.")
+    output_dir: str = Field("runs/sc2tune", description="Where the adapter, checkpoints and logs are written.")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Recipe:
+        if self.task == "classify" and self.model.head != "sequence-classification":
+            raise ValueError("task 'classify' needs model.head: sequence-classification")
+        if self.task != "classify" and self.model.head != "causal-lm":
+            raise ValueError(f"task '{self.task}' needs model.head: causal-lm")
+        if self.task != "classify" and self.train.class_weights is not None:
+            raise ValueError("train.class_weights only applies to task 'classify'")
+        if (
+            self.model.num_labels is not None
+            and isinstance(self.train.class_weights, list)
+            and len(self.train.class_weights) != self.model.num_labels
+        ):
+            raise ValueError("train.class_weights needs one weight per label (model.num_labels)")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overrides and error reporting
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into (["a", "b", "c"], value), the value typed as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise RecipeError(
+            f"override '{text}' is not of the form key.sub=value",
+            hint="for example train.lr=1e-4 or data.eval=null",
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise RecipeError(f"override '{text}': the value is not valid YAML ({err})") from None
+    return key.split("."), value
+
+
+def _field_names(path: list[str]) -> list[str]:
+    """Valid keys at ``path`` in the schema (for suggestions)."""
+    model: Any = Recipe
+    for part in path:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _submodel(field.annotation)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _submodel(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _suggest(path: list[str]) -> str | None:
+    names = _field_names(path[:-1])
+    close = difflib.get_close_matches(path[-1], names, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{'.'.join([*path[:-1], close[0]])}'?"
+    if names:
+        return f"valid keys here: {', '.join(names)}"
+    return None
+
+
+def apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
+    """Set ``data[path[0]][path[1]]... = value``, creating mappings on the way."""
+    node = data
+    for i, part in enumerate(path[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            where = ".".join(path[: i + 1])
+            raise RecipeError(f"override {'.'.join(path)}: '{where}' is a value, not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path in a YAML document to its 1-based line number."""
+    lines: dict[tuple[str, ...], int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: Any, prefix: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = (*prefix, str(key_node.value))
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                key = (*prefix, str(index))
+                lines[key] = item.start_mark.line + 1
+                walk(item, key)
+
+    walk(root, ())
+    return lines
+
+
+def _format_validation_error(
+    err: ValidationError, source: str, lines: dict[tuple[str, ...], int], overridden: set[tuple[str, ...]]
+) -> str:
+    messages = []
+    for item in err.errors():
+        loc = [str(part) for part in item["loc"]]
+        # pydantic adds the union member / literal tag to the location; keep only real keys
+        loc = [part for part in loc if not part.startswith(("list[", "literal[", "function-")) and part not in
+               {"str", "float", "int", "bool", "dict[str,str]"}]
+        key = ".".join(loc) or "(top level)"
+        where = source
+        line = None
+        for depth in range(len(loc), 0, -1):
+            if tuple(loc[:depth]) in lines:
+                line = lines[tuple(loc[:depth])]
+                break
+        if tuple(loc) in overridden:
+            where = "command-line override"
+        elif line is not None:
+            where = f"{source}:{line}"
+        kind = item["type"]
+        text = item["msg"].removeprefix("Value error, ")
+        if kind == "extra_forbidden":
+            suggestion = _suggest(loc)
+            text = f"unknown key '{key}'" + (f"; {suggestion}" if suggestion else "")
+        elif kind == "missing":
+            text = f"missing required key '{key}'"
+        else:
+            text = f"{key}: {text} (got {item.get('input')!r})" if loc else text
+        messages.append(f"{where}: {text}")
+    # de-duplicate while keeping order (unions report one error per member)
+    unique = list(dict.fromkeys(messages))
+    return "invalid recipe\n  " + "\n  ".join(unique)
+
+
+def recipe_from_dict(
+    data: dict[str, Any], *, source: str = "<recipe>", overrides: list[str] | tuple[str, ...] = (),
+    lines: dict[tuple[str, ...], int] | None = None,
+) -> Recipe:
+    """Validate a recipe given as a mapping (plus overrides) and return the frozen :class:`Recipe`."""
+    data = _deep_copy(data)
+    overridden: set[tuple[str, ...]] = set()
+    for text in overrides:
+        path, value = parse_override(text)
+        apply_override(data, path, value)
+        overridden.add(tuple(path))
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_validation_error(err, source, lines or {}, overridden)) from None
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """Read a recipe YAML file, apply ``key.sub=value`` overrides and validate it.
+
+    ``output_dir`` defaults to ``runs/<file stem>`` when the file does not set it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}", hint="give the path to a YAML recipe, e.g. "
+                          "recipes/quickstart/fim.yaml")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err)
+        raise RecipeError(f"{where}: malformed YAML: {problem}",
+                          hint="check indentation and that every 'key: value' has a space after the colon") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping of keys (model, adapter, task, data, train)")
+    data.setdefault("output_dir", f"runs/{path.stem}")
+    return recipe_from_dict(data, source=str(path), overrides=overrides, lines=_yaml_lines(text))
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The fully resolved recipe as YAML (saved with every run)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """JSON schema of a recipe, with every field's description."""
+    return Recipe.model_json_schema()
