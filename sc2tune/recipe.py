@@ -12,6 +12,7 @@ where there is one, what is wrong and, for a misspelt key, the closest valid nam
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -240,6 +241,21 @@ class Recipe(_Strict):
 # Loading, overrides and error reporting
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``, a classic trap for lr)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into (["a", "b", "c"], value), the value typed as YAML."""
     key, sep, raw = text.partition("=")
@@ -250,7 +266,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
             hint="for example train.lr=1e-4 or data.eval=null",
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _load_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         raise RecipeError(f"override '{text}': the value is not valid YAML ({err})") from None
     return key.split("."), value
@@ -306,7 +322,7 @@ def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
     """Map each key path in a YAML document to its 1-based line number."""
     lines: dict[tuple[str, ...], int] = {}
     try:
-        root = yaml.compose(text)
+        root = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError:
         return lines
 
@@ -397,7 +413,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
                           "recipes/quickstart/fim.yaml")
     text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)
+        data = _load_yaml(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

@@ -1,0 +1,138 @@
+"""Bundled tokenizer, pad-token policy and the built-in tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sc2tune.errors import UserError
+from sc2tune.modeling import default_target_modules, load_model, special_tokens, token_id
+from sc2tune.recipe import ModelSpec
+
+SHARED_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "starcoder2-tokenizer"
+
+SPECIALS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<repo_name>", "<file_sep>"]
+
+
+def test_bundled_tokenizer_special_ids(tokenizer):
+    assert [tokenizer.convert_tokens_to_ids(t) for t in SPECIALS] == list(range(7))
+    assert len(tokenizer) == 49152
+    assert tokenizer.eos_token_id == 0
+
+
+def test_pad_token_is_fim_pad_not_eos(tokenizer):
+    assert tokenizer.pad_token == "<fim_pad>"
+    assert tokenizer.pad_token_id == 4 != tokenizer.eos_token_id
+
+
+def test_bundled_tokenizer_has_no_pad_of_its_own():
+    from sc2tune.tiny import load_bundled_tokenizer
+
+    assert load_bundled_tokenizer().pad_token is None
+
+
+@pytest.mark.skipif(not SHARED_TOKENIZER.is_dir(), reason="shared tokenizer not beside the checkout")
+def test_bundled_tokenizer_is_the_shared_one(tokenizer):
+    reference = AutoTokenizer.from_pretrained(str(SHARED_TOKENIZER))
+    text = "def fib(n: int) -> int:\n    return n if n < 2 else fib(n - 1) + fib(n - 2)  # 1234\n"
+    assert tokenizer(text).input_ids == reference(text).input_ids
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "def f(x):\n\treturn x ** 2\n",
+        "fn main() { println!(\"héllo, wörld ✓\"); }\n",
+        "    indented\r\n  trailing spaces   \n\n\n",
+        "<fim_prefix>literal special text is kept<fim_suffix>",
+    ],
+)
+def test_tokenizer_round_trips_code(tokenizer, code):
+    ids = tokenizer(code, add_special_tokens=False).input_ids
+    assert tokenizer.decode(ids) == code
+
+
+def test_digits_are_split_one_by_one(tokenizer):
+    ids = tokenizer("12345", add_special_tokens=False).input_ids
+    assert len(ids) == 5
+
+
+def test_special_tokens_by_name(tokenizer):
+    ids = special_tokens(tokenizer)
+    assert (ids.eos, ids.fim_prefix, ids.fim_middle, ids.fim_suffix, ids.fim_pad, ids.repo_name, ids.file_sep) == (
+        0, 1, 2, 3, 4, 5, 6)
+
+
+def test_missing_special_token_is_a_clear_error(tokenizer):
+    with pytest.raises(UserError, match="no '<fim_nothing>' token"):
+        token_id(tokenizer, "<fim_nothing>")
+
+
+def test_tiny_model_architecture(tiny_model_dir):
+    config = json.loads((Path(tiny_model_dir) / "config.json").read_text())
+    assert config["model_type"] == "starcoder2"
+    assert config["vocab_size"] == 49152
+    assert config["bos_token_id"] == config["eos_token_id"] == 0
+    assert config["tie_word_embeddings"] is True
+
+
+def test_tiny_model_is_deterministic():
+    from sc2tune.tiny import build_tiny_model
+
+    a, b = build_tiny_model(), build_tiny_model()
+    for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(pa, pb), name
+
+
+def test_tiny_model_forward_is_fast_on_cpu(tokenizer):
+    model = load_model(ModelSpec(), pad_token_id=tokenizer.pad_token_id).eval()
+    ids = tokenizer("def add(a, b):\n    return a + b\n", return_tensors="pt").input_ids
+    with torch.no_grad():
+        model(ids)  # warm-up
+        start = time.perf_counter()
+        logits = model(ids).logits
+        elapsed = time.perf_counter() - start
+    assert logits.shape == (1, ids.shape[1], 49152)
+    assert elapsed < 1.0
+    assert model.config.pad_token_id == 4
+
+
+def test_tiny_model_default_lora_targets_exist():
+    model = load_model(ModelSpec())
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    assert set(default_target_modules("starcoder2")) <= names
+    assert not {"gate_proj", "up_proj", "down_proj"} & names
+
+
+def test_classification_head(tokenizer):
+    model = load_model(ModelSpec(head="sequence-classification"), id2label={0: "neg", 1: "pos", 2: "meh"},
+                       pad_token_id=tokenizer.pad_token_id)
+    assert model.score.out_features == 3
+    assert model.config.id2label == {0: "neg", 1: "pos", 2: "meh"}
+    batch = tokenizer(["a = 1", "def long_function_name(x):\n    pass"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert model(**batch).logits.shape == (2, 3)
+
+
+def test_unknown_architecture_needs_explicit_targets():
+    with pytest.raises(UserError, match="adapter.target_modules"):
+        default_target_modules("llama")
+
+
+def test_cli_tiny_model_loads_in_plain_transformers(tmp_path):
+    out = tmp_path / "tiny"
+    result = subprocess.run([sys.executable, "-m", "sc2tune", "tiny-model", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert type(model).__name__ == "Starcoder2ForCausalLM"
+    assert tok.convert_tokens_to_ids("<fim_middle>") == 2
+    again = subprocess.run([sys.executable, "-m", "sc2tune", "tiny-model", str(out)], capture_output=True, text=True)
+    assert again.returncode != 0 and "--overwrite" in again.stderr and "Traceback" not in again.stderr

@@ -1,0 +1,171 @@
+"""Recipe schema, YAML errors and command-line overrides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sc2tune.errors import RecipeError
+from sc2tune.recipe import load_recipe, parse_override, recipe_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))
+# accelerate configs are not sc2tune recipes; they are checked in the trainer tests
+SC2TUNE_RECIPES = [p for p in RECIPES if "accelerate" not in p.parts]
+
+MINIMAL = "task: fim\ndata:\n  train: some/folder\n"
+
+
+def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sc2tune", *args], capture_output=True, text=True)
+
+
+def test_shipped_recipes_exist():
+    assert SC2TUNE_RECIPES, "recipes/ holds no recipe"
+
+
+@pytest.mark.parametrize("path", SC2TUNE_RECIPES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_shipped_recipe_validates(path: Path):
+    recipe = load_recipe(path)
+    assert recipe.task in {"instruct", "fim", "classify"}
+    first = path.read_text().lstrip().splitlines()[0]
+    assert first.startswith("#"), f"{path} must open with a comment saying what it does"
+
+
+def test_defaults_and_output_dir_from_file_name(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL, "my-run.yaml"))
+    assert recipe.output_dir == "runs/my-run"
+    assert recipe.model.name_or_path == "sc2tune/tiny-starcoder2"
+    assert recipe.adapter.method == "lora" and recipe.adapter.quantization is None
+
+
+def test_recipe_is_frozen(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL))
+    with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError on frozen assignment
+        recipe.task = "instruct"
+
+
+def test_qlora_gets_nf4_double_quant(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL + "adapter: {method: qlora}\n"))
+    q = recipe.adapter.quantization
+    assert (q.bits, q.quant_type, q.double_quant) == (4, "nf4", True)
+
+
+def test_exponent_floats_in_files_are_floats(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL + "train:\n  lr: 3e-5\n"))
+    assert recipe.train.lr == 3e-5
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.lr=1e-4", (["train", "lr"], 1e-4)),
+        ("data.eval=null", (["data", "eval"], None)),
+        ("adapter.target_modules=[q_proj,v_proj]", (["adapter", "target_modules"], ["q_proj", "v_proj"])),
+        ("data.packing=true", (["data", "packing"], True)),
+        ("train.batch_size=8", (["train", "batch_size"], 8)),
+        ("output_dir=runs/x", (["output_dir"], "runs/x")),
+    ],
+)
+def test_override_parsing_types_values_as_yaml(override, expected):
+    assert parse_override(override) == expected
+
+
+def test_overrides_apply_and_validate(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    recipe = load_recipe(path, ["train.lr=1e-4", "data.eval=null", "adapter.target_modules=[q_proj,v_proj]",
+                                "data.fim.rate=0.9"])
+    assert recipe.train.lr == 1e-4
+    assert recipe.data.eval is None
+    assert recipe.adapter.target_modules == ["q_proj", "v_proj"]
+    assert recipe.data.fim.rate == 0.9
+
+
+def test_override_with_bad_value_names_the_override(tmp_path):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write(tmp_path, MINIMAL), ["train.lr=-1"])
+    assert "command-line override" in str(err.value) and "train.lr" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        (MINIMAL + "train:\n  lr: 1e-4\n  epochz: 3\n", ["unknown key 'train.epochz'", "did you mean 'train.epochs'", ":6"]),
+        (MINIMAL + "train:\n  batch_size: many\n", ["train.batch_size", ":5"]),
+        (MINIMAL + "adapter:\n  r: 0\n", ["adapter.r", "greater than 0", ":5"]),
+        (MINIMAL + "data_:\n  x: 1\n", ["unknown key 'data_'", "did you mean 'data'"]),
+        ("task: fim\ndata:\n  train: x\n  fim:\n    rate: 1.5\n", ["data.fim.rate", ":5"]),
+        ("task: classify\ndata: {train: x}\n", ["sequence-classification"]),
+        ("task: summarize\ndata: {train: x}\n", ["task", "'instruct'"]),
+        ("data: {train: x}\n", ["missing required key 'task'"]),
+        (MINIMAL + "adapter: {method: lora, quantization: {bits: 4}}\n", ["qlora"]),
+        (MINIMAL + "data:\n  train: x\n  eval: 1.5\n", ["data.eval"]),
+    ],
+)
+def test_bad_recipes_give_a_clear_message(tmp_path, text, fragments):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write(tmp_path, text))
+    message = str(err.value)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = write(tmp_path, "task: fim\ndata:\n  train: [a, b\n  eval: 0.1\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    assert "malformed YAML" in str(err.value) and f"{path}:" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        (MINIMAL + "train:\n  epochz: 3\n", "unknown key 'train.epochz'"),  # unknown key
+        (MINIMAL + "train:\n  batch_size: many\n", "train.batch_size"),  # wrong type
+        (MINIMAL + "train:\n  lr: -0.1\n", "train.lr"),  # out of range
+        ("task: fim\ndata: [oops\n", "malformed YAML"),  # malformed YAML
+    ],
+)
+def test_cli_validate_exits_2_without_traceback(tmp_path, text, fragment):
+    result = run_cli("validate", str(write(tmp_path, text)))
+    assert result.returncode == 2
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_cli_validate_ok_and_print(tmp_path):
+    result = run_cli("validate", str(write(tmp_path, MINIMAL)), "train.lr=0.001", "--print")
+    assert result.returncode == 0, result.stderr
+    assert "lr: 0.001" in result.stdout
+
+
+def test_cli_missing_file_and_bad_override(tmp_path):
+    result = run_cli("validate", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "not found" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("validate", str(write(tmp_path, MINIMAL)), "trainlr")
+    assert result.returncode == 2 and "key.sub=value" in result.stderr
+
+
+def test_cli_schema_is_json_with_descriptions():
+    import json
+
+    result = run_cli("schema")
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert "task" in schema["properties"]
+    lr = schema["$defs"]["TrainSpec"]["properties"]["lr"]
+    assert lr["description"] and lr["exclusiveMinimum"] == 0
+
+
+def test_recipe_from_dict_matches_file_loading(tmp_path):
+    recipe = recipe_from_dict({"task": "fim", "data": {"train": "x"}})
+    assert recipe.task == "fim" and recipe.data.train == "x"
