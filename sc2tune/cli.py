@@ -74,8 +74,41 @@ def _conf_tiny_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
 
 
+# ---- train ----------------------------------------------------------------------------------------
+
+def _run_train(args: argparse.Namespace) -> int:
+    from sc2tune.recipe import load_recipe
+    from sc2tune.training import train
+    from sc2tune.training.run import describe
+
+    result = train(load_recipe(args.recipe, args.overrides), resume=args.resume, show_progress=not args.no_progress)
+    report = describe(result)
+    if result.preempted:
+        print(f"preempted at step {result.global_step}: checkpoint saved in {result.output_dir}/checkpoints; "
+              "run the same command with --resume to continue", file=sys.stderr)
+    else:
+        print(f"done: {result.global_step} steps; adapter in {result.adapter_dir}")
+        for key, value in sorted(result.final_eval.items()):
+            if isinstance(value, float) and "runtime" not in key and "per_second" not in key:
+                print(f"  {key}: {value:.4f}")
+        if result.train_tokens_per_second:
+            print(f"  train tokens/s: {result.train_tokens_per_second:,.0f}")
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
+def _conf_train(p: argparse.ArgumentParser) -> None:
+    _recipe_args(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest complete checkpoint in output_dir/checkpoints")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+
+
 COMMANDS: list[Command] = [
     Command("validate", "check a recipe (and overrides) without running it", _conf_validate, _run_validate),
+    Command("train", "fine-tune: sc2tune train RECIPE [key=value ...] [--resume]", _conf_train, _run_train),
     Command("schema", "print the JSON schema of a recipe", lambda p: None, _run_schema),
     Command("tiny-model", "write the built-in tiny StarCoder2 as a Hugging Face folder",
             _conf_tiny_model, _run_tiny_model),

@@ -1,0 +1,97 @@
+"""Causal-LM loss without materialising ``batch x length x vocab`` logits.
+
+With StarCoder2's 49152-token vocabulary the output layer and its cross-entropy dominate a small model's
+step. The usual path computes ``logits = H W^T`` for every position (prompt and padding included), keeps
+them for backward, then takes the log-softmax. Here:
+
+1. Shift: position ``t`` predicts ``labels[t + 1]``; keep only positions whose target is trained
+   (``!= -100``): ``h`` (N x d) and ``y`` (N).
+2. In chunks of ``c`` rows: ``z = h_c W^T + b`` (float32), ``loss_c = sum(logsumexp(z) - z[y])`` and, in
+   the same pass, the gradients ``dz = softmax(z) - onehot(y)``, ``dh_c = dz W`` and ``dW += dz^T h_c``
+   (``db += sum(dz)``) — only for the inputs that need them (a frozen, tied ``lm_head`` under LoRA needs none).
+3. Backward multiplies the stored gradients by the incoming scalar.
+
+Peak extra memory is one ``c x vocab`` block instead of ``B x L x vocab``, and no logits are recomputed.
+The result equals ``F.cross_entropy(H W^T, y, reduction="sum")`` (value and gradients).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+IGNORE_INDEX = -100
+
+
+class _LinearCrossEntropySum(torch.autograd.Function):
+    """sum_i CE(h_i W^T + b, y_i), gradients computed chunk by chunk during the forward pass."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, chunk_size):  # type: ignore[override]
+        need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
+        grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+        for start in range(0, hidden.shape[0], chunk_size):
+            h = hidden[start:start + chunk_size]
+            y = targets[start:start + chunk_size]
+            z = F.linear(h, weight, bias).float()
+            lse = torch.logsumexp(z, dim=-1)
+            total += (lse - z.gather(1, y[:, None]).squeeze(1)).sum()
+            if need_h or need_w or need_b:
+                dz = torch.exp(z.sub_(lse[:, None]))  # softmax, in place over the chunk's logits
+                dz[torch.arange(y.shape[0], device=y.device), y] -= 1.0
+                if need_h:
+                    grad_h[start:start + chunk_size] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)
+                if need_w:
+                    grad_w.addmm_(dz.t(), h.float())
+                if need_b:
+                    grad_b += dz.sum(0)
+        ctx.save_for_backward(
+            grad_h if need_h else None,
+            grad_w.to(weight.dtype) if need_w else None,
+            grad_b.to(bias.dtype) if need_b else None,
+        )
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):  # type: ignore[override]
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        scale = grad_output.to(torch.float32)
+        return (
+            None if grad_h is None else grad_h * scale.to(grad_h.dtype),
+            None if grad_w is None else grad_w * scale.to(grad_w.dtype),
+            None if grad_b is None else grad_b * scale.to(grad_b.dtype),
+            None,
+            None,
+        )
+
+
+def linear_cross_entropy_sum(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
+    """``sum_i CE(hidden_i @ weight^T + bias, targets_i)`` in float32, chunked over rows (see module doc).
+
+    ``hidden`` is (N, d), ``weight`` (V, d), ``targets`` (N,) with no ignored entries.
+    """
+    if hidden.shape[0] == 0:
+        return hidden.sum() * 0.0 + weight.sum() * 0.0
+    if bias is None:
+        bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    return _LinearCrossEntropySum.apply(hidden, weight, bias, targets, chunk_size)
+
+
+def shifted_trained_positions(hidden: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states that predict a trained token, and those tokens: ``h[:, :-1][m]``, ``y[:, 1:][m]``."""
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    return hidden[:, :-1][mask], targets[mask]
+
+
+def output_layer(model: nn.Module) -> nn.Linear | None:
+    """The plain ``nn.Linear`` output head of a causal LM, or None when it is wrapped/quantised."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return head if type(head) is nn.Linear else None

@@ -1,0 +1,279 @@
+"""``train(recipe)``: the whole fine-tuning run, from recipe to adapter folder.
+
+Layout of ``output_dir``::
+
+    adapter/          PEFT adapter (adapter_config.json names the base), tokenizer, recipe.yaml, labels.json
+                      (``model/`` instead for adapter.method: full)
+    checkpoints/      checkpoint-N folders, each renamed into place only when complete
+    metrics.jsonl     one JSON object per logged step ({"step", "loss", ...}) and per evaluation
+    tensorboard/      TensorBoard event files
+    loss.png          train and eval loss curves
+    summary.json      final_eval metrics, train_tokens_per_second, steps, skipped steps, preempted
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import TrainingArguments, set_seed
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_callback import ProgressCallback as HFProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from sc2tune.adapters import attach_adapter
+from sc2tune.errors import UserError
+from sc2tune.modeling import load_model, load_tokenizer, resolve_dtype
+from sc2tune.recipe import Recipe, recipe_to_yaml
+from sc2tune.training.callbacks import (
+    MetricsFileCallback,
+    NanGuardCallback,
+    PreemptionCallback,
+    ProgressCallback,
+    ThroughputCallback,
+    finite_or_none,
+)
+from sc2tune.training.plots import plot_loss_curves
+from sc2tune.training.trainer import Sc2Trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished (or preempted) run produced."""
+
+    output_dir: Path
+    adapter_dir: Path | None
+    global_step: int
+    preempted: bool
+    final_eval: dict[str, float] = field(default_factory=dict)
+    train_tokens_per_second: float | None = None
+    skipped_steps: int = 0
+
+
+def classification_metrics(eval_pred) -> dict[str, float]:
+    """Accuracy and macro-F1 (mean over classes of 2PR/(P+R), 0 for a class never predicted nor present)."""
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    predictions = np.asarray(logits).argmax(-1)
+    labels = np.asarray(labels)
+    classes = np.union1d(np.unique(labels), np.unique(predictions))
+    f1s = []
+    for c in classes:
+        tp = np.sum((predictions == c) & (labels == c))
+        fp = np.sum((predictions == c) & (labels != c))
+        fn = np.sum((predictions != c) & (labels == c))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": float(np.mean(predictions == labels)), "macro_f1": float(np.mean(f1s))}
+
+
+def _class_weights(recipe: Recipe, counts: dict[str, int] | None, id2label: dict[int, str] | None
+                   ) -> torch.Tensor | None:
+    spec = recipe.train.class_weights
+    if spec is None:
+        return None
+    if isinstance(spec, list):
+        if id2label is not None and len(spec) != len(id2label):
+            raise UserError(f"train.class_weights has {len(spec)} weights for {len(id2label)} labels")
+        return torch.tensor(spec, dtype=torch.float32)
+    # balanced: w_c = N / (K * n_c)
+    assert counts is not None and id2label is not None
+    n = np.array([counts[id2label[i]] for i in range(len(id2label))], dtype=np.float64)
+    return torch.tensor(n.sum() / (len(n) * n), dtype=torch.float32)
+
+
+def _training_arguments(recipe: Recipe, out: Path, has_eval: bool) -> TrainingArguments:
+    t = recipe.train
+    dtype = resolve_dtype(recipe.model.dtype)
+    cuda = torch.cuda.is_available()
+    save = {"save_strategy": "steps", "save_steps": t.save_steps} if t.save_steps else {"save_strategy": "epoch"}
+    if not has_eval:
+        evaluation = {"eval_strategy": "no"}
+    elif t.eval_steps:
+        evaluation = {"eval_strategy": "steps", "eval_steps": t.eval_steps}
+    else:
+        evaluation = {"eval_strategy": "epoch"}
+    grouped = recipe.task != "classify" and not recipe.data.packing
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optim,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        seed=t.seed,
+        data_seed=t.seed,
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        report_to="none",
+        save_total_limit=t.save_total_limit,
+        bf16=cuda and dtype == torch.bfloat16,
+        fp16=cuda and dtype == torch.float16,
+        use_cpu=not cuda,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=t.dataloader_workers,
+        train_sampling_strategy="group_by_length" if grouped else "random",
+        disable_tqdm=True,
+        ddp_find_unused_parameters=False,
+        average_tokens_across_devices=True,
+        **save,
+        **evaluation,
+    )
+
+
+def _prepare_output(out: Path, resume: bool) -> str | None:
+    """Checkpoint to resume from (or None); refuses to train over an existing run without --resume."""
+    checkpoints = out / "checkpoints"
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if resume:
+        if last is None:
+            log.warning("--resume: no complete checkpoint in %s, starting from the beginning", checkpoints)
+        return last
+    if last is not None or (out / "adapter").exists() or (out / "model").exists():
+        raise UserError(
+            f"{out} already holds a run",
+            hint="pass --resume to continue it, or set output_dir=... to start a new one",
+        )
+    return None
+
+
+def _write_atomically(target: Path, write) -> None:
+    """Call ``write(tmp_dir)`` on a temporary folder beside ``target``, then rename it into place."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -> TrainResult:
+    """Fine-tune the recipe's model on its data and write the adapter (see module doc for the layout)."""
+    from sc2tune.data import build_datasets  # noqa: PLC0415 - heavy import, only when training
+
+    out = Path(recipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = _prepare_output(out, resume)
+    set_seed(recipe.train.seed)
+
+    tokenizer = load_tokenizer(recipe.model)
+    data = build_datasets(recipe, tokenizer, show_progress=show_progress)
+    if len(data.train) == 0:
+        raise UserError(f"data.train produced no training examples ({recipe.data.train})")
+    set_seed(recipe.train.seed)  # same head / LoRA initialisation whatever the data step consumed
+    model = load_model(recipe.model, quant=recipe.adapter.quantization, id2label=data.id2label,
+                       pad_token_id=tokenizer.pad_token_id)
+    model = attach_adapter(model, recipe)
+
+    args = _training_arguments(recipe, out, data.eval is not None)
+    classify = recipe.task == "classify"
+    class_counts = getattr(data.stats, "class_counts", None)
+    trainer = Sc2Trainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        data_collator=data.collator,
+        processing_class=tokenizer,
+        compute_metrics=classification_metrics if classify else None,
+        task=recipe.task,
+        pad_token_id=tokenizer.pad_token_id,
+        loss_chunk_size=recipe.train.loss_chunk_size,
+        nan_patience=recipe.train.nan_patience,
+        class_weights=_class_weights(recipe, class_counts, data.id2label) if classify else None,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(HFProgressCallback)
+    preemption = PreemptionCallback(trainer)
+    for callback in (ThroughputCallback(trainer), NanGuardCallback(trainer), preemption,
+                     MetricsFileCallback(out / "metrics.jsonl")):
+        trainer.add_callback(callback)
+    if show_progress:
+        trainer.add_callback(ProgressCallback())
+    if trainer.is_world_process_zero():
+        _add_tensorboard(trainer, out / "tensorboard")
+        (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+    tokens = torch.tensor(float(trainer.input_tokens), device=trainer.accelerator.device)
+    if trainer.accelerator.num_processes > 1:
+        tokens = trainer.accelerator.reduce(tokens, reduction="sum")
+    tokens_per_second = float(tokens) / trainer.step_seconds if trainer.step_seconds > 0 else None
+
+    if preemption.preempted:
+        log.warning("preempted at step %d: checkpoint saved; run again with --resume", trainer.state.global_step)
+        return TrainResult(out, None, trainer.state.global_step, True,
+                           train_tokens_per_second=tokens_per_second, skipped_steps=trainer.skipped_steps)
+
+    final_eval = trainer.evaluate() if data.eval is not None else {}
+    adapter_dir = out / ("model" if recipe.adapter.method == "full" else "adapter")
+    if trainer.is_world_process_zero():
+        _write_atomically(adapter_dir, lambda tmp: _save_final(trainer, tokenizer, recipe, data.id2label, tmp))
+        summary = {
+            "task": recipe.task,
+            "method": recipe.adapter.method,
+            "global_step": trainer.state.global_step,
+            "final_eval": {k: finite_or_none(v) for k, v in final_eval.items() if isinstance(v, (int, float))},
+            "train_tokens_per_second": tokens_per_second,
+            "train_input_tokens": int(tokens),
+            "skipped_steps": trainer.skipped_steps,
+            "data": data.stats.to_dict(),
+        }
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_loss_curves(out / "metrics.jsonl", out / "loss.png")
+    trainer.accelerator.wait_for_everyone()
+    return TrainResult(out, adapter_dir, trainer.state.global_step, False, final_eval, tokens_per_second,
+                       trainer.skipped_steps)
+
+
+def _save_final(trainer: Sc2Trainer, tokenizer, recipe: Recipe, id2label: dict[int, str] | None,
+                folder: Path) -> None:
+    trainer.save_model(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    (folder / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    if id2label is not None:
+        (folder / "labels.json").write_text(json.dumps({str(k): v for k, v in id2label.items()}, indent=2))
+
+
+def _add_tensorboard(trainer: Sc2Trainer, folder: Path) -> None:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+    except ImportError:  # tensorboard is a dependency, but stay usable without it
+        log.info("tensorboard not installed: no TensorBoard logs")
+        return
+    trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(folder))))
+
+
+def describe(result: TrainResult) -> dict[str, Any]:
+    """JSON-friendly view of a result."""
+    return {
+        "output_dir": str(result.output_dir),
+        "adapter_dir": str(result.adapter_dir) if result.adapter_dir else None,
+        "global_step": result.global_step,
+        "preempted": result.preempted,
+        "final_eval": result.final_eval,
+        "train_tokens_per_second": result.train_tokens_per_second,
+        "skipped_steps": result.skipped_steps,
+    }

@@ -1,0 +1,200 @@
+"""``Sc2Trainer``: transformers' Trainer with sc2tune's loss, NaN guard, token counting and atomic checkpoints.
+
+The task differences live in modeling and data; the trainer sees batches with ``labels``:
+
+* causal LM (instruct, fim): the loss is the chunked output-layer cross-entropy over trained positions
+  only (:mod:`sc2tune.training.loss`), normalised by the number of trained tokens in the whole
+  accumulated (and, across processes, gathered) batch, so gradient accumulation and data parallelism give
+  the same gradient as one big batch;
+* classification: cross-entropy of the ``score`` head's logits, optionally class-weighted, averaged per
+  micro-batch.
+
+A non-finite loss is never back-propagated: the micro-batch contributes nothing, the optimizer step of its
+window is skipped (gradients dropped) and counted; after ``train.nan_patience`` such steps in a row the run
+stops with :class:`NonFiniteLossError` and the last good checkpoint stays as it is.
+
+Checkpoints are written to ``checkpoints/.staging/checkpoint-N`` and renamed to ``checkpoints/checkpoint-N``
+only when complete, so ``--resume`` never picks up a half-written one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from typing import Any
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+from peft import PeftModel
+from transformers import Trainer
+from transformers.trainer_utils import rotate_checkpoints
+
+from sc2tune.errors import UserError
+from sc2tune.training.loss import linear_cross_entropy_sum, output_layer, shifted_trained_positions
+
+log = logging.getLogger(__name__)
+
+STAGING = ".staging"
+
+#: Architectures whose logits are exactly ``lm_head(final hidden state)`` (no scaling or soft-capping),
+#: so the chunked loss applies.
+CHUNKED_LOSS_ARCHITECTURES = {"starcoder2", "gpt_bigcode", "llama", "mistral", "qwen2"}
+
+
+class NonFiniteLossError(UserError):
+    """Too many non-finite losses in a row."""
+
+
+class Sc2Trainer(Trainer):
+    """Trainer for sc2tune runs (see module docstring)."""
+
+    def __init__(self, *args: Any, task: str, pad_token_id: int, loss_chunk_size: int = 1024,
+                 nan_patience: int = 3, class_weights: torch.Tensor | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.task = task
+        self.pad_token_id = pad_token_id
+        self.loss_chunk_size = loss_chunk_size
+        self.nan_patience = nan_patience
+        self.class_weights = class_weights
+        causal = task != "classify"
+        # The causal loss is normalised by the accumulated trained-token count (num_items_in_batch).
+        self.model_accepts_loss_kwargs = causal
+        self.loss_is_scaled_for_ga = causal
+        self.input_tokens = 0  # non-padding input tokens seen by this process
+        self.nan_in_window = False
+        self.nan_streak = 0
+        self.skipped_steps = 0
+        self._use_chunked = causal and self._chunked_loss_applies()
+        self.step_seconds = 0.0  # filled in by ThroughputCallback
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add throughput (non-padding input tokens per second of training steps) and skipped steps."""
+        if "loss" in logs and self.step_seconds > 0:
+            tokens = self.input_tokens * self.accelerator.num_processes  # even shards: exact enough for logs
+            logs["input_tokens"] = tokens
+            logs["tokens_per_second"] = tokens / self.step_seconds
+        if self.skipped_steps:
+            logs["skipped_steps"] = self.skipped_steps
+        super().log(logs, start_time)
+
+    # ---- loss ---------------------------------------------------------------------------------------
+
+    def _inner_causal_lm(self) -> torch.nn.Module:
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if isinstance(model, PeftModel) else model
+
+    def _chunked_loss_applies(self) -> bool:
+        inner = self._inner_causal_lm()
+        if getattr(inner.config, "model_type", None) not in CHUNKED_LOSS_ARCHITECTURES:
+            return False
+        if output_layer(inner) is None:
+            return False
+        # Sharded parameters (FSDP, ZeRO-3) are only whole inside the wrapped forward.
+        return not (self.is_fsdp_enabled or (self.is_deepspeed_enabled and self._zero3()))
+
+    def _zero3(self) -> bool:
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        return plugin is not None and plugin.zero_stage == 3
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D401
+        """Loss of one micro-batch (see module docstring)."""
+        if model.training:
+            self.input_tokens += int((inputs["input_ids"] != self.pad_token_id).sum())
+        if self.task == "classify":
+            return self._classification_loss(model, inputs, return_outputs)
+        labels = inputs.pop("labels")
+        if self._use_chunked and not return_outputs:
+            outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
+            hidden, targets = shifted_trained_positions(outputs.hidden_states[-1], labels)
+            head = output_layer(self._inner_causal_lm())
+            loss_sum = linear_cross_entropy_sum(hidden, head.weight, head.bias, targets, self.loss_chunk_size)
+        else:
+            outputs = model(**inputs, use_cache=False)
+            logits = outputs.logits[:, :-1].float()
+            targets = labels[:, 1:]
+            loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                       ignore_index=-100, reduction="sum")
+        if num_items_in_batch is None:
+            num_items_in_batch = (labels[:, 1:] != -100).sum()
+            world = 1
+        else:
+            world = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+        denominator = torch.as_tensor(num_items_in_batch, device=loss_sum.device, dtype=torch.float32).clamp(min=1)
+        loss = loss_sum / denominator * world
+        return (loss, outputs) if return_outputs else loss
+
+    def _classification_loss(self, model, inputs, return_outputs):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits.float()
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        loss = F.cross_entropy(logits, labels, weight=weight)
+        return (loss, outputs) if return_outputs else loss
+
+    # ---- NaN guard -----------------------------------------------------------------------------------
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """Forward + backward, except that a non-finite loss is not back-propagated."""
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        with self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
+        if not self.loss_is_scaled_for_ga:
+            loss = loss / self.current_gradient_accumulation_steps
+        finite = torch.isfinite(loss.detach())
+        if self.accelerator.num_processes > 1:  # every rank must agree, or DDP would hang
+            finite = self.accelerator.reduce(finite.float(), reduction="sum") == self.accelerator.num_processes
+        if not bool(finite):
+            self.nan_in_window = True
+            # keep the graph alive for DDP's reducer without letting any value through
+            self.accelerator.backward(loss.nan_to_num(0.0, 0.0, 0.0) * 0.0)
+            return torch.zeros((), device=loss.device)
+        self.accelerator.backward(loss)
+        return loss.detach()
+
+    def drop_step_if_poisoned(self) -> bool:
+        """Called before the optimizer step: drop the gradients of a window that saw a non-finite loss."""
+        if not self.nan_in_window:
+            self.nan_streak = 0
+            return False
+        self.nan_in_window = False
+        self.nan_streak += 1
+        self.skipped_steps += 1
+        for parameter in self.model.parameters():
+            parameter.grad = None
+        log.warning("non-finite loss at step %d: optimizer step skipped (%d in a row)",
+                    self.state.global_step + 1, self.nan_streak)
+        if self.nan_streak >= self.nan_patience:
+            raise NonFiniteLossError(
+                f"the loss was NaN/inf in {self.nan_streak} optimizer steps in a row (step {self.state.global_step + 1})",
+                hint="lower train.lr, check the data for empty or broken records, or use float32/bfloat16 "
+                "instead of float16; the last good checkpoint is untouched, resume with --resume",
+            )
+        return True
+
+    # ---- atomic checkpoints --------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model, trial):
+        """Write the checkpoint under a staging name, then rename it into place when complete."""
+        run_dir = self.args.output_dir
+        staging_root = os.path.join(run_dir, STAGING)
+        name = f"checkpoint-{self.state.global_step}"
+        original_output_dir = self.args.output_dir
+        limit = self.args.save_total_limit
+        try:
+            self.args.output_dir = staging_root
+            self.args.save_total_limit = None
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = original_output_dir
+            self.args.save_total_limit = limit
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            final = os.path.join(run_dir, name)
+            if os.path.exists(final):
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging_root, name), final)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit, use_mtime=False)
+        self.accelerator.wait_for_everyone()

@@ -1,0 +1,82 @@
+"""The chunked output-layer cross-entropy equals plain cross-entropy over full logits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from sc2tune.training.loss import linear_cross_entropy_sum, shifted_trained_positions
+
+
+def reference(hidden, weight, bias, targets):
+    logits = hidden @ weight.t() + (0 if bias is None else bias)
+    return F.cross_entropy(logits.double(), targets, reduction="sum")
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10_000])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_value_and_gradients_match_plain_cross_entropy(chunk, with_bias):
+    g = torch.Generator().manual_seed(0)
+    n, d, v = 37, 16, 301
+    hidden = torch.randn(n, d, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(v, d, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(v, generator=g, dtype=torch.float64, requires_grad=True) if with_bias else None
+    targets = torch.randint(0, v, (n,), generator=g)
+
+    ours = linear_cross_entropy_sum(hidden, weight, bias, targets, chunk_size=chunk)
+    grads = torch.autograd.grad(ours * 0.5, [t for t in (hidden, weight, bias) if t is not None])
+    ref = reference(hidden, weight, bias, targets)
+    ref_grads = torch.autograd.grad(ref * 0.5, [t for t in (hidden, weight, bias) if t is not None])
+
+    assert torch.allclose(ours.double(), ref, rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads, ref_grads, strict=True):
+        assert torch.allclose(a.double(), b, rtol=1e-5, atol=1e-5)  # logits are float32 by design
+
+
+def test_frozen_weight_gets_no_gradient():
+    hidden = torch.randn(5, 8, requires_grad=True)
+    weight = torch.randn(50, 8)  # frozen (tied embedding under LoRA)
+    loss = linear_cross_entropy_sum(hidden, weight, None, torch.randint(0, 50, (5,)), chunk_size=2)
+    loss.backward()
+    assert hidden.grad is not None and weight.grad is None
+
+
+def test_ignored_positions_are_excluded_and_labels_shifted():
+    g = torch.Generator().manual_seed(1)
+    b, length, d, v = 3, 9, 8, 40
+    hidden = torch.randn(b, length, d, generator=g, requires_grad=True)
+    weight = torch.randn(v, d, generator=g)
+    labels = torch.randint(0, v, (b, length), generator=g)
+    labels[0, :4] = -100  # prompt
+    labels[2, 6:] = -100  # padding
+    h, y = shifted_trained_positions(hidden, labels)
+    ours = linear_cross_entropy_sum(h, weight, None, y, chunk_size=4)
+
+    logits = hidden @ weight.t()
+    ref = F.cross_entropy(logits[:, :-1].reshape(-1, v), labels[:, 1:].reshape(-1), ignore_index=-100,
+                          reduction="sum")
+    assert torch.allclose(ours, ref, rtol=1e-5)
+    (g_ours,) = torch.autograd.grad(ours, hidden)
+    (g_ref,) = torch.autograd.grad(ref, hidden)
+    assert torch.allclose(g_ours, g_ref, atol=1e-6)
+    assert int((labels[:, 1:] != -100).sum()) == y.numel()
+
+
+def test_equals_the_models_own_loss_on_the_tiny_model():
+    """Hidden state + lm_head path equals transformers' own (mean) causal-LM loss."""
+    from sc2tune.modeling import load_model
+    from sc2tune.recipe import ModelSpec
+
+    model = load_model(ModelSpec()).eval()
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(10, 5000, (2, 16), generator=g)
+    labels = ids.clone()
+    labels[:, :5] = -100
+    with torch.no_grad():
+        expected = model(input_ids=ids, labels=labels).loss
+        out = model(input_ids=ids, output_hidden_states=True, logits_to_keep=1)
+    h, y = shifted_trained_positions(out.hidden_states[-1], labels)
+    head = model.get_output_embeddings()
+    ours = linear_cross_entropy_sum(h, head.weight, head.bias, y) / y.numel()
+    assert torch.allclose(ours, expected, rtol=1e-5)
