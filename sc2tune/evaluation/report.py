@@ -1,0 +1,199 @@
+"""Evaluation reports: ``results.json``, ``report.md`` and PNG plots, written atomically into one folder.
+
+Layout of a report folder::
+
+    results.json          every number (scores, per-task/per-class detail, settings)
+    report.md             the same for people, plots linked
+    passk.png             pass@k bars (eval code)
+    samples.jsonl         one line per executed sample (eval code)
+    loss.png              training loss and eval loss against step, from OUTPUT/metrics.jsonl (eval RUN)
+    confusion-<model>.png confusion matrix per model (classification)
+
+The folder is built in a sibling temporary folder and renamed into place, replacing an older report.
+Plots use matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sc2tune.errors import DataError, UserError
+
+if TYPE_CHECKING:
+    from sc2tune.evaluation.codeeval import CodeEvalResult
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_report_dir(out_dir: str | Path, build: Callable[[Path], None]) -> Path:
+    """Run ``build(tmp)`` in a temporary sibling folder, then move it to ``out_dir`` (replacing it)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        build(tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def dump_json(obj: Any, path: Path) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+
+
+# ---- plots ------------------------------------------------------------------------------------------
+
+def plot_pass_at_k(scores: Mapping[str, float], path: Path, title: str = "pass@k") -> Path:
+    """Bar chart of ``{"pass@1": x, ...}`` (values in [0, 1], labelled on the bars)."""
+    plt = _pyplot()
+    names, values = list(scores), [scores[name] for name in scores]
+    fig, ax = plt.subplots(figsize=(max(3.5, 1.3 * len(names) + 1.5), 3.5), dpi=100)
+    bars = ax.bar(names, values, color="#3b75af")
+    for bar, value in zip(bars, values, strict=True):
+        ax.text(bar.get_x() + bar.get_width() / 2, value + 0.01, f"{value:.3f}", ha="center", va="bottom")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def read_metrics(path: str | Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+    """``(train, eval)`` lists of ``(step, loss)`` from a metrics.jsonl with lines ``{step, loss}`` and
+    ``{step, eval_loss}`` (other keys and non-finite values are ignored)."""
+    train, evals = [], []
+    path = Path(path)
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict) or "step" not in row:
+            continue
+        for key, target in (("loss", train), ("eval_loss", evals)):
+            value = row.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                target.append((int(row["step"]), float(value)))
+    return train, evals
+
+
+def plot_loss_curves(train: Sequence[tuple[int, float]], evals: Sequence[tuple[int, float]], path: Path,
+                     title: str = "loss") -> Path:
+    """Training loss (line) and eval loss (line with markers) against optimizer step."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    if train:
+        ax.plot([s for s, _ in train], [v for _, v in train], label="train loss", color="#3b75af")
+    if evals:
+        ax.plot([s for s, _ in evals], [v for _, v in evals], "o-", label="eval loss", color="#d9653b")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    if train or evals:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path,
+                   title: str = "confusion matrix") -> Path:
+    """Heat map of ``matrix[true][pred]`` counts with the count written in each cell."""
+    plt = _pyplot()
+    size = max(3.5, 0.6 * len(labels) + 2.5)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    image = ax.imshow(matrix, cmap="Blues", vmin=0)
+    peak = max((max(row) for row in matrix if row), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            ax.text(j, i, str(count), ha="center", va="center",
+                    color="white" if peak and count > peak / 2 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ---- code evaluation report -------------------------------------------------------------------------
+
+def code_markdown(result: CodeEvalResult, *, problems: str, samples: str) -> str:
+    """Markdown report of an execution-based evaluation."""
+    lines = ["# sc2tune eval code", "", f"- problems: `{problems}`", f"- samples: `{samples}`",
+             f"- sandbox: {result.isolation}", f"- per-sample limits: {_limits_text(result.limits)}", "",
+             "| metric | score |", "|---|---|"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in result.scores.items()]
+    summary = result.summary()
+    lines += ["", f"{summary['tasks']} tasks, {summary['samples']} samples: "
+              + ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items()), ""]
+    if result.scores:
+        lines += ["![pass@k](passk.png)", ""]
+    failing = [r for r in result.samples if r.status != "passed"][:20]
+    if failing:
+        lines += ["## First failures", "", "| task | sample | status | reason |", "|---|---|---|---|"]
+        lines += [f"| {r.task_id} | {r.completion_id} | {r.status} | {_cell(r.error)} |" for r in failing]
+    if result.tasks_without_samples:
+        lines += ["", f"{len(result.tasks_without_samples)} problems had no samples and are not scored."]
+    return "\n".join(lines) + "\n"
+
+
+def _limits_text(limits: Mapping[str, Any]) -> str:
+    return (f"{limits['timeout']:g} s wall, {limits['memory_mb']} MiB address space, "
+            f"{limits['max_processes']} processes, {limits['file_size_mb']} MiB files")
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")[:160]
+
+
+def write_code_report(result: CodeEvalResult, out_dir: str | Path, *, problems: str, samples: str) -> Path:
+    """results.json, samples.jsonl, report.md and passk.png for ``eval code``."""
+
+    def build(tmp: Path) -> None:
+        data = result.to_dict()
+        per_sample = data.pop("results")
+        dump_json({**data, "problems": problems, "samples_file": samples}, tmp / "results.json")
+        with open(tmp / "samples.jsonl", "w", encoding="utf-8") as f:
+            for row in per_sample:
+                f.write(json.dumps(row) + "\n")
+        if result.scores:
+            plot_pass_at_k(result.scores, tmp / "passk.png")
+        (tmp / "report.md").write_text(code_markdown(result, problems=problems, samples=samples),
+                                       encoding="utf-8")
+
+    return write_report_dir(out_dir, build)
