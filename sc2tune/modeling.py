@@ -177,9 +177,18 @@ def resolve_attn(spec: ModelSpec) -> str:
     return "sdpa"
 
 
+def running_under_fsdp() -> bool:
+    """True when launched by ``accelerate launch`` with an FSDP config."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in {"1", "true"}
+
+
 def quantization_config(quant: QuantSpec, model_dtype: torch.dtype, *, skip: list[str] | None = None
                         ) -> BitsAndBytesConfig:
-    """bitsandbytes config: 4-bit (NF4/FP4, double quant, compute dtype) or 8-bit."""
+    """bitsandbytes config: 4-bit (NF4/FP4, double quant, compute dtype) or 8-bit.
+
+    Under FSDP the packed 4-bit weights are stored in the model dtype so FSDP can flatten them with the
+    other parameters; otherwise they are stored as uint8.
+    """
     if quant.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     compute = model_dtype if quant.compute_dtype == "auto" else getattr(torch, quant.compute_dtype)
@@ -188,7 +197,7 @@ def quantization_config(quant: QuantSpec, model_dtype: torch.dtype, *, skip: lis
         bnb_4bit_quant_type=quant.quant_type,
         bnb_4bit_use_double_quant=quant.double_quant,
         bnb_4bit_compute_dtype=compute,
-        bnb_4bit_quant_storage=torch.uint8,
+        bnb_4bit_quant_storage=model_dtype if running_under_fsdp() else torch.uint8,
         llm_int8_skip_modules=skip,
     )
 
@@ -212,7 +221,9 @@ def load_model(
     classify = spec.head == "sequence-classification"
     if quant is not None:
         kwargs["quantization_config"] = quantization_config(quant, dtype, skip=["score"] if classify else None)
-        kwargs["device_map"] = {"": torch.cuda.current_device()} if torch.cuda.is_available() else {"": "cpu"}
+        if not running_under_fsdp():  # FSDP places the shards itself
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            kwargs["device_map"] = {"": local} if torch.cuda.is_available() else {"": "cpu"}
     if classify:
         labels = id2label or {i: f"LABEL_{i}" for i in range(spec.num_labels or 2)}
         kwargs["num_labels"] = len(labels)

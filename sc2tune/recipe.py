@@ -203,6 +203,9 @@ class TrainSpec(_Strict):
     )
     nan_patience: int = Field(3, ge=1, description="Stop after this many non-finite losses in a row.")
     dataloader_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    shuffle: bool = Field(
+        True, description="Shuffle the training examples (false: keep the data order, e.g. for a curriculum)."
+    )
     loss_chunk_size: int = Field(
         1024, gt=0, description="Positions per chunk of the output layer + cross-entropy (causal LM)."
     )

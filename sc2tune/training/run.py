@@ -58,23 +58,17 @@ class TrainResult:
     final_eval: dict[str, float] = field(default_factory=dict)
     train_tokens_per_second: float | None = None
     skipped_steps: int = 0
+    model: Any = field(default=None, repr=False, compare=False)  # the trained model, for further use in Python
 
 
 def classification_metrics(eval_pred) -> dict[str, float]:
-    """Accuracy and macro-F1 (mean over classes of 2PR/(P+R), 0 for a class never predicted nor present)."""
-    logits, labels = eval_pred.predictions, eval_pred.label_ids
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    predictions = np.asarray(logits).argmax(-1)
-    labels = np.asarray(labels)
-    classes = np.union1d(np.unique(labels), np.unique(predictions))
-    f1s = []
-    for c in classes:
-        tp = np.sum((predictions == c) & (labels == c))
-        fp = np.sum((predictions == c) & (labels != c))
-        fn = np.sum((predictions != c) & (labels == c))
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return {"accuracy": float(np.mean(predictions == labels)), "macro_f1": float(np.mean(f1s))}
+    """Accuracy and macro-F1 of the eval predictions (see :mod:`sc2tune.evaluation.metrics`)."""
+    from sc2tune.evaluation.metrics import classification_report
+
+    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+    predictions = np.asarray(logits).argmax(-1).tolist()
+    report = classification_report(np.asarray(eval_pred.label_ids).tolist(), predictions)
+    return {"accuracy": report.accuracy, "macro_f1": report.macro_f1}
 
 
 def _class_weights(recipe: Recipe, counts: dict[str, int] | None, id2label: dict[int, str] | None
@@ -103,7 +97,12 @@ def _training_arguments(recipe: Recipe, out: Path, has_eval: bool) -> TrainingAr
         evaluation = {"eval_strategy": "steps", "eval_steps": t.eval_steps}
     else:
         evaluation = {"eval_strategy": "epoch"}
-    grouped = recipe.task != "classify" and not recipe.data.packing
+    if not t.shuffle:
+        sampling = "sequential"
+    elif recipe.task != "classify" and not recipe.data.packing:
+        sampling = "group_by_length"  # padded causal batches: similar lengths, little padding
+    else:
+        sampling = "random"
     return TrainingArguments(
         output_dir=str(out / "checkpoints"),
         per_device_train_batch_size=t.batch_size,
@@ -129,7 +128,7 @@ def _training_arguments(recipe: Recipe, out: Path, has_eval: bool) -> TrainingAr
         remove_unused_columns=False,
         label_names=["labels"],
         dataloader_num_workers=t.dataloader_workers,
-        train_sampling_strategy="group_by_length" if grouped else "random",
+        train_sampling_strategy=sampling,
         disable_tqdm=True,
         ddp_find_unused_parameters=False,
         average_tokens_across_devices=True,
@@ -145,6 +144,7 @@ def _prepare_output(out: Path, resume: bool) -> str | None:
     if resume:
         if last is None:
             log.warning("--resume: no complete checkpoint in %s, starting from the beginning", checkpoints)
+        _trim_metrics(out / "metrics.jsonl", int(last.rsplit("-", 1)[-1]) if last else 0)
         return last
     if last is not None or (out / "adapter").exists() or (out / "model").exists():
         raise UserError(
@@ -154,11 +154,23 @@ def _prepare_output(out: Path, resume: bool) -> str | None:
     return None
 
 
+def _trim_metrics(path: Path, step: int) -> None:
+    """Drop metric lines logged after ``step`` (they will be logged again by the resumed run)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def _write_atomically(target: Path, write) -> None:
     """Call ``write(tmp_dir)`` on a temporary folder beside ``target``, then rename it into place."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         write(tmp)
+        tmp.chmod(0o755)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -224,7 +236,8 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
     if preemption.preempted:
         log.warning("preempted at step %d: checkpoint saved; run again with --resume", trainer.state.global_step)
         return TrainResult(out, None, trainer.state.global_step, True,
-                           train_tokens_per_second=tokens_per_second, skipped_steps=trainer.skipped_steps)
+                           train_tokens_per_second=tokens_per_second, skipped_steps=trainer.skipped_steps,
+                           model=trainer.model)
 
     final_eval = trainer.evaluate() if data.eval is not None else {}
     adapter_dir = out / ("model" if recipe.adapter.method == "full" else "adapter")
@@ -244,7 +257,7 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
         plot_loss_curves(out / "metrics.jsonl", out / "loss.png")
     trainer.accelerator.wait_for_everyone()
     return TrainResult(out, adapter_dir, trainer.state.global_step, False, final_eval, tokens_per_second,
-                       trainer.skipped_steps)
+                       trainer.skipped_steps, model=trainer.model)
 
 
 def _save_final(trainer: Sc2Trainer, tokenizer, recipe: Recipe, id2label: dict[int, str] | None,

@@ -1,0 +1,174 @@
+"""Exact resume after SIGKILL, SIGTERM preemption, the NaN guard, and 2-process DDP (gloo on CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from sc2tune.errors import UserError
+from sc2tune.recipe import recipe_from_dict
+from sc2tune.training import train
+from sc2tune.training.trainer import NonFiniteLossError, Sc2Trainer
+
+pytestmark = pytest.mark.slow
+
+SNIPPETS = [
+    f"def f{i}(x):\n    total = 0\n    for k in range({i % 5 + 2}):\n        total += x * k + {i}\n    return total\n"
+    for i in range(40)
+]
+
+
+def make_recipe(tmp_path: Path, name: str = "run", **train_overrides) -> Path:
+    code = tmp_path / "code"
+    if not code.exists():
+        code.mkdir()
+        for i, text in enumerate(SNIPPETS):
+            (code / f"m{i}.py").write_text(text)
+    recipe = {
+        "task": "fim",
+        "data": {"train": str(code), "eval": None, "max_length": 64, "packing": True},
+        "train": {"max_steps": 14, "batch_size": 2, "lr": 2e-3, "logging_steps": 1, "save_steps": 4,
+                  "warmup_ratio": 0.1, "seed": 7, **train_overrides},
+        "adapter": {"dropout": 0.1},  # dropout on: resume must restore the RNG too
+        "output_dir": str(tmp_path / name),
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text("# test recipe\n" + yaml.safe_dump(recipe))
+    return path
+
+
+def cli(*args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "sc2tune", "train", *args, "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            out[record["step"]] = record["loss"]
+    return out
+
+
+def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.stderr.read()}")
+        if (run_dir / "metrics.jsonl").is_file() and step in losses(run_dir):
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_resume_after_sigkill_gives_the_same_losses(tmp_path):
+    straight = make_recipe(tmp_path, "straight")
+    proc = cli(str(straight))
+    assert proc.wait() == 0, proc.stderr.read()
+
+    killed = make_recipe(tmp_path, "killed")
+    run_dir = tmp_path / "killed"
+    proc = cli(str(killed))
+    wait_for_step(run_dir, 6, proc)  # a checkpoint exists at step 4; steps 5-6 will be redone
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run_dir / "checkpoints" / "checkpoint-4").is_dir()
+    assert not (run_dir / "adapter").exists()
+
+    proc = cli(str(killed), "--resume")
+    assert proc.wait() == 0, proc.stderr.read()
+    expected, got = losses(tmp_path / "straight"), losses(run_dir)
+    assert sorted(got) == list(range(1, 15))
+    for step in expected:
+        assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    recipe = make_recipe(tmp_path, "term", save_steps=100)
+    run_dir = tmp_path / "term"
+    proc = cli(str(recipe))
+    wait_for_step(run_dir, 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=120)
+    stderr = proc.stderr.read()
+    assert code == 143, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    saved = sorted((run_dir / "checkpoints").glob("checkpoint-*"))
+    assert len(saved) == 1 and int(saved[0].name.split("-")[1]) >= 3
+    proc = cli(str(recipe), "--resume")
+    assert proc.wait() == 0, proc.stderr.read()
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_nan_loss_is_skipped_then_stops_with_last_checkpoint_intact(tmp_path, monkeypatch):
+    original = Sc2Trainer.compute_loss
+    poisoned_steps = {3}  # one isolated bad step: skipped and counted
+    calls = {"n": 0}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = original(self, model, inputs, return_outputs, num_items_in_batch)
+        if model.training:
+            calls["n"] += 1
+            if self.state.global_step + 1 in poisoned_steps or self.state.global_step + 1 >= 9:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(Sc2Trainer, "compute_loss", compute_loss)
+    recipe = recipe_from_dict(yaml.safe_load(make_recipe(tmp_path, "nan", save_steps=4, nan_patience=3).read_text()))
+    snapshots = {}
+
+    original_drop = Sc2Trainer.drop_step_if_poisoned
+
+    def drop(self):
+        snapshots[self.state.global_step + 1] = {n: p.detach().clone() for n, p in self.model.named_parameters()
+                                                 if p.requires_grad}
+        return original_drop(self)
+
+    monkeypatch.setattr(Sc2Trainer, "drop_step_if_poisoned", drop)
+    with pytest.raises(NonFiniteLossError) as err:
+        train(recipe, show_progress=False)
+    assert isinstance(err.value, UserError) and "resume" in str(err.value)
+    run_dir = Path(recipe.output_dir)
+    # steps 9, 10, 11 were poisoned: the run stopped at the third; checkpoint-8 is the last good one
+    assert (run_dir / "checkpoints" / "checkpoint-8" / "adapter_model.safetensors").is_file()
+    assert not (run_dir / "adapter").exists()
+    # the skipped step 3 did not change any weight
+    after_3 = snapshots[4]
+    for name, before in snapshots[3].items():
+        assert torch.equal(before, after_3[name]), name
+    assert any(not torch.equal(snapshots[4][n], snapshots[5][n]) for n in snapshots[4])
+    logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(v == v for r in logged for k, v in r.items() if k == "loss")  # no NaN reached the log
+    assert max(r.get("skipped_steps", 0) for r in logged) >= 1
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    """accelerate launch --cpu --num_processes 2 (gloo), batch 2 each == one process with batch 4."""
+    single = make_recipe(tmp_path, "single", batch_size=4, max_steps=6, save_steps=100)
+    double = make_recipe(tmp_path, "double", batch_size=2, max_steps=6, save_steps=100)
+    proc = cli(str(single))
+    assert proc.wait() == 0, proc.stderr.read()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    launch = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "-m", "sc2tune", "train", str(double), "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert launch.returncode == 0, launch.stderr[-3000:]
+    one, two = losses(tmp_path / "single"), losses(tmp_path / "double")
+    assert sorted(one) == sorted(two) == list(range(1, 7))
+    for step in one:
+        assert two[step] == pytest.approx(one[step], rel=2e-3), step
+    assert (tmp_path / "double" / "adapter" / "adapter_model.safetensors").is_file()
