@@ -1,0 +1,131 @@
+"""Classification examples: text (or a text pair) -> token ids ending in eos, label name -> id.
+
+Layout (the classification head reads the last non-pad token, here always ``<|endoftext|>``):
+
+    single:  tokens(text)[:budget] + [eos]                                   budget = max_length - 1
+    pair:    tokens(text)[:ka] + [eos] + tokens(pair)[:kb] + [eos]          budget = max_length - 2
+
+With a pair over budget the longer text is cut first: ka = min(la, max(budget // 2, budget - lb)),
+kb = min(lb, budget - ka). ``data.truncation_side`` right keeps the first tokens of a text, left the last.
+
+Labels: the distinct training label values, named by ``str(value)`` and sorted (numerically when every
+name is an integer, else alphabetically), get ids 0..K-1. When every label is an integer in
+[0, model.num_labels) the ids are the labels themselves. An eval label absent from training is an error.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import datasets
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from sc2tune.data.sources import Records
+from sc2tune.data.stats import SplitStats
+from sc2tune.errors import DataError
+
+
+def label_name(value: Any) -> str:
+    """The name of a label value (bools and integral floats become integers first)."""
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _is_int(name: str) -> bool:
+    return name.lstrip("-").isdigit()
+
+
+def label_ids(records: Records, column: str, num_labels: int | None) -> dict[int, str]:
+    """id2label for the training labels (see module doc)."""
+    names = {label_name(v) for v in records.columns[column]}
+    integer = all(_is_int(n) for n in names)
+    if num_labels is not None and integer and all(0 <= int(n) < num_labels for n in names):
+        return {i: str(i) for i in range(num_labels)}
+    ordered = sorted(names, key=int) if integer else sorted(names)
+    if len(ordered) < 2:
+        raise DataError(f"data.train: every example has the label {ordered[0]!r} in column '{column}'",
+                        hint="classification needs at least two classes")
+    if num_labels is not None and len(ordered) != num_labels:
+        raise DataError(f"data.train has {len(ordered)} labels ({', '.join(ordered[:20])}) but model.num_labels "
+                        f"is {num_labels}", hint="fix model.num_labels or leave it unset to infer it")
+    return dict(enumerate(ordered))
+
+
+def check_eval_labels(records: Records, column: str, id2label: dict[int, str]) -> None:
+    """An eval label that training never saw is an error naming where it first appears."""
+    known = set(id2label.values())
+    unseen: dict[str, int] = {}
+    for i, v in enumerate(records.columns[column]):
+        name = label_name(v)
+        if name not in known and name not in unseen:
+            unseen[name] = i
+    if unseen:
+        first = ", ".join(f"{n!r} (first at {records.where(i)})" for n, i in list(unseen.items())[:5])
+        raise DataError(f"data.eval has label(s) the training data never has: {first}",
+                        hint=f"training labels: {', '.join(sorted(known))}")
+
+
+def _cut(ids: list[int], keep: int, side: str) -> list[int]:
+    if len(ids) <= keep:
+        return ids
+    return ids[:keep] if side == "right" else ids[len(ids) - keep:]
+
+
+class _Tokenize:
+    """Batched ``datasets.map`` function (a class so it pickles for num_proc > 1)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, text: str, pair: str | None, label: str,
+                 label2id: dict[str, int], max_length: int, side: str) -> None:
+        self.tokenizer, self.text, self.pair, self.label = tokenizer, text, pair, label
+        self.label2id, self.max_length, self.side = label2id, max_length, side
+        self.eos = int(tokenizer.eos_token_id)
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        a_ids = self._encode(batch[self.text])
+        b_ids = self._encode([t or "" for t in batch[self.pair]]) if self.pair else [None] * len(a_ids)
+        out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "_cut": []}
+        for a, b, y in zip(a_ids, b_ids, batch[self.label], strict=True):
+            if b is None:
+                budget = self.max_length - 1
+                ids = _cut(a, budget, self.side) + [self.eos]
+                cut = len(a) - (len(ids) - 1)
+            else:
+                budget = self.max_length - 2
+                ka = min(len(a), max(budget // 2, budget - len(b)))
+                kb = min(len(b), budget - ka)
+                ids = _cut(a, ka, self.side) + [self.eos] + _cut(b, kb, self.side) + [self.eos]
+                cut = len(a) + len(b) - (len(ids) - 2)
+            out["input_ids"].append(ids)
+            out["labels"].append(self.label2id[label_name(y)])
+            out["_cut"].append(cut)
+        return out
+
+
+def tokenize_classify(records: Records, tokenizer: PreTrainedTokenizerBase, *, text: str, pair: str | None,
+                      label: str, id2label: dict[int, str], max_length: int, side: str,
+                      num_proc: int | None, desc: str = "tokenize"
+                      ) -> tuple[datasets.Dataset, SplitStats, dict[str, int]]:
+    """(dataset with input_ids and labels, counts, examples per label name)."""
+    label2id = {name: i for i, name in id2label.items()}
+    ds = datasets.Dataset.from_dict(records.columns)
+    fn = _Tokenize(tokenizer, text, pair, label, label2id, max_length, side)
+    mapped = ds.map(fn, batched=True, batch_size=1000, num_proc=num_proc, remove_columns=ds.column_names,
+                    desc=desc, load_from_cache_file=False)
+    cut = np.asarray(mapped["_cut"], dtype=np.int64)
+    mapped = mapped.remove_columns("_cut")
+    lengths = np.diff(mapped.data.table.column("input_ids").combine_chunks().offsets.to_numpy())
+    counts = Counter(id2label[int(y)] for y in mapped["labels"])
+    class_counts = {name: counts.get(name, 0) for name in id2label.values()}
+    tokens = int(lengths.sum())
+    stats = SplitStats(examples=len(mapped), windows=len(mapped), tokens=tokens, trained_tokens=len(mapped),
+                       rows=len(mapped), truncated=int((cut > 0).sum()), dropped_tokens=int(cut.sum()),
+                       packing_efficiency=tokens / max(1, len(mapped) * max_length))
+    return mapped, stats, class_counts

@@ -1,0 +1,104 @@
+"""Batch collators and a length-grouped ordering helper.
+
+Causal, packing off (dynamic padding to the longest row of the batch, right side)::
+
+    input_ids       (B, L)  pad = tokenizer.pad_token_id (<fim_pad>, never eos)
+    attention_mask  (B, L)  1 on real tokens, 0 on pad
+    labels          (B, L)  -100 on pad
+
+Causal, packing on: ``input_ids``, ``labels`` and ``position_ids`` (B, L); the pad tail of a row is its
+own segment with positions 0, 1, ...; NO attention_mask, so transformers builds the per-document
+block-diagonal causal mask from the restarting position ids (sdpa/eager) or runs varlen flash-attention.
+
+Classification: ``input_ids`` and ``attention_mask`` (B, L) padded with the pad id, ``labels`` (B,) int64.
+
+Columns other than these (e.g. ``length``) are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from sc2tune.data.packing import IGNORE
+
+
+def _width(rows: Sequence[dict[str, Any]], multiple: int | None) -> int:
+    width = max(len(r["input_ids"]) for r in rows)
+    if multiple:
+        width = -(-width // multiple) * multiple
+    return width
+
+
+@dataclass(frozen=True)
+class CausalCollator:
+    """Collator for instruct and fim rows (see module doc)."""
+
+    pad_id: int
+    packed: bool = False
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = _width(rows, self.pad_to_multiple_of)
+        n = len(rows)
+        ids = np.full((n, width), self.pad_id, dtype=np.int64)
+        labels = np.full((n, width), IGNORE, dtype=np.int64)
+        extra = np.zeros((n, width), dtype=np.int64)  # position ids (packed) or attention mask
+        for i, row in enumerate(rows):
+            k = len(row["input_ids"])
+            ids[i, :k] = row["input_ids"]
+            labels[i, :k] = row["labels"]
+            if self.packed:
+                extra[i, :k] = row["position_ids"]
+                extra[i, k:] = np.arange(width - k)
+            else:
+                extra[i, :k] = 1
+        out = {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+        out["position_ids" if self.packed else "attention_mask"] = torch.from_numpy(extra)
+        return out
+
+
+@dataclass(frozen=True)
+class ClassifyCollator:
+    """Collator for classification rows (see module doc)."""
+
+    pad_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        width = _width(rows, self.pad_to_multiple_of)
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            k = len(row["input_ids"])
+            ids[i, :k] = row["input_ids"]
+            mask[i, :k] = 1
+        labels = torch.tensor([int(r["labels"]) for r in rows], dtype=torch.int64)
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask), "labels": labels}
+
+
+def length_grouped_indices(lengths: Sequence[int], batch_size: int, seed: int, *, mega: int = 50) -> list[int]:
+    """A seeded order in which consecutive batches hold rows of similar length (less padding).
+
+    Rows are shuffled, cut into mega-batches of ``mega * batch_size``, each sorted longest first; the
+    batches are then shuffled, except that the batch holding the longest row goes first (an early
+    out-of-memory error rather than a late one). The same idea as transformers' ``LengthGroupedSampler``
+    (``TrainingArguments(train_sampling_strategy="group_by_length")``, which reads the ``length`` column
+    unpacked causal datasets carry).
+    """
+    rng = np.random.default_rng(seed)
+    lengths = np.asarray(lengths)
+    order = rng.permutation(len(lengths))
+    size = max(1, mega * batch_size)
+    groups = [order[i:i + size] for i in range(0, len(order), size)]
+    groups = [g[np.argsort(-lengths[g], kind="stable")] for g in groups]
+    batches = [g[i:i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
+    if not batches:
+        return []
+    first = int(np.argmax([lengths[b].max() for b in batches]))
+    rest = [batches[i] for i in rng.permutation(len(batches)) if i != first]
+    return [int(i) for b in [batches[first], *rest] for i in b]

@@ -1,0 +1,311 @@
+"""Fill-in-the-middle (FIM) training sequences from code documents (Bavarian et al. 2022; StarCoder2).
+
+Each document is tokenised once. A document longer than a row is cut into *windows* at token
+boundaries that are also character boundaries (nothing is dropped); each window is transformed on its
+own. With probability ``fim.rate`` a window is split at two cut points drawn uniformly over its
+CHARACTERS (0 <= a <= b <= n) into prefix = w[:a], middle = w[a:b], suffix = w[b:], and rendered
+
+    PSM (prob. 1 - spm_rate):  <fim_prefix> prefix <fim_suffix> suffix <fim_middle> middle <|endoftext|>
+    SPM (prob. spm_rate):      <fim_prefix> <fim_suffix> suffix <fim_middle> prefix middle <|endoftext|>
+
+(SPM is the paper's "variant 2"), otherwise plain: ``w <|endoftext|>``. Every token is trained,
+``<|endoftext|>`` included. A plain window that is not the end of its document carries no
+``<|endoftext|>`` (the text goes on in the next window; the model must not learn to stop there).
+
+Each part is the window's own tokens up to the last token boundary before a cut, plus the few
+characters between that boundary and the cut tokenised on their own, so every part decodes to exactly
+its characters. Should that re-tokenisation push a window over its budget (rare: the budget keeps
+``FIM_SLACK`` spare tokens), the window is rendered plain and counted as a ``fallback``.
+
+Repository context (``fim.repo_context``) renders StarCoder2's format, FIM applied per file window:
+
+    <repo_name>NAME<file_sep>PATH\\nCODE<file_sep>PATH\\nCODE ... <|endoftext|>
+
+Files are added to a sequence in order until the next would not fit; a sequence that ends in the
+middle of a cut file (plain window) has no ``<|endoftext|>``; a cut file repeats its ``<file_sep>PATH``
+header in each window. All random draws come from ``seed``, in document order.
+"""
+
+from __future__ import annotations
+
+import random
+import weakref
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from sc2tune.data.packing import TokenSeqs
+from sc2tune.errors import DataError, UserError
+from sc2tune.modeling import special_tokens
+from sc2tune.recipe import FimSpec
+
+#: Spare tokens per window for the re-tokenisation around the two cut points.
+FIM_SLACK = 8
+#: Characters of documents tokenised per batch (bounds memory; one progress step each).
+BATCH_CHARS = 4_000_000
+
+
+@dataclass(frozen=True)
+class CodeDoc:
+    """One document: a file (or a record's text), with its repository name for repository context."""
+
+    text: str
+    path: str
+    repo: str | None = None
+
+
+# ---- tokenisation with character positions ---------------------------------------------------------
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """The byte-level BPE alphabet: printable Latin-1 bytes map to themselves, the rest to U+0100 onwards."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    mapping, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            mapping[b] = chr(b)
+        else:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+_TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def byte_lengths(tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
+    """Bytes each token id decodes to for a byte-level BPE vocabulary (-1 where unknown); cached per tokenizer."""
+    vocab_size = len(tokenizer)
+    cached = _TABLES.get(tokenizer)
+    if cached is not None and cached[0] == vocab_size:
+        return cached[1]
+    vocab = tokenizer.get_vocab()
+    alphabet = set(_bytes_to_unicode().values())
+    table = np.full(max(vocab.values()) + 1, -1, dtype=np.int64)
+    for token, index in vocab.items():
+        if token and all(ch in alphabet for ch in token):
+            table[index] = len(token)
+    _TABLES[tokenizer] = (vocab_size, table)
+    return table
+
+
+class Encoder:
+    """Batch tokeniser that returns ids and character boundaries, special-token text kept as text."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise UserError("FIM needs a fast (Rust) tokenizer", hint="load the tokenizer with use_fast=True")
+        self.backend = backend
+        self.table = byte_lengths(tokenizer)
+
+    def ids(self, texts: list[str]) -> list[np.ndarray]:
+        """Token ids of each text; ``<|endoftext|>`` etc. written in the text are tokenised as text."""
+        if not texts:
+            return []
+        old = self.backend.encode_special_tokens
+        self.backend.encode_special_tokens = True
+        try:
+            return [np.asarray(e.ids, dtype=np.int32) for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+        finally:
+            self.backend.encode_special_tokens = old
+
+    def boundaries(self, text: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(bpos, bvalid), both of length len(ids)+1: bpos[j] = character offset of the boundary before
+        token j; bvalid[j] = that boundary does not fall inside a multi-byte character."""
+        n = len(ids)
+        lengths = self.table[ids] if n else np.zeros(0, np.int64)
+        raw = text.encode("utf-8")
+        if n and (lengths.min() < 0 or int(lengths.sum()) != len(raw)):
+            return self._boundaries_from_offsets(text)
+        ends = np.cumsum(lengths)
+        if text.isascii():
+            bpos, valid = ends, np.ones(n, dtype=bool)
+        else:
+            starts = (np.frombuffer(raw, np.uint8) & 0xC0) != 0x80
+            chars = np.cumsum(starts)
+            bpos = chars[ends - 1] if n else ends
+            valid = np.append(starts, True)[ends]
+        return np.concatenate([[0], bpos]).astype(np.int64), np.concatenate([[True], valid])
+
+    def _boundaries_from_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        old = self.backend.encode_special_tokens
+        self.backend.encode_special_tokens = True
+        try:
+            offsets = np.asarray(self.backend.encode(text, add_special_tokens=False).offsets, dtype=np.int64)
+        finally:
+            self.backend.encode_special_tokens = old
+        if len(offsets) == 0:
+            return np.zeros(1, np.int64), np.ones(1, bool)
+        valid = np.append(offsets[1:, 0] == offsets[:-1, 1], True)
+        return np.concatenate([[0], offsets[:, 1]]), np.concatenate([[True], valid])
+
+
+# ---- windows and the FIM split ----------------------------------------------------------------------
+
+def windows(bpos: np.ndarray, bvalid: np.ndarray, size: int) -> list[tuple[int, int]]:
+    """Cut tokens [0, n) into windows [s, e) of at most ``size`` tokens, ending on valid boundaries."""
+    n = len(bpos) - 1
+    out: list[tuple[int, int]] = []
+    s = 0
+    while s < n:
+        e = min(s + size, n)
+        while e > s + 1 and not bvalid[e]:
+            e -= 1
+        out.append((s, e))
+        s = e
+    return out
+
+
+def _cut(bpos: np.ndarray, bvalid: np.ndarray, s: int, e: int, char: int) -> tuple[int, int]:
+    """(L, R): the last valid boundary at or before character ``char`` and the first at or after it."""
+    window = bpos[s:e + 1]
+    left = s + int(np.searchsorted(window, char, side="right")) - 1
+    while not bvalid[left]:
+        left -= 1
+    right = s + int(np.searchsorted(window, char, side="left"))
+    while not bvalid[right]:
+        right += 1
+    return left, right
+
+
+Part = np.ndarray | str  # token ids, or text still to be tokenised
+
+
+def fim_parts(text: str, ids: np.ndarray, bpos: np.ndarray, bvalid: np.ndarray, s: int, e: int,
+              a: int, b: int) -> tuple[list[Part], list[Part], list[Part]]:
+    """Prefix, middle and suffix of window [s, e) cut at characters a <= b (absolute offsets)."""
+    l1, r1 = _cut(bpos, bvalid, s, e, a)
+    l2, r2 = _cut(bpos, bvalid, s, e, b)
+    pre: list[Part] = [ids[s:l1], text[bpos[l1]:a]]
+    if r1 <= l2:
+        mid: list[Part] = [text[a:bpos[r1]], ids[r1:l2], text[bpos[l2]:b]]
+    else:
+        mid = [text[a:b]]
+    suf: list[Part] = [text[b:bpos[r2]], ids[r2:e]]
+    return pre, mid, suf
+
+
+@dataclass
+class _Window:
+    doc: int
+    s: int
+    e: int
+    last: bool  # the document's final window
+    mode: str  # psm | spm | plain
+    header: list[Part]
+    parts: tuple[list[Part], list[Part], list[Part]] | None = None
+
+
+def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimSpec, max_length: int,
+              seed: int, *, progress: Callable[[int], None] | None = None) -> tuple[TokenSeqs, Counter]:
+    """FIM training sequences for ``docs`` (see module doc). Returns (sequences, counts) where counts
+    has psm, spm, plain, fallback (windows) and windows."""
+    tok = special_tokens(tokenizer, need_fim=True)
+    repo = fim.repo_context
+    if repo and (tok.repo_name is None or tok.file_sep is None):
+        raise UserError("fim.repo_context needs the <repo_name> and <file_sep> tokens, and this tokenizer "
+                        "has not got them", hint="use a StarCoder2 tokenizer or set data.fim.repo_context: false")
+    enc = Encoder(tokenizer)
+    rng = random.Random(seed)
+    reserve = 3 + FIM_SLACK if fim.rate > 0 else 0
+    sp = {name: np.asarray([getattr(tok, name)], np.int32)
+          for name in ("eos", "fim_prefix", "fim_middle", "fim_suffix", "repo_name", "file_sep")
+          if getattr(tok, name) is not None}
+
+    # header token ids (repository context)
+    names = sorted({d.repo or "" for d in docs}) if repo else []
+    name_ids = dict(zip(names, enc.ids(names), strict=True))
+    path_ids = dict(zip([d.path for d in docs], enc.ids([d.path + "\n" for d in docs]), strict=True)) if repo else {}
+
+    counts: Counter = Counter(psm=0, spm=0, plain=0, fallback=0)
+    out_ids: list[np.ndarray] = []
+    start = 0
+    while start < len(docs):
+        stop, chars = start, 0
+        while stop < len(docs) and (stop == start or chars + len(docs[stop].text) <= BATCH_CHARS):
+            chars += len(docs[stop].text)
+            stop += 1
+        batch = docs[start:stop]
+        batch_ids = enc.ids([d.text for d in batch])
+        groups: list[list[_Window]] = []  # one output sequence each
+        current: list[_Window] = []
+        used = 0
+        for k, (doc, ids) in enumerate(zip(batch, batch_ids, strict=True)):
+            bpos, bvalid = enc.boundaries(doc.text, ids)
+            if repo:
+                head_len = 2 + len(name_ids[doc.repo or ""]) + len(path_ids[doc.path])
+                header: list[Part] = [sp["file_sep"], path_ids[doc.path]]
+                if current and doc.repo != batch[current[0].doc - start].repo:
+                    groups.append(current)
+                    current, used = [], 0
+            else:
+                head_len, header = 0, []
+            size = max_length - 1 - head_len - reserve
+            if size < 16:
+                raise DataError(f"{doc.path}: data.max_length {max_length} leaves {size} tokens per window "
+                                "after the repository/file header and FIM tokens",
+                                hint="raise data.max_length or shorten the repository/file names")
+            spans = windows(bpos, bvalid, size)
+            for i, (s, e) in enumerate(spans):
+                w = _Window(start + k, s, e, i == len(spans) - 1, "plain", header)
+                if rng.random() < fim.rate:
+                    w.mode = "spm" if rng.random() < fim.spm_rate else "psm"
+                    a, b = sorted((rng.randint(int(bpos[s]), int(bpos[e])), rng.randint(int(bpos[s]), int(bpos[e]))))
+                    w.parts = fim_parts(doc.text, ids, bpos, bvalid, s, e, a, b)
+                if repo:
+                    cost = len(path_ids[doc.path]) + 1 + (e - s) + reserve
+                    if current and used + cost + 1 > max_length:
+                        groups.append(current)
+                        current, used = [], 0
+                    if not current:
+                        used = 1 + len(name_ids[doc.repo or ""])
+                    current.append(w)
+                    used += cost
+                else:
+                    groups.append([w])
+        if current:
+            groups.append(current)
+            current = []
+        # tokenise every cut-point piece of the batch in one call
+        pieces = [p for g in groups for w in g if w.parts for part in w.parts for p in part if isinstance(p, str)]
+        piece_ids = iter(enc.ids(pieces))
+        resolved = {}
+        for g in groups:
+            for w in g:
+                if w.parts:
+                    resolved[id(w)] = tuple([next(piece_ids) if isinstance(p, str) else p for p in part]
+                                            for part in w.parts)
+        for g in groups:
+            seq: list[np.ndarray] = []
+            if repo:
+                seq += [sp["repo_name"], name_ids[batch[g[0].doc - start].repo or ""]]
+            for w in g:
+                ids = batch_ids[w.doc - start]
+                seq += w.header
+                plain = ids[w.s:w.e]
+                if w.parts:
+                    pre, mid, suf = resolved[id(w)]
+                    if w.mode == "psm":
+                        body = [sp["fim_prefix"], *pre, sp["fim_suffix"], *suf, sp["fim_middle"], *mid]
+                    else:
+                        body = [sp["fim_prefix"], sp["fim_suffix"], *suf, sp["fim_middle"], *pre, *mid]
+                    if sum(len(x) for x in body) > len(plain) + reserve:
+                        counts["fallback"] += 1
+                        w.mode, body = "plain", [plain]
+                else:
+                    body = [plain]
+                counts[w.mode] += 1
+                seq += body
+            last = g[-1]
+            if last.mode != "plain" or last.last:
+                seq.append(sp["eos"])
+            out_ids.append(np.concatenate(seq).astype(np.int32))
+        counts["windows"] += sum(len(g) for g in groups)
+        if progress is not None:
+            progress(stop - start)
+        start = stop
+    seqs = TokenSeqs.from_lists(out_ids, out_ids)
+    return seqs, counts

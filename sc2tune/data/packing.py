@@ -1,0 +1,150 @@
+"""Token sequences as flat arrays, best-fit-decreasing packing, and rows as an Arrow-backed dataset.
+
+A :class:`TokenSeqs` holds N variable-length sequences as one flat ``ids`` array, an aligned ``labels``
+array (-100 = not trained) and ``offsets`` (length N+1): sequence i is ``ids[offsets[i]:offsets[i+1]]``.
+
+Packing (``data.packing``) places sequences into rows of at most ``max_length`` tokens by best-fit
+decreasing: sequences sorted longest first (ties in a seeded random order), each put into the open row
+with the least room that still fits it, else a new row. A packed row is the concatenation of its
+sequences, and its ``position_ids`` restart at 0 at every sequence start::
+
+    input_ids    a0 a1 a2 b0 b1 c0 c1 c2 c3
+    position_ids  0  1  2  0  1  0  1  2  3
+
+transformers derives the block-diagonal causal mask (token t attends to s iff s <= t and both are in
+the same sequence) from those restarting position ids when no attention_mask is passed, so packed
+sequences never see each other.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+import pyarrow as pa
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TokenSeqs:
+    """N token sequences in flat arrays (see module doc)."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @staticmethod
+    def from_lists(ids: list[np.ndarray], labels: list[np.ndarray]) -> TokenSeqs:
+        """Concatenate per-sequence arrays."""
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        cat = (lambda xs: np.concatenate(xs).astype(np.int32)) if ids else (lambda xs: np.zeros(0, np.int32))
+        return TokenSeqs(cat(ids), cat(labels), offsets)
+
+    @staticmethod
+    def from_dataset(ds: datasets.Dataset) -> TokenSeqs:
+        """Flat arrays from a dataset with ``input_ids`` and ``labels`` list columns (zero copy where possible)."""
+        def flat(name: str) -> tuple[np.ndarray, np.ndarray]:
+            col = ds.data.table.column(name).combine_chunks()
+            offsets = col.offsets.to_numpy().astype(np.int64)
+            values = col.values.to_numpy(zero_copy_only=False).astype(np.int32)
+            return values[offsets[0]:offsets[-1]], offsets - offsets[0]
+
+        ids, offsets = flat("input_ids")
+        labels, label_offsets = flat("labels")
+        if not np.array_equal(offsets, label_offsets):
+            raise ValueError("input_ids and labels are not aligned")
+        return TokenSeqs(ids, labels, offsets)
+
+
+def best_fit_decreasing(lengths: np.ndarray, capacity: int, seed: int) -> list[list[int]]:
+    """Group sequence indices into bins whose total length is at most ``capacity``.
+
+    Longest first (equal lengths in a random order drawn from ``seed``); each goes to the bin with the
+    smallest remaining room that fits it, or opens a new bin. Bins come out in creation order.
+    """
+    n = len(lengths)
+    if n == 0:
+        return []
+    if int(lengths.max()) > capacity:
+        raise ValueError(f"a sequence of {int(lengths.max())} tokens exceeds the row size {capacity}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    order = order[np.argsort(-lengths[order], kind="stable")]
+    smallest = int(lengths.min())
+    bins: list[list[int]] = []
+    room: list[tuple[int, int]] = []  # (remaining capacity, bin index), sorted ascending
+    for index in order.tolist():
+        size = int(lengths[index])
+        pos = bisect.bisect_left(room, (size, -1))
+        if pos < len(room):
+            left, b = room.pop(pos)
+            bins[b].append(index)
+            left -= size
+        else:
+            b = len(bins)
+            bins.append([index])
+            left = capacity - size
+        if left >= smallest:  # rooms smaller than every sequence can never be used again
+            bisect.insort(room, (left, b))
+    return bins
+
+
+def _gather(seqs: TokenSeqs, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate sequences in ``order``: (token gather index, per-token position in its sequence, lengths)."""
+    lengths = seqs.lengths[order]
+    total = int(lengths.sum())
+    starts_out = np.zeros(len(order), dtype=np.int64)
+    if len(order) > 1:
+        np.cumsum(lengths[:-1], out=starts_out[1:])
+    shift = np.repeat(seqs.offsets[:-1][order] - starts_out, lengths)
+    index = np.arange(total, dtype=np.int64) + shift
+    position = np.arange(total, dtype=np.int64) - np.repeat(starts_out, lengths)
+    return index, position, lengths
+
+
+def _list_array(values: np.ndarray, offsets: np.ndarray) -> pa.ListArray:
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, pa.int32()))
+
+
+def pack(seqs: TokenSeqs, max_length: int, seed: int) -> tuple[datasets.Dataset, int]:
+    """Pack sequences into rows of at most ``max_length`` tokens; returns (dataset, number of rows).
+
+    Columns: ``input_ids``, ``labels``, ``position_ids`` (restarting at 0 at each sequence start).
+    Rows are in a seeded random order.
+    """
+    bins = best_fit_decreasing(seqs.lengths, max_length, seed)
+    rng = np.random.default_rng(seed + 1)
+    bins = [bins[i] for i in rng.permutation(len(bins))] if bins else []
+    order = np.fromiter((i for b in bins for i in b), dtype=np.int64, count=len(seqs))
+    index, position, _ = _gather(seqs, order)
+    row_lengths = np.fromiter((int(seqs.lengths[b].sum()) for b in bins), dtype=np.int64, count=len(bins))
+    row_offsets = np.zeros(len(bins) + 1, dtype=np.int64)
+    np.cumsum(row_lengths, out=row_offsets[1:])
+    table = pa.table({
+        "input_ids": _list_array(seqs.ids[index], row_offsets),
+        "labels": _list_array(seqs.labels[index], row_offsets),
+        "position_ids": _list_array(position, row_offsets),
+    })
+    return datasets.Dataset(table), len(bins)
+
+
+def unpacked(seqs: TokenSeqs) -> datasets.Dataset:
+    """One row per sequence: ``input_ids``, ``labels`` and ``length`` (for length-grouped sampling)."""
+    table = pa.table({
+        "input_ids": _list_array(seqs.ids, seqs.offsets),
+        "labels": _list_array(seqs.labels, seqs.offsets),
+        "length": pa.array(seqs.lengths, pa.int32()),
+    })
+    return datasets.Dataset(table)

@@ -1,0 +1,163 @@
+"""FIM: every sample turns back into its source text exactly; PSM/SPM layout; rates; windows; repo context.
+
+The inverse transform here is written independently from sc2tune.data.fim: it decodes the ids with the
+tokenizer and undoes the sentinel layout described in the StarCoder2 / FIM papers.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from sc2tune.data.fim import CodeDoc, build_fim
+from sc2tune.errors import UserError
+from sc2tune.recipe import FimSpec
+
+SENT = ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")
+
+
+def _decode(tokenizer, ids):
+    return tokenizer.decode(list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+
+def _undo_fim(body: str) -> tuple[str, str]:
+    """(source text, mode) of one rendered window (no eos, no headers)."""
+    if body.startswith("<fim_prefix><fim_suffix>"):  # SPM: suffix, then prefix + middle
+        suf, pre_mid = body[len("<fim_prefix><fim_suffix>"):].split("<fim_middle>")
+        return pre_mid + suf, "spm"
+    if body.startswith("<fim_prefix>"):
+        pre, rest = body[len("<fim_prefix>"):].split("<fim_suffix>")
+        suf, mid = rest.split("<fim_middle>")
+        return pre + mid + suf, "psm"
+    assert not any(s in body for s in SENT)
+    return body, "plain"
+
+
+def _rows(seqs):
+    return [seqs.ids[seqs.offsets[i]:seqs.offsets[i + 1]] for i in range(len(seqs))]
+
+
+def _docs(n=60, seed=0):
+    rng = random.Random(seed)
+    pieces = ["def f(x):\n", "    return x * 2\n", "# héllo wörld ✓ 😀\n", "s = '<|endoftext|>'  # not a token\n",
+              "\tclass A:\n\t\tpass\n", "x = [1, 2, 3]\n", "\n\n", "print('日本語')\n", "y=1;z=2\n"]
+    return [CodeDoc("".join(rng.choice(pieces) for _ in range(rng.randint(1, 40))), f"f{i}.py") for i in range(n)]
+
+
+@pytest.mark.parametrize("max_length", [48, 4096])
+def test_every_sample_reconstructs_its_source(tokenizer, max_length):
+    docs = _docs()
+    fim = FimSpec(rate=0.7, spm_rate=0.5)
+    for doc in docs:  # one document at a time, so the samples of each document are known
+        seqs, counts = build_fim([doc], tokenizer, fim, max_length, seed=3)
+        text = ""
+        rows = _rows(seqs)
+        for k, row in enumerate(rows):
+            assert len(row) <= max_length
+            body = _decode(tokenizer, row)
+            last = k == len(rows) - 1
+            if body.endswith("<|endoftext|>"):
+                body = body[: -len("<|endoftext|>")]
+                ends = True
+            else:
+                ends = False
+            part, mode = _undo_fim(body)
+            # every FIM sample and the document's last sample end with eos; a plain inner window does not
+            assert ends == (mode != "plain" or last)
+            assert "<|endoftext|>" not in tokenizer.convert_ids_to_tokens(list(row[:-1]))
+            text += part
+        assert text == doc.text
+        assert counts["psm"] + counts["spm"] + counts["plain"] == len(rows) == counts["windows"]
+
+
+def test_plain_is_the_tokenizers_own_ids(tokenizer):
+    doc = CodeDoc("def add(a, b):\n    return a + b\n", "a.py")
+    seqs, _ = build_fim([doc], tokenizer, FimSpec(rate=0.0), 1024, seed=0)
+    expected = tokenizer(doc.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert seqs.ids.tolist() == expected and seqs.labels.tolist() == expected
+
+
+def test_psm_and_spm_layout(tokenizer):
+    doc = [CodeDoc("abcdefghij" * 5, "a.py")]
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (*SENT, "<|endoftext|>")}
+    psm, _ = build_fim(doc, tokenizer, FimSpec(rate=1.0, spm_rate=0.0), 1024, seed=0)
+    row = psm.ids.tolist()
+    assert row[0] == ids["<fim_prefix>"] and row[-1] == ids["<|endoftext|>"]
+    assert row.index(ids["<fim_prefix>"]) < row.index(ids["<fim_suffix>"]) < row.index(ids["<fim_middle>"])
+    assert all(row.count(ids[s]) == 1 for s in SENT)
+    spm, _ = build_fim(doc, tokenizer, FimSpec(rate=1.0, spm_rate=1.0), 1024, seed=0)
+    assert spm.ids.tolist()[:2] == [ids["<fim_prefix>"], ids["<fim_suffix>"]]
+    assert (spm.labels == spm.ids).all()
+
+
+def test_rates_and_determinism(tokenizer):
+    docs = [CodeDoc(f"x{i} = {i}\n", f"{i}.py") for i in range(2000)]
+    seqs, counts = build_fim(docs, tokenizer, FimSpec(rate=0.5, spm_rate=0.25), 1024, seed=7)
+    fim = counts["psm"] + counts["spm"]
+    assert 900 < fim < 1100  # Binomial(2000, 0.5): sd ~22
+    assert 0.18 < counts["spm"] / fim < 0.32  # Binomial(~1000, 0.25): sd ~0.014
+    again, _ = build_fim(docs, tokenizer, FimSpec(rate=0.5, spm_rate=0.25), 1024, seed=7)
+    other, _ = build_fim(docs, tokenizer, FimSpec(rate=0.5, spm_rate=0.25), 1024, seed=8)
+    assert np.array_equal(seqs.ids, again.ids) and not np.array_equal(seqs.ids, other.ids)
+
+
+def test_cut_points_are_uniform_over_characters(tokenizer):
+    # 'é' is 2 bytes and the tokenizer merges them unevenly: a byte- or token-level cut would not give
+    # E[len(prefix)] = n/3 and E[len(middle)] = n/3 over characters (min and spread of two uniforms).
+    n = 90
+    text = "é" * n
+    pre_lengths, mid_lengths = [], []
+    for seed in range(400):
+        seqs, _ = build_fim([CodeDoc(text, "e.py")], tokenizer, FimSpec(rate=1.0, spm_rate=0.0), 1024, seed)
+        body = _decode(tokenizer, seqs.ids[:-1])
+        pre, rest = body[len("<fim_prefix>"):].split("<fim_suffix>")
+        suf, mid = rest.split("<fim_middle>")
+        assert pre + mid + suf == text
+        pre_lengths.append(len(pre))
+        mid_lengths.append(len(mid))
+    # sd of the mean over 400 draws is ~1.1 characters
+    assert abs(np.mean(pre_lengths) - n / 3) < 5 and abs(np.mean(mid_lengths) - n / 3) < 5
+    assert min(pre_lengths) == 0 or max(pre_lengths) > 80
+
+
+def test_repo_context_layout(tokenizer):
+    docs = [CodeDoc("import b\n", "a.py", "proj"), CodeDoc("X = 1\n", "pkg/b.py", "proj"),
+            CodeDoc("print(2)\n", "main.py", "other")]
+    seqs, _ = build_fim(docs, tokenizer, FimSpec(rate=0.0, repo_context=True), 1024, seed=0)
+    enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    tid = tokenizer.convert_tokens_to_ids
+    first = [tid("<repo_name>"), *enc("proj"), tid("<file_sep>"), *enc("a.py\n"), *enc("import b\n"),
+             tid("<file_sep>"), *enc("pkg/b.py\n"), *enc("X = 1\n"), tid("<|endoftext|>")]
+    second = [tid("<repo_name>"), *enc("other"), tid("<file_sep>"), *enc("main.py\n"), *enc("print(2)\n"),
+              tid("<|endoftext|>")]
+    assert [r.tolist() for r in _rows(seqs)] == [first, second]
+
+
+def test_repo_context_with_fim_reconstructs_files(tokenizer):
+    docs = sorted((CodeDoc(d.text, d.path, f"repo{i % 3}") for i, d in enumerate(_docs(30))),
+                  key=lambda d: (d.repo, d.path))
+    seqs, counts = build_fim(docs, tokenizer, FimSpec(rate=0.8, repo_context=True), 200, seed=1)
+    files: dict[tuple[str, str], str] = {}
+    for row in _rows(seqs):
+        assert len(row) <= 200
+        text = _decode(tokenizer, row).removesuffix("<|endoftext|>")
+        assert text.startswith("<repo_name>")
+        repo, *chunks = text[len("<repo_name>"):].split("<file_sep>")
+        for chunk in chunks:
+            path, body = chunk.split("\n", 1)
+            files[(repo, path)] = files.get((repo, path), "") + _undo_fim(body)[0]
+    assert files == {(d.repo, d.path): d.text for d in docs}
+    assert counts["psm"] + counts["spm"] > 0
+
+
+def test_tokenizer_without_fim_tokens_is_a_clear_error():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel({"a": 0, "<eos>": 1, "<unk>": 2}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<eos>", unk_token="<unk>")
+    with pytest.raises(UserError, match="<fim_prefix>"):
+        build_fim([CodeDoc("a a", "x")], tok, FimSpec(), 64, seed=0)
