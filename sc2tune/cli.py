@@ -164,6 +164,38 @@ def _conf_eval(p: argparse.ArgumentParser) -> None:
     code.add_argument("--batch-size", type=int, default=8, help="generation batch size (--model)")
 
 
+# ---- merge ----------------------------------------------------------------------------------------
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from sc2tune.merge import describe_merge, merge
+
+    qlora = True if args.qlora else None
+    result = merge(args.adapter_dir, args.out, base=args.base, dtype=args.dtype, shard_size=args.shard_size,
+                   verify=not args.no_verify, overwrite=args.overwrite, merge_into=args.merge_into,
+                   qlora=qlora, progress=not args.no_progress)
+    print(describe_merge(result))
+    return 0
+
+
+def _conf_merge(p: argparse.ArgumentParser) -> None:
+    p.add_argument("adapter_dir", metavar="ADAPTER_DIR", help="PEFT LoRA/QLoRA adapter folder (adapter_config.json)")
+    p.add_argument("--out", required=True, metavar="OUT_DIR", help="folder to write (must not exist)")
+    p.add_argument("--base", metavar="PATH_OR_ID",
+                   help="base model folder or hub id (default: the adapter's base_model_name_or_path)")
+    p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"],
+                   help="output dtype (default: the base checkpoint's)")
+    p.add_argument("--shard-size", default="2GB", help="largest output shard, e.g. 2GB, 500MB")
+    p.add_argument("--merge-into", choices=["quantized", "original"], default="quantized",
+                   help="QLoRA adapters: merge into the NF4 round trip they were trained against (default) "
+                   "or into the original base weights")
+    p.add_argument("--qlora", action="store_true",
+                   help="treat the adapter as QLoRA (NF4, double quant) even without sc2tune's recipe.yaml")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip comparing merged and adapter logits (verification loads base + adapter)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 COMMANDS: list[Command] = [
     Command("validate", "check a recipe (and overrides) without running it", _conf_validate, _run_validate),
     Command("train", "fine-tune: sc2tune train RECIPE [key=value ...] [--resume]", _conf_train, _run_train),
@@ -172,6 +204,8 @@ COMMANDS: list[Command] = [
             _conf_tiny_model, _run_tiny_model),
     Command("eval", "evaluate: sc2tune eval RUN_OR_RECIPE [--models base,adapter,merged] | "
             "sc2tune eval code --problems F --samples F [--k 1,10]", _conf_eval, _run_eval),
+    Command("merge", "fold an adapter into full weights: sc2tune merge ADAPTER_DIR --out OUT_DIR",
+            _conf_merge, _run_merge),
 ]
 
 

@@ -1,0 +1,155 @@
+"""Fold a LoRA/QLoRA adapter into full weights, streaming the base checkpoint tensor by tensor.
+
+Every merged weight is ``W + scale * B @ A`` computed in float32 and rounded once to the output dtype
+(``scale = alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA; per-module ``rank_pattern``/``alpha_pattern``).
+A QLoRA adapter is merged by default into ``dequant(quant(W))``, the 4-bit NF4 round trip of the base
+that it was trained against (``merge_into="original"`` uses ``W`` itself); 4-bit weights are never
+written. Peak memory is about the largest single tensor in float32 plus the adapter, not the model.
+
+The pieces live in :mod:`sc2tune.merging`: ``adapter`` (read the PEFT folder), ``checkpoint`` (the base,
+read lazily), ``plan`` (match adapter to base, tie/untie, round trip), ``stream`` (the merge pass),
+``writer`` (sharded safetensors), ``output`` (metadata, atomic publish) and ``verify``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from sc2tune.errors import UserError
+from sc2tune.merging.adapter import QuantSettings, load_adapter
+from sc2tune.merging.checkpoint import open_checkpoint, resolve_base
+from sc2tune.merging.output import adapter_labels, check_out_dir, publish, staging_dir, write_metadata
+from sc2tune.merging.plan import build_plan
+from sc2tune.merging.stream import StreamStats, stream_merge
+from sc2tune.merging.verify import Verification, verify_merge
+from sc2tune.merging.writer import parse_size
+
+log = logging.getLogger(__name__)
+
+MergeDtype = Literal["bfloat16", "float16", "float32"]
+MergeInto = Literal["quantized", "original"]
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What :func:`merge` wrote and how it checked it."""
+
+    out_dir: Path
+    base: str
+    dtype: str
+    stats: StreamStats
+    untied: bool
+    round_trip: str | None  # e.g. "nf4" when merged into the 4-bit round trip
+    verification: Verification | None
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def merge(
+    adapter_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    base: str | None = None,
+    dtype: MergeDtype | None = None,
+    shard_size: str | int = "2GB",
+    verify: bool = True,
+    overwrite: bool = False,
+    merge_into: MergeInto = "quantized",
+    qlora: bool | None = None,
+    progress: bool = True,
+) -> MergeResult:
+    """Merge the PEFT LoRA adapter in ``adapter_dir`` into its base and write a plain transformers folder.
+
+    Args:
+        adapter_dir: folder with ``adapter_config.json`` and the adapter weights (any PEFT LoRA adapter).
+        out_dir: folder to create; refused if it exists unless ``overwrite``.
+        base: base model folder or hub id; default the adapter's ``base_model_name_or_path``.
+        dtype: output dtype; default the dtype of the base checkpoint's tensors.
+        shard_size: largest output shard (``"2GB"``, ``"500MB"`` or bytes).
+        verify: compare merged and adapter logits on a few prompts (loads base + adapter, then the merged
+            model: needs memory for one full model in ``dtype``) and fail past the tolerance.
+        merge_into: for QLoRA adapters, ``"quantized"`` merges into the NF4 round trip the adapter was
+            trained against, ``"original"`` into the unquantised base weights.
+        qlora: treat the adapter as QLoRA (NF4, double quant, block 64) even without sc2tune's
+            ``recipe.yaml``; ``False`` treats it as plain LoRA; None reads ``recipe.yaml``.
+        progress: show a progress bar.
+    """
+    start = time.perf_counter()
+    adapter_path, out = Path(adapter_dir), Path(out_dir)
+    adapter = load_adapter(adapter_path)
+    base_name = base or adapter.base_name
+    if not base_name:
+        raise UserError(f"{adapter_path}: the adapter does not name its base model",
+                        hint="pass --base with the base model folder or hub id")
+    base_dir = resolve_base(base_name)
+    ckpt = open_checkpoint(base_dir)
+    out_dtype = getattr(torch, dtype) if dtype else ckpt.dtype
+    quant = adapter.quant if qlora is None else (adapter.quant or QuantSettings()) if qlora else None
+    if merge_into not in ("quantized", "original"):
+        raise UserError(f"merge_into must be 'quantized' or 'original', not '{merge_into}'")
+    if merge_into == "original":
+        quant = None
+    check_out_dir(out, overwrite=overwrite, inputs=[adapter_path, base_dir])
+    plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=adapter_labels(adapter_path))
+    for note in plan.notes:
+        log.info("%s", note)
+
+    verification = None
+    with staging_dir(out) as tmp:
+        stats = stream_merge(plan, adapter, ckpt, tmp, shard_bytes=parse_size(shard_size), progress=progress)
+        provenance = {
+            "adapter": str(adapter_path.resolve()), "base": base_name, "base_dir": str(base_dir),
+            "dtype": str(out_dtype).removeprefix("torch."), "round_trip": quant and asdict(quant),
+            "untied_embeddings": plan.untied, "tensors": stats.tensors, "lora_merged": stats.lora_merged,
+            "changed_tensors": stats.changed, "notes": plan.notes,
+        }
+        write_metadata(tmp, plan.config, base_dir=base_dir, adapter_dir=adapter_path,
+                       classifier=plan.classifier, provenance=provenance)
+        if stats.changed == 0:
+            msg = "the merged weights equal the base's: the adapter changes nothing (an untrained adapter " \
+                  f"with all-zero lora_B, or an update below {out_dtype} rounding)"
+            if verify:
+                raise UserError(msg, hint="nothing was written; pass --no-verify to write it anyway")
+            log.warning("%s", msg)
+        if verify:
+            verification = verify_merge(tmp, base_dir, adapter_path, classifier=plan.classifier,
+                                        dtype=out_dtype, quant=quant)
+            log.info("verification: %s", verification.summary())
+            if not verification.passed:
+                raise UserError(
+                    f"the merged model does not reproduce the adapter model: {verification.summary()}",
+                    hint="nothing was written to --out; this is a bug worth reporting (rerun with --no-verify "
+                    "to keep the output anyway)",
+                )
+            provenance["verification"] = asdict(verification)
+            _write_provenance(tmp, provenance)
+        publish(tmp, out)
+    return MergeResult(out, base_name, str(out_dtype).removeprefix("torch."), stats, plan.untied,
+                       quant.quant_type if quant else None, verification, time.perf_counter() - start,
+                       plan.notes)
+
+
+def _write_provenance(folder: Path, provenance: dict) -> None:
+    """Rewrite ``sc2tune_merge.json`` (after verification added its figures)."""
+    (folder / "sc2tune_merge.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+
+
+def describe_merge(result: MergeResult) -> str:
+    """Human summary of a merge (printed by ``sc2tune merge``)."""
+    s = result.stats
+    lines = [f"wrote {result.out_dir}: {s.tensors} tensors in {s.shards} shard(s), {s.bytes_written / 1e9:.2f} GB "
+             f"{result.dtype}, {s.lora_merged} LoRA updates merged, {s.changed} tensors changed "
+             f"({result.seconds:.1f}s)"]
+    lines += [f"  note: {n}" for n in result.notes]
+    if result.verification is not None:
+        lines.append(f"  verified: {result.verification.summary()}")
+    else:
+        lines.append("  not verified (--no-verify)")
+    return "\n".join(lines)

@@ -1,0 +1,267 @@
+"""Read a PEFT LoRA adapter folder into plain tensors and settings, and refuse what cannot be merged.
+
+A PEFT LoRA folder holds ``adapter_config.json`` and ``adapter_model.safetensors`` (or ``.bin``). Saved keys
+start with ``base_model.model.`` followed by the name of the module inside the model PEFT wrapped:
+
+* ``{module}.lora_A.weight`` ``[r, in]`` and ``{module}.lora_B.weight`` ``[out, r]`` for a Linear layer;
+  its update is ``delta W = scale * B @ A`` (``[out, in]``; transposed when ``fan_in_fan_out``);
+* ``{module}.lora_embedding_A`` ``[r, num_embeddings]`` and ``{module}.lora_embedding_B`` ``[dim, r]`` for an
+  Embedding; its update is ``delta W = scale * (B @ A)^T`` (``[num_embeddings, dim]``);
+* any other tensor is a full replacement of a base weight: ``modules_to_save`` copies (``score.weight``;
+  PEFT drops the ``modules_to_save.default`` part on save) and the ``{module}.base_layer.weight`` copies PEFT
+  saves for targeted embeddings (PEFT loads them over the base weight, so the merge does too).
+
+``scale = alpha / r`` (``alpha / sqrt(r)`` with rsLoRA), where ``r`` and ``alpha`` come from ``rank_pattern`` /
+``alpha_pattern`` when a pattern matches the module name (PEFT's rule: the pattern matches the end of the
+name at a dot boundary) and from ``r`` / ``lora_alpha`` otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from sc2tune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
+PREFIX = "base_model.model."
+
+_LINEAR_A, _LINEAR_B = ".lora_A.weight", ".lora_B.weight"
+_EMBED_A, _EMBED_B = ".lora_embedding_A", ".lora_embedding_B"
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """How the base was quantised during QLoRA training (bitsandbytes 4-bit)."""
+
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    blocksize: int = 64
+    dtype: str | None = None  # dtype the base was loaded in before quantisation (None: the checkpoint's)
+
+
+@dataclass(frozen=True)
+class LoraFactors:
+    """The two low-rank factors of one adapted module and their scale."""
+
+    module: str
+    a: torch.Tensor
+    b: torch.Tensor
+    scale: float
+    embedding: bool
+    fan_in_fan_out: bool = False
+
+    def delta(self) -> torch.Tensor:
+        """``scale * B @ A`` in float32, laid out like the module's weight."""
+        prod = self.b.float() @ self.a.float()
+        if self.embedding or self.fan_in_fan_out:
+            prod = prod.T
+        return prod.mul_(self.scale)
+
+    @property
+    def weight_shape(self) -> tuple[int, int]:
+        """Shape of the weight this update applies to."""
+        out, rank = self.b.shape
+        inp = self.a.shape[1]
+        if self.embedding or self.fan_in_fan_out:
+            return (inp, out)
+        return (out, inp)
+
+
+@dataclass
+class Adapter:
+    """A parsed adapter folder: LoRA factors per module, full replacement tensors, and its metadata."""
+
+    path: Path
+    config: dict[str, Any]
+    lora: dict[str, LoraFactors]
+    full: dict[str, torch.Tensor]
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_name(self) -> str | None:
+        """Base model named by the adapter (``base_model_name_or_path``, else the recipe's model)."""
+        name = self.config.get("base_model_name_or_path")
+        if not name:
+            name = (self.recipe.get("model") or {}).get("name_or_path")
+        return name or None
+
+    @property
+    def is_classifier(self) -> bool:
+        """True for a sequence-classification adapter (task type SEQ_CLS or a saved ``score`` head)."""
+        if self.config.get("task_type") == "SEQ_CLS":
+            return True
+        return any(name.split(".")[-2:-1] == ["score"] for name in self.full)
+
+    @property
+    def quant(self) -> QuantSettings | None:
+        """QLoRA settings from ``recipe.yaml`` (``adapter.method: qlora``), or None for a plain LoRA run."""
+        spec = self.recipe.get("adapter") or {}
+        if spec.get("method") != "qlora":
+            return None
+        q = spec.get("quantization") or {}
+        dtype = (self.recipe.get("model") or {}).get("dtype")
+        return QuantSettings(
+            quant_type=q.get("quant_type", "nf4"),
+            double_quant=bool(q.get("double_quant", True)),
+            dtype=None if dtype in (None, "auto") else dtype,
+        )
+
+    @property
+    def template(self) -> str | None:
+        """The instruction template the run used (``data.template`` in ``recipe.yaml``)."""
+        return (self.recipe.get("data") or {}).get("template")
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """True when ``path`` is a folder with a PEFT ``adapter_config.json``."""
+    return (Path(path) / CONFIG_NAME).is_file()
+
+
+def read_adapter_config(path: str | Path) -> dict[str, Any]:
+    """``adapter_config.json`` of an adapter folder, with a clear error when it is not one."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"adapter folder not found: {folder}")
+    cfg_file = folder / CONFIG_NAME
+    if not cfg_file.is_file():
+        raise UserError(
+            f"{folder} is not a PEFT adapter folder: it has no {CONFIG_NAME}",
+            hint="point at the folder save_pretrained wrote (sc2tune: OUTPUT_DIR/adapter)",
+        )
+    try:
+        config = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"{cfg_file}: cannot read it as JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{cfg_file}: expected a JSON object")
+    return config
+
+
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """The resolved recipe sc2tune saves beside its adapters (``recipe.yaml``), or {} when absent."""
+    file = Path(path) / "recipe.yaml"
+    if not file.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise UserError(f"{file}: malformed YAML ({err})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _check_supported(config: dict[str, Any], cfg_file: Path) -> None:
+    peft_type = str(config.get("peft_type", "")).upper()
+    if peft_type != "LORA":
+        raise UserError(
+            f"{cfg_file}: peft_type is '{config.get('peft_type')}', only LoRA adapters can be merged",
+        )
+    unsupported = {
+        "use_dora": "DoRA adapters",
+        "lora_bias": "adapters with a LoRA bias (lora_bias)",
+        "layer_replication": "adapters with layer_replication",
+        "trainable_token_indices": "adapters with trainable_token_indices",
+        "target_parameters": "adapters on parameters (target_parameters)",
+        "use_qalora": "QA-LoRA adapters",
+        "alora_invocation_tokens": "activated LoRA (aLoRA) adapters",
+    }
+    for key, what in unsupported.items():
+        if config.get(key):
+            raise UserError(
+                f"{cfg_file}: {key} is set; merging {what} is not supported",
+                hint="merge this adapter with PEFT's merge_and_unload instead",
+            )
+
+
+def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
+    """PEFT's pattern lookup: the first key that matches the end of ``module`` at a dot boundary."""
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+def lora_scale(config: dict[str, Any], module: str) -> tuple[int, float]:
+    """(rank, scale) of ``module``: scale = alpha / r, or alpha / sqrt(r) with ``use_rslora``."""
+    r = int(_pattern_value(config.get("rank_pattern") or {}, module, config.get("r", 8)))
+    alpha = float(_pattern_value(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", 8)))
+    return r, (alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r)
+
+
+def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
+    for name in WEIGHT_NAMES:
+        file = folder / name
+        if not file.is_file():
+            continue
+        try:
+            if name.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                return load_file(str(file))
+            return torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as err:  # corrupt or truncated file
+            raise UserError(f"{file}: cannot read the adapter weights ({err})") from None
+    raise UserError(f"{folder} has {CONFIG_NAME} but no adapter weights ({' or '.join(WEIGHT_NAMES)})")
+
+
+def _strip(key: str) -> str:
+    key = key.removeprefix(PREFIX)
+    for part in (".modules_to_save.default", ".original_module", ".base_layer"):
+        key = key.replace(part, "")
+    return key
+
+
+def load_adapter(path: str | Path) -> Adapter:
+    """Read and check an adapter folder; every problem is a :class:`UserError` naming the file and key."""
+    folder = Path(path)
+    config = read_adapter_config(folder)
+    cfg_file = folder / CONFIG_NAME
+    _check_supported(config, cfg_file)
+    tensors = _load_weights(folder)
+    halves: dict[str, dict[str, torch.Tensor]] = {}
+    full: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        for suffix, part, embedding in ((_LINEAR_A, "a", False), (_LINEAR_B, "b", False),
+                                        (_EMBED_A, "a", True), (_EMBED_B, "b", True)):
+            if key.endswith(suffix):
+                module = key.removeprefix(PREFIX)[: -len(suffix)]
+                entry = halves.setdefault(module, {})
+                if "embedding" in entry and entry["embedding"] != embedding:
+                    raise UserError(f"{folder}: module '{module}' has both linear and embedding LoRA factors")
+                entry["embedding"] = embedding
+                entry[part] = tensor
+                break
+        else:
+            if ".lora_" in key:
+                raise UserError(f"{folder}: adapter tensor '{key}' is of a kind this merge does not know",
+                                hint="only plain LoRA (lora_A/lora_B, lora_embedding_A/B) can be merged")
+            full[_strip(key)] = tensor
+    lora: dict[str, LoraFactors] = {}
+    for module, entry in halves.items():
+        if "a" not in entry or "b" not in entry:
+            raise UserError(f"{folder}: module '{module}' has only one of its two LoRA factors")
+        a, b = entry["a"], entry["b"]
+        r, scale = lora_scale(config, module)
+        if a.ndim != 2 or b.ndim != 2 or a.shape[0] != r or b.shape[1] != r:
+            raise UserError(
+                f"{folder}: LoRA factors of '{module}' have shapes A {tuple(a.shape)}, B {tuple(b.shape)} "
+                f"but adapter_config.json says rank {r}",
+                hint="the config and weights come from different adapters",
+            )
+        lora[module] = LoraFactors(module, a, b, scale, bool(entry["embedding"]),
+                                   bool(config.get("fan_in_fan_out")))
+    if not lora and not full:
+        raise UserError(f"{folder}: the adapter holds no tensors")
+    log.debug("adapter %s: %d LoRA modules, %d full tensors", folder, len(lora), len(full))
+    return Adapter(folder, config, lora, full, read_recipe(folder))

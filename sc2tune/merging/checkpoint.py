@@ -1,0 +1,191 @@
+"""The base checkpoint, read lazily: where it is, which tensors each shard holds, and the model's layout.
+
+Nothing here loads a whole shard. :meth:`BaseCheckpoint.read` opens the shard with ``safe_open``, copies
+one tensor out and closes the file again, so memory mapped for reading never outlives one tensor.
+:func:`skeleton` builds the model on the ``meta`` device (no memory) to learn parameter names, shapes,
+which modules are Linear layers and whether the output embedding is tied to the input embedding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+)
+
+from sc2tune.errors import UserError
+from sc2tune.modeling import resolve_model_path
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+
+SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, shape, dtype and shard file of one tensor of the base checkpoint."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    file: Path
+
+
+@dataclass
+class BaseCheckpoint:
+    """A safetensors checkpoint folder (sharded with an index, or a single ``model.safetensors``)."""
+
+    path: Path
+    config: PretrainedConfig
+    tensors: dict[str, TensorInfo]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype holding most of the parameters."""
+        counts: dict[torch.dtype, int] = {}
+        for info in self.tensors.values():
+            if info.dtype.is_floating_point:
+                counts[info.dtype] = counts.get(info.dtype, 0) + _numel(info.shape)
+        return max(counts, key=counts.__getitem__) if counts else torch.float32
+
+    def read(self, name: str) -> torch.Tensor:
+        """One tensor, copied out of its shard (the shard is opened and closed around the read)."""
+        from safetensors import safe_open
+
+        info = self.tensors[name]
+        with safe_open(str(info.file), framework="pt") as handle:
+            return handle.get_tensor(name)
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """Layout of the model to write, learnt from a meta-device instance."""
+
+    params: dict[str, tuple[int, ...]]  # every weight to write, in model order (tied duplicates once)
+    linear_modules: frozenset[str]  # names of nn.Linear modules
+    input_embedding: str  # module name, e.g. model.embed_tokens
+    output_embedding: str | None  # module name, e.g. lm_head (None for classifiers)
+    tied: bool  # output embedding shares the input embedding's weight
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def resolve_base(name_or_path: str, *, revision: str | None = None) -> Path:
+    """A local folder for the base: the built-in tiny model, a local path, or a hub snapshot.
+
+    Hub ids are fetched with ``huggingface_hub.snapshot_download`` (config, safetensors, tokenizer files
+    only); any failure is a :class:`UserError` that says to pass ``--base`` with a local copy.
+    """
+    local = Path(resolve_model_path(name_or_path)).expanduser()
+    if local.is_dir():
+        return local
+    if local.exists():
+        raise UserError(f"base model '{name_or_path}' is a file, not a model folder")
+    if not _HUB_ID.match(name_or_path) or name_or_path.startswith((".", "/", "~")):
+        raise UserError(f"base model folder not found: {name_or_path}",
+                        hint="pass --base with the folder (config.json + *.safetensors) or a hub id")
+    try:
+        from huggingface_hub import snapshot_download
+
+        fetched = snapshot_download(
+            name_or_path, revision=revision,
+            allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.txt", "*.model"],
+        )
+    except Exception as err:  # offline, gated, missing repo: all user-fixable
+        raise UserError(
+            f"base model '{name_or_path}' is neither a local folder nor a hub repository I can fetch ({err})",
+            hint="pass --base with a local copy of the base checkpoint",
+        ) from None
+    return Path(fetched)
+
+
+def open_checkpoint(path: Path) -> BaseCheckpoint:
+    """List the tensors of a checkpoint folder from the safetensors headers (no tensor data read)."""
+    from safetensors import safe_open
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: cannot read the base model's config.json ({err})") from None
+    if getattr(config, "quantization_config", None):
+        raise UserError(
+            f"{path} is a quantised checkpoint (config.json has a quantization_config)",
+            hint="merging into 4-bit/8-bit weights loses the update; pass --base with the original "
+            "16/32-bit checkpoint",
+        )
+    index = path / INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map: dict[str, str] = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"{index}: not a safetensors index ({err})") from None
+        files = sorted({path / f for f in weight_map.values()})
+    elif (path / SINGLE_NAME).is_file():
+        files = [path / SINGLE_NAME]
+    else:
+        raise UserError(f"{path} has no {SINGLE_NAME} or {INDEX_NAME}",
+                        hint="the streaming merge reads safetensors checkpoints; convert .bin weights first")
+    tensors: dict[str, TensorInfo] = {}
+    for file in files:
+        if not file.is_file():
+            raise UserError(f"shard {file.name} named in {INDEX_NAME} is missing from {path}")
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                for key in sorted(handle.keys()):
+                    piece = handle.get_slice(key)
+                    dtype = SAFETENSORS_DTYPES.get(piece.get_dtype())
+                    if dtype is None:
+                        raise UserError(f"{file}: tensor '{key}' has unsupported dtype {piece.get_dtype()}")
+                    tensors[key] = TensorInfo(key, tuple(piece.get_shape()), dtype, file)
+        except UserError:
+            raise
+        except Exception as err:  # truncated header, not a safetensors file
+            raise UserError(f"{file}: cannot read the safetensors header ({err})") from None
+    if any(k.endswith((".absmax", ".quant_map", ".SCB")) or "quant_state" in k for k in tensors):
+        raise UserError(f"{path} holds bitsandbytes-quantised weights",
+                        hint="pass --base with the original 16/32-bit checkpoint")
+    return BaseCheckpoint(path, config, tensors)
+
+
+def skeleton(config: PretrainedConfig, *, classifier: bool) -> Skeleton:
+    """Instantiate the model on the meta device and read its layout (costs no memory)."""
+    loader = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+    try:
+        with torch.device("meta"):
+            model = loader.from_config(config)
+    except (ValueError, KeyError) as err:
+        raise UserError(f"transformers cannot build a {loader.__name__[4:]} for this config ({err})") from None
+    names = {id(m): n for n, m in model.named_modules()}
+    inp = model.get_input_embeddings()
+    out = model.get_output_embeddings() if not classifier else None
+    tied = out is not None and out.weight is inp.weight
+    params: dict[str, tuple[int, ...]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if tied and name == f"{names[id(out)]}.weight":
+            continue
+        params[name] = tuple(tensor.shape)
+    linear = frozenset(n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear))
+    return Skeleton(params, linear, names[id(inp)], names[id(out)] if out is not None else None, tied)

@@ -1,0 +1,142 @@
+"""The output folder: built beside its final place, published with one rename.
+
+Layout of a merged folder (what ``save_pretrained`` writes, so plain transformers loads it)::
+
+    config.json                   output config: dtype set, no quantization_config, id2label for classifiers
+    generation_config.json        the base's, or one derived from the config
+    model.safetensors             or model-0000i-of-0000N.safetensors + model.safetensors.index.json
+    tokenizer.json, ...           the adapter folder's tokenizer if it has one, else the base's
+    sc2tune_merge.json            provenance: adapter, base, dtype, round trip, verification figures
+
+Atomicity: everything is written into ``.NAME.tmp-XXXX`` in the same parent folder, then renamed to
+``NAME``. A crash or kill leaves only that hidden temporary folder (never a complete-looking ``NAME``);
+an existing ``NAME`` is replaced only with ``overwrite``, and only once the new folder is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer, GenerationConfig, PretrainedConfig
+
+from sc2tune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+
+
+def check_out_dir(out: Path, *, overwrite: bool, inputs: list[Path]) -> None:
+    """Refuse an existing output (without ``overwrite``) and any output that would clobber an input."""
+    target = out.resolve()
+    for path in inputs:
+        src = path.resolve()
+        if target == src or target in src.parents or src in target.parents:
+            raise UserError(f"--out {out} overlaps the input folder {path}", hint="choose a separate folder")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is a file")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"--out {out} already exists", hint="choose a new folder or pass --overwrite")
+    if not out.parent.exists():
+        raise UserError(f"the parent folder of --out {out} does not exist")
+
+
+@contextlib.contextmanager
+def staging_dir(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out``; removed if the block fails (the caller publishes on success)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published folder gets the usual mode
+    try:
+        yield tmp
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move the finished ``tmp`` to ``out`` (an existing ``out`` is set aside first, then deleted)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old.rmdir()
+        out.rename(old)
+    try:
+        tmp.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def has_tokenizer(folder: Path) -> bool:
+    """True when ``folder`` holds tokenizer files."""
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def adapter_labels(adapter_dir: Path) -> dict[int, str] | None:
+    """Class names saved with an adapter: ``labels.json`` (a list, ``{id: name}`` or ``{"id2label": ...}``)
+    or the ``id2label`` of a ``config.json`` beside the adapter."""
+    for name, key in (("labels.json", None), ("config.json", "id2label")):
+        file = adapter_dir / name
+        if not file.is_file():
+            continue
+        try:
+            data: Any = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise UserError(f"{file}: cannot read it as JSON ({err})") from None
+        if isinstance(data, dict):
+            data = data.get(key or "id2label", data if key is None else None)
+        if isinstance(data, list):
+            return {i: str(v) for i, v in enumerate(data)}
+        if isinstance(data, dict):
+            try:
+                return {int(k): str(v) for k, v in data.items()}
+            except ValueError:
+                raise UserError(f"{file}: label ids must be integers") from None
+    return None
+
+
+def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, adapter_dir: Path,
+                   classifier: bool, provenance: dict[str, Any]) -> None:
+    """Write config, generation config, tokenizer and provenance next to the weights."""
+    from sc2tune.modeling import set_pad_token
+
+    tok_dir = adapter_dir if has_tokenizer(adapter_dir) else base_dir
+    tokenizer = None
+    if has_tokenizer(tok_dir):
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        with contextlib.suppress(UserError):
+            set_pad_token(tokenizer)
+        tokenizer.save_pretrained(str(folder))
+    else:
+        log.warning("no tokenizer in %s or %s: the merged folder has none", adapter_dir, base_dir)
+    if classifier and tokenizer is not None and tokenizer.pad_token_id is not None:
+        config.pad_token_id = tokenizer.pad_token_id
+    config.architectures = [_arch(config, classifier)]
+    config.save_pretrained(str(folder))
+    if not classifier:
+        try:
+            gen = GenerationConfig.from_pretrained(str(base_dir))
+        except (OSError, ValueError):
+            gen = GenerationConfig.from_model_config(config)
+        gen.save_pretrained(str(folder))
+    (folder / "sc2tune_merge.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+
+
+def _arch(config: PretrainedConfig, classifier: bool) -> str:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    mapping = (AutoModelForSequenceClassification if classifier else AutoModelForCausalLM)._model_mapping
+    return mapping[type(config)].__name__
