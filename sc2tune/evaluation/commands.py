@@ -109,6 +109,32 @@ def out_path(out_dir: str | None, default: Path) -> Path:
 
 def eval_run_command(target: str, overrides: list[str], *, models: str | None = None,
                      max_examples: int | None = None, infill_examples: int = 20,
-                     json_output: bool = False, out_dir: str | None = None) -> int:
-    """Evaluate a run (or a recipe's output_dir): held-out loss, FIM infilling or classification."""
-    raise UserError("sc2tune eval RUN is not available yet in this build; use sc2tune eval code")
+                     infill_max_new_tokens: int = 128, json_output: bool = False,
+                     out_dir: str | None = None) -> int:
+    """Evaluate a run (or a recipe's output_dir): held-out loss, FIM infilling or classification, one
+    column per model; the report goes to ``out_dir`` (default ``RUN/eval``)."""
+    from sc2tune.evaluation.report import write_run_report
+    from sc2tune.evaluation.runeval import evaluate_run, parse_models, resolve_run
+
+    if max_examples is not None and max_examples < 1:
+        raise UserError(f"--max-examples must be at least 1, got {max_examples}")
+    run = resolve_run(target, overrides)
+    names = parse_models(models, run)
+    if infill_max_new_tokens < 1 or infill_examples < 0:
+        raise UserError("--infill-max-new-tokens must be >= 1 and --infill-examples >= 0")
+    result = evaluate_run(run, names, max_examples=max_examples, infill_examples=infill_examples,
+                          infill_max_new_tokens=infill_max_new_tokens, show_progress=not json_output)
+    written = write_run_report(result.to_dict(), out_path(out_dir, run.run_dir / "eval"),
+                               metrics_file=run.run_dir / "metrics.jsonl")
+    summary = result.summary()
+    summary["out"] = str(written)
+    if json_output:
+        print(json.dumps(summary))
+        return 0
+    keys = sorted({k for row in summary["models"].values() for k in row})
+    print(f"{'metric':32s}" + "".join(f"{n:>14s}" for n in summary["models"]))
+    for key in keys:
+        cells = [summary["models"][n].get(key) for n in summary["models"]]
+        print(f"{key:32s}" + "".join(f"{c:>14.4f}" if isinstance(c, float) else f"{c!s:>14s}" for c in cells))
+    print(f"report: {written}")
+    return 0

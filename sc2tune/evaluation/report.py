@@ -197,3 +197,68 @@ def write_code_report(result: CodeEvalResult, out_dir: str | Path, *, problems: 
                                        encoding="utf-8")
 
     return write_report_dir(out_dir, build)
+
+
+# ---- run evaluation report --------------------------------------------------------------------------
+
+_ROWS = [("loss", "held-out loss"), ("perplexity", "perplexity"), ("tokens", "scored tokens"),
+         ("accuracy", "accuracy"), ("macro_f1", "macro-F1"), ("examples", "examples")]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def run_markdown(data: Mapping[str, Any], plots: Mapping[str, str]) -> str:
+    """Markdown report of ``eval RUN``: one column per model."""
+    models = data["models"]
+    names = list(models)
+    lines = ["# sc2tune eval", "", f"- run: `{data['run']}`", f"- task: {data['task']}",
+             f"- held-out rows: {data['eval_rows']}", "", "| metric | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for key, label in _ROWS:
+        if any(key in models[n] for n in names):
+            lines.append(f"| {label} | " + " | ".join(_fmt(models[n].get(key, "")) for n in names) + " |")
+    kinds = sorted({k for n in names for k in models[n].get("infill", {})})
+    for kind in kinds:
+        for key in ("exact_match", "edit_similarity"):
+            cells = [_fmt(models[n].get("infill", {}).get(kind, {}).get(key, "")) for n in names]
+            lines.append(f"| infill {kind}: {key.replace('_', ' ')} | " + " | ".join(cells) + " |")
+    if kinds:
+        counts = {k: next(models[n]["infill"][k]["count"] for n in names if k in models[n].get("infill", {}))
+                  for k in kinds}
+        lines += ["", "Infilling: greedy generation of the hole between `<fim_prefix>prefix<fim_suffix>suffix"
+                  "<fim_middle>`; " + ", ".join(f"{counts[k]} {k} holes" for k in kinds) + "."]
+    for name in names:
+        per_class = models[name].get("per_class")
+        if per_class:
+            lines += ["", f"## {name}: per class", "", "| class | precision | recall | F1 | support |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {c} | {s['precision']:.4f} | {s['recall']:.4f} | {s['f1']:.4f} | {s['support']} |"
+                      for c, s in per_class.items()]
+    for title, file in plots.items():
+        lines += ["", f"## {title}", "", f"![{title}]({file})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_run_report(data: Mapping[str, Any], out_dir: str | Path, *, metrics_file: Path | None = None) -> Path:
+    """results.json, report.md, loss.png (when the run has metrics.jsonl) and confusion-<model>.png."""
+
+    def build(tmp: Path) -> None:
+        plots: dict[str, str] = {}
+        if metrics_file is not None and metrics_file.is_file():
+            train, evals = read_metrics(metrics_file)
+            if train or evals:
+                plot_loss_curves(train, evals, tmp / "loss.png", title="training run")
+                plots["loss curves"] = "loss.png"
+        for name, scores in data["models"].items():
+            if "confusion" in scores:
+                file = f"confusion-{name}.png"
+                plot_confusion(scores["confusion"], scores["labels"], tmp / file, title=f"{name}: confusion matrix")
+                plots[f"{name}: confusion matrix"] = file
+        dump_json(dict(data), tmp / "results.json")
+        (tmp / "report.md").write_text(run_markdown(data, plots), encoding="utf-8")
+
+    return write_report_dir(out_dir, build)

@@ -1,0 +1,166 @@
+"""FIM infilling probe on held-out code: cut a hole, let the model fill it greedily, compare.
+
+Held-out documents are recovered from the recipe's tokenized eval rows (so they are exactly the
+held-out split the data pipeline made): rows are split into documents where packed ``position_ids``
+restart, repository rows into files at ``<file_sep>`` (the path line dropped), and FIM-transformed
+documents are put back in order: PSM ``<fim_prefix>P<fim_suffix>S<fim_middle>M`` -> ``P M S``, SPM
+``<fim_prefix><fim_suffix>S<fim_middle>PM`` -> ``PM S``.
+
+For each probe kind, documents are drawn with ``random.Random(f"{seed}:{kind}")`` and cut into
+``prefix | middle | suffix``: ``lines`` = 1-3 whole non-blank lines, ``span`` = a random character span
+of at most ``max_span_chars``. The prompt is StarCoder2's PSM layout::
+
+    <fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>
+
+with the prefix cut on the left and the suffix on the right to fit the context. Greedy decoding stops
+at ``<|endoftext|>`` (or ``<file_sep>``); the generated middle is scored by exact match and edit
+similarity against the true middle (:mod:`sc2tune.evaluation.metrics`). Generation is capped at
+``min(max_new_tokens, 2 * len(tokens(middle)) + 8)`` new tokens: a model that does not stop cannot
+run on for long, and a correct middle always fits.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from sc2tune.evaluation.metrics import text_scores
+from sc2tune.evaluation.problems import fim_cut
+from sc2tune.modeling import special_tokens
+
+
+@dataclass(frozen=True)
+class InfillCase:
+    """One hole in one held-out document."""
+
+    kind: str  #: lines | span
+    prefix: str
+    middle: str
+    suffix: str
+
+
+def _index(ids: list[int], token: int | None, start: int = 0) -> int:
+    try:
+        return ids.index(token, start) if token is not None else -1
+    except ValueError:
+        return -1
+
+
+def _unfim(ids: list[int], tokenizer: PreTrainedTokenizerBase) -> str:
+    sp = special_tokens(tokenizer, need_fim=False)
+    dec = lambda part: tokenizer.decode(part, clean_up_tokenization_spaces=False)  # noqa: E731
+    if ids and ids[0] == sp.fim_prefix:
+        i_suf, i_mid = _index(ids, sp.fim_suffix), _index(ids, sp.fim_middle)
+        if 0 < i_suf < i_mid:
+            if i_suf == 1:  # SPM: suffix first, then prefix + middle
+                return dec(ids[i_mid + 1:]) + dec(ids[2:i_mid])
+            return dec(ids[1:i_suf]) + dec(ids[i_mid + 1:]) + dec(ids[i_suf + 1:i_mid])
+    return dec(ids)
+
+
+def recover_documents(dataset, tokenizer: PreTrainedTokenizerBase, *, limit: int = 1000) -> list[str]:
+    """Plain-text held-out documents from tokenized (FIM/packed/repository) eval rows (module doc)."""
+    sp = special_tokens(tokenizer, need_fim=False)
+    drop = {sp.eos, tokenizer.pad_token_id}
+    docs: list[str] = []
+    for row in dataset:
+        ids, pos = list(row["input_ids"]), row.get("position_ids")
+        cuts = [i for i, p in enumerate(pos) if p == 0] if pos is not None else [0]
+        for start, end in zip(cuts, [*cuts[1:], len(ids)], strict=True):
+            segment = ids[start:end]
+            while segment and segment[-1] in drop:
+                segment.pop()
+            pieces = [segment]
+            if sp.file_sep is not None and sp.file_sep in segment:
+                pieces, current = [], []
+                for token in segment:
+                    if token == sp.file_sep:
+                        pieces.append(current)
+                        current = []
+                    else:
+                        current.append(token)
+                pieces.append(current)
+                pieces = [p for p in pieces[1:] if p]  # pieces[0] is <repo_name>name
+                pieces = [_drop_path_line(p, tokenizer) for p in pieces]
+            for piece in pieces:
+                text = _unfim(piece, tokenizer)
+                if len(text.strip()) >= 20 and text.count("\n") >= 2:
+                    docs.append(text)
+                if len(docs) >= limit:
+                    return docs
+    return docs
+
+
+def _drop_path_line(ids: list[int], tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """``path\\ncode`` -> the ids of ``code`` (FIM tokens, if any, start after the path line)."""
+    sp = special_tokens(tokenizer, need_fim=False)
+    k = _index(ids, sp.fim_prefix)
+    if k >= 0:
+        return ids[k:]
+    text = tokenizer.decode(ids, clean_up_tokenization_spaces=False)
+    return tokenizer(text.split("\n", 1)[1] if "\n" in text else "", add_special_tokens=False)["input_ids"]
+
+
+def make_cases(docs: list[str], kind: str, count: int, seed: int, *, max_span_chars: int = 200
+               ) -> list[InfillCase]:
+    """``count`` holes of ``kind`` (lines | span) in distinct documents, deterministic for ``seed``."""
+    rng = random.Random(f"{seed}:{kind}")
+    chosen = rng.sample(range(len(docs)), min(count, len(docs)))
+    cases = []
+    for i in chosen:
+        doc = docs[i]
+        if kind == "lines":
+            a, b = fim_cut(doc, "lines", rng)
+        else:
+            a = rng.randrange(len(doc))
+            b = a + rng.randint(1, min(max_span_chars, len(doc) - a))
+        cases.append(InfillCase(kind, doc[:a], doc[a:b], doc[b:]))
+    return cases
+
+
+def fim_prompt_ids(case: InfillCase, tokenizer: PreTrainedTokenizerBase, budget: int) -> list[int]:
+    """PSM prompt ids with at most ``budget`` prefix + suffix tokens (prefix cut left, suffix right)."""
+    sp = special_tokens(tokenizer, need_fim=True)
+    pre = tokenizer(case.prefix, add_special_tokens=False)["input_ids"]
+    suf = tokenizer(case.suffix, add_special_tokens=False)["input_ids"]
+    keep_suf = min(len(suf), max(budget // 2, budget - len(pre)))
+    keep_pre = min(len(pre), budget - keep_suf)
+    pre = pre[len(pre) - keep_pre:] if keep_pre > 0 else []
+    return [sp.fim_prefix, *pre, sp.fim_suffix, *suf[:keep_suf], sp.fim_middle]
+
+
+@torch.no_grad()
+def generate_middles(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, cases: list[InfillCase],
+                     *, max_length: int, max_new_tokens: int = 128) -> list[str]:
+    """Greedy middles for ``cases`` (one at a time, so no padding questions)."""
+    sp = special_tokens(tokenizer, need_fim=True)
+    stops = [t for t in (sp.eos, sp.file_sep) if t is not None]
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for case in cases:
+        ids = fim_prompt_ids(case, tokenizer, max(8, max_length - max_new_tokens - 3))
+        input_ids = torch.tensor([ids], device=device)
+        cap = min(max_new_tokens, 2 * len(tokenizer(case.middle, add_special_tokens=False)["input_ids"]) + 8)
+        generated = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                   max_new_tokens=cap, do_sample=False, eos_token_id=stops,
+                                   pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
+        cut = next((i for i, t in enumerate(generated) if t in stops), len(generated))
+        out.append(tokenizer.decode(generated[:cut], skip_special_tokens=True, clean_up_tokenization_spaces=False))
+    return out
+
+
+def infill_scores(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, cases: list[InfillCase], *,
+                  max_length: int, max_new_tokens: int = 128) -> dict[str, dict]:
+    """``{kind: {exact_match, edit_similarity, count, examples}}`` over the cases of each kind."""
+    predictions = generate_middles(model, tokenizer, cases, max_length=max_length, max_new_tokens=max_new_tokens)
+    result: dict[str, dict] = {}
+    for kind in sorted({c.kind for c in cases}):
+        pairs = [(p, c) for p, c in zip(predictions, cases, strict=True) if c.kind == kind]
+        scores = text_scores([p for p, _ in pairs], [c.middle for _, c in pairs])
+        scores["examples"] = [{"middle": c.middle, "generated": p} for p, c in pairs[:3]]
+        result[kind] = scores
+    return result

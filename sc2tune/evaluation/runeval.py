@@ -1,0 +1,215 @@
+"""``sc2tune eval RUN_OR_RECIPE``: score base, adapter and merged models of one run side by side.
+
+A RUN is an output folder written by ``sc2tune train``::
+
+    OUTPUT/adapter/   PEFT adapter + recipe.yaml + tokenizer (+ labels.json for classify)
+    OUTPUT/model/     instead of adapter/ for adapter.method: full
+    OUTPUT/merged/    after ``sc2tune merge`` (optional)
+    OUTPUT/metrics.jsonl
+
+A RECIPE (YAML) stands for the run in its ``output_dir``. The held-out set is rebuilt through the
+recipe's own data pipeline (``sc2tune.data.build_datasets``), so every model is scored on the very rows
+training evaluated on. Per task:
+
+* instruct / fim: held-out loss and perplexity (:mod:`sc2tune.evaluation.heldout`);
+* fim also: greedy infilling of random spans and whole lines in held-out code (:mod:`sc2tune.evaluation.infill`);
+* classify: accuracy, macro-F1, per-class precision/recall, confusion matrix, mean cross-entropy.
+
+Models are loaded one at a time and freed before the next.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sc2tune.errors import UserError
+from sc2tune.recipe import Recipe, load_recipe
+
+log = logging.getLogger(__name__)
+
+MODEL_NAMES = ("base", "adapter", "merged")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Where the pieces of one training run are."""
+
+    run_dir: Path
+    recipe: Recipe
+    adapter_dir: Path | None  #: OUTPUT/adapter (LoRA/QLoRA)
+    full_dir: Path | None  #: OUTPUT/model (adapter.method full)
+    merged_dir: Path | None  #: OUTPUT/merged when it exists
+
+    @property
+    def trained_dir(self) -> Path:
+        return self.adapter_dir or self.full_dir  # type: ignore[return-value]
+
+
+@dataclass
+class RunEvalResult:
+    """Scores of every evaluated model, keyed by model name."""
+
+    run_dir: str
+    task: str
+    eval_rows: int
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """Flat numbers per model (the ``--json`` line)."""
+        flat: dict[str, dict[str, Any]] = {}
+        for name, scores in self.models.items():
+            row: dict[str, Any] = {k: v for k, v in scores.items() if isinstance(v, (int, float))}
+            for kind, infill in scores.get("infill", {}).items():
+                row[f"infill_{kind}_exact_match"] = infill["exact_match"]
+                row[f"infill_{kind}_edit_similarity"] = infill["edit_similarity"]
+            flat[name] = row
+        return {"run": self.run_dir, "task": self.task, "eval_rows": self.eval_rows, "models": flat}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "run", "run": self.run_dir, "task": self.task, "eval_rows": self.eval_rows,
+                "models": self.models}
+
+
+def _run_from_dir(run_dir: Path, overrides: list[str]) -> RunInfo:
+    for sub in ("adapter", "model"):
+        recipe_file = run_dir / sub / "recipe.yaml"
+        if recipe_file.is_file():
+            recipe = load_recipe(recipe_file, overrides)
+            merged = run_dir / "merged"
+            return RunInfo(run_dir, recipe,
+                           run_dir / sub if sub == "adapter" else None,
+                           run_dir / sub if sub == "model" else None,
+                           merged if (merged / "config.json").is_file() else None)
+    raise UserError(f"{run_dir} is not a training run: no adapter/recipe.yaml (or model/recipe.yaml) inside",
+                    hint="give the output_dir of a finished `sc2tune train`, or the recipe YAML itself")
+
+
+def resolve_run(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunInfo:
+    """A run folder, an adapter folder inside one, or a recipe YAML (its ``output_dir``) -> :class:`RunInfo`."""
+    path = Path(target)
+    overrides = list(overrides)
+    if path.is_dir():
+        if (path / "recipe.yaml").is_file() and path.name in ("adapter", "model"):
+            path = path.parent
+        return _run_from_dir(path, overrides)
+    if path.is_file():
+        recipe = load_recipe(path, overrides)
+        run_dir = Path(recipe.output_dir)
+        if not run_dir.is_dir():
+            raise UserError(f"{path}: output_dir {run_dir} does not exist (nothing trained yet)",
+                            hint=f"train first: sc2tune train {path}")
+        return _run_from_dir(run_dir, overrides)
+    raise UserError(f"{target}: no such run folder or recipe file")
+
+
+def parse_models(text: str | None, run: RunInfo) -> list[str]:
+    """``base,adapter,merged`` -> a checked list (default: base, adapter, and merged when present)."""
+    if text is None:
+        return ["base", "adapter"] + (["merged"] if run.merged_dir else [])
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for name in names:
+        if name not in MODEL_NAMES:
+            raise UserError(f"--models: unknown model '{name}'", hint="choose from base, adapter, merged")
+    if "merged" in names and run.merged_dir is None:
+        raise UserError(f"--models merged: {run.run_dir}/merged does not exist",
+                        hint=f"run sc2tune merge {run.trained_dir} --out {run.run_dir}/merged first")
+    if not names:
+        raise UserError("--models is empty", hint="e.g. --models base,adapter")
+    return list(dict.fromkeys(names))
+
+
+def read_labels(run: RunInfo) -> dict[int, str] | None:
+    """``labels.json`` ({id: name}) saved with a classification adapter, if any."""
+    path = run.trained_dir / "labels.json"
+    if not path.is_file():
+        return None
+    try:
+        return {int(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
+    except (ValueError, AttributeError) as err:
+        raise UserError(f"{path}: not a JSON object of id -> label name ({err})") from None
+
+
+def load_run_tokenizer(run: RunInfo):
+    """The tokenizer saved with the run (pad = <fim_pad>), else the base model's."""
+    from transformers import AutoTokenizer
+
+    from sc2tune.modeling import load_tokenizer, set_pad_token
+
+    if (run.trained_dir / "tokenizer.json").is_file() or (run.trained_dir / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(run.trained_dir))
+        set_pad_token(tokenizer)
+        return tokenizer
+    return load_tokenizer(run.recipe.model)
+
+
+def load_variant(name: str, run: RunInfo, *, pad_token_id: int, id2label: dict[int, str] | None):
+    """Load ``base`` (recipe's base model and quantisation), ``adapter`` (base + PEFT adapter, or the full
+    fine-tune) or ``merged`` (OUTPUT/merged, unquantised), in eval mode."""
+    from peft import PeftModel
+
+    from sc2tune.modeling import load_model
+
+    spec, quant = run.recipe.model, run.recipe.adapter.quantization
+    if name == "merged" or (name == "adapter" and run.full_dir is not None):
+        folder = run.merged_dir if name == "merged" else run.full_dir
+        model = load_model(spec.model_copy(update={"name_or_path": str(folder)}), id2label=id2label,
+                           pad_token_id=pad_token_id)
+    else:
+        model = load_model(spec, quant=quant, id2label=id2label, pad_token_id=pad_token_id)
+        if name == "adapter":
+            model = PeftModel.from_pretrained(model, str(run.adapter_dir), is_trainable=False)
+    return model.eval()
+
+
+def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = None, infill_examples: int = 20,
+                 infill_max_new_tokens: int = 128, show_progress: bool = True) -> RunEvalResult:
+    """Score each named model of ``run`` on the recipe's held-out data (see module docstring)."""
+    from sc2tune.data import build_datasets
+    from sc2tune.evaluation.heldout import classify_predictions, heldout_loss
+    from sc2tune.evaluation.infill import infill_scores, make_cases, recover_documents
+    from sc2tune.evaluation.metrics import classification_report
+
+    recipe = run.recipe
+    tokenizer = load_run_tokenizer(run)
+    bundle = build_datasets(recipe, tokenizer, show_progress=show_progress)
+    if bundle.eval is None or len(bundle.eval) == 0:
+        raise UserError(f"the recipe of {run.run_dir} holds out no data (data.eval is {recipe.data.eval!r})",
+                        hint="add an override, e.g. data.eval=0.1 or data.eval=path/to/heldout.jsonl")
+    id2label = read_labels(run) or bundle.id2label
+    batch = recipe.train.eval_batch_size or recipe.train.batch_size
+    cases = []
+    if recipe.task == "fim" and infill_examples > 0:
+        docs = recover_documents(bundle.eval, tokenizer)
+        cases = [c for kind in ("span", "lines")
+                 for c in make_cases(docs, kind, infill_examples, recipe.train.seed)]
+        if not cases:
+            log.warning("no held-out code document is long enough for the infilling probe")
+    result = RunEvalResult(str(run.run_dir), recipe.task, len(bundle.eval))
+    for name in models:
+        log.info("evaluating %s", name)
+        model = load_variant(name, run, pad_token_id=tokenizer.pad_token_id, id2label=id2label)
+        scores: dict[str, Any] = {}
+        if recipe.task == "classify":
+            y_true, y_pred, loss = classify_predictions(model, bundle.eval, bundle.collator, batch_size=batch,
+                                                        max_examples=max_examples, show_progress=show_progress)
+            names = id2label or {i: str(i) for i in sorted(set(y_true) | set(y_pred))}
+            report = classification_report([names[i] for i in y_true], [names[i] for i in y_pred],
+                                           labels=[names[i] for i in sorted(names)])
+            scores.update(loss=loss, **report.to_dict())
+            scores["examples"] = len(y_true)
+        else:
+            scores.update(heldout_loss(model, bundle.eval, bundle.collator, batch_size=batch,
+                                       max_examples=max_examples, chunk_size=recipe.train.loss_chunk_size,
+                                       show_progress=show_progress))
+            if cases:
+                scores["infill"] = infill_scores(model, tokenizer, cases, max_length=recipe.data.max_length,
+                                                 max_new_tokens=infill_max_new_tokens)
+        result.models[name] = scores
+        del model
+        gc.collect()
+    return result
