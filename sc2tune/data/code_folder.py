@@ -1,7 +1,9 @@
 """Read a folder of code (task fim): recursive, include/exclude globs, skips counted, never a crash.
 
-A file is read when its name or its path relative to the folder matches a ``data.include`` glob and
-neither it nor any folder above it matches a ``data.exclude`` glob. Hidden files and folders (name
+A file is read when its path relative to the folder matches a ``data.include`` glob and neither it nor
+any folder above it matches a ``data.exclude`` glob. A glob matches the end of a path, component by
+component, and ``*`` does not cross '/': ``*.py`` matches every Python file at any depth,
+``pkg/*.py`` the Python files directly in any folder named pkg, ``tests`` any folder named tests. Hidden files and folders (name
 starting with '.') and symlinked folders are not entered. A file is skipped, and counted by reason, when
 it is
 
@@ -19,7 +21,6 @@ are relative to it); files directly in the folder belong to a repository named a
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 from collections import Counter
@@ -46,8 +47,8 @@ class FolderScan:
 
 
 def _matches(rel: PurePosixPath, globs: list[str]) -> bool:
-    text = rel.as_posix()
-    return any(fnmatch.fnmatchcase(rel.name, g) or fnmatch.fnmatchcase(text, g) for g in globs)
+    """A glob matches the END of the relative path, component by component (``*`` never crosses '/')."""
+    return any(rel.match(g) for g in globs)
 
 
 def _excluded(rel: PurePosixPath, globs: list[str]) -> bool:
