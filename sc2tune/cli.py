@@ -198,6 +198,57 @@ def _conf_merge(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+# ---- generate -------------------------------------------------------------------------------------
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from sc2tune.generate import Sampling, generate_command
+
+    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                        stop=tuple(args.stop or ()), seed=args.seed)
+    print(generate_command(args.path, prompt=args.prompt, file=args.file, prefix=args.prefix, suffix=args.suffix,
+                           instruction=args.instruction, input=args.input, template=args.template,
+                           sampling=sampling, dtype=args.dtype))
+    return 0
+
+
+def _conf_generate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH", help="model folder, merged folder, adapter folder or run folder")
+    p.add_argument("--prompt", help="complete this text")
+    p.add_argument("--file", help="complete this file, or infill it at its <cursor> marker")
+    p.add_argument("--prefix", help="FIM: code before the hole (prints only the infill)")
+    p.add_argument("--suffix", help="FIM: code after the hole")
+    p.add_argument("--instruction", help="answer an instruction through the run's template")
+    p.add_argument("--input", help="optional input for --instruction")
+    p.add_argument("--template", help="template name or YAML path (default: the run's data.template)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens to generate at most")
+    p.add_argument("--temperature", type=float, default=0.2, help="sampling temperature; 0 = greedy")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling")
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop at this text (repeatable)")
+    p.add_argument("--seed", type=int, help="seed for sampling")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                   help="weights dtype (auto: bfloat16 on a GPU that supports it, else float32)")
+
+
+# ---- classify -------------------------------------------------------------------------------------
+
+def _run_classify(args: argparse.Namespace) -> int:
+    from sc2tune.generate import classify_command
+
+    print(classify_command(args.path, texts=args.text or (), file=args.file, column=args.column,
+                           as_json=args.json, dtype=args.dtype))
+    return 0
+
+
+def _conf_classify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", metavar="PATH", help="classifier folder (merged or model), adapter folder or run folder")
+    p.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    p.add_argument("--file", help="texts to classify: one per line, or JSONL with a text field")
+    p.add_argument("--column", default="text", help="field holding the text in a JSONL --file")
+    p.add_argument("--json", action="store_true", help="print one JSON object per text")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"],
+                   help="weights dtype")
+
+
 COMMANDS: list[Command] = [
     Command("validate", "check a recipe (and overrides) without running it", _conf_validate, _run_validate),
     Command("train", "fine-tune: sc2tune train RECIPE [key=value ...] [--resume]", _conf_train, _run_train),
@@ -208,6 +259,10 @@ COMMANDS: list[Command] = [
             "sc2tune eval code --problems F --samples F [--k 1,10]", _conf_eval, _run_eval),
     Command("merge", "fold an adapter into full weights: sc2tune merge ADAPTER_DIR --out OUT_DIR",
             _conf_merge, _run_merge),
+    Command("generate", "complete, infill (FIM) or follow an instruction: sc2tune generate PATH --prompt ...",
+            _conf_generate, _run_generate),
+    Command("classify", "label texts with a classifier: sc2tune classify PATH --text ...",
+            _conf_classify, _run_classify),
 ]
 
 

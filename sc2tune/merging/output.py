@@ -6,6 +6,7 @@ Layout of a merged folder (what ``save_pretrained`` writes, so plain transformer
     generation_config.json        the base's, or one derived from the config
     model.safetensors             or model-0000i-of-0000N.safetensors + model.safetensors.index.json
     tokenizer.json, ...           the adapter folder's tokenizer if it has one, else the base's
+    recipe.yaml                   the run's recipe when the adapter folder has one (instruction template)
     sc2tune_merge.json            provenance: adapter, base, dtype, round trip, verification figures
 
 Atomicity: everything is written into ``.NAME.tmp-XXXX`` in the same parent folder, then renamed to
@@ -132,6 +133,8 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, ad
         except (OSError, ValueError):
             gen = GenerationConfig.from_model_config(config)
         gen.save_pretrained(str(folder))
+    if (adapter_dir / "recipe.yaml").is_file():  # the run's recipe: generate finds its template here
+        shutil.copyfile(adapter_dir / "recipe.yaml", folder / "recipe.yaml")
     (folder / "sc2tune_merge.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
 
 

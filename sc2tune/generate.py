@@ -1,0 +1,373 @@
+"""Generation with a trained model: left-to-right completion, FIM infilling, instructions, classification.
+
+``PATH`` may be a model folder (base or merged), a PEFT adapter folder (its base is loaded as in
+training, 4-bit for QLoRA, with the adapter on top) or a run folder holding ``adapter/``.
+
+Prompts:
+
+* completion: the text itself; the continuation is returned;
+* FIM infill, PSM order: ``<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>`` built from token ids
+  (the user's text never turns into special tokens), generation stops at ``<|endoftext|>`` or
+  ``<file_sep>`` and only the middle is returned;
+* instruction: the run's template (``data.template`` in ``recipe.yaml``, e.g. Alpaca) rendered with
+  ``instruction`` and ``input``; the response is returned.
+
+Sampling follows the StarCoder2 model card: temperature 0.2, top-p 0.95; temperature 0 is greedy
+decoding (deterministic). ``stop`` strings cut the output at their first occurrence.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sc2tune.errors import UserError
+
+log = logging.getLogger(__name__)
+
+CURSOR = "<cursor>"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings (StarCoder2 model card defaults)."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.2  # 0 = greedy
+    top_p: float = 0.95
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be at least 1 (got {self.max_new_tokens})")
+        if self.temperature < 0:
+            raise UserError(f"temperature must be >= 0 (got {self.temperature}); 0 means greedy")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1] (got {self.top_p})")
+
+
+@dataclass
+class InferenceModel:
+    """A loaded model with its tokenizer and what the run says about it."""
+
+    model: Any  # a transformers model or a PeftModel over one
+    tokenizer: Any
+    classifier: bool
+    path: Path
+    template: str | None = None
+    id2label: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Classification of one text: the most probable label and every class probability."""
+
+    text: str
+    label: str
+    probabilities: dict[str, float]
+
+
+# ---- loading -------------------------------------------------------------------------------------
+
+
+def _recipe_template(*folders: Path) -> str | None:
+    from sc2tune.merging.adapter import read_recipe
+
+    for folder in folders:
+        template = (read_recipe(folder).get("data") or {}).get("template")
+        if template:
+            return str(template)
+    return None
+
+
+def load_for_inference(path: str | Path, *, dtype: str = "auto") -> InferenceModel:
+    """Load a model folder, a merged folder, an adapter folder or a run folder (``adapter/`` inside)."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    from sc2tune.merging.adapter import is_adapter_dir
+    from sc2tune.merging.checkpoint import resolve_base
+    from sc2tune.merging.output import has_tokenizer
+    from sc2tune.modeling import resolve_dtype, set_pad_token
+
+    folder = Path(path)
+    if not is_adapter_dir(folder) and is_adapter_dir(folder / "adapter"):
+        folder = folder / "adapter"
+    torch_dtype = resolve_dtype(dtype)  # type: ignore[arg-type]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if is_adapter_dir(folder):
+        model, base_dir, classifier, labels = _load_adapter_model(folder, torch_dtype, device)
+    else:
+        base_dir = resolve_base(str(path))
+        try:
+            config = AutoConfig.from_pretrained(str(base_dir))
+        except (OSError, ValueError) as err:
+            raise UserError(f"{path}: not a model, merged or adapter folder ({err})") from None
+        classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+        loader = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+        model = loader.from_pretrained(str(base_dir), dtype=torch_dtype).to(device)
+        labels = {int(k): v for k, v in config.id2label.items()} if classifier else {}
+    tok_dir = folder if has_tokenizer(folder) else base_dir
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    set_pad_token(tokenizer)
+    model.eval()
+    if classifier:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return InferenceModel(model, tokenizer, classifier, folder, _recipe_template(folder), labels)
+
+
+def _load_adapter_model(folder: Path, dtype: torch.dtype, device: str) -> tuple[Any, Path, bool, dict[int, str]]:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from sc2tune.merging.adapter import read_adapter_config, read_recipe
+    from sc2tune.merging.checkpoint import resolve_base
+    from sc2tune.merging.output import adapter_labels
+    from sc2tune.modeling import quantization_config
+    from sc2tune.recipe import QuantSpec
+
+    config, recipe = read_adapter_config(folder), read_recipe(folder)
+    base_name = config.get("base_model_name_or_path") or (recipe.get("model") or {}).get("name_or_path")
+    if not base_name:
+        raise UserError(f"{folder}: the adapter does not name its base model",
+                        hint="merge it with --base first, or fix base_model_name_or_path in adapter_config.json")
+    base_dir = resolve_base(str(base_name))
+    classifier = config.get("task_type") == "SEQ_CLS" or recipe.get("task") == "classify"
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    labels: dict[int, str] = {}
+    if classifier:
+        labels = adapter_labels(folder) or {}
+        if not labels:
+            count = (recipe.get("model") or {}).get("num_labels") or _score_rows(folder)
+            labels = {i: f"LABEL_{i}" for i in range(count)}
+        kwargs.update(num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()})
+    adapter_spec = recipe.get("adapter") or {}
+    if adapter_spec.get("method") == "qlora":
+        quant = QuantSpec(**{k: v for k, v in (adapter_spec.get("quantization") or {}).items()})
+        kwargs["quantization_config"] = quantization_config(quant, dtype, skip=["score"] if classifier else None)
+        kwargs["device_map"] = {"": device}
+    loader = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+    base = loader.from_pretrained(str(base_dir), **kwargs)
+    if "device_map" not in kwargs:
+        base = base.to(device)
+    return PeftModel.from_pretrained(base, str(folder)), base_dir, classifier, labels
+
+
+def _score_rows(folder: Path) -> int:
+    from safetensors import safe_open
+
+    file = folder / "adapter_model.safetensors"
+    if file.is_file():
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
+                if key.endswith("score.weight"):
+                    return int(handle.get_slice(key).get_shape()[0])
+    raise UserError(f"{folder}: cannot tell how many classes the classifier has",
+                    hint="save labels.json beside the adapter")
+
+
+def _ensure(model: InferenceModel | str | Path, *, classifier: bool) -> InferenceModel:
+    lm = model if isinstance(model, InferenceModel) else load_for_inference(model)
+    if lm.classifier != classifier:
+        kind = "a sequence classifier" if lm.classifier else "a causal language model"
+        use = "classify" if lm.classifier else "generate"
+        raise UserError(f"{lm.path} is {kind}; use {use}")
+    return lm
+
+
+# ---- generation ----------------------------------------------------------------------------------
+
+
+def _decode(lm: InferenceModel, ids: list[int], sampling: Sampling, stop_ids: list[int]) -> str:
+    """Generate after ``ids``; return the new text before the first stop token or stop string."""
+    from transformers import set_seed
+
+    if sampling.seed is not None:
+        set_seed(sampling.seed)
+    input_ids = torch.tensor([ids], device=lm.device)
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": sampling.max_new_tokens, "eos_token_id": stop_ids,
+        "pad_token_id": lm.tokenizer.pad_token_id, "attention_mask": torch.ones_like(input_ids),
+    }
+    if sampling.temperature > 0:
+        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if sampling.stop:
+        kwargs.update(stop_strings=list(sampling.stop), tokenizer=lm.tokenizer)
+    with torch.inference_mode():
+        out = lm.model.generate(input_ids=input_ids, **kwargs)
+    new = out[0, len(ids):].tolist()
+    cut = next((i for i, t in enumerate(new) if t in stop_ids), len(new))
+    text = lm.tokenizer.decode(new[:cut], skip_special_tokens=False)
+    for stop in sampling.stop:
+        if stop in text:
+            text = text[: text.index(stop)]
+    return text
+
+
+def _encode(lm: InferenceModel, text: str, *, literal: bool = False) -> list[int]:
+    """Token ids of ``text``; with ``literal`` a special token's text (``<file_sep>``) stays plain text."""
+    return lm.tokenizer(text, add_special_tokens=False, split_special_tokens=literal)["input_ids"]
+
+
+def generate(model: InferenceModel | str | Path, prompt: str, sampling: Sampling = Sampling()) -> str:
+    """Left-to-right completion of ``prompt``; returns the continuation.
+
+    Special tokens written in the prompt (``<repo_name>``, ``<file_sep>``) are read as special tokens.
+    """
+    from sc2tune.modeling import special_tokens
+
+    lm = _ensure(model, classifier=False)
+    eos = special_tokens(lm.tokenizer, need_fim=False).eos
+    return _decode(lm, _encode(lm, prompt), sampling, [eos])
+
+
+def infill(model: InferenceModel | str | Path, prefix: str, suffix: str, sampling: Sampling = Sampling()) -> str:
+    """Fill in the middle between ``prefix`` and ``suffix`` (PSM); returns only the middle."""
+    from sc2tune.modeling import special_tokens
+
+    lm = _ensure(model, classifier=False)
+    st = special_tokens(lm.tokenizer, need_fim=True)
+    ids = [st.fim_prefix, *_encode(lm, prefix, literal=True), st.fim_suffix, *_encode(lm, suffix, literal=True),
+           st.fim_middle]
+    stops = [st.eos] + ([st.file_sep] if st.file_sep is not None else [])
+    return _decode(lm, ids, sampling, stops)  # type: ignore[list-item]
+
+
+def instruct(model: InferenceModel | str | Path, instruction: str, input: str | None = None, *,
+             template: str | None = None, sampling: Sampling = Sampling()) -> str:
+    """Answer ``instruction`` (with optional ``input``) through the run's prompt template."""
+    from sc2tune.data.templates import load_template
+
+    lm = _ensure(model, classifier=False)
+    name = template or lm.template
+    if name is None:
+        raise UserError(f"{lm.path} has no recipe.yaml naming its instruction template",
+                        hint="pass --template (e.g. alpaca) or a path to a template YAML")
+    prompt = load_template(name).render_prompt({"instruction": instruction, "input": input or ""})
+    return generate(lm, prompt, sampling)
+
+
+def split_cursor(text: str) -> tuple[str, str]:
+    """Split a file at its single ``<cursor>`` marker into (prefix, suffix)."""
+    count = text.count(CURSOR)
+    if count != 1:
+        raise UserError(f"FIM needs exactly one {CURSOR} marker in the file (found {count})")
+    prefix, suffix = text.split(CURSOR)
+    return prefix, suffix
+
+
+# ---- classification ------------------------------------------------------------------------------
+
+
+def classify(model: InferenceModel | str | Path, texts: Sequence[str], *, batch_size: int = 8,
+             max_length: int | None = None) -> list[Prediction]:
+    """Class probabilities ``softmax(logits)`` of each text (the score head reads its last real token)."""
+    lm = _ensure(model, classifier=True)
+    names = lm.id2label or {int(k): v for k, v in lm.model.config.id2label.items()}
+    results: list[Prediction] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start:start + batch_size])
+        enc = lm.tokenizer(chunk, padding=True, truncation=max_length is not None, max_length=max_length,
+                           return_tensors="pt").to(lm.device)
+        with torch.inference_mode():
+            probs = torch.softmax(lm.model(**enc).logits.float(), dim=-1).cpu()
+        for text, row in zip(chunk, probs, strict=True):
+            table = {names.get(i, f"LABEL_{i}"): float(p) for i, p in enumerate(row)}
+            results.append(Prediction(text, max(table, key=table.__getitem__), table))
+    return results
+
+
+def read_texts(file: str | Path, *, column: str = "text") -> list[str]:
+    """Texts to classify: JSONL (one object per line, ``column`` field) or plain text (one per line)."""
+    path = Path(file)
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix != ".jsonl":
+        return lines
+    texts = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{number}: not JSON ({err})") from None
+        if not isinstance(record, dict) or not isinstance(record.get(column), str):
+            raise UserError(f"{path}:{number}: no string field '{column}'", hint="pass --column NAME")
+        texts.append(record[column])
+    return texts
+
+
+# ---- command-line entry points -------------------------------------------------------------------
+
+
+def generate_command(path: str | Path, *, prompt: str | None = None, file: str | None = None,
+                     prefix: str | None = None, suffix: str | None = None, instruction: str | None = None,
+                     input: str | None = None, template: str | None = None, sampling: Sampling = Sampling(),
+                     dtype: str = "auto") -> str:
+    """``sc2tune generate``: pick the mode from the arguments given and return the text to print.
+
+    ``--prompt`` or ``--file`` completes; ``--prefix``/``--suffix``, or a ``--file`` with a ``<cursor>``
+    marker, infills; ``--instruction`` (with ``--input``) answers through the run's template.
+    """
+    modes = {"--prompt": prompt is not None, "--file": file is not None,
+             "--prefix/--suffix": prefix is not None or suffix is not None, "--instruction": instruction is not None}
+    chosen = [name for name, given in modes.items() if given]
+    if len(chosen) != 1:
+        raise UserError(f"give exactly one of --prompt, --file, --prefix/--suffix, --instruction "
+                        f"(got {', '.join(chosen) or 'none'})")
+    if input is not None and instruction is None:
+        raise UserError("--input goes with --instruction")
+    if template is not None and instruction is None:
+        raise UserError("--template goes with --instruction")
+    if file is not None:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"cannot read --file {file}: {err}") from None
+        if CURSOR in text:
+            prefix, suffix = split_cursor(text)
+        else:
+            prompt = text
+    lm = load_for_inference(path, dtype=dtype)
+    if instruction is not None:
+        return instruct(lm, instruction, input, template=template, sampling=sampling)
+    if prefix is not None or suffix is not None:
+        return infill(lm, prefix or "", suffix or "", sampling)
+    assert prompt is not None
+    return generate(lm, prompt, sampling)
+
+
+def classify_command(path: str | Path, *, texts: Sequence[str] = (), file: str | None = None,
+                     column: str = "text", as_json: bool = False, dtype: str = "auto") -> str:
+    """``sc2tune classify``: label each ``--text`` or each line of ``--file``; returns the lines to print."""
+    if bool(texts) == (file is not None):
+        raise UserError("give --text (one or more) or --file, not both")
+    items = list(texts) if texts else read_texts(file, column=column)  # type: ignore[arg-type]
+    if not items:
+        raise UserError(f"{file} holds no texts")
+    predictions = classify(load_for_inference(path, dtype=dtype), items)
+    if as_json:
+        return "\n".join(json.dumps({"text": p.text, "label": p.label, "probabilities": p.probabilities})
+                         for p in predictions)
+    lines = []
+    for p in predictions:
+        probs = "  ".join(f"{name}={value:.3f}" for name, value in p.probabilities.items())
+        lines.append(f"{p.label}\t{probs}\t{p.text[:60]!r}")
+    return "\n".join(lines)
