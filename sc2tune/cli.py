@@ -249,6 +249,22 @@ def _conf_classify(p: argparse.ArgumentParser) -> None:
                    help="weights dtype")
 
 
+# ---- data ---------------------------------------------------------------------------------------
+
+def _run_data(args: argparse.Namespace) -> int:
+    from sc2tune.data.preview import run
+
+    return run(args.recipe, args.overrides, show=args.show, as_json=args.json, split=args.split)
+
+
+def _conf_data(p: argparse.ArgumentParser) -> None:
+    _recipe_args(p)
+    p.add_argument("--show", type=int, default=None, metavar="N",
+                   help="preview N rendered examples, trained part marked (default 3; 0 with --json)")
+    p.add_argument("--split", choices=["train", "eval"], default="train", help="which split to preview")
+    p.add_argument("--json", action="store_true", help="print the statistics as one JSON object (last line)")
+
+
 COMMANDS: list[Command] = [
     Command("validate", "check a recipe (and overrides) without running it", _conf_validate, _run_validate),
     Command("train", "fine-tune: sc2tune train RECIPE [key=value ...] [--resume]", _conf_train, _run_train),
@@ -263,6 +279,8 @@ COMMANDS: list[Command] = [
             _conf_generate, _run_generate),
     Command("classify", "label texts with a classifier: sc2tune classify PATH --text ...",
             _conf_classify, _run_classify),
+    Command("data", "preview a recipe's data and its statistics: sc2tune data RECIPE [key=value ...] "
+            "[--show N] [--json]", _conf_data, _run_data),
 ]
 
 

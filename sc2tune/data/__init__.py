@@ -86,10 +86,11 @@ class _Progress:
     def __init__(self, enabled: bool) -> None:
         self.bar = None
         if enabled:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn(), transient=True)
+                                TimeElapsedColumn(), transient=True, console=Console(stderr=True))
 
     def task(self, description: str, total: int | None = None) -> Callable[..., None] | None:
         if self.bar is None:
