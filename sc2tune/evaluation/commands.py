@@ -77,7 +77,8 @@ def eval_code_command(
 
         if samples is None:
             raise UserError("--model needs --samples FILE: where the generated samples are written")
-        generate_samples(table, model, samples, n_samples=n_samples, **(generation or {}))
+        generate_samples(table, model, samples, n_samples=n_samples, show_progress=not json_output,
+                         **(generation or {}))
     if samples is None:
         if write_problems_to:
             return 0

@@ -53,3 +53,17 @@ def test_eval_code_user_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "file not found" in capsys.readouterr().err
     assert main(["eval", "code", "--problems", str(problems), "--samples", "x", "--k", "a"]) != 0
     assert "--k 'a'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_code_generates_samples_with_a_model(tmp_path: Path, tiny_model_dir: str, capsys) -> None:
+    problems = _write(tmp_path / "p.jsonl", [PROBLEM, {**PROBLEM, "task_id": "t/1"}])
+    samples = tmp_path / "gen" / "samples.jsonl"
+    code = main(["eval", "code", "--problems", str(problems), "--samples", str(samples), "--model", tiny_model_dir,
+                 "--n-samples", "2", "--max-new-tokens", "4", "--k", "1,2", "--timeout", "5", "--json"])
+    assert code == 0
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert [r["task_id"] for r in rows] == ["t/0", "t/0", "t/1", "t/1"]
+    assert all(isinstance(r["completion"], str) for r in rows)
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["samples"] == 4 and set(last) >= {"pass@1", "pass@2"}

