@@ -11,7 +11,8 @@ namespaces (``unshare --net --pid --mount --fork --kill-child --mount-proc``). L
    files, no core files), drops to the sandbox uid/gid with no supplementary groups when one is given,
    and ``execve``s the interpreter on the program with the scrubbed environment;
 4. the launcher (still root, pid 1 of the namespace) waits for that child and exits with its status
-   (128 + signal when it was killed). Its exit tears the pid namespace down: the kernel kills every
+   (128 + signal when it was killed); after ``wall_seconds`` it kills the child itself, so a sandbox
+   whose evaluator died (Ctrl-C, crash) still ends. Its exit tears the pid namespace down: the kernel kills every
    process the sample left behind.
 
 Exit statuses of its own: 125 = the launcher failed before exec, 126 = exec failed.
@@ -22,6 +23,7 @@ import ctypes
 import json
 import os
 import resource
+import signal
 import sys
 
 _NETWORK_GUARD = (
@@ -99,6 +101,12 @@ def main() -> int:
                 os.write(2, f"sc2tune sandbox: cannot start the sample: {err}\n".encode())
             finally:
                 os._exit(126)
+    def _expire(signum, frame):  # the evaluator died or forgot us: never outlive the wall limit by much
+        os.kill(pid, signal.SIGKILL)
+        os._exit(128 + signal.SIGKILL)
+
+    signal.signal(signal.SIGALRM, _expire)
+    signal.alarm(cfg["wall_seconds"])
     while True:
         try:
             _, status = os.waitpid(pid, 0)

@@ -178,11 +178,12 @@ def make_fim_problems(problems: dict[str, Problem], mode: FimMode, seed: int = 0
 
 
 def write_problems(problems: dict[str, Problem], path: str | Path) -> Path:
-    """Write problems as JSONL (atomically: temp file + rename)."""
+    """Write problems as JSONL, gzipped for a ``.gz`` name (atomically: temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(tmp, "wt", encoding="utf-8") as f:
         for problem in problems.values():
             row = {k: v for k, v in asdict(problem).items() if v is not None}
             f.write(json.dumps(row) + "\n")

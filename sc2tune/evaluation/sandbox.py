@@ -232,6 +232,7 @@ def run_program(source: str, limits: SandboxLimits, *, slot: int = 0, success_ma
             "gid": uid,
             "env": _environment(),
             "network_guard": not iso.namespaces,
+            "wall_seconds": int(limits.timeout) + 5,
             "limits": {
                 "address_space": limits.memory_mb * _MB,
                 "processes": nproc,

@@ -58,7 +58,7 @@ SAMPLES = {
 }
 
 
-def _stragglers() -> list[str]:
+def _stragglers(marker: str = MARKER) -> list[str]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -66,7 +66,7 @@ def _stragglers() -> list[str]:
                 cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if MARKER in cmdline:
+            if marker in cmdline:
                 found.append(entry.name)
     return found
 
@@ -130,7 +130,7 @@ def test_fim_problems_are_deterministic_and_score_the_infill(tmp_path: Path) -> 
         assert p.canonical_middle
         if mode == "lines":
             assert p.canonical_middle in CANONICAL.splitlines(keepends=True) or p.canonical_middle == CANONICAL
-        path = write_problems(fim, tmp_path / f"fim-{mode}.jsonl")
+        path = write_problems(fim, tmp_path / (f"fim-{mode}.jsonl" + (".gz" if mode == "span" else "")))
         loaded = load_problems(path)
         assert loaded == fim
         samples = [Sample("t/add", p.canonical_middle), Sample("t/add", "    return 0\n")]
@@ -162,3 +162,27 @@ def test_humaneval_canonical_solutions_pass_and_blanks_fail() -> None:
     result = evaluate_code(chosen, samples, ks=[1, 2], limits=LIMITS, show_progress=False)
     assert result.scores == {"pass@1": pytest.approx(0.5), "pass@2": pytest.approx(1.0)}
     assert all(v == {"n": 2, "c": 1} for v in result.per_task.values())
+
+
+def test_sandbox_ends_even_when_the_evaluator_is_killed() -> None:
+    import subprocess
+    import sys
+
+    marker = f"{MARKER}-orphan"
+    # the marker is assembled inside the sample, so only the sample's process carries it
+    sample = (f"import os\nos.execv('/bin/sh', ['sh', '-c', 'sleep 60; true ' + {marker[:6]!r} + {marker[6:]!r}])\n")
+    script = ("from sc2tune.evaluation.sandbox import SandboxLimits, run_program\n"
+              f"run_program({sample!r}, SandboxLimits(timeout=1.0))\n")
+    evaluator = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 10
+        while not _stragglers(marker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _stragglers(marker), "the sample never started"
+    finally:
+        evaluator.kill()  # SIGKILL: the evaluator cannot clean up
+        evaluator.wait()
+    deadline = time.monotonic() + 15  # the launcher's alarm fires at timeout + 5 s
+    while _stragglers(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _stragglers(marker) == []
