@@ -264,6 +264,24 @@ def _conf_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the statistics as one JSON object (last line)")
 
 
+# ---- plan -----------------------------------------------------------------------------------------
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from sc2tune.planning.command import plan_command
+
+    return plan_command(args.recipe, args.overrides, model=args.model, gpu_memory=args.gpu_memory,
+                        as_json=args.json)
+
+
+def _conf_plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", nargs="?", help="recipe YAML file to plan (omit with --model for weights only)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys")
+    p.add_argument("--model", help="hub id, local folder or config.json: its weight footprint per load mode "
+                   "(with a recipe: plan the recipe on this model)")
+    p.add_argument("--gpu-memory", help="device memory to check against, e.g. 24GB, 40GB, 80GB (binary GiB)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the last stdout line)")
+
+
 COMMANDS: list[Command] = [
     Command("validate", "check a recipe (and overrides) without running it", _conf_validate, _run_validate),
     Command("train", "fine-tune: sc2tune train RECIPE [key=value ...] [--resume]", _conf_train, _run_train),
@@ -278,6 +296,8 @@ COMMANDS: list[Command] = [
             _conf_generate, _run_generate),
     Command("classify", "label texts with a classifier: sc2tune classify PATH --text ...",
             _conf_classify, _run_classify),
+    Command("plan", "predict training memory: sc2tune plan RECIPE [--gpu-memory 24GB] | --model NAME",
+            _conf_plan, _run_plan),
     Command("data", "preview a recipe's data and its statistics: sc2tune data RECIPE [key=value ...] "
             "[--show N] [--json]", _conf_data, _run_data),
 ]

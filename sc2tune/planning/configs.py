@@ -1,0 +1,123 @@
+"""Where a model's config comes from, and the weightless (meta-device) model built from it.
+
+The planner never loads weights. A name resolves to a ``transformers`` config in this order:
+
+1. the built-in ``sc2tune/tiny-starcoder2`` -> :func:`sc2tune.tiny.tiny_config`;
+2. a local folder with ``config.json`` (or the path of a ``config.json`` file);
+3. a config shipped in ``sc2tune/assets/configs`` (StarCoder2 3B/7B/15B, StarCoder, StarCoderBase), so the
+   usual models plan offline; matched by the hub id (``bigcode/starcoder2-7b``) or its last part;
+4. the hub, through ``AutoConfig.from_pretrained`` (needs network, or a hub cache).
+
+:func:`meta_model` instantiates the architecture on the ``meta`` device (``accelerate.init_empty_weights``):
+every parameter and buffer exists with its real shape and dtype but owns no memory, so counting them is
+exact for any architecture and costs no RAM, even for 15B.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+
+from sc2tune.errors import UserError
+from sc2tune.tiny import ASSETS, is_tiny, tiny_config
+
+log = logging.getLogger(__name__)
+
+CONFIGS_DIR = ASSETS / "configs"
+
+#: Hub ids whose config ships with sc2tune (file stem in ``assets/configs``).
+SHIPPED: dict[str, str] = {
+    "bigcode/starcoder2-3b": "starcoder2-3b",
+    "bigcode/starcoder2-7b": "starcoder2-7b",
+    "bigcode/starcoder2-15b": "starcoder2-15b",
+    "bigcode/starcoder": "starcoder",
+    "bigcode/starcoderbase": "starcoderbase",
+}
+
+
+def shipped_config_path(name: str) -> Path | None:
+    """The bundled config.json for a known hub id (or its last path part), else None."""
+    stem = SHIPPED.get(name) or SHIPPED.get(f"bigcode/{name}")
+    return CONFIGS_DIR / f"{stem}.json" if stem else None
+
+
+def _from_dict(data: dict, source: str) -> PretrainedConfig:
+    model_type = data.get("model_type")
+    if not model_type:
+        raise UserError(f"{source}: config has no 'model_type'", hint="give a transformers config.json")
+    try:
+        return AutoConfig.for_model(**data)
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserError(f"{source}: cannot build a '{model_type}' config: {err}") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"cannot read {path}: {err}", hint="the file must be a JSON config") from None
+
+
+def load_config(name_or_path: str, *, revision: str | None = None,
+                trust_remote_code: bool = False) -> PretrainedConfig:
+    """The transformers config of ``name_or_path`` (see the module docstring for the lookup order)."""
+    if is_tiny(name_or_path):
+        return tiny_config()
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"{path} has no config.json", hint="point at a Hugging Face model folder")
+        return _from_dict(_read_json(path / "config.json"), str(path / "config.json"))
+    if path.is_file():
+        return _from_dict(_read_json(path), str(path))
+    if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
+        raise UserError(f"model folder not found: {name_or_path}",
+                        hint="give an existing folder with config.json, or a hub id like bigcode/starcoder2-3b")
+    shipped = shipped_config_path(name_or_path)
+    if shipped is not None and revision is None:
+        return _from_dict(_read_json(shipped), f"{name_or_path} (bundled config)")
+    try:
+        return AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        known = ", ".join(SHIPPED)
+        raise UserError(
+            f"cannot find the config of '{name_or_path}': {err}",
+            hint=f"give a local folder with config.json, a hub id you can reach, or one of: {known}",
+        ) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _meta_model_cached(config_json: str, model_type: str, head: str, dtype: torch.dtype,
+                       num_labels: int) -> PreTrainedModel:
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    data = json.loads(config_json)
+    data.pop("model_type", None)
+    config = AutoConfig.for_model(model_type, **data)
+    if head == "sequence-classification":
+        config.num_labels = num_labels
+        loader = AutoModelForSequenceClassification
+    else:
+        loader = AutoModelForCausalLM
+    with init_empty_weights(include_buffers=True):
+        try:
+            return loader.from_config(config, dtype=dtype)
+        except (ValueError, KeyError) as err:
+            raise UserError(f"cannot build a '{model_type}' model ({head}) from its config: {err}") from None
+
+
+def meta_model(config: PretrainedConfig, *, head: str = "causal-lm", dtype: torch.dtype = torch.bfloat16,
+               num_labels: int = 2) -> PreTrainedModel:
+    """The model of ``config`` with every parameter on the meta device, in ``dtype`` (cached).
+
+    Buffers go to the meta device too but keep the dtype transformers gives them (rotary ``inv_freq``
+    stays float32, GPTBigCode's causal ``bias`` mask is bool), as ``get_memory_footprint`` counts them.
+    """
+    return _meta_model_cached(config.to_json_string(use_diff=False), config.model_type, head, dtype,
+                              num_labels)

@@ -1,0 +1,64 @@
+"""Render a :class:`~sc2tune.planning.plan.MemoryPlan` or a weight footprint as a rich table or one JSON line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sc2tune.planning.plan import GiB, MemoryPlan
+
+
+def gib(n: int) -> str:
+    """Bytes as GiB with two decimals (MiB below 0.1 GiB)."""
+    return f"{n / GiB:.2f} GiB" if n >= 0.1 * GiB else f"{n / 2**20:.1f} MiB"
+
+
+def print_plan(plan: MemoryPlan, console: Console | None = None) -> None:
+    """The plan as a table: one row per component, the total, the fit and the suggestions."""
+    console = console or Console()
+    title = (f"{plan.model}: {plan.method} ({plan.load_mode} base), batch {plan.batch_size} x {plan.max_length} "
+             f"tokens, grad accum {plan.grad_accum}, checkpointing {'on' if plan.gradient_checkpointing else 'off'}")
+    table = Table(title=title, title_justify="left")
+    table.add_column("component")
+    table.add_column("memory", justify="right")
+    table.add_column("note", overflow="fold")
+    peak = max(c.bytes for c in plan.components if c.name in ("logits and loss", "backward workspace"))
+    for c in plan.components:
+        transient = c.name in ("logits and loss", "backward workspace")
+        mark = " (peak)" if transient and c.bytes == peak else " (not at peak)" if transient else ""
+        table.add_row(c.name, gib(c.bytes), c.note + mark)
+    table.add_section()
+    table.add_row("[bold]total per device[/bold]", f"[bold]{gib(plan.total_bytes)}[/bold]", "")
+    console.print(table)
+    console.print(f"activations: {gib(plan.activations_no_checkpointing)} without gradient checkpointing, "
+                  f"{gib(plan.activations_checkpointing)} with; loss: {gib(plan.loss_chunked)} chunked "
+                  f"(sc2tune), {gib(plan.loss_full_logits)} with full logits")
+    if plan.gpu_memory is None:
+        return
+    verdict = "[green]fits[/green]" if plan.fits else "[red]does not fit[/red]"
+    console.print(f"{verdict} in {gib(plan.gpu_memory)} (using at most 95% of it)")
+    for s in plan.suggestions:
+        status = "fits" if s.fits else "still too big"
+        console.print(f"  - {s.description}: {gib(s.total_bytes)} ({status})  [dim]{' '.join(s.overrides)}[/dim]")
+    if not plan.fits and not plan.suggestions:
+        console.print("  no change the planner knows makes it fit: use a larger device or shard (FSDP/ZeRO-3)")
+
+
+def print_footprint(footprint: dict[str, Any], console: Console | None = None) -> None:
+    """Weight bytes per load mode as a table."""
+    console = console or Console()
+    table = Table(title=f"{footprint['model']}: {footprint['params']:,} parameters", title_justify="left")
+    for col in ("mode", "get_memory_footprint", "+ quantisation constants", "unquantised parts"):
+        table.add_column(col, justify="right" if col != "mode" else "left")
+    for mode, n in footprint["weights_bytes"].items():
+        table.add_row(mode, gib(n), gib(footprint["resident_bytes"][mode]),
+                      ", ".join(footprint["skipped_linears"].get(mode, [])) or "-")
+    console.print(table)
+
+
+def print_json(data: dict[str, Any]) -> None:
+    """One JSON object on one line (the last line of stdout)."""
+    print(json.dumps(data, sort_keys=False))

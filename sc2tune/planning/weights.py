@@ -1,0 +1,159 @@
+"""Bytes of a model's weights in each load mode, counted parameter by parameter on the meta model.
+
+Rules (bitsandbytes through transformers, as ``sc2tune.modeling.load_model`` loads them):
+
+* 16/32-bit: every parameter and buffer at its dtype's size (tied weights counted once).
+* Quantised modes convert every ``nn.Linear`` (and GPT-2 style ``Conv1D``) except the skipped ones: by
+  default the output embeddings (``lm_head``), tied weights and the last parameter's module
+  (transformers' ``get_keys_to_not_convert``); a classification model skips ``score`` instead (sc2tune passes
+  ``llm_int8_skip_modules=["score"]``). Embeddings, norms, biases and skipped heads stay in the load dtype.
+* int8 (LLM.int8): 1 byte per weight element, plus one fp32 scale per output row (``SCB``).
+* 4-bit (NF4/FP4): 2 elements per byte (``ceil(n/2)``, uint8 storage). Quantisation constants, per tensor of
+  ``n`` elements in ``b = ceil(n/64)`` blocks of 64:
+  without double quant an fp32 absmax per block (``4b`` bytes); with double quant a uint8 absmax per block
+  (``b``) plus the second level, an fp32 absmax per 256 first-level blocks (``4 ceil(b/256)``) and an fp32
+  offset (4) and its 256-entry fp32 code table (1 KiB); each tensor also keeps its 16-entry fp32 code
+  table (64). (bitsandbytes gives every tensor its own copies of the code tables; checked on CPU.)
+
+``footprint_bytes`` is what ``PreTrainedModel.get_memory_footprint()`` reports (parameters + buffers; it
+does not see the quantisation constants); ``resident_bytes`` adds them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+LoadMode = Literal["fp32", "bf16", "fp16", "int8", "nf4", "fp4"]
+LOAD_MODES: tuple[LoadMode, ...] = ("fp32", "bf16", "fp16", "int8", "nf4", "fp4")
+
+#: bitsandbytes block sizes: 4-bit weights, and the second (double-quant) level over the absmax values.
+BLOCKSIZE_4BIT = 64
+BLOCKSIZE_NESTED = 256
+CODE_4BIT_BYTES = 16 * 4
+CODE_NESTED_BYTES = 256 * 4
+
+_DTYPE_OF_MODE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class WeightBreakdown:
+    """Weight memory of one model in one load mode (bytes, and parameter counts)."""
+
+    mode: str
+    quantized_bytes: int  #: packed int8 / 4-bit linear weights
+    unquantized_bytes: int  #: parameters kept in the load dtype: embeddings, heads, norms, biases
+    buffer_bytes: int  #: registered buffers (rotary inv_freq, masks)
+    quant_state_bytes: int  #: absmax / scales / code tables, not seen by get_memory_footprint
+    quantized_params: int
+    unquantized_params: int
+    skipped_linears: tuple[str, ...]  #: linear layers left unquantised in this mode
+
+    @property
+    def footprint_bytes(self) -> int:
+        """Parameters + buffers: comparable to transformers' ``get_memory_footprint()``."""
+        return self.quantized_bytes + self.unquantized_bytes + self.buffer_bytes
+
+    @property
+    def resident_bytes(self) -> int:
+        """Everything the weights occupy on the device, quantisation constants included."""
+        return self.footprint_bytes + self.quant_state_bytes
+
+    @property
+    def params(self) -> int:
+        return self.quantized_params + self.unquantized_params
+
+
+def nf4_state_bytes(numel: int, *, double_quant: bool) -> int:
+    """Quantisation constants of one 4-bit tensor of ``numel`` elements (see the module docstring)."""
+    blocks = math.ceil(numel / BLOCKSIZE_4BIT)
+    if double_quant:
+        return blocks + 4 * math.ceil(blocks / BLOCKSIZE_NESTED) + 4 + CODE_NESTED_BYTES + CODE_4BIT_BYTES
+    return 4 * blocks + CODE_4BIT_BYTES
+
+
+def is_quantizable(module: nn.Module) -> bool:
+    """bitsandbytes replaces exactly ``nn.Linear`` (not subclasses) and transformers' ``Conv1D``."""
+    from transformers.pytorch_utils import Conv1D
+
+    return type(module) is nn.Linear or isinstance(module, Conv1D)
+
+
+def default_skip_modules(model: PreTrainedModel) -> list[str]:
+    """Modules transformers keeps unquantised when no skip list is given (the output head and tied weights)."""
+    try:
+        from transformers.quantizers.base import get_keys_to_not_convert
+
+        return list(get_keys_to_not_convert(model))
+    except ImportError:  # older/newer transformers: the same rule by hand
+        head = model.get_output_embeddings()
+        return [name for name, module in model.named_modules() if head is not None and module is head]
+
+
+def _converted(name: str, skip: list[str]) -> bool:
+    try:
+        from transformers.quantizers.quantizers_utils import should_convert_module
+
+        return bool(should_convert_module(name, skip))
+    except ImportError:
+        return not any(name == key or name.startswith(f"{key}.") or name.endswith(key) for key in skip)
+
+
+def weight_breakdown(
+    model: PreTrainedModel,
+    mode: LoadMode,
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    skip_modules: list[str] | None = None,
+    double_quant: bool = True,
+    upcast_unquantized: bool = False,
+) -> WeightBreakdown:
+    """Count the weight bytes of ``model`` (a meta model) loaded in ``mode``.
+
+    ``dtype`` is the dtype of everything left unquantised in int8/4-bit modes (16/32-bit modes use their
+    own). ``skip_modules`` follows ``llm_int8_skip_modules``: None = transformers' defaults.
+    ``upcast_unquantized`` counts unquantised 16-bit parameters as fp32, which is what PEFT's
+    ``prepare_model_for_kbit_training`` does to them before QLoRA training.
+    """
+    quantized_mode = mode in ("int8", "nf4", "fp4")
+    base_dtype = dtype if quantized_mode else _DTYPE_OF_MODE[mode]
+    keep_fp32 = list(getattr(model, "_keep_in_fp32_modules", None) or [])
+    skip = default_skip_modules(model) if skip_modules is None else list(skip_modules)
+    skip = skip + keep_fp32
+    seen: set[int] = set()
+    q_bytes = u_bytes = state = q_params = u_params = 0
+    skipped: list[str] = []
+    for name, module in model.named_modules():
+        quantize = quantized_mode and is_quantizable(module) and _converted(name, skip)
+        if quantized_mode and is_quantizable(module) and not quantize:
+            skipped.append(name)
+        for pname, param in module.named_parameters(recurse=False):
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            n = param.numel()
+            if quantize and pname == "weight":
+                q_params += n
+                if mode == "int8":
+                    q_bytes += n
+                    state += 4 * param.shape[0]  # SCB: one fp32 scale per output row
+                else:
+                    q_bytes += math.ceil(n / 2)
+                    state += nf4_state_bytes(n, double_quant=double_quant)
+                continue
+            u_params += n
+            fp32 = any(not _converted(name, [key]) for key in keep_fp32)
+            if not param.is_floating_point():
+                size = param.element_size()
+            elif fp32 or (upcast_unquantized and quantized_mode):
+                size = 4
+            else:
+                size = torch.empty((), dtype=base_dtype).element_size()
+            u_bytes += n * size
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    return WeightBreakdown(mode, q_bytes, u_bytes, buffers, state, q_params, u_params, tuple(skipped))
