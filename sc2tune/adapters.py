@@ -13,6 +13,7 @@ nothing.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
 from torch import nn
@@ -99,9 +100,17 @@ def attach_adapter(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel | 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     peft_model = get_peft_model(model, lora_config(model, recipe))
+    # Record the base as the user named it (hub id, built-in name or absolute folder), not a cache path.
+    peft_model.peft_config["default"].base_model_name_or_path = base_model_reference(recipe.model.name_or_path)
     trainable, total = peft_model.get_nb_trainable_parameters()
     log.info("trainable parameters: %s of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return peft_model
+
+
+def base_model_reference(name_or_path: str) -> str:
+    """How an adapter names its base: an existing local folder as an absolute path, anything else as given."""
+    path = Path(name_or_path).expanduser()
+    return str(path.resolve()) if path.is_dir() else name_or_path
 
 
 def trainable_parameter_count(model: nn.Module) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from peft import PeftModel
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_callback import ProgressCallback as HFProgressCallback
@@ -262,7 +263,12 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
 
 def _save_final(trainer: Sc2Trainer, tokenizer, recipe: Recipe, id2label: dict[int, str] | None,
                 folder: Path) -> None:
-    trainer.save_model(str(folder))
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if isinstance(model, PeftModel):
+        # sc2tune never resizes the vocabulary: no need for PEFT to look the base config up on the hub
+        model.save_pretrained(str(folder), save_embedding_layers=False)
+    else:
+        trainer.save_model(str(folder))
     tokenizer.save_pretrained(str(folder))
     (folder / "recipe.yaml").write_text(recipe_to_yaml(recipe))
     if id2label is not None:
