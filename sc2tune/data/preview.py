@@ -131,7 +131,7 @@ def run(recipe_path: str, overrides: list[str], *, show: int | None = None, as_j
         sys.stdout.flush()
         print(json.dumps(bundle.stats.to_dict()))
     else:
-        if shown and plain:
+        if shown and plain and bundle.id2label is None:
             print(f"\n(trained tokens are shown between {OPEN} and {CLOSE})")
         console.print(stats_table(bundle.stats))
     return 0
