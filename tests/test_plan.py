@@ -259,10 +259,10 @@ def _train_step_peak(model: torch.nn.Module, ids: torch.Tensor, *, chunked: bool
 )
 def test_activation_estimate_matches_measured_peak(vocab: int, ckpt: bool, dropout: float, chunked: bool) -> None:
     """Peak live bytes of forward + loss + backward vs saved activations + max(loss, backward workspace)
-    + LoRA gradients, all fp32 on CPU. Errors seen: -6% .. +16% (limit 25%)."""
+    + LoRA gradients, all fp32 on CPU. Errors seen: +1% .. +14% (limit 25%)."""
     from peft import LoraConfig, get_peft_model
 
-    batch, length, r, chunk = 2, 256, 16, 128
+    batch, length, r, chunk = 2, 128, 16, 64
     config = Starcoder2Config(vocab_size=vocab, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                               num_attention_heads=8, num_key_value_heads=2, use_bias=True, bos_token_id=0,
                               eos_token_id=0, attn_implementation="sdpa", tie_word_embeddings=True)
@@ -275,8 +275,6 @@ def test_activation_estimate_matches_measured_peak(vocab: int, ckpt: bool, dropo
                                              target_modules=STARCODER2_TARGETS))
     model.train()
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(0))
-    _train_step_peak(model, ids, chunked=chunked, chunk=chunk)  # warm-up (lazy state)
-    model.zero_grad(set_to_none=True)
     measured = _train_step_peak(model, ids, chunked=chunked, chunk=chunk)
 
     meta = meta_model(config, dtype=torch.float32)

@@ -25,9 +25,10 @@ Loss (causal LM), for ``n`` trained positions and vocabulary ``V``:
 * full logits (transformers' ``ForCausalLMLoss``): logits ``s V e``, their fp32 copy and log-softmax
   ``s V 4`` each in the forward; in the backward the saved log-softmax, the incoming gradient and the logits'
   gradient ``3 s V 4``: the peak is ``s V max(e + 4 [if e != 4] + 4, 12)``.
-* sc2tune's chunked loss (``train.loss_chunk_size`` = c positions at a time, trained positions only): the
-  hidden states of the ``n`` trained positions and their gradient ``2 n h e``, and one chunk's fp32 logits,
-  log-softmax and gradient ``3 min(c, n) V 4``.
+* sc2tune's chunked loss (``train.loss_chunk_size`` = c positions at a time, trained positions only, the
+  gradient computed in the forward, in place over the chunk's fp32 logits): the hidden states of the ``n``
+  trained positions and their gradient ``2 n h e``, and ``min(c, n) V (8 + e [if e != 4])``: the previous
+  chunk's fp32 buffer is still referenced while the next chunk's logits (16-bit, then fp32) are made.
 """
 
 from __future__ import annotations
@@ -161,8 +162,9 @@ def full_logits_loss_bytes(*, tokens: int, vocab: int, setup: ComputeSetup) -> i
 
 
 def chunked_loss_bytes(*, trained: int, hidden: int, vocab: int, chunk: int, setup: ComputeSetup) -> int:
-    """Peak of the chunked loss: ``2 n h e + 3 min(c, n) V 4``."""
-    return 2 * trained * hidden * setup.act_bytes + 3 * min(chunk, trained) * vocab * 4
+    """Peak of the chunked loss: ``2 n h e + min(c, n) V (8 + e [if e != 4])``."""
+    per_logit = 8 + (setup.act_bytes if setup.act_bytes != 4 else 0)
+    return 2 * trained * hidden * setup.act_bytes + min(chunk, trained) * vocab * per_logit
 
 
 @dataclass(frozen=True)
