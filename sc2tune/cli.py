@@ -270,7 +270,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     from sc2tune.planning.command import plan_command
 
     return plan_command(args.recipe, args.overrides, model=args.model, gpu_memory=args.gpu_memory,
-                        as_json=args.json)
+                        device=args.device, as_json=args.json)
 
 
 def _conf_plan(p: argparse.ArgumentParser) -> None:
@@ -279,6 +279,8 @@ def _conf_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="hub id, local folder or config.json: its weight footprint per load mode "
                    "(with a recipe: plan the recipe on this model)")
     p.add_argument("--gpu-memory", help="device memory to check against, e.g. 24GB, 40GB, 80GB (binary GiB)")
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
+                   help="plan for a CUDA GPU (dtype auto = bfloat16) or for this CPU (auto = float32)")
     p.add_argument("--json", action="store_true", help="print one JSON object (the last stdout line)")
 
 

@@ -364,3 +364,14 @@ def test_cli_errors_without_traceback(capsys: pytest.CaptureFixture[str], tmp_pa
     assert main(["plan", "--model", str(tmp_path / "missing")]) != 0
     err = capsys.readouterr().err
     assert "Traceback" not in err and "model folder not found" in err
+
+
+def test_cpu_plan_is_fp32_without_cuda_overhead() -> None:
+    from sc2tune.tiny import build_tiny_model
+
+    recipe = recipe_from_dict({"task": "instruct", "data": {"train": "x.jsonl", "max_length": 256}})
+    cpu, gpu = plan_recipe(recipe, device="cpu"), plan_recipe(recipe)
+    weights = {c.name: c.bytes for c in cpu.components}["weights"]
+    assert weights == build_tiny_model().get_memory_footprint()  # auto = float32 on CPU, like modeling
+    assert cpu.load_mode == "fp32" and gpu.load_mode == "bf16"
+    assert "framework overhead" not in {c.name for c in cpu.components}

@@ -9,7 +9,7 @@ from sc2tune.recipe import load_recipe
 
 
 def plan_command(recipe: str | None, overrides: list[str], *, model: str | None = None,
-                 gpu_memory: str | None = None, as_json: bool = False) -> int:
+                 gpu_memory: str | None = None, device: str = "cuda", as_json: bool = False) -> int:
     """Print the plan of ``recipe`` (+ overrides) or, with ``model`` alone, its weight footprint.
 
     With ``as_json`` the last stdout line is one JSON object. A recipe plus ``model`` plans the recipe with
@@ -29,7 +29,9 @@ def plan_command(recipe: str | None, overrides: list[str], *, model: str | None 
         return 0
     if model is not None:
         overrides = [*overrides, f"model.name_or_path={model}"]
-    plan = plan_recipe(load_recipe(recipe, overrides), gpu_memory)
+    if device not in ("cuda", "cpu"):
+        raise UserError(f"--device '{device}' is not cuda or cpu")
+    plan = plan_recipe(load_recipe(recipe, overrides), gpu_memory, device=device)  # type: ignore[arg-type]
     if as_json:
         print_json({"recipe": recipe, **plan.to_json()})
     else:

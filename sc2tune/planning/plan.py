@@ -12,15 +12,17 @@ Total per device (single GPU or data parallel; every rank holds the same) =
   + framework overhead (CUDA context, cuBLAS workspace: a fixed 0.75 GiB)
 
 It fits when the total is at most 95% of the device memory (the caching allocator fragments).
-The plan assumes a GPU (dtype ``auto`` = bfloat16) and that every position of a row is trained (the
-upper bound: an instruction recipe trains only the responses).
+The plan is for a CUDA device (dtype ``auto`` = bfloat16) unless ``device="cpu"`` (``auto`` = float32, no
+CUDA overhead; tensor memory only, the process adds its libraries). Every position of a row is assumed
+trained (the upper bound: an instruction recipe trains only the responses). Sharding (FSDP, ZeRO-3) is
+not modelled: the figures are per device for one GPU or data parallel.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -39,6 +41,8 @@ from sc2tune.recipe import Recipe, recipe_from_dict
 GiB = 1024**3
 FRAMEWORK_OVERHEAD = int(0.75 * GiB)
 FIT_FRACTION = 0.95
+
+Device = Literal["cuda", "cpu"]
 
 _DTYPES = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float16": torch.float16,
            "float32": torch.float32}
@@ -69,6 +73,7 @@ class MemoryPlan:
     """Predicted memory of one training device for a recipe (all sizes in bytes)."""
 
     model: str
+    device: str
     method: str
     load_mode: str
     batch_size: int
@@ -120,24 +125,40 @@ def _optimizer_bytes_per_param(optim: str) -> tuple[int, str]:
     return 8, "two fp32 moments"
 
 
-def load_mode(recipe: Recipe) -> LoadMode:
+def model_dtype(recipe: Recipe, device: Device = "cuda") -> torch.dtype:
+    """The dtype the model is loaded in: ``auto`` = bfloat16 on CUDA, float32 on CPU (as modeling does)."""
+    if recipe.model.dtype == "auto" and device == "cpu":
+        return torch.float32
+    return _DTYPES[recipe.model.dtype]
+
+
+def load_mode(recipe: Recipe, device: Device = "cuda") -> LoadMode:
     """How the base weights are loaded: 16/32-bit, int8, or 4-bit."""
     quant = recipe.adapter.quantization
     if quant is None:
-        return _MODE_OF_DTYPE[_DTYPES[recipe.model.dtype]]  # type: ignore[return-value]
+        return _MODE_OF_DTYPE[model_dtype(recipe, device)]  # type: ignore[return-value]
     if quant.bits == 8:
         return "int8"
     return quant.quant_type  # type: ignore[return-value]
 
 
-def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, suggest: bool = True) -> MemoryPlan:
+def _chunked_loss_applies(model_type: str) -> bool:
+    try:
+        from sc2tune.training.trainer import CHUNKED_LOSS_ARCHITECTURES
+    except ImportError:  # trainer not importable: assume the plain path (the larger figure)
+        return False
+    return model_type in CHUNKED_LOSS_ARCHITECTURES
+
+
+def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, device: Device = "cuda",
+                suggest: bool = True) -> MemoryPlan:
     """Predict the per-device training memory of ``recipe``; with ``gpu_memory``, whether it fits and how to."""
     spec, adapter, train, data = recipe.model, recipe.adapter, recipe.train, recipe.data
     config = load_config(spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
-    dtype = _DTYPES[spec.dtype]
+    dtype = model_dtype(recipe, device)
     classify = spec.head == "sequence-classification"
     model = meta_model(config, head=spec.head, dtype=dtype, num_labels=spec.num_labels or 2)
-    mode = load_mode(recipe)
+    mode = load_mode(recipe, device)
     quantized = mode in ("int8", "nf4", "fp4")
     double_quant = bool(adapter.quantization and adapter.quantization.double_quant)
     weights = weight_breakdown(model, mode, dtype=dtype, skip_modules=["score"] if classify else None,
@@ -180,7 +201,8 @@ def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, suggest:
 
     block, layers = block_spec(model, targets, full=full)
     attn = "eager" if spec.attn_implementation == "eager" else "sdpa"
-    setup = ComputeSetup.gpu(dtype_bytes, fp32_residual=quantized, attn=attn)
+    make_setup = ComputeSetup.gpu if device == "cuda" else ComputeSetup.cpu
+    setup = make_setup(dtype_bytes, fp32_residual=quantized, attn=attn)
     batch, length = train.batch_size, data.max_length
     acts = estimate_activations(block, layers=layers, batch=batch, length=length, r=adapter.r,
                                 lora_dropout=0.0 if full else adapter.dropout, setup=setup)
@@ -194,9 +216,13 @@ def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, suggest:
         loss_full = full_logits_loss_bytes(tokens=tokens, vocab=vocab, setup=setup)
         loss_chunk = chunked_loss_bytes(trained=tokens, hidden=block.hidden, vocab=vocab,
                                         chunk=train.loss_chunk_size, setup=setup)
-        loss = loss_chunk
-        loss_note = (f"chunked, {train.loss_chunk_size} positions at a time; full logits would take "
-                     f"{loss_full / GiB:.2f} GiB")
+        if _chunked_loss_applies(config.model_type):
+            loss = loss_chunk
+            loss_note = (f"chunked, {train.loss_chunk_size} positions at a time; full logits would take "
+                         f"{loss_full / GiB:.2f} GiB")
+        else:
+            loss = loss_full
+            loss_note = f"full logits (no chunked loss for {config.model_type})"
     ckpt = train.gradient_checkpointing
     comps.append(Component("activations", acts.saved(ckpt),
                            f"{layers} layers x batch {batch} x {length} tokens, "
@@ -205,14 +231,15 @@ def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, suggest:
     back = acts.backward_extra(ckpt)
     comps.append(Component("backward workspace", back,
                            "one layer's gradients" + (" + its recomputed activations" if ckpt else "")))
-    comps.append(Component("framework overhead", FRAMEWORK_OVERHEAD, "CUDA context and kernels' workspace"))
+    if device == "cuda":
+        comps.append(Component("framework overhead", FRAMEWORK_OVERHEAD, "CUDA context and kernels' workspace"))
     peak_extra = max(loss, back)
     total = sum(c.bytes for c in comps if c.name not in ("logits and loss", "backward workspace")) + peak_extra
 
     gpu = parse_size(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
     fits = None if gpu is None else total <= FIT_FRACTION * gpu
     plan = MemoryPlan(
-        model=spec.name_or_path, method=adapter.method, load_mode=mode, batch_size=batch,
+        model=spec.name_or_path, device=device, method=adapter.method, load_mode=mode, batch_size=batch,
         grad_accum=train.grad_accum, max_length=length, gradient_checkpointing=ckpt, components=tuple(comps),
         total_bytes=total, activations_no_checkpointing=acts.saved(False), activations_checkpointing=acts.saved(True),
         loss_chunked=loss_chunk, loss_full_logits=loss_full, weights_footprint=weights.footprint_bytes,
@@ -221,7 +248,7 @@ def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, suggest:
     if gpu is not None and not fits and suggest:
         from sc2tune.planning.suggest import suggestions
 
-        plan = MemoryPlan(**{**plan.__dict__, "suggestions": suggestions(recipe, gpu)})
+        plan = MemoryPlan(**{**plan.__dict__, "suggestions": suggestions(recipe, gpu, device=device)})
     return plan
 
 

@@ -19,7 +19,7 @@ def gib(n: int) -> str:
 def print_plan(plan: MemoryPlan, console: Console | None = None) -> None:
     """The plan as a table: one row per component, the total, the fit and the suggestions."""
     console = console or Console()
-    title = (f"{plan.model}: {plan.method} ({plan.load_mode} base), batch {plan.batch_size} x {plan.max_length} "
+    title = (f"{plan.model} on {plan.device}: {plan.method} ({plan.load_mode} base), batch {plan.batch_size} x {plan.max_length} "
              f"tokens, grad accum {plan.grad_accum}, checkpointing {'on' if plan.gradient_checkpointing else 'off'}")
     table = Table(title=title, title_justify="left")
     table.add_column("component")

@@ -14,15 +14,15 @@ recipe fits. Every figure comes from :func:`~sc2tune.planning.plan.plan_recipe` 
 from __future__ import annotations
 
 from sc2tune.errors import RecipeError
-from sc2tune.planning.plan import Suggestion, modified, plan_recipe
+from sc2tune.planning.plan import Device, Suggestion, modified, plan_recipe
 from sc2tune.recipe import Recipe
 
 MIN_LENGTH = 256
 
 
-def _try(recipe: Recipe, overrides: list[str], description: str, gpu: int) -> Suggestion | None:
+def _try(recipe: Recipe, overrides: list[str], description: str, gpu: int, device: Device) -> Suggestion | None:
     try:
-        plan = plan_recipe(modified(recipe, tuple(overrides)), gpu, suggest=False)
+        plan = plan_recipe(modified(recipe, tuple(overrides)), gpu, device=device, suggest=False)
     except RecipeError:
         return None
     return Suggestion(tuple(overrides), description, plan.total_bytes, bool(plan.fits))
@@ -61,13 +61,13 @@ def _ckpt_move(recipe: Recipe) -> list[tuple[list[str], str]]:
     return [(["train.gradient_checkpointing=true"], "gradient checkpointing")]
 
 
-def suggestions(recipe: Recipe, gpu: int) -> tuple[Suggestion, ...]:
+def suggestions(recipe: Recipe, gpu: int, *, device: Device = "cuda") -> tuple[Suggestion, ...]:
     """Single changes that fit (or the best each can do), then a combination that fits, if any."""
     found: list[Suggestion] = []
     for group in (_ckpt_move(recipe), _batch_moves(recipe), _qlora_move(recipe), _length_moves(recipe)):
         best = None
         for overrides, description in group:
-            best = _try(recipe, overrides, description, gpu) or best
+            best = _try(recipe, overrides, description, gpu, device) or best
             if best is not None and best.fits:
                 break
         if best is not None:
@@ -84,7 +84,7 @@ def suggestions(recipe: Recipe, gpu: int) -> tuple[Suggestion, ...]:
                 key, _, value = item.partition("=")
                 applied[key] = value
             trial = _try(recipe, [f"{k}={v}" for k, v in applied.items()],
-                         " + ".join([*descriptions, description]), gpu)
+                         " + ".join([*descriptions, description]), gpu, device)
             if trial is None:
                 continue
             combined = trial
