@@ -325,6 +325,8 @@ def test_15b_lora_does_not_fit_24gb_and_suggestions_do() -> None:
     # bf16 weights alone are 29.7 GiB: only QLoRA can fit, and the suggestion must say so
     assert plan.suggestions and all(s.fits for s in plan.suggestions)
     assert any("adapter.method=qlora" in s.overrides for s in plan.suggestions)
+    # QLoRA + checkpointing fit at the recipe's own micro-batch: no needless batch shrink is proposed
+    assert not any(o.startswith("train.batch_size") for s in plan.suggestions for o in s.overrides)
     for s in plan.suggestions:
         again = plan_recipe(recipe_from_dict(_recipe(), overrides=list(s.overrides)), "24GB", suggest=False)
         assert again.fits and again.total_bytes == s.total_bytes

@@ -74,22 +74,43 @@ def suggestions(recipe: Recipe, gpu: int, *, device: Device = "cuda") -> tuple[S
             found.append(best)
     if any(s.fits for s in found):
         return tuple(s for s in found if s.fits)
-    # no single change is enough: stack them in order until it fits
-    applied: dict[str, str] = {}
-    descriptions: list[str] = []
-    combined = None
-    for group in (_ckpt_move(recipe), _batch_moves(recipe), _qlora_move(recipe), _length_moves(recipe)):
-        for overrides, description in group:
-            for item in overrides:
-                key, _, value = item.partition("=")
-                applied[key] = value
-            trial = _try(recipe, [f"{k}={v}" for k, v in applied.items()],
-                         " + ".join([*descriptions, description]), gpu, device)
-            if trial is None:
-                continue
-            combined = trial
-            if trial.fits:
-                return (trial,)
-        if group:
-            descriptions.append(group[-1][1])
-    return (combined,) if combined is not None else ()
+    return _combined(recipe, gpu, device)
+
+
+def _combined(recipe: Recipe, gpu: int, device: Device) -> tuple[Suggestion, ...]:
+    """Stack the moves (each group's mildest value that fits, else its strongest), then relax each group
+    back towards no change while the whole still fits."""
+    groups = [g for g in (_ckpt_move(recipe), _batch_moves(recipe), _qlora_move(recipe), _length_moves(recipe)) if g]
+    choice: list[int | None] = [None] * len(groups)  # index into each group, None = unchanged
+
+    def trial() -> Suggestion | None:
+        overrides = [item for g, c in zip(groups, choice, strict=True) if c is not None for item in g[c][0]]
+        text = " + ".join(g[c][1] for g, c in zip(groups, choice, strict=True) if c is not None)
+        return _try(recipe, overrides, text, gpu, device) if overrides else None
+
+    best = None
+    for gi, group in enumerate(groups):
+        for ci in range(len(group)):
+            choice[gi] = ci
+            result = trial()
+            if result is not None:
+                best = result
+                if result.fits:
+                    break
+        if best is not None and best.fits:
+            break
+    if best is None or not best.fits:
+        return (best,) if best is not None else ()
+    for gi in range(len(groups)):
+        current = choice[gi]
+        if current is None:
+            continue
+        for ci in [None, *range(current)]:
+            choice[gi] = ci
+            result = trial()
+            if result is not None and result.fits:
+                best = result
+                break
+        else:
+            choice[gi] = current
+    return (best,)
