@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,8 +182,8 @@ def _read_datasets(src: Source, key: str) -> list[tuple[int, Any]]:
     return list(enumerate(ds.to_list()))
 
 
-def load_records(value: str | list[str], key: str, *, required: list[str], optional: list[str] = (),
-                 text_fields: list[str] = (), column_map: dict[str, str] | None = None,
+def load_records(value: str | list[str], key: str, *, required: Sequence[str], optional: Sequence[str] = (),
+                 text_fields: Sequence[str] = (), column_map: dict[str, str] | None = None,
                  purpose: str = "this task") -> Records:
     """Read every source of ``value``, rename columns, and check each record has ``required`` fields
     (non-null) and that ``text_fields`` are strings. Keeps only ``required + optional`` columns."""
