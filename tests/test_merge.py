@@ -116,12 +116,15 @@ def merged_logits(folder: Path, *, classifier: bool = False) -> torch.Tensor:
 # ---- numerics against PEFT ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["tied-linears", "tied-embeddings", "untied-head", "patterns-rslora"])
+@pytest.mark.parametrize("case", ["tied-linears", "tied-embeddings", "tied-ensure-tying", "saved-head", "untied-head",
+                                  "patterns-rslora"])
 def test_causal_merge_matches_adapter_logits(case: str, tied_base: Path, untied_base: Path, tmp_path: Path):
     base = untied_base if case == "untied-head" else tied_base
     lora: dict = {
         "tied-linears": {},
         "tied-embeddings": {"target_modules": ["q_proj", "c_proj", "lm_head", "embed_tokens"]},
+        "tied-ensure-tying": {"target_modules": ["q_proj", "embed_tokens"], "ensure_weight_tying": True},
+        "saved-head": {"target_modules": ["c_fc"], "modules_to_save": ["lm_head"]},
         "untied-head": {"target_modules": [*LINEARS, "lm_head"]},
         "patterns-rslora": {"use_rslora": True, "rank_pattern": {"c_fc": 8}, "alpha_pattern": {"o_proj": 3}},
     }[case]
@@ -133,8 +136,9 @@ def test_causal_merge_matches_adapter_logits(case: str, tied_base: Path, untied_
     assert (got - base_logits).abs().max() > 1e-2  # the update is really in
     config = json.loads((tmp_path / "merged" / "config.json").read_text())
     assert config["dtype"] == "float32" and "quantization_config" not in config
-    assert config["tie_word_embeddings"] is (case in ("tied-linears", "patterns-rslora"))
-    assert result.untied is (case == "tied-embeddings")
+    stays_tied = case in ("tied-linears", "patterns-rslora", "tied-ensure-tying")
+    assert config["tie_word_embeddings"] is stays_tied
+    assert result.untied is (case in ("tied-embeddings", "saved-head"))
     assert (tmp_path / "merged" / "model.safetensors.index.json").is_file()  # several 15MB shards
 
 
@@ -323,3 +327,12 @@ def test_cli_merge_and_clean_error(tied_base: Path, tmp_path: Path, capsys: pyte
     assert main(["merge", str(adapter), "--out", str(tmp_path / "m"), "--base", str(tied_base)]) == 1
     err = capsys.readouterr().err
     assert "already exists" in err and "Traceback" not in err
+
+
+def test_verification_without_any_tokenizer(tmp_path: Path):
+    torch.manual_seed(1)
+    Starcoder2ForCausalLM(tiny_config()).save_pretrained(tmp_path / "bare")  # weights and config only
+    adapter = make_adapter(tmp_path / "bare", tmp_path / "adapter")
+    result = merge(adapter, tmp_path / "merged", progress=False)  # base from adapter_config.json
+    assert result.verification is not None and result.verification.passed
+    assert result.verification.max_abs_diff < 1e-4

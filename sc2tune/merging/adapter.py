@@ -64,10 +64,18 @@ class LoraFactors:
 
     def delta(self) -> torch.Tensor:
         """``scale * B @ A`` in float32, laid out like the module's weight."""
-        prod = self.b.float() @ self.a.float()
+        return self.add_to(torch.zeros(self.weight_shape, dtype=torch.float32))
+
+    def add_to(self, weight: torch.Tensor) -> torch.Tensor:
+        """``weight += scale * B @ A`` in place (float32), as one fused matmul-add (``addmm``).
+
+        The scale goes into the small factor first, and a transposed layout (embeddings,
+        ``fan_in_fan_out``) uses ``(B A)^T = A^T B^T``, so no temporary of the weight's size is made.
+        """
+        a, b = self.a.to(torch.float32), self.b.to(torch.float32)
         if self.embedding or self.fan_in_fan_out:
-            prod = prod.T
-        return prod.mul_(self.scale)
+            return weight.addmm_(a.T * self.scale, b.T)
+        return weight.addmm_(b, a * self.scale)
 
     @property
     def weight_shape(self) -> tuple[int, int]:

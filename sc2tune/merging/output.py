@@ -46,13 +46,15 @@ def check_out_dir(out: Path, *, overwrite: bool, inputs: list[Path]) -> None:
         raise UserError(f"--out {out} exists and is a file")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"--out {out} already exists", hint="choose a new folder or pass --overwrite")
-    if not out.parent.exists():
-        raise UserError(f"the parent folder of --out {out} does not exist")
+    parent = next((p for p in out.resolve().parents if p.exists()), None)
+    if parent is None or not os.access(parent, os.W_OK):
+        raise UserError(f"cannot create --out {out}: {parent} is not writable")
 
 
 @contextlib.contextmanager
 def staging_dir(out: Path) -> Iterator[Path]:
     """A temporary folder beside ``out``; removed if the block fails (the caller publishes on success)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     umask = os.umask(0)
     os.umask(umask)

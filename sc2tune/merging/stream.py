@@ -6,13 +6,16 @@ For each planned output tensor::
     W'  = dequant(quant(W))            if the plan asks for the QLoRA round trip
     out = round_to_dtype(float32(W') + scale * B @ A)     # one rounding, after the fp32 sum
 
-Tensors without an update are only cast. Peak memory is about the largest tensor in float32 (plus
-its update) and the adapter, whatever the model size.
+Tensors without an update are only cast. One thread reads the next base tensor and another writes
+the previous output while the current one is merged, so disk and arithmetic overlap. Peak memory is a
+few tensors (the largest one in float32 plus the neighbours in flight) and the adapter, whatever the
+model size.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +57,7 @@ def merge_tensor(src: Source, base: torch.Tensor | None, adapter: Adapter, plan:
     else:
         work = weight.to(torch.float32, copy=True)
     if src.lora is not None:
-        work.add_(src.lora.delta())
+        src.lora.add_to(work)
     return work.to(src.out.dtype)
 
 
@@ -64,21 +67,32 @@ def stream_merge(plan: MergePlan, adapter: Adapter, ckpt: BaseCheckpoint, folder
     shards = plan_shards([s.out for s in plan.sources], shard_bytes)
     writer = ShardedWriter(folder, shards)
     total = sum(s.out.nbytes for s in plan.sources)
-    cached: tuple[str | None, torch.Tensor | None] = (None, None)
+    keys = [s.base_key for s in plan.sources]
+    # base tensors to read, in order (an entry that reuses the previous entry's tensor reads nothing)
+    reads = [i for i, k in enumerate(keys) if k is not None and (i == 0 or keys[i - 1] != k)]
     lora = replaced = trips = changed = 0
     bar = Progress(TextColumn("merging {task.description}"), BarColumn(), DownloadColumn(),
                    TimeRemainingColumn(), console=Console(stderr=True), transient=True, disable=not progress)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sc2tune-reader")
+    ahead: dict[int, Future[torch.Tensor]] = {}
+
+    def read_ahead() -> None:  # keep one base tensor in flight while the current one is merged
+        if reads:
+            i = reads.pop(0)
+            ahead[i] = pool.submit(ckpt.read, keys[i])  # type: ignore[arg-type]
+
     try:
+        read_ahead()
+        base: torch.Tensor | None = None
         with bar:
             task = bar.add_task("", total=total)
             for i, src in enumerate(plan.sources):
                 bar.update(task, description=src.out.name)
-                base = None
-                if src.base_key is not None:
-                    base = cached[1] if cached[0] == src.base_key else ckpt.read(src.base_key)
-                # keep the base tensor only when the next entry reads it too (an untied lm_head)
-                following = plan.sources[i + 1].base_key if i + 1 < len(plan.sources) else None
-                cached = (src.base_key, base) if following == src.base_key else (None, None)
+                if src.base_key is None:
+                    base = None
+                elif i in ahead:
+                    base = ahead.pop(i).result()
+                    read_ahead()
                 out = merge_tensor(src, base, adapter, plan)
                 lora += src.lora is not None
                 replaced += src.replace is not None
@@ -86,11 +100,15 @@ def stream_merge(plan: MergePlan, adapter: Adapter, ckpt: BaseCheckpoint, folder
                 if src.lora is not None or src.replace is not None:
                     changed += base is None or not torch.equal(out, base.to(out.dtype))
                 writer.write(src.out.name, out)
-                del out, base
+                del out
+                if i + 1 == len(keys) or keys[i + 1] != src.base_key:
+                    base = None  # the next entry does not reuse it (only an untied lm_head does)
                 bar.advance(task, src.out.nbytes)
         files = writer.close()
     except BaseException:
         writer.abort()
         raise
+    finally:
+        pool.shutdown(cancel_futures=True)
     log.debug("wrote %d tensors into %d shard(s)", len(plan.sources), len(files))
     return StreamStats(len(plan.sources), lora, replaced, trips, changed, len(files), total)

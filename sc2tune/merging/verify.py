@@ -92,15 +92,46 @@ def exact_4bit_matmul(model: torch.nn.Module) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
+def _prompt_batches(merged_dir: Path, prompts: tuple[str, ...], vocab_size: int) -> list[dict[str, torch.Tensor]]:
+    """Tokenised prompts: the merged folder's tokenizer, else the bundled StarCoder2 one (same vocabulary),
+    else fixed pseudo-random token ids (a model with another vocabulary and no tokenizer)."""
+    from transformers import AutoTokenizer
+
+    from sc2tune.merging.output import has_tokenizer
+    from sc2tune.tiny import load_bundled_tokenizer
+
+    if has_tokenizer(merged_dir):
+        tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
+    elif vocab_size >= 49152:
+        tokenizer = load_bundled_tokenizer()
+    else:
+        gen = torch.Generator().manual_seed(0)
+        return [{"input_ids": torch.randint(0, vocab_size, (1, 24), generator=gen)} for _ in prompts]
+    return [dict(tokenizer(p, return_tensors="pt")) for p in prompts]
+
+
 def verify_merge(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: bool, dtype: torch.dtype,
                  quant: QuantSettings | None, prompts: tuple[str, ...] = PROMPTS) -> Verification:
     """Run the adapter model and the merged model on ``prompts`` and compare their logits."""
-    from peft import PeftModel
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
-    batches = [dict(tokenizer(p, return_tensors="pt")) for p in prompts]
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars inside sc2tune's own output
+    try:
+        return _verify(merged_dir, base_dir, adapter_dir, classifier=classifier, dtype=dtype, quant=quant,
+                       prompts=prompts)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _verify(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: bool, dtype: torch.dtype,
+            quant: QuantSettings | None, prompts: tuple[str, ...]) -> Verification:
+    from peft import PeftModel
+    from transformers import AutoConfig
+
     merged_config = AutoConfig.from_pretrained(str(merged_dir))
+    batches = _prompt_batches(merged_dir, prompts, merged_config.vocab_size)
     labels = {int(k): v for k, v in merged_config.id2label.items()} if classifier else None
     load_dtype = getattr(torch, quant.dtype) if quant is not None and quant.dtype else dtype
 

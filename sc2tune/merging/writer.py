@@ -13,8 +13,10 @@ when everything fits in one shard: the layout ``save_pretrained`` writes and ``f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -99,6 +101,8 @@ class ShardedWriter:
         self._shard = -1
         self._left = 0
         self._file: BinaryIO | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sc2tune-writer")
+        self._pending: Future[None] | None = None
 
     def _open_next(self) -> None:
         if self._file is not None:
@@ -119,21 +123,36 @@ class ShardedWriter:
         self._left = len(shard)
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
-        """Append the next planned tensor (its name, shape and dtype must match the plan)."""
+        """Append the next planned tensor (its name, shape and dtype must match the plan).
+
+        The bytes are written by one background thread while the caller computes the next tensor;
+        at most one write is pending, so memory holds at most two output tensors.
+        """
         expected = self._order[self._pos]
         if (name, tuple(tensor.shape), tensor.dtype) != (expected.name, expected.shape, expected.dtype):
             raise RuntimeError(f"writer expected {expected} next, got {name} {tuple(tensor.shape)} {tensor.dtype}")
+        data = tensor.detach().to("cpu").contiguous()
+        self._drain()
+        self._pending = self._pool.submit(self._emit, data)
+        self._pos += 1
+
+    def _emit(self, data: torch.Tensor) -> None:
         if self._left == 0:
             self._open_next()
         assert self._file is not None
-        data = tensor.detach().to("cpu").contiguous()
         if data.numel():
             self._file.write(data.reshape(-1).view(torch.uint8).numpy().data)
-        self._pos += 1
         self._left -= 1
+
+    def _drain(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # re-raises a failed write (disk full) in the caller
 
     def close(self) -> list[Path]:
         """Finish the last shard, write the index (several shards), return the files written."""
+        self._drain()
+        self._pool.shutdown()
         if self._pos != len(self._order):
             raise RuntimeError(f"writer closed after {self._pos} of {len(self._order)} tensors")
         if self._file is not None:
@@ -148,7 +167,10 @@ class ShardedWriter:
         return files
 
     def abort(self) -> None:
-        """Close an open file after a failure (the caller removes the folder)."""
+        """Stop after a failure and close the open file (the caller removes the folder)."""
+        with contextlib.suppress(Exception):
+            self._drain()
+        self._pool.shutdown()
         if self._file is not None:
             self._file.close()
             self._file = None
