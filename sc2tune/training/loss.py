@@ -37,11 +37,14 @@ class _LinearCrossEntropySum(torch.autograd.Function):
         for start in range(0, hidden.shape[0], chunk_size):
             h = hidden[start:start + chunk_size]
             y = targets[start:start + chunk_size]
-            z = F.linear(h, weight, bias).float()
-            lse = torch.logsumexp(z, dim=-1)
-            total += (lse - z.gather(1, y[:, None]).squeeze(1)).sum()
+            z = F.linear(h, weight, bias).float()  # the chunk's one (c, V) buffer; everything below is in place
+            target_logit = z.gather(1, y[:, None]).squeeze(1)
+            peak = z.amax(dim=-1)
+            z.sub_(peak[:, None]).exp_()  # z = exp(z - max)
+            norm = z.sum(dim=-1)
+            total += (peak + norm.log() - target_logit).sum()  # logsumexp(z) - z[y]
             if need_h or need_w or need_b:
-                dz = torch.exp(z.sub_(lse[:, None]))  # softmax, in place over the chunk's logits
+                dz = z.div_(norm[:, None])  # softmax
                 dz[torch.arange(y.shape[0], device=y.device), y] -= 1.0
                 if need_h:
                     grad_h[start:start + chunk_size] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)

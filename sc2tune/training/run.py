@@ -121,6 +121,8 @@ def _training_arguments(recipe: Recipe, out: Path, has_eval: bool) -> TrainingAr
         data_seed=t.seed,
         logging_steps=t.logging_steps,
         logging_first_step=True,
+        eval_on_start=has_eval,  # the untrained model's eval loss: the baseline every later eval is read against
+        prediction_loss_only=recipe.task != "classify",  # causal evaluation keeps no logits
         report_to="none",
         save_total_limit=t.save_total_limit,
         bf16=cuda and dtype == torch.bfloat16,

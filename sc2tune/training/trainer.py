@@ -41,6 +41,10 @@ STAGING = ".staging"
 #: so the chunked loss applies.
 CHUNKED_LOSS_ARCHITECTURES = {"starcoder2", "gpt_bigcode", "llama", "mistral", "qwen2"}
 
+#: Environment switch that forces the plain full-logits loss (bench/train_speed.py measures the chunked loss
+#: against it); same value, only slower and larger.
+PLAIN_LOSS_ENV = "SC2TUNE_PLAIN_LOSS"
+
 
 class NonFiniteLossError(UserError):
     """Too many non-finite losses in a row."""
@@ -67,6 +71,7 @@ class Sc2Trainer(Trainer):
         self.skipped_steps = 0
         self._use_chunked = causal and self._chunked_loss_applies()
         self.step_seconds = 0.0  # filled in by ThroughputCallback
+        self.step_cpu_seconds = 0.0  # process CPU time of the same steps (all threads)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add throughput (non-padding input tokens per second of training steps) and skipped steps."""
@@ -74,6 +79,8 @@ class Sc2Trainer(Trainer):
             tokens = self.input_tokens * self.accelerator.num_processes  # even shards: exact enough for logs
             logs["input_tokens"] = tokens
             logs["tokens_per_second"] = tokens / self.step_seconds
+            logs["step_seconds"] = self.step_seconds
+            logs["step_cpu_seconds"] = self.step_cpu_seconds
         if self.skipped_steps:
             logs["skipped_steps"] = self.skipped_steps
         super().log(logs, start_time)
@@ -85,6 +92,9 @@ class Sc2Trainer(Trainer):
         return model.get_base_model() if isinstance(model, PeftModel) else model
 
     def _chunked_loss_applies(self) -> bool:
+        if os.environ.get(PLAIN_LOSS_ENV) == "1":
+            log.warning("%s=1: full logits + F.cross_entropy (the plain path, for measurements)", PLAIN_LOSS_ENV)
+            return False
         inner = self._inner_causal_lm()
         if getattr(inner.config, "model_type", None) not in CHUNKED_LOSS_ARCHITECTURES:
             return False
@@ -104,11 +114,12 @@ class Sc2Trainer(Trainer):
         if self.task == "classify":
             return self._classification_loss(model, inputs, return_outputs)
         labels = inputs.pop("labels")
-        if self._use_chunked and not return_outputs:
+        if self._use_chunked:
             outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
             hidden, targets = shifted_trained_positions(outputs.hidden_states[-1], labels)
             head = output_layer(self._inner_causal_lm())
             loss_sum = linear_cross_entropy_sum(hidden, head.weight, head.bias, targets, self.loss_chunk_size)
+            outputs = {}  # no logits are kept: evaluation of causal tasks reports the loss only
         else:
             outputs = model(**inputs, use_cache=False)
             logits = outputs.logits[:, :-1].float()
