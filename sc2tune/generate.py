@@ -93,6 +93,20 @@ def _recipe_template(*folders: Path) -> str | None:
 
 def load_for_inference(path: str | Path, *, dtype: str = "auto") -> InferenceModel:
     """Load a model folder, a merged folder, an adapter folder or a run folder (``adapter/`` inside)."""
+    from sc2tune.merging.adapter import is_adapter_dir
+    from sc2tune.merging.verify import quiet_transformers
+    from sc2tune.modeling import resolve_dtype
+
+    folder = Path(path)
+    if not is_adapter_dir(folder) and is_adapter_dir(folder / "adapter"):
+        folder = folder / "adapter"
+    torch_dtype = resolve_dtype(dtype)  # type: ignore[arg-type]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with quiet_transformers():
+        return _load(path, folder, torch_dtype, device)
+
+
+def _load(path: str | Path, folder: Path, torch_dtype: torch.dtype, device: str) -> InferenceModel:
     from transformers import (
         AutoConfig,
         AutoModelForCausalLM,
@@ -103,17 +117,17 @@ def load_for_inference(path: str | Path, *, dtype: str = "auto") -> InferenceMod
     from sc2tune.merging.adapter import is_adapter_dir
     from sc2tune.merging.checkpoint import resolve_base
     from sc2tune.merging.output import has_tokenizer
-    from sc2tune.modeling import resolve_dtype, set_pad_token
+    from sc2tune.modeling import set_pad_token
 
-    folder = Path(path)
-    if not is_adapter_dir(folder) and is_adapter_dir(folder / "adapter"):
-        folder = folder / "adapter"
-    torch_dtype = resolve_dtype(dtype)  # type: ignore[arg-type]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     if is_adapter_dir(folder):
         model, base_dir, classifier, labels = _load_adapter_model(folder, torch_dtype, device)
     else:
-        base_dir = resolve_base(str(path))
+        try:
+            base_dir = resolve_base(str(path))
+        except UserError:
+            raise UserError(f"{path}: not a model, merged, adapter or run folder, nor a hub id I can fetch",
+                            hint="a model folder has config.json and *.safetensors; an adapter folder "
+                            "adapter_config.json") from None
         try:
             config = AutoConfig.from_pretrained(str(base_dir))
         except (OSError, ValueError) as err:

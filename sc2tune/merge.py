@@ -121,7 +121,7 @@ def merge(
         if verify:
             verification = verify_merge(tmp, base_dir, adapter_path, classifier=plan.classifier,
                                         dtype=out_dtype, quant=quant)
-            log.info("verification: %s", verification.summary())
+            log.debug("verification: %s", verification.summary())
             if not verification.passed:
                 raise UserError(
                     f"the merged model does not reproduce the adapter model: {verification.summary()}",
