@@ -1,16 +1,41 @@
-"""sc2tune: parameter-efficient fine-tuning for the StarCoder2 code models."""
+"""sc2tune: parameter-efficient fine-tuning for the StarCoder2 code models.
+
+The Python API mirrors the CLI: ``load_recipe`` -> ``train`` -> ``merge`` -> ``generate`` / ``infill`` /
+``instruct`` / ``classify``; ``plan_recipe`` predicts memory; ``build_datasets`` previews the data.
+Heavy modules are imported on first use, so ``import sc2tune`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from sc2tune.errors import DataError, RecipeError, UserError
 from sc2tune.recipe import Recipe, load_recipe, recipe_from_dict
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DataError",
-    "Recipe",
-    "RecipeError",
-    "UserError",
-    "__version__",
-    "load_recipe",
-    "recipe_from_dict",
-]
+_LAZY = {
+    "train": "sc2tune.training",
+    "TrainResult": "sc2tune.training",
+    "build_datasets": "sc2tune.data",
+    "merge": "sc2tune.merge",
+    "generate": "sc2tune.generate",
+    "infill": "sc2tune.generate",
+    "instruct": "sc2tune.generate",
+    "classify": "sc2tune.generate",
+    "load_for_inference": "sc2tune.generate",
+    "Sampling": "sc2tune.generate",
+    "plan_recipe": "sc2tune.planning",
+    "weight_footprint": "sc2tune.planning",
+    "quickstart": "sc2tune.quickstart",
+}
+
+__all__ = ["DataError", "Recipe", "RecipeError", "UserError", "__version__", "load_recipe", "recipe_from_dict",
+           *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sc2tune' has no attribute {name!r}")

@@ -74,6 +74,10 @@ def _conf_tiny_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
 
 
+#: Exit status of a run stopped by SIGTERM after saving its checkpoint (128 + SIGTERM, as shells report it).
+PREEMPTED_EXIT = 143
+
+
 # ---- train ----------------------------------------------------------------------------------------
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -82,7 +86,6 @@ def _run_train(args: argparse.Namespace) -> int:
     from sc2tune.training.run import describe
 
     result = train(load_recipe(args.recipe, args.overrides), resume=args.resume, show_progress=not args.no_progress)
-    report = describe(result)
     if result.preempted:
         print(f"preempted at step {result.global_step}: checkpoint saved in {result.output_dir}/checkpoints; "
               "run the same command with --resume to continue", file=sys.stderr)
@@ -94,8 +97,8 @@ def _run_train(args: argparse.Namespace) -> int:
         if result.train_tokens_per_second:
             print(f"  train tokens/s: {result.train_tokens_per_second:,.0f}")
     if args.json:
-        print(json.dumps(report))
-    return 0
+        print(json.dumps(describe(result)))
+    return PREEMPTED_EXIT if result.preempted else 0
 
 
 def _conf_train(p: argparse.ArgumentParser) -> None:
@@ -284,7 +287,31 @@ def _conf_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (the last stdout line)")
 
 
+# ---- quickstart -----------------------------------------------------------------------------------
+
+def _run_quickstart(args: argparse.Namespace) -> int:
+    from sc2tune.quickstart import quickstart
+
+    r = quickstart(args.runs, show_progress=not args.no_progress)
+    tail = r.prefix.splitlines()[-1] if r.prefix.strip() else ""
+    print(f"\nquickstart done in {r.run_dir}")
+    if r.eval_loss_before is not None and r.eval_loss_after is not None:
+        print(f"  eval loss: {r.eval_loss_before:.3f} (untrained) -> {r.eval_loss_after:.3f} (trained)")
+    print(f"  adapter:   {r.adapter_dir}\n  merged:    {r.merged_dir} (plain transformers folder)")
+    print(f"  infill after  {tail!r}:\n    expected {r.expected_middle.rstrip()!r}\n    got      {r.infill.rstrip()!r}")
+    print("  (the tiny model starts from random weights: this shows the path, not the quality of a real model)")
+    print(f"next: sc2tune generate {r.merged_dir} --prefix 'def add(a, b):' --suffix '' --temperature 0")
+    return 0
+
+
+def _conf_quickstart(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", default="runs", help="folder for the quickstart run (a fresh sub-folder is made)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 COMMANDS: list[Command] = [
+    Command("quickstart", "train, merge and infill on the built-in tiny model (a few CPU minutes)",
+            _conf_quickstart, _run_quickstart),
     Command("validate", "check a recipe (and overrides) without running it", _conf_validate, _run_validate),
     Command("train", "fine-tune: sc2tune train RECIPE [key=value ...] [--resume]", _conf_train, _run_train),
     Command("schema", "print the JSON schema of a recipe", lambda p: None, _run_schema),
