@@ -352,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # bitsandbytes warns on every CPU import that an optional kernel package is absent
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     try:
         return int(args._run(args) or 0)
     except UserError as err:
