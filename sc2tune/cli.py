@@ -35,19 +35,23 @@ def _recipe_args(parser: argparse.ArgumentParser) -> None:
 # ---- validate -------------------------------------------------------------------------------------
 
 def _run_validate(args: argparse.Namespace) -> int:
+    from sc2tune.modeling import check_tokenizer
     from sc2tune.recipe import load_recipe, recipe_to_yaml
 
     recipe = load_recipe(args.recipe, args.overrides)
+    note = "" if args.schema_only else f"; {check_tokenizer(recipe.model, recipe.task)}"
     if args.print:
         print(recipe_to_yaml(recipe), end="")
     else:
-        print(f"ok: {args.recipe} (task {recipe.task}, {recipe.adapter.method} on {recipe.model.name_or_path})")
+        print(f"ok: {args.recipe} (task {recipe.task}, {recipe.adapter.method} on {recipe.model.name_or_path}){note}")
     return 0
 
 
 def _conf_validate(p: argparse.ArgumentParser) -> None:
     _recipe_args(p)
     p.add_argument("--print", action="store_true", help="print the fully resolved recipe as YAML")
+    p.add_argument("--schema-only", action="store_true",
+                   help="only check the recipe itself, not the base model's tokenizer (local models only)")
 
 
 # ---- schema ---------------------------------------------------------------------------------------

@@ -262,3 +262,15 @@ def base_config(spec: ModelSpec):
         return AutoConfig.from_pretrained(path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read the config of '{spec.name_or_path}': {err}") from None
+
+
+def check_tokenizer(spec: ModelSpec, task: str) -> str:
+    """Check, without loading weights, that the base model's tokenizer has what ``task`` needs.
+
+    Only local folders and the built-in model are checked (no network); returns a one-line note.
+    """
+    if not (is_tiny(spec.name_or_path) or Path(spec.name_or_path).expanduser().is_dir()):
+        return f"tokenizer of {spec.name_or_path} not checked (not a local folder)"
+    tokenizer = load_tokenizer(spec)  # fails without a pad token or <fim_pad>
+    special_tokens(tokenizer, need_fim=task == "fim")
+    return f"tokenizer ok ({len(tokenizer)} tokens, pad {tokenizer.pad_token})"

@@ -136,3 +136,21 @@ def test_cli_tiny_model_loads_in_plain_transformers(tmp_path):
     assert tok.convert_tokens_to_ids("<fim_middle>") == 2
     again = subprocess.run([sys.executable, "-m", "sc2tune", "tiny-model", str(out)], capture_output=True, text=True)
     assert again.returncode != 0 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_fim_recipe_needs_fim_tokens(tmp_path):
+    """A local tokenizer without <fim_prefix> passes for instruct (it has <fim_pad>) but not for fim."""
+    from sc2tune.modeling import check_tokenizer
+    from sc2tune.tiny import TOKENIZER_DIR
+
+    data = json.loads((TOKENIZER_DIR / "tokenizer.json").read_text())
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] != "<fim_prefix>"]
+    del data["model"]["vocab"]["<fim_prefix>"]
+    (tmp_path / "tokenizer.json").write_text(json.dumps(data))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>"}))
+    spec = ModelSpec(name_or_path=str(tmp_path))
+    assert "tokenizer ok" in check_tokenizer(spec, "instruct")
+    with pytest.raises(UserError, match="<fim_prefix>"):
+        check_tokenizer(spec, "fim")
+    assert "not checked" in check_tokenizer(ModelSpec(name_or_path="bigcode/starcoder2-3b"), "fim")
