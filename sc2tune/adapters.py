@@ -100,8 +100,6 @@ def attach_adapter(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel | 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     peft_model = get_peft_model(model, lora_config(model, recipe))
-    # Record the base as the user named it (hub id, built-in name or absolute folder), not a cache path.
-    peft_model.peft_config["default"].base_model_name_or_path = base_model_reference(recipe.model.name_or_path)
     trainable, total = peft_model.get_nb_trainable_parameters()
     log.info("trainable parameters: %s of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return peft_model
@@ -118,3 +116,24 @@ def trainable_parameter_count(model: nn.Module) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     return trainable, total
+
+
+def check_target_modules(recipe: Recipe) -> str:
+    """Check ``adapter.target_modules`` against the base architecture built on the meta device (no weights).
+
+    Works offline for local folders, the built-in model and the bundled StarCoder2/StarCoder configs;
+    returns a one-line note (raises :class:`UserError` when a target matches nothing).
+    """
+    from sc2tune.planning.configs import load_config, meta_model, shipped_config_path
+    from sc2tune.tiny import is_tiny
+
+    name = recipe.model.name_or_path
+    if recipe.adapter.method == "full":
+        return "no adapter targets (full fine-tuning)"
+    offline = is_tiny(name) or Path(name).expanduser().exists() or shipped_config_path(name) is not None
+    if not offline:
+        return f"targets of {name} not checked (config not available offline)"
+    config = load_config(name, trust_remote_code=recipe.model.trust_remote_code)
+    model = meta_model(config, head=recipe.model.head)
+    targets = resolve_target_modules(model, recipe)
+    return f"targets ok ({targets if isinstance(targets, str) else ' '.join(targets)})"

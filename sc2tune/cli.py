@@ -35,11 +35,13 @@ def _recipe_args(parser: argparse.ArgumentParser) -> None:
 # ---- validate -------------------------------------------------------------------------------------
 
 def _run_validate(args: argparse.Namespace) -> int:
+    from sc2tune.adapters import check_target_modules
     from sc2tune.modeling import check_tokenizer
     from sc2tune.recipe import load_recipe, recipe_to_yaml
 
     recipe = load_recipe(args.recipe, args.overrides)
-    note = "" if args.schema_only else f"; {check_tokenizer(recipe.model, recipe.task)}"
+    note = "" if args.schema_only else \
+        f"; {check_tokenizer(recipe.model, recipe.task)}; {check_target_modules(recipe)}"
     if args.print:
         print(recipe_to_yaml(recipe), end="")
     else:
@@ -51,7 +53,7 @@ def _conf_validate(p: argparse.ArgumentParser) -> None:
     _recipe_args(p)
     p.add_argument("--print", action="store_true", help="print the fully resolved recipe as YAML")
     p.add_argument("--schema-only", action="store_true",
-                   help="only check the recipe itself, not the base model's tokenizer (local models only)")
+                   help="only check the recipe itself, not the base model's tokenizer and LoRA targets")
 
 
 # ---- schema ---------------------------------------------------------------------------------------
@@ -353,7 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sc2tune`` console script and ``python -m sc2tune``."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # overrides may follow options (`train R --resume train.lr=1e-4`): argparse leaves them over
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # bitsandbytes warns on every CPU import that an optional kernel package is absent

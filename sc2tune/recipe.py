@@ -361,7 +361,7 @@ def _format_validation_error(
             if tuple(loc[:depth]) in lines:
                 line = lines[tuple(loc[:depth])]
                 break
-        if tuple(loc) in overridden:
+        if loc and any(path[: len(loc)] == tuple(loc) for path in overridden):
             where = "command-line override"
         elif line is not None:
             where = f"{source}:{line}"
@@ -414,7 +414,12 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not path.is_file():
         raise RecipeError(f"recipe file not found: {path}", hint="give the path to a YAML recipe, e.g. "
                           "recipes/quickstart/fim.yaml")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {err.start})", hint="save the recipe as UTF-8") from None
+    except OSError as err:
+        raise RecipeError(f"{path}: cannot read the recipe ({err.strerror})") from None
     try:
         data = _load_yaml(text)
     except yaml.YAMLError as err:

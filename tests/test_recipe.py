@@ -169,3 +169,17 @@ def test_cli_schema_is_json_with_descriptions():
 def test_recipe_from_dict_matches_file_loading(tmp_path):
     recipe = recipe_from_dict({"task": "fim", "data": {"train": "x"}})
     assert recipe.task == "fim" and recipe.data.train == "x"
+
+
+def test_non_utf8_recipe_is_a_clear_error(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_bytes(b"task: instruct\ndata:\n  train: caf\xe9.jsonl\n")
+    with pytest.raises(RecipeError, match="not UTF-8"):
+        load_recipe(path)
+
+
+def test_misspelt_section_in_an_override_is_blamed_on_the_override(tmp_path):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write(tmp_path, MINIMAL), ["trian.lr=1"])
+    assert "command-line override: unknown key 'trian'" in str(err.value)
+    assert "did you mean 'train'" in str(err.value)

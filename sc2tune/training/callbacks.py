@@ -29,7 +29,9 @@ class MetricsFileCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         record = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
-        record.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str))})
+        # NaN/inf are not JSON: written as null
+        record.update({k: finite_or_none(v) if isinstance(v, float) else v
+                       for k, v in logs.items() if isinstance(v, (int, float, str))})
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 

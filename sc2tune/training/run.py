@@ -17,20 +17,19 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from peft import PeftModel
+from accelerate import PartialState
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_callback import ProgressCallback as HFProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from sc2tune.adapters import attach_adapter
+from sc2tune.adapters import attach_adapter, base_model_reference
 from sc2tune.errors import UserError
 from sc2tune.modeling import load_model, load_tokenizer, resolve_dtype
 from sc2tune.recipe import Recipe, recipe_to_yaml
@@ -87,7 +86,7 @@ def _class_weights(recipe: Recipe, counts: dict[str, int] | None, id2label: dict
     return torch.tensor(n.sum() / (len(n) * n), dtype=torch.float32)
 
 
-def _training_arguments(recipe: Recipe, out: Path, has_eval: bool) -> TrainingArguments:
+def _training_arguments(recipe: Recipe, out: Path, has_eval: bool, *, resuming: bool = False) -> TrainingArguments:
     t = recipe.train
     dtype = resolve_dtype(recipe.model.dtype)
     cuda = torch.cuda.is_available()
@@ -121,7 +120,7 @@ def _training_arguments(recipe: Recipe, out: Path, has_eval: bool) -> TrainingAr
         data_seed=t.seed,
         logging_steps=t.logging_steps,
         logging_first_step=True,
-        eval_on_start=has_eval,  # the untrained model's eval loss: the baseline every later eval is read against
+        eval_on_start=has_eval and not resuming,  # the untrained model's eval loss: the baseline every later eval is read against
         prediction_loss_only=recipe.task != "classify",  # causal evaluation keeps no logits
         report_to="none",
         save_total_limit=t.save_total_limit,
@@ -140,67 +139,88 @@ def _training_arguments(recipe: Recipe, out: Path, has_eval: bool) -> TrainingAr
     )
 
 
-def _prepare_output(out: Path, resume: bool) -> str | None:
+def _prepare_output(out: Path, resume: bool, *, main_process: bool) -> str | None:
     """Checkpoint to resume from (or None); refuses to train over an existing run without --resume."""
     checkpoints = out / "checkpoints"
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if resume:
         if last is None:
             log.warning("--resume: no complete checkpoint in %s, starting from the beginning", checkpoints)
-        _trim_metrics(out / "metrics.jsonl", int(last.rsplit("-", 1)[-1]) if last else 0)
+        if main_process:
+            _trim_metrics(out / "metrics.jsonl", int(last.rsplit("-", 1)[-1]) if last else -1)
         return last
-    if last is not None or (out / "adapter").exists() or (out / "model").exists():
+    leftovers = [name for name in ("adapter", "model", "metrics.jsonl") if (out / name).exists()]
+    if last is not None or leftovers:
         raise UserError(
-            f"{out} already holds a run",
-            hint="pass --resume to continue it, or set output_dir=... to start a new one",
+            f"{out} already holds a run ({'checkpoints' if last else leftovers[0]})",
+            hint="pass --resume to continue it (or to restart it in place when it has no checkpoint), "
+            "or set output_dir=... to start a new one",
         )
     return None
 
 
 def _trim_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after ``step`` (they will be logged again by the resumed run)."""
+    """Drop metric lines logged after ``step`` (the resumed run logs them again) and unreadable lines."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the kill that interrupted the run
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line)
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(tmp, path)
 
 
-def _write_atomically(target: Path, write) -> None:
-    """Call ``write(tmp_dir)`` on a temporary folder beside ``target``, then rename it into place."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        tmp.chmod(0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+def _absolute_paths(recipe: Recipe) -> Recipe:
+    """The recipe with local data/template/model paths made absolute, so a run folder describes itself
+    wherever it is evaluated or resumed from (hub ids and the built-in model are left as they are)."""
+
+    def fix(value):
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if not isinstance(value, str) or value.startswith("hub:") or Path(value).is_absolute():
+            return value
+        has_glob = any(c in value for c in "*?[")
+        return os.path.abspath(value) if has_glob or Path(value).exists() else value
+
+    data = recipe.data.model_copy(update={
+        "train": fix(recipe.data.train),
+        "eval": fix(recipe.data.eval) if isinstance(recipe.data.eval, (str, list)) else recipe.data.eval,
+        "template": fix(recipe.data.template) if recipe.data.template.endswith((".yaml", ".yml"))
+        else recipe.data.template,
+    })
+    model = recipe.model
+    if Path(model.name_or_path).is_dir():
+        model = model.model_copy(update={"name_or_path": os.path.abspath(model.name_or_path)})
+    return recipe.model_copy(update={"data": data, "model": model})
 
 
 def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -> TrainResult:
     """Fine-tune the recipe's model on its data and write the adapter (see module doc for the layout)."""
     from sc2tune.data import build_datasets  # noqa: PLC0415 - heavy import, only when training
 
+    recipe = _absolute_paths(recipe)
     out = Path(recipe.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint = _prepare_output(out, resume)
+    main_process = PartialState().is_main_process
+    checkpoint = _prepare_output(out, resume, main_process=main_process)
     set_seed(recipe.train.seed)
 
     tokenizer = load_tokenizer(recipe.model)
     data = build_datasets(recipe, tokenizer, show_progress=show_progress)
     if len(data.train) == 0:
         raise UserError(f"data.train produced no training examples ({recipe.data.train})")
+    out.mkdir(parents=True, exist_ok=True)  # only once the data is known to be good
     set_seed(recipe.train.seed)  # same head / LoRA initialisation whatever the data step consumed
     model = load_model(recipe.model, quant=recipe.adapter.quantization, id2label=data.id2label,
                        pad_token_id=tokenizer.pad_token_id)
     model = attach_adapter(model, recipe)
 
-    args = _training_arguments(recipe, out, data.eval is not None)
+    args = _training_arguments(recipe, out, data.eval is not None, resuming=checkpoint is not None)
     classify = recipe.task == "classify"
     class_counts = getattr(data.stats, "class_counts", None)
     trainer = Sc2Trainer(
@@ -225,7 +245,7 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
         trainer.add_callback(callback)
     if show_progress:
         trainer.add_callback(ProgressCallback())
-    if trainer.is_world_process_zero():
+    if main_process:
         _add_tensorboard(trainer, out / "tensorboard")
         (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
 
@@ -244,8 +264,17 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
 
     final_eval = trainer.evaluate() if data.eval is not None else {}
     adapter_dir = out / ("model" if recipe.adapter.method == "full" else "adapter")
-    if trainer.is_world_process_zero():
-        _write_atomically(adapter_dir, lambda tmp: _save_final(trainer, tokenizer, recipe, data.id2label, tmp))
+    staging = out / f".{adapter_dir.name}.staging"
+    if main_process and staging.exists():
+        shutil.rmtree(staging)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))  # every rank: gathering sharded weights (FSDP, ZeRO-3) is collective
+    trainer.accelerator.wait_for_everyone()
+    if main_process:
+        _finish_output(staging, tokenizer, recipe, data.id2label)
+        if adapter_dir.exists():
+            shutil.rmtree(adapter_dir)
+        os.replace(staging, adapter_dir)
         summary = {
             "task": recipe.task,
             "method": recipe.adapter.method,
@@ -263,18 +292,21 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
                        trainer.skipped_steps, model=trainer.model)
 
 
-def _save_final(trainer: Sc2Trainer, tokenizer, recipe: Recipe, id2label: dict[int, str] | None,
-                folder: Path) -> None:
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    if isinstance(model, PeftModel):
-        # sc2tune never resizes the vocabulary: no need for PEFT to look the base config up on the hub
-        model.save_pretrained(str(folder), save_embedding_layers=False)
-    else:
-        trainer.save_model(str(folder))
+def _finish_output(folder: Path, tokenizer, recipe: Recipe, id2label: dict[int, str] | None) -> None:
+    """Add tokenizer, resolved recipe and label map to the saved adapter/model, and name the base as the
+    user did (hub id or built-in name rather than a cache path)."""
     tokenizer.save_pretrained(str(folder))
     (folder / "recipe.yaml").write_text(recipe_to_yaml(recipe))
     if id2label is not None:
         (folder / "labels.json").write_text(json.dumps({str(k): v for k, v in id2label.items()}, indent=2))
+    config_path = folder / "adapter_config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        config["base_model_name_or_path"] = base_model_reference(recipe.model.name_or_path)
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+    for leftover in ("training_args.bin",):
+        (folder / leftover).unlink(missing_ok=True)
+    folder.chmod(0o755)
 
 
 def _add_tensorboard(trainer: Sc2Trainer, folder: Path) -> None:

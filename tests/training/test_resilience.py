@@ -85,6 +85,8 @@ def test_resume_after_sigkill_gives_the_same_losses(tmp_path):
     proc.wait()
     assert (run_dir / "checkpoints" / "checkpoint-4").is_dir()
     assert not (run_dir / "adapter").exists()
+    with (run_dir / "metrics.jsonl").open("a") as handle:  # a line cut short by the kill
+        handle.write('{"step": 7, "loss": 1')
 
     proc = cli(str(killed), "--resume")
     assert proc.wait() == 0, proc.stderr.read()

@@ -164,6 +164,19 @@ def test_run_outputs(tmp_path):
     assert not list((out / "checkpoints").glob(".staging*"))
     with pytest.raises(UserError, match="--resume"):
         train(recipe_from_dict(recipe), show_progress=False)
+    saved = (out / "adapter" / "recipe.yaml").read_text()
+    assert f"train: {tmp_path / 'code'}" in saved, "data paths are saved absolute"
+
+
+def test_leftover_logs_of_a_failed_run_are_not_appended_to(tmp_path):
+    recipe = fim_recipe(tmp_path, max_steps=2, logging_steps=1)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\n')
+    with pytest.raises(UserError, match="metrics.jsonl"):
+        train(recipe_from_dict(recipe), show_progress=False)
+    result = train(recipe_from_dict(recipe), resume=True, show_progress=False)  # restarts in place
+    lines = [json.loads(x) for x in (result.output_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2] and lines[0].get("loss") != 3.0
 
 
 def test_unknown_target_module_lists_the_real_ones(tmp_path):
