@@ -11,14 +11,14 @@ them for backward, then takes the log-softmax. Here:
    (``db += sum(dz)``) — only for the inputs that need them (a frozen, tied ``lm_head`` under LoRA needs none).
 3. Backward multiplies the stored gradients by the incoming scalar.
 
-Peak extra memory is one ``c x vocab`` block instead of ``B x L x vocab``, and no logits are recomputed.
+Peak extra memory is one float32 ``c x vocab`` block (allocated once, reused by every chunk, all the
+softmax work done in place in it) instead of ``B x L x vocab``, and no logits are recomputed.
 The result equals ``F.cross_entropy(H W^T, y, reduction="sum")`` (value and gradients).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 IGNORE_INDEX = -100
@@ -29,15 +29,28 @@ class _LinearCrossEntropySum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk_size):  # type: ignore[override]
-        need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_b = bias is not None and ctx.needs_input_grad[2]
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_h = torch.empty_like(hidden) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device) if need_b else None
+        rows = min(chunk_size, hidden.shape[0])
+        # One (c, V) float32 buffer reused by every chunk (a fresh one per chunk costs page faults on CPU);
+        # everything below works in place in it.
+        buffer = torch.empty((rows, weight.shape[0]), dtype=torch.float32, device=hidden.device)
+        low = None if weight.dtype == torch.float32 else torch.empty_like(buffer, dtype=weight.dtype)
         for start in range(0, hidden.shape[0], chunk_size):
             h = hidden[start:start + chunk_size]
             y = targets[start:start + chunk_size]
-            z = F.linear(h, weight, bias).float()  # the chunk's one (c, V) buffer; everything below is in place
+            z = buffer[:h.shape[0]]
+            out = z if low is None else low[:h.shape[0]]
+            if bias is None:  # = F.linear(h, weight, bias), in weight's dtype, written into the buffer
+                torch.mm(h.to(weight.dtype), weight.t(), out=out)
+            else:
+                torch.addmm(bias, h.to(weight.dtype), weight.t(), out=out)
+            if low is not None:
+                z.copy_(out)
             target_logit = z.gather(1, y[:, None]).squeeze(1)
             peak = z.amax(dim=-1)
             z.sub_(peak[:, None]).exp_()  # z = exp(z - max)
@@ -82,8 +95,6 @@ def linear_cross_entropy_sum(
     """
     if hidden.shape[0] == 0:
         return hidden.sum() * 0.0 + weight.sum() * 0.0
-    if bias is None:
-        bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
     return _LinearCrossEntropySum.apply(hidden, weight, bias, targets, chunk_size)
 
 

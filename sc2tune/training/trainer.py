@@ -19,6 +19,7 @@ only when complete, so ``--resume`` never picks up a half-written one.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -31,6 +32,7 @@ from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
 from sc2tune.errors import UserError
+from sc2tune.training.attention import use_packed_attention
 from sc2tune.training.loss import linear_cross_entropy_sum, output_layer, shifted_trained_positions
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ CHUNKED_LOSS_ARCHITECTURES = {"starcoder2", "gpt_bigcode", "llama", "mistral", "
 #: Environment switch that forces the plain full-logits loss (bench/train_speed.py measures the chunked loss
 #: against it); same value, only slower and larger.
 PLAIN_LOSS_ENV = "SC2TUNE_PLAIN_LOSS"
+#: Environment switch that keeps transformers' sdpa with its dense packed mask on CPU (for measurements).
+DENSE_ATTENTION_ENV = "SC2TUNE_DENSE_ATTENTION"
 
 
 class NonFiniteLossError(UserError):
@@ -84,6 +88,24 @@ class Sc2Trainer(Trainer):
         if self.skipped_steps:
             logs["skipped_steps"] = self.skipped_steps
         super().log(logs, start_time)
+
+    # ---- attention ----------------------------------------------------------------------------------
+
+    def _attention(self):
+        """On CPU, causal tasks attend per document without a dense mask (:mod:`sc2tune.training.attention`)."""
+        if self.task == "classify" or self.args.device.type != "cpu" or os.environ.get(DENSE_ATTENTION_ENV) == "1":
+            return contextlib.nullcontext(False)
+        return use_packed_attention(self._inner_causal_lm().config)
+
+    def train(self, *args: Any, **kwargs: Any):
+        """transformers' ``train``, with per-document attention on CPU for its duration."""
+        with self._attention():
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any):
+        """transformers' ``evaluate``, with per-document attention on CPU for its duration."""
+        with self._attention():
+            return super().evaluate(*args, **kwargs)
 
     # ---- loss ---------------------------------------------------------------------------------------
 
@@ -156,12 +178,16 @@ class Sc2Trainer(Trainer):
         finite = torch.isfinite(loss.detach())
         if self.accelerator.num_processes > 1:  # every rank must agree, or DDP would hang
             finite = self.accelerator.reduce(finite.float(), reduction="sum") == self.accelerator.num_processes
+        kwargs = {}
+        if self.is_deepspeed_enabled:  # the loss is already scaled for accumulation (as transformers does)
+            kwargs["scale_wrt_gas"] = False
         if not bool(finite):
             self.nan_in_window = True
-            # keep the graph alive for DDP's reducer without letting any value through
-            self.accelerator.backward(loss.nan_to_num(0.0, 0.0, 0.0) * 0.0)
-            return torch.zeros((), device=loss.device)
-        self.accelerator.backward(loss)
+            # keep the graph alive for the ranks' gradient hooks without letting any value through; the
+            # window's gradients are dropped before the optimizer step (drop_step_if_poisoned)
+            self.accelerator.backward(loss.nan_to_num(0.0, 0.0, 0.0) * 0.0, **kwargs)
+            return loss.detach()  # non-finite: transformers' logging_nan_inf_filter keeps it out of the logs
+        self.accelerator.backward(loss, **kwargs)
         return loss.detach()
 
     def drop_step_if_poisoned(self) -> bool:

@@ -80,3 +80,21 @@ def test_equals_the_models_own_loss_on_the_tiny_model():
     head = model.get_output_embeddings()
     ours = linear_cross_entropy_sum(h, head.weight, head.bias, y) / y.numel()
     assert torch.allclose(ours, expected, rtol=1e-5)
+
+
+def test_bfloat16_weights_match_logits_taken_in_bfloat16_then_float32():
+    """A bf16 head: logits are computed in bf16 (like F.linear) and the softmax in float32; the last, short
+    chunk reuses the first chunk's buffer."""
+    g = torch.Generator().manual_seed(3)
+    n, d, v = 11, 16, 97
+    hidden = torch.randn(n, d, generator=g).to(torch.bfloat16).requires_grad_()
+    weight = torch.randn(v, d, generator=g).to(torch.bfloat16)
+    targets = torch.randint(0, v, (n,), generator=g)
+    ours = linear_cross_entropy_sum(hidden, weight, None, targets, chunk_size=4)
+    (g_ours,) = torch.autograd.grad(ours, hidden)
+    logits = F.linear(hidden, weight).float()
+    ref = F.cross_entropy(logits, targets, reduction="sum")
+    (g_ref,) = torch.autograd.grad(ref, hidden)
+    assert torch.allclose(ours, ref, rtol=1e-5)
+    assert g_ours.dtype == torch.bfloat16
+    assert torch.allclose(g_ours.float(), g_ref.float(), rtol=2e-2, atol=2e-2)
