@@ -26,6 +26,17 @@ class Command:
     run: Callable[[argparse.Namespace], int | None]
 
 
+def _count(text: str) -> int:
+    """argparse type: a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {value})")
+    return value
+
+
 def _recipe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="path to a recipe YAML file")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
@@ -267,7 +278,7 @@ def _run_data(args: argparse.Namespace) -> int:
 
 def _conf_data(p: argparse.ArgumentParser) -> None:
     _recipe_args(p)
-    p.add_argument("--show", type=int, default=None, metavar="N",
+    p.add_argument("--show", type=_count, default=None, metavar="N",
                    help="preview N rendered examples, trained part marked (default 3; 0 with --json)")
     p.add_argument("--split", choices=["train", "eval"], default="train", help="which split to preview")
     p.add_argument("--json", action="store_true", help="print the statistics as one JSON object (last line)")
