@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from sc2tune.training.run import describe
 
     result = train(load_recipe(args.recipe, args.overrides), resume=args.resume, show_progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # under accelerate launch, one report (from rank 0) is enough
+        return PREEMPTED_EXIT if result.preempted else 0
     if result.preempted:
         print(f"preempted at step {result.global_step}: checkpoint saved in {result.output_dir}/checkpoints; "
               "run the same command with --resume to continue", file=sys.stderr)

@@ -171,8 +171,12 @@ def full_logits_loss_bytes(*, tokens: int, vocab: int, setup: ComputeSetup) -> i
 
 
 def chunked_loss_bytes(*, trained: int, hidden: int, vocab: int, chunk: int, setup: ComputeSetup) -> int:
-    """Peak of the chunked loss: ``2 n h e + min(c, n) V (8 + e [if e != 4])``."""
-    per_logit = 8 + (setup.act_bytes if setup.act_bytes != 4 else 0)
+    """Peak of the chunked loss: ``2 n h e + min(c, n) V (4 + 2 e [if e != 4])``.
+
+    One float32 ``(c, V)`` buffer is reused in place by every chunk (sc2tune.training.loss); with 16-bit
+    weights the matmul writes a ``(c, V)`` copy in the weight dtype and the softmax is cast back once more.
+    """
+    per_logit = 4 + (2 * setup.act_bytes if setup.act_bytes != 4 else 0)
     return 2 * trained * hidden * setup.act_bytes + min(chunk, trained) * vocab * per_logit
 
 

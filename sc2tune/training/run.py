@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import PartialState
 from transformers import TrainingArguments, set_seed
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_callback import ProgressCallback as HFProgressCallback
@@ -206,8 +205,8 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
 
     recipe = _absolute_paths(recipe)
     out = Path(recipe.output_dir)
-    main_process = PartialState().is_main_process
-    checkpoint = _prepare_output(out, resume, main_process=main_process)
+    # rank from the launcher's environment: the distributed state is only set up with the Trainer below
+    checkpoint = _prepare_output(out, resume, main_process=int(os.environ.get("RANK", "0")) == 0)
     set_seed(recipe.train.seed)
 
     tokenizer = load_tokenizer(recipe.model)
@@ -245,6 +244,7 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
         trainer.add_callback(callback)
     if show_progress:
         trainer.add_callback(ProgressCallback())
+    main_process = trainer.is_world_process_zero()
     if main_process:
         _add_tensorboard(trainer, out / "tensorboard")
         (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
