@@ -78,11 +78,11 @@ def sample_cut(code_dir: Path) -> tuple[str, str, str]:
 
 def quickstart(runs_root: str | Path = "runs", *, show_progress: bool = True) -> QuickstartResult:
     """Train, merge and infill on the built-in tiny model (see module doc)."""
+    from sc2tune.evaluation.report import read_metrics
     from sc2tune.generate import Sampling, infill, load_for_inference
     from sc2tune.merge import merge
     from sc2tune.recipe import load_recipe
     from sc2tune.training import train
-    from sc2tune.training.plots import read_metrics
 
     run_dir = fresh_run_dir(Path(runs_root))
     code = bundled_code()
@@ -95,6 +95,6 @@ def quickstart(runs_root: str | Path = "runs", *, show_progress: bool = True) ->
     prefix, suffix, middle = sample_cut(code)
     model = load_for_inference(merged_dir)
     text = infill(model, prefix, suffix, Sampling(max_new_tokens=48, temperature=0.0))
-    evals = [r["eval_loss"] for r in read_metrics(run_dir / "metrics.jsonl") if "eval_loss" in r]
+    _, evals = read_metrics(run_dir / "metrics.jsonl")
     return QuickstartResult(run_dir, result.adapter_dir, merged_dir, prefix, suffix, middle, text,
-                            evals[0] if evals else None, evals[-1] if evals else None)
+                            evals[0][1] if evals else None, evals[-1][1] if evals else None)

@@ -40,7 +40,6 @@ from sc2tune.training.callbacks import (
     ThroughputCallback,
     finite_or_none,
 )
-from sc2tune.training.plots import plot_loss_curves
 from sc2tune.training.trainer import Sc2Trainer
 
 log = logging.getLogger(__name__)
@@ -286,7 +285,7 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
             "data": data.stats.to_dict(),
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        plot_loss_curves(out / "metrics.jsonl", out / "loss.png")
+        _plot(out, f"{recipe.task}, {recipe.adapter.method}")
     trainer.accelerator.wait_for_everyone()
     return TrainResult(out, adapter_dir, trainer.state.global_step, False, final_eval, tokens_per_second,
                        trainer.skipped_steps, model=trainer.model)
@@ -307,6 +306,15 @@ def _finish_output(folder: Path, tokenizer, recipe: Recipe, id2label: dict[int, 
     for leftover in ("training_args.bin",):
         (folder / leftover).unlink(missing_ok=True)
     folder.chmod(0o755)
+
+
+def _plot(out: Path, title: str) -> None:
+    """``loss.png`` from ``metrics.jsonl`` (train and eval loss against the step)."""
+    from sc2tune.evaluation.report import plot_loss_curves, read_metrics
+
+    train_points, eval_points = read_metrics(out / "metrics.jsonl")
+    if train_points or eval_points:
+        plot_loss_curves(train_points, eval_points, out / "loss.png", title=title)
 
 
 def _add_tensorboard(trainer: Sc2Trainer, folder: Path) -> None:
