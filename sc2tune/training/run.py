@@ -261,7 +261,7 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
                            train_tokens_per_second=tokens_per_second, skipped_steps=trainer.skipped_steps,
                            model=trainer.model)
 
-    final_eval = trainer.evaluate() if data.eval is not None else {}
+    final_eval = _final_evaluation(trainer) if data.eval is not None else {}
     adapter_dir = out / ("model" if recipe.adapter.method == "full" else "adapter")
     staging = out / f".{adapter_dir.name}.staging"
     if main_process and staging.exists():
@@ -289,6 +289,14 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
     trainer.accelerator.wait_for_everyone()
     return TrainResult(out, adapter_dir, trainer.state.global_step, False, final_eval, tokens_per_second,
                        trainer.skipped_steps, model=trainer.model)
+
+
+def _final_evaluation(trainer: Sc2Trainer) -> dict[str, float]:
+    """Eval metrics at the last step: reused when the schedule just evaluated there, else computed."""
+    last = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
+    if last is not None and last.get("step") == trainer.state.global_step:
+        return {k: v for k, v in last.items() if k.startswith("eval_") or k == "epoch"}
+    return trainer.evaluate()
 
 
 def _finish_output(folder: Path, tokenizer, recipe: Recipe, id2label: dict[int, str] | None) -> None:
