@@ -1,7 +1,8 @@
 """sc2tune: parameter-efficient fine-tuning for the StarCoder2 code models.
 
 The Python API mirrors the CLI: ``load_recipe`` -> ``train`` -> ``merge`` -> ``generate`` / ``infill`` /
-``instruct`` / ``classify``; ``plan_recipe`` predicts memory; ``build_datasets`` previews the data.
+``instruct`` / ``classify``; ``evaluate_run`` / ``evaluate_code`` evaluate; ``plan_recipe`` predicts memory;
+``build_datasets`` previews the data.
 Heavy modules are imported on first use, so ``import sc2tune`` stays fast.
 """
 
@@ -29,6 +30,9 @@ _LAZY = {
     "plan_recipe": "sc2tune.planning",
     "weight_footprint": "sc2tune.planning",
     "quickstart": "sc2tune.quickstart",
+    "evaluate_code": "sc2tune.evaluation.codeeval",
+    "evaluate_run": "sc2tune.evaluation.runeval",
+    "resolve_run": "sc2tune.evaluation.runeval",
 }
 
 __all__ = ["DataError", "Recipe", "RecipeError", "UserError", "__version__", "load_recipe", "recipe_from_dict",
