@@ -25,10 +25,6 @@ from sc2tune.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
-#: Output heads that are never LoRA targets by default (they are tied or task heads).
-HEAD_NAMES = {"lm_head", "score", "classifier"}
-
-
 def linear_layer_names(model: nn.Module) -> list[str]:
     """Distinct last-component names of the model's linear layers (bitsandbytes ones included)."""
     names: set[str] = set()
@@ -109,13 +105,6 @@ def base_model_reference(name_or_path: str) -> str:
     """How an adapter names its base: an existing local folder as an absolute path, anything else as given."""
     path = Path(name_or_path).expanduser()
     return str(path.resolve()) if path.is_dir() else name_or_path
-
-
-def trainable_parameter_count(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total
 
 
 def check_target_modules(recipe: Recipe) -> str:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -253,15 +252,6 @@ def default_target_modules(model_type: str) -> list[str]:
             hint="set adapter.target_modules to a list of module names, or 'all-linear'",
         )
     return list(DEFAULT_TARGETS[model_type])
-
-
-def base_config(spec: ModelSpec):
-    """The base model's transformers config (no weights loaded)."""
-    path = resolve_model_path(spec.name_or_path)
-    try:
-        return AutoConfig.from_pretrained(path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read the config of '{spec.name_or_path}': {err}") from None
 
 
 def check_tokenizer(spec: ModelSpec, task: str) -> str:

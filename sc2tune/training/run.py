@@ -311,8 +311,7 @@ def _finish_output(folder: Path, tokenizer, recipe: Recipe, id2label: dict[int, 
         config = json.loads(config_path.read_text())
         config["base_model_name_or_path"] = base_model_reference(recipe.model.name_or_path)
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
-    for leftover in ("training_args.bin",):
-        (folder / leftover).unlink(missing_ok=True)
+    (folder / "training_args.bin").unlink(missing_ok=True)  # written by save_model; not part of an adapter
     folder.chmod(0o755)
 
 
