@@ -63,6 +63,7 @@ class InferenceModel:
     path: Path
     template: str | None = None
     id2label: dict[int, str] = field(default_factory=dict)
+    recipe_data: dict[str, Any] = field(default_factory=dict)  # the ``data`` section of the run's recipe.yaml
 
     @property
     def device(self) -> torch.device:
@@ -81,14 +82,12 @@ class Prediction:
 # ---- loading -------------------------------------------------------------------------------------
 
 
-def _recipe_template(*folders: Path) -> str | None:
+def _recipe_data(folder: Path) -> dict[str, Any]:
+    """The ``data`` section of the recipe sc2tune saved beside the adapter or merged model ({} if none)."""
     from sc2tune.merging.adapter import read_recipe
 
-    for folder in folders:
-        template = (read_recipe(folder).get("data") or {}).get("template")
-        if template:
-            return str(template)
-    return None
+    data = read_recipe(folder).get("data")
+    return data if isinstance(data, dict) else {}
 
 
 def load_for_inference(path: str | Path, *, dtype: str = "auto") -> InferenceModel:
@@ -142,7 +141,9 @@ def _load(path: str | Path, folder: Path, torch_dtype: torch.dtype, device: str)
     model.eval()
     if classifier:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return InferenceModel(model, tokenizer, classifier, folder, _recipe_template(folder), labels)
+    data = _recipe_data(folder)
+    template = str(data["template"]) if data.get("template") else None
+    return InferenceModel(model, tokenizer, classifier, folder, template, labels, data)
 
 
 def _load_adapter_model(folder: Path, dtype: torch.dtype, device: str) -> tuple[Any, Path, bool, dict[int, str]]:
@@ -292,14 +293,31 @@ def split_cursor(text: str) -> tuple[str, str]:
 
 def classify(model: InferenceModel | str | Path, texts: Sequence[str], *, batch_size: int = 8,
              max_length: int | None = None) -> list[Prediction]:
-    """Class probabilities ``softmax(logits)`` of each text (the score head reads its last real token)."""
+    """Class probabilities ``softmax(logits)`` of each text.
+
+    A model sc2tune trained (its folder holds ``recipe.yaml``) sees each text exactly as in training:
+    ``tokens(text)[:max_length - 1] + [<|endoftext|>]``, cut on the recipe's ``data.truncation_side``
+    (``sc2tune.data.classification``), so the score head reads the token it was trained to read.
+    ``max_length`` defaults to the recipe's ``data.max_length``. Other models get the plain token ids,
+    cut to ``max_length`` when given. Rows are right-padded; the head reads the last non-pad token.
+    """
+    from sc2tune.data.classification import classification_ids, encode_texts
+
     lm = _ensure(model, classifier=True)
     names = lm.id2label or {int(k): v for k, v in lm.model.config.id2label.items()}
+    trained_here = bool(lm.recipe_data)
+    limit = max_length or (int(lm.recipe_data["max_length"]) if lm.recipe_data.get("max_length") else None)
+    side = str(lm.recipe_data.get("truncation_side") or "right")
+    eos = int(lm.tokenizer.eos_token_id)
     results: list[Prediction] = []
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start:start + batch_size])
-        enc = lm.tokenizer(chunk, padding=True, truncation=max_length is not None, max_length=max_length,
-                           return_tensors="pt").to(lm.device)
+        ids = encode_texts(lm.tokenizer, chunk)
+        if trained_here:
+            ids = [classification_ids(a, None, limit or len(a) + 1, side, eos)[0] for a in ids]
+        elif limit is not None:
+            ids = [a[:limit] for a in ids]
+        enc = lm.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(lm.device)
         with torch.inference_mode():
             probs = torch.softmax(lm.model(**enc).logits.float(), dim=-1).cpu()
         for text, row in zip(chunk, probs, strict=True):

@@ -146,6 +146,32 @@ def test_classify_adapter_and_merged_agree(tmp_path: Path, capsys: pytest.Captur
         generate(tmp_path / "merged", "x", GREEDY)
 
 
+def test_classify_feeds_a_trained_classifier_its_training_layout(tmp_path: Path):
+    """A run's classifier was trained on ``tokens[:max_length - 1] + [eos]`` (cut on the recipe's side): serving
+    must feed the same ids, else the score head reads a token it never saw in training."""
+    base = Path(resolve_model_path(TINY))
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2, pad_token_id=4)
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="SEQ_CLS"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                param.normal_(0, 0.3)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "adapter" / "recipe.yaml").write_text(yaml.safe_dump(
+        {"task": "classify", "data": {"max_length": 6, "truncation_side": "left"}}))
+    merge(tmp_path / "adapter", tmp_path / "merged", progress=False, verify=False)
+
+    tokenizer = load_bundled_tokenizer()
+    texts = ["def fine(): return 1 + 2 + 3", "x"]
+    plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
+    for text, prediction in zip(texts, classify(tmp_path / "merged", texts), strict=True):
+        ids = tokenizer(text)["input_ids"][-5:] + [tokenizer.eos_token_id]  # left cut to 6 with eos last
+        with torch.no_grad():
+            ref = torch.softmax(plain(input_ids=torch.tensor([ids])).logits, -1)[0]
+        assert list(prediction.probabilities.values()) == pytest.approx(ref.tolist(), abs=1e-5)
+
+
 def test_cli_modes_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture):
     x_model = constant_model(tmp_path / "x", "x")
     (tmp_path / "code.py").write_text("def f():\n    <cursor>\n")

@@ -76,6 +76,28 @@ def _cut(ids: list[int], keep: int, side: str) -> list[int]:
     return ids[:keep] if side == "right" else ids[len(ids) - keep:]
 
 
+def classification_ids(a: list[int], b: list[int] | None, max_length: int, side: str, eos: int
+                       ) -> tuple[list[int], int]:
+    """Token ids of one example in the layout above, and how many text tokens truncation dropped.
+
+    Training and inference (``sc2tune.generate.classify``) both build inputs here, so the score head
+    reads at serving time exactly the token (``<|endoftext|>``) it was trained to read.
+    """
+    if b is None:
+        ids = _cut(a, max_length - 1, side) + [eos]
+        return ids, len(a) - (len(ids) - 1)
+    budget = max_length - 2
+    ka = min(len(a), max(budget // 2, budget - len(b)))
+    kb = min(len(b), budget - ka)
+    ids = _cut(a, ka, side) + [eos] + _cut(b, kb, side) + [eos]
+    return ids, len(a) + len(b) - (len(ids) - 2)
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    """Plain token ids of texts (no special tokens added; special-token strings inside text stay text)."""
+    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
 class _Tokenize:
     """Batched ``datasets.map`` function (a class so it pickles for num_proc > 1)."""
 
@@ -85,24 +107,13 @@ class _Tokenize:
         self.label2id, self.max_length, self.side = label2id, max_length, side
         self.eos = int(tokenizer.eos_token_id)
 
-    def _encode(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        a_ids = self._encode(batch[self.text])
-        b_ids = self._encode([t or "" for t in batch[self.pair]]) if self.pair else [None] * len(a_ids)
+        a_ids = encode_texts(self.tokenizer, batch[self.text])
+        b_ids = (encode_texts(self.tokenizer, [t or "" for t in batch[self.pair]]) if self.pair
+                 else [None] * len(a_ids))
         out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "_cut": []}
         for a, b, y in zip(a_ids, b_ids, batch[self.label], strict=True):
-            if b is None:
-                budget = self.max_length - 1
-                ids = _cut(a, budget, self.side) + [self.eos]
-                cut = len(a) - (len(ids) - 1)
-            else:
-                budget = self.max_length - 2
-                ka = min(len(a), max(budget // 2, budget - len(b)))
-                kb = min(len(b), budget - ka)
-                ids = _cut(a, ka, self.side) + [self.eos] + _cut(b, kb, self.side) + [self.eos]
-                cut = len(a) + len(b) - (len(ids) - 2)
+            ids, cut = classification_ids(a, b, self.max_length, self.side, self.eos)
             out["input_ids"].append(ids)
             out["labels"].append(self.label2id[label_name(y)])
             out["_cut"].append(cut)
