@@ -29,7 +29,8 @@ peak RSS <= 0.4x; FIM: tokens/s >= 2.5x, peak RSS <= 0.5x), compared with sc2tun
 
 Levers (sc2tune, one change each from its packed instruct configuration, over the same steps): the
 plain full-logits loss (``SC2TUNE_PLAIN_LOSS=1``), transformers' dense packed mask instead of
-per-document attention (``SC2TUNE_DENSE_ATTENTION=1``), a smaller loss chunk
+per-document attention (``SC2TUNE_DENSE_ATTENTION=1``), PEFT's own LoRA dropout instead of sc2tune's
+sparse one (``SC2TUNE_PLAIN_DROPOUT=1``), a smaller loss chunk
 (``train.loss_chunk_size=256``), gradient checkpointing, dataloader workers, and packing off.
 
 Results go to ``bench/results/train_speed-<time>.json``.
@@ -293,6 +294,8 @@ def main() -> None:
                           env={"SC2TUNE_PLAIN_LOSS": "1"}, note="full logits + F.cross_entropy"),
             bench.sc2tune("lever-dense-masked-attention", "instruct", True, args.lever_steps,
                           env={"SC2TUNE_DENSE_ATTENTION": "1"}, note="transformers sdpa + (B,1,L,L) packed mask"),
+            bench.sc2tune("lever-plain-lora-dropout", "instruct", True, args.lever_steps,
+                          env={"SC2TUNE_PLAIN_DROPOUT": "1"}, note="PEFT's nn.Dropout (one draw per element)"),
             bench.sc2tune("lever-loss-chunk-256", "instruct", True, args.lever_steps,
                           extra=("train.loss_chunk_size=256",), note="default 1024"),
             bench.sc2tune("lever-gradient-checkpointing", "instruct", True, args.lever_steps,

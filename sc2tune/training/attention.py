@@ -71,18 +71,23 @@ def packed_sdpa_attention(module: torch.nn.Module, query: torch.Tensor, key: tor
     batch, heads, length, _ = query.shape
     gqa = key.shape[1] != heads
     rows = []
+    # One split per tensor (its backward concatenates the pieces' gradients once) rather than a slice per
+    # document (each slice's backward would write a zero-filled copy of the whole tensor).
+    row_q, row_k, row_v = (t.split(1, dim=0) for t in (query, key, value))
     for b, spans in enumerate(_segments(position_ids, attention_mask, batch, length)):
-        parts, covered = [], 0
-        for start, end in spans:
+        covered = spans[-1][1] if spans else 0
+        sizes = [end - start for start, end in spans] + ([length - covered] if covered < length else [])
+        qs, ks, vs = (t[b].split(sizes, dim=2) for t in (row_q, row_k, row_v))
+        parts = []
+        for i, (start, end) in enumerate(spans):
             n = end - start
             mask = None
             if sliding_window is not None and n > sliding_window:  # keys within the window only
-                i = torch.arange(n, device=query.device)
-                mask = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < sliding_window)
+                j = torch.arange(n, device=query.device)
+                mask = (j[None, :] <= j[:, None]) & (j[:, None] - j[None, :] < sliding_window)
             parts.append(F.scaled_dot_product_attention(
-                query[b:b + 1, :, start:end], key[b:b + 1, :, start:end], value[b:b + 1, :, start:end],
-                attn_mask=mask, dropout_p=dropout, is_causal=mask is None, scale=scaling, enable_gqa=gqa))
-            covered = end
+                qs[i], ks[i], vs[i], attn_mask=mask, dropout_p=dropout, is_causal=mask is None, scale=scaling,
+                enable_gqa=gqa))
         if covered < length:  # pad tail of a right-padded row
             parts.append(query.new_zeros(1, heads, length - covered, value.shape[-1]))
         rows.append(torch.cat(parts, dim=2) if len(parts) > 1 else parts[0])

@@ -6,8 +6,9 @@ them for backward, then takes the log-softmax. Here:
 
 1. Shift: position ``t`` predicts ``labels[t + 1]``; keep only positions whose target is trained
    (``!= -100``): ``h`` (N x d) and ``y`` (N).
-2. In chunks of ``c`` rows: ``z = h_c W^T + b`` (float32), ``loss_c = sum(logsumexp(z) - z[y])`` and, in
-   the same pass, the gradients ``dz = softmax(z) - onehot(y)``, ``dh_c = dz W`` and ``dW += dz^T h_c``
+2. In chunks of ``c`` rows: ``z = h_c W^T + b`` (float32), ``p = softmax(z)`` (in place, row by row),
+   ``loss_c = -sum(log p[y])`` (rows whose ``p[y]`` underflows recompute ``logsumexp(z) - z[y]``) and, in
+   the same pass, the gradients ``dz = p - onehot(y)``, ``dh_c = dz W`` and ``dW += dz^T h_c``
    (``db += sum(dz)``) — only for the inputs that need them (a frozen, tied ``lm_head`` under LoRA needs none).
 3. Backward multiplies the stored gradients by the incoming scalar.
 
@@ -22,6 +23,15 @@ import torch
 from torch import nn
 
 IGNORE_INDEX = -100
+
+
+_TINY = 1e-30  # below this a float32 probability has lost precision (and underflows to 0 near 1e-45)
+
+
+def _exact_loss(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor) -> torch.Tensor:
+    """sum_i logsumexp(z_i) - z_i[y_i] of a few rows, recomputing their logits (float32)."""
+    z = torch.nn.functional.linear(h.to(weight.dtype), weight, bias).float()
+    return (torch.logsumexp(z, dim=-1) - z.gather(1, y[:, None]).squeeze(1)).sum()
 
 
 class _LinearCrossEntropySum(torch.autograd.Function):
@@ -51,13 +61,17 @@ class _LinearCrossEntropySum(torch.autograd.Function):
                 torch.addmm(bias, h.to(weight.dtype), weight.t(), out=out)
             if low is not None:
                 z.copy_(out)
-            target_logit = z.gather(1, y[:, None]).squeeze(1)
-            peak = z.amax(dim=-1)
-            z.sub_(peak[:, None]).exp_()  # z = exp(z - max)
-            norm = z.sum(dim=-1)
-            total += (peak + norm.log() - target_logit).sum()  # logsumexp(z) - z[y]
+            # Row-wise fused softmax in place (each 49152-float row stays in cache through max, exp-sum and
+            # scale, instead of five passes over the whole block); loss_i = -log softmax(z_i)[y_i].
+            torch.softmax(z, dim=-1, out=z)
+            p_target = z.gather(1, y[:, None]).squeeze(1)
+            underflow = p_target < _TINY
+            if bool(underflow.any()):  # a target so unlikely its probability underflows: exact logsumexp
+                total += _exact_loss(h[underflow], weight, bias, y[underflow])
+                p_target = p_target[~underflow]
+            total -= p_target.log().sum()
             if need_h or need_w or need_b:
-                dz = z.div_(norm[:, None])  # softmax
+                dz = z  # softmax
                 dz[torch.arange(y.shape[0], device=y.device), y] -= 1.0
                 if need_h:
                     grad_h[start:start + chunk_size] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)

@@ -40,6 +40,7 @@ from sc2tune.training.callbacks import (
     ThroughputCallback,
     finite_or_none,
 )
+from sc2tune.training.dropout import PLAIN_DROPOUT_ENV, use_sparse_lora_dropout
 from sc2tune.training.trainer import Sc2Trainer
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,8 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
     model = load_model(recipe.model, quant=recipe.adapter.quantization, id2label=data.id2label,
                        pad_token_id=tokenizer.pad_token_id)
     model = attach_adapter(model, recipe)
+    if not torch.cuda.is_available() and os.environ.get(PLAIN_DROPOUT_ENV) != "1":
+        use_sparse_lora_dropout(model)  # same distribution, ~p x n random draws instead of n (CPU only)
 
     args = _training_arguments(recipe, out, data.eval is not None, resuming=checkpoint is not None)
     classify = recipe.task == "classify"

@@ -34,6 +34,27 @@ def test_value_and_gradients_match_plain_cross_entropy(chunk, with_bias):
         assert torch.allclose(a.double(), b, rtol=1e-5, atol=1e-5)  # logits are float32 by design
 
 
+def test_targets_too_unlikely_for_float32_probabilities_keep_their_exact_loss():
+    """A target whose softmax probability underflows float32 (logit gap > ~100) still gets log-sum-exp - z[y]."""
+    g = torch.Generator().manual_seed(1)
+    n, d, v = 12, 8, 97
+    hidden = (torch.randn(n, d, generator=g) * 40).requires_grad_()
+    weight = torch.randn(v, d, generator=g)
+    with torch.no_grad():
+        logits = hidden @ weight.t()
+    targets = torch.randint(0, v, (n,), generator=g)
+    targets[::2] = logits[::2].argmin(-1)  # half the rows: the least likely token
+    ref = reference(hidden.detach().double(), weight.double(), None, targets)
+    assert float(ref) / n > 150  # far past float32's exp range: the hard case
+
+    ours = linear_cross_entropy_sum(hidden, weight, None, targets, chunk_size=5)
+    (grad,) = torch.autograd.grad(ours, [hidden])
+    hidden64 = hidden.detach().double().requires_grad_()
+    (ref_grad,) = torch.autograd.grad(reference(hidden64, weight.double(), None, targets), [hidden64])
+    assert torch.isfinite(ours) and ours.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(grad.double(), ref_grad.double(), rtol=1e-4, atol=1e-4)
+
+
 def test_frozen_weight_gets_no_gradient():
     hidden = torch.randn(5, 8, requires_grad=True)
     weight = torch.randn(50, 8)  # frozen (tied embedding under LoRA)
