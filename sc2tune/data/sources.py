@@ -143,12 +143,23 @@ def _read_file(src: Source) -> tuple[list[tuple[int, Any]], str]:
             return list(enumerate(data)), "record"
         if src.fmt == "csv":
             with open(src.path, encoding="utf-8", newline="") as fh:
-                reader = csv.DictReader(fh)
+                reader = csv.DictReader(fh, strict=True)
                 rows = []
-                for row in reader:
-                    if None in row:
-                        raise DataError(f"{src.path}:{reader.line_num}: more values than header columns")
-                    rows.append((reader.line_num, row))
+                try:
+                    for row in reader:
+                        if None in row:
+                            raise DataError(f"{src.path}:{reader.line_num}: more values than header columns")
+                        if None in row.values():
+                            raise DataError(f"{src.path}:{reader.line_num}: fewer values than header columns "
+                                            f"({', '.join(k for k, v in row.items() if v is None)} missing)")
+                        rows.append((reader.line_num, row))
+                except csv.Error as err:
+                    unclosed = "end of data" in str(err)
+                    raise DataError(
+                        f"{src.path}:{reader.line_num + 1}: "
+                        + ("a quoted field opened here (or below) is never closed" if unclosed
+                           else f"malformed CSV ({err})"),
+                        hint='close the quote; a quote inside a quoted field is written twice ("")') from None
                 return rows, "line"
         if src.fmt == "parquet":
             import pyarrow.parquet as pq
@@ -212,7 +223,8 @@ def load_records(value: str | list[str], key: str, *, required: Sequence[str], o
             missing = [f for f in required if rec.get(f) is None]
             if missing:
                 raise DataError(
-                    f"{loc}: record is missing field(s) {', '.join(repr(m) for m in missing)} needed by {purpose} "
+                    f"{loc}: record is missing (or has null) field(s) {', '.join(repr(m) for m in missing)} "
+                    f"needed by {purpose} "
                     f"(needs {', '.join(required)}" + (f"; optional {', '.join(optional)}" if optional else "")
                     + f"); the record has {', '.join(map(repr, rec)) or 'no fields'}",
                     hint="rename columns with data.column_map: {source_name: target_name}")
