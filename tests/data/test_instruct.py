@@ -121,18 +121,17 @@ def test_malformed_line_empty_source_and_missing_path(tmp_path, monkeypatch, tok
         build_datasets(_recipe(train="nope/*.jsonl"), tokenizer, show_progress=False)
 
 
-def test_malformed_csv_names_the_line(tmp_path, monkeypatch, tokenizer):
-    """An unterminated quote swallows the rest of the file: say so at the line it opens, not 'missing field'."""
+@pytest.mark.parametrize(("text", "message"), [
+    # An unterminated quote swallows the rest of the file: say so at the line it opens, not "missing field".
+    ('instruction,input,output\n"Say hi",,hello\n"Broken,,x\nok,,y\n', r"d\.csv:3: a quoted field .* never closed"),
+    ("instruction,input,output\na,,b\nc,d\n", r"d\.csv:3: fewer values than header columns \(output missing\)"),
+    ("instruction,input,output\na,,b,extra\n", r"d\.csv:2: more values than header columns"),
+])
+def test_malformed_csv_names_the_line(tmp_path, monkeypatch, tokenizer, text, message):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "open.csv").write_text('instruction,input,output\n"Say hi",,hello\n"Broken,,x\nok,,y\n')
-    with pytest.raises(DataError, match=r"open\.csv:3: a quoted field .* never closed"):
-        build_datasets(_recipe(train="open.csv"), tokenizer, show_progress=False)
-    (tmp_path / "short.csv").write_text("instruction,input,output\na,,b\nc,d\n")
-    with pytest.raises(DataError, match=r"short\.csv:3: fewer values than header columns \(output missing\)"):
-        build_datasets(_recipe(train="short.csv"), tokenizer, show_progress=False)
-    (tmp_path / "long.csv").write_text("instruction,input,output\na,,b,extra\n")
-    with pytest.raises(DataError, match=r"long\.csv:2: more values than header columns"):
-        build_datasets(_recipe(train="long.csv"), tokenizer, show_progress=False)
+    (tmp_path / "d.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        build_datasets(_recipe(train="d.csv"), tokenizer, show_progress=False)
 
 
 def test_non_text_field_is_an_error(tmp_path, monkeypatch, tokenizer):
