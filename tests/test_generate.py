@@ -113,16 +113,21 @@ def test_instruction_uses_the_runs_template(tmp_path: Path, monkeypatch: pytest.
     assert prompt.endswith("### Response:")
 
 
-def test_classify_adapter_and_merged_agree(tmp_path: Path, capsys: pytest.CaptureFixture):
+def save_random_classifier_adapter(folder: Path, *, seed: int) -> None:
+    """A two-label LoRA classifier on the tiny model with random (non-zero) B and score weights, saved to folder."""
     base = Path(resolve_model_path(TINY))
     model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2, pad_token_id=4)
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="SEQ_CLS"))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
             if "lora_B" in name or "modules_to_save" in name:
                 param.normal_(0, 0.3)
-    peft_model.save_pretrained(tmp_path / "adapter")
+    peft_model.save_pretrained(folder)
+
+
+def test_classify_adapter_and_merged_agree(tmp_path: Path, capsys: pytest.CaptureFixture):
+    save_random_classifier_adapter(tmp_path / "adapter", seed=0)
     (tmp_path / "adapter" / "labels.json").write_text(json.dumps({"0": "neg", "1": "pos"}))
     merge(tmp_path / "adapter", tmp_path / "merged", progress=False, verify=False)
 
@@ -149,15 +154,7 @@ def test_classify_adapter_and_merged_agree(tmp_path: Path, capsys: pytest.Captur
 def test_classify_feeds_a_trained_classifier_its_training_layout(tmp_path: Path):
     """A run's classifier was trained on ``tokens[:max_length - 1] + [eos]`` (cut on the recipe's side): serving
     must feed the same ids, else the score head reads a token it never saw in training."""
-    base = Path(resolve_model_path(TINY))
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=2, pad_token_id=4)
-    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"], task_type="SEQ_CLS"))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name or "modules_to_save" in name:
-                param.normal_(0, 0.3)
-    peft_model.save_pretrained(tmp_path / "adapter")
+    save_random_classifier_adapter(tmp_path / "adapter", seed=1)
     (tmp_path / "adapter" / "recipe.yaml").write_text(yaml.safe_dump(
         {"task": "classify", "data": {"max_length": 6, "truncation_side": "left"}}))
     merge(tmp_path / "adapter", tmp_path / "merged", progress=False, verify=False)
