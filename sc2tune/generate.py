@@ -317,7 +317,8 @@ def classify(model: InferenceModel | str | Path, texts: Sequence[str], *, batch_
             ids = [classification_ids(a, None, limit or len(a) + 1, side, eos)[0] for a in ids]
         elif limit is not None:
             ids = [a[:limit] for a in ids]
-        enc = lm.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(lm.device)
+        enc = lm.tokenizer.pad({"input_ids": ids}, padding=True, padding_side="right",  # as the docstring says
+                               return_tensors="pt").to(lm.device)
         with torch.inference_mode():
             probs = torch.softmax(lm.model(**enc).logits.float(), dim=-1).cpu()
         for text, row in zip(chunk, probs, strict=True):
