@@ -19,7 +19,7 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_
 from torch import nn
 from transformers import PreTrainedModel
 
-from sc2tune.errors import UserError
+from sc2tune.errors import RecipeError
 from sc2tune.modeling import default_target_modules
 from sc2tune.recipe import Recipe
 
@@ -46,8 +46,8 @@ def resolve_target_modules(model: PreTrainedModel, recipe: Recipe) -> list[str] 
         target for target in targets
         if not any(name == target or name.endswith("." + target) for name in module_names)
     ]
-    if missing:
-        raise UserError(
+    if missing:  # a recipe key with a bad value: exit 2 like every other recipe error
+        raise RecipeError(
             f"adapter.target_modules: {', '.join(missing)} match no module of this "
             f"{model.config.model_type} model",
             hint=f"its linear layers are: {', '.join(linear_layer_names(model))}"

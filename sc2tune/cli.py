@@ -42,6 +42,13 @@ def _recipe_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="path to a recipe YAML file")
     parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
                         help="override recipe keys, values typed as YAML (train.lr=1e-4, data.eval=null)")
+    _remote_code_flag(parser)
+
+
+def _remote_code_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="allow the base model's own Python code (hub models with auto_map); a recipe "
+                        "or run folder cannot turn this on by itself")
 
 
 # ---- validate -------------------------------------------------------------------------------------
@@ -157,6 +164,7 @@ def _conf_eval(p: argparse.ArgumentParser) -> None:
                    help="a run folder (OUTPUT with adapter/recipe.yaml), a recipe YAML (its output_dir is "
                    "evaluated), or the word 'code' for execution-based pass@k")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="recipe overrides (RECIPE only)")
+    _remote_code_flag(p)
     p.add_argument("--json", action="store_true", help="print a JSON summary as the last stdout line")
     p.add_argument("--out", metavar="DIR", help="write results.json, report.md and PNG plots here")
     run = p.add_argument_group("RECIPE_OR_RUN")
@@ -299,6 +307,7 @@ def _run_plan(args: argparse.Namespace) -> int:
 def _conf_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", nargs="?", help="recipe YAML file to plan (omit with --model for weights only)")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="override recipe keys")
+    _remote_code_flag(p)
     p.add_argument("--model", help="hub id, local folder or config.json: its weight footprint per load mode "
                    "(with a recipe: plan the recipe on this model)")
     p.add_argument("--gpu-memory", help="device memory to check against, e.g. 24GB, 40GB, 80GB (binary GiB)")
@@ -375,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if getattr(args, "trust_remote_code", False) and getattr(args, "target", None) != "code":
+        args.overrides = [*args.overrides, "model.trust_remote_code=true"]  # the command line's explicit say
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # bitsandbytes warns on every CPU import that an optional kernel package is absent

@@ -32,3 +32,27 @@ class DataError(UserError):
     """A data source that cannot be read or does not have the records the task needs."""
 
     exit_code = 2
+
+
+class DiskFullError(UserError):
+    """A write failed because the file system is full (or over quota); nothing half-written is kept."""
+
+    exit_code = 1
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it) is a full disk: ``ENOSPC`` / ``EDQUOT``, also when a library
+    re-raised it as another type (``torch.save`` reports a failed write as a ``RuntimeError``)."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(current)
+        if "No space left on device" in text or "Disk quota exceeded" in text or "file write failed" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False

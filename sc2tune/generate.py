@@ -212,11 +212,23 @@ def _decode(lm: InferenceModel, ids: list[int], sampling: Sampling, stop_ids: li
     """Generate after ``ids``; return the new text before the first stop token or stop string."""
     from transformers import set_seed
 
+    if not ids:
+        raise UserError("the prompt is empty: there is nothing to continue",
+                        hint="give the text to complete (--prompt 'def fib(n):'), or --prefix/--suffix to infill")
+    context = context_length(lm.model)
+    if len(ids) >= context:
+        raise UserError(f"the prompt is {len(ids):,} tokens; the model reads at most {context:,} "
+                        "(its max_position_embeddings), prompt and generated tokens together",
+                        hint="shorten the prompt (keep the code nearest the cursor)")
+    max_new_tokens = min(sampling.max_new_tokens, context - len(ids))
+    if max_new_tokens < sampling.max_new_tokens:
+        log.warning("max_new_tokens %d capped to %d: the prompt's %d tokens leave that much of the model's "
+                    "%d-token context", sampling.max_new_tokens, max_new_tokens, len(ids), context)
     if sampling.seed is not None:
         set_seed(sampling.seed)
     input_ids = torch.tensor([ids], device=lm.device)
     kwargs: dict[str, Any] = {
-        "max_new_tokens": sampling.max_new_tokens, "eos_token_id": stop_ids,
+        "max_new_tokens": max_new_tokens, "eos_token_id": stop_ids,
         "pad_token_id": lm.tokenizer.pad_token_id, "attention_mask": torch.ones_like(input_ids),
     }
     if sampling.temperature > 0:
@@ -234,6 +246,18 @@ def _decode(lm: InferenceModel, ids: list[int], sampling: Sampling, stop_ids: li
         if stop in text:
             text = text[: text.index(stop)]
     return text
+
+
+def context_length(model: Any) -> int:
+    """Positions the model can read (prompt plus generated tokens): StarCoder2's ``max_position_embeddings``
+    (16384), GPTBigCode's ``n_positions`` (8192)."""
+    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    raise UserError(f"the model's config ({type(config).__name__}) does not say how long its context is",
+                    hint="set max_position_embeddings in its config.json")
 
 
 def _encode(lm: InferenceModel, text: str, *, literal: bool = False) -> list[int]:

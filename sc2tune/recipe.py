@@ -50,7 +50,10 @@ class ModelSpec(_Strict):
     attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2"] = Field(
         "auto", description="Attention kernel: auto = flash_attention_2 on CUDA when installed, else sdpa."
     )
-    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the hub.")
+    trust_remote_code: bool = Field(
+        False, description="Run the model's own Python code (hub models with auto_map). Takes effect only when "
+        "confirmed on the command line (--trust-remote-code or the override model.trust_remote_code=true); a "
+        "recipe file that sets it alone is refused, so a downloaded recipe or run folder cannot run code.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the base model.")
 
 
@@ -255,8 +258,70 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    """A mapping in which a key may appear only once (YAML says keys are unique; PyYAML keeps the last)."""
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+            continue
+        key = loader.construct_object(key_node)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (first set on line {seen[key]}); keep one of them",
+                key_node.start_mark)
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+#: Largest recipe text and largest number of values it may expand to through YAML aliases (``*name``):
+#: a real recipe holds a few hundred; an "alias bomb" (each alias naming a list of the previous) expands
+#: to billions and would exhaust memory once the values are walked.
+MAX_RECIPE_BYTES = 1 << 20
+MAX_RECIPE_NODES = 100_000
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Number of nodes ``root`` stands for once every alias is expanded (memoised, so linear time)."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+            continue
+        children = [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else node.value
+        if children_done:
+            sizes[id(node)] = min(1 + sum(sizes.get(id(c), 1) for c in children), MAX_RECIPE_NODES + 1)
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in sizes)
+    return sizes[id(root)]
+
+
 def _load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    """Parse recipe YAML: ``1e-4`` is a float, duplicate keys are errors, alias expansion is bounded."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise RecipeError(f"the recipe is {len(text):,} characters; a recipe is a small file (at most "
+                          f"{MAX_RECIPE_BYTES:,})", hint="put data in data.train files, not in the recipe")
+    try:
+        root = yaml.compose(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise RecipeError("the recipe nests lists or mappings too deeply to be a recipe") from None
+    if root is None:
+        return None
+    if _expanded_size(root) > MAX_RECIPE_NODES:
+        raise RecipeError(f"the recipe's YAML aliases (*name) expand to more than {MAX_RECIPE_NODES:,} values",
+                          hint="write the values out, or use fewer nested anchors/aliases")
+    loader = _Loader(text)
+    try:
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -422,6 +487,8 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise RecipeError(f"{path}: cannot read the recipe ({err.strerror})") from None
     try:
         data = _load_yaml(text)
+    except RecipeError as err:
+        raise RecipeError(f"{path}: {err.args[0]}", hint=err.hint) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -433,7 +500,27 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe must be a YAML mapping of keys (model, adapter, task, data, train)")
     data.setdefault("output_dir", f"runs/{path.stem}")
-    return recipe_from_dict(data, source=str(path), overrides=overrides, lines=_yaml_lines(text))
+    lines = _yaml_lines(text)
+    recipe = recipe_from_dict(data, source=str(path), overrides=overrides, lines=lines)
+    if recipe.model.trust_remote_code and not _remote_code_on_command_line(overrides):
+        line = lines.get(("model", "trust_remote_code"))
+        raise RecipeError(
+            f"{path}{f':{line}' if line else ''}: model.trust_remote_code is true in the file; sc2tune runs a "
+            "model's own Python code only when you ask for it on the command line",
+            hint="if you trust the model's code, add --trust-remote-code (or the override "
+            "model.trust_remote_code=true); a recipe or run folder from elsewhere never turns it on by itself",
+        )
+    return recipe
+
+
+def _remote_code_on_command_line(overrides: list[str] | tuple[str, ...]) -> bool:
+    """Whether an override (the command line's say) sets ``model.trust_remote_code`` to true."""
+    said = False
+    for text in overrides:
+        path, value = parse_override(text)
+        if path == ["model", "trust_remote_code"]:
+            said = value is True  # the last one counts, as when the overrides are applied
+    return said
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -108,7 +108,8 @@ def test_override_with_bad_value_names_the_override(tmp_path):
         ("task: summarize\ndata: {train: x}\n", ["task", "'instruct'"]),
         ("data: {train: x}\n", ["missing required key 'task'"]),
         (MINIMAL + "adapter: {method: lora, quantization: {bits: 4}}\n", ["qlora"]),
-        (MINIMAL + "data:\n  train: x\n  eval: 1.5\n", ["data.eval"]),
+        ("task: fim\ndata:\n  train: x\n  eval: 1.5\n", ["data.eval"]),
+        (MINIMAL + "data:\n  train: x\n", ["duplicate key 'data'", "line 2"]),
     ],
 )
 def test_bad_recipes_give_a_clear_message(tmp_path, text, fragments):

@@ -29,7 +29,7 @@ from transformers.trainer_callback import ProgressCallback as HFProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from sc2tune.adapters import attach_adapter, base_model_reference
-from sc2tune.errors import UserError
+from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.modeling import load_model, load_tokenizer, resolve_dtype
 from sc2tune.recipe import Recipe, recipe_to_yaml
 from sc2tune.training.callbacks import (
@@ -41,6 +41,8 @@ from sc2tune.training.callbacks import (
     finite_or_none,
 )
 from sc2tune.training.dropout import PLAIN_DROPOUT_ENV, use_sparse_lora_dropout
+from sc2tune.training.outlock import output_lock
+from sc2tune.training.portable import save_classifier_files
 from sc2tune.training.trainer import Sc2Trainer
 
 log = logging.getLogger(__name__)
@@ -200,13 +202,23 @@ def _absolute_paths(recipe: Recipe) -> Recipe:
 
 
 def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -> TrainResult:
-    """Fine-tune the recipe's model on its data and write the adapter (see module doc for the layout)."""
-    from sc2tune.data import build_datasets  # noqa: PLC0415 - heavy import, only when training
+    """Fine-tune the recipe's model on its data and write the adapter (see module doc for the layout).
 
+    The run holds an exclusive lock on ``output_dir`` throughout (:mod:`sc2tune.training.outlock`): a second
+    ``train`` into the same folder stops with an error instead of interleaving with this one.
+    """
     recipe = _absolute_paths(recipe)
     out = Path(recipe.output_dir)
     # rank from the launcher's environment: the distributed state is only set up with the Trainer below
-    checkpoint = _prepare_output(out, resume, main_process=int(os.environ.get("RANK", "0")) == 0)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    with output_lock(out, main_process=main_process):
+        return _train(recipe, out, resume=resume, show_progress=show_progress, main_process=main_process)
+
+
+def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main_process: bool) -> TrainResult:
+    from sc2tune.data import build_datasets  # noqa: PLC0415 - heavy import, only when training
+
+    checkpoint = _prepare_output(out, resume, main_process=main_process)
     set_seed(recipe.train.seed)
 
     tokenizer = load_tokenizer(recipe.model)
@@ -246,7 +258,7 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
         trainer.add_callback(callback)
     if show_progress:
         trainer.add_callback(ProgressCallback())
-    main_process = trainer.is_world_process_zero()
+    main_process = trainer.is_world_process_zero()  # the trainer's word from here on
     if main_process:
         _add_tensorboard(trainer, out / "tensorboard")
         (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
@@ -270,10 +282,20 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
     if main_process and staging.exists():
         shutil.rmtree(staging)
     trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(staging))  # every rank: gathering sharded weights (FSDP, ZeRO-3) is collective
-    trainer.accelerator.wait_for_everyone()
+    try:
+        trainer.save_model(str(staging))  # every rank: gathering sharded weights (FSDP, ZeRO-3) is collective
+        trainer.accelerator.wait_for_everyone()
+        if main_process:
+            _finish_output(staging, tokenizer, recipe, data.id2label, trainer.model.config)
+    except Exception as err:
+        if main_process:
+            shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(err):
+            raise DiskFullError(f"the disk filled up while saving the trained {adapter_dir.name} in {out}",
+                                hint="free some space and run the same command with --resume: the last "
+                                "checkpoint in checkpoints/ is complete") from None
+        raise
     if main_process:
-        _finish_output(staging, tokenizer, recipe, data.id2label)
         if adapter_dir.exists():
             shutil.rmtree(adapter_dir)
         os.replace(staging, adapter_dir)
@@ -302,14 +324,17 @@ def _final_evaluation(trainer: Sc2Trainer) -> dict[str, float]:
     return trainer.evaluate()
 
 
-def _finish_output(folder: Path, tokenizer, recipe: Recipe, id2label: dict[int, str] | None) -> None:
+def _finish_output(folder: Path, tokenizer, recipe: Recipe, id2label: dict[int, str] | None, model_config) -> None:
     """Add tokenizer, resolved recipe and label map to the saved adapter/model, and name the base as the
-    user did (hub id or built-in name rather than a cache path)."""
+    user did (hub id or built-in name rather than a cache path). A classifier adapter also gets what plain
+    transformers + PEFT need to use it as trained (:mod:`sc2tune.training.portable`)."""
     tokenizer.save_pretrained(str(folder))
     (folder / "recipe.yaml").write_text(recipe_to_yaml(recipe))
     if id2label is not None:
         (folder / "labels.json").write_text(json.dumps({str(k): v for k, v in id2label.items()}, indent=2))
     config_path = folder / "adapter_config.json"
+    if id2label is not None and config_path.is_file():
+        save_classifier_files(folder, model_config, recipe.data)
     if config_path.is_file():
         config = json.loads(config_path.read_text())
         config["base_model_name_or_path"] = base_model_reference(recipe.model.name_or_path)

@@ -31,7 +31,7 @@ from peft import PeftModel
 from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
-from sc2tune.errors import UserError
+from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.training.attention import use_packed_attention
 from sc2tune.training.loss import linear_cross_entropy_sum, output_layer, shifted_trained_positions
 
@@ -223,6 +223,15 @@ class Sc2Trainer(Trainer):
             self.args.output_dir = staging_root
             self.args.save_total_limit = None
             super()._save_checkpoint(model, trial)
+        except Exception as err:
+            shutil.rmtree(staging_root, ignore_errors=True)  # never leave half a checkpoint behind
+            if is_disk_full(err):
+                raise DiskFullError(
+                    f"the disk filled up while saving checkpoint {name} in {run_dir}",
+                    hint="free some space (or set train.save_total_limit lower); the checkpoints already in "
+                    "place are complete: run the same command with --resume to continue from the last one",
+                ) from None
+            raise
         finally:
             self.args.output_dir = original_output_dir
             self.args.save_total_limit = limit
