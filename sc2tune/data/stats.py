@@ -22,7 +22,9 @@ class SplitStats:
     tokens: int = 0
     """Real (non-pad) tokens in the rows."""
     trained_tokens: int = 0
-    """Tokens whose label is not -100 (causal) or examples (classify)."""
+    """Tokens whose label is not -100 (causal) or examples (classify). A sequence's first token is never
+    counted: its label is -100 (sc2tune.data.packing), so this is exactly the number of targets the
+    shifted loss sees."""
     rows: int = 0
     """Rows of the data set (packed rows when packing is on)."""
     packing_efficiency: float = 0.0

@@ -76,7 +76,7 @@ def test_plain_is_the_tokenizers_own_ids(tokenizer):
     doc = CodeDoc("def add(a, b):\n    return a + b\n", "a.py")
     seqs, _ = build_fim([doc], tokenizer, FimSpec(rate=0.0), 1024, seed=0)
     expected = tokenizer(doc.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    assert seqs.ids.tolist() == expected and seqs.labels.tolist() == expected
+    assert seqs.ids.tolist() == expected and seqs.labels.tolist() == [-100, *expected[1:]]
 
 
 def test_psm_and_spm_layout(tokenizer):
@@ -89,7 +89,7 @@ def test_psm_and_spm_layout(tokenizer):
     assert all(row.count(ids[s]) == 1 for s in SENT)
     spm, _ = build_fim(doc, tokenizer, FimSpec(rate=1.0, spm_rate=1.0), 1024, seed=0)
     assert spm.ids.tolist()[:2] == [ids["<fim_prefix>"], ids["<fim_suffix>"]]
-    assert (spm.labels == spm.ids).all()
+    assert spm.labels[0] == -100 and (spm.labels[1:] == spm.ids[1:]).all()
 
 
 def test_rates_and_determinism(tokenizer):

@@ -66,7 +66,8 @@ def test_train_on_prompt(tmp_path, monkeypatch, tokenizer):
     monkeypatch.chdir(tmp_path)
     _write_jsonl(tmp_path / "d.jsonl", RECORDS[:1])
     row = build_datasets(_recipe(train="d.jsonl", train_on_prompt=True), tokenizer, show_progress=False).train[0]
-    assert row["labels"] == row["input_ids"]
+    # every token is a target except the first, which nothing in its document predicts
+    assert row["labels"] == [-100] + row["input_ids"][1:]
 
 
 def test_special_token_text_in_a_record_is_not_a_special_token(tmp_path, monkeypatch, tokenizer):
