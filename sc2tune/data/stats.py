@@ -48,9 +48,11 @@ class DataStats(SplitStats):
     max_length: int = 0
     packing: bool = False
     skipped_files: int = 0
-    """Code files skipped (binary, non-UTF-8, too large, generated/minified, empty)."""
+    """Entries of a code folder skipped: files (binary, non-UTF-8, too large, generated/minified, empty,
+    unreadable, not regular: fifo/socket/device, symlinks leaving the folder or broken) and folders
+    (unreadable_dir, symlinked_dir); see sc2tune.data.code_folder."""
     skipped: dict[str, int] = field(default_factory=dict)
-    """Skipped code files by reason."""
+    """Skipped code-folder entries by reason (the reasons of sc2tune.data.code_folder.SKIP_REASONS)."""
     fim: dict[str, int] = field(default_factory=lambda: {"psm": 0, "spm": 0, "plain": 0, "fallback": 0})
     """FIM: windows rendered PSM, SPM or plain; ``fallback`` = FIM draws rendered plain because the
     re-tokenised parts would not fit max_length (counted in ``plain`` too)."""
