@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sc2tune.errors import DataError
+
 
 @dataclass
 class SplitStats:
@@ -67,3 +69,17 @@ class DataStats(SplitStats):
         out = asdict(self)
         out["eval"] = self.eval.to_dict() if self.eval is not None else None
         return out
+
+
+def no_rows_error(stats: DataStats, train: str | list[str]) -> DataError:
+    """The error for a training split that produced no rows, saying why when the counts tell (every
+    example dropped for length) and which recipe key changes it."""
+    where = f"data.train produced no training rows ({train})"
+    if stats.dropped_examples and not stats.examples:
+        return DataError(
+            f"{where}: all {stats.dropped_examples} example(s) were dropped for length: each one's prompt alone "
+            f"fills data.max_length ({stats.max_length} tokens), leaving no room for a response",
+            hint=f"raise data.max_length above {stats.max_length} (the longest response is cut to fit, "
+            "counted as truncated), or shorten the prompts / data.template; `sc2tune data RECIPE` shows the counts",
+        )
+    return DataError(where, hint="check data.max_length and the records (see `sc2tune data RECIPE`)")

@@ -95,6 +95,17 @@ def test_truncation_and_dropped_examples(tmp_path, monkeypatch, tokenizer):
     assert s.dropped_tokens == (full - 64) + prompt2 + len(_ids(tokenizer, "y")) + 1
 
 
+def test_every_example_too_long_says_so_and_which_key_to_change(tmp_path, monkeypatch, tokenizer):
+    monkeypatch.chdir(tmp_path)
+    _write_jsonl(tmp_path / "d.jsonl", RECORDS)  # the Alpaca prompt alone is over 30 tokens
+    with pytest.raises(DataError) as err:
+        build_datasets(_recipe(train="d.jsonl", max_length=24), tokenizer, show_progress=False)
+    text = str(err.value)
+    assert "no training rows" in text and "all 2 example(s) were dropped for length" in text
+    assert "data.max_length (24 tokens)" in text and "raise data.max_length above 24" in text
+    assert err.value.exit_code == 2
+
+
 def test_missing_field_lists_fields_and_column_map_fixes_it(tmp_path, monkeypatch, tokenizer):
     monkeypatch.chdir(tmp_path)
     _write_jsonl(tmp_path / "d.jsonl", [{"instruction": "a", "output": "b"}, {"prompt": "a", "completion": "b"}])
