@@ -65,13 +65,19 @@ class TokenSeqs:
         return len(self.offsets) - 1
 
     @staticmethod
+    def _owned(ids: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> TokenSeqs:
+        """Build from arrays nobody else holds: the first labels are masked in place (no copy)."""
+        labels[document_starts(offsets)] = IGNORE
+        return TokenSeqs(ids, labels, offsets)
+
+    @staticmethod
     def from_lists(ids: list[np.ndarray], labels: list[np.ndarray]) -> TokenSeqs:
         """Concatenate per-sequence arrays."""
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         cat = (lambda xs: np.concatenate(xs).astype(np.int32)) if ids else (lambda xs: np.zeros(0, np.int32))
-        return TokenSeqs(cat(ids), cat(labels), offsets)
+        return TokenSeqs._owned(cat(ids), cat(labels), offsets)
 
     @staticmethod
     def from_dataset(ds: datasets.Dataset) -> TokenSeqs:
@@ -86,7 +92,7 @@ class TokenSeqs:
         labels, label_offsets = flat("labels")
         if not np.array_equal(offsets, label_offsets):
             raise ValueError("input_ids and labels are not aligned")
-        return TokenSeqs(ids, labels, offsets)
+        return TokenSeqs._owned(ids, labels, offsets)
 
 
 def document_starts(offsets: np.ndarray) -> np.ndarray:
