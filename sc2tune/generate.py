@@ -9,10 +9,10 @@ Prompts:
 * FIM infill, PSM order: ``<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>`` built from token ids
   (the user's text never turns into special tokens), generation stops at ``<|endoftext|>`` or
   ``<file_sep>`` and only the middle is returned; with a :class:`RepoContext`, StarCoder2's repository
-  layout, the file FIM'd as one ``PATH\nCODE`` fragment exactly as training renders it
+  layout, the file FIM'd as one ``PATH\\nCODE`` fragment exactly as training renders it
   (:mod:`sc2tune.data.fim`)::
 
-      <repo_name>{name}<file_sep>{path_1}\n{code_1}...<file_sep><fim_prefix>{path}\n{prefix}<fim_suffix>{suffix}<fim_middle>
+      <repo_name>{name}<file_sep>{path_1}\\n{code_1}...<file_sep><fim_prefix>{path}\\n{prefix}<fim_suffix>{suffix}<fim_middle>
 
 * instruction: the run's template (``data.template`` in ``recipe.yaml``, e.g. Alpaca) rendered with
   ``instruction`` and ``input``; the response is returned.
@@ -278,9 +278,9 @@ def infill_prompt_ids(lm: InferenceModel, prefix: str, suffix: str, repo: RepoCo
     renders a repository row whose file ``repo.path`` was FIM'd (path line inside the fragment,
     ``<file_sep>`` outside)::
 
-        [<repo_name>{name}] (<file_sep>{path_i}\n{code_i})* <file_sep><fim_prefix>{path}\n{prefix}<fim_suffix>{suffix}<fim_middle>
+        [<repo_name>{name}] (<file_sep>{path_i}\\n{code_i})* <file_sep><fim_prefix>{path}\\n{prefix}<fim_suffix>{suffix}<fim_middle>
 
-    ``PATH\n`` is tokenised apart from the code that follows it, as in training.
+    ``PATH\\n`` is tokenised apart from the code that follows it, as in training.
     """
     from sc2tune.modeling import special_tokens
 

@@ -226,7 +226,7 @@ class _Text:
 
 
 def fragment(path: _Text, doc: _Text, s: int, e: int) -> _Text:
-    """``PATH\n`` followed by window [s, e) of ``doc``: the unit StarCoder2's repository FIM permutes."""
+    """``PATH\\n`` followed by window [s, e) of ``doc``: the unit StarCoder2's repository FIM permutes."""
     start = int(doc.bpos[s])
     return _Text(
         path.text + doc.text[start:int(doc.bpos[e])],

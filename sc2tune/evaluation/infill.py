@@ -4,8 +4,8 @@ Held-out documents are recovered from the recipe's tokenized eval rows (so they 
 held-out split the data pipeline made): rows are split into documents where packed ``position_ids``
 restart, repository rows into files at ``<file_sep>``, and FIM-transformed documents are put back in
 order: PSM ``<fim_prefix>P<fim_suffix>S<fim_middle>M`` -> ``P M S``, SPM ``<fim_prefix><fim_suffix>S<fim_middle>PM``
--> ``PM S``. In a repository row each file is one ``PATH\nCODE`` fragment, FIM'd as a whole
-(``<file_sep><fim_prefix>PATH\nPRE<fim_suffix>...``, the path possibly split between the parts, see
+-> ``PM S``. In a repository row each file is one ``PATH\\nCODE`` fragment, FIM'd as a whole
+(``<file_sep><fim_prefix>PATH\\nPRE<fim_suffix>...``, the path possibly split between the parts, see
 :mod:`sc2tune.data.fim`), so a file is un-FIM'd first and its path line dropped after.
 
 For each probe kind, documents are drawn with ``random.Random(f"{seed}:{kind}")`` and cut into
