@@ -8,7 +8,12 @@ Prompts:
 * completion: the text itself; the continuation is returned;
 * FIM infill, PSM order: ``<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>`` built from token ids
   (the user's text never turns into special tokens), generation stops at ``<|endoftext|>`` or
-  ``<file_sep>`` and only the middle is returned;
+  ``<file_sep>`` and only the middle is returned; with a :class:`RepoContext`, StarCoder2's repository
+  layout, the file FIM'd as one ``PATH\\nCODE`` fragment exactly as training renders it
+  (:mod:`sc2tune.data.fim`)::
+
+      <repo_name>{name}<file_sep>{path_1}\\n{code_1}...<file_sep><fim_prefix>{path}\\n{prefix}<fim_suffix>{suffix}<fim_middle>
+
 * instruction: the run's template (``data.template`` in ``recipe.yaml``, e.g. Alpaca) rendered with
   ``instruction`` and ``input``; the response is returned.
 
@@ -68,6 +73,19 @@ class InferenceModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+@dataclass(frozen=True)
+class RepoContext:
+    """Where the file being infilled lives: its path in the repository, the repository name and other files.
+
+    ``files`` are (path, code) pairs placed before the infilled file, in order; ``name`` None leaves
+    out the ``<repo_name>`` header.
+    """
+
+    path: str
+    name: str | None = None
+    files: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -277,14 +295,42 @@ def generate(model: InferenceModel | str | Path, prompt: str, sampling: Sampling
     return _decode(lm, _encode(lm, prompt), sampling, [eos])
 
 
-def infill(model: InferenceModel | str | Path, prefix: str, suffix: str, sampling: Sampling = Sampling()) -> str:
-    """Fill in the middle between ``prefix`` and ``suffix`` (PSM); returns only the middle."""
+def infill_prompt_ids(lm: InferenceModel, prefix: str, suffix: str, repo: RepoContext | None = None) -> list[int]:
+    """PSM prompt ids (module doc), user text always literal.
+
+    Without ``repo``: ``<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>``. With it, as training
+    renders a repository row whose file ``repo.path`` was FIM'd (path line inside the fragment,
+    ``<file_sep>`` outside)::
+
+        [<repo_name>{name}] (<file_sep>{path_i}\\n{code_i})* <file_sep><fim_prefix>{path}\\n{prefix}<fim_suffix>{suffix}<fim_middle>
+
+    ``PATH\\n`` is tokenised apart from the code that follows it, as in training.
+    """
+    from sc2tune.modeling import special_tokens
+
+    st = special_tokens(lm.tokenizer, need_fim=True)
+    enc = lambda text: _encode(lm, text, literal=True)  # noqa: E731
+    if repo is None:
+        return [st.fim_prefix, *enc(prefix), st.fim_suffix, *enc(suffix), st.fim_middle]  # type: ignore[list-item]
+    if st.file_sep is None or st.repo_name is None:
+        raise UserError("repository context needs the <repo_name> and <file_sep> tokens, and this tokenizer "
+                        "has not got them", hint="use a StarCoder2 tokenizer, or infill without repository context")
+    ids: list[int] = [st.repo_name, *enc(repo.name)] if repo.name is not None else []
+    for path, code in repo.files:
+        ids += [st.file_sep, *enc(path + "\n"), *enc(code)]
+    return [*ids, st.file_sep, st.fim_prefix, *enc(repo.path + "\n"), *enc(prefix), st.fim_suffix, *enc(suffix),
+            st.fim_middle]  # type: ignore[list-item]
+
+
+def infill(model: InferenceModel | str | Path, prefix: str, suffix: str, sampling: Sampling = Sampling(), *,
+           repo: RepoContext | None = None) -> str:
+    """Fill in the middle between ``prefix`` and ``suffix`` (PSM, :func:`infill_prompt_ids`); returns only
+    the middle. ``repo`` puts the file in its repository as StarCoder2 was trained (module doc)."""
     from sc2tune.modeling import special_tokens
 
     lm = _ensure(model, classifier=False)
     st = special_tokens(lm.tokenizer, need_fim=True)
-    ids = [st.fim_prefix, *_encode(lm, prefix, literal=True), st.fim_suffix, *_encode(lm, suffix, literal=True),
-           st.fim_middle]
+    ids = infill_prompt_ids(lm, prefix, suffix, repo)
     stops = [st.eos] + ([st.file_sep] if st.file_sep is not None else [])
     return _decode(lm, ids, sampling, stops)  # type: ignore[list-item]
 

@@ -81,6 +81,26 @@ def test_fim_prompt_is_psm_with_literal_user_text(tiny: gen.InferenceModel, monk
     assert seen["stops"] == [0, 6]  # <|endoftext|>, <file_sep>
 
 
+def test_fim_prompt_with_repository_context_is_the_training_layout(tiny: gen.InferenceModel,
+                                                                    monkeypatch: pytest.MonkeyPatch):
+    """StarCoder2's repository FIM: the file's PATH\\nCODE is the FIM fragment, <file_sep> stays outside."""
+    seen: dict = {}
+    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: seen.update(ids=ids) or "")
+    repo = gen.RepoContext("pkg/a.py", "proj", (("util.py", "X = 1\n"),))
+    infill(tiny, "import util\n", "\nprint(y)\n", GREEDY, repo=repo)
+    tok = tiny.tokenizer
+    text = tok.decode(seen["ids"], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    assert text == ("<repo_name>proj<file_sep>util.py\nX = 1\n"
+                    "<file_sep><fim_prefix>pkg/a.py\nimport util\n<fim_suffix>\nprint(y)\n<fim_middle>")
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    t = tok.convert_tokens_to_ids
+    assert seen["ids"] == [t("<repo_name>"), *enc("proj"), t("<file_sep>"), *enc("util.py\n"), *enc("X = 1\n"),
+                           t("<file_sep>"), t("<fim_prefix>"), *enc("pkg/a.py\n"), *enc("import util\n"),
+                           t("<fim_suffix>"), *enc("\nprint(y)\n"), t("<fim_middle>")]
+    infill(tiny, "    return 1\n", "", GREEDY, repo=gen.RepoContext("b.py"))  # no name: no <repo_name> header
+    assert seen["ids"][:2 + len(enc("b.py\n"))] == [t("<file_sep>"), t("<fim_prefix>"), *enc("b.py\n")]
+
+
 def test_greedy_is_deterministic_and_seeded_sampling_repeats(tiny: gen.InferenceModel):
     prompt = "def fibonacci(n):"
     assert generate(tiny, prompt, GREEDY) == generate(tiny, prompt, GREEDY)

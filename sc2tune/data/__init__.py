@@ -33,7 +33,7 @@ from sc2tune.data.fim import CodeDoc, build_fim
 from sc2tune.data.instruct import tokenize_instruct
 from sc2tune.data.packing import IGNORE, TokenSeqs, pack, unpacked
 from sc2tune.data.sources import Records, load_records, resolve_sources
-from sc2tune.data.stats import DataStats, SplitStats
+from sc2tune.data.stats import DataStats, SplitStats, no_rows_error
 from sc2tune.data.templates import Template, load_template
 from sc2tune.errors import DataError, RecipeError
 from sc2tune.modeling import set_pad_token
@@ -289,8 +289,7 @@ def build_datasets(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, *, show_p
     with progress.running():
         bundle = build(recipe, tokenizer, progress)
     if len(bundle.train) == 0:
-        raise DataError(f"data.train produced no training rows ({recipe.data.train})",
-                        hint="check data.max_length and the records (see `sc2tune data RECIPE`)")
+        raise no_rows_error(bundle.stats, recipe.data.train)
     s = bundle.stats
     log.info("data: %d examples -> %d rows, %d tokens (%d trained), packing efficiency %.3f, %d truncated, "
              "%d skipped files", s.examples, s.rows, s.tokens, s.trained_tokens, s.packing_efficiency,

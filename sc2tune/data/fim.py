@@ -17,13 +17,29 @@ characters between that boundary and the cut tokenised on their own, so every pa
 its characters. Should that re-tokenisation push a window over its budget (rare: the budget keeps
 ``FIM_SLACK`` spare tokens), the window is rendered plain and counted as a ``fallback``.
 
-Repository context (``fim.repo_context``) renders StarCoder2's format, FIM applied per file window:
+Repository context (``fim.repo_context``) renders StarCoder2's repository format::
 
     <repo_name>NAME<file_sep>PATH\\nCODE<file_sep>PATH\\nCODE ... <|endoftext|>
 
+and, as StarCoder2 was trained (bigcode-project/Megatron-LM, GPT dataset: the sample is split at
+``<file_sep>`` and each fragment between two of them is FIM-permuted on its own), FIM is applied to each
+whole ``PATH\\nCODE`` fragment: the two cut points are drawn uniformly over the fragment's characters, the
+path line included, and ``<file_sep>`` stays outside the sentinels. With F = PATH\\nCODE (a file window)
+cut into pre = F[:a], mid = F[a:b], suf = F[b:]::
+
+    PSM:  <file_sep><fim_prefix>pre<fim_suffix>suf<fim_middle>mid
+    SPM:  <file_sep><fim_prefix><fim_suffix>suf<fim_middle>pre mid
+
+e.g. ``a.py\\nx = 1\\n`` cut at 2 and 8 gives (PSM) ``<file_sep><fim_prefix>a.<fim_suffix> 1\\n<fim_middle>py\\nx =``
+(a cut may fall inside the path, then the path is split between parts). The ``<repo_name>NAME`` header
+is never transformed (Megatron would permute that fragment too; it teaches nothing). Differences from
+Megatron's draws: the FIM coin (``fim.rate``) and the PSM/SPM coin are drawn per file window, with no
+extra repository-level coin; the sequence's single ``<|endoftext|>`` closes it as in plain repository rows.
+
 Files are added to a sequence in order until the next would not fit; a sequence that ends in the
 middle of a cut file (plain window) has no ``<|endoftext|>``; a cut file repeats its ``<file_sep>PATH``
-header in each window. All random draws come from ``seed``, in document order.
+header in each window (the path line is part of each window's fragment). All random draws come from
+``seed``, in document order.
 """
 
 from __future__ import annotations
@@ -195,8 +211,29 @@ class _Window:
     e: int
     last: bool  # the document's final window
     mode: str  # psm | spm | plain
-    header: list[Part]
+    path: np.ndarray  # ids of "PATH\n" (repository context: the head of the FIM fragment), else empty
     parts: tuple[list[Part], list[Part], list[Part]] | None = None
+
+
+@dataclass(frozen=True)
+class _Text:
+    """A text with its token ids and boundaries (as :meth:`Encoder.boundaries` returns them)."""
+
+    text: str
+    ids: np.ndarray
+    bpos: np.ndarray
+    bvalid: np.ndarray
+
+
+def fragment(path: _Text, doc: _Text, s: int, e: int) -> _Text:
+    """``PATH\\n`` followed by window [s, e) of ``doc``: the unit StarCoder2's repository FIM permutes."""
+    start = int(doc.bpos[s])
+    return _Text(
+        path.text + doc.text[start:int(doc.bpos[e])],
+        np.concatenate([path.ids, doc.ids[s:e]]).astype(np.int32),
+        np.concatenate([path.bpos, len(path.text) + doc.bpos[s + 1:e + 1] - start]),
+        np.concatenate([path.bvalid, doc.bvalid[s + 1:e + 1]]),
+    )
 
 
 def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimSpec, max_length: int,
@@ -219,6 +256,7 @@ def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimS
     names = sorted({d.repo or "" for d in docs}) if repo else []
     name_ids = dict(zip(names, enc.ids(names), strict=True))
     path_ids = dict(zip([d.path for d in docs], enc.ids([d.path + "\n" for d in docs]), strict=True)) if repo else {}
+    no_path = np.zeros(0, np.int32)
 
     counts: Counter = Counter(psm=0, spm=0, plain=0, fallback=0)
     out_ids: list[np.ndarray] = []
@@ -235,14 +273,17 @@ def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimS
         used = 0
         for k, (doc, ids) in enumerate(zip(batch, batch_ids, strict=True)):
             bpos, bvalid = enc.boundaries(doc.text, ids)
+            path = no_path
             if repo:
-                head_len = 2 + len(name_ids[doc.repo or ""]) + len(path_ids[doc.path])
-                header: list[Part] = [sp["file_sep"], path_ids[doc.path]]
+                path = path_ids[doc.path]
+                head_len = 2 + len(name_ids[doc.repo or ""]) + len(path)
+                path_text = _Text(doc.path + "\n", path, *enc.boundaries(doc.path + "\n", path))
+                whole = _Text(doc.text, ids, bpos, bvalid)
                 if current and doc.repo != batch[current[0].doc - start].repo:
                     groups.append(current)
                     current, used = [], 0
             else:
-                head_len, header = 0, []
+                head_len = 0
             size = max_length - 1 - head_len - reserve
             if size < 16:
                 raise DataError(f"{doc.path}: data.max_length {max_length} leaves {size} tokens per window "
@@ -250,11 +291,18 @@ def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimS
                                 hint="raise data.max_length or shorten the repository/file names")
             spans = windows(bpos, bvalid, size)
             for i, (s, e) in enumerate(spans):
-                w = _Window(start + k, s, e, i == len(spans) - 1, "plain", header)
+                w = _Window(start + k, s, e, i == len(spans) - 1, "plain", path)
                 if rng.random() < fim.rate:
                     w.mode = "spm" if rng.random() < fim.spm_rate else "psm"
-                    a, b = sorted((rng.randint(int(bpos[s]), int(bpos[e])), rng.randint(int(bpos[s]), int(bpos[e]))))
-                    w.parts = fim_parts(doc.text, ids, bpos, bvalid, s, e, a, b)
+                    if repo:  # the whole PATH\nCODE fragment, cut points anywhere in it (module doc)
+                        f = fragment(path_text, whole, s, e)
+                        n = len(f.text)
+                        a, b = sorted((rng.randint(0, n), rng.randint(0, n)))
+                        w.parts = fim_parts(f.text, f.ids, f.bpos, f.bvalid, 0, len(f.ids), a, b)
+                    else:
+                        lo, hi = int(bpos[s]), int(bpos[e])
+                        a, b = sorted((rng.randint(lo, hi), rng.randint(lo, hi)))
+                        w.parts = fim_parts(doc.text, ids, bpos, bvalid, s, e, a, b)
                 if repo:
                     cost = len(path_ids[doc.path]) + 1 + (e - s) + reserve
                     if current and used + cost + 1 > max_length:
@@ -284,8 +332,9 @@ def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimS
                 seq += [sp["repo_name"], name_ids[batch[g[0].doc - start].repo or ""]]
             for w in g:
                 ids = batch_ids[w.doc - start]
-                seq += w.header
-                plain = ids[w.s:w.e]
+                if repo:
+                    seq.append(sp["file_sep"])  # outside the FIM sentinels, as StarCoder2 saw it
+                plain = np.concatenate([w.path, ids[w.s:w.e]]) if repo else ids[w.s:w.e]
                 if w.parts:
                     pre, mid, suf = resolved[id(w)]
                     if w.mode == "psm":

@@ -4,7 +4,9 @@ For each record, with P = tokens(prompt) and R = tokens(response) tokenised SEPA
 boundary is exact, and matches generation, where the prompt is tokenised alone):
 
     input_ids = P + R + [eos]
-    labels    = [-100] * len(P) + R + [eos]        (P + R + [eos] with data.train_on_prompt)
+    labels    = [-100] * len(P) + R + [eos]        ([-100] + (P + R + [eos])[1:] with data.train_on_prompt:
+                                                    a sequence's first token is never a target, see
+                                                    sc2tune.data.packing)
 
 An example longer than ``max_length`` keeps its first ``max_length`` tokens (its end is cut: counted
 in ``truncated`` and ``dropped_tokens``). An example whose prompt alone leaves no room for a response

@@ -3,6 +3,20 @@
 A :class:`TokenSeqs` holds N variable-length sequences as one flat ``ids`` array, an aligned ``labels``
 array (-100 = not trained) and ``offsets`` (length N+1): sequence i is ``ids[offsets[i]:offsets[i+1]]``.
 
+Labels are aligned with the input ids and shifted in the loss (sc2tune.training.loss and transformers
+alike): ``labels[t]`` is the target of the prediction made at position ``t - 1``. The first token of a
+sequence has no earlier token in its own document, so **the first label of every sequence is -100**
+(enforced by :class:`TokenSeqs` whatever its producer wrote, and again by :func:`pack`)::
+
+    input_ids  a0 a1 a2 b0 b1 c0 c1        (three documents packed in one row)
+    labels     -100 a1 a2 -100 b1 -100 c1
+
+Without it, ``b0`` would be a target predicted from ``a2``, the last token of another document
+(transformers' ``DataCollatorWithFlattening`` applies the same rule). In an unpacked row, or for the
+first document of a packed row, the shift drops ``labels[0]`` anyway; masking it there too keeps the
+``trained_tokens`` count equal to the number of targets the loss really sees. With this rule the loss of
+a packed row is the sum of the losses of its documents computed one at a time.
+
 Packing (``data.packing``) places sequences into rows of at most ``max_length`` tokens by best-fit
 decreasing: sequences sorted longest first (ties in a seeded random order), each put into the open row
 with the least room that still fits it, else a new row. A packed row is the concatenation of its
@@ -36,6 +50,13 @@ class TokenSeqs:
     labels: np.ndarray
     offsets: np.ndarray
 
+    def __post_init__(self) -> None:
+        starts = document_starts(self.offsets)
+        if len(starts) and (self.labels[starts] != IGNORE).any():  # copy: the caller's array stays as it was
+            labels = np.array(self.labels, copy=True)
+            labels[starts] = IGNORE
+            object.__setattr__(self, "labels", labels)
+
     @property
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
@@ -44,13 +65,19 @@ class TokenSeqs:
         return len(self.offsets) - 1
 
     @staticmethod
+    def _owned(ids: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> TokenSeqs:
+        """Build from arrays nobody else holds: the first labels are masked in place (no copy)."""
+        labels[document_starts(offsets)] = IGNORE
+        return TokenSeqs(ids, labels, offsets)
+
+    @staticmethod
     def from_lists(ids: list[np.ndarray], labels: list[np.ndarray]) -> TokenSeqs:
         """Concatenate per-sequence arrays."""
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         offsets = np.zeros(len(ids) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         cat = (lambda xs: np.concatenate(xs).astype(np.int32)) if ids else (lambda xs: np.zeros(0, np.int32))
-        return TokenSeqs(cat(ids), cat(labels), offsets)
+        return TokenSeqs._owned(cat(ids), cat(labels), offsets)
 
     @staticmethod
     def from_dataset(ds: datasets.Dataset) -> TokenSeqs:
@@ -65,7 +92,13 @@ class TokenSeqs:
         labels, label_offsets = flat("labels")
         if not np.array_equal(offsets, label_offsets):
             raise ValueError("input_ids and labels are not aligned")
-        return TokenSeqs(ids, labels, offsets)
+        return TokenSeqs._owned(ids, labels, offsets)
+
+
+def document_starts(offsets: np.ndarray) -> np.ndarray:
+    """Flat positions of the first token of every non-empty sequence (``offsets[i]`` where length > 0)."""
+    starts = np.asarray(offsets[:-1], dtype=np.int64)
+    return starts[np.diff(offsets) > 0]
 
 
 def best_fit_decreasing(lengths: np.ndarray, capacity: int, seed: int) -> list[list[int]]:
@@ -122,7 +155,8 @@ def pack(seqs: TokenSeqs, max_length: int, seed: int) -> tuple[datasets.Dataset,
     """Pack sequences into rows of at most ``max_length`` tokens; returns (dataset, number of rows).
 
     Columns: ``input_ids``, ``labels``, ``position_ids`` (restarting at 0 at each sequence start).
-    Rows are in a seeded random order.
+    Rows are in a seeded random order. Every position whose ``position_ids`` is 0 (a document's first
+    token) has label -100, so no document is trained to predict the next one's first token (module doc).
     """
     bins = best_fit_decreasing(seqs.lengths, max_length, seed)
     rng = np.random.default_rng(seed + 1)
@@ -132,9 +166,11 @@ def pack(seqs: TokenSeqs, max_length: int, seed: int) -> tuple[datasets.Dataset,
     row_lengths = np.fromiter((int(seqs.lengths[b].sum()) for b in bins), dtype=np.int64, count=len(bins))
     row_offsets = np.zeros(len(bins) + 1, dtype=np.int64)
     np.cumsum(row_lengths, out=row_offsets[1:])
+    labels = seqs.labels[index]
+    labels[position == 0] = IGNORE  # the packed label rule (module doc), whatever built ``seqs``
     table = pa.table({
         "input_ids": _list_array(seqs.ids[index], row_offsets),
-        "labels": _list_array(seqs.labels[index], row_offsets),
+        "labels": _list_array(labels, row_offsets),
         "position_ids": _list_array(position, row_offsets),
     })
     return datasets.Dataset(table), len(bins)

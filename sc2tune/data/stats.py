@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sc2tune.errors import DataError
+
 
 @dataclass
 class SplitStats:
@@ -22,7 +24,9 @@ class SplitStats:
     tokens: int = 0
     """Real (non-pad) tokens in the rows."""
     trained_tokens: int = 0
-    """Tokens whose label is not -100 (causal) or examples (classify)."""
+    """Tokens whose label is not -100 (causal) or examples (classify). A sequence's first token is never
+    counted: its label is -100 (sc2tune.data.packing), so this is exactly the number of targets the
+    shifted loss sees."""
     rows: int = 0
     """Rows of the data set (packed rows when packing is on)."""
     packing_efficiency: float = 0.0
@@ -46,9 +50,11 @@ class DataStats(SplitStats):
     max_length: int = 0
     packing: bool = False
     skipped_files: int = 0
-    """Code files skipped (binary, non-UTF-8, too large, generated/minified, empty)."""
+    """Entries of a code folder skipped: files (binary, non-UTF-8, too large, generated/minified, empty,
+    unreadable, not regular: fifo/socket/device, symlinks leaving the folder or broken) and folders
+    (unreadable_dir, symlinked_dir); see sc2tune.data.code_folder."""
     skipped: dict[str, int] = field(default_factory=dict)
-    """Skipped code files by reason."""
+    """Skipped code-folder entries by reason (the reasons of sc2tune.data.code_folder.SKIP_REASONS)."""
     fim: dict[str, int] = field(default_factory=lambda: {"psm": 0, "spm": 0, "plain": 0, "fallback": 0})
     """FIM: windows rendered PSM, SPM or plain; ``fallback`` = FIM draws rendered plain because the
     re-tokenised parts would not fit max_length (counted in ``plain`` too)."""
@@ -63,3 +69,17 @@ class DataStats(SplitStats):
         out = asdict(self)
         out["eval"] = self.eval.to_dict() if self.eval is not None else None
         return out
+
+
+def no_rows_error(stats: DataStats, train: str | list[str]) -> DataError:
+    """The error for a training split that produced no rows, saying why when the counts tell (every
+    example dropped for length) and which recipe key changes it."""
+    where = f"data.train produced no training rows ({train})"
+    if stats.dropped_examples and not stats.examples:
+        return DataError(
+            f"{where}: all {stats.dropped_examples} example(s) were dropped for length: each one's prompt alone "
+            f"fills data.max_length ({stats.max_length} tokens), leaving no room for a response",
+            hint=f"raise data.max_length above {stats.max_length} (the longest response is cut to fit, "
+            "counted as truncated), or shorten the prompts / data.template; `sc2tune data RECIPE` shows the counts",
+        )
+    return DataError(where, hint="check data.max_length and the records (see `sc2tune data RECIPE`)")

@@ -2,9 +2,11 @@
 
 Held-out documents are recovered from the recipe's tokenized eval rows (so they are exactly the
 held-out split the data pipeline made): rows are split into documents where packed ``position_ids``
-restart, repository rows into files at ``<file_sep>`` (the path line dropped), and FIM-transformed
-documents are put back in order: PSM ``<fim_prefix>P<fim_suffix>S<fim_middle>M`` -> ``P M S``, SPM
-``<fim_prefix><fim_suffix>S<fim_middle>PM`` -> ``PM S``.
+restart, repository rows into files at ``<file_sep>``, and FIM-transformed documents are put back in
+order: PSM ``<fim_prefix>P<fim_suffix>S<fim_middle>M`` -> ``P M S``, SPM ``<fim_prefix><fim_suffix>S<fim_middle>PM``
+-> ``PM S``. In a repository row each file is one ``PATH\\nCODE`` fragment, FIM'd as a whole
+(``<file_sep><fim_prefix>PATH\\nPRE<fim_suffix>...``, the path possibly split between the parts, see
+:mod:`sc2tune.data.fim`), so a file is un-FIM'd first and its path line dropped after.
 
 For each probe kind, documents are drawn with ``random.Random(f"{seed}:{kind}")`` and cut into
 ``prefix | middle | suffix``: ``lines`` = 1-3 whole non-blank lines, ``span`` = a random character span
@@ -84,9 +86,10 @@ def recover_documents(dataset, tokenizer: PreTrainedTokenizerBase, *, limit: int
                         current.append(token)
                 pieces.append(current)
                 pieces = [p for p in pieces[1:] if p]  # pieces[0] is <repo_name>name
-                pieces = [_drop_path_line(p, tokenizer) for p in pieces]
-            for piece in pieces:
-                text = _unfim(piece, tokenizer)
+                texts = [_drop_path_line(_unfim(p, tokenizer)) for p in pieces]
+            else:
+                texts = [_unfim(p, tokenizer) for p in pieces]
+            for text in texts:
                 if len(text.strip()) >= 20 and text.count("\n") >= 2:
                     docs.append(text)
                 if len(docs) >= limit:
@@ -94,14 +97,9 @@ def recover_documents(dataset, tokenizer: PreTrainedTokenizerBase, *, limit: int
     return docs
 
 
-def _drop_path_line(ids: list[int], tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """``path\\ncode`` -> the ids of ``code`` (FIM tokens, if any, start after the path line)."""
-    sp = special_tokens(tokenizer, need_fim=False)
-    k = _index(ids, sp.fim_prefix)
-    if k >= 0:
-        return ids[k:]
-    text = tokenizer.decode(ids, clean_up_tokenization_spaces=False)
-    return tokenizer(text.split("\n", 1)[1] if "\n" in text else "", add_special_tokens=False)["input_ids"]
+def _drop_path_line(text: str) -> str:
+    """``PATH\\nCODE`` (a repository file, already un-FIM'd) -> ``CODE``."""
+    return text.split("\n", 1)[1] if "\n" in text else ""
 
 
 def make_cases(docs: list[str], kind: str, count: int, seed: int, *, max_span_chars: int = 200

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+from contextlib import contextmanager
+
 import pytest
 
 from sc2tune.data import build_datasets
@@ -56,7 +61,119 @@ def test_fim_recipe_on_a_folder(tmp_path, monkeypatch, tokenizer):
     b = build_datasets(recipe, tokenizer, show_progress=False)
     assert b.stats.examples == 4 and b.stats.skipped_files == 6
     assert b.stats.skipped["generated"] == 2
-    assert b.stats.tokens == b.stats.trained_tokens
+    # every token is trained except each sequence's first (no earlier token of its document predicts it)
+    assert b.stats.trained_tokens == b.stats.tokens - b.stats.windows
     recipe = recipe_from_dict({"task": "fim", "data": {"train": "code", "include": ["*.rs"]}})
     with pytest.raises(DataError, match="no code files"):
         build_datasets(recipe, tokenizer, show_progress=False)
+
+
+@contextmanager
+def _deadline(seconds: int):
+    """Fail instead of hanging (the old reader blocked for ever on a FIFO)."""
+    def alarm(signum, frame):
+        raise TimeoutError(f"the folder scan did not finish in {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _hostile(root):
+    """A folder with one good file and every kind of entry the reader must not follow or open."""
+    code, outside = root / "code", root / "outside"
+    (code / "pkg").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.py").write_text("PASSWORD_HASH = 'x'\n")
+    (outside / "lib").mkdir()
+    (outside / "lib" / "other.py").write_text("y = 2\n")
+    (code / "good.py").write_text("x = 1\n")
+    (code / "pkg" / "alias.py").symlink_to(code / "good.py")  # inside: read at its target
+    (code / "leak.py").symlink_to(outside / "secret.py")  # out of the folder
+    (code / "rel_leak.py").symlink_to("../outside/secret.py")
+    (code / "zero.py").symlink_to("/dev/zero")  # would be read until memory runs out
+    (code / "dangling.py").symlink_to(code / "nothing.py")
+    (code / "lib").symlink_to(outside / "lib", target_is_directory=True)  # folder out of the folder
+    (code / "same").symlink_to(code / "pkg", target_is_directory=True)  # folder inside
+    os.mkfifo(code / "pipe.py")  # opening it for reading blocks until a writer comes
+    with open(code / "sparse.py", "wb") as f:  # 8 GiB that take no disk space
+        f.truncate(8 << 30)
+    try:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(code / "sock.py"))
+    except OSError:
+        sock = None
+    return code, sock
+
+
+def test_hostile_entries_are_skipped_and_counted(tmp_path):
+    code, sock = _hostile(tmp_path)
+    try:
+        with _deadline(20):
+            scan = scan_folder(code, include=["*.py"], exclude=[], max_file_bytes=1000)
+    finally:
+        if sock is not None:
+            sock.close()
+    assert sorted((d.path, d.text) for d in scan.docs) == [("good.py", "x = 1\n"), ("pkg/alias.py", "x = 1\n")]
+    expected = {"symlink_outside": 4, "broken_symlink": 1, "symlinked_dir": 1, "fifo": 1, "too_large": 1}
+    if sock is not None:
+        expected["socket"] = 1
+    assert dict(scan.skipped) == expected
+    assert sorted(scan.examples["symlink_outside"]) == ["leak.py", "lib", "rel_leak.py"]  # first three kept
+
+
+def test_a_file_growing_past_the_limit_is_not_read_past_it(tmp_path, monkeypatch):
+    """The size check does not trust stat: a file that claims 0 bytes (like /proc files) is still cut."""
+    from sc2tune.data import code_folder
+
+    (tmp_path / "a.py").write_text("x = 1\n" * 1000)
+    real = {name: getattr(os, name) for name in ("lstat", "stat", "fstat", "read")}
+
+    def lying(name):
+        return lambda *a, **k: os.stat_result((*real[name](*a, **k)[:6], 0, *real[name](*a, **k)[7:]))
+
+    for name in ("lstat", "stat", "fstat"):  # every size it reports is 0
+        monkeypatch.setattr(code_folder.os, name, lying(name))
+    reads = []
+    monkeypatch.setattr(code_folder.os, "read", lambda fd, n: reads.append(n) or real["read"](fd, n))
+    scan = scan_folder(tmp_path, include=["*.py"], exclude=[], max_file_bytes=100)
+    assert dict(scan.skipped) == {"too_large": 1} and sum(reads) <= 101
+
+
+def test_unreadable_folder_is_counted(tmp_path, monkeypatch):
+    # tests run as root, for whom chmod 000 changes nothing: a folder that cannot be listed is simulated
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.py").write_text("a = 1\n")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "b.py").write_text("b = 1\n")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.path.basename(os.fspath(path)) == "locked":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    scan = scan_folder(tmp_path, include=["*.py"], exclude=[], max_file_bytes=1000)
+    assert [d.path for d in scan.docs] == ["ok/a.py"]
+    assert dict(scan.skipped) == {"unreadable_dir": 1} and scan.examples["unreadable_dir"] == ["locked"]
+
+
+def test_skips_reach_the_data_statistics(tmp_path, monkeypatch, tokenizer):
+    code, sock = _hostile(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    recipe = recipe_from_dict({"task": "fim", "data": {"train": "code", "eval": None, "max_length": 128,
+                                                       "max_file_bytes": 1000}})
+    try:
+        with _deadline(30):
+            stats = build_datasets(recipe, tokenizer, show_progress=False).stats
+    finally:
+        if sock is not None:
+            sock.close()
+    assert stats.examples == 2
+    assert stats.skipped["symlink_outside"] == 4 and stats.skipped["fifo"] == 1
+    assert stats.skipped_files == sum(stats.skipped.values())

@@ -76,7 +76,7 @@ def test_plain_is_the_tokenizers_own_ids(tokenizer):
     doc = CodeDoc("def add(a, b):\n    return a + b\n", "a.py")
     seqs, _ = build_fim([doc], tokenizer, FimSpec(rate=0.0), 1024, seed=0)
     expected = tokenizer(doc.text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    assert seqs.ids.tolist() == expected and seqs.labels.tolist() == expected
+    assert seqs.ids.tolist() == expected and seqs.labels.tolist() == [-100, *expected[1:]]
 
 
 def test_psm_and_spm_layout(tokenizer):
@@ -89,7 +89,7 @@ def test_psm_and_spm_layout(tokenizer):
     assert all(row.count(ids[s]) == 1 for s in SENT)
     spm, _ = build_fim(doc, tokenizer, FimSpec(rate=1.0, spm_rate=1.0), 1024, seed=0)
     assert spm.ids.tolist()[:2] == [ids["<fim_prefix>"], ids["<fim_suffix>"]]
-    assert (spm.labels == spm.ids).all()
+    assert spm.labels[0] == -100 and (spm.labels[1:] == spm.ids[1:]).all()
 
 
 def test_rates_and_determinism(tokenizer):
@@ -135,6 +135,21 @@ def test_repo_context_layout(tokenizer):
     assert [r.tolist() for r in _rows(seqs)] == [first, second]
 
 
+def _undo_repo_row(text: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """(repository name, [(path, code, mode)]) of one decoded repository row (eos removed).
+
+    Each ``<file_sep>`` fragment is ``PATH\\nCODE`` as a whole, possibly FIM'd: undo FIM first, then
+    split off the path line (StarCoder2 / Megatron-LM layout, written independently here)."""
+    assert text.startswith("<repo_name>")
+    repo, *chunks = text[len("<repo_name>"):].split("<file_sep>")
+    files = []
+    for chunk in chunks:
+        fragment, mode = _undo_fim(chunk)
+        path, code = fragment.split("\n", 1)
+        files.append((path, code, mode))
+    return repo, files
+
+
 def test_repo_context_with_fim_reconstructs_files(tokenizer):
     docs = sorted((CodeDoc(d.text, d.path, f"repo{i % 3}") for i, d in enumerate(_docs(30))),
                   key=lambda d: (d.repo, d.path))
@@ -142,16 +157,70 @@ def test_repo_context_with_fim_reconstructs_files(tokenizer):
     files: dict[tuple[str, str], str] = {}
     for row in _rows(seqs):
         assert len(row) <= 200
-        text = _decode(tokenizer, row).removesuffix("<|endoftext|>")
-        assert text.startswith("<repo_name>")
-        repo, *chunks = text[len("<repo_name>"):].split("<file_sep>")
-        for chunk in chunks:
-            path, body = chunk.split("\n", 1)
-            files[(repo, path)] = files.get((repo, path), "") + _undo_fim(body)[0]
+        repo, pieces = _undo_repo_row(_decode(tokenizer, row).removesuffix("<|endoftext|>"))
+        for path, code, _ in pieces:
+            files[(repo, path)] = files.get((repo, path), "") + code
     assert files == {(d.repo, d.path): d.text for d in docs}
     assert counts["psm"] + counts["spm"] > 0
 
 
+def test_heldout_probe_recovers_repository_files(tokenizer):
+    """sc2tune.evaluation.infill reads the layout back: each file's code, FIM undone, path line dropped."""
+    from sc2tune.evaluation.infill import recover_documents
+
+    a, b, c = ("def f(x):\n    return x * 2\n\nprint(f(3))\n", "class A:\n    pass\n\n\nA()\n",
+               "import os\nprint(os.sep)\nprint('done')\n")
+    enc = lambda s: tokenizer(s, add_special_tokens=False, split_special_tokens=True)["input_ids"]  # noqa: E731
+    t = tokenizer.convert_tokens_to_ids
+    row = [t("<repo_name>"), *enc("proj"),
+           # PSM, cut inside the path: pre "pkg/", suf = a[10:], mid = "a.py\n" + a[:10]
+           t("<file_sep>"), t("<fim_prefix>"), *enc("pkg/"), t("<fim_suffix>"), *enc(a[10:]),
+           t("<fim_middle>"), *enc("a.py\n" + a[:10]),
+           # SPM: suf = b[5:], pre = "b.py\ncl", mid = b[2:5]
+           t("<file_sep>"), t("<fim_prefix>"), t("<fim_suffix>"), *enc(b[5:]), t("<fim_middle>"),
+           *enc("b.py\ncl"), *enc(b[2:5]),
+           t("<file_sep>"), *enc("tools/é.py\n" + c), t("<|endoftext|>")]  # plain
+    assert recover_documents([{"input_ids": row}], tokenizer) == [a, b, c]
+    docs = [CodeDoc(a, "pkg/a.py", "p"), CodeDoc(b, "b.py", "p"), CodeDoc(c, "tools/é.py", "q")]
+    for seed in range(10):  # and what build_fim writes comes back the same way
+        seqs, _ = build_fim(docs, tokenizer, FimSpec(rate=0.9, repo_context=True), 4096, seed)
+        assert recover_documents([{"input_ids": r.tolist()} for r in _rows(seqs)], tokenizer) == [a, b, c]
+
+
+# Every rendering of the file "ab\nc" (path "ab", code "c") of repository "r", written out by hand:
+# F = "ab\nc" cut at characters a <= b into pre = F[:a], mid = F[a:b], suf = F[b:].
+_HEAD, _EOS = "<repo_name>r<file_sep>", "<|endoftext|>"
+_PSM = [  # <fim_prefix>pre<fim_suffix>suf<fim_middle>mid, for a >= 1 (a = 0 reads as SPM)
+    "<fim_prefix>a<fim_suffix>b\nc<fim_middle>",     # a=1 b=1: the path itself is cut
+    "<fim_prefix>a<fim_suffix>\nc<fim_middle>b",     # a=1 b=2: the middle is the rest of the path
+    "<fim_prefix>a<fim_suffix>c<fim_middle>b\n",     # a=1 b=3
+    "<fim_prefix>a<fim_suffix><fim_middle>b\nc",     # a=1 b=4
+    "<fim_prefix>ab<fim_suffix>\nc<fim_middle>",     # a=2 b=2
+    "<fim_prefix>ab<fim_suffix>c<fim_middle>\n",     # a=2 b=3
+    "<fim_prefix>ab<fim_suffix><fim_middle>\nc",     # a=2 b=4
+    "<fim_prefix>ab\n<fim_suffix>c<fim_middle>",     # a=3 b=3
+    "<fim_prefix>ab\n<fim_suffix><fim_middle>c",     # a=3 b=4
+    "<fim_prefix>ab\nc<fim_suffix><fim_middle>",     # a=4 b=4
+]
+_SPM = [  # <fim_prefix><fim_suffix>suf<fim_middle>pre mid: only b shows
+    "<fim_prefix><fim_suffix>ab\nc<fim_middle>",     # b=0
+    "<fim_prefix><fim_suffix>b\nc<fim_middle>a",     # b=1: the path is cut between suffix and prefix
+    "<fim_prefix><fim_suffix>\nc<fim_middle>ab",     # b=2
+    "<fim_prefix><fim_suffix>c<fim_middle>ab\n",     # b=3
+    "<fim_prefix><fim_suffix><fim_middle>ab\nc",     # b=4
+]
+
+
+# PSM with a = 0 (empty prefix) reads "<fim_prefix><fim_suffix>F[b:]<fim_middle>F[:b]": the SPM strings.
+@pytest.mark.parametrize("spm_rate, expected", [(0.0, _PSM + _SPM), (1.0, _SPM)])
+def test_repo_fim_applies_to_the_whole_path_and_code_fragment(tokenizer, spm_rate, expected):
+    """<file_sep> stays outside; the path line is inside the FIM'd fragment and may be cut anywhere."""
+    seen = set()
+    for seed in range(500):
+        seqs, _ = build_fim([CodeDoc("c", "ab", "r")], tokenizer,
+                            FimSpec(rate=1.0, spm_rate=spm_rate, repo_context=True), 64, seed)
+        seen.add(_decode(tokenizer, seqs.ids))
+    assert seen == {_HEAD + body + _EOS for body in expected}
 def test_tokenizer_without_fim_tokens_is_a_clear_error():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

@@ -66,7 +66,8 @@ def test_train_on_prompt(tmp_path, monkeypatch, tokenizer):
     monkeypatch.chdir(tmp_path)
     _write_jsonl(tmp_path / "d.jsonl", RECORDS[:1])
     row = build_datasets(_recipe(train="d.jsonl", train_on_prompt=True), tokenizer, show_progress=False).train[0]
-    assert row["labels"] == row["input_ids"]
+    # every token is a target except the first, which nothing in its document predicts
+    assert row["labels"] == [-100] + row["input_ids"][1:]
 
 
 def test_special_token_text_in_a_record_is_not_a_special_token(tmp_path, monkeypatch, tokenizer):
@@ -92,6 +93,17 @@ def test_truncation_and_dropped_examples(tmp_path, monkeypatch, tokenizer):
     s = bundle.stats
     assert (s.truncated, s.dropped_examples) == (1, 1)
     assert s.dropped_tokens == (full - 64) + prompt2 + len(_ids(tokenizer, "y")) + 1
+
+
+def test_every_example_too_long_says_so_and_which_key_to_change(tmp_path, monkeypatch, tokenizer):
+    monkeypatch.chdir(tmp_path)
+    _write_jsonl(tmp_path / "d.jsonl", RECORDS)  # the Alpaca prompt alone is over 30 tokens
+    with pytest.raises(DataError) as err:
+        build_datasets(_recipe(train="d.jsonl", max_length=24), tokenizer, show_progress=False)
+    text = str(err.value)
+    assert "no training rows" in text and "all 2 example(s) were dropped for length" in text
+    assert "data.max_length (24 tokens)" in text and "raise data.max_length above 24" in text
+    assert err.value.exit_code == 2
 
 
 def test_missing_field_lists_fields_and_column_map_fixes_it(tmp_path, monkeypatch, tokenizer):

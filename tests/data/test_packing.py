@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812
 
 from sc2tune.data.collate import CausalCollator
 from sc2tune.data.packing import TokenSeqs, best_fit_decreasing, pack, unpacked
@@ -48,7 +49,7 @@ def test_packed_rows_hold_every_token_once_with_restarting_positions():
         for a, b in zip(starts, starts[1:], strict=False):
             piece = row["input_ids"][a:b]
             assert row["position_ids"][a:b] == list(range(b - a))
-            assert row["labels"][a:b] == [-x for x in piece]
+            assert row["labels"][a:b] == [-100] + [-x for x in piece[1:]]  # a document's first token: no target
             assert piece == list(range(piece[0], piece[0] + len(piece)))
             seen.append(piece[0])
     assert sorted(seen) == [0, 5, 8, 16, 18, 25]
@@ -65,7 +66,50 @@ def test_packing_efficiency_on_instruction_sized_records():
 def test_unpacked_rows_keep_order_and_lengths():
     ds = unpacked(_seqs([3, 1, 2]))
     assert ds["input_ids"] == [[0, 1, 2], [3], [4, 5]]
+    assert ds["labels"] == [[-100, -1, -2], [-100], [-100, -5]]
     assert ds["length"] == [3, 1, 2]
+
+
+def test_packed_labels_never_target_a_documents_first_token():
+    # three documents of lengths 3, 2, 4 (labels = ids, all trained) packed into one row of 9
+    seqs = TokenSeqs.from_lists([np.array([10, 11, 12]), np.array([20, 21]), np.array([30, 31, 32, 33])],
+                                [np.array([10, 11, 12]), np.array([20, 21]), np.array([30, 31, 32, 33])])
+    ds, rows = pack(seqs, 9, seed=0)
+    assert rows == 1
+    by_start = {}
+    row = ds[0]
+    starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [9]
+    for a, b in zip(starts, starts[1:], strict=False):
+        by_start[row["input_ids"][a]] = row["labels"][a:b]
+    assert by_start == {10: [-100, 11, 12], 20: [-100, 21], 30: [-100, 31, 32, 33]}
+    # the producer's arrays are left as they were
+    assert TokenSeqs.from_lists([np.array([1, 2])], [np.array([1, 2])]).labels.tolist() == [-100, 2]
+    raw = np.array([5, 6], dtype=np.int32)
+    TokenSeqs(np.array([5, 6], dtype=np.int32), raw, np.array([0, 2]))
+    assert raw.tolist() == [5, 6]
+
+
+def test_packed_loss_is_the_sum_of_the_documents_losses(tiny_model_dir):
+    """Plain torch reference: F.cross_entropy of each document run alone (no sc2tune loss code)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa", dtype=torch.float32)
+    model.eval()
+    docs = [[610, 315, 45, 125, 731, 0], [474, 1463, 222, 1489, 45, 0], [1018, 308, 299, 17, 0]]
+    # FIM-like documents train every token; the last one is instruct-like: a 2-token prompt not trained
+    labels = [list(docs[0]), list(docs[1]), [-100, -100, 299, 17, 0]]
+    seqs = TokenSeqs.from_lists([np.array(d) for d in docs], [np.array(x) for x in labels])
+    ds, rows = pack(seqs, 32, seed=0)
+    assert rows == 1
+    batch = CausalCollator(pad_id=4, packed=True)([ds[0]])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits[0]
+        packed = F.cross_entropy(logits[:-1], batch["labels"][0, 1:], ignore_index=-100, reduction="sum")
+        alone = sum(F.cross_entropy(model(input_ids=torch.tensor([d])).logits[0, :-1], torch.tensor(y[1:]),
+                                    ignore_index=-100, reduction="sum") for d, y in zip(docs, labels, strict=True))
+    n_targets = sum(sum(t != -100 for t in y[1:]) for y in labels)
+    assert int((batch["labels"][0, 1:] != -100).sum()) == n_targets == 5 + 5 + 3
+    torch.testing.assert_close(packed, alone, atol=1e-4, rtol=1e-5)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
