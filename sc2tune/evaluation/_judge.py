@@ -90,7 +90,10 @@ def _judge():
         raised = message.get("raise")
         if type(raised) is list and len(raised) == 2 and all(type(x) is str for x in raised):
             kind = getattr(builtins, raised[0], None)
-            if isinstance(kind, type) and issubclass(kind, Exception) and kind is not AssertionError:
+            # StopIteration & co. would end the test's own loops early (``all(map(candidate, ...))``
+            # would hold vacuously): only ordinary exceptions are raised as themselves
+            if isinstance(kind, type) and issubclass(kind, Exception) \
+                    and not issubclass(kind, (StopIteration, StopAsyncIteration, AssertionError)):
                 raise kind(raised[1])
             raise RuntimeError(f"the candidate raised {raised[0]}: {raised[1]}")
         raise CandidateGone("malformed answer from the sample's process")

@@ -191,7 +191,7 @@ def _detect(python: str | None, namespaces: bool) -> Isolation:
         if chosen is not None:
             return Isolation("root-namespaces", True, True, "none (empty network namespace)", chosen)
         log.warning("no Python interpreter is readable by an unprivileged uid; samples run as root in "
-                    "namespaces, so the process limit is not enforced (pass --python)")
+                    "nested user namespaces and count against root's process limit (pass --python)")
         return Isolation("root-namespaces", True, False, "none (empty network namespace)",
                          python or sys.executable)
     if unshare and _probe([unshare, "--user", "--map-root-user", *_NS_FLAGS, "true"]):
@@ -342,7 +342,7 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
             "max_files": limits.max_files,
             "python": iso.python,
             "uids": uids,
-            "nested_userns": iso.mode == "user-namespaces",
+            "nested_userns": iso.namespaces and not iso.uid_drop,
             "env": _environment(),
             "network_guard": not iso.namespaces,
             "wall_seconds": int(limits.timeout) + 5,

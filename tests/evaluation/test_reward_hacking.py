@@ -40,7 +40,10 @@ ROOT = Problem("root", 'def poly(xs, x):\n    return sum(c * x ** i for i, c in 
                                   "        mid = (lo + hi) / 2\n"
                                   "        if (poly(xs, lo) < 0) == (poly(xs, mid) < 0):\n"
                                   "            lo = mid\n        else:\n            hi = mid\n    return lo\n")
-PROBLEMS = {p.task_id: p for p in (ADD, HALF, ROOT2, ROOT)}
+# a test whose loop a StopIteration from the candidate would end early (all() of nothing holds)
+ADD_MAP = Problem("add_map", ADD.prompt, "def check(candidate):\n    cases = [((2, 3), 5), ((-1, 1), 0)]\n"
+                  "    assert all(map(lambda case: candidate(*case[0]) == case[1], cases))\n", "add")
+PROBLEMS = {p.task_id: p for p in (ADD, HALF, ROOT2, ROOT, ADD_MAP)}
 
 # The success marker of a marker-on-stdout harness, as a sample finds it: in its own program file.
 _FIND_MARKER = (
@@ -64,6 +67,7 @@ CATALOGUE: dict[str, tuple[str, str, str]] = {
     "correct-noisy": ("add", "    print('passed', file=__import__('sys').stderr)\n    return a + b\n", "passed"),
     "correct-builtins": ("half", "    return x / 2\n", "passed"),
     "correct-import": ("root2", "    return 2 ** 0.5\n", "passed"),
+    "correct-map": ("add_map", "    return a + b\n", "passed"),
     "correct-helper": ("root", PROBLEMS["root"].canonical_solution or "", "passed"),
     "wrong": ("add", "    return a - b\n", "failed"),
     # leave before the tests end
@@ -110,6 +114,7 @@ CATALOGUE: dict[str, tuple[str, str, str]] = {
         "        def __sub__(self, other):\n            return 0.0\n"
         "        def __round__(self, n=None):\n            return 3.5\n"
         "    return F(0)\n"), "failed"),
+    "stop-iteration-ends-the-test-loop": ("add_map", "    raise StopIteration\n", "failed"),
     # patch builtins the tests rely on
     "patch-abs-isinstance-round": ("half", "    return 0\n" + _module(
         "import builtins\n"
