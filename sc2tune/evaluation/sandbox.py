@@ -173,11 +173,16 @@ def _python_for_uid_drop(requested: str | None) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=8)
 def isolation(python: str | None = None, namespaces: bool = True) -> Isolation:
     """Detect once what the sandbox can enforce here (namespaces, uid drop, interpreter).
 
-    Anything short of ``root-namespaces`` is logged as a warning that says what is missing."""
+    Anything short of ``root-namespaces`` with a uid drop is logged (once) as a warning that says what
+    is missing."""
+    return _isolation(python, namespaces)
+
+
+@functools.lru_cache(maxsize=8)
+def _isolation(python: str | None, namespaces: bool) -> Isolation:
     iso = _detect(python, namespaces)
     if iso.mode != "root-namespaces" or not iso.uid_drop:
         log.warning("the sandbox runs degraded here: %s", iso.describe())
