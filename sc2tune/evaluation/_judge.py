@@ -48,8 +48,14 @@ def _where(err, test):
     return f" at test line {line}: {lines[line - 1].strip()}" if 0 < line <= len(lines) else ""
 
 
-class CandidateGone(Exception):
-    """The candidate process stopped answering (it exited, crashed or closed its channel)."""
+class CandidateGone(BaseException):
+    """The candidate process stopped answering (it exited, crashed, closed its channel or sent something
+    that is not a well-formed answer). A BaseException, so a test's ``except Exception`` cannot swallow
+    it; and the judge remembers it, so even ``except BaseException`` in a test cannot turn it into a pass."""
+
+
+class NotJudgeable(BaseException):
+    """The test passes the candidate something that is not plain data: this judge cannot run it."""
 
 
 def _judge():
@@ -62,33 +68,51 @@ def _judge():
     os.write(_READY_FD, b"R")
     os.close(_READY_FD)
     calls = 0
+    broken = []  # the first CandidateGone / NotJudgeable raised: it decides the verdict
 
     def verdict(kind, reason):
         record = {"nonce": job["nonce"], "verdict": kind, "reason": reason[:2000], "calls": calls}
         os.write(_VERDICT_FD, (json.dumps(record) + "\n").encode("utf-8"))
         os.close(_VERDICT_FD)
+        _sys.exit({"passed": 0, "failed": 1}.get(kind, 2))
+
+    def gone(reason):
+        broken.append(CandidateGone(reason))
+        return broken[-1]
 
     def answer():
         try:
             return wire_receive(_ANSWERS_FD)  # noqa: F821
         except EOFError:
-            raise CandidateGone("the sample's process ended before answering") from None
+            raise gone("the sample's process ended before answering") from None
+        except (WireError, RecursionError, MemoryError) as err:  # noqa: F821
+            raise gone(f"malformed answer from the sample's process: {err}") from None
 
     def candidate(*args, **kwargs):
         nonlocal calls
+        if broken:
+            raise broken[0]
         calls += 1
         try:
-            wire_send(_CALLS_FD, {"call": wire_encode([list(args), kwargs])})  # noqa: F821
+            call = {"call": wire_encode([list(args), kwargs])}  # noqa: F821
+        except WireError as err:  # noqa: F821
+            broken.append(NotJudgeable(f"the test passes the candidate a value that is not plain data ({err}); "
+                                       "this judge only runs tests whose arguments are builtin values"))
+            raise broken[-1] from None
+        try:
+            wire_send(_CALLS_FD, call)  # noqa: F821
         except BrokenPipeError:
-            raise CandidateGone("the sample's process ended before answering") from None
+            raise gone("the sample's process ended before answering") from None
         message = answer()
         if "return" in message:
             try:
                 return wire_decode(message["return"])  # noqa: F821
             except (WireError, TypeError, ValueError, RecursionError) as err:  # noqa: F821
-                raise CandidateGone(f"the sample's answer is not plain data: {err}") from None
+                raise gone(f"the sample's answer is not plain data: {err}") from None
         raised = message.get("raise")
         if type(raised) is list and len(raised) == 2 and all(type(x) is str for x in raised):
+            if raised[0] == "WireError":  # the candidate side could not encode its own result
+                raise gone(f"the candidate's result is not plain data: {raised[1]}")
             kind = getattr(builtins, raised[0], None)
             # StopIteration & co. would end the test's own loops early (``all(map(candidate, ...))``
             # would hold vacuously): only ordinary exceptions are raised as themselves
@@ -96,7 +120,7 @@ def _judge():
                     and not issubclass(kind, (StopIteration, StopAsyncIteration, AssertionError)):
                 raise kind(raised[1])
             raise RuntimeError(f"the candidate raised {raised[0]}: {raised[1]}")
-        raise CandidateGone("malformed answer from the sample's process")
+        raise gone("malformed answer from the sample's process")
 
     namespace = {"__name__": "__judge__", "__builtins__": builtins}
     try:
@@ -105,28 +129,28 @@ def _judge():
         check = namespace["check"]
     except BaseException as err:  # noqa: BLE001 - the problem itself is broken: not the sample's fault
         verdict("error", f"the problem's tests cannot be set up: {type(err).__name__}: {err}")
-        return
     candidate.__name__ = candidate.__qualname__ = job["entry_point"]
     namespace[job["entry_point"]] = candidate
     try:
         first = answer()
-    except (CandidateGone, WireError) as err:  # noqa: F821
+    except CandidateGone as err:
         verdict("failed", str(err))
-        return
     if first.get("ready") is not True:
         failed = first.get("failed")
         verdict("failed", f"the sample failed before the tests: {failed if type(failed) is str else '?'}")
-        return
     try:
         check(candidate)
-    except CandidateGone as err:
-        verdict("failed", str(err))
     except AssertionError as err:
-        verdict("failed", f"test assertion failed{_where(err, job['test'])}{': ' + str(err) if str(err) else ''}")
+        if not broken:
+            verdict("failed", f"test assertion failed{_where(err, job['test'])}"
+                              f"{': ' + str(err) if str(err) else ''}")
     except BaseException as err:  # noqa: BLE001 - any way out of check but returning is a failure
-        verdict("failed", f"{type(err).__name__}: {err}")
+        if not broken:
+            verdict("failed", f"{type(err).__name__}: {err}")
     else:
-        verdict("passed", "")
+        if not broken:
+            verdict("passed", "")
+    verdict("error" if isinstance(broken[0], NotJudgeable) else "failed", str(broken[0]))
 
 
 _judge()

@@ -439,6 +439,8 @@ def run_judged(program: str, job: JudgeJob, limits: SandboxLimits, *, slot: int 
         status = "timeout"
     elif _sandbox_failed(outcome):
         status = "error"
+    elif record.get("verdict") == "passed" and outcome.returncode != 0:
+        status, reason = "failed", f"the judge reported a pass but exited with status {outcome.returncode}"
     elif record.get("verdict") in ("passed", "failed", "error"):
         status = record["verdict"]
     else:

@@ -43,7 +43,14 @@ ROOT = Problem("root", 'def poly(xs, x):\n    return sum(c * x ** i for i, c in 
 # a test whose loop a StopIteration from the candidate would end early (all() of nothing holds)
 ADD_MAP = Problem("add_map", ADD.prompt, "def check(candidate):\n    cases = [((2, 3), 5), ((-1, 1), 0)]\n"
                   "    assert all(map(lambda case: candidate(*case[0]) == case[1], cases))\n", "add")
-PROBLEMS = {p.task_id: p for p in (ADD, HALF, ROOT2, ROOT, ADD_MAP)}
+# a test that expects an exception: a candidate that dies instead must not count as having raised
+DIV = Problem("div", 'def div(a, b):\n    """a // b; ZeroDivisionError when b is 0."""\n',
+              "def check(candidate):\n    assert candidate(6, 3) == 2\n    try:\n        candidate(1, 0)\n"
+              "    except Exception:\n        return\n    raise AssertionError('no error for b == 0')\n", "div")
+# a test this judge cannot run (it passes a function to the candidate): reported as an error, never a pass
+APPLY = Problem("apply", "def apply(f, x):\n", "def check(candidate):\n    assert candidate(lambda v: v + 1, 1) == 2\n",
+                "apply")
+PROBLEMS = {p.task_id: p for p in (ADD, HALF, ROOT2, ROOT, ADD_MAP, DIV, APPLY)}
 
 # The success marker of a marker-on-stdout harness, as a sample finds it: in its own program file.
 _FIND_MARKER = (
@@ -68,6 +75,8 @@ CATALOGUE: dict[str, tuple[str, str, str]] = {
     "correct-builtins": ("half", "    return x / 2\n", "passed"),
     "correct-import": ("root2", "    return 2 ** 0.5\n", "passed"),
     "correct-map": ("add_map", "    return a + b\n", "passed"),
+    "correct-raises": ("div", "    return a // b\n", "passed"),
+    "not-judgeable": ("apply", "    return f(x)\n", "error"),
     "correct-helper": ("root", PROBLEMS["root"].canonical_solution or "", "passed"),
     "wrong": ("add", "    return a - b\n", "failed"),
     # leave before the tests end
@@ -75,6 +84,8 @@ CATALOGUE: dict[str, tuple[str, str, str]] = {
     "exit0-in-call": ("add", "    import sys\n    sys.exit(0)\n", "failed"),
     "os-exit0": ("add", "    import os\n    os._exit(0)\n", "failed"),
     "kill-self": ("add", "    import os, signal\n    os.kill(os.getpid(), signal.SIGKILL)\n", "failed"),
+    "dies-instead-of-raising": ("div", "    import os\n    if b == 0:\n        os._exit(0)\n    return a // b\n",
+                                "failed"),
     # print what a pass looks like, then leave with status 0
     "forge-marker": ("add", "    print(MARK, flush=True)\n    os._exit(0)\n" + _module(_FIND_MARKER), "failed"),
     "forge-verdict-lines": ("add", (
