@@ -91,6 +91,8 @@ def _remount_everything_read_only() -> None:
         flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY
         for option in options:
             flags |= _MOUNT_FLAGS.get(option, 0)
+        if "relatime" not in options and "noatime" not in options:
+            flags |= _MOUNT_FLAGS["strictatime"]  # keep it: a locked atime flag must not change
         try:
             _mount(None, target, None, flags, None)
         except OSError as err:
