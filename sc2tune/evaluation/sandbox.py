@@ -18,7 +18,8 @@ Who decides a pass (:func:`run_judged`): three processes, started by ``_launcher
 :func:`run_program` runs a bare program and reports its exit status: it is *not* a judge (the
 program decides its own exit status).
 
-Isolation of one run (what is enforced depends on what the OS allows; :func:`isolation` reports it):
+Isolation of one run (what is enforced depends on what the OS allows; :func:`isolation`, from
+:mod:`sc2tune.evaluation.confinement`, detects and reports it):
 
 * a fresh process tree started with ``python -I`` (isolated mode) in a new session, with a scrubbed
   environment (PATH, LANG, single-threaded BLAS/OpenMP, HOME = TMPDIR = the working folder);
@@ -52,15 +53,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import json
 import logging
 import os
-import pwd
 import secrets
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -68,12 +66,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sc2tune.evaluation.confinement import (
+    NS_FLAGS,
+    SANDBOX_UID_BASE,
+    Isolation,
+    isolation,
+    slot_uid,
+    user_task_count,
+)
+
 log = logging.getLogger(__name__)
 
 _LAUNCHER = Path(__file__).with_name("_launcher.py")
-_NS_FLAGS = ["--net", "--pid", "--mount", "--ipc", "--fork", "--kill-child", "--mount-proc"]
-#: First uid tried for worker slots when running as root (slot i uses the (2i)-th and (2i+1)-th free uids).
-SANDBOX_UID_BASE = 64000
 _STARTUP_GRACE = 0.5
 _MB = 1024 * 1024
 
@@ -107,137 +111,6 @@ class RunResult:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
-
-
-@dataclass(frozen=True)
-class Isolation:
-    """What the sandbox enforces on this machine (reported with every evaluation)."""
-
-    mode: str  #: root-namespaces | user-namespaces | plain
-    namespaces: bool
-    uid_drop: bool
-    network: str
-    python: str
-
-    @property
-    def filesystem(self) -> str:
-        if self.namespaces:
-            return "host filesystem read-only, private capped tmpfs on /tmp, /var/tmp, /dev/shm"
-        if self.uid_drop:
-            return ("HOST FILESYSTEM WRITABLE in world-writable folders during the run (the sample's "
-                    "top-level files in them are removed afterwards)")
-        return "HOST FILESYSTEM WRITABLE wherever the evaluator's user can write"
-
-    @property
-    def judge(self) -> str:
-        if self.uid_drop:
-            return "judge and sample under separate unprivileged uids"
-        if self.namespaces:
-            return "judge and sample in separate nested user namespaces, judge not dumpable"
-        return ("judge not dumpable but under the sample's uid: it relies on the kernel refusing "
-                "ptrace between same-uid processes (kernel.yama.ptrace_scope >= 1)")
-
-    def describe(self) -> str:
-        return (f"mode {self.mode}: network {self.network}; "
-                f"{'pid+mount+ipc namespaces, ' if self.namespaces else 'no namespaces, '}"
-                f"{'dedicated unprivileged uids' if self.uid_drop else 'same uid as the evaluator'}; "
-                f"{self.filesystem}; {self.judge}; interpreter {self.python}")
-
-
-def _probe(cmd: list[str]) -> bool:
-    try:
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-def _world_usable(path: str) -> bool:
-    """True when every folder above ``path`` is searchable and ``path`` readable+executable by others."""
-    real = Path(os.path.realpath(path))
-    for parent in real.parents:
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return False
-    mode = os.stat(real).st_mode
-    return bool(mode & stat.S_IROTH and mode & stat.S_IXOTH)
-
-
-def _python_for_uid_drop(requested: str | None) -> str | None:
-    if requested:
-        return requested if _world_usable(requested) else None
-    candidates = [sys.executable, shutil.which("python3") or "", "/usr/bin/python3", "/usr/local/bin/python3"]
-    for candidate in candidates:
-        if not candidate or not os.path.exists(candidate) or not _world_usable(candidate):
-            continue
-        return candidate
-    return None
-
-
-def isolation(python: str | None = None, namespaces: bool = True) -> Isolation:
-    """Detect once what the sandbox can enforce here (namespaces, uid drop, interpreter).
-
-    Anything short of ``root-namespaces`` with a uid drop is logged (once) as a warning that says what
-    is missing."""
-    return _isolation(python, namespaces)
-
-
-@functools.lru_cache(maxsize=8)
-def _isolation(python: str | None, namespaces: bool) -> Isolation:
-    iso = _detect(python, namespaces)
-    if iso.mode != "root-namespaces" or not iso.uid_drop:
-        log.warning("the sandbox runs degraded here: %s", iso.describe())
-    return iso
-
-
-def _detect(python: str | None, namespaces: bool) -> Isolation:
-    unshare = shutil.which("unshare") if namespaces else None
-    if os.geteuid() == 0 and unshare and _probe([unshare, *_NS_FLAGS, "true"]):
-        chosen = _python_for_uid_drop(python)
-        if chosen is not None:
-            return Isolation("root-namespaces", True, True, "none (empty network namespace)", chosen)
-        log.warning("no Python interpreter is readable by an unprivileged uid; samples run as root in "
-                    "nested user namespaces and count against root's process limit (pass --python)")
-        return Isolation("root-namespaces", True, False, "none (empty network namespace)",
-                         python or sys.executable)
-    if unshare and _probe([unshare, "--user", "--map-root-user", *_NS_FLAGS, "true"]):
-        return Isolation("user-namespaces", True, False, "none (empty network namespace)",
-                         python or sys.executable)
-    network = "blocked in Python only (best effort)"
-    if os.geteuid() == 0:
-        chosen = _python_for_uid_drop(python)
-        if chosen is not None:
-            return Isolation("plain", False, True, network, chosen)
-    return Isolation("plain", False, False, network, python or sys.executable)
-
-
-@functools.lru_cache(maxsize=128)
-def _slot_uid(slot: int) -> int:
-    """The ``slot``-th uid at or above :data:`SANDBOX_UID_BASE` that no account uses."""
-    uid, found = SANDBOX_UID_BASE, -1
-    while True:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            found += 1
-            if found == slot:
-                return uid
-        uid += 1
-
-
-def _user_task_count() -> int:
-    """Tasks (processes + threads) owned by this real uid right now (the RLIMIT_NPROC count)."""
-    uid, count = os.getuid(), 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-            if int(fields["Uid"].split()[0]) == uid:
-                count += int(fields["Threads"].strip())
-        except (OSError, KeyError, ValueError):
-            continue
-    return count
 
 
 def _environment() -> dict[str, str]:
@@ -323,9 +196,9 @@ def _read_available(fd: int, limit: int = 65536) -> bytes:
 def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict | None) -> _Outcome:
     """Start the launcher on ``program`` (and the judge on ``job``); wait; collect what came out."""
     iso = isolation(limits.python, limits.namespaces)
-    uids = {"judge": _slot_uid(2 * slot), "sample": _slot_uid(2 * slot + 1)} if iso.uid_drop \
+    uids = {"judge": slot_uid(2 * slot), "sample": slot_uid(2 * slot + 1)} if iso.uid_drop \
         else {"judge": None, "sample": None}
-    nproc = limits.max_processes if iso.uid_drop else _user_task_count() + 2 * limits.max_processes
+    nproc = limits.max_processes if iso.uid_drop else user_task_count() + 2 * limits.max_processes
     host = Path(tempfile.mkdtemp(prefix="sc2tune-sample-"))
     verdict_r, verdict_w = os.pipe()
     try:
@@ -361,9 +234,9 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
         }
         cmd = [sys.executable, "-I", "-S", str(_LAUNCHER)]
         if iso.mode == "root-namespaces":
-            cmd = [shutil.which("unshare") or "unshare", *_NS_FLAGS, *cmd]
+            cmd = [shutil.which("unshare") or "unshare", *NS_FLAGS, *cmd]
         elif iso.mode == "user-namespaces":
-            cmd = [shutil.which("unshare") or "unshare", "--user", "--map-root-user", *_NS_FLAGS, *cmd]
+            cmd = [shutil.which("unshare") or "unshare", "--user", "--map-root-user", *NS_FLAGS, *cmd]
         start = time.monotonic()
         with open(host / "stdout", "wb") as out, open(host / "stderr", "wb") as err:
             try:
@@ -448,3 +321,7 @@ def run_judged(program: str, job: JudgeJob, limits: SandboxLimits, *, slot: int 
         reason = "no verdict from the judge" + (f" (exit status {outcome.returncode})"
                                                 if outcome.returncode else "")
     return RunResult(status, outcome.returncode, outcome.seconds, outcome.stderr, outcome.stdout, reason)
+
+
+__all__ = ["SANDBOX_UID_BASE", "Isolation", "JudgeJob", "RunResult", "SandboxLimits", "isolation", "run_judged",
+           "run_program"]

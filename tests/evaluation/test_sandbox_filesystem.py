@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sc2tune.evaluation import sandbox
+from sc2tune.evaluation import confinement
 from sc2tune.evaluation.codeeval import evaluate_code
 from sc2tune.evaluation.problems import Problem, Sample
 from sc2tune.evaluation.sandbox import SandboxLimits, isolation, run_program
@@ -121,8 +121,8 @@ print(json.dumps(report))
 
 def test_without_namespaces_the_sandbox_says_so_and_still_judges(caplog: pytest.LogCaptureFixture) -> None:
     limits = SandboxLimits(timeout=3.0, memory_mb=512, max_processes=24, namespaces=False)
-    sandbox._isolation.cache_clear()  # detect (and warn) again
-    with caplog.at_level(logging.WARNING, logger="sc2tune.evaluation.sandbox"):
+    confinement._isolation.cache_clear()  # detect (and warn) again
+    with caplog.at_level(logging.WARNING, logger="sc2tune.evaluation.confinement"):
         iso = isolation(limits.python, limits.namespaces)
     assert iso.mode == "plain" and not iso.namespaces
     assert "the sandbox runs degraded here" in caplog.text and "HOST FILESYSTEM WRITABLE" in caplog.text
