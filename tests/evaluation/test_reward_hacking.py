@@ -230,3 +230,26 @@ def test_the_reason_names_the_failing_assert(judged: CodeEvalResult) -> None:
 
 def test_the_isolation_is_reported(judged: CodeEvalResult) -> None:
     assert judged.isolation == isolation(LIMITS.python).describe()
+
+
+def test_the_sample_holds_only_its_own_channel_and_not_the_judges_uid() -> None:
+    """Seen from the inside: the sample's only pipes are its call/answer channel (fds 3, 4: never the
+    verdict pipe), and where the sandbox drops privileges the judge runs under another uid."""
+    probe = Problem("probe", "def probe():\n", (
+        "import os\n\n"
+        "def check(candidate):\n"
+        "    seen = candidate()\n"
+        "    assert seen['pipes'] == [3, 4], seen\n"
+        f"    assert {isolation(LIMITS.python).uid_drop!r} is False or seen['uid'] != os.getuid(), seen\n"), "probe")
+    body = ("    import os\n"
+            "    fds = sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"
+            "    pipes = []\n"
+            "    for fd in fds:\n"
+            "        try:\n"
+            "            if os.readlink(f'/proc/self/fd/{fd}').startswith('pipe:'):\n"
+            "                pipes.append(fd)\n"
+            "        except OSError:\n"
+            "            pass\n"
+            "    return {'pipes': pipes, 'uid': os.getuid()}\n")
+    result = evaluate_code({"probe": probe}, [Sample("probe", body)], ks=[1], limits=LIMITS, show_progress=False)
+    assert result.samples[0].status == "passed", result.samples[0]
