@@ -66,4 +66,5 @@ def _serve():
         wire_send(_ANSWERS_FD, answer)  # noqa: F821
 
 
-_serve()
+if __name__ == "__main__":  # run as ``python -c`` source, never on import
+    _serve()

@@ -153,4 +153,5 @@ def _judge():
     verdict("error" if isinstance(broken[0], NotJudgeable) else "failed", str(broken[0]))
 
 
-_judge()
+if __name__ == "__main__":  # run as ``python -c`` source, never on import
+    _judge()
