@@ -5,7 +5,8 @@ namespaces (``unshare --net --pid --mount --ipc --fork --kill-child --mount-proc
 stdin, not on the command line (``/proc/PID/cmdline`` is readable by every process). Layout of one run:
 
 1. stop being dumpable (same-uid processes cannot ptrace it or open its ``/proc/PID/fd``); read the job;
-2. ``private_fs`` (a private mount namespace): every mount is re-bound read-only, then size- and
+2. ``private_fs`` (a private mount namespace): every mount is re-bound read-only, an empty root-owned
+   tmpfs hides ``/run`` (host sockets, ``/run/lock``), then size- and
    inode-capped tmpfs are mounted on ``/tmp``, ``/var/tmp`` and ``/dev/shm``: the only writable places,
    gone when the namespace ends. No write of the sample reaches the host filesystem, and the number
    of files and their total size are bounded by the tmpfs (``nr_inodes``, ``size``) besides the
@@ -101,13 +102,17 @@ def _remount_everything_read_only() -> None:
             raise
 
 
-def _mount_tmpfs(target: str, size_mb: int, files: int) -> None:
-    options = f"size={size_mb}m,nr_inodes={files},mode=1777".encode()
+def _mount_tmpfs(target: str, size_mb: int, files: int, mode: str = "1777") -> None:
+    options = f"size={size_mb}m,nr_inodes={files},mode={mode}".encode()
     _mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
 
 
 def _private_filesystem(tmpfs_mb: int, max_files: int) -> None:
     _remount_everything_read_only()
+    if os.path.isdir("/run") and not os.path.islink("/run"):
+        # hide the host's run-time state: its sockets (D-Bus, databases...) stay connectable on a
+        # read-only mount, and /run/lock is a world-writable folder
+        _mount_tmpfs("/run", 1, 16, mode="755")
     _mount_tmpfs("/tmp", tmpfs_mb, max_files)
     for extra in ("/var/tmp", "/dev/shm"):
         if os.path.isdir(extra):

@@ -28,7 +28,8 @@ Isolation of one run (what is enforced depends on what the OS allows; :func:`iso
   no core dumps; plus a wall-clock limit enforced from outside (the whole process group is killed);
 * as root with ``unshare``: new network namespace (only a downed loopback: no network), new pid
   namespace (every process the sample forks dies with it, and it cannot see or signal host
-  processes), new IPC namespace, new mount namespace in which every mount is read-only and only
+  processes), new IPC namespace, new mount namespace in which every mount is read-only, ``/run`` is
+  hidden under an empty tmpfs, and only
   size- and inode-capped tmpfs on /tmp, /var/tmp and /dev/shm are writable (no write reaches the
   host filesystem), and the sample and the judge run as two dedicated unprivileged uids (per worker
   slot, not in /etc/passwd, no supplementary groups). ``RLIMIT_NPROC`` is ignored for uid 0, so
