@@ -16,8 +16,8 @@ stdin, not on the command line (``/proc/PID/cmdline`` is readable by every proce
    for its "ready" byte, then fork the candidate (``_candidate.py`` over ``program.py``), each under its
    own uid when given, with only its own pipes: the candidate never holds the verdict fd;
 4. every child gets hard resource limits (address space, processes, file size, CPU seconds, open
-   files, no core files), drops to its uid/gid with no supplementary groups, and, in a user namespace
-   where it would still be that namespace's root, enters a nested user namespace (so it has no
+   files, no core files), drops to its uid/gid with no supplementary groups, or, when there is no uid
+   to drop to (it would stay root of the namespaces), enters a nested user namespace (so it has no
    capability over the launcher's namespaces: it cannot unmount the tmpfs nor ptrace the judge);
 5. wait for the process that decides (the program, or the judge), kill the rest, exit with its status
    (128 + signal); after ``wall_seconds`` everything is killed, so a sandbox whose evaluator died still
