@@ -1,32 +1,49 @@
-"""Inside-the-sandbox launcher: runs as ``python -I -S _launcher.py CONFIG_JSON`` (stdlib only).
+"""Inside-the-sandbox launcher: runs as ``python -I -S _launcher.py`` (stdlib only), job JSON on stdin.
 
-Started by :mod:`sc2tune.evaluation.sandbox`, usually as pid 1 of fresh pid + network + mount
-namespaces (``unshare --net --pid --mount --fork --kill-child --mount-proc``). Layout of one run:
+Started by :mod:`sc2tune.evaluation.sandbox`, usually as pid 1 of fresh pid + network + mount + IPC
+namespaces (``unshare --net --pid --mount --ipc --fork --kill-child --mount-proc``). The job arrives on
+stdin, not on the command line (``/proc/PID/cmdline`` is readable by every process). Layout of one run:
 
-1. read the program source (the host folder may be hidden by step 2);
-2. when ``tmpfs`` is set (root in a private mount namespace): mount size-capped tmpfs over ``/tmp``,
-   ``/var/tmp`` and ``/dev/shm``; the sample's working folder is ``/tmp/sample`` on that tmpfs, so it
-   cannot fill the host disk nor see the host's temporary files; otherwise it is the host folder;
-3. fork; the child sets hard resource limits (address space, processes, file size, CPU seconds, open
-   files, no core files), drops to the sandbox uid/gid with no supplementary groups when one is given,
-   and ``execve``s the interpreter on the program with the scrubbed environment;
-4. the launcher (still root, pid 1 of the namespace) waits for that child and exits with its status
-   (128 + signal when it was killed); after ``wall_seconds`` it kills the child itself, so a sandbox
-   whose evaluator died (Ctrl-C, crash) still ends. Its exit tears the pid namespace down: the kernel kills every
-   process the sample left behind.
+1. stop being dumpable (same-uid processes cannot ptrace it or open its ``/proc/PID/fd``); read the job;
+2. ``private_fs`` (a private mount namespace): every mount is re-bound read-only, an empty root-owned
+   tmpfs hides ``/run`` (host sockets, ``/run/lock``), then size- and
+   inode-capped tmpfs are mounted on ``/tmp``, ``/var/tmp`` and ``/dev/shm``: the only writable places,
+   gone when the namespace ends. No write of the sample reaches the host filesystem, and the number
+   of files and their total size are bounded by the tmpfs (``nr_inodes``, ``size``) besides the
+   per-file ``RLIMIT_FSIZE``. The sample works in ``/tmp/sample``, the judge in ``/tmp/judge``;
+3. ``mode == "program"``: fork + exec ``python -I program.py`` (exit status only, no verdict);
+   ``mode == "judged"``: fork the judge first (``_judge.py``, the verdict fd, the job on its stdin), wait
+   for its "ready" byte, then fork the candidate (``_candidate.py`` over ``program.py``), each under its
+   own uid when given, with only its own pipes: the candidate never holds the verdict fd;
+4. every child gets hard resource limits (address space, processes, file size, CPU seconds, open
+   files, no core files), drops to its uid/gid with no supplementary groups, or, when there is no uid
+   to drop to (it would stay root of the namespaces), enters a nested user namespace (so it has no
+   capability over the launcher's namespaces: it cannot unmount the tmpfs nor ptrace the judge);
+5. wait for the process that decides (the program, or the judge), kill the rest, exit with its status
+   (128 + signal); after ``wall_seconds`` everything is killed, so a sandbox whose evaluator died still
+   ends. Exiting tears the pid namespace down: the kernel kills whatever the sample left behind.
 
 Exit statuses of its own: 125 = the launcher failed before exec, 126 = exec failed.
 """
 
 import contextlib
 import ctypes
+import errno
+import fcntl
 import json
 import os
 import resource
 import signal
 import sys
 
-_NETWORK_GUARD = (
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+_MS_REMOUNT, _MS_BIND = 0x20, 0x1000
+_MOUNT_FLAGS = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC, "noatime": 0x400,
+                "nodiratime": 0x800, "relatime": 0x200000, "strictatime": 0x1000000}
+_CLONE_NEWUSER = 0x10000000
+_NETWORK_GUARD = (  # program mode without a network namespace: a best effort that C code can bypass
     "import socket as _s\n"
     "def _sc2_denied(*a, **k):\n"
     "    raise OSError('network access is disabled in the sc2tune sandbox')\n"
@@ -41,13 +58,65 @@ _NETWORK_GUARD = (
 )
 
 
-def _mount_tmpfs(target: str, size_mb: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    flags = 0x2 | 0x4  # MS_NOSUID | MS_NODEV
-    options = f"size={size_mb}m,mode=1777".encode()
-    if libc.mount(b"tmpfs", target.encode(), b"tmpfs", flags, options) != 0:
+def _no_longer_dumpable() -> None:
+    _LIBC.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE
+
+
+def _mount(source: bytes | None, target: str, fstype: bytes | None, flags: int, data: bytes | None) -> None:
+    if _LIBC.mount(source, target.encode(), fstype, flags, data) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, f"mount tmpfs on {target}: {os.strerror(err)}")
+        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+
+def _unescape(path: str) -> str:
+    """Mount points in mountinfo escape space, tab, newline and backslash as octal."""
+    out, i = [], 0
+    while i < len(path):
+        if path[i] == "\\" and path[i + 1:i + 4].isdigit():
+            out.append(chr(int(path[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(path[i])
+            i += 1
+    return "".join(out)
+
+
+def _remount_everything_read_only() -> None:
+    """Re-bind every mount of this (private) namespace read-only, keeping its other per-mount flags."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        mounts = [line.split() for line in f]
+    for fields in mounts:
+        target, options = _unescape(fields[4]), fields[5].split(",")
+        if "ro" in options:
+            continue
+        flags = _MS_REMOUNT | _MS_BIND | _MS_RDONLY
+        for option in options:
+            flags |= _MOUNT_FLAGS.get(option, 0)
+        if "relatime" not in options and "noatime" not in options:
+            flags |= _MOUNT_FLAGS["strictatime"]  # keep it: a locked atime flag must not change
+        try:
+            _mount(None, target, None, flags, None)
+        except OSError as err:
+            if err.errno in (errno.ENOENT, errno.ENOTDIR):  # hidden under another mount: unreachable
+                continue
+            raise
+
+
+def _mount_tmpfs(target: str, size_mb: int, files: int, mode: str = "1777") -> None:
+    options = f"size={size_mb}m,nr_inodes={files},mode={mode}".encode()
+    _mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
+
+
+def _private_filesystem(tmpfs_mb: int, max_files: int) -> None:
+    _remount_everything_read_only()
+    if os.path.isdir("/run") and not os.path.islink("/run"):
+        # hide the host's run-time state: its sockets (D-Bus, databases...) stay connectable on a
+        # read-only mount, and /run/lock is a world-writable folder
+        _mount_tmpfs("/run", 1, 16, mode="755")
+    _mount_tmpfs("/tmp", tmpfs_mb, max_files)
+    for extra in ("/var/tmp", "/dev/shm"):
+        if os.path.isdir(extra):
+            _mount_tmpfs(extra, min(8, tmpfs_mb), 64)
 
 
 def _limit(name: str, value: int) -> None:
@@ -55,58 +124,62 @@ def _limit(name: str, value: int) -> None:
     resource.setrlimit(kind, (value, value))
 
 
-def main() -> int:
-    cfg = json.loads(sys.argv[1])
-    with open(cfg["program"], encoding="utf-8") as f:
-        source = f.read()
-    workdir = cfg["workdir"]
-    if cfg["tmpfs_mb"]:
-        _mount_tmpfs("/tmp", cfg["tmpfs_mb"])
-        for extra in ("/var/tmp", "/dev/shm"):
-            if os.path.isdir(extra):
-                with contextlib.suppress(OSError):
-                    _mount_tmpfs(extra, 8)
-        workdir = "/tmp/sample"
-        os.mkdir(workdir, 0o700)
-        with open(os.path.join(workdir, "program.py"), "w", encoding="utf-8") as f:
-            f.write(source)
-        if cfg["uid"] is not None:
-            os.chown(workdir, cfg["uid"], cfg["gid"])
-            os.chown(os.path.join(workdir, "program.py"), cfg["uid"], cfg["gid"])
-    env = dict(cfg["env"], HOME=workdir, TMPDIR=workdir)
-    if cfg["network_guard"]:
-        argv = [cfg["python"], "-I", "-c", _NETWORK_GUARD]
-    else:
-        argv = [cfg["python"], "-I", "program.py"]
+def _private_dir(path: str, uid: int | None) -> str:
+    os.mkdir(path, 0o700)
+    if uid is not None:
+        os.chown(path, uid, uid)
+    return path
 
+
+def _spawn(cfg: dict, argv: list[str], fds: dict[int, int], uid: int | None, cwd: str) -> int:
+    """Fork a child with exactly ``fds`` (target -> source) besides stdout/stderr, limited and
+    de-privileged, and exec ``argv`` in it. Returns the child's pid."""
     pid = os.fork()
-    if pid == 0:
+    if pid:
+        return pid
+    try:
+        # first out of the way of the targets, then into place
+        moved = {target: fcntl.fcntl(source, fcntl.F_DUPFD, 64) for target, source in fds.items()}
+        for target, source in moved.items():
+            os.dup2(source, target)
+        if 0 not in fds:
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+        os.closerange(max([2, *fds]) + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        os.chdir(cwd)
+        limits = cfg["limits"]
+        _limit("RLIMIT_AS", limits["address_space"])
+        _limit("RLIMIT_NPROC", limits["processes"])
+        _limit("RLIMIT_FSIZE", limits["file_size"])
+        _limit("RLIMIT_CPU", limits["cpu_seconds"])
+        _limit("RLIMIT_NOFILE", limits["open_files"])
+        _limit("RLIMIT_CORE", 0)
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        elif cfg["nested_userns"] and _LIBC.unshare(_CLONE_NEWUSER) != 0:
+            raise OSError(ctypes.get_errno(), "cannot enter a nested user namespace")
+        os.umask(0o077)
+        env = dict(cfg["env"], HOME=cwd, TMPDIR=cwd)
+        os.execve(argv[0], argv, env)
+    except BaseException as err:  # noqa: BLE001 - report anything, then leave without cleanup
         try:
-            os.chdir(workdir)
-            limits = cfg["limits"]
-            _limit("RLIMIT_AS", limits["address_space"])
-            _limit("RLIMIT_NPROC", limits["processes"])
-            _limit("RLIMIT_FSIZE", limits["file_size"])
-            _limit("RLIMIT_CPU", limits["cpu_seconds"])
-            _limit("RLIMIT_NOFILE", limits["open_files"])
-            _limit("RLIMIT_CORE", 0)
-            if cfg["uid"] is not None:
-                os.setgroups([])
-                os.setgid(cfg["gid"])
-                os.setuid(cfg["uid"])
-            os.umask(0o077)
-            os.execve(argv[0], argv, env)
-        except BaseException as err:  # noqa: BLE001 - report anything, then leave without cleanup
-            try:
-                os.write(2, f"sc2tune sandbox: cannot start the sample: {err}\n".encode())
-            finally:
-                os._exit(126)
-    def _expire(signum, frame):  # the evaluator died or forgot us: never outlive the wall limit by much
-        os.kill(pid, signal.SIGKILL)
-        os._exit(128 + signal.SIGKILL)
+            os.write(2, f"sc2tune sandbox: cannot start {argv[-1][:40]!r}: {err}\n".encode())
+        finally:
+            os._exit(126)
+    raise AssertionError("unreachable")
 
-    signal.signal(signal.SIGALRM, _expire)
-    signal.alarm(cfg["wall_seconds"])
+
+def _source(*names: str) -> str:
+    parts = []
+    for name in names:
+        with open(os.path.join(_HERE, name), encoding="utf-8") as f:
+            parts.append(f.read())
+    return "\n".join(parts)
+
+
+def _wait(pid: int) -> int:
     while True:
         try:
             _, status = os.waitpid(pid, 0)
@@ -116,6 +189,78 @@ def main() -> int:
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
+
+
+def _kill(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _judged(cfg: dict, workdir: str, judgedir: str, children: list[int]) -> int:
+    python, uids = cfg["python"], cfg["uids"]
+    job_r, job_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    calls_r, calls_w = os.pipe()
+    answers_r, answers_w = os.pipe()
+    judge_argv = [python, "-I", "-c", _source("_wire.py", "_judge.py")]
+    children.append(_spawn(cfg, judge_argv, {0: job_r, 3: cfg["verdict_fd"], 4: calls_w, 5: answers_r,
+                                             6: ready_w}, uids["judge"], judgedir))
+    for fd in (job_r, ready_w, calls_w, answers_r, cfg["verdict_fd"]):
+        os.close(fd)
+    with contextlib.suppress(BrokenPipeError):
+        view = memoryview(json.dumps(cfg["job"]).encode("utf-8"))
+        while view:
+            view = view[os.write(job_w, view):]
+    os.close(job_w)
+    ready = os.read(ready_r, 1)
+    os.close(ready_r)
+    if ready == b"R":
+        candidate_argv = [python, "-I", "-c", _source("_wire.py", "_candidate.py"), cfg["job"]["entry_point"]]
+        if cfg["network_guard"]:
+            candidate_argv.append("guard")
+        children.append(_spawn(cfg, candidate_argv, {3: calls_r, 4: answers_w}, uids["sample"], workdir))
+    os.close(calls_r)
+    os.close(answers_w)
+    return _wait(children[0])
+
+
+def main() -> int:
+    _no_longer_dumpable()
+    cfg = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    children: list[int] = []
+
+    def _expire(signum, frame):  # the evaluator died or forgot us: never outlive the wall limit by much
+        for pid in children:
+            _kill(pid)
+        os._exit(128 + signal.SIGKILL)
+
+    signal.signal(signal.SIGALRM, _expire)
+    signal.alarm(cfg["wall_seconds"])
+    uids = cfg["uids"]
+    if cfg["private_fs"]:
+        _private_filesystem(cfg["tmpfs_mb"], cfg["max_files"])
+        workdir = _private_dir("/tmp/sample", uids["sample"])
+        judgedir = _private_dir("/tmp/judge", uids["judge"])
+    else:
+        workdir, judgedir = cfg["workdir"], cfg["judgedir"]
+    program = os.path.join(workdir, "program.py")
+    with open(program, "w", encoding="utf-8") as f:
+        f.write(cfg["program"])
+    if uids["sample"] is not None:
+        os.chown(program, uids["sample"], uids["sample"])
+    if cfg["mode"] == "judged":
+        status = _judged(cfg, workdir, judgedir, children)
+    else:
+        argv = [cfg["python"], "-I", *(["-c", _NETWORK_GUARD] if cfg["network_guard"] else ["program.py"])]
+        children.append(_spawn(cfg, argv, {}, uids["sample"], workdir))
+        status = _wait(children[0])
+    for pid in children[1:]:
+        _kill(pid)
+        _wait(pid)
+    return status
 
 
 if __name__ == "__main__":

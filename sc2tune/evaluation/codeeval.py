@@ -1,15 +1,15 @@
 """Execution-based scoring of code completions: every sample runs in the sandbox, then pass@k.
 
-``evaluate_code`` runs each (task, completion) pair as its own sandboxed program (see
-:mod:`sc2tune.evaluation.sandbox`) on a bounded pool of worker threads (each waits on one child
-process), counts ``c`` passing of ``n`` samples per task and averages the unbiased pass@k over tasks.
+``evaluate_code`` judges each (task, completion) pair in its own sandbox (see
+:mod:`sc2tune.evaluation.sandbox`: the sample's code and the tests run in separate processes, and only
+the judge process can report a pass) on a bounded pool of worker threads (each waits on one sandbox),
+counts ``c`` passing of ``n`` samples per task and averages the unbiased pass@k over tasks.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import secrets
 import signal
 from collections import Counter
 from collections.abc import Sequence
@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sc2tune.evaluation.passk import mean_pass_at_k
-from sc2tune.evaluation.problems import Problem, Sample, build_program
-from sc2tune.evaluation.sandbox import SandboxLimits, isolation, run_program
+from sc2tune.evaluation.problems import Problem, Sample, candidate_program, judge_job
+from sc2tune.evaluation.sandbox import SandboxLimits, isolation, run_judged
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class SampleResult:
     status: str  #: passed | failed | timeout | error
     returncode: int | None
     seconds: float
-    error: str  #: last line of stderr (empty when passed)
+    error: str  #: why it did not pass: the judge's reason, else the last line of stderr (empty when passed)
 
 
 @dataclass(frozen=True)
@@ -65,14 +65,15 @@ def _last_line(text: str) -> str:
     return lines[-1][:500] if lines else ""
 
 
-def _explain(status: str, returncode: int | None, stderr: str, timeout: float) -> str:
+def _explain(status: str, returncode: int | None, stderr: str, timeout: float, reason: str = "") -> str:
     """One line saying why a sample did not pass (empty when it passed)."""
     if status == "passed":
         return ""
     if status == "timeout":
         return f"timed out after {timeout:g} s"
-    if returncode == 0:
-        return "exited with status 0 before the tests finished"
+    if reason:
+        detail = _last_line(stderr)
+        return reason[:500] + (f" ({detail})" if detail and detail not in reason else "")
     if returncode is not None and returncode > 128:
         try:
             name = signal.Signals(returncode - 128).name
@@ -97,12 +98,11 @@ def evaluate_code(
     samples of any task are left out of ``scores``.
     """
     limits = limits or SandboxLimits()
-    iso = isolation(limits.python)
+    iso = isolation(limits.python, limits.namespaces)
     log.info("sandbox: %s", iso.describe())
     slots: queue.Queue[int] = queue.Queue()
     for slot in range(max(1, workers)):
         slots.put(slot)
-    marker = f"sc2tune-passed-{secrets.token_hex(16)}"
     index_in_task: Counter[str] = Counter()
     jobs = []
     for sample in samples:
@@ -112,11 +112,12 @@ def evaluate_code(
     def run(sample: Sample, completion_id: int) -> SampleResult:
         slot = slots.get()
         try:
-            program = build_program(problems[sample.task_id], sample.completion, marker)
-            result = run_program(program, limits, slot=slot, success_marker=marker)
+            problem = problems[sample.task_id]
+            result = run_judged(candidate_program(problem, sample.completion), judge_job(problem), limits,
+                                slot=slot)
         finally:
             slots.put(slot)
-        error = _explain(result.status, result.returncode, result.stderr_tail, limits.timeout)
+        error = _explain(result.status, result.returncode, result.stderr_tail, limits.timeout, result.reason)
         return SampleResult(sample.task_id, completion_id, result.status, result.returncode,
                             round(result.seconds, 3), error)
 
@@ -141,7 +142,7 @@ def evaluate_code(
         log.warning("pass@%s left out: some task has fewer samples than k", ",".join(map(str, skipped)))
     errors = [r for r in results if r.status == "error"]
     if errors:
-        log.warning("%d sample(s) could not be started by the sandbox: %s", len(errors), errors[0].error)
+        log.warning("%d sample(s) could not be judged (the sandbox or the problem failed): %s", len(errors), errors[0].error)
     return CodeEvalResult(
         scores=scores, per_task=per_task, samples=results, isolation=iso.describe(),
         limits=asdict(limits), tasks_without_samples=sorted(set(problems) - set(per_task)),

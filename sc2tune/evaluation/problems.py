@@ -4,9 +4,9 @@ Problems (JSONL, optionally gzipped): one object per line with ``task_id``, ``pr
 ``entry_point`` and optionally ``canonical_solution``; sc2tune adds an optional ``suffix`` (the code
 after the hole, for FIM problems). Samples (JSONL): ``task_id``, ``completion``, several per task.
 
-The program run for a sample is::
-
-    prompt + completion + suffix + "\\n\\n" + test + "\\n\\ncheck(entry_point)\\n"
+A sample is judged in two processes (see :mod:`sc2tune.evaluation.sandbox`): the sample's process runs
+``prompt + completion + suffix``; the judge's runs ``test`` (after trusted problem text, see
+:func:`judge_job`) and calls ``check(candidate)`` with a proxy whose calls go to the sample's process.
 
 FIM problems (execution-based infilling, as in the StarCoder/SantaCoder evaluations): the canonical
 solution ``s`` is split into ``s[:a] | s[a:b] | s[b:]``; the problem's prompt becomes ``prompt + s[:a]``,
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from sc2tune.errors import DataError, UserError
+from sc2tune.evaluation.sandbox import JudgeJob
 
 FimMode = Literal["lines", "span"]
 
@@ -137,10 +138,36 @@ def load_samples(path: str | Path, problems: dict[str, Problem]) -> list[Sample]
     return samples
 
 
-def build_program(problem: Problem, completion: str, marker: str) -> str:
-    """The Python program that passes when ``completion`` is correct; prints ``marker`` at the very end."""
-    return (f"{problem.prompt}{completion}{problem.suffix}\n\n{problem.test}\n\n"
-            f"check({problem.entry_point})\nprint({marker!r}, flush=True)\n")
+def candidate_program(problem: Problem, completion: str) -> str:
+    """The code run in the sample's process: ``prompt + completion + suffix``, never the tests."""
+    return f"{problem.prompt}{completion}{problem.suffix}\n"
+
+
+def _compiles(source: str) -> bool:
+    try:
+        compile(source, "problem.py", "exec")
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def judge_job(problem: Problem) -> JudgeJob:
+    """What the judge runs: the tests, next to the problem's own trusted code.
+
+    Tests may call helpers the prompt defines (HumanEval/32 checks ``find_zero`` with the prompt's
+    ``poly``), so the judge first executes trusted problem text: the first of ``prompt + canonical
+    middle + suffix`` (FIM), ``prompt + canonical_solution + suffix``, ``prompt + suffix`` that
+    compiles (nothing when none does). The sample's completion is never part of it, and the entry
+    point's name is rebound to the candidate proxy, so the canonical solution is never what is tested.
+    """
+    options = []
+    if problem.canonical_middle is not None:
+        options.append(problem.prompt + problem.canonical_middle + problem.suffix)
+    if problem.canonical_solution is not None:
+        options.append(problem.prompt + problem.canonical_solution + problem.suffix)
+    options.append(problem.prompt + problem.suffix)
+    context = next((text for text in options if _compiles(text)), "")
+    return JudgeJob(context=context, test=problem.test, entry_point=problem.entry_point)
 
 
 def fim_cut(code: str, mode: FimMode, rng: random.Random) -> tuple[int, int]:

@@ -1,6 +1,25 @@
-"""Run one untrusted Python program per process, under limits, and say whether it succeeded.
+"""Run untrusted Python under limits: a sample judged by its problem's tests, or a bare program.
 
-Isolation of one run (what is enforced depends on what the OS allows; :func:`isolation` reports it):
+Who decides a pass (:func:`run_judged`): three processes, started by ``_launcher.py``.
+
+* the **candidate** process runs ``prompt + completion + suffix`` (never the tests) and answers calls
+  to the entry point (``_candidate.py``);
+* the **judge** process, started first and under its own uid when the sandbox can drop privileges,
+  runs the problem's tests with its own pristine interpreter; each call of ``candidate`` goes to the
+  candidate process as plain data and comes back decoded into exact builtin types (``_wire.py``), so
+  an object with a rigged ``__eq__``, patched builtins or a redefined ``check`` cannot exist on the
+  judge's side (``_judge.py``);
+* the **evaluator** (this module) reads the verdict only from a pipe whose write end it hands to the
+  launcher, which gives it to the judge alone (the candidate never holds it; its stdout, stderr and
+  exit status are diagnostics, never the verdict). A record counts only with this run's nonce, and a
+  pass needs the judge to have seen ``check`` return. Exiting early, crashing, hanging or killing
+  anything ends in "failed" or "timeout", never "passed".
+
+:func:`run_program` runs a bare program and reports its exit status: it is *not* a judge (the
+program decides its own exit status).
+
+Isolation of one run (what is enforced depends on what the OS allows; :func:`isolation`, from
+:mod:`sc2tune.evaluation.confinement`, detects and reports it):
 
 * a fresh process tree started with ``python -I`` (isolated mode) in a new session, with a scrubbed
   environment (PATH, LANG, single-threaded BLAS/OpenMP, HOME = TMPDIR = the working folder);
@@ -9,16 +28,23 @@ Isolation of one run (what is enforced depends on what the OS allows; :func:`iso
   no core dumps; plus a wall-clock limit enforced from outside (the whole process group is killed);
 * as root with ``unshare``: new network namespace (only a downed loopback: no network), new pid
   namespace (every process the sample forks dies with it, and it cannot see or signal host
-  processes), new mount namespace with size-capped tmpfs on /tmp, /var/tmp and /dev/shm, and the sample
-  runs as a dedicated unprivileged uid/gid (one per worker slot, not in /etc/passwd, no supplementary
-  groups). ``RLIMIT_NPROC`` is ignored for uid 0, so dropping the uid is what makes the process cap
-  real; the sample's interpreter must then be reachable by that uid (``sys.executable`` when it is,
-  else the first world-readable ``python3`` on PATH);
-* not root but unprivileged user namespaces allowed: the same namespaces under ``--map-root-user``
-  (no uid drop; the process cap is the user's current task count plus ``max_processes``);
-* neither: no namespaces; the network is blocked inside Python only (``socket`` replaced before the
-  program runs; a best effort that C extensions can bypass), processes are bounded by ``RLIMIT_NPROC``
-  as above, and stragglers are killed by process group after the run.
+  processes), new IPC namespace, new mount namespace in which every mount is read-only, ``/run`` is
+  hidden under an empty tmpfs, and only
+  size- and inode-capped tmpfs on /tmp, /var/tmp and /dev/shm are writable (no write reaches the
+  host filesystem), and the sample and the judge run as two dedicated unprivileged uids (per worker
+  slot, not in /etc/passwd, no supplementary groups). ``RLIMIT_NPROC`` is ignored for uid 0, so
+  dropping the uid is what makes the process cap real; the interpreter must then be reachable by
+  those uids (``sys.executable`` when it is, else the first world-readable ``python3`` on PATH);
+* not root but unprivileged user namespaces allowed: the same namespaces under ``--map-root-user``;
+  no uid drop, so the sample and the judge each enter a nested user namespace (no capability over
+  the mounts nor over each other) and the judge is not dumpable; the process cap is the user's
+  current task count plus ``max_processes``;
+* neither (or ``SandboxLimits(namespaces=False)``): no namespaces; the network is blocked inside
+  Python only (``socket`` replaced before the program runs; C code can bypass it), processes are
+  bounded by ``RLIMIT_NPROC`` as above, stragglers are killed by process group after the run. As root
+  the uids are still dropped, and files the sample's uid left in the world-writable temporary folders
+  are removed after the run; otherwise the sample can write wherever the evaluator's user can. The
+  evaluator logs a warning naming what is missing.
 
 A sample that hangs, crashes, exhausts memory, fork-bombs or kills its parent only makes its own run
 fail: the evaluator waits at most ``timeout`` (+ a small start-up grace) per run.
@@ -27,14 +53,13 @@ fail: the evaluator waits at most ``timeout`` (+ a small start-up grace) per run
 from __future__ import annotations
 
 import contextlib
-import functools
+import fcntl
 import json
 import logging
 import os
-import pwd
+import secrets
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -42,12 +67,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from sc2tune.evaluation.confinement import (
+    NS_FLAGS,
+    SANDBOX_UID_BASE,
+    Isolation,
+    isolation,
+    slot_uid,
+    user_task_count,
+)
+
 log = logging.getLogger(__name__)
 
 _LAUNCHER = Path(__file__).with_name("_launcher.py")
-_NS_FLAGS = ["--net", "--pid", "--mount", "--fork", "--kill-child", "--mount-proc"]
-#: First uid tried for worker slots when running as root (slot i uses the i-th free uid from here).
-SANDBOX_UID_BASE = 64000
 _STARTUP_GRACE = 0.5
 _MB = 1024 * 1024
 
@@ -60,118 +91,27 @@ class SandboxLimits:
     memory_mb: int = 1024  #: RLIMIT_AS: virtual address space of each process
     max_processes: int = 32  #: RLIMIT_NPROC: processes + threads of the sandbox uid
     file_size_mb: int = 16  #: RLIMIT_FSIZE: largest file (and captured output) a sample may write
-    tmpfs_mb: int = 64  #: size of the private /tmp (root + mount namespace only)
+    tmpfs_mb: int = 64  #: size of the private /tmp (mount namespace only)
+    max_files: int = 1024  #: files + folders the private /tmp can hold (tmpfs nr_inodes)
     open_files: int = 256  #: RLIMIT_NOFILE
     python: str | None = None  #: interpreter for the samples (default: see module docstring)
+    namespaces: bool = True  #: use namespaces when the machine allows them (False: the plain mode)
 
 
 @dataclass(frozen=True)
 class RunResult:
     """Outcome of one program run."""
 
-    status: str  #: passed | failed | timeout | error (the sandbox itself failed)
-    returncode: int | None
+    status: str  #: passed | failed | timeout | error (the sandbox or the problem itself failed)
+    returncode: int | None  #: exit status of the deciding process (program, or judge), 128+N for signal N
     seconds: float
     stderr_tail: str
     stdout_tail: str = ""
+    reason: str = ""  #: the judge's own words on a failure (judged runs only)
 
     @property
     def passed(self) -> bool:
         return self.status == "passed"
-
-
-@dataclass(frozen=True)
-class Isolation:
-    """What the sandbox enforces on this machine (reported with every evaluation)."""
-
-    mode: str  #: root-namespaces | user-namespaces | plain
-    namespaces: bool
-    uid_drop: bool
-    network: str
-    python: str
-
-    def describe(self) -> str:
-        return (f"mode {self.mode}: network {self.network}; "
-                f"{'pid+mount namespaces, ' if self.namespaces else 'no namespaces, '}"
-                f"{'dedicated unprivileged uid' if self.uid_drop else 'same uid as the evaluator'}; "
-                f"interpreter {self.python}")
-
-
-def _probe(cmd: list[str]) -> bool:
-    try:
-        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, timeout=10).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-def _world_usable(path: str) -> bool:
-    """True when every folder above ``path`` is searchable and ``path`` readable+executable by others."""
-    real = Path(os.path.realpath(path))
-    for parent in real.parents:
-        if not os.stat(parent).st_mode & stat.S_IXOTH:
-            return False
-    mode = os.stat(real).st_mode
-    return bool(mode & stat.S_IROTH and mode & stat.S_IXOTH)
-
-
-def _python_for_uid_drop(requested: str | None) -> str | None:
-    if requested:
-        return requested if _world_usable(requested) else None
-    candidates = [sys.executable, shutil.which("python3") or "", "/usr/bin/python3", "/usr/local/bin/python3"]
-    for candidate in candidates:
-        if not candidate or not os.path.exists(candidate) or not _world_usable(candidate):
-            continue
-        return candidate
-    return None
-
-
-@functools.lru_cache(maxsize=8)
-def isolation(python: str | None = None) -> Isolation:
-    """Detect once what the sandbox can enforce here (namespaces, uid drop, interpreter)."""
-    unshare = shutil.which("unshare")
-    if os.geteuid() == 0 and unshare and _probe([unshare, *_NS_FLAGS, "true"]):
-        chosen = _python_for_uid_drop(python)
-        if chosen is not None:
-            return Isolation("root-namespaces", True, True, "none (empty network namespace)", chosen)
-        log.warning("no Python interpreter is readable by an unprivileged uid; samples run as root in "
-                    "namespaces, so the process limit is not enforced (pass --python)")
-        return Isolation("root-namespaces", True, False, "none (empty network namespace)",
-                         python or sys.executable)
-    if unshare and _probe([unshare, "--user", "--map-root-user", *_NS_FLAGS, "true"]):
-        return Isolation("user-namespaces", True, False, "none (empty network namespace)",
-                         python or sys.executable)
-    return Isolation("plain", False, False, "blocked in Python only (best effort)", python or sys.executable)
-
-
-@functools.lru_cache(maxsize=64)
-def _slot_uid(slot: int) -> int:
-    """The ``slot``-th uid at or above :data:`SANDBOX_UID_BASE` that no account uses."""
-    uid, found = SANDBOX_UID_BASE, -1
-    while True:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            found += 1
-            if found == slot:
-                return uid
-        uid += 1
-
-
-def _user_task_count() -> int:
-    """Tasks (processes + threads) owned by this real uid right now (the RLIMIT_NPROC count)."""
-    uid, count = os.getuid(), 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as f:
-                fields = dict(line.split(":", 1) for line in f if ":" in line)
-            if int(fields["Uid"].split()[0]) == uid:
-                count += int(fields["Threads"].strip())
-        except (OSError, KeyError, ValueError):
-            continue
-    return count
 
 
 def _environment() -> dict[str, str]:
@@ -207,29 +147,81 @@ def _kill_group(proc: subprocess.Popen) -> None:
         log.warning("sandbox process %d did not exit after SIGKILL", proc.pid)
 
 
-def run_program(source: str, limits: SandboxLimits, *, slot: int = 0, success_marker: str | None = None
-                ) -> RunResult:
-    """Run ``source`` as ``program.py`` in a fresh sandboxed process; block until it ends or times out.
 
-    The run passed when the process exited 0 and, if ``success_marker`` is given, the marker is in the
-    last 4 KB of its stdout (so ``sys.exit(0)`` before the tests counts as a failure).
-    """
-    iso = isolation(limits.python)
-    uid = _slot_uid(slot) if iso.uid_drop else None
-    nproc = limits.max_processes if uid is not None else _user_task_count() + limits.max_processes
+@dataclass(frozen=True)
+class JudgeJob:
+    """What the judge process needs: trusted problem text, the tests, and the name they test."""
+
+    context: str  #: trusted code run before the tests in the judge (prompt [+ canonical solution])
+    test: str  #: defines ``check(candidate)``
+    entry_point: str  #: the function of the sample's program that ``candidate`` stands for
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    returncode: int | None
+    timed_out: bool
+    seconds: float
+    stdout: str
+    stderr: str
+    verdict: bytes
+
+
+def _sweep_world_writable(uids: set[int]) -> None:
+    """Plain mode as root: remove what the sample's uids left at the top of the world-writable folders."""
+    for folder in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                with contextlib.suppress(OSError):
+                    if entry.stat(follow_symlinks=False).st_uid not in uids:
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
+
+
+def _read_available(fd: int, limit: int = 65536) -> bytes:
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    chunks, size = [], 0
+    with contextlib.suppress(BlockingIOError, OSError):
+        while size < limit:
+            chunk = os.read(fd, limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    return b"".join(chunks)
+
+
+def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict | None) -> _Outcome:
+    """Start the launcher on ``program`` (and the judge on ``job``); wait; collect what came out."""
+    iso = isolation(limits.python, limits.namespaces)
+    uids = {"judge": slot_uid(2 * slot), "sample": slot_uid(2 * slot + 1)} if iso.uid_drop \
+        else {"judge": None, "sample": None}
+    nproc = limits.max_processes if iso.uid_drop else user_task_count() + 2 * limits.max_processes
     host = Path(tempfile.mkdtemp(prefix="sc2tune-sample-"))
+    verdict_r, verdict_w = os.pipe()
     try:
-        (host / "program.py").write_text(source, encoding="utf-8")
-        if uid is not None and not iso.namespaces:
-            os.chown(host, uid, uid)
-            os.chown(host / "program.py", uid, uid)
+        if not iso.namespaces:
+            os.chmod(host, 0o711)
+            for name, uid in (("work", uids["sample"]), ("judge", uids["judge"])):
+                (host / name).mkdir(mode=0o700)
+                if uid is not None:
+                    os.chown(host / name, uid, uid)
         config = {
-            "program": str(host / "program.py"),
-            "workdir": str(host),
-            "tmpfs_mb": limits.tmpfs_mb if iso.mode == "root-namespaces" else 0,
+            "mode": mode,
+            "program": program,
+            "job": job,
+            "verdict_fd": verdict_w,
+            "workdir": str(host / "work"),
+            "judgedir": str(host / "judge"),
+            "private_fs": iso.namespaces,
+            "tmpfs_mb": limits.tmpfs_mb,
+            "max_files": limits.max_files,
             "python": iso.python,
-            "uid": uid,
-            "gid": uid,
+            "uids": uids,
+            "nested_userns": iso.namespaces and not iso.uid_drop,
             "env": _environment(),
             "network_guard": not iso.namespaces,
             "wall_seconds": int(limits.timeout) + 5,
@@ -241,18 +233,26 @@ def run_program(source: str, limits: SandboxLimits, *, slot: int = 0, success_ma
                 "open_files": limits.open_files,
             },
         }
-        cmd = [sys.executable, "-I", "-S", str(_LAUNCHER), json.dumps(config)]
+        cmd = [sys.executable, "-I", "-S", str(_LAUNCHER)]
         if iso.mode == "root-namespaces":
-            cmd = [shutil.which("unshare") or "unshare", *_NS_FLAGS, *cmd]
+            cmd = [shutil.which("unshare") or "unshare", *NS_FLAGS, *cmd]
         elif iso.mode == "user-namespaces":
-            cmd = [shutil.which("unshare") or "unshare", "--user", "--map-root-user", *_NS_FLAGS, *cmd]
+            cmd = [shutil.which("unshare") or "unshare", "--user", "--map-root-user", *NS_FLAGS, *cmd]
         start = time.monotonic()
         with open(host / "stdout", "wb") as out, open(host / "stderr", "wb") as err:
             try:
-                proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                        start_new_session=True, close_fds=True, env=_environment(), cwd=host)
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err,
+                                        pass_fds=(verdict_w,), start_new_session=True, close_fds=True,
+                                        env=_environment(), cwd=host)
             except OSError as error:
-                return RunResult("error", None, 0.0, f"cannot start the sandbox: {error}")
+                return _Outcome(None, False, 0.0, "", f"sc2tune sandbox: cannot start: {error}", b"")
+            os.close(verdict_w)
+            verdict_w = -1
+            assert proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.write(json.dumps(config).encode("utf-8"))
+            with contextlib.suppress(BrokenPipeError):
+                proc.stdin.close()
             try:
                 returncode: int | None = proc.wait(timeout=limits.timeout + _STARTUP_GRACE)
                 timed_out = False
@@ -262,13 +262,67 @@ def run_program(source: str, limits: SandboxLimits, *, slot: int = 0, success_ma
             # stragglers of the session (no-namespace mode); a no-op when the pid namespace is gone
             _kill_group(proc)
         seconds = time.monotonic() - start
-        stderr = _tail(host / "stderr")
-        if timed_out:
-            return RunResult("timeout", None, seconds, stderr, _tail(host / "stdout"))
-        if returncode in (125, 126) and "sc2tune sandbox" in stderr:
-            return RunResult("error", returncode, seconds, stderr)
-        stdout = _tail(host / "stdout")
-        ok = returncode == 0 and (success_marker is None or success_marker in stdout)
-        return RunResult("passed" if ok else "failed", returncode, seconds, stderr, stdout)
+        verdict = _read_available(verdict_r)
+        if iso.uid_drop and not iso.namespaces:
+            _sweep_world_writable({uid for uid in uids.values() if uid is not None})
+        return _Outcome(returncode, timed_out, seconds, _tail(host / "stdout"), _tail(host / "stderr"), verdict)
     finally:
+        for fd in (verdict_r, verdict_w):
+            if fd >= 0:
+                os.close(fd)
         shutil.rmtree(host, ignore_errors=True)
+
+
+def _sandbox_failed(outcome: _Outcome) -> bool:
+    return outcome.returncode in (125, 126, None) and "sc2tune sandbox" in outcome.stderr
+
+
+def run_program(source: str, limits: SandboxLimits, *, slot: int = 0) -> RunResult:
+    """Run ``source`` as ``program.py`` in a fresh sandboxed process; block until it ends or times out.
+
+    Status "passed" means only "exited with status 0": the program decides that itself, so this is
+    not a judge of anything the program could want to fake (use :func:`run_judged` for that).
+    """
+    outcome = _launch("program", source, limits, slot, None)
+    if outcome.timed_out:
+        return RunResult("timeout", None, outcome.seconds, outcome.stderr, outcome.stdout)
+    if _sandbox_failed(outcome):
+        return RunResult("error", outcome.returncode, outcome.seconds, outcome.stderr, outcome.stdout)
+    status = "passed" if outcome.returncode == 0 else "failed"
+    return RunResult(status, outcome.returncode, outcome.seconds, outcome.stderr, outcome.stdout)
+
+
+def run_judged(program: str, job: JudgeJob, limits: SandboxLimits, *, slot: int = 0) -> RunResult:
+    """Judge ``program`` (the sample's code) with ``job``'s tests; see the module docstring.
+
+    The status is "passed" only when the verdict pipe holds the judge's record for this run (its
+    nonce) saying the tests' ``check`` returned normally; no verdict at all is a failure.
+    """
+    nonce = secrets.token_hex(16)
+    payload = {"context": job.context, "test": job.test, "entry_point": job.entry_point, "nonce": nonce}
+    outcome = _launch("judged", program, limits, slot, payload)
+    record: dict = {}
+    for line in outcome.verdict.decode("utf-8", errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            candidate = json.loads(line)
+            if isinstance(candidate, dict) and candidate.get("nonce") == nonce:
+                record = candidate
+                break
+    reason = str(record.get("reason", ""))
+    if outcome.timed_out:
+        status = "timeout"
+    elif _sandbox_failed(outcome):
+        status = "error"
+    elif record.get("verdict") == "passed" and outcome.returncode != 0:
+        status, reason = "failed", f"the judge reported a pass but exited with status {outcome.returncode}"
+    elif record.get("verdict") in ("passed", "failed", "error"):
+        status = record["verdict"]
+    else:
+        status = "failed"
+        reason = "no verdict from the judge" + (f" (exit status {outcome.returncode})"
+                                                if outcome.returncode else "")
+    return RunResult(status, outcome.returncode, outcome.seconds, outcome.stderr, outcome.stdout, reason)
+
+
+__all__ = ["SANDBOX_UID_BASE", "Isolation", "JudgeJob", "RunResult", "SandboxLimits", "isolation", "run_judged",
+           "run_program"]

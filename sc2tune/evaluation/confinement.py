@@ -1,0 +1,158 @@
+"""What this machine lets the sandbox enforce, detected once: namespaces, a uid drop, the interpreter.
+
+:func:`isolation` probes ``unshare`` (as root, then with an unprivileged user namespace) and whether an
+interpreter is usable by a dedicated uid, and logs a warning whenever the result is weaker than
+``root-namespaces`` with a uid drop, naming what is missing (see :mod:`sc2tune.evaluation.sandbox` for
+what each mode enforces). :func:`slot_uid` hands out the dedicated uids of the worker slots.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: unshare flags of a sandbox: no network, own pids (killed with the launcher), own mounts and IPC
+NS_FLAGS = ["--net", "--pid", "--mount", "--ipc", "--fork", "--kill-child", "--mount-proc"]
+#: First uid tried for worker slots when running as root (slot i uses the (2i)-th and (2i+1)-th free uids).
+SANDBOX_UID_BASE = 64000
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What the sandbox enforces on this machine (reported with every evaluation)."""
+
+    mode: str  #: root-namespaces | user-namespaces | plain
+    namespaces: bool
+    uid_drop: bool
+    network: str
+    python: str
+
+    @property
+    def filesystem(self) -> str:
+        if self.namespaces:
+            return "host filesystem read-only, private capped tmpfs on /tmp, /var/tmp, /dev/shm"
+        if self.uid_drop:
+            return ("HOST FILESYSTEM WRITABLE in world-writable folders during the run (the sample's "
+                    "top-level files in them are removed afterwards)")
+        return "HOST FILESYSTEM WRITABLE wherever the evaluator's user can write"
+
+    @property
+    def judge(self) -> str:
+        if self.uid_drop:
+            return "judge and sample under separate unprivileged uids"
+        if self.namespaces:
+            return "judge and sample in separate nested user namespaces, judge not dumpable"
+        return ("judge not dumpable but under the sample's uid: it relies on the kernel refusing "
+                "ptrace between same-uid processes (kernel.yama.ptrace_scope >= 1)")
+
+    def describe(self) -> str:
+        return (f"mode {self.mode}: network {self.network}; "
+                f"{'pid+mount+ipc namespaces, ' if self.namespaces else 'no namespaces, '}"
+                f"{'dedicated unprivileged uids' if self.uid_drop else 'same uid as the evaluator'}; "
+                f"{self.filesystem}; {self.judge}; interpreter {self.python}")
+
+
+def _probe(cmd: list[str]) -> bool:
+    try:
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _world_usable(path: str) -> bool:
+    """True when every folder above ``path`` is searchable and ``path`` readable+executable by others."""
+    real = Path(os.path.realpath(path))
+    for parent in real.parents:
+        if not os.stat(parent).st_mode & stat.S_IXOTH:
+            return False
+    mode = os.stat(real).st_mode
+    return bool(mode & stat.S_IROTH and mode & stat.S_IXOTH)
+
+
+def _python_for_uid_drop(requested: str | None) -> str | None:
+    if requested:
+        return requested if _world_usable(requested) else None
+    candidates = [sys.executable, shutil.which("python3") or "", "/usr/bin/python3", "/usr/local/bin/python3"]
+    for candidate in candidates:
+        if not candidate or not os.path.exists(candidate) or not _world_usable(candidate):
+            continue
+        return candidate
+    return None
+
+
+def isolation(python: str | None = None, namespaces: bool = True) -> Isolation:
+    """Detect once what the sandbox can enforce here (namespaces, uid drop, interpreter).
+
+    Anything short of ``root-namespaces`` with a uid drop is logged (once) as a warning that says what
+    is missing."""
+    return _isolation(python, namespaces)
+
+
+@functools.lru_cache(maxsize=8)
+def _isolation(python: str | None, namespaces: bool) -> Isolation:
+    iso = _detect(python, namespaces)
+    if iso.mode != "root-namespaces" or not iso.uid_drop:
+        log.warning("the sandbox runs degraded here: %s", iso.describe())
+    return iso
+
+
+def _detect(python: str | None, namespaces: bool) -> Isolation:
+    unshare = shutil.which("unshare") if namespaces else None
+    if os.geteuid() == 0 and unshare and _probe([unshare, *NS_FLAGS, "true"]):
+        chosen = _python_for_uid_drop(python)
+        if chosen is not None:
+            return Isolation("root-namespaces", True, True, "none (empty network namespace)", chosen)
+        log.warning("no Python interpreter is readable by an unprivileged uid; samples run as root in "
+                    "nested user namespaces and count against root's process limit (pass --python)")
+        return Isolation("root-namespaces", True, False, "none (empty network namespace)",
+                         python or sys.executable)
+    if unshare and _probe([unshare, "--user", "--map-root-user", *NS_FLAGS, "true"]):
+        return Isolation("user-namespaces", True, False, "none (empty network namespace)",
+                         python or sys.executable)
+    network = "blocked in Python only (best effort)"
+    if os.geteuid() == 0:
+        chosen = _python_for_uid_drop(python)
+        if chosen is not None:
+            return Isolation("plain", False, True, network, chosen)
+    return Isolation("plain", False, False, network, python or sys.executable)
+
+
+@functools.lru_cache(maxsize=128)
+def slot_uid(slot: int) -> int:
+    """The ``slot``-th uid at or above :data:`SANDBOX_UID_BASE` that no account uses."""
+    uid, found = SANDBOX_UID_BASE, -1
+    while True:
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            found += 1
+            if found == slot:
+                return uid
+        uid += 1
+
+
+def user_task_count() -> int:
+    """Tasks (processes + threads) owned by this real uid right now (the RLIMIT_NPROC count)."""
+    uid, count = os.getuid(), 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                count += int(fields["Threads"].strip())
+        except (OSError, KeyError, ValueError):
+            continue
+    return count
