@@ -237,7 +237,8 @@ def _run_generate(args: argparse.Namespace) -> int:
                         stop=tuple(args.stop or ()), seed=args.seed)
     print(generate_command(args.path, prompt=args.prompt, file=args.file, prefix=args.prefix, suffix=args.suffix,
                            instruction=args.instruction, input=args.input, template=args.template,
-                           sampling=sampling, dtype=args.dtype))
+                           sampling=sampling, dtype=args.dtype, repo_path=args.repo_path,
+                           repo_name=args.repo_name, repo_files=args.repo_file or ()))
     return 0
 
 
@@ -247,6 +248,11 @@ def _conf_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--file", help="complete this file, or infill it at its <cursor> marker")
     p.add_argument("--prefix", help="FIM: code before the hole (prints only the infill)")
     p.add_argument("--suffix", help="FIM: code after the hole")
+    p.add_argument("--repo-path", metavar="PATH",
+                   help="FIM: the infilled file's path in its repository (StarCoder2's repository layout)")
+    p.add_argument("--repo-name", metavar="NAME", help="FIM with --repo-path: the repository's name")
+    p.add_argument("--repo-file", action="append", metavar="FILE",
+                   help="FIM with --repo-path: another file of the repository, put before it (repeatable)")
     p.add_argument("--instruction", help="answer an instruction through the run's template")
     p.add_argument("--input", help="optional input for --instruction")
     p.add_argument("--template", help="template name or YAML path (default: the run's data.template)")

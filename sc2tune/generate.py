@@ -69,6 +69,7 @@ class InferenceModel:
     template: str | None = None
     id2label: dict[int, str] = field(default_factory=dict)
     recipe_data: dict[str, Any] = field(default_factory=dict)  # the ``data`` section of the run's recipe.yaml
+    task: str | None = None  # the run's task (instruct, fim, classify) from its recipe.yaml, None if unknown
 
     @property
     def device(self) -> torch.device:
@@ -100,12 +101,14 @@ class Prediction:
 # ---- loading -------------------------------------------------------------------------------------
 
 
-def _recipe_data(folder: Path) -> dict[str, Any]:
-    """The ``data`` section of the recipe sc2tune saved beside the adapter or merged model ({} if none)."""
+def _saved_recipe(folder: Path) -> tuple[dict[str, Any], str | None]:
+    """The ``data`` section and the task of the recipe sc2tune saved beside the adapter or merged model
+    (``{}`` and None if there is none)."""
     from sc2tune.merging.adapter import read_recipe
 
-    data = read_recipe(folder).get("data")
-    return data if isinstance(data, dict) else {}
+    recipe = read_recipe(folder)
+    data, task = recipe.get("data"), recipe.get("task")
+    return (data if isinstance(data, dict) else {}), (task if isinstance(task, str) else None)
 
 
 def load_for_inference(path: str | Path, *, dtype: str = "auto") -> InferenceModel:
@@ -159,9 +162,9 @@ def _load(path: str | Path, folder: Path, torch_dtype: torch.dtype, device: str)
     model.eval()
     if classifier:
         model.config.pad_token_id = tokenizer.pad_token_id
-    data = _recipe_data(folder)
+    data, task = _saved_recipe(folder)
     template = str(data["template"]) if data.get("template") else None
-    return InferenceModel(model, tokenizer, classifier, folder, template, labels, data)
+    return InferenceModel(model, tokenizer, classifier, folder, template, labels, data, task)
 
 
 def _load_adapter_model(folder: Path, dtype: torch.dtype, device: str) -> tuple[Any, Path, bool, dict[int, str]]:
@@ -423,11 +426,14 @@ def read_texts(file: str | Path, *, column: str = "text") -> list[str]:
 def generate_command(path: str | Path, *, prompt: str | None = None, file: str | None = None,
                      prefix: str | None = None, suffix: str | None = None, instruction: str | None = None,
                      input: str | None = None, template: str | None = None, sampling: Sampling = Sampling(),
-                     dtype: str = "auto") -> str:
+                     dtype: str = "auto", repo_path: str | None = None, repo_name: str | None = None,
+                     repo_files: Sequence[str] = ()) -> str:
     """``sc2tune generate``: pick the mode from the arguments given and return the text to print.
 
     ``--prompt`` or ``--file`` completes; ``--prefix``/``--suffix``, or a ``--file`` with a ``<cursor>``
-    marker, infills; ``--instruction`` (with ``--input``) answers through the run's template.
+    marker, infills; ``--instruction`` (with ``--input``) answers through the run's template. An infill
+    with ``--repo-path`` (and optionally ``--repo-name`` and ``--repo-file`` context files, read from disk
+    and named by the path given) is prompted in StarCoder2's repository layout (:func:`infill_prompt_ids`).
     """
     modes = {"--prompt": prompt is not None, "--file": file is not None,
              "--prefix/--suffix": prefix is not None or suffix is not None, "--instruction": instruction is not None}
@@ -448,13 +454,37 @@ def generate_command(path: str | Path, *, prompt: str | None = None, file: str |
             prefix, suffix = split_cursor(text)
         else:
             prompt = text
+    infilling = prefix is not None or suffix is not None
+    if (repo_name is not None or repo_files) and repo_path is None:
+        raise UserError("--repo-name and --repo-file go with --repo-path (the infilled file's path in the repository)")
+    if repo_path is not None and not infilling:
+        raise UserError("--repo-path goes with an infill (--prefix/--suffix, or a --file with a <cursor> marker)")
+    repo = None
+    if repo_path is not None:
+        context = []
+        for name in repo_files:
+            try:
+                context.append((name, Path(name).read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError) as err:
+                raise UserError(f"cannot read --repo-file {name}: {err}") from None
+        repo = RepoContext(repo_path, repo_name, tuple(context))
     lm = load_for_inference(path, dtype=dtype)
+    _warn_if_untrained_mode(lm, "instruct" if instruction is not None else "fim" if infilling else None)
     if instruction is not None:
         return instruct(lm, instruction, input, template=template, sampling=sampling)
-    if prefix is not None or suffix is not None:
-        return infill(lm, prefix or "", suffix or "", sampling)
+    if infilling:
+        return infill(lm, prefix or "", suffix or "", sampling, repo=repo)
     assert prompt is not None
     return generate(lm, prompt, sampling)
+
+
+def _warn_if_untrained_mode(lm: InferenceModel, mode: str | None) -> None:
+    """Warn when the run was trained for another task than the mode asked for (its saved recipe says which)."""
+    if mode is None or lm.task is None or lm.task == mode:
+        return
+    asked = {"instruct": "--instruction", "fim": "--prefix/--suffix (FIM infill)"}[mode]
+    log.warning("%s was trained for task '%s', not '%s': %s uses a prompt layout it did not learn, so expect "
+                "the base model's behaviour at best", lm.path, lm.task, mode, asked)
 
 
 def classify_command(path: str | Path, *, texts: Sequence[str] = (), file: str | None = None,

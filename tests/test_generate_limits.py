@@ -60,3 +60,41 @@ def test_max_new_tokens_is_capped_by_the_context(short_context_model: Path, capl
     out = generate(load_for_inference(short_context_model), prompt, Sampling(max_new_tokens=100, temperature=0))
     assert out == "x" * 3  # exactly the three positions left, not 100
     assert "capped to 3" in caplog.text
+
+
+def test_cli_repository_infill_builds_the_training_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture):
+    import sc2tune.generate as gen
+
+    seen: dict = {}
+    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: seen.update(ids=ids) or "MID")
+    monkeypatch.chdir(tmp_path)
+    Path("util.py").write_text("X = 1\n")
+    Path("a.py").write_text("import util\n<cursor>\nprint(y)\n")
+    assert main(["generate", "sc2tune/tiny-starcoder2", "--file", "a.py", "--repo-path", "pkg/a.py",
+                 "--repo-name", "proj", "--repo-file", "util.py"]) == 0
+    assert capsys.readouterr().out.strip() == "MID"
+    text = load_bundled_tokenizer().decode(seen["ids"], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    assert text == ("<repo_name>proj<file_sep>util.py\nX = 1\n"
+                    "<file_sep><fim_prefix>pkg/a.py\nimport util\n<fim_suffix>\nprint(y)\n<fim_middle>")
+    assert main(["generate", "sc2tune/tiny-starcoder2", "--prompt", "x", "--repo-path", "a.py"]) == 1
+
+
+def test_a_mode_the_run_was_not_trained_for_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture,
+                                                            short_context_model: Path):
+    import shutil
+
+    import yaml
+
+    import sc2tune.generate as gen
+
+    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: "")
+    merged = tmp_path / "merged"
+    shutil.copytree(short_context_model, merged)
+    (merged / "recipe.yaml").write_text(yaml.safe_dump({"task": "fim", "data": {"train": "code/"}}))
+    gen.generate_command(merged, instruction="Reverse a list.", template="alpaca")
+    assert "trained for task 'fim'" in caplog.text and "--instruction" in caplog.text
+    caplog.clear()
+    gen.generate_command(merged, prefix="def f():", suffix="")
+    assert "trained for task" not in caplog.text  # the mode it was trained for: no warning
