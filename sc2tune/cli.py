@@ -367,6 +367,18 @@ COMMANDS: list[Command] = [
 ]
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help that shows an option's default when it has a meaningful one (not None, False or empty)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or default in (None, False, [], ()) or default is argparse.SUPPRESS
+                or not action.option_strings):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser with one subparser per entry of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
@@ -375,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
-        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        p = sub.add_parser(command.name, help=command.help, description=command.help,
+                           formatter_class=_HelpFormatter)
         command.configure(p)
         p.set_defaults(_run=command.run)
     return parser

@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from sc2tune.errors import UserError
+from sc2tune.hub import ensure_hub_reachable
 from sc2tune.recipe import Dtype, ModelSpec, QuantSpec
 from sc2tune.tiny import TINY_SEED, is_tiny, write_tiny_model
 
@@ -127,6 +128,8 @@ def resolve_model_path(name_or_path: str) -> str:
 def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     """Tokenizer of the base model with the pad token set to ``<fim_pad>`` (never eos)."""
     path = resolve_model_path(spec.name_or_path)
+    if not Path(path).exists():
+        ensure_hub_reachable(spec.name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
@@ -210,6 +213,8 @@ def load_model(
 ) -> PreTrainedModel:
     """Load the base model with the recipe's head, dtype, attention kernel and quantisation."""
     path = resolve_model_path(spec.name_or_path)
+    if not Path(path).exists():
+        ensure_hub_reachable(spec.name_or_path)
     dtype = resolve_dtype(spec.dtype)
     kwargs: dict = {
         "dtype": dtype,

@@ -71,3 +71,15 @@ def test_validate_checks_lora_targets_against_the_architecture():
     ok = subprocess.run([sys.executable, "-m", "sc2tune", "validate",
                          str(ROOT / "recipes" / "starcoder2-7b" / "fim-qlora.yaml")], capture_output=True, text=True)
     assert ok.returncode == 0 and "targets ok" in ok.stdout
+
+
+def test_help_pages_show_meaningful_defaults(capsys):
+    import pytest
+
+    from sc2tune.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    assert "tokens to generate at most (default: 128)" in out and "(default: 0.2)" in out
+    assert "default: None" not in out and "default: False" not in out

@@ -23,6 +23,7 @@ from transformers import (
 )
 
 from sc2tune.errors import UserError
+from sc2tune.hub import ensure_hub_reachable
 from sc2tune.modeling import resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,7 @@ def resolve_base(name_or_path: str, *, revision: str | None = None) -> Path:
     if not _HUB_ID.match(name_or_path) or name_or_path.startswith((".", "/", "~")):
         raise UserError(f"base model folder not found: {name_or_path}",
                         hint="pass --base with the folder (config.json + *.safetensors) or a hub id")
+    ensure_hub_reachable(name_or_path, "base model")
     try:
         from huggingface_hub import snapshot_download
 

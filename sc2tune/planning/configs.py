@@ -24,6 +24,7 @@ import torch
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from sc2tune.errors import UserError
+from sc2tune.hub import ensure_hub_reachable
 from sc2tune.tiny import ASSETS, is_tiny, tiny_config
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def load_config(name_or_path: str, *, revision: str | None = None,
     shipped = shipped_config_path(name_or_path)
     if shipped is not None and revision is None:
         return _from_dict(_read_json(shipped), f"{name_or_path} (bundled config)")
+    ensure_hub_reachable(name_or_path)
     try:
         return AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
