@@ -394,6 +394,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_third_parties() -> None:
+    """Keep sc2tune's own messages and progress bars; send the libraries' chatter to the debug log (-v).
+
+    Python warnings (transformers' and torch's deprecation notices) go through logging as ``py.warnings``
+    and show only with -v; transformers and datasets speak only on errors and draw no bars of their own
+    ("Loading weights", per-split map bars); bitsandbytes' note about an optional CPU kernel package is
+    dropped. The settings are process defaults the user can still override in the environment.
+    """
+    for name, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                        ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"), ("DATASETS_VERBOSITY", "error")):
+        os.environ.setdefault(name, value)
+    logging.captureWarnings(True)
+    for name in ("py.warnings", "bitsandbytes", "transformers", "datasets", "peft", "accelerate", "torch"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if "transformers" in sys.modules:  # already imported (the API used before the CLI): tell it directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sc2tune`` console script and ``python -m sc2tune``."""
     parser = build_parser()
@@ -407,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, "model.trust_remote_code=true"]  # the command line's explicit say
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # bitsandbytes warns on every CPU import that an optional kernel package is absent
-        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    if not args.verbose:
+        _quiet_third_parties()
     try:
         return int(args._run(args) or 0)
     except UserError as err:

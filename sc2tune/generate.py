@@ -174,7 +174,7 @@ def _load_adapter_model(folder: Path, dtype: torch.dtype, device: str) -> tuple[
     from sc2tune.merging.adapter import read_adapter_config, read_recipe
     from sc2tune.merging.checkpoint import resolve_base
     from sc2tune.merging.output import adapter_labels
-    from sc2tune.modeling import quantization_config
+    from sc2tune.modeling import keep_4bit_kernel_exact, quantization_config
     from sc2tune.recipe import QuantSpec
 
     config, recipe = read_adapter_config(folder), read_recipe(folder)
@@ -201,6 +201,8 @@ def _load_adapter_model(folder: Path, dtype: torch.dtype, device: str) -> tuple[
     base = loader.from_pretrained(str(base_dir), **kwargs)
     if "device_map" not in kwargs:
         base = base.to(device)
+    else:
+        keep_4bit_kernel_exact(base)  # the numbers the QLoRA adapter was trained against
     return PeftModel.from_pretrained(base, str(folder)), base_dir, classifier, labels
 
 

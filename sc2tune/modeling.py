@@ -246,7 +246,26 @@ def load_model(
         model.config.pad_token_id = pad_token_id
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = pad_token_id
+    if quant is not None:
+        keep_4bit_kernel_exact(model)
     return model
+
+
+def keep_4bit_kernel_exact(model: torch.nn.Module) -> int:
+    """Keep bitsandbytes' 4-bit layers on the kernel training uses, in eval mode too; returns how many.
+
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a 4-bit weight the first time the layer runs in
+    eval mode without gradients and from then on computes it with a bf16 inference kernel: the numbers
+    are no longer those the adapter is trained against (about 3e-3 per layer), and a training step after
+    an evaluation fails (the repacked path adds the bias in place on a tensor that needs its gradient).
+    Turning the layer's ``support_avx512bf16_for_cpu`` off keeps the one dequantize-and-matmul path.
+    """
+    count = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
 
 
 def default_target_modules(model_type: str) -> list[str]:
