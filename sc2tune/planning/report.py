@@ -74,10 +74,11 @@ def print_cluster(cluster: ClusterPlan, console: Console | None = None, *,
     where = f"{n} x {gpu.name}"
     verdict = "[green]fits[/green]" if f.fits else "[red]does not fit[/red]"
     buffers = f" + buffers {gib(f.buffers)}" if f.buffers else ""
-    console.print(f"FSDP full sharding over {where}: [bold]{gib(f.total)} per GPU[/bold] ({verdict}): "
-                  f"sharded weights, gradients and optimizer {gib(f.sharded_total)} / {n} = {gib(f.sharded_per_gpu)}"
-                  f"{buffers} + activations and peak {gib(f.activations)} + gathered units {gib(f.gathered)}"
-                  f" + overhead {gib(f.overhead)}")
+    if n > 1:  # on one GPU the table above is the figure
+        console.print(f"FSDP full sharding over {where}: [bold]{gib(f.total)} per GPU[/bold] ({verdict}): "
+                  f"sharded weights, gradients and optimizer {gib(f.sharded_total)} / {n} = "
+                      f"{gib(f.sharded_per_gpu)}{buffers} + activations and peak {gib(f.activations)} + gathered "
+                      f"units {gib(f.gathered)} + overhead {gib(f.overhead)}")
     t = cluster.time
     if t is None:
         return

@@ -164,8 +164,9 @@ def test_new_recipes_plan_on_a_cluster(name: str, capsys: pytest.CaptureFixture[
     cluster = data["cluster"]
     assert cluster["gpus"] == 8 and cluster["fsdp"]["total"] > 0 and cluster["fsdp"]["fits"]
     assert cluster["time"]["tokens_per_epoch"] > 0 and cluster["time"]["hours_total"] > 0
-    assert main(["plan", f"recipes/{name}", "--gpus", "1xA100-80GB", "--compare-hours", "5"]) == 0
-    assert "FSDP full sharding" in capsys.readouterr().out
+    assert main(["plan", f"recipes/{name}", "--gpus", "2xH100-80GB", "--compare-hours", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "FSDP full sharding over 2 x H100-80GB" in out and "a reported 5 h" in out
 
 
 def test_tokens_per_epoch_needs_gpus(capsys: pytest.CaptureFixture[str]) -> None:
