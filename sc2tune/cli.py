@@ -307,7 +307,8 @@ def _run_plan(args: argparse.Namespace) -> int:
     from sc2tune.planning.command import plan_command
 
     return plan_command(args.recipe, args.overrides, model=args.model, gpu_memory=args.gpu_memory,
-                        device=args.device, as_json=args.json)
+                        device=args.device, as_json=args.json, gpus=args.gpus, mfu=args.mfu,
+                        tokens_per_epoch=args.tokens_per_epoch, compare_hours=args.compare_hours)
 
 
 def _conf_plan(p: argparse.ArgumentParser) -> None:
@@ -319,6 +320,15 @@ def _conf_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-memory", help="device memory to check against, e.g. 24GB, 40GB, 80GB (binary GiB)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                    help="plan for a CUDA GPU (dtype auto = bfloat16) or for this CPU (auto = float32)")
+    p.add_argument("--gpus", metavar="NxGPU",
+                   help="e.g. 8xA100-80GB (A100-40GB, A100-80GB, H100-80GB, L4, A10G, RTX-4090): adds per-GPU "
+                   "memory under FSDP full sharding and hours per epoch")
+    p.add_argument("--mfu", type=float, default=0.4,
+                   help="assumed model FLOPs utilisation for the time estimate (default 0.4)")
+    p.add_argument("--tokens-per-epoch", metavar="N",
+                   help="tokens per epoch for the time estimate (1.6M, 2e6); default: count the recipe's data")
+    p.add_argument("--compare-hours", type=float, metavar="H",
+                   help="a reported time for the whole run: print the utilisation (MFU) it implies")
     p.add_argument("--json", action="store_true", help="print one JSON object (the last stdout line)")
 
 

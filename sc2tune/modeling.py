@@ -1,8 +1,11 @@
 """Load the tokenizer and the base model a recipe names.
 
-* Tokenizer: StarCoder2's has no pad token. sc2tune pads with ``<fim_pad>`` (id 4), never with eos, so the
-  closing ``<|endoftext|>`` is always trained; ``model.config.pad_token_id`` is set to the same id (the
-  classification head finds the last real token through it).
+* Tokenizer: StarCoder2's has no pad token, nor has StarCoder(Base)'s (a different vocabulary with the same
+  end and FIM token names). sc2tune pads with ``<fim_pad>``, never with eos, so the closing ``<|endoftext|>`` is
+  always trained; ``model.config.pad_token_id`` is set to the same id (the classification head finds the last
+  real token through it). Every special token is looked up by name in the model folder's own tokenizer (ids
+  are never assumed); the repository tokens are StarCoder2's ``<repo_name>``/``<file_sep>``, which
+  StarCoder(Base) has not got (it has ``<reponame>``/``<filename>``), so they are optional.
 * Model: a hub id, a local folder, or the built-in tiny StarCoder2 (materialised once into a cache folder
   so every code path, quantised loading and streaming merge included, sees an ordinary checkpoint).
   dtype ``auto`` is bfloat16 on a GPU that supports it, else float32. 4-bit NF4 (double quant) or 8-bit
@@ -49,7 +52,7 @@ DEFAULT_TARGETS: dict[str, list[str]] = {
 
 @dataclass(frozen=True)
 class SpecialTokens:
-    """Ids of the StarCoder2 special tokens, looked up by name in the tokenizer."""
+    """Ids of the StarCoder-family special tokens, looked up by name in the tokenizer (None: not in it)."""
 
     eos: int
     fim_prefix: int | None
@@ -86,7 +89,7 @@ def special_tokens(tokenizer: PreTrainedTokenizerBase, *, need_fim: bool = True)
     With ``need_fim`` a missing FIM token is an error; otherwise it is returned as None.
     """
     if tokenizer.eos_token_id is None:
-        raise UserError("the tokenizer has no eos token", hint="StarCoder2's is <|endoftext|>")
+        raise UserError("the tokenizer has no eos token", hint="StarCoder's and StarCoder2's is <|endoftext|>")
     fim = token_id if need_fim else optional_token_id
     return SpecialTokens(
         eos=int(tokenizer.eos_token_id),

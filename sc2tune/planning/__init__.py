@@ -2,7 +2,9 @@
 
 ``plan_recipe(recipe, gpu_memory)`` -> :class:`MemoryPlan`; ``weight_footprint(name_or_path)`` -> dict.
 Everything is computed from the model's config alone (a weightless meta-device model), so it works offline
-for the bundled StarCoder2/StarCoder configs and for any architecture transformers knows.
+for the bundled StarCoder2/StarCoder configs and for any architecture transformers knows. On ``N x GPU``,
+:func:`sc2tune.planning.cluster.plan_cluster` adds the per-GPU memory under FSDP full sharding
+(:mod:`~sc2tune.planning.sharding`) and the training time from FLOPs (:mod:`~sc2tune.planning.throughput`).
 """
 
 from __future__ import annotations

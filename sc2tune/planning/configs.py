@@ -4,8 +4,8 @@ The planner never loads weights. A name resolves to a ``transformers`` config in
 
 1. the built-in ``sc2tune/tiny-starcoder2`` -> :func:`sc2tune.tiny.tiny_config`;
 2. a local folder with ``config.json`` (or the path of a ``config.json`` file);
-3. a config shipped in ``sc2tune/assets/configs`` (StarCoder2 3B/7B/15B, StarCoder, StarCoderBase), so the
-   usual models plan offline; matched by the hub id (``bigcode/starcoder2-7b``) or its last part;
+3. a config shipped in ``sc2tune/assets/configs`` (StarCoder2 3B/7B/15B, StarCoder, StarCoderBase 15.5B and 7B),
+   so the usual models plan offline; matched by the hub id (``bigcode/starcoder2-7b``) or its last part;
 4. the hub, through ``AutoConfig.from_pretrained`` (needs network, or a hub cache).
 
 :func:`meta_model` instantiates the architecture on the ``meta`` device (``accelerate.init_empty_weights``):
@@ -38,6 +38,7 @@ SHIPPED: dict[str, str] = {
     "bigcode/starcoder2-15b": "starcoder2-15b",
     "bigcode/starcoder": "starcoder",
     "bigcode/starcoderbase": "starcoderbase",
+    "bigcode/starcoderbase-7b": "starcoderbase-7b",
 }
 
 

@@ -14,8 +14,8 @@ Total per device (single GPU or data parallel; every rank holds the same) =
 It fits when the total is at most 95% of the device memory (the caching allocator fragments).
 The plan is for a CUDA device (dtype ``auto`` = bfloat16) unless ``device="cpu"`` (``auto`` = float32, no
 CUDA overhead; tensor memory only, the process adds its libraries). Every position of a row is assumed
-trained (the upper bound: an instruction recipe trains only the responses). Sharding (FSDP, ZeRO-3) is
-not modelled: the figures are per device for one GPU or data parallel.
+trained (the upper bound: an instruction recipe trains only the responses). The figures are per device for
+one GPU or data parallel; FSDP full sharding over N GPUs is :mod:`sc2tune.planning.sharding` (``--gpus``).
 """
 
 from __future__ import annotations

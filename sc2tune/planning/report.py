@@ -1,14 +1,18 @@
-"""Render a :class:`~sc2tune.planning.plan.MemoryPlan` or a weight footprint as a rich table or one JSON line."""
+"""Render a :class:`~sc2tune.planning.plan.MemoryPlan`, a :class:`~sc2tune.planning.cluster.ClusterPlan` or a
+weight footprint as a rich table or one JSON line."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
 from sc2tune.planning.plan import GiB, MemoryPlan
+
+if TYPE_CHECKING:
+    from sc2tune.planning.cluster import ClusterPlan
 
 
 def gib(n: int) -> str:
@@ -45,6 +49,49 @@ def print_plan(plan: MemoryPlan, console: Console | None = None) -> None:
         console.print(f"  - {s.description}: {gib(s.total_bytes)} ({status})  [dim]{' '.join(s.overrides)}[/dim]")
     if not plan.fits and not plan.suggestions:
         console.print("  no change the planner knows makes it fit: use a larger device or shard (FSDP/ZeRO-3)")
+
+
+def _count(n: float) -> str:
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return f"{n:.0f}"
+
+
+def _duration(hours: float) -> str:
+    if hours >= 1:
+        return f"{hours:.1f} h"
+    if hours * 60 >= 1:
+        return f"{hours * 60:.1f} min"
+    return f"{hours * 3600:.0f} s"
+
+
+def print_cluster(cluster: ClusterPlan, console: Console | None = None, *,
+                  compare_hours: float | None = None) -> None:
+    """FSDP per-GPU memory and the time estimate, a few lines (the table above is the DDP / one-GPU figure)."""
+    console = console or Console()
+    f, n, gpu = cluster.fsdp, cluster.gpus, cluster.gpu
+    where = f"{n} x {gpu.name}"
+    verdict = "[green]fits[/green]" if f.fits else "[red]does not fit[/red]"
+    buffers = f" + buffers {gib(f.buffers)}" if f.buffers else ""
+    if n > 1:  # on one GPU the table above is the figure
+        console.print(f"FSDP full sharding over {where}: [bold]{gib(f.total)} per GPU[/bold] ({verdict}): "
+                  f"sharded weights, gradients and optimizer {gib(f.sharded_total)} / {n} = "
+                      f"{gib(f.sharded_per_gpu)}{buffers} + activations and peak {gib(f.activations)} + gathered "
+                      f"units {gib(f.gathered)} + overhead {gib(f.overhead)}")
+    t = cluster.time
+    if t is None:
+        return
+    fl = t.flops
+    console.print(f"time: {_count(t.tokens_per_epoch)} tokens per epoch ({t.tokens_source}); "
+                  f"{fl.formula} = {fl.train / 1e9:.1f} GFLOP per token (N = {_count(fl.matmul_params)} "
+                  f"matmul weights, A = {fl.attention_per_token / 1e9:.2f} GFLOP)")
+    console.print(f"  on {where} ({t.peak_tflops:g} TFLOPS bf16 dense each) at an assumed MFU of {t.mfu:.2f}: "
+                  f"[bold]{_duration(t.hours_per_epoch)} per epoch, {_duration(t.hours_total)} for {t.epochs:g} "
+                  f"epoch{'s' if t.epochs != 1 else ''}[/bold] (--mfu to change the assumption)")
+    if compare_hours is not None:
+        console.print(f"  a reported {compare_hours:g} h for the whole run means an MFU of "
+                      f"{t.implied_mfu(compare_hours):.3f} ({100 * t.implied_mfu(compare_hours):.1f}% of the peak)")
 
 
 def print_footprint(footprint: dict[str, Any], console: Console | None = None) -> None:
