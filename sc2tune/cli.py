@@ -231,7 +231,7 @@ def _conf_merge(p: argparse.ArgumentParser) -> None:
 # ---- generate -------------------------------------------------------------------------------------
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from sc2tune.generate import Sampling, generate_command
+    from sc2tune.generation import Sampling, generate_command
 
     sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                         stop=tuple(args.stop or ()), seed=args.seed)
@@ -268,7 +268,7 @@ def _conf_generate(p: argparse.ArgumentParser) -> None:
 # ---- classify -------------------------------------------------------------------------------------
 
 def _run_classify(args: argparse.Namespace) -> int:
-    from sc2tune.generate import classify_command
+    from sc2tune.generation import classify_command
 
     print(classify_command(args.path, texts=args.text or (), file=args.file, column=args.column,
                            as_json=args.json, dtype=args.dtype))

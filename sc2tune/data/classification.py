@@ -80,7 +80,7 @@ def classification_ids(a: list[int], b: list[int] | None, max_length: int, side:
                        ) -> tuple[list[int], int]:
     """Token ids of one example in the layout above, and how many text tokens truncation dropped.
 
-    Training and inference (``sc2tune.generate.classify``) both build inputs here, so the score head
+    Training and inference (``sc2tune.generation.classify``) both build inputs here, so the score head
     reads at serving time exactly the token (``<|endoftext|>``) it was trained to read.
     """
     if b is None:

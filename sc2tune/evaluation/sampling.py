@@ -1,4 +1,4 @@
-"""Generate HumanEval-format samples with a model, through :mod:`sc2tune.generate`.
+"""Generate HumanEval-format samples with a model, through :mod:`sc2tune.generation`.
 
 For each problem, ``n_samples`` completions are drawn (sample ``i`` of a task is seeded with
 ``seed + i``, so a rerun reproduces the file):
@@ -32,7 +32,7 @@ def generate_samples(problems: dict[str, Problem], model: str, out_file: str | P
                      max_new_tokens: int = 384, temperature: float = 0.2, top_p: float = 0.95,
                      seed: int = 0, show_progress: bool = True) -> Path:
     """Write ``n_samples`` completions per problem to ``out_file`` (JSONL) and return its path."""
-    from sc2tune.generate import Sampling, generate, infill, load_for_inference
+    from sc2tune.generation import Sampling, generate, infill, load_for_inference
 
     if n_samples < 1:
         raise UserError(f"--n-samples must be at least 1, got {n_samples}")

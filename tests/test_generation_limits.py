@@ -10,7 +10,7 @@ from transformers import Starcoder2ForCausalLM
 
 from sc2tune.cli import main
 from sc2tune.errors import UserError
-from sc2tune.generate import Sampling, generate, load_for_inference
+from sc2tune.generation import Sampling, generate, load_for_inference
 from sc2tune.tiny import load_bundled_tokenizer, tiny_config
 
 CONTEXT = 48
@@ -64,7 +64,7 @@ def test_max_new_tokens_is_capped_by_the_context(short_context_model: Path, capl
 
 def test_cli_repository_infill_builds_the_training_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture):
-    import sc2tune.generate as gen
+    import sc2tune.generation as gen
 
     seen: dict = {}
     monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: seen.update(ids=ids) or "MID")
@@ -87,7 +87,7 @@ def test_a_mode_the_run_was_not_trained_for_is_warned_about(tmp_path: Path, monk
 
     import yaml
 
-    import sc2tune.generate as gen
+    import sc2tune.generation as gen
 
     monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: "")
     merged = tmp_path / "merged"
