@@ -20,7 +20,15 @@ from transformers import AutoModelForSequenceClassification, Starcoder2ForCausal
 import sc2tune.generation as gen
 from sc2tune.cli import main
 from sc2tune.errors import UserError
-from sc2tune.generation import Sampling, classify, generate, infill, instruct, load_for_inference, split_cursor
+from sc2tune.generation import (
+    Sampling,
+    classify,
+    generate,
+    infill,
+    instruct,
+    load_for_inference,
+    split_cursor,
+)
 from sc2tune.merge import merge
 from sc2tune.modeling import resolve_model_path
 from sc2tune.tiny import load_bundled_tokenizer, tiny_config

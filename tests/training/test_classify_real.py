@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sc2tune.generate import classify
+from sc2tune.generation import classify
 from sc2tune.recipe import recipe_from_dict
 from sc2tune.training import train
 
