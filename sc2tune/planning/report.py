@@ -46,7 +46,9 @@ def print_plan(plan: MemoryPlan, console: Console | None = None) -> None:
     console.print(f"{verdict} in {gib(plan.gpu_memory)} (using at most 95% of it)")
     for s in plan.suggestions:
         status = "fits" if s.fits else "still too big"
-        console.print(f"  - {s.description}: {gib(s.total_bytes)} ({status})  [dim]{' '.join(s.overrides)}[/dim]")
+        console.print(f"  - {s.description}: {gib(s.total_bytes)} ({status}); add:")
+        # the overrides on a line of their own, never wrapped, so the line pastes into a command as it is
+        console.print(f"      {' '.join(s.overrides)}", soft_wrap=True, highlight=False, markup=False)
     if not plan.fits and not plan.suggestions:
         console.print("  no change the planner knows makes it fit: use a larger device or shard (FSDP/ZeRO-3)")
 
