@@ -54,13 +54,15 @@ def _remote_code_flag(parser: argparse.ArgumentParser) -> None:
 # ---- validate -------------------------------------------------------------------------------------
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from sc2tune.adapters import check_target_modules
-    from sc2tune.modeling import check_tokenizer
     from sc2tune.recipe import load_recipe, recipe_to_yaml
 
-    recipe = load_recipe(args.recipe, args.overrides)
-    note = "" if args.schema_only else \
-        f"; {check_tokenizer(recipe.model, recipe.task)}; {check_target_modules(recipe)}"
+    recipe = load_recipe(args.recipe, args.overrides)  # a bad recipe is reported before any heavy import
+    note = ""
+    if not args.schema_only:
+        from sc2tune.adapters import check_target_modules
+        from sc2tune.modeling import check_tokenizer
+
+        note = f"; {check_tokenizer(recipe.model, recipe.task)}; {check_target_modules(recipe)}"
     if args.print:
         print(recipe_to_yaml(recipe), end="")
     else:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from sc2tune.cli import main
 from sc2tune.errors import RecipeError
 from sc2tune.recipe import load_recipe, parse_override, recipe_from_dict
 
@@ -25,8 +29,23 @@ def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:
     return path
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sc2tune", *args], capture_output=True, text=True)
+def run_cli(*args: str) -> SimpleNamespace:
+    """``sc2tune ARGS`` in this process (a subprocess costs seconds of imports per call): exit status and
+    output; argparse's own exits count as statuses. An uncaught exception fails the test, as a traceback would."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def test_a_real_process_exits_2_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "sc2tune", "validate", str(write(tmp_path, "task: fim\n"))],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "missing required key 'data'" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_shipped_recipes_exist():
