@@ -50,26 +50,21 @@ def test_public_api_names_resolve():
         assert getattr(sc2tune, name) is not None, name
 
 
-def test_overrides_may_follow_options(tmp_path):
+def test_overrides_may_follow_options(tmp_path, run_cli):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("# t\ntask: fim\ndata:\n  train: x\n")
-    result = subprocess.run([sys.executable, "-m", "sc2tune", "validate", str(recipe), "--print", "--schema-only",
-                             "train.lr=0.5"], capture_output=True, text=True)
+    result = run_cli("validate", str(recipe), "--print", "--schema-only", "train.lr=0.5")
     assert result.returncode == 0, result.stderr
     assert "lr: 0.5" in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "sc2tune", "validate", str(recipe), "--bogus"],
-                         capture_output=True, text=True)
+    bad = run_cli("validate", str(recipe), "--bogus")
     assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
 
 
-def test_validate_checks_lora_targets_against_the_architecture():
+def test_validate_checks_lora_targets_against_the_architecture(run_cli):
     recipe = ROOT / "recipes" / "quickstart" / "alpaca.yaml"
-    result = subprocess.run([sys.executable, "-m", "sc2tune", "validate", str(recipe),
-                             "adapter.target_modules=[q_proj,gate_proj]"], capture_output=True, text=True)
-    assert result.returncode != 0 and "gate_proj" in result.stderr and "c_fc" in result.stderr
-    assert "Traceback" not in result.stderr
-    ok = subprocess.run([sys.executable, "-m", "sc2tune", "validate",
-                         str(ROOT / "recipes" / "starcoder2-7b" / "fim-qlora.yaml")], capture_output=True, text=True)
+    result = run_cli("validate", str(recipe), "adapter.target_modules=[q_proj,gate_proj]")
+    assert result.returncode == 2 and "gate_proj" in result.stderr and "c_fc" in result.stderr
+    ok = run_cli("validate", str(ROOT / "recipes" / "starcoder2-7b" / "fim-qlora.yaml"))
     assert ok.returncode == 0 and "targets ok" in ok.stdout
 
 

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from sc2tune.cli import main
 from sc2tune.errors import RecipeError
 from sc2tune.recipe import load_recipe, parse_override, recipe_from_dict
 
@@ -27,18 +23,6 @@ def write(tmp_path: Path, text: str, name: str = "r.yaml") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def run_cli(*args: str) -> SimpleNamespace:
-    """``sc2tune ARGS`` in this process (a subprocess costs seconds of imports per call): exit status and
-    output; argparse's own exits count as statuses. An uncaught exception fails the test, as a traceback would."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def test_a_real_process_exits_2_without_traceback(tmp_path):
@@ -155,27 +139,27 @@ def test_malformed_yaml_names_the_line(tmp_path):
         ("task: fim\ndata: [oops\n", "malformed YAML"),  # malformed YAML
     ],
 )
-def test_cli_validate_exits_2_without_traceback(tmp_path, text, fragment):
+def test_cli_validate_exits_2_without_traceback(tmp_path, text, fragment, run_cli):
     result = run_cli("validate", str(write(tmp_path, text)))
     assert result.returncode == 2
     assert fragment in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 
-def test_cli_validate_ok_and_print(tmp_path):
+def test_cli_validate_ok_and_print(tmp_path, run_cli):
     result = run_cli("validate", str(write(tmp_path, MINIMAL)), "train.lr=0.001", "--print")
     assert result.returncode == 0, result.stderr
     assert "lr: 0.001" in result.stdout
 
 
-def test_cli_missing_file_and_bad_override(tmp_path):
+def test_cli_missing_file_and_bad_override(tmp_path, run_cli):
     result = run_cli("validate", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2 and "not found" in result.stderr and "Traceback" not in result.stderr
     result = run_cli("validate", str(write(tmp_path, MINIMAL)), "trainlr")
     assert result.returncode == 2 and "key.sub=value" in result.stderr
 
 
-def test_cli_schema_is_json_with_descriptions():
+def test_cli_schema_is_json_with_descriptions(run_cli):
     import json
 
     result = run_cli("schema")
