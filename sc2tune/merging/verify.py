@@ -11,15 +11,22 @@ dtype, plus one adapted module in float32):
    and rounded once to the output dtype: logits ``R``. It rounds exactly as the merge under test must;
 3. the merged folder loaded with plain transformers: logits ``M``.
 
-What storing the merged weights in the output dtype changes is ``rounding = max |R - A|``. An exact merge
-writes the reference's weights (up to a last-bit tie in float32 sums), so ``M`` equals ``R``; the check is
+The decision rests on the weights, where rounding is exactly known: every tensor of the merged folder must
+equal the reference's within one step (unit in the last place) of the output dtype,
 
-    max |M - R| <= tol,   tol = max(1e-4 * max(1, max |A|), 0.25 * rounding)
+    |w_merged - w_ref| <= ulp_dtype(w_ref) + 1e-6 * max |w_ref of that tensor|
 
-so an exact merge passes however much bf16 rounding moves the logits, while a wrong merge (wrong scale, a
-missed module, a wrong DoRA norm) moves the weights by far more than a last-bit tie and fails. For a causal LM
-the merged logits must also be nearer ``A`` than ``B`` is (the adapter is really in). ``max |M - A|`` and the
-top-1 agreement with ``A`` are reported as they are.
+(the second term absorbs float32 sums taken in another order). An exact merge writes the reference's
+weights up to such last-bit ties, so it always passes, however much rounding to bf16 moves the logits; a
+wrong merge (wrong scale, a missed module, a wrong DoRA norm) moves whole rows by many steps and fails. The
+tensors are read one at a time from the merged folder, so memory still holds one model.
+
+The logits then check that the folder loads and computes like the reference in plain transformers:
+``max |M - R| <= tol`` with ``tol = max(1e-4 * max(1, max |A|), max |R - A|)``: the merged model may not be
+further from PEFT's rounded merge than rounding itself moves the logits (a 16-bit forward pass rounds every
+activation, so one flipped last bit can move a logit by a step of the output dtype). For a causal LM the
+merged logits must also be nearer ``A`` than ``B`` is (the adapter is really in). ``max |M - A|``, the
+rounding's own effect ``max |R - A|`` and the top-1 agreement with ``A`` are reported as they are.
 
 A QLoRA adapter merged into the *original* weights (``merge_into="original"``) is checked against the
 original base plus adapter (what that merge computes), and compared with the model as trained (4-bit base
@@ -34,7 +41,7 @@ import gc
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -50,7 +57,8 @@ PROMPTS: tuple[str, ...] = (
 )
 
 FLOOR = 1e-4  # relative bound on |M - R| for float32 sums that differ only in order
-ROUNDING_SHARE = 0.25  # share of the output rounding's own effect a last-bit tie may reach
+SUM_NOISE = 1e-6  # per tensor, relative to its largest value: float32 sums taken in another order
+MANTISSA_BITS: dict[torch.dtype, int] = {torch.float32: 23, torch.bfloat16: 7, torch.float16: 10}
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,9 @@ class Verification:
     rounding_effect: float = 0.0  # max |that reference - adapter model|: what the output dtype changes
     trained_diff: float | None = None  # QLoRA merged into the original weights: max |merged - as trained|
     trained_top1: float | None = None  # ... and the top-1 agreement with the model as trained
+    tensors_checked: int = 0  # merged tensors compared with PEFT's rounded merge
+    tensors_off: list[str] = field(default_factory=list)  # those off by more than one step (or missing)
+    logit_scale: float = 1.0  # max(1, max |adapter model logits|)
 
     def summary(self) -> str:
         effect = "" if self.adapter_effect is None else f", adapter effect {self.adapter_effect:.3g}"
@@ -74,6 +85,10 @@ class Verification:
                 f"{self.rounding_effect:.3g}), vs PEFT's merge rounded the same way {self.reference_diff:.3g} "
                 f"(tolerance {self.tolerance:.3g}), top-1 agreement {self.top1_agreement:.1%} over "
                 f"{self.positions} positions{effect}")
+        text += f"; {self.tensors_checked - len(self.tensors_off)} of {self.tensors_checked} tensors within one " \
+                "step of PEFT's float32 merge rounded once"
+        if self.tensors_off:
+            text += f" (off: {', '.join(self.tensors_off[:3])}{' ...' if len(self.tensors_off) > 3 else ''})"
         if self.trained_diff is not None and self.trained_top1 is not None:
             text += (f"; vs the model as trained (4-bit base + adapter): max |logit diff| {self.trained_diff:.3g}, "
                      f"top-1 agreement {self.trained_top1:.1%}: what merging into the original weights costs")
@@ -203,6 +218,56 @@ def _round_parameters(module: torch.nn.Module, dtype: torch.dtype) -> None:
             param.data = param.data.to(dtype)
 
 
+def compare_weights(reference: torch.nn.Module, merged_dir: Path, dtype: torch.dtype) -> tuple[int, list[str]]:
+    """Compare every weight of ``reference`` with the merged folder's, one tensor at a time.
+
+    Returns (tensors compared, names off by more than one ``dtype`` step or missing). A tied output
+    embedding that the folder stores once is compared with the input embedding it is tied to.
+    """
+    from safetensors import safe_open
+
+    from sc2tune.merging.checkpoint import INDEX_NAME, SINGLE_NAME
+
+    index = merged_dir / INDEX_NAME
+    if index.is_file():
+        import json
+
+        where = {k: merged_dir / f for k, f in json.loads(index.read_text())["weight_map"].items()}
+    else:
+        with safe_open(str(merged_dir / SINGLE_NAME), framework="pt") as handle:
+            where = dict.fromkeys(handle.keys(), merged_dir / SINGLE_NAME)
+    state = reference.state_dict()
+    tied = {}
+    out_emb, in_emb = reference.get_output_embeddings(), reference.get_input_embeddings()
+    if out_emb is not None and out_emb.weight is in_emb.weight:
+        names = {id(m): n for n, m in reference.named_modules()}
+        tied[f"{names[id(out_emb)]}.weight"] = f"{names[id(in_emb)]}.weight"
+    bits = MANTISSA_BITS.get(dtype, 7)
+    off: list[str] = []
+    checked = 0
+    for name, ref in state.items():
+        key = name if name in where else tied.get(name)
+        if key is None or key not in where:
+            off.append(f"{name} (missing)")
+            continue
+        with safe_open(str(where[key]), framework="pt") as handle:
+            got = handle.get_tensor(key)
+        checked += 1
+        if got.shape != ref.shape:
+            off.append(f"{name} (shape)")
+            continue
+        if not ref.is_floating_point():
+            if not torch.equal(got, ref):
+                off.append(name)
+            continue
+        r = ref.float()
+        step = torch.exp2(torch.floor(torch.log2(r.abs().clamp_min(torch.finfo(dtype).tiny))) - bits)
+        allowed = step + SUM_NOISE * float(r.abs().max()) if r.numel() else step
+        if not bool(((got.float() - r).abs() <= allowed).all()):
+            off.append(name)
+    return checked, off
+
+
 def _top1(got: list[torch.Tensor], ref: list[torch.Tensor]) -> tuple[float, int]:
     agree = [(g.argmax(-1) == e.argmax(-1)).float() for g, e in zip(got, ref, strict=True)]
     positions = sum(a.numel() for a in agree)
@@ -245,6 +310,7 @@ def _verify(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: 
     reference_model = rounded_reference(model, adapter_dir, dtype, quantized=quant is not None)
     del model
     reference = _logits(reference_model, batches)
+    checked, off = compare_weights(reference_model, merged_dir, dtype)
     del reference_model
     gc.collect()
 
@@ -257,9 +323,9 @@ def _verify(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: 
     reference_diff = _max_diff(got, reference)
     rounding = _max_diff(reference, expected)
     scale = max(1.0, max(float(e.abs().max()) for e in expected))
-    tol = max(FLOOR * scale, ROUNDING_SHARE * rounding)
+    tol = max(FLOOR * scale, rounding)
     top1, positions = _top1(got, expected)
-    passed = reference_diff <= tol
+    passed = not off and reference_diff <= tol
     effect = None
     if base_logits is not None:
         effect = _max_diff(expected, base_logits)
@@ -272,4 +338,4 @@ def _verify(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: 
         trained_diff = _max_diff(got, trained)
         trained_top1, _ = _top1(got, trained)
     return Verification(diff, tol, top1, effect, positions, passed, reference_diff, rounding, trained_diff,
-                        trained_top1)
+                        trained_top1, checked, off, scale)

@@ -19,9 +19,10 @@ LINEARS = ["q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"]
 
 
 def synthetic_base(folder: Path, *, hidden: int = 64, layers: int = 2, vocab: int = 512, seed: int = 3,
-                   dtype: torch.dtype = torch.bfloat16, shard: str = "100KB") -> Path:
+                   dtype: torch.dtype = torch.bfloat16, shard: str = "100KB", tied: bool = True) -> Path:
     """A random StarCoder2 (no tokenizer, small vocabulary) saved in several ``dtype`` shards."""
     config = tiny_config()
+    config.tie_word_embeddings = tied
     config.hidden_size, config.intermediate_size, config.num_hidden_layers = hidden, 4 * hidden, layers
     config.vocab_size = vocab
     torch.manual_seed(seed)
