@@ -80,12 +80,15 @@ def merge(
 
     Args:
         adapter_dir: folder with ``adapter_config.json`` and the adapter weights (any PEFT LoRA adapter).
-        out_dir: folder to create; refused if it exists unless ``overwrite``.
+        out_dir: folder to create; refused if it exists unless ``overwrite``, and even then unless it holds a
+            previous model output (``sc2tune_merge.json``, or ``config.json`` with weights).
         base: base model folder or hub id; default the adapter's ``base_model_name_or_path``.
         dtype: output dtype; default the dtype of the base checkpoint's tensors.
         shard_size: largest output shard (``"2GB"``, ``"500MB"`` or bytes).
-        verify: compare merged and adapter logits on a few prompts (loads base + adapter, then the merged
-            model: needs memory for one full model in ``dtype``) and fail past the tolerance.
+        verify: rebuild the merge with PEFT's own float32 merge rounded once to ``dtype`` and require every
+            merged tensor within one ``dtype`` step of it, then compare logits on a few prompts (loads base +
+            adapter in the checkpoint's dtype, then the merged model, one at a time); see
+            :mod:`sc2tune.merging.verify`.
         merge_into: for QLoRA adapters, ``"quantized"`` merges into the NF4 round trip the adapter was
             trained against, ``"original"`` into the unquantised base weights.
         qlora: treat the adapter as QLoRA (NF4, double quant, block 64) even without sc2tune's

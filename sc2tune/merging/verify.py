@@ -200,6 +200,7 @@ def rounded_reference(model: torch.nn.Module, adapter_dir: Path, dtype: torch.dt
         base = model.unload()
         base.dequantize()
         model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    _untie_adapted_embeddings(model)
     for module in model.modules():
         if isinstance(module, LoraLayer):
             module.to(torch.float32)
@@ -208,6 +209,25 @@ def rounded_reference(model: torch.nn.Module, adapter_dir: Path, dtype: torch.dt
     merged = model.unload()
     _round_parameters(merged, dtype)
     return merged.eval()
+
+
+def _untie_adapted_embeddings(model: torch.nn.Module) -> None:
+    """Give a tied output embedding its own weight when the adapter wraps either embedding.
+
+    The adapter model computes the input and output embeddings through their own wrappers, i.e. with two
+    different matrices; PEFT's merge into the one shared tensor would add both updates to both (tied
+    StarCoder2 3B/7B), which is not the model the adapter computes. Untied first, each update goes where the
+    adapter applies it; the merged folder stays tied only where both come out equal.
+    """
+    base = model.get_base_model()
+    inp, out = base.get_input_embeddings(), base.get_output_embeddings()
+    if out is None:
+        return
+    in_layer = inp.get_base_layer() if hasattr(inp, "get_base_layer") else inp
+    out_layer = out.get_base_layer() if hasattr(out, "get_base_layer") else out
+    wrapped = in_layer is not inp or out_layer is not out
+    if wrapped and out_layer.weight is in_layer.weight:
+        out_layer.weight = torch.nn.Parameter(out_layer.weight.detach().clone(), requires_grad=False)
 
 
 def _round_parameters(module: torch.nn.Module, dtype: torch.dtype) -> None:
@@ -221,8 +241,8 @@ def _round_parameters(module: torch.nn.Module, dtype: torch.dtype) -> None:
 def compare_weights(reference: torch.nn.Module, merged_dir: Path, dtype: torch.dtype) -> tuple[int, list[str]]:
     """Compare every weight of ``reference`` with the merged folder's, one tensor at a time.
 
-    Returns (tensors compared, names off by more than one ``dtype`` step or missing). A tied output
-    embedding that the folder stores once is compared with the input embedding it is tied to.
+    Returns (tensors compared, names off by more than one ``dtype`` step or missing). An output embedding
+    the folder does not store (tied) is compared with the input embedding it is tied to.
     """
     from safetensors import safe_open
 
@@ -237,9 +257,9 @@ def compare_weights(reference: torch.nn.Module, merged_dir: Path, dtype: torch.d
         with safe_open(str(merged_dir / SINGLE_NAME), framework="pt") as handle:
             where = dict.fromkeys(handle.keys(), merged_dir / SINGLE_NAME)
     state = reference.state_dict()
-    tied = {}
+    tied = {}  # a folder with tied embeddings stores the output embedding once, as the input embedding
     out_emb, in_emb = reference.get_output_embeddings(), reference.get_input_embeddings()
-    if out_emb is not None and out_emb.weight is in_emb.weight:
+    if out_emb is not None:
         names = {id(m): n for n, m in reference.named_modules()}
         tied[f"{names[id(out_emb)]}.weight"] = f"{names[id(in_emb)]}.weight"
     bits = MANTISSA_BITS.get(dtype, 7)

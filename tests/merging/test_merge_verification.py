@@ -74,3 +74,17 @@ def test_a_wrong_merge_is_refused(mistake: str, small: tuple[Path, Path], tmp_pa
         merge(adapter, tmp_path / "merged", base=str(base), dtype="bfloat16", progress=False)
     assert "tensors within one step" in str(err.value)
     assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.parametrize("lora", [
+    {"target_modules": ["q_proj", "c_proj", "lm_head", "embed_tokens"]},
+    {"target_modules": ["q_proj", "embed_tokens"], "ensure_weight_tying": True},
+], ids=["untied-by-the-adapter", "ensure-weight-tying"])
+def test_verification_of_adapted_tied_embeddings(lora: dict, small: tuple[Path, Path], tmp_path: Path):
+    """PEFT's merge into a shared embedding tensor would add both updates to both uses; the reference unties
+    them first, as the adapter model computes, so the correct (untied or still tied) merge passes."""
+    base, _ = small
+    adapter = peft_adapter(base, tmp_path / "adapter", **lora)
+    result = merge(adapter, tmp_path / "merged", base=str(base), dtype="bfloat16", progress=False)
+    assert result.verification is not None and result.verification.passed
+    assert result.untied is ("ensure_weight_tying" not in lora)
