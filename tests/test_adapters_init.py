@@ -17,7 +17,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainingArguments
 
 from sc2tune.adapters import attach_adapter, keep_initial_adapter, save_converted_adapter
-from sc2tune.errors import RecipeError
+from sc2tune.errors import RecipeError, UserError
 from sc2tune.merge import merge
 from sc2tune.modeling import load_model, resolve_model_path
 from sc2tune.recipe import Recipe, recipe_from_dict, recipe_to_yaml
@@ -63,6 +63,9 @@ def test_residual_inits_are_saved_to_apply_to_the_original_base(init: str, tmp_p
     trained = _logits(model)
     assert (trained - base_logits).abs().max() > 1e-2
 
+    model.save_pretrained(tmp_path / "raw")  # what a mid-run checkpoint holds: factors for the residual base
+    with pytest.raises(UserError, match="residual base"):
+        merge(tmp_path / "raw", tmp_path / "wrong", base=str(TINY), verify=False, progress=False)
     save_converted_adapter(model, tmp_path / "adapter", initial)
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["r"] == 8 and config["lora_alpha"] == 16 and config["init_lora_weights"] is True  # rank 2r

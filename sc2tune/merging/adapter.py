@@ -216,6 +216,16 @@ def _check_supported(config: dict[str, Any], cfg_file: Path) -> None:
         "use_qalora": "QA-LoRA adapters",
         "alora_invocation_tokens": "activated LoRA (aLoRA) adapters",
     }
+    init = str(config.get("init_lora_weights", True)).lower()
+    if init.startswith(("pissa", "olora", "corda", "lora_ga", "eva", "loftq")):
+        raise UserError(
+            f"{cfg_file}: init_lora_weights is '{config.get('init_lora_weights')}': these factors apply to the "
+            "residual base PEFT rebuilds from W when it loads them, not to the checkpoint's weights, so adding "
+            "them to W would merge the wrong model",
+            hint="merge the adapter sc2tune saves at the end of training (OUTPUT_DIR/adapter, converted to the "
+            "original base), or convert this one with PEFT's save_pretrained(..., "
+            "path_initial_model_for_weight_conversion=...)",
+        )
     for key, what in unsupported.items():
         if config.get(key):
             raise UserError(
