@@ -19,6 +19,13 @@ Then every tensor of the two outputs is compared: it must be within one bfloat16
 (PEFT rounds the update to bf16 and then the sum again; sc2tune rounds the fp32 sum once).
 
 Goals: peak RSS <= 0.5x the baseline, wall time <= 1.0x. Run: ``python bench/merge.py [--keep DIR] [--verify]``.
+
+``--variant dora``: the same base with a DoRA adapter (same r and targets, random factors, magnitudes moved
+off their initial norms). Measured alternately: sc2tune's merge of the plain LoRA adapter, sc2tune's merge of
+the DoRA adapter, and PEFT's ``merge_and_unload`` of the DoRA adapter in bf16. Goal: DoRA's peak RSS within
+1.2x of the plain LoRA merge (the norm of ``W + s B A`` needs one more float32 row-norm vector per tensor,
+nothing model-sized). The tensor comparison with PEFT is reported, not a goal: PEFT's bf16 DoRA merge takes
+the norm of a bf16 sum and rounds twice, sc2tune's is float32 with one rounding.
 """
 
 from __future__ import annotations
@@ -69,6 +76,16 @@ SETUP = textwrap.dedent("""
             if "lora_" in name:
                 param.normal_(0, 0.02)
     peft_model.save_pretrained(adapter)
+    if len(sys.argv) > 3:  # a DoRA adapter on the same base, for --variant dora
+        dora = get_peft_model(peft_model.unload(), LoraConfig(r=16, lora_alpha=32, use_dora=True,
+                                                              target_modules=lora.target_modules))
+        with torch.no_grad():
+            for name, param in dora.named_parameters():
+                if "lora_magnitude_vector" in name:
+                    param.mul_(1 + 0.02 * torch.randn_like(param))
+                elif "lora_" in name:
+                    param.normal_(0, 0.02)
+        dora.save_pretrained(sys.argv[3])
 """)
 
 
@@ -123,16 +140,22 @@ def main() -> None:
     parser.add_argument("--keep", help="build in this folder and keep it (default: a temporary folder)")
     parser.add_argument("--verify", action="store_true", help="also time sc2tune merge with verification on")
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs of each; the fastest counts")
+    parser.add_argument("--variant", choices=["lora", "dora"], default="lora",
+                        help="dora: DoRA merge vs plain LoRA merge of the same base (and vs PEFT's DoRA merge)")
     args = parser.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="sc2tune-bench-merge-"))
     root.mkdir(parents=True, exist_ok=True)
     base, adapter = root / "base", root / "adapter"
     py = sys.executable
     try:
-        if not (base / "tokenizer.json").is_file():
-            out = subprocess.run([py, "-c", SETUP, str(base), str(adapter)], check=True, capture_output=True,
-                                 text=True).stdout
+        dora = root / "adapter-dora"
+        if not (base / "tokenizer.json").is_file() or (args.variant == "dora" and not dora.is_dir()):
+            out = subprocess.run([py, "-c", SETUP, str(base), str(adapter), str(dora)], check=True,
+                                 capture_output=True, text=True).stdout
             print(f"synthetic base: {int(out.split()[0]) / 1e9:.3f}B parameters")
+        if args.variant == "dora":
+            dora_bench(root, base, adapter, dora, args.rounds)
+            return
         shards = sorted(base.glob("model-*.safetensors"))
         print(f"base: {len(shards)} shards, {sum(f.stat().st_size for f in shards) / 1e9:.2f} GB bf16; "
               f"adapter: {(adapter / 'adapter_model.safetensors').stat().st_size / 1e6:.0f} MB")
@@ -175,6 +198,45 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def dora_bench(root: Path, base: Path, adapter: Path, dora: Path, rounds: int) -> None:
+    """--variant dora: sc2tune's DoRA merge against its plain LoRA merge and PEFT's DoRA merge."""
+    py = sys.executable
+
+    def ours(adapter_dir: Path, out: Path) -> list[str]:
+        return [py, "-m", "sc2tune", "merge", str(adapter_dir), "--out", str(out), "--base", str(base),
+                "--shard-size", "2GB", "--no-verify", "--no-progress"]
+
+    runs: dict[str, list[dict[str, float]]] = {"lora": [], "dora": [], "peft-dora": []}
+    for _ in range(rounds):
+        for name in runs:
+            shutil.rmtree(root / name, ignore_errors=True)
+        runs["lora"].append(run_measured(ours(adapter, root / "lora"), "sc2tune merge (LoRA)"))
+        runs["dora"].append(run_measured(ours(dora, root / "dora"), "sc2tune merge (DoRA)"))
+        runs["peft-dora"].append(run_measured([py, "-c", BASELINE, str(base), str(dora), str(root / "peft-dora")],
+                                              "PEFT merge (DoRA)"))
+    lora_best, dora_best, peft_best = (best(runs[name]) for name in ("lora", "dora", "peft-dora"))
+    check = compare(root / "dora", root / "peft-dora")
+    result = {
+        "variant": "dora", "rounds": rounds, "sc2tune_lora": lora_best, "sc2tune_dora": dora_best,
+        "peft_dora": peft_best,
+        "dora_vs_lora_rss": dora_best["peak_rss_gb"] / lora_best["peak_rss_gb"],
+        "dora_vs_lora_time": dora_best["wall_s"] / lora_best["wall_s"],
+        "dora_vs_peft_rss": dora_best["peak_rss_gb"] / peft_best["peak_rss_gb"],
+        "dora_vs_peft_time": dora_best["wall_s"] / peft_best["wall_s"],
+        "tensors_vs_peft_bf16": check,
+    }
+    print(f"sc2tune merge, LoRA:   {lora_best['wall_s']:.1f} s, peak RSS {lora_best['peak_rss_gb']:.2f} GB")
+    print(f"sc2tune merge, DoRA:   {dora_best['wall_s']:.1f} s, peak RSS {dora_best['peak_rss_gb']:.2f} GB")
+    print(f"PEFT merge, DoRA:      {peft_best['wall_s']:.1f} s, peak RSS {peft_best['peak_rss_gb']:.2f} GB")
+    print(f"DoRA / LoRA: peak RSS {result['dora_vs_lora_rss']:.2f}x (goal <= 1.2x), wall time "
+          f"{result['dora_vs_lora_time']:.2f}x; DoRA vs PEFT: peak RSS {result['dora_vs_peft_rss']:.2f}x, wall time "
+          f"{result['dora_vs_peft_time']:.2f}x")
+    print(f"tensors vs PEFT's bf16 DoRA merge: {check['tensors']} compared, {check['missing']} missing, max "
+          f"difference {check['max_steps']:.2f} bf16 steps, {check['equal_fraction']:.4%} bit-identical")
+    print(json.dumps(result))
+    print("PASS" if result["dora_vs_lora_rss"] <= 1.2 and check["missing"] == 0 else "FAIL")
 
 
 if __name__ == "__main__":

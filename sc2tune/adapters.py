@@ -5,6 +5,19 @@ LoRA replaces each targeted linear map ``y = W x`` by ``y = W x + s * B (A dropo
 ``B`` (and ``modules_to_save`` such as the classification ``score`` head) are trained. QLoRA is the same on a
 base whose linear weights are stored in 4-bit NF4 and de-quantised on the fly.
 
+Initialisation (``adapter.init``): ``default`` draws A (Kaiming-uniform) and sets B = 0, so training starts
+from the base model; ``gaussian`` draws A ~ N(0, 1/r). PiSSA and OLoRA start from the principal part of ``W``
+instead: with ``W = U S V^T`` (PiSSA; ``pissa_niter_N`` a randomised SVD with N subspace iterations) the top-r
+part gives ``B0 = U_r sqrt(S_r) / sqrt(s)``, ``A0 = sqrt(S_r) V_r^T / sqrt(s)`` (OLoRA: the first r columns of
+a QR decomposition), and the frozen base becomes the residual ``W_res = W - s B0 A0``, so the model is unchanged
+at step 0. After training ``W_res + s B A = W + s (B A - B0 A0) = W + s [B | -B0] [A ; A0]``: a plain LoRA
+update of rank 2r on the *original* ``W``, which is how these adapters are saved (PEFT's
+``path_initial_model_for_weight_conversion``; :func:`save_initial_adapter` keeps ``A0``, ``B0`` for it).
+LoftQ (QLoRA only) keeps the 4-bit base ``Q = dequant(quant(W))`` as it is and sets ``s B0 A0`` to the rank-r SVD
+of the quantisation error ``W - Q`` (what PEFT's GPU-only ``replace_lora_weights_loftq`` does), so training
+starts nearer ``W``;
+the adapter applies to the usual 4-bit load of the original checkpoint, no conversion needed.
+
 A target name that matches no module is an error listing the model's linear layers: copying Llama's
 ``gate_proj/up_proj/down_proj`` onto StarCoder2 (whose MLP is ``c_fc``/``c_proj``) must not silently adapt
 nothing.
@@ -74,7 +87,18 @@ def lora_config(model: PreTrainedModel, recipe: Recipe) -> LoraConfig:
         modules_to_save=modules_to_save or None,
         bias="none",
         task_type=TaskType.SEQ_CLS if classify else TaskType.CAUSAL_LM,
+        init_lora_weights=peft_init(spec.init),
     )
+
+
+def peft_init(init: str) -> bool | str:
+    """PEFT's ``init_lora_weights`` for ``adapter.init`` (LoftQ starts from the default and is applied after)."""
+    return True if init in ("default", "loftq") else init
+
+
+def converts_to_original_base(recipe: Recipe) -> bool:
+    """True when the adapter must be saved converted to apply to the original base (PiSSA, OLoRA)."""
+    return recipe.adapter.init == "olora" or recipe.adapter.init.startswith("pissa")
 
 
 def attach_adapter(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel | PeftModel:
@@ -96,9 +120,110 @@ def attach_adapter(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel | 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     peft_model = get_peft_model(model, lora_config(model, recipe))
+    if recipe.adapter.init == "loftq":
+        _loftq_init(peft_model, recipe)
     trainable, total = peft_model.get_nb_trainable_parameters()
     log.info("trainable parameters: %s of %s (%.3f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return peft_model
+
+
+def _loftq_init(peft_model: PeftModel, recipe: Recipe) -> None:
+    """LoftQ on a fixed bitsandbytes base: ``s B0 A0`` = the rank-r SVD of ``W - dequant(quant(W))`` per 4-bit layer.
+
+    With ``W - Q = U S V^T``: ``B0 = U_r sqrt(S_r) / sqrt(s)``, ``A0 = sqrt(S_r) V_r^T / sqrt(s)``, so
+    ``Q + s B0 A0`` is the best rank-r correction of the 4-bit weight towards ``W`` (one LoftQ step with the
+    quantisation kept as bitsandbytes made it). ``W`` is read tensor by tensor from the checkpoint's safetensors.
+    (PEFT's ``replace_lora_weights_loftq`` computes the same up to the ``1/sqrt(s)`` but only on a GPU.)
+    """
+    import bitsandbytes as bnb
+    import torch
+    from safetensors import safe_open
+
+    from sc2tune.modeling import resolve_model_path
+
+    folder = Path(resolve_model_path(recipe.model.name_or_path))
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(recipe.model.name_or_path, allow_patterns=["*.safetensors", "*.json"]))
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        import json
+
+        files = {k: folder / v for k, v in json.loads(index.read_text())["weight_map"].items()}
+    elif (folder / "model.safetensors").is_file():
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as handle:
+            files = dict.fromkeys(handle.keys(), folder / "model.safetensors")
+    else:
+        raise UserError(f"adapter.init loftq reads the unquantised weights from safetensors files, and {folder} "
+                        "has none", hint="use adapter.init default, or convert the base to safetensors")
+    prefix = "base_model.model."
+    done = 0
+    for name, module in peft_model.named_modules():
+        if not hasattr(module, "lora_A") or "default" not in getattr(module, "lora_A", {}):
+            continue
+        base = module.get_base_layer()
+        if type(base).__name__ != "Linear4bit":
+            continue
+        key = name.removeprefix(prefix) + ".weight"
+        if key not in files:
+            raise UserError(f"adapter.init loftq: {folder} has no tensor '{key}' to fit the 4-bit error of")
+        with safe_open(str(files[key]), framework="pt") as handle:
+            weight = handle.get_tensor(key).to(torch.float32)
+        quantized = bnb.functional.dequantize_4bit(base.weight.data, base.weight.quant_state).to(torch.float32)
+        u, sv, vh = torch.linalg.svd(weight - quantized.reshape(weight.shape), full_matrices=False)
+        r, scale = module.r["default"], module.scaling["default"]
+        root = (sv[:r] / scale).sqrt()
+        lora_a, lora_b = module.lora_A["default"].weight, module.lora_B["default"].weight
+        with torch.no_grad():
+            lora_b.copy_((u[:, :r] * root).to(lora_b.dtype))
+            lora_a.copy_((root[:, None] * vh[:r]).to(lora_a.dtype))
+        done += 1
+    if not done:
+        raise UserError("adapter.init loftq found no 4-bit LoRA layer to initialise",
+                        hint="LoftQ needs adapter.method qlora")
+    log.info("LoftQ: %d layers start at the rank-%d SVD of their 4-bit quantisation error", done, recipe.adapter.r)
+
+
+INITIAL_ADAPTER = "initial_adapter"  # folder name PEFT also uses as the temporary adapter name
+
+
+def save_initial_adapter(model: PeftModel, folder: Path) -> Path:
+    """Save the PiSSA/OLoRA starting factors A0, B0 (before any step), for the conversion at save.
+
+    The saved config says ``init_lora_weights: true`` so that loading it does not decompose the base again.
+    """
+    path = folder / INITIAL_ADAPTER
+    config: LoraConfig = model.peft_config["default"]  # type: ignore[assignment]
+    init = config.init_lora_weights
+    config.init_lora_weights = True
+    try:
+        model.save_pretrained(str(path))
+    finally:
+        config.init_lora_weights = init
+    return path
+
+
+def keep_initial_adapter(model: PreTrainedModel | PeftModel, recipe: Recipe, out: Path, *,
+                         main_process: bool) -> Path | None:
+    """For PiSSA/OLoRA runs, the saved starting factors (written once, under ``OUTPUT_DIR/.sc2tune-init``,
+    kept across resumes); None for every other run."""
+    if not converts_to_original_base(recipe) or not isinstance(model, PeftModel):
+        return None
+    initial = out / ".sc2tune-init" / INITIAL_ADAPTER
+    if main_process and not (initial / "adapter_config.json").is_file():
+        save_initial_adapter(model, initial.parent)
+    return initial
+
+
+def save_converted_adapter(model: PeftModel, folder: Path, initial: Path) -> None:
+    """Save a PiSSA/OLoRA adapter as a rank-2r LoRA on the original base: ``[B | -B0] [A ; A0]``."""
+    config: LoraConfig = model.peft_config["default"]  # type: ignore[assignment]
+    r, alpha, init = config.r, config.lora_alpha, config.init_lora_weights
+    try:
+        model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(initial))
+    finally:  # PEFT doubles r/alpha on the config it writes; keep the live one as trained
+        config.r, config.lora_alpha, config.init_lora_weights = r, alpha, init
 
 
 def base_model_reference(name_or_path: str) -> str:

@@ -1,7 +1,9 @@
 """Fold a LoRA/QLoRA adapter into full weights, streaming the base checkpoint tensor by tensor.
 
 Every merged weight is ``W + scale * B @ A`` computed in float32 and rounded once to the output dtype
-(``scale = alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA; per-module ``rank_pattern``/``alpha_pattern``).
+(``scale = alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA; per-module ``rank_pattern``/``alpha_pattern``);
+for DoRA it is ``m / ||W + scale * B @ A|| * (W + scale * B @ A)``, the norm per output feature (over the
+input axis), also in float32 with one rounding.
 A QLoRA adapter is merged by default into ``dequant(quant(W))``, the 4-bit NF4 round trip of the base
 that it was trained against (``merge_into="original"`` uses ``W`` itself); 4-bit weights are never
 written. Peak memory is about the largest single tensor in float32 plus the adapter, not the model.
@@ -13,8 +15,10 @@ read lazily), ``plan`` (match adapter to base, tie/untie, round trip), ``stream`
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +27,17 @@ from typing import Literal
 import torch
 
 from sc2tune.errors import UserError
-from sc2tune.merging.adapter import QuantSettings, load_adapter
-from sc2tune.merging.checkpoint import open_checkpoint, resolve_base
-from sc2tune.merging.output import adapter_labels, check_out_dir, publish, staging_dir, write_metadata
-from sc2tune.merging.plan import build_plan
+from sc2tune.merging.adapter import Adapter, QuantSettings, load_adapter
+from sc2tune.merging.checkpoint import BaseCheckpoint, open_checkpoint, resolve_base
+from sc2tune.merging.output import (
+    adapter_labels,
+    check_out_dir,
+    clean_stale,
+    publish,
+    staging_dir,
+    write_metadata,
+)
+from sc2tune.merging.plan import MergePlan, build_plan
 from sc2tune.merging.stream import StreamStats, stream_merge
 from sc2tune.merging.verify import Verification, verify_merge
 from sc2tune.merging.writer import parse_size
@@ -69,12 +80,15 @@ def merge(
 
     Args:
         adapter_dir: folder with ``adapter_config.json`` and the adapter weights (any PEFT LoRA adapter).
-        out_dir: folder to create; refused if it exists unless ``overwrite``.
+        out_dir: folder to create; refused if it exists unless ``overwrite``, and even then unless it holds a
+            previous model output (``sc2tune_merge.json``, or ``config.json`` with weights).
         base: base model folder or hub id; default the adapter's ``base_model_name_or_path``.
         dtype: output dtype; default the dtype of the base checkpoint's tensors.
         shard_size: largest output shard (``"2GB"``, ``"500MB"`` or bytes).
-        verify: compare merged and adapter logits on a few prompts (loads base + adapter, then the merged
-            model: needs memory for one full model in ``dtype``) and fail past the tolerance.
+        verify: rebuild the merge with PEFT's own float32 merge rounded once to ``dtype`` and require every
+            merged tensor within one ``dtype`` step of it, then compare logits on a few prompts (loads base +
+            adapter in the checkpoint's dtype, then the merged model, one at a time); see
+            :mod:`sc2tune.merging.verify`.
         merge_into: for QLoRA adapters, ``"quantized"`` merges into the NF4 round trip the adapter was
             trained against, ``"original"`` into the unquantised base weights.
         qlora: treat the adapter as QLoRA (NF4, double quant, block 64) even without sc2tune's
@@ -91,16 +105,51 @@ def merge(
     base_dir = resolve_base(base_name)
     ckpt = open_checkpoint(base_dir)
     out_dtype = getattr(torch, dtype) if dtype else ckpt.dtype
-    quant = adapter.quant if qlora is None else (adapter.quant or QuantSettings()) if qlora else None
+    trained_quant = adapter.quant if qlora is None else (adapter.quant or QuantSettings()) if qlora else None
     if merge_into not in ("quantized", "original"):
         raise UserError(f"merge_into must be 'quantized' or 'original', not '{merge_into}'")
-    if merge_into == "original":
-        quant = None
+    quant = None if merge_into == "original" else trained_quant
     check_out_dir(out, overwrite=overwrite, inputs=[adapter_path, base_dir])
     plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=adapter_labels(adapter_path))
+    if trained_quant is not None and quant is None:
+        plan.notes.append("merged into the original (unquantised) weights, not the 4-bit round trip the adapter "
+                          "was trained against: the result is not the model as trained (verification measures "
+                          "the difference)")
+    plan.notes.extend(clean_stale(out.parent))
     for note in plan.notes:
         log.info("%s", note)
+    total = sum(s.out.nbytes for s in plan.sources)
+    _check_free_space(out, total)
+    try:
+        return _merge_into_folder(start, adapter, adapter_path, out, base_name, base_dir, ckpt, plan, out_dtype,
+                                  quant, trained_quant, shard_size, verify, progress)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UserError(
+            f"the disk filled up while writing the merged model beside {out} ({err.strerror}); the partial "
+            f"output was removed and --out was left as it was. The merged weights need {total / 1e9:.2f} GB",
+            hint="free space on that disk or pass --out on another one (a smaller --dtype also halves it)",
+        ) from None
 
+
+def _check_free_space(out: Path, needed: int) -> None:
+    """Refuse to start when the output's disk cannot hold the merged weights."""
+    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
+    if parent is None:
+        return
+    free = shutil.disk_usage(parent).free
+    if free < needed:
+        raise UserError(f"not enough disk space for --out {out}: the merged weights need {needed / 1e9:.2f} GB, "
+                        f"{parent} has {free / 1e9:.2f} GB free",
+                        hint="free space on that disk or pass --out on another one")
+
+
+def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: Path, base_name: str,
+                       base_dir: Path, ckpt: BaseCheckpoint, plan: MergePlan, out_dtype: torch.dtype,
+                       quant: QuantSettings | None, trained_quant: QuantSettings | None, shard_size: str | int,
+                       verify: bool, progress: bool) -> MergeResult:
+    """Stream, describe and verify the merge in a staging folder beside ``out``, then publish it."""
     verification = None
     with staging_dir(out) as tmp:
         stats = stream_merge(plan, adapter, ckpt, tmp, shard_bytes=parse_size(shard_size), progress=progress)
@@ -120,7 +169,8 @@ def merge(
             log.warning("%s", msg)
         if verify:
             verification = verify_merge(tmp, base_dir, adapter_path, classifier=plan.classifier,
-                                        dtype=out_dtype, quant=quant)
+                                        dtype=out_dtype, quant=quant, trained_quant=trained_quant,
+                                        base_dtype=ckpt.dtype)
             log.debug("verification: %s", verification.summary())
             if not verification.passed:
                 raise UserError(

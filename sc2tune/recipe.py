@@ -94,6 +94,50 @@ class AdapterSpec(_Strict):
     quantization: QuantSpec | None = Field(
         None, description="Quantise the frozen base (bitsandbytes). qlora fills in 4-bit NF4 when unset."
     )
+    init: str = Field(
+        "default",
+        pattern=r"^(default|gaussian|pissa|pissa_niter_[1-9][0-9]*|olora|loftq)$",
+        description="How A and B start. default: A Kaiming-uniform, B = 0 (the update starts at zero); "
+        "gaussian: A ~ N(0, 1/r), B = 0; pissa: B A from the top-r singular vectors of W and the base keeps the "
+        "residual W - s B A (pissa_niter_N: randomised SVD with N subspace iterations, fast on large layers); "
+        "olora: B A from a QR decomposition of W, the base keeps the residual; loftq (qlora only): B A from the "
+        "SVD of the 4-bit quantisation error W - dequant(quant(W)). pissa and olora adapters are saved "
+        "converted to apply to the original base, at rank 2r.",
+    )
+    loraplus_lr_ratio: float | None = Field(
+        None, gt=0, le=1024,
+        description="LoRA+: the learning rate of B is this ratio times that of A (train.lr); the LoRA+ paper "
+        "suggests 16. null = one learning rate for both.",
+    )
+
+    @model_validator(mode="after")
+    def _check_init(self) -> AdapterSpec:
+        """Combinations of adapter.init / adapter.loraplus_lr_ratio with the other adapter keys."""
+        init = self.init
+        residual = init == "olora" or init.startswith("pissa")
+        if self.method == "full":
+            if init != "default":
+                raise ValueError(f"adapter.init '{init}' initialises LoRA factors, but adapter.method 'full' has "
+                                 "none: use adapter.method lora/qlora, or drop adapter.init")
+            if self.loraplus_lr_ratio is not None:
+                raise ValueError("adapter.loraplus_lr_ratio sets the learning rate of LoRA's B, but "
+                                 "adapter.method 'full' has no LoRA factors: drop one of the two")
+        if residual and self.method == "qlora":
+            raise ValueError(f"adapter.init '{init}' rewrites the base weights as a residual, which a 4-bit "
+                             "base (adapter.method qlora) cannot hold exactly: use adapter.init loftq for QLoRA, "
+                             "or adapter.method lora")
+        if residual and self.use_dora:
+            raise ValueError(f"adapter.init '{init}' with adapter.use_dora: the adapter could not be saved "
+                             "converted to the original base (DoRA's magnitude is taken from the residual base): "
+                             "drop one of the two")
+        if init == "loftq":
+            if self.method != "qlora":
+                raise ValueError(f"adapter.init 'loftq' fits B A to the 4-bit quantisation error, but "
+                                 f"adapter.method is '{self.method}': set adapter.method qlora")
+            if self.use_dora:
+                raise ValueError("adapter.init 'loftq' with adapter.use_dora: LoftQ sets A and B but not DoRA's "
+                                 "magnitude: drop one of the two")
+        return self
 
     @model_validator(mode="after")
     def _check_quantization(self) -> AdapterSpec:

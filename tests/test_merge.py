@@ -256,6 +256,8 @@ def test_existing_output_needs_overwrite_and_failures_leave_nothing(tied_base: P
     adapter = make_adapter(tied_base, tmp_path / "adapter")
     out = tmp_path / "merged"
     out.mkdir()
+    (out / "config.json").write_text("{}")  # a previous model output: config.json + weights
+    (out / "model.safetensors").write_bytes(b"old")
     (out / "keep.txt").write_text("old")
     with pytest.raises(UserError, match="already exists"):
         merge(adapter, out, base=str(tied_base), verify=False, progress=False)
@@ -272,10 +274,10 @@ def test_existing_output_needs_overwrite_and_failures_leave_nothing(tied_base: P
         return real(*args, **kwargs)
 
     monkeypatch.setattr(stream, "merge_tensor", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="disk filled up"):
         merge(adapter, out, base=str(tied_base), verify=False, overwrite=True, progress=False)
     assert (out / "keep.txt").read_text() == "old"  # the old output is untouched
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="disk filled up"):
         calls["n"] = 0
         merge(adapter, tmp_path / "fresh", base=str(tied_base), verify=False, progress=False)
     assert not (tmp_path / "fresh").exists()

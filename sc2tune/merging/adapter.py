@@ -11,6 +11,11 @@ start with ``base_model.model.`` followed by the name of the module inside the m
   PEFT drops the ``modules_to_save.default`` part on save) and the ``{module}.base_layer.weight`` copies PEFT
   saves for targeted embeddings (PEFT loads them over the base weight, so the merge does too).
 
+* ``{module}.lora_magnitude_vector`` for DoRA (``use_dora``): the learnt magnitude ``m``, one value per
+  output feature (see :meth:`LoraFactors.apply_to` for the merged weight).
+
+Every tensor must be finite: an adapter holding NaN or infinity (a diverged run) is refused, naming the tensor.
+
 ``scale = alpha / r`` (``alpha / sqrt(r)`` with rsLoRA), where ``r`` and ``alpha`` come from ``rank_pattern`` /
 ``alpha_pattern`` when a pattern matches the module name (PEFT's rule: the pattern matches the end of the
 name at a dot boundary) and from ``r`` / ``lora_alpha`` otherwise.
@@ -18,6 +23,7 @@ name at a dot boundary) and from ``r`` / ``lora_alpha`` otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -39,6 +45,7 @@ PREFIX = "base_model.model."
 
 _LINEAR_A, _LINEAR_B = ".lora_A.weight", ".lora_B.weight"
 _EMBED_A, _EMBED_B = ".lora_embedding_A", ".lora_embedding_B"
+_MAGNITUDE = (".lora_magnitude_vector", ".lora_magnitude_vector.weight")
 
 
 @dataclass(frozen=True)
@@ -61,10 +68,36 @@ class LoraFactors:
     scale: float
     embedding: bool
     fan_in_fan_out: bool = False
+    magnitude: torch.Tensor | None = None  # DoRA's m, one value per output feature
 
     def delta(self) -> torch.Tensor:
         """``scale * B @ A`` in float32, laid out like the module's weight."""
         return self.add_to(torch.zeros(self.weight_shape, dtype=torch.float32))
+
+    @property
+    def transposed(self) -> bool:
+        """True when the weight is laid out ``[in, out]`` (embeddings ``[num_embeddings, dim]``, Conv1D)."""
+        return self.embedding or self.fan_in_fan_out
+
+    def apply_to(self, weight: torch.Tensor) -> torch.Tensor:
+        """The merged weight, in place on a float32 ``weight``: LoRA, or DoRA when a magnitude is saved.
+
+        LoRA: ``W' = W + s B A``. DoRA (PEFT's definition): ``W' = m / ||W + s B A|| * (W + s B A)``, where the
+        norm is the L2 norm of each output feature's weights, taken over the input axis: for a Linear
+        ``[out, in]`` weight over ``in`` (dim 1), one norm per row; for the transposed layouts (embedding
+        ``[num_embeddings, dim]``, ``fan_in_fan_out``) over dim 0, one per column. ``m`` has one entry per
+        norm. Training treats the norm as a constant (detached), which changes its gradient, not its value,
+        so the merged weight uses the same value: the norm of the very ``W`` the adapter saw (the NF4
+        round trip for QLoRA) plus the update, all in float32.
+        """
+        self.add_to(weight)
+        if self.magnitude is None:
+            return weight
+        dim = 0 if self.transposed else 1
+        norm = torch.linalg.vector_norm(weight, dim=dim, keepdim=True)
+        m = self.magnitude.to(torch.float32)
+        factor = (m.view(1, -1) if self.transposed else m.view(-1, 1)) / norm
+        return weight.mul_(factor)
 
     def add_to(self, weight: torch.Tensor) -> torch.Tensor:
         """``weight += scale * B @ A`` in place (float32), as one fused matmul-add (``addmm``).
@@ -176,7 +209,6 @@ def _check_supported(config: dict[str, Any], cfg_file: Path) -> None:
             f"{cfg_file}: peft_type is '{config.get('peft_type')}', only LoRA adapters can be merged",
         )
     unsupported = {
-        "use_dora": "DoRA adapters",
         "lora_bias": "adapters with a LoRA bias (lora_bias)",
         "layer_replication": "adapters with layer_replication",
         "trainable_token_indices": "adapters with trainable_token_indices",
@@ -184,6 +216,16 @@ def _check_supported(config: dict[str, Any], cfg_file: Path) -> None:
         "use_qalora": "QA-LoRA adapters",
         "alora_invocation_tokens": "activated LoRA (aLoRA) adapters",
     }
+    init = str(config.get("init_lora_weights", True)).lower()
+    if init.startswith(("pissa", "olora", "corda", "lora_ga", "eva", "loftq")):
+        raise UserError(
+            f"{cfg_file}: init_lora_weights is '{config.get('init_lora_weights')}': these factors apply to the "
+            "residual base PEFT rebuilds from W when it loads them, not to the checkpoint's weights, so adding "
+            "them to W would merge the wrong model",
+            hint="merge the adapter sc2tune saves at the end of training (OUTPUT_DIR/adapter, converted to the "
+            "original base), or convert this one with PEFT's save_pretrained(..., "
+            "path_initial_model_for_weight_conversion=...)",
+        )
     for key, what in unsupported.items():
         if config.get(key):
             raise UserError(
@@ -230,6 +272,22 @@ def _strip(key: str) -> str:
     return key
 
 
+def check_finite(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse an adapter with NaN or infinite values, naming the first such tensor."""
+    for key, tensor in tensors.items():
+        if not tensor.is_floating_point():
+            continue
+        bad = int((~torch.isfinite(tensor)).sum())
+        if bad:
+            nans = int(torch.isnan(tensor).sum())
+            raise UserError(
+                f"{folder}: adapter tensor '{key}' holds {nans} NaN and {bad - nans} infinite values "
+                f"(of {tensor.numel()}); merging it would write a broken model, so nothing was merged",
+                hint="the training run diverged: merge an earlier checkpoint (OUTPUT_DIR/checkpoint-*) or "
+                "retrain with a lower learning rate",
+            )
+
+
 def load_adapter(path: str | Path) -> Adapter:
     """Read and check an adapter folder; every problem is a :class:`UserError` naming the file and key."""
     folder = Path(path)
@@ -237,9 +295,15 @@ def load_adapter(path: str | Path) -> Adapter:
     cfg_file = folder / CONFIG_NAME
     _check_supported(config, cfg_file)
     tensors = _load_weights(folder)
+    check_finite(folder, tensors)
     halves: dict[str, dict[str, torch.Tensor]] = {}
     full: dict[str, torch.Tensor] = {}
+    magnitudes: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
+        magnitude_suffix = next((m for m in _MAGNITUDE if key.endswith(m)), None)
+        if magnitude_suffix is not None:
+            magnitudes[key.removeprefix(PREFIX)[: -len(magnitude_suffix)]] = tensor
+            continue
         for suffix, part, embedding in ((_LINEAR_A, "a", False), (_LINEAR_B, "b", False),
                                         (_EMBED_A, "a", True), (_EMBED_B, "b", True)):
             if key.endswith(suffix):
@@ -267,8 +331,20 @@ def load_adapter(path: str | Path) -> Adapter:
                 f"but adapter_config.json says rank {r}",
                 hint="the config and weights come from different adapters",
             )
-        lora[module] = LoraFactors(module, a, b, scale, bool(entry["embedding"]),
-                                   bool(config.get("fan_in_fan_out")))
+        factors = LoraFactors(module, a, b, scale, bool(entry["embedding"]), bool(config.get("fan_in_fan_out")))
+        magnitude = magnitudes.pop(module, None)
+        if config.get("use_dora") and magnitude is None:
+            raise UserError(f"{folder}: use_dora is set but module '{module}' has no lora_magnitude_vector",
+                            hint="the adapter file is incomplete; save it again with PEFT")
+        if magnitude is not None:
+            features = factors.weight_shape[1] if factors.transposed else factors.weight_shape[0]
+            if tuple(magnitude.shape) != (features,):
+                raise UserError(f"{folder}: DoRA magnitude of '{module}' has shape {tuple(magnitude.shape)}, "
+                                f"expected ({features},) for its LoRA factors")
+            factors = dataclasses.replace(factors, magnitude=magnitude)
+        lora[module] = factors
+    if magnitudes:
+        raise UserError(f"{folder}: DoRA magnitudes without LoRA factors: {', '.join(sorted(magnitudes))}")
     if not lora and not full:
         raise UserError(f"{folder}: the adapter holds no tensors")
     log.debug("adapter %s: %d LoRA modules, %d full tensors", folder, len(lora), len(full))

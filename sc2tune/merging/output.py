@@ -11,7 +11,13 @@ Layout of a merged folder (what ``save_pretrained`` writes, so plain transformer
 
 Atomicity: everything is written into ``.NAME.tmp-XXXX`` in the same parent folder, then renamed to
 ``NAME``. A crash or kill leaves only that hidden temporary folder (never a complete-looking ``NAME``);
-an existing ``NAME`` is replaced only with ``overwrite``, and only once the new folder is complete.
+an existing ``NAME`` is replaced only with ``overwrite``, only when it holds a previous model output
+(``sc2tune_merge.json``, or ``config.json`` plus weights), and only once the new folder is complete.
+
+Leftovers: the temporary folder holds ``.sc2tune-merge-owner`` (``pid@host``) while it is being written.
+The next merge into the same parent removes ``.*.tmp-*`` folders whose owner file names a process of this
+host that no longer runs (a killed merge); folders without that file, or of a live process or another
+host, are left alone.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +40,17 @@ from sc2tune.errors import UserError
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+MARKER = "sc2tune_merge.json"  # provenance file every merged folder holds
+OWNER = ".sc2tune-merge-owner"  # pid@host of the merge writing a temporary folder
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def is_model_output(folder: Path) -> bool:
+    """True when ``folder`` holds a previous model output: sc2tune's marker, or config.json plus weights."""
+    if (folder / MARKER).is_file():
+        return True
+    return (folder / "config.json").is_file() and any((folder / name).is_file() for name in WEIGHT_FILES)
 
 
 def check_out_dir(out: Path, *, overwrite: bool, inputs: list[Path]) -> None:
@@ -44,11 +62,62 @@ def check_out_dir(out: Path, *, overwrite: bool, inputs: list[Path]) -> None:
             raise UserError(f"--out {out} overlaps the input folder {path}", hint="choose a separate folder")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is a file")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"--out {out} already exists", hint="choose a new folder or pass --overwrite")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"--out {out} already exists", hint="choose a new folder or pass --overwrite")
+        if not is_model_output(out):
+            names = sorted(p.name for p in out.iterdir())
+            shown = ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+            raise UserError(
+                f"--out {out} is not a model folder ({shown}); --overwrite only replaces a previous merge or "
+                "model output (sc2tune_merge.json, or config.json with weights)",
+                hint="choose a new folder, or empty this one yourself if its files can go",
+            )
     parent = next((p for p in out.resolve().parents if p.exists()), None)
     if parent is None or not os.access(parent, os.W_OK):
         raise UserError(f"cannot create --out {out}: {parent} is not writable")
+
+
+def _owner() -> str:
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale(parent: Path) -> list[str]:
+    """Remove temporary folders of killed merges in ``parent``; one line per folder removed.
+
+    Only folders named ``.*.tmp-*`` holding the owner file, whose ``pid@host`` is this host and a pid that
+    no longer runs, are removed: anything else (another program's files, a merge still running, a merge
+    on another host sharing the disk) is left alone.
+    """
+    if not parent.is_dir():
+        return []
+    removed: list[str] = []
+    host = socket.gethostname()
+    for folder in sorted(parent.glob(".*.tmp-*")):
+        owner = folder / OWNER
+        if not folder.is_dir() or folder.is_symlink() or not owner.is_file():
+            continue
+        try:
+            pid_text, _, owner_host = owner.read_text(encoding="utf-8").strip().partition("@")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            continue
+        if owner_host != host or _alive(pid):
+            continue
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(f"removed {folder} ({size / 1e9:.2f} GB), left by an interrupted merge (pid {pid})")
+    return removed
 
 
 @contextlib.contextmanager
@@ -56,6 +125,7 @@ def staging_dir(out: Path) -> Iterator[Path]:
     """A temporary folder beside ``out``; removed if the block fails (the caller publishes on success)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    (tmp / OWNER).write_text(_owner(), encoding="utf-8")
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published folder gets the usual mode
@@ -68,6 +138,7 @@ def staging_dir(out: Path) -> Iterator[Path]:
 
 def publish(tmp: Path, out: Path) -> None:
     """Move the finished ``tmp`` to ``out`` (an existing ``out`` is set aside first, then deleted)."""
+    (tmp / OWNER).unlink(missing_ok=True)
     old = None
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))

@@ -70,6 +70,8 @@ def _same_tied_update(adapter: Adapter, sk: Skeleton) -> bool:
         return False
     if lora_e is not None:
         assert lora_h is not None
+        if lora_e.magnitude is not None or lora_h.magnitude is not None:
+            return False  # DoRA norms run over different axes of the two layouts
         if lora_e.embedding == lora_h.embedding:
             return False
         same = (torch.equal(lora_h.a, lora_e.b.T) and torch.equal(lora_h.b, lora_e.a.T)) if lora_e.embedding \

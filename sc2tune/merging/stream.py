@@ -5,6 +5,7 @@ For each planned output tensor::
     W   = adapter replacement if any, else the base tensor (read alone from its shard)
     W'  = dequant(quant(W))            if the plan asks for the QLoRA round trip
     out = round_to_dtype(float32(W') + scale * B @ A)     # one rounding, after the fp32 sum
+    DoRA:  out = round_to_dtype(m / ||W' + s B A|| * (W' + s B A))   # norm per output feature, fp32
 
 Tensors without an update are only cast. One thread reads the next base tensor and another writes
 the previous output while the current one is merged, so disk and arithmetic overlap. Peak memory is a
@@ -57,7 +58,7 @@ def merge_tensor(src: Source, base: torch.Tensor | None, adapter: Adapter, plan:
     else:
         work = weight.to(torch.float32, copy=True)
     if src.lora is not None:
-        src.lora.add_to(work)
+        src.lora.apply_to(work)
     return work.to(src.out.dtype)
 
 

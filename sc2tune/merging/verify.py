@@ -1,17 +1,37 @@
 """Check a merged folder against the adapter it came from, on a few prompts, in eval mode.
 
-Two models run one after the other (so memory holds one model at a time, about the base model's
-size in the chosen dtype):
+Models run one after the other (memory holds one model at a time, about the base model's size in the chosen
+dtype, plus one adapted module in float32):
 
-1. the adapter model: the base loaded as in training (4-bit NF4 for a QLoRA adapter merged into its
-   round trip, computing with the dequantised weights as training does) with the PEFT adapter on top; its logits, and for a causal LM also the base's logits
-   (the same model with the adapter disabled);
-2. the merged folder loaded with plain transformers.
+1. the adapter model: the base the merge used, loaded in the checkpoint's own dtype (4-bit NF4 for a QLoRA adapter merged into its round trip,
+   computing with the dequantised weights as training does) with the PEFT adapter on top: logits ``A``, and
+   for a causal LM the base's logits ``B`` (the same model with the adapter disabled);
+2. the reference: that same model turned by PEFT into a merged one, module by module: each adapted module is
+   cast to float32, merged by PEFT's own ``merge`` (LoRA, rsLoRA, DoRA; a 4-bit base is dequantised first),
+   and rounded once to the output dtype: logits ``R``. It rounds exactly as the merge under test must;
+3. the merged folder loaded with plain transformers: logits ``M``.
 
-Pass when ``max |logits_merged - logits_adapter| <= tol(dtype) * max(1, max |logits_adapter|)`` and, for a
-causal LM, the merged logits are closer to the adapter's than the base's are (the adapter is really in).
-``tol`` is 1e-4 for float32 and covers the output rounding for 16-bit dtypes (bfloat16 has 8 bits of
-mantissa: relative rounding 2^-9, accumulated through the layers).
+The decision rests on the weights, where rounding is exactly known: every tensor of the merged folder must
+equal the reference's within one step (unit in the last place) of the output dtype,
+
+    |w_merged - w_ref| <= ulp_dtype(w_ref) + 1e-6 * max |w_ref of that tensor|
+
+(the second term absorbs float32 sums taken in another order). An exact merge writes the reference's
+weights up to such last-bit ties, so it always passes, however much rounding to bf16 moves the logits; a
+wrong merge (wrong scale, a missed module, a wrong DoRA norm) moves whole rows by many steps and fails. The
+tensors are read one at a time from the merged folder, so memory still holds one model.
+
+The logits then check that the folder loads and computes like the reference in plain transformers:
+``max |M - R| <= tol`` with ``tol = max(1e-4 * max(1, max |A|), max |R - A|)``: the merged model may not be
+further from PEFT's rounded merge than rounding itself moves the logits (a 16-bit forward pass rounds every
+activation, so one flipped last bit can move a logit by a step of the output dtype). For a causal LM the
+merged logits must also be nearer ``A`` than ``B`` is (the adapter is really in). ``max |M - A|``, the
+rounding's own effect ``max |R - A|`` and the top-1 agreement with ``A`` are reported as they are.
+
+A QLoRA adapter merged into the *original* weights (``merge_into="original"``) is checked against the
+original base plus adapter (what that merge computes), and compared with the model as trained (4-bit base
+plus adapter, logits ``T``): ``max |M - T|`` and the top-1 agreement are what merging into the original
+weights costs, reported, not hidden.
 """
 
 from __future__ import annotations
@@ -21,7 +41,7 @@ import gc
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -36,24 +56,43 @@ PROMPTS: tuple[str, ...] = (
     "<fim_prefix>def add(a, b):\n    <fim_suffix>\n    return total\n<fim_middle>",
 )
 
-TOLERANCE: dict[torch.dtype, float] = {torch.float32: 1e-4, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+FLOOR = 1e-4  # relative bound on |M - R| for float32 sums that differ only in order
+SUM_NOISE = 1e-6  # per tensor, relative to its largest value: float32 sums taken in another order
+MANTISSA_BITS: dict[torch.dtype, int] = {torch.float32: 23, torch.bfloat16: 7, torch.float16: 10}
 
 
 @dataclass(frozen=True)
 class Verification:
-    """Figures comparing the merged model with the adapter model."""
+    """Figures comparing the merged model with the adapter model and with the same-rounding reference."""
 
-    max_abs_diff: float  # max |merged - adapter| over all prompts, positions and vocabulary entries
-    tolerance: float  # the bound max_abs_diff had to stay under
-    top1_agreement: float  # share of positions where both models pick the same top token / class
+    max_abs_diff: float  # max |merged - adapter model| over all prompts, positions and vocabulary entries
+    tolerance: float  # the bound reference_diff had to stay under
+    top1_agreement: float  # share of positions where merged and adapter model pick the same top token / class
     adapter_effect: float | None  # max |adapter - base| (causal LM), how much the adapter changes the logits
     positions: int
     passed: bool
+    reference_diff: float = 0.0  # max |merged - PEFT's float32 merge rounded once to the output dtype|
+    rounding_effect: float = 0.0  # max |that reference - adapter model|: what the output dtype changes
+    trained_diff: float | None = None  # QLoRA merged into the original weights: max |merged - as trained|
+    trained_top1: float | None = None  # ... and the top-1 agreement with the model as trained
+    tensors_checked: int = 0  # merged tensors compared with PEFT's rounded merge
+    tensors_off: list[str] = field(default_factory=list)  # those off by more than one step (or missing)
+    logit_scale: float = 1.0  # max(1, max |adapter model logits|)
 
     def summary(self) -> str:
         effect = "" if self.adapter_effect is None else f", adapter effect {self.adapter_effect:.3g}"
-        return (f"max |logit diff| {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g}), top-1 agreement "
-                f"{self.top1_agreement:.1%} over {self.positions} positions{effect}")
+        text = (f"max |logit diff| {self.max_abs_diff:.3g} vs the adapter model (output rounding alone: "
+                f"{self.rounding_effect:.3g}), vs PEFT's merge rounded the same way {self.reference_diff:.3g} "
+                f"(tolerance {self.tolerance:.3g}), top-1 agreement {self.top1_agreement:.1%} over "
+                f"{self.positions} positions{effect}")
+        text += f"; {self.tensors_checked - len(self.tensors_off)} of {self.tensors_checked} tensors within one " \
+                "step of PEFT's float32 merge rounded once"
+        if self.tensors_off:
+            text += f" (off: {', '.join(self.tensors_off[:3])}{' ...' if len(self.tensors_off) > 3 else ''})"
+        if self.trained_diff is not None and self.trained_top1 is not None:
+            text += (f"; vs the model as trained (4-bit base + adapter): max |logit diff| {self.trained_diff:.3g}, "
+                     f"top-1 agreement {self.trained_top1:.1%}: what merging into the original weights costs")
+        return text
 
 
 def _logits(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
@@ -114,11 +153,18 @@ def _prompt_batches(merged_dir: Path, prompts: tuple[str, ...], vocab_size: int)
 
 
 def verify_merge(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: bool, dtype: torch.dtype,
-                 quant: QuantSettings | None, prompts: tuple[str, ...] = PROMPTS) -> Verification:
-    """Run the adapter model and the merged model on ``prompts`` and compare their logits."""
+                 quant: QuantSettings | None, trained_quant: QuantSettings | None = None,
+                 base_dtype: torch.dtype | None = None, prompts: tuple[str, ...] = PROMPTS) -> Verification:
+    """Run the adapter model, PEFT's rounded merge and the merged model on ``prompts``; compare their logits.
+
+    ``quant``: the 4-bit round trip the merge used (None: the base weights as stored). ``trained_quant``: the
+    QLoRA settings the adapter was trained with; when it is set and ``quant`` is not (merged into the original
+    weights), the merged model is also compared with the model as trained. ``base_dtype``: the checkpoint's
+    dtype, the precision the adapter model and PEFT's merge start from (default ``dtype``).
+    """
     with quiet_transformers():
         return _verify(merged_dir, base_dir, adapter_dir, classifier=classifier, dtype=dtype, quant=quant,
-                       prompts=prompts)
+                       trained_quant=trained_quant, base_dtype=base_dtype or dtype, prompts=prompts)
 
 
 @contextlib.contextmanager
@@ -140,25 +186,152 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def rounded_reference(model: torch.nn.Module, adapter_dir: Path, dtype: torch.dtype,
+                      *, quantized: bool) -> torch.nn.Module:
+    """PEFT's own merge of ``model`` (a ``PeftModel``) in float32, one module at a time, rounded once to ``dtype``.
+
+    A 4-bit base is dequantised first (transformers' ``dequantize``: the NF4 round trip training computed
+    with) and the adapter attached again, so PEFT merges into plain weights instead of re-quantising.
+    """
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+
+    if quantized:
+        base = model.unload()
+        base.dequantize()
+        model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    _untie_adapted_embeddings(model)
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.to(torch.float32)
+            module.merge()
+            _round_parameters(module, dtype)
+    merged = model.unload()
+    _round_parameters(merged, dtype)
+    return merged.eval()
+
+
+def _untie_adapted_embeddings(model: torch.nn.Module) -> None:
+    """Give a tied output embedding its own weight when the adapter wraps either embedding.
+
+    The adapter model computes the input and output embeddings through their own wrappers, i.e. with two
+    different matrices; PEFT's merge into the one shared tensor would add both updates to both (tied
+    StarCoder2 3B/7B), which is not the model the adapter computes. Untied first, each update goes where the
+    adapter applies it; the merged folder stays tied only where both come out equal.
+    """
+    base = model.get_base_model()
+    inp, out = base.get_input_embeddings(), base.get_output_embeddings()
+    if out is None:
+        return
+    in_layer = inp.get_base_layer() if hasattr(inp, "get_base_layer") else inp
+    out_layer = out.get_base_layer() if hasattr(out, "get_base_layer") else out
+    wrapped = in_layer is not inp or out_layer is not out
+    if wrapped and out_layer.weight is in_layer.weight:
+        out_layer.weight = torch.nn.Parameter(out_layer.weight.detach().clone(), requires_grad=False)
+
+
+def _round_parameters(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast floating parameters to ``dtype`` in place; buffers (rotary ``inv_freq``) keep their float32, as
+    ``from_pretrained(dtype=...)`` keeps them."""
+    for param in module.parameters():
+        if param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+
+
+def compare_weights(reference: torch.nn.Module, merged_dir: Path, dtype: torch.dtype) -> tuple[int, list[str]]:
+    """Compare every weight of ``reference`` with the merged folder's, one tensor at a time.
+
+    Returns (tensors compared, names off by more than one ``dtype`` step or missing). An output embedding
+    the folder does not store (tied) is compared with the input embedding it is tied to.
+    """
+    from safetensors import safe_open
+
+    from sc2tune.merging.checkpoint import INDEX_NAME, SINGLE_NAME
+
+    index = merged_dir / INDEX_NAME
+    if index.is_file():
+        import json
+
+        where = {k: merged_dir / f for k, f in json.loads(index.read_text())["weight_map"].items()}
+    else:
+        with safe_open(str(merged_dir / SINGLE_NAME), framework="pt") as handle:
+            where = dict.fromkeys(handle.keys(), merged_dir / SINGLE_NAME)
+    state = reference.state_dict()
+    tied = {}  # a folder with tied embeddings stores the output embedding once, as the input embedding
+    out_emb, in_emb = reference.get_output_embeddings(), reference.get_input_embeddings()
+    if out_emb is not None:
+        names = {id(m): n for n, m in reference.named_modules()}
+        tied[f"{names[id(out_emb)]}.weight"] = f"{names[id(in_emb)]}.weight"
+    bits = MANTISSA_BITS.get(dtype, 7)
+    off: list[str] = []
+    checked = 0
+    for name, ref in state.items():
+        key = name if name in where else tied.get(name)
+        if key is None or key not in where:
+            off.append(f"{name} (missing)")
+            continue
+        with safe_open(str(where[key]), framework="pt") as handle:
+            got = handle.get_tensor(key)
+        checked += 1
+        if got.shape != ref.shape:
+            off.append(f"{name} (shape)")
+            continue
+        if not ref.is_floating_point():
+            if not torch.equal(got, ref):
+                off.append(name)
+            continue
+        r = ref.float()
+        step = torch.exp2(torch.floor(torch.log2(r.abs().clamp_min(torch.finfo(dtype).tiny))) - bits)
+        allowed = step + SUM_NOISE * float(r.abs().max()) if r.numel() else step
+        if not bool(((got.float() - r).abs() <= allowed).all()):
+            off.append(name)
+    return checked, off
+
+
+def _top1(got: list[torch.Tensor], ref: list[torch.Tensor]) -> tuple[float, int]:
+    agree = [(g.argmax(-1) == e.argmax(-1)).float() for g, e in zip(got, ref, strict=True)]
+    positions = sum(a.numel() for a in agree)
+    return float(sum(a.sum() for a in agree)) / positions, positions
+
+
+def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
+
+
 def _verify(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: bool, dtype: torch.dtype,
-            quant: QuantSettings | None, prompts: tuple[str, ...]) -> Verification:
+            quant: QuantSettings | None, trained_quant: QuantSettings | None, base_dtype: torch.dtype,
+            prompts: tuple[str, ...]) -> Verification:
     from peft import PeftModel
     from transformers import AutoConfig
 
     merged_config = AutoConfig.from_pretrained(str(merged_dir))
     batches = _prompt_batches(merged_dir, prompts, merged_config.vocab_size)
     labels = {int(k): v for k, v in merged_config.id2label.items()} if classifier else None
-    load_dtype = getattr(torch, quant.dtype) if quant is not None and quant.dtype else dtype
 
-    base = _load(base_dir, classifier=classifier, dtype=load_dtype, labels=labels,
-                 pad_token_id=merged_config.pad_token_id, quant=quant)
-    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    def adapter_model(q: QuantSettings | None) -> torch.nn.Module:
+        load_dtype = getattr(torch, q.dtype) if q is not None and q.dtype else base_dtype
+        base = _load(base_dir, classifier=classifier, dtype=load_dtype, labels=labels,
+                     pad_token_id=merged_config.pad_token_id, quant=q)
+        return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+
+    trained = None
+    if trained_quant is not None and quant is None:  # merged into the original weights: vs as trained
+        model = adapter_model(trained_quant)
+        trained = _logits(model, batches)
+        del model
+        gc.collect()
+
+    model = adapter_model(quant)
     expected = _logits(model, batches)
     base_logits = None
     if not classifier:
         with model.disable_adapter():
             base_logits = _logits(model, batches)
-    del model, base
+    reference_model = rounded_reference(model, adapter_dir, dtype, quantized=quant is not None)
+    del model
+    reference = _logits(reference_model, batches)
+    checked, off = compare_weights(reference_model, merged_dir, dtype)
+    del reference_model
     gc.collect()
 
     merged = _load(merged_dir, classifier=classifier, dtype=dtype, labels=None, pad_token_id=None, quant=None)
@@ -166,18 +339,23 @@ def _verify(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: 
     del merged
     gc.collect()
 
-    diff = max(float((g - e).abs().max()) for g, e in zip(got, expected, strict=True))
+    diff = _max_diff(got, expected)
+    reference_diff = _max_diff(got, reference)
+    rounding = _max_diff(reference, expected)
     scale = max(1.0, max(float(e.abs().max()) for e in expected))
-    tol = TOLERANCE.get(dtype, 1e-2) * scale
-    agree = [(g.argmax(-1) == e.argmax(-1)).float() for g, e in zip(got, expected, strict=True)]
-    positions = sum(a.numel() for a in agree)
-    top1 = float(sum(a.sum() for a in agree)) / positions
+    tol = max(FLOOR * scale, rounding)
+    top1, positions = _top1(got, expected)
+    passed = not off and reference_diff <= tol
     effect = None
-    passed = diff <= tol
     if base_logits is not None:
-        effect = max(float((e - b).abs().max()) for e, b in zip(expected, base_logits, strict=True))
-        base_gap = max(float((g - b).abs().max()) for g, b in zip(got, base_logits, strict=True))
+        effect = _max_diff(expected, base_logits)
+        base_gap = _max_diff(got, base_logits)
         # the adapter must show: merged nearer the adapter than the base is, unless the adapter's own effect
         # is inside the tolerance (then only the tensor-level "changed" count can tell)
         passed = passed and (base_gap > diff or effect <= tol)
-    return Verification(diff, tol, top1, effect, positions, passed)
+    trained_diff = trained_top1 = None
+    if trained is not None:
+        trained_diff = _max_diff(got, trained)
+        trained_top1, _ = _top1(got, trained)
+    return Verification(diff, tol, top1, effect, positions, passed, reference_diff, rounding, trained_diff,
+                        trained_top1, checked, off, scale)

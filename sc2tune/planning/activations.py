@@ -14,6 +14,9 @@ query width ``h_q``, key/value width ``h_kv``, ``n_h`` heads, element sizes ``e`
                      s in (e_lora + m); without dropout a cast copy s in e_lora, or nothing new when no cast
                      is needed and the input is shared (q/k/v read the same tensor)
     full training    every linear's input once per shared input (its weight gradient needs it)
+    DoRA, per target PEFT's ``(m/||W + s B A|| - 1) * base_out + m/||.|| * lora_out * s`` keeps both outputs
+                     for the magnitude's gradient: s out (e + e_lora); and while a target runs, W (cast),
+                     B A (fp32, built from an identity) and their sum: out in (e + 8) bytes, transient
 
 Frozen base linears save nothing for themselves (no weight gradient, and the input gradient needs only W).
 Without gradient checkpointing the layers' sums add up; with it each layer keeps only its input
@@ -111,7 +114,7 @@ def _short(name: str) -> str:
 
 
 def layer_saved_bytes(block: BlockSpec, *, batch: int, length: int, r: int, lora_dropout: float,
-                      setup: ComputeSetup) -> dict[str, int]:
+                      setup: ComputeSetup, dora: bool = False) -> dict[str, int]:
     """Bytes autograd keeps for one decoder layer, by part (see the module docstring)."""
     s = batch * length
     e, e_res, e_lora, m = setup.act_bytes, setup.res_bytes, setup.lora_bytes, setup.mask_bytes
@@ -131,6 +134,8 @@ def layer_saved_bytes(block: BlockSpec, *, batch: int, length: int, r: int, lora
         if not lin.lora:
             continue
         lora += s * r * e_lora
+        if dora:
+            lora += s * lin.out_features * (e + e_lora)
         if lora_dropout > 0:
             lora += s * lin.in_features * (e_lora + m)
             continue
@@ -207,10 +212,17 @@ class ActivationEstimate:
         return self.saved(gradient_checkpointing) + max(loss, self.backward_extra(gradient_checkpointing))
 
 
+def dora_transient_bytes(block: BlockSpec, *, setup: ComputeSetup) -> int:
+    """DoRA's per-target weight temporaries, for the largest target: ``out in (e + 8)``."""
+    sizes = [lin.out_features * lin.in_features for lin in block.linears if lin.lora]
+    return max(sizes, default=0) * (setup.act_bytes + 8)
+
+
 def estimate_activations(block: BlockSpec, *, layers: int, batch: int, length: int, r: int,
-                         lora_dropout: float, setup: ComputeSetup) -> ActivationEstimate:
+                         lora_dropout: float, setup: ComputeSetup, dora: bool = False) -> ActivationEstimate:
     """Saved activations of the decoder stack, with and without gradient checkpointing."""
-    parts = layer_saved_bytes(block, batch=batch, length=length, r=r, lora_dropout=lora_dropout, setup=setup)
+    parts = layer_saved_bytes(block, batch=batch, length=length, r=r, lora_dropout=lora_dropout, setup=setup,
+                              dora=dora)
     per_layer = sum(parts.values())
     s = batch * length
     final_norm = s * block.hidden * setup.res_bytes + 2 * s * 4
@@ -219,6 +231,7 @@ def estimate_activations(block: BlockSpec, *, layers: int, batch: int, length: i
         per_layer=per_layer,
         no_checkpointing=layers * per_layer + final_norm,
         checkpointing=layers * layer_input + final_norm,
-        workspace=backward_workspace_bytes(block, batch=batch, length=length, setup=setup),
+        workspace=backward_workspace_bytes(block, batch=batch, length=length, setup=setup)
+        + (dora_transient_bytes(block, setup=setup) if dora else 0),
         parts=parts,
     )

@@ -195,6 +195,7 @@ def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
         trainable = shape.lora_params + shape.saved_module_params
         comps.append(Component("adapter parameters", train_bytes,
                                f"LoRA r={adapter.r} on {len(targets)} linears (fp32)"
+                               + (", DoRA magnitudes" if adapter.use_dora else "")
                                + (f"; trained copies of {', '.join(to_save)}" if to_save else "")))
         comps.append(Component("gradients", train_bytes, "same size as the trained parameters"))
         comps.append(Component("optimizer states", trainable * state_bytes, state_note))
@@ -205,7 +206,8 @@ def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
     setup = make_setup(dtype_bytes, fp32_residual=quantized, attn=attn)
     batch, length = train.batch_size, data.max_length
     acts = estimate_activations(block, layers=layers, batch=batch, length=length, r=adapter.r,
-                                lora_dropout=0.0 if full else adapter.dropout, setup=setup)
+                                lora_dropout=0.0 if full else adapter.dropout, setup=setup,
+                                dora=adapter.use_dora and not full)
     tokens = batch * length
     vocab = int(config.vocab_size)
     if classify:

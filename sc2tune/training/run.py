@@ -28,7 +28,12 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_callback import ProgressCallback as HFProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from sc2tune.adapters import attach_adapter, base_model_reference
+from sc2tune.adapters import (
+    attach_adapter,
+    base_model_reference,
+    keep_initial_adapter,
+    save_converted_adapter,
+)
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.modeling import load_model, load_tokenizer, resolve_dtype
 from sc2tune.recipe import Recipe, recipe_to_yaml
@@ -230,6 +235,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     model = load_model(recipe.model, quant=recipe.adapter.quantization, id2label=data.id2label,
                        pad_token_id=tokenizer.pad_token_id)
     model = attach_adapter(model, recipe)
+    initial = keep_initial_adapter(model, recipe, out, main_process=main_process)
     if not torch.cuda.is_available() and os.environ.get(PLAIN_DROPOUT_ENV) != "1":
         use_sparse_lora_dropout(model)  # same distribution, ~p x n random draws instead of n (CPU only)
 
@@ -249,6 +255,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         loss_chunk_size=recipe.train.loss_chunk_size,
         nan_patience=recipe.train.nan_patience,
         class_weights=_class_weights(recipe, class_counts, data.id2label) if classify else None,
+        loraplus_lr_ratio=recipe.adapter.loraplus_lr_ratio,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgressCallback)
@@ -286,6 +293,8 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         trainer.save_model(str(staging))  # every rank: gathering sharded weights (FSDP, ZeRO-3) is collective
         trainer.accelerator.wait_for_everyone()
         if main_process:
+            if initial is not None:  # PiSSA / OLoRA: saved as a rank-2r LoRA on the original base
+                save_converted_adapter(trainer.model, staging, initial)
             _finish_output(staging, tokenizer, recipe, data.id2label, trainer.model.config)
     except Exception as err:
         if main_process:

@@ -58,7 +58,9 @@ class Sc2Trainer(Trainer):
     """Trainer for sc2tune runs (see module docstring)."""
 
     def __init__(self, *args: Any, task: str, pad_token_id: int, loss_chunk_size: int = 1024,
-                 nan_patience: int = 3, class_weights: torch.Tensor | None = None, **kwargs: Any) -> None:
+                 nan_patience: int = 3, class_weights: torch.Tensor | None = None,
+                 loraplus_lr_ratio: float | None = None, **kwargs: Any) -> None:
+        self.loraplus_lr_ratio = loraplus_lr_ratio
         super().__init__(*args, **kwargs)
         self.task = task
         self.pad_token_id = pad_token_id
@@ -76,6 +78,21 @@ class Sc2Trainer(Trainer):
         self._use_chunked = causal and self._chunked_loss_applies()
         self.step_seconds = 0.0  # filled in by ThroughputCallback
         self.step_cpu_seconds = 0.0  # process CPU time of the same steps (all threads)
+
+    def create_optimizer(self, model: torch.nn.Module | None = None):  # noqa: ANN201 - Trainer's signature
+        """LoRA+ (``adapter.loraplus_lr_ratio``): PEFT's ``create_loraplus_optimizer`` puts every LoRA B in a
+        group with learning rate ``ratio * lr`` (A and the rest keep ``lr``); otherwise Trainer's optimizer."""
+        if self.loraplus_lr_ratio is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        from peft.optimizers import create_loraplus_optimizer
+
+        target = model if model is not None else self.model
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
+        lr = optimizer_kwargs.pop("lr", self.args.learning_rate)
+        optimizer_kwargs["loraplus_weight_decay"] = self.args.weight_decay
+        self.optimizer = create_loraplus_optimizer(target, optimizer_cls, lr=lr,
+                                                   loraplus_lr_ratio=self.loraplus_lr_ratio, **optimizer_kwargs)
+        return self.optimizer
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add throughput (non-padding input tokens per second of training steps) and skipped steps."""
