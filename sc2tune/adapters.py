@@ -32,7 +32,7 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_
 from torch import nn
 from transformers import PreTrainedModel
 
-from sc2tune.errors import RecipeError
+from sc2tune.errors import RecipeError, UserError
 from sc2tune.modeling import default_target_modules
 from sc2tune.recipe import Recipe
 
