@@ -201,7 +201,7 @@ def _conf_eval(p: argparse.ArgumentParser) -> None:
 # ---- merge ----------------------------------------------------------------------------------------
 
 def _run_merge(args: argparse.Namespace) -> int:
-    from sc2tune.merge import describe_merge, merge
+    from sc2tune.merging import describe_merge, merge
 
     qlora = True if args.qlora else None
     result = merge(args.adapter_dir, args.out, base=args.base, dtype=args.dtype, shard_size=args.shard_size,
@@ -337,7 +337,7 @@ def _conf_plan(p: argparse.ArgumentParser) -> None:
 # ---- quickstart -----------------------------------------------------------------------------------
 
 def _run_quickstart(args: argparse.Namespace) -> int:
-    from sc2tune.quickstart import quickstart
+    from sc2tune.demo import quickstart
 
     r = quickstart(args.runs, show_progress=not args.no_progress)
     tail = r.prefix.splitlines()[-1] if r.prefix.strip() else ""

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainingArgum
 
 from sc2tune.adapters import attach_adapter, keep_initial_adapter, save_converted_adapter
 from sc2tune.errors import RecipeError, UserError
-from sc2tune.merge import merge
+from sc2tune.merging import merge
 from sc2tune.modeling import load_model, resolve_model_path
 from sc2tune.recipe import Recipe, recipe_from_dict, recipe_to_yaml
 from sc2tune.training.trainer import Sc2Trainer

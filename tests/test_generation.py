@@ -29,7 +29,7 @@ from sc2tune.generation import (
     load_for_inference,
     split_cursor,
 )
-from sc2tune.merge import merge
+from sc2tune.merging import merge
 from sc2tune.modeling import resolve_model_path
 from sc2tune.tiny import load_bundled_tokenizer, tiny_config
 

@@ -25,8 +25,7 @@ from transformers import (
 
 from sc2tune.cli import main
 from sc2tune.errors import UserError
-from sc2tune.merge import merge
-from sc2tune.merging import stream
+from sc2tune.merging import merge, stream
 from sc2tune.merging.adapter import lora_scale
 from sc2tune.merging.writer import OutTensor, ShardedWriter, parse_size, plan_shards
 from sc2tune.modeling import resolve_model_path

@@ -7,7 +7,7 @@ import json
 import pytest
 from transformers import AutoModelForCausalLM
 
-from sc2tune.quickstart import fresh_run_dir, quickstart
+from sc2tune.demo import fresh_run_dir, quickstart
 
 pytestmark = pytest.mark.slow
 

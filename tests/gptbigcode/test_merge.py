@@ -14,7 +14,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, GPTBigCodeForCausalLM
 
-from sc2tune.merge import merge
+from sc2tune.merging import merge
 from sc2tune.tiny import load_bundled_tokenizer
 
 from .conftest import tiny_gptbigcode_config

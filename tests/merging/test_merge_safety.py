@@ -21,8 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from sc2tune.cli import main
 from sc2tune.errors import UserError
-from sc2tune.merge import describe_merge, merge
-from sc2tune.merging import writer
+from sc2tune.merging import describe_merge, merge, writer
 from sc2tune.merging.output import OWNER
 
 warnings.filterwarnings("ignore")
@@ -60,7 +59,7 @@ def test_a_killed_merge_leaves_a_folder_the_next_merge_removes(base: Path, adapt
     script = textwrap.dedent(f"""
         import os, signal
         from sc2tune.merging import stream
-        from sc2tune.merge import merge
+        from sc2tune.merging import merge
         real, n = stream.merge_tensor, [0]
         def dying(*args, **kwargs):
             n[0] += 1
@@ -108,7 +107,7 @@ def test_disk_full_is_a_clear_error_and_leaves_nothing(base: Path, adapter: Path
     assert "disk filled up" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
 
-    monkeypatch.setattr("sc2tune.merge.shutil.disk_usage", lambda _: SimpleNamespace(free=1000))
+    monkeypatch.setattr("sc2tune.merging.api.shutil.disk_usage", lambda _: SimpleNamespace(free=1000))
     with pytest.raises(UserError, match="not enough disk space"):
         merge(adapter, tmp_path / "merged", base=str(base), verify=False, progress=False)
 

@@ -20,7 +20,7 @@ from merge_helpers import (
 )
 from safetensors.torch import load_file
 
-from sc2tune.merge import merge
+from sc2tune.merging import merge
 from sc2tune.merging.adapter import load_adapter
 
 warnings.filterwarnings("ignore")

@@ -16,9 +16,9 @@ import torch
 from merge_helpers import bf16_step, peft_adapter, peft_merged_state, synthetic_base
 from safetensors.torch import load_file
 
-import sc2tune.merge as merge_module
+import sc2tune.merging.api as merge_module
 from sc2tune.errors import UserError
-from sc2tune.merge import merge
+from sc2tune.merging import merge
 from sc2tune.merging.adapter import load_adapter
 
 warnings.filterwarnings("ignore")
