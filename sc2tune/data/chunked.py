@@ -149,8 +149,9 @@ def chunk_seed(seed: int, index: int) -> int:
     return seed if index == 0 else int(np.random.SeedSequence([abs(seed), index]).generate_state(1)[0])
 
 
-def chunks(items: list[Item], limit: int = CHUNK_BYTES) -> list[list[Item]]:
-    """Consecutive runs of items of at most ``limit`` bytes (a larger item alone)."""
+def chunks(items: list[Item], limit: int | None = None) -> list[list[Item]]:
+    """Consecutive runs of items of at most ``limit`` bytes (default :data:`CHUNK_BYTES`; a larger item alone)."""
+    limit = CHUNK_BYTES if limit is None else limit
     out: list[list[Item]] = []
     current: list[Item] = []
     size = 0
