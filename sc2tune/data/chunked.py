@@ -49,7 +49,7 @@ from sc2tune.recipe import FimSpec, Recipe
 log = logging.getLogger(__name__)
 
 #: Source bytes per chunk (documents are never split across chunks).
-CHUNK_BYTES = 8 * 2**20
+CHUNK_BYTES = 4 * 2**20
 #: Files per scan task.
 SCAN_BATCH = 256
 

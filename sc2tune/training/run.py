@@ -9,6 +9,7 @@ Layout of ``output_dir``::
     tensorboard/      TensorBoard event files
     loss.png          train and eval loss curves
     summary.json      final_eval metrics, train_tokens_per_second, steps, skipped steps, preempted
+    data.json         the prepared data folder the run trains on (``--resume`` reads it, never rebuilds)
 """
 
 from __future__ import annotations

@@ -211,3 +211,25 @@ def test_prepare_command(tmp_path, capsys):
     assert f"prepared data: {_prepared(tmp_path)[0]}" in out
     assert main(["data", str(path), "--prepare", "data.cache_dir=null"]) == 1  # a UserError
     assert "data.cache_dir" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # trains the tiny model twice (~15 s)
+def test_train_resume_uses_the_prepared_data_of_the_run(tmp_path, caplog):
+    import logging
+
+    from sc2tune.training import train
+
+    base = _recipe(tmp_path, eval=None, max_length=64)
+    recipe = base.model_copy(update={
+        "train": base.train.model_copy(update={"max_steps": 2, "save_steps": 1, "batch_size": 2}),
+        "output_dir": str(tmp_path / "run")})
+    train(recipe, show_progress=False)
+    folder = json.loads((tmp_path / "run" / "data.json").read_text())["prepared"]
+    assert Path(folder).parent == tmp_path / "cache"
+    (tmp_path / "code" / "m00.py").write_text("def changed():\n    return 1\n")  # would give a new key
+    longer = recipe.model_copy(update={"train": recipe.train.model_copy(update={"max_steps": 3})})
+    with caplog.at_level(logging.INFO, logger="sc2tune.data"):
+        result = train(longer, resume=True, show_progress=False)
+    assert result.global_step == 3
+    assert f"prepared data of the run in {folder} (not rebuilt)" in caplog.text
+    assert "cache miss" not in caplog.text and len(_prepared(tmp_path)) == 1
