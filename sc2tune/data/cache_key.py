@@ -1,7 +1,8 @@
 """The content key of a recipe's prepared data: a hash of everything that determines the rows.
 
     key = sha256( format version, the data code,
-                  task, recipe.data (less cache_dir and num_proc), train.seed, model.num_labels,
+                  task, recipe.data (less cache_dir, num_proc and the source/template names),
+                  train.seed, model.num_labels,
                   the instruct template's text,
                   the tokenizer (its full serialisation, special tokens, pad token),
                   every source file: (path, size, modification time in ns) )[:24]
@@ -89,16 +90,23 @@ def key_inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> dict[str, 
         t = load_template(d.template)
         template = [f.name for f in dataclasses.fields(t) if f.name != "source"]
         template = {name: getattr(t, name) for name in template}
+    data = {k: v for k, v in d.model_dump(mode="json").items() if k not in _IGNORED}
+    # sources and template count by what they resolve to (files, text), not by how they are written:
+    # `sc2tune data` given a relative path and `train` (which makes paths absolute) share one key
+    del data["train"], data["template"]
+    if isinstance(d.eval, (str, list)):
+        del data["eval"]
     inputs: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "code": _code_hash(),
         "task": recipe.task,
-        "data": {k: v for k, v in d.model_dump(mode="json").items() if k not in _IGNORED},
+        "data": data,
         "seed": recipe.train.seed,
         "num_labels": recipe.model.num_labels,
         "template": template,
         "tokenizer": tokenizer_fingerprint(tokenizer),
         "train_files": source_files(recipe, d.train, "data.train"),
+        "eval_files": None,
     }
     if isinstance(d.eval, (str, list)):
         inputs["eval_files"] = source_files(recipe, d.eval, "data.eval")

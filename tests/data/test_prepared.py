@@ -53,13 +53,16 @@ def _key(recipe, tokenizer) -> str:
     return data_key(key_inputs(recipe, tokenizer))
 
 
-def test_key_changes_with_files_tokenizer_and_data_keys_only(tmp_path, tokenizer):
+def test_key_changes_with_files_tokenizer_and_data_keys_only(tmp_path, tokenizer, monkeypatch):
     recipe = _recipe(tmp_path)
     key = _key(recipe, tokenizer)
     assert _key(recipe, tokenizer) == key
     same = recipe.model_copy(update={"data": recipe.data.model_copy(update={"num_proc": 2, "cache_dir": "/x"}),
                                      "train": recipe.train.model_copy(update={"lr": 1.0, "max_steps": 3})})
     assert _key(same, tokenizer) == key  # workers, cache place and optimiser settings do not change rows
+    monkeypatch.chdir(tmp_path)
+    relative = recipe.model_copy(update={"data": recipe.data.model_copy(update={"train": "code"})})
+    assert _key(relative, tokenizer) == key  # `train` makes paths absolute: still the same key
 
     for change in ({"max_length": 128}, {"packing": False}, {"eval": 0.3}, {"exclude": ["m01.py"]}):
         other = recipe.model_copy(update={"data": recipe.data.model_copy(update=change)})
