@@ -5,7 +5,7 @@ a staging folder that :func:`~sc2tune.data.store.build_once` renames into place:
 chunked builder (:mod:`sc2tune.data.chunked`, bounded memory, ``data.num_proc`` workers), instruct and
 classify through their in-memory builders, their tables then written as Arrow. Either way the rows are
 read back memory-mapped, so every process of a job shares one copy in the page cache.
-One log line says hit or miss, and where.
+One log line says hit or miss, and where (a miss says so before it builds).
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from sc2tune.recipe import Recipe
 log = logging.getLogger(__name__)
 
 
-def _build(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress, inputs: dict[str, Any]):
+def _build(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress, inputs: dict[str, Any],
+           final: Path):
     def build(staging: Path) -> dict[str, Any]:
+        log.info("data: cache miss, preparing %s", final)
         id2label = None
         if recipe.task == "fim":
             stats = build_fim_prepared(recipe, tokenizer, staging, progress)
@@ -70,9 +72,9 @@ def prepared_bundle(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress
     key = data_key(inputs)
     start = time.perf_counter()
     with progress.running():
-        folder, hit = build_once(root, key, _build(recipe, tokenizer, progress, inputs))
+        folder, hit = build_once(root, key, _build(recipe, tokenizer, progress, inputs, root / key))
     if hit:
         log.info("data: cache hit, prepared data in %s", folder)
     else:
-        log.info("data: cache miss, prepared %s in %.1f s", folder, time.perf_counter() - start)
+        log.info("data: prepared %s in %.1f s", folder, time.perf_counter() - start)
     return open_prepared(folder, tokenizer.pad_token_id)
