@@ -16,6 +16,10 @@ For each N, whole processes of ``python -m sc2tune data RECIPE --json``:
 * prepare, ``--workers`` workers (``data.num_proc=W``), fresh cache folder;
 * hit: ``--prepare`` again on the first cache folder.
 
+With ``--train-copies N``: ``sc2tune train`` (built-in tiny model, 3 steps, fresh cache) as one process and
+under ``accelerate launch --multi_gpu --num_processes 2`` (gloo on CPU): the data log must show one build,
+and the tree's peak memory is compared.
+
 Measured: wall seconds and CPU seconds (user + system of the process and its workers: steadier than
 wall time on a shared machine); peak memory of the whole process tree (the sum of PSS over the process
 and its workers, sampled every 0.1 s from /proc: pages the forked workers share count once) and
@@ -52,7 +56,7 @@ def _pss(pid: int) -> int:
     return 0
 
 
-def tree_pss(pid: int) -> int:
+def tree_pss(pid: int, *, skip_root: bool = False) -> int:
     """Proportional set size of ``pid`` and all its descendants (from /proc): pages shared by forked
     workers count once in the sum, unlike RSS."""
     children: dict[int, list[int]] = {}
@@ -68,14 +72,15 @@ def tree_pss(pid: int) -> int:
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
-        total += _pss(p)
+        total += _pss(p) if p != pid or not skip_root else 0
         todo.extend(children.get(p, []))
     return total
 
 
-def measure(cmd: list[str]) -> dict:
+def measure(cmd: list[str], *, skip_root: bool = False) -> dict:
     """Run ``cmd``; wall and CPU seconds (the process and its workers), peak tree PSS, ru_maxrss (largest
-    single process), and the statistics (last stdout line)."""
+    single process), the statistics (last stdout line) and the data log lines. ``skip_root``: leave the
+    process itself out of the memory sum (a launcher whose children do the work)."""
     start = time.perf_counter()
     with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "0"})
@@ -84,7 +89,7 @@ def measure(cmd: list[str]) -> dict:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            peak = max(peak, tree_pss(proc.pid))
+            peak = max(peak, tree_pss(proc.pid, skip_root=skip_root))
             time.sleep(0.1)
         wall = time.perf_counter() - start
         out.seek(0)
@@ -92,9 +97,39 @@ def measure(cmd: list[str]) -> dict:
         if os.waitstatus_to_exitcode(status) != 0:
             sys.exit(f"command failed: {' '.join(cmd)}\n{err.read()[-3000:]}")
         text = out.read()
+        log = [line for line in err.read().splitlines() if "sc2tune.data" in line]
     lines = text.strip().splitlines()
     return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "tree_rss": peak, "maxrss": usage.ru_maxrss * 1024,
-            "stats": json.loads(lines[-1])}
+            "stats": json.loads(lines[-1]), "log": log}
+
+
+def train_check(work: Path, corpus: Path, max_length: int) -> dict:
+    """``sc2tune train`` (tiny model, 3 steps, fresh cache) in one process, then under
+    ``accelerate launch --multi_gpu --num_processes 2`` (gloo on CPU), fresh cache: builds counted from the log."""
+    import yaml
+
+    runs = {}
+    for name, launcher in (("1 process", [PY, "-m", "sc2tune"]),
+                           ("2 processes", [PY, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                                            "-m", "sc2tune"])):
+        tag = name.replace(" ", "-")
+        recipe = work / f"train-{tag}.yaml"
+        recipe.write_text(yaml.safe_dump({"task": "fim", "output_dir": str(work / f"run-{tag}"), "data": {
+            "train": str(corpus), "eval": None, "packing": True, "max_length": max_length,
+            "cache_dir": str(work / f"cache-train-{tag}")},
+            "train": {"max_steps": 3, "batch_size": 1, "logging_steps": 1, "save_steps": 1000}}))
+        # under accelerate the ranks are the children of the launcher process, which is left out
+        m = measure([*launcher, "train", str(recipe), "--no-progress", "--json"], skip_root=name != "1 process")
+        m["builds"] = sum("cache miss" in line for line in m["log"])
+        m["hits"] = sum("cache hit" in line for line in m["log"])
+        print(f"  train, {name:<12} {m['wall']:7.1f} s  cpu {m['cpu']:7.1f} s  tree PSS {m['tree_rss'] / GiB:5.2f} GiB  "
+              f"maxrss {m['maxrss'] / GiB:5.2f} GiB  builds {m['builds']}, hits {m['hits']}", flush=True)
+        runs[name] = m
+    one, two = runs["1 process"], runs["2 processes"]
+    print(f"  2 processes / 1 process: tree PSS {two['tree_rss'] / one['tree_rss']:.2f}x (goal <= 2; the ranks, "
+          f"without the launcher); one build: {two['builds'] == 1}")
+    return runs
 
 
 def build_corpus(work: Path, copies: int, base: Path) -> Path:
@@ -117,12 +152,15 @@ def row(name: str, m: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--copies", type=int, nargs="+", default=[1, 10], help="corpus sizes, in stdlib copies")
+    parser.add_argument("--copies", type=int, nargs="*", default=[1, 10], help="corpus sizes, in stdlib copies")
     parser.add_argument("--workers", type=int, default=2, help="data.num_proc of the parallel run")
     parser.add_argument("--baseline-max-copies", type=int, default=3,
                         help="run today's in-memory path only up to this many copies (it needs ~25x the corpus in RAM)")
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--source", type=Path, default=Path(sysconfig.get_paths()["stdlib"]))
+    parser.add_argument("--train-copies", type=int, default=0,
+                        help="also train 3 steps on this many copies, 1 process vs accelerate 2 processes (0: skip)")
+    parser.add_argument("--train-max-length", type=int, default=512)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "bench"))
@@ -130,7 +168,7 @@ def main() -> int:
     from data_pipeline import prepare_corpus
 
     work = Path(tempfile.mkdtemp(prefix="sc2tune-bench-scale-"))
-    results: dict[int, dict[str, dict]] = {}
+    results: dict = {}
     try:
         files, size = prepare_corpus(args.source, work / "base")
         print(f"one copy: {files} files, {size / 1e6:.1f} MB from {args.source}")
@@ -159,8 +197,15 @@ def main() -> int:
             shutil.rmtree(cache, ignore_errors=True)
             shutil.rmtree(work / f"cache-{n}x-w", ignore_errors=True)
             results[n] = runs
+        if args.train_copies:
+            print(f"\ntrain on {args.train_copies}x:", flush=True)
+            corpus = build_corpus(work, args.train_copies, work / "base")
+            results["train"] = train_check(work, corpus, args.train_max_length)
+            shutil.rmtree(corpus)
         print("\nratios")
         for n, runs in results.items():
+            if n == "train":
+                continue
             p = runs["prepare"]
             if "baseline" in runs:
                 b = runs["baseline"]
@@ -174,7 +219,8 @@ def main() -> int:
                       f"{runs['workers']['stats'] == p['stats']}")
             print(f"  {n}x cache hit: {runs['hit']['wall']:.1f} s wall, {runs['hit']['cpu']:.1f} s CPU, whole process "
                   "(goal <= 10 s at 10x)")
-        lo, hi = min(results), max(results)
+        sizes = [n for n in results if n != "train"]
+        lo, hi = (min(sizes), max(sizes)) if sizes else (0, 0)
         if hi > lo:
             a, b = results[lo]["prepare"], results[hi]["prepare"]
             k = hi / lo
