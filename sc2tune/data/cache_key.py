@@ -57,7 +57,10 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
 
 
 def _stat(path: Path) -> list[Any]:
-    st = path.stat()
+    try:
+        st = path.stat()
+    except OSError:  # gone, or a broken link: counted as such (the build skips it as unreadable)
+        return [str(path), None, None]
     return [str(path), st.st_size, st.st_mtime_ns]
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -92,7 +93,10 @@ def _read(f: FileDoc, max_file_bytes: int) -> tuple[str | None, str]:
     """(skip reason or None, text): the in-memory path's rules (code_folder.scan_folder)."""
     full = Path(f.root) / f.rel
     try:
-        if full.stat().st_size > max_file_bytes:
+        st = full.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+            return "unreadable", ""
+        if st.st_size > max_file_bytes:
             return "too_large", ""
         return classify_text(full.read_bytes())
     except OSError:
@@ -181,7 +185,11 @@ def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats,
                     repo, path = rel.parts[0], PurePosixPath(*rel.parts[1:]).as_posix()
                 else:
                     repo, path = (root.resolve().name if d.fim.repo_context else None), rel.as_posix()
-                files.append(FileDoc(str(root), rel.as_posix(), path, repo, (root / rel).stat().st_size))
+                try:
+                    size = (root / rel).stat().st_size
+                except OSError:  # gone or a broken link: the scan counts it unreadable
+                    size = 0
+                files.append(FileDoc(str(root), rel.as_posix(), path, repo, size))
             batches = [files[i:i + SCAN_BATCH] for i in range(0, len(files), SCAN_BATCH)]
             advance = progress.task(f"read {root}", total=len(files))
             kept: list[FileDoc] = []

@@ -236,3 +236,14 @@ def test_train_resume_uses_the_prepared_data_of_the_run(tmp_path, caplog):
     assert result.global_step == 3
     assert f"prepared data of the run in {folder} (not rebuilt)" in caplog.text
     assert "cache miss" not in caplog.text and len(_prepared(tmp_path)) == 1
+
+
+def test_unreadable_entries_are_skipped_like_the_in_memory_path(tmp_path, tokenizer):
+    recipe = _recipe(tmp_path, eval=None)
+    (tmp_path / "code" / "dangling.py").symlink_to(tmp_path / "nowhere.py")
+    os.mkfifo(tmp_path / "code" / "pipe.py")  # reading it would block forever
+    disk = build_datasets(recipe, tokenizer, show_progress=False)
+    assert disk.stats.skipped == {"binary": 1, "unreadable": 2}
+    memory_recipe = _recipe(tmp_path, eval=None, cache_dir=None, exclude=["pipe.py"])
+    memory = build_datasets(memory_recipe, tokenizer, show_progress=False)  # (it would block on the FIFO)
+    assert _rows(disk.train) == _rows(memory.train)
