@@ -56,9 +56,13 @@ def build_datasets(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, *, show_p
     set_pad_token(tokenizer)
     progress = Progress(show_progress)
     if prepared is not None and is_complete(Path(prepared)):
+        from sc2tune.data.cache_key import data_key, key_inputs
         from sc2tune.data.prepare import open_prepared
 
         log.info("data: prepared data of the run in %s (not rebuilt)", prepared)
+        if data_key(key_inputs(recipe, tokenizer)) != Path(prepared).name:
+            log.warning("data: a source file, the tokenizer or a data key changed since this run started; "
+                        "it goes on with the rows it started with (%s)", prepared)
         return open_prepared(Path(prepared), tokenizer.pad_token_id)
     if recipe.data.cache_dir is not None:
         from sc2tune.data.prepare import prepared_bundle

@@ -196,13 +196,20 @@ def test_a_folder_without_meta_is_never_read(tmp_path):
     assert not hit and json.loads((folder / "meta.json").read_text()) == {"fresh": True}
 
 
-def test_resume_reads_the_prepared_data_it_started_with(tmp_path, tokenizer):
+def test_resume_reads_the_prepared_data_it_started_with(tmp_path, tokenizer, caplog):
+    import logging
+
     recipe = _recipe(tmp_path, eval=None)
     first = build_datasets(recipe, tokenizer, show_progress=False)
+    with caplog.at_level(logging.INFO, logger="sc2tune.data"):
+        build_datasets(recipe, tokenizer, show_progress=False, prepared=first.prepared)
+    assert "changed since this run started" not in caplog.text
     (tmp_path / "code" / "m00.py").write_text("def changed():\n    return 1\n")  # the key moves on
-    again = build_datasets(recipe, tokenizer, show_progress=False, prepared=first.prepared)
+    with caplog.at_level(logging.INFO, logger="sc2tune.data"):
+        again = build_datasets(recipe, tokenizer, show_progress=False, prepared=first.prepared)
     assert again.prepared == first.prepared and _rows(again.train) == _rows(first.train)
     assert len(_prepared(tmp_path)) == 1  # nothing rebuilt
+    assert "changed since this run started" in caplog.text  # but the user is told
 
 
 def test_prepare_command(tmp_path, capsys):
