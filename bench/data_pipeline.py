@@ -134,7 +134,7 @@ def main() -> int:
             print("warning: the corpus is smaller than 20 MB")
         recipe = write_recipe(work / "fim.yaml", "fim", {
             "train": str(corpus), "eval": None, "packing": True, "max_length": args.max_length,
-            "fim": {"rate": 0.5, "spm_rate": 0.5}})
+            "fim": {"rate": 0.5, "spm_rate": 0.5}, "cache_dir": None})
         base_cmd = [PY, "-c", BASELINE, str(corpus), str(TOKENIZER_DIR)]
         pipe_cmd = [PY, "-m", "sc2tune", "data", str(recipe), "--json"]
         base_times, pipe_times = [], []
@@ -164,7 +164,7 @@ def main() -> int:
         effs = {}
         for packing in (True, False):
             recipe = write_recipe(work / "instruct.yaml", "instruct", {
-                "train": str(data), "eval": None, "packing": packing, "max_length": 1024})
+                "train": str(data), "eval": None, "packing": packing, "max_length": 1024, "cache_dir": None})
             _, out = timed([PY, "-m", "sc2tune", "data", str(recipe), "--json"])
             effs[packing] = json.loads(out)
         on, off = effs[True], effs[False]

@@ -292,7 +292,8 @@ def _conf_classify(p: argparse.ArgumentParser) -> None:
 def _run_data(args: argparse.Namespace) -> int:
     from sc2tune.data.preview import run
 
-    return run(args.recipe, args.overrides, show=args.show, as_json=args.json, split=args.split)
+    return run(args.recipe, args.overrides, show=args.show, as_json=args.json, split=args.split,
+               prepare=args.prepare)
 
 
 def _conf_data(p: argparse.ArgumentParser) -> None:
@@ -301,6 +302,9 @@ def _conf_data(p: argparse.ArgumentParser) -> None:
                    help="preview N rendered examples, trained part marked (default 3; 0 with --json)")
     p.add_argument("--split", choices=["train", "eval"], default="train", help="which split to preview")
     p.add_argument("--json", action="store_true", help="print the statistics as one JSON object (last line)")
+    p.add_argument("--prepare", action="store_true",
+                   help="build the prepared data into data.cache_dir ahead of training (a hit if it is "
+                   "there already); no preview unless --show")
 
 
 # ---- plan -----------------------------------------------------------------------------------------
@@ -375,7 +379,7 @@ COMMANDS: list[Command] = [
     Command("plan", "predict training memory: sc2tune plan RECIPE [--gpu-memory 24GB] | --model NAME",
             _conf_plan, _run_plan),
     Command("data", "preview a recipe's data and its statistics: sc2tune data RECIPE [key=value ...] "
-            "[--show N] [--json]", _conf_data, _run_data),
+            "[--show N] [--json] [--prepare]", _conf_data, _run_data),
 ]
 
 

@@ -213,7 +213,15 @@ class DataSpec(_Strict):
     truncation_side: Literal["left", "right"] = Field(
         "right", description="Which end of an over-long classification text is cut."
     )
-    num_proc: int | None = Field(None, ge=1, description="Worker processes for tokenisation (datasets.map).")
+    num_proc: int | None = Field(
+        None, ge=1, description="Worker processes for reading, FIM and tokenisation (the rows are the same "
+        "whatever the number).")
+    cache_dir: str | None = Field(
+        "auto",
+        description="Folder of prepared data (Arrow, memory-mapped; one sub-folder per content key, built once "
+        "and shared by every process of a job). auto = $SC2TUNE_CACHE/data, else ~/.cache/sc2tune/data; "
+        "null = no cache (build in memory on every run).",
+    )
 
     @field_validator("eval")
     @classmethod

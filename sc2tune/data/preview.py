@@ -100,20 +100,28 @@ def stats_table(stats: DataStats) -> Table:
 
 
 def run(recipe_path: str, overrides: list[str], *, show: int | None = None, as_json: bool = False,
-        split: str = "train") -> int:
-    """Build the data of a recipe, preview ``show`` examples of ``split``, print the statistics."""
+        split: str = "train", prepare: bool = False) -> int:
+    """Build the data of a recipe, preview ``show`` examples of ``split``, print the statistics.
+
+    With ``prepare`` the rows are written to (or found in) ``data.cache_dir`` for later runs, nothing is
+    previewed unless ``show`` asks, and the prepared folder is named."""
     from sc2tune.data import build_datasets
     from sc2tune.errors import UserError
     from sc2tune.modeling import load_tokenizer
     from sc2tune.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
+    if prepare and recipe.data.cache_dir is None:
+        raise UserError("--prepare writes to data.cache_dir, which is null",
+                        hint="leave data.cache_dir at auto or give a folder (data.cache_dir=PATH)")
     tokenizer = load_tokenizer(recipe.model)
     bundle = build_datasets(recipe, tokenizer, show_progress=sys.stderr.isatty())
     dataset = bundle.train if split == "train" else bundle.eval
     if dataset is None:
         raise UserError("there is no eval split (data.eval is null)", hint="use --split train")
-    show = (0 if as_json else 3) if show is None else show
+    if prepare:
+        print(f"prepared data: {bundle.prepared}", file=sys.stderr if as_json else sys.stdout)
+    show = (0 if as_json or prepare else 3) if show is None else show
     plain = as_json or not sys.stdout.isatty()
     console = Console(soft_wrap=True, highlight=False, no_color=plain, emoji=False, markup=False)
     shown = 0

@@ -9,6 +9,7 @@ Layout of ``output_dir``::
     tensorboard/      TensorBoard event files
     loss.png          train and eval loss curves
     summary.json      final_eval metrics, train_tokens_per_second, steps, skipped steps, preempted
+    data.json         the prepared data folder the run trains on (``--resume`` reads it, never rebuilds)
 """
 
 from __future__ import annotations
@@ -182,6 +183,23 @@ def _trim_metrics(path: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
+#: Names the prepared data folder a run trains on, so ``--resume`` reads those very rows (never rebuilt).
+DATA_RECORD = "data.json"
+
+
+def _pinned_data(out: Path) -> str | None:
+    """The prepared data folder the run in ``out`` started with, if it is still there."""
+    record = out / DATA_RECORD
+    if not record.is_file():
+        return None
+    folder = json.loads(record.read_text()).get("prepared")
+    if folder and (Path(folder) / "meta.json").is_file():
+        return folder
+    log.warning("--resume: the prepared data this run started with (%s) is gone; looking it up by its key "
+                "(the same inputs rebuild the same rows)", folder)
+    return None
+
+
 def _absolute_paths(recipe: Recipe) -> Recipe:
     """The recipe with local data/template/model paths made absolute, so a run folder describes itself
     wherever it is evaluated or resumed from (hub ids and the built-in model are left as they are)."""
@@ -227,10 +245,13 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     set_seed(recipe.train.seed)
 
     tokenizer = load_tokenizer(recipe.model)
-    data = build_datasets(recipe, tokenizer, show_progress=show_progress)
+    pinned = _pinned_data(out) if resume else None
+    data = build_datasets(recipe, tokenizer, show_progress=show_progress, prepared=pinned)
     if len(data.train) == 0:
         raise UserError(f"data.train produced no training examples ({recipe.data.train})")
     out.mkdir(parents=True, exist_ok=True)  # only once the data is known to be good
+    if data.prepared is not None and int(os.environ.get("RANK", "0")) == 0:
+        (out / DATA_RECORD).write_text(json.dumps({"prepared": data.prepared}) + "\n")
     set_seed(recipe.train.seed)  # same head / LoRA initialisation whatever the data step consumed
     model = load_model(recipe.model, quant=recipe.adapter.quantization, id2label=data.id2label,
                        pad_token_id=tokenizer.pad_token_id)

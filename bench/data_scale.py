@@ -1,0 +1,241 @@
+"""Data at the scale of a real codebase: prepared on disk in bounded memory vs today's in-memory build.
+
+    /work/venv/bin/python bench/data_scale.py [--copies 1 10] [--workers 2] [--baseline-max-copies 3]
+
+Corpus: N copies of this machine's Python standard library (the ``*.py`` files sc2tune accepts, outside
+site-packages; about 31 MB a copy), as ``copy-K/`` sub-folders of one folder. Copies are hard links of one
+prepared copy (no disk space; the page cache holds one copy, so reading is a little cheaper than
+N distinct files would be; tokenising, FIM, packing and writing are not). Recipe: task fim, rate 0.5,
+half SPM, packing on, max_length 2048, data.eval null.
+
+For each N, whole processes of ``python -m sc2tune data RECIPE --json``:
+
+* baseline: today's path, everything in memory (``data.cache_dir=null``); only up to
+  ``--baseline-max-copies`` (it grows ~25 bytes of RAM per byte of code: 10x needs ~14 GB);
+* prepare: ``--prepare`` into a fresh cache folder, one worker (``data.num_proc`` unset);
+* prepare, ``--workers`` workers (``data.num_proc=W``), fresh cache folder;
+* hit: ``--prepare`` again on the first cache folder.
+
+With ``--train-copies N``: ``sc2tune train`` (built-in tiny model, 3 steps, fresh cache) as one process and
+under ``accelerate launch --multi_gpu --num_processes 2`` (gloo on CPU): the data log must show one build,
+and the tree's peak memory is compared.
+
+Measured: wall seconds and CPU seconds (user + system of the process and its workers: steadier than
+wall time on a shared machine); peak memory of the whole process tree (the sum of PSS over the process
+and its workers, sampled every 0.1 s from /proc: pages the forked workers share count once) and
+ru_maxrss (the largest single process, from wait4); the statistics.
+Printed: the goals of issue 11 and ratios (prepare / baseline, 10x / 1x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+GiB = 2**30
+
+
+def _pss(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_pss(pid: int, *, skip_root: bool = False) -> int:
+    """Proportional set size of ``pid`` and all its descendants (from /proc): pages shared by forked
+    workers count once in the sum, unlike RSS."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += _pss(p) if p != pid or not skip_root else 0
+        todo.extend(children.get(p, []))
+    return total
+
+
+def measure(cmd: list[str], *, skip_root: bool = False) -> dict:
+    """Run ``cmd``; wall and CPU seconds (the process and its workers), peak tree PSS, ru_maxrss (largest
+    single process), the statistics (last stdout line) and the data log lines. ``skip_root``: leave the
+    process itself out of the memory sum (a launcher whose children do the work)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": "0"})
+        peak = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, tree_pss(proc.pid, skip_root=skip_root))
+            time.sleep(0.1)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"command failed: {' '.join(cmd)}\n{err.read()[-3000:]}")
+        text = out.read()
+        log = [line for line in err.read().splitlines() if "sc2tune.data" in line]
+    lines = text.strip().splitlines()
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "tree_rss": peak, "maxrss": usage.ru_maxrss * 1024,
+            "stats": json.loads(lines[-1]), "log": log}
+
+
+def train_check(work: Path, corpus: Path, max_length: int) -> dict:
+    """``sc2tune train`` (tiny model, 3 steps, fresh cache) in one process, then under
+    ``accelerate launch --multi_gpu --num_processes 2`` (gloo on CPU), fresh cache: builds counted from the log."""
+    import yaml
+
+    runs = {}
+    for name, launcher in (("1 process", [PY, "-m", "sc2tune"]),
+                           ("2 processes", [PY, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                                            "-m", "sc2tune"])):
+        tag = name.replace(" ", "-")
+        recipe = work / f"train-{tag}.yaml"
+        recipe.write_text(yaml.safe_dump({"task": "fim", "output_dir": str(work / f"run-{tag}"), "data": {
+            "train": str(corpus), "eval": None, "packing": True, "max_length": max_length,
+            "cache_dir": str(work / f"cache-train-{tag}")},
+            "train": {"max_steps": 3, "batch_size": 1, "logging_steps": 1, "save_steps": 1000}}))
+        # under accelerate the ranks are the children of the launcher process, which is left out
+        m = measure([*launcher, "train", str(recipe), "--no-progress", "--json"], skip_root=name != "1 process")
+        m["builds"] = sum("cache miss" in line for line in m["log"])
+        m["hits"] = sum("cache hit" in line for line in m["log"])
+        print(f"  train, {name:<12} {m['wall']:7.1f} s  cpu {m['cpu']:7.1f} s  tree PSS {m['tree_rss'] / GiB:5.2f} GiB  "
+              f"maxrss {m['maxrss'] / GiB:5.2f} GiB  builds {m['builds']}, hits {m['hits']}", flush=True)
+        runs[name] = m
+    one, two = runs["1 process"], runs["2 processes"]
+    print(f"  2 processes / 1 process: tree PSS {two['tree_rss'] / one['tree_rss']:.2f}x (goal <= 2; the ranks, "
+          f"without the launcher); one build: {two['builds'] == 1}")
+    return runs
+
+
+def build_corpus(work: Path, copies: int, base: Path) -> Path:
+    """``copies`` hard-linked copies of ``base`` under one folder."""
+    corpus = work / f"corpus-{copies}x"
+    for k in range(copies):
+        for src in base.rglob("*.py"):
+            target = corpus / f"copy-{k}" / src.relative_to(base)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(src, target)
+    return corpus
+
+
+def row(name: str, m: dict) -> str:
+    s = m["stats"]
+    return (f"  {name:<28} {m['wall']:7.1f} s  cpu {m['cpu']:7.1f} s  tree PSS {m['tree_rss'] / GiB:5.2f} GiB  "
+            f"maxrss {m['maxrss'] / GiB:5.2f} GiB"
+            f"  {s['tokens']:>11,} tokens  {s['rows']:>7,} rows  eff {s['packing_efficiency']:.4f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--copies", type=int, nargs="*", default=[1, 10], help="corpus sizes, in stdlib copies")
+    parser.add_argument("--workers", type=int, default=2, help="data.num_proc of the parallel run")
+    parser.add_argument("--baseline-max-copies", type=int, default=3,
+                        help="run today's in-memory path only up to this many copies (it needs ~25x the corpus in RAM)")
+    parser.add_argument("--max-length", type=int, default=2048)
+    parser.add_argument("--source", type=Path, default=Path(sysconfig.get_paths()["stdlib"]))
+    parser.add_argument("--train-copies", type=int, default=0,
+                        help="also train 3 steps on this many copies, 1 process vs accelerate 2 processes (0: skip)")
+    parser.add_argument("--train-max-length", type=int, default=512)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    import yaml
+    from data_pipeline import prepare_corpus
+
+    work = Path(tempfile.mkdtemp(prefix="sc2tune-bench-scale-"))
+    results: dict = {}
+    try:
+        files, size = prepare_corpus(args.source, work / "base")
+        print(f"one copy: {files} files, {size / 1e6:.1f} MB from {args.source}")
+        for n in args.copies:
+            corpus = build_corpus(work, n, work / "base")
+            recipe = work / f"fim-{n}x.yaml"
+            recipe.write_text(yaml.safe_dump({"task": "fim", "data": {
+                "train": str(corpus), "eval": None, "packing": True, "max_length": args.max_length,
+                "fim": {"rate": 0.5, "spm_rate": 0.5}}}))
+            data = [PY, "-m", "sc2tune", "data", str(recipe)]
+            runs: dict[str, dict] = {}
+            print(f"\n{n}x ({n * size / 1e6:.0f} MB):", flush=True)
+            if n <= args.baseline_max_copies:
+                runs["baseline"] = measure([*data, "data.cache_dir=null", "--json"])
+                print(row("baseline (in memory)", runs["baseline"]), flush=True)
+            cache = work / f"cache-{n}x"
+            runs["prepare"] = measure([*data, f"data.cache_dir={cache}", "--prepare", "--json"])
+            print(row("prepare, 1 worker", runs["prepare"]), flush=True)
+            runs["hit"] = measure([*data, f"data.cache_dir={cache}", "--prepare", "--json"])
+            print(row("prepare again (cache hit)", runs["hit"]), flush=True)
+            if args.workers > 1:
+                runs["workers"] = measure([*data, f"data.cache_dir={work / f'cache-{n}x-w'}",
+                                           f"data.num_proc={args.workers}", "--prepare", "--json"])
+                print(row(f"prepare, {args.workers} workers", runs["workers"]), flush=True)
+            shutil.rmtree(corpus)
+            shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(work / f"cache-{n}x-w", ignore_errors=True)
+            results[n] = runs
+        if args.train_copies:
+            print(f"\ntrain on {args.train_copies}x:", flush=True)
+            corpus = build_corpus(work, args.train_copies, work / "base")
+            results["train"] = train_check(work, corpus, args.train_max_length)
+            shutil.rmtree(corpus)
+        print("\nratios")
+        for n, runs in results.items():
+            if n == "train":
+                continue
+            p = runs["prepare"]
+            if "baseline" in runs:
+                b = runs["baseline"]
+                same = {k: (b["stats"][k], p["stats"][k]) for k in ("examples", "windows", "tokens", "trained_tokens")}
+                print(f"  {n}x prepare / baseline: wall {p['wall'] / b['wall']:.2f}x, peak PSS "
+                      f"{p['tree_rss'] / b['tree_rss']:.2f}x; baseline vs prepare {same}; fim {b['stats']['fim']} vs "
+                      f"{p['stats']['fim']}")
+            if "workers" in runs:
+                print(f"  {n}x {args.workers} workers / 1 worker: wall {runs['workers']['wall'] / p['wall']:.2f}x, "
+                      f"tree RSS {runs['workers']['tree_rss'] / p['tree_rss']:.2f}x, same rows: "
+                      f"{runs['workers']['stats'] == p['stats']}")
+            print(f"  {n}x cache hit: {runs['hit']['wall']:.1f} s wall, {runs['hit']['cpu']:.1f} s CPU, whole process "
+                  "(goal <= 10 s at 10x)")
+        sizes = [n for n in results if n != "train"]
+        lo, hi = (min(sizes), max(sizes)) if sizes else (0, 0)
+        if hi > lo:
+            a, b = results[lo]["prepare"], results[hi]["prepare"]
+            k = hi / lo
+            print(f"  {hi}x vs {lo}x prepare: peak PSS {b['tree_rss'] / GiB:.2f} GiB (goal <= 1.0), growth "
+                  f"{(b['tree_rss'] - a['tree_rss']) / GiB:.3f} GiB (goal <= 0.15); wall {b['wall'] / (k * a['wall']):.2f}x, "
+                  f"CPU {b['cpu'] / (k * a['cpu']):.2f}x of {k:g} x the {lo}x time (goal <= 1.2)")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = ROOT / "bench" / "results" / f"data_scale-{stamp}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps({str(n): r for n, r in results.items()}, indent=1))
+        print(f"\nresults: {out}")
+        return 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
