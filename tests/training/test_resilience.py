@@ -46,10 +46,26 @@ def make_recipe(tmp_path: Path, name: str = "run", dropout: float = 0.1, **train
     return path
 
 
-def cli(*args: str, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "sc2tune", "train", *args, "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kwargs)
+class Run:
+    """``sc2tune train ARGS`` in a subprocess; its output goes to files (a pipe nobody drains can fill up
+    and stall the run)."""
+
+    def __init__(self, log_dir: Path, *args: str) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.err_path = log_dir / f"stderr-{time.monotonic_ns()}.txt"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with self.err_path.open("w") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", "sc2tune", "train", *args, "--no-progress"],
+                                         stdout=subprocess.DEVNULL, stderr=err, text=True, env=env)
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text()
+
+
+def train_here(recipe: Path, *, resume: bool = False) -> None:
+    """The same run in this process (where a separate process is not what the test is about)."""
+    train(recipe_from_dict(yaml.safe_load(recipe.read_text())), resume=resume, show_progress=False)
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -61,11 +77,11 @@ def losses(run_dir: Path) -> dict[int, float]:
     return out
 
 
-def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: float = 240) -> None:
+def wait_for_step(run_dir: Path, step: int, run: Run, timeout: float = 240) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended early: {proc.stderr.read()}")
+        if run.proc.poll() is not None:
+            raise AssertionError(f"run ended early: {run.stderr}")
         if (run_dir / "metrics.jsonl").is_file() and step in losses(run_dir):
             return
         time.sleep(0.05)
@@ -74,22 +90,20 @@ def wait_for_step(run_dir: Path, step: int, proc: subprocess.Popen, timeout: flo
 
 def test_resume_after_sigkill_gives_the_same_losses(tmp_path):
     straight = make_recipe(tmp_path, "straight")
-    proc = cli(str(straight))
-    assert proc.wait() == 0, proc.stderr.read()
+    train_here(straight)
 
     killed = make_recipe(tmp_path, "killed")
     run_dir = tmp_path / "killed"
-    proc = cli(str(killed))
-    wait_for_step(run_dir, 6, proc)  # a checkpoint exists at step 4; steps 5-6 will be redone
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    run = Run(tmp_path / "logs", str(killed))
+    wait_for_step(run_dir, 6, run)  # a checkpoint exists at step 4; steps 5-6 will be redone
+    run.proc.send_signal(signal.SIGKILL)
+    run.proc.wait()
     assert (run_dir / "checkpoints" / "checkpoint-4").is_dir()
     assert not (run_dir / "adapter").exists()
     with (run_dir / "metrics.jsonl").open("a") as handle:  # a line cut short by the kill
         handle.write('{"step": 7, "loss": 1')
 
-    proc = cli(str(killed), "--resume")
-    assert proc.wait() == 0, proc.stderr.read()
+    train_here(killed, resume=True)
     expected, got = losses(tmp_path / "straight"), losses(run_dir)
     assert sorted(got) == list(range(1, 15))
     for step in expected:
@@ -99,17 +113,16 @@ def test_resume_after_sigkill_gives_the_same_losses(tmp_path):
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     recipe = make_recipe(tmp_path, "term", save_steps=100)
     run_dir = tmp_path / "term"
-    proc = cli(str(recipe))
-    wait_for_step(run_dir, 3, proc)
-    proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout=120)
-    stderr = proc.stderr.read()
+    run = Run(tmp_path / "logs", str(recipe))
+    wait_for_step(run_dir, 3, run)
+    run.proc.send_signal(signal.SIGTERM)
+    code = run.proc.wait(timeout=120)
+    stderr = run.stderr
     assert code == 143, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     saved = sorted((run_dir / "checkpoints").glob("checkpoint-*"))
     assert len(saved) == 1 and int(saved[0].name.split("-")[1]) >= 3
-    proc = cli(str(recipe), "--resume")
-    assert proc.wait() == 0, proc.stderr.read()
+    train_here(recipe, resume=True)
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
 
 
@@ -162,8 +175,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     # no dropout: the ranks draw their own dropout masks, which one process would draw differently
     single = make_recipe(tmp_path, "single", dropout=0.0, batch_size=4, max_steps=6, save_steps=100)
     double = make_recipe(tmp_path, "double", dropout=0.0, batch_size=2, max_steps=6, save_steps=100)
-    proc = cli(str(single))
-    assert proc.wait() == 0, proc.stderr.read()
+    train_here(single)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     launch = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
