@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -126,15 +124,15 @@ def test_unknown_architecture_needs_explicit_targets():
         default_target_modules("llama")
 
 
-def test_cli_tiny_model_loads_in_plain_transformers(tmp_path):
+def test_cli_tiny_model_loads_in_plain_transformers(tmp_path, run_cli):
     out = tmp_path / "tiny"
-    result = subprocess.run([sys.executable, "-m", "sc2tune", "tiny-model", str(out)], capture_output=True, text=True)
+    result = run_cli("tiny-model", str(out))
     assert result.returncode == 0, result.stderr
     model = AutoModelForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
     assert type(model).__name__ == "Starcoder2ForCausalLM"
     assert tok.convert_tokens_to_ids("<fim_middle>") == 2
-    again = subprocess.run([sys.executable, "-m", "sc2tune", "tiny-model", str(out)], capture_output=True, text=True)
+    again = run_cli("tiny-model", str(out))
     assert again.returncode != 0 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
 
 
