@@ -39,12 +39,14 @@ GREEDY = Sampling(max_new_tokens=5, temperature=0)
 TINY = "sc2tune/tiny-starcoder2"
 
 
-def constant_model(folder: Path, token: str) -> Path:
-    """A tiny StarCoder2 whose greedy output is ``token`` at every step."""
+def constant_model(folder: Path, token: str, *, max_positions: int | None = None) -> Path:
+    """A tiny StarCoder2 whose greedy output is ``token`` at every step (reading at most ``max_positions``)."""
     tokenizer = load_bundled_tokenizer()
     (target,) = tokenizer.convert_tokens_to_ids([token])
     config = tiny_config()
     config.tie_word_embeddings = False
+    if max_positions is not None:
+        config.max_position_embeddings = max_positions
     torch.manual_seed(0)
     model = Starcoder2ForCausalLM(config)
     with torch.no_grad():

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import Starcoder2ForCausalLM
+from test_generation import constant_model
 
 from sc2tune.cli import main
 from sc2tune.errors import UserError
 from sc2tune.generation import Sampling, generate, load_for_inference
-from sc2tune.tiny import load_bundled_tokenizer, tiny_config
+from sc2tune.tiny import load_bundled_tokenizer
 
 CONTEXT = 48
 
@@ -19,23 +18,7 @@ CONTEXT = 48
 @pytest.fixture(scope="module")
 def short_context_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny StarCoder2 that reads at most 48 positions and greedily emits 'x' at every step."""
-    folder = tmp_path_factory.mktemp("short")
-    tokenizer = load_bundled_tokenizer()
-    (target,) = tokenizer.convert_tokens_to_ids(["x"])
-    config = tiny_config()
-    config.max_position_embeddings = CONTEXT
-    config.tie_word_embeddings = False
-    torch.manual_seed(0)
-    model = Starcoder2ForCausalLM(config)
-    with torch.no_grad():
-        v = torch.randn(config.hidden_size)
-        model.model.norm.weight.zero_()
-        model.model.norm.bias.copy_(v)
-        model.lm_head.weight.zero_()
-        model.lm_head.weight[target] = 10 * v
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return constant_model(tmp_path_factory.mktemp("short"), "x", max_positions=CONTEXT)
 
 
 def test_an_empty_prompt_is_a_clear_error(short_context_model: Path, capsys: pytest.CaptureFixture):
