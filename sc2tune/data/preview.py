@@ -65,6 +65,51 @@ def render_example(tokenizer: PreTrainedTokenizerBase, ids: list[int], labels: l
     return text
 
 
+#: Documents looked at, at most, to find a PSM and an SPM example to show first.
+FIM_SCAN = 2000
+
+
+def _fim_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int] | None:
+    """Ids of ``<fim_prefix>`` and ``<fim_suffix>`` (None when the tokenizer lacks them)."""
+    from sc2tune.modeling import special_tokens
+
+    st = special_tokens(tokenizer, need_fim=False)
+    return (st.fim_prefix, st.fim_suffix) if st.fim_prefix is not None and st.fim_suffix is not None else None
+
+
+def fim_kind(ids: list[int], fim: tuple[int, int]) -> str:
+    """How a FIM document is laid out: ``PSM`` (``<fim_prefix>`` then prefix text), ``SPM`` (``<fim_prefix>``
+    directly followed by ``<fim_suffix>``) or ``plain`` (no FIM). In a repository row the first FIM'd file
+    decides."""
+    prefix, suffix = fim
+    if prefix not in ids:
+        return "plain"
+    at = ids.index(prefix)
+    return "SPM" if at + 1 < len(ids) and ids[at + 1] == suffix else "PSM"
+
+
+def _preview_order(dataset, classify: bool, fim: tuple[int, int] | None, show: int
+                   ) -> Iterator[tuple[list[int], list[int] | int, str | None]]:
+    """The first ``show`` documents as (ids, labels, kind). For FIM data a PSM and an SPM example come first
+    when the first :data:`FIM_SCAN` documents hold them (labelled), then the others in order."""
+    if show <= 0:
+        return
+    docs: list[tuple[list[int], list[int] | int]] = []
+    for row in dataset:
+        docs.extend([(row["input_ids"], row["labels"])] if classify else _segments(row))
+        if len(docs) >= (FIM_SCAN if fim is not None else show):
+            break
+    if fim is None:
+        for ids, labels in docs[:show]:
+            yield ids, labels, None
+        return
+    kinds = [fim_kind(ids, fim) for ids, _ in docs]
+    first = [kinds.index(k) for k in ("PSM", "SPM") if k in kinds]
+    order = first + [i for i in range(len(docs)) if i not in first]
+    for i in order[:show]:
+        yield docs[i][0], docs[i][1], kinds[i]
+
+
 def stats_table(stats: DataStats) -> Table:
     """The statistics as a two-column table."""
     table = Table(title=f"data: task {stats.task}, max_length {stats.max_length}, "
@@ -125,16 +170,12 @@ def run(recipe_path: str, overrides: list[str], *, show: int | None = None, as_j
     plain = as_json or not sys.stdout.isatty()
     console = Console(soft_wrap=True, highlight=False, no_color=plain, emoji=False, markup=False)
     shown = 0
-    for row in dataset:
-        if shown >= show:
-            break
-        pieces = [(row["input_ids"], row["labels"])] if bundle.id2label is not None else _segments(row)
-        for ids, labels in pieces:
-            if shown >= show:
-                break
-            shown += 1
-            console.rule(f"{split} example {shown} ({len(ids)} tokens)", style="cyan")
-            console.print(render_example(tokenizer, ids, labels, bundle.id2label, plain=plain))
+    fim = _fim_tokens(tokenizer) if recipe.task == "fim" else None
+    for ids, labels, kind in _preview_order(dataset, bundle.id2label is not None, fim, show):
+        shown += 1
+        what = f", {kind}" if kind else ""
+        console.rule(f"{split} example {shown} ({len(ids)} tokens{what})", style="cyan")
+        console.print(render_example(tokenizer, ids, labels, bundle.id2label, plain=plain))
     if as_json:
         sys.stdout.flush()
         print(json.dumps(bundle.stats.to_dict()))

@@ -4,6 +4,7 @@ the quickstart recipes build their data."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,15 @@ def test_quickstart_recipes_build(in_root, name):
     assert bundle.stats.truncated == 0 and bundle.stats.dropped_tokens == 0
     if name == "classify":
         assert sorted(bundle.id2label.values()) == ["go", "javascript", "python", "rust", "sql"]
+
+
+def test_fim_preview_shows_a_psm_and_an_spm_example_first(run_cli, tmp_path):
+    recipe = Path(__file__).parents[2] / "recipes" / "quickstart" / "fim.yaml"
+    result = run_cli("data", str(recipe), "--show", "3", f"data.cache_dir={tmp_path / 'cache'}")
+    assert result.returncode == 0, result.stderr
+    parts = re.split(r"^─+ train example \d+ \(\d+ tokens, (PSM|SPM|plain)\) ─+$", result.stdout, flags=re.M)
+    kinds, texts = parts[1::2], parts[2::2]
+    assert kinds[:2] == ["PSM", "SPM"] and len(kinds) == 3
+    psm, spm = (t.replace("⟦", "").replace("⟧", "") for t in texts[:2])
+    assert "<fim_prefix>" in psm and "<fim_prefix><fim_suffix>" not in psm  # PSM: the prefix text follows
+    assert "<fim_prefix><fim_suffix>" in spm  # SPM: the suffix comes first
