@@ -196,13 +196,13 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _judged(cfg: dict, workdir: str, judgedir: str, children: list[int]) -> int:
+def _judged(cfg: dict, workdir: str, judgedir: str, children: list[int], sources: dict[str, str]) -> int:
     python, uids = cfg["python"], cfg["uids"]
     job_r, job_w = os.pipe()
     ready_r, ready_w = os.pipe()
     calls_r, calls_w = os.pipe()
     answers_r, answers_w = os.pipe()
-    judge_argv = [python, "-I", "-c", _source("_wire.py", "_judge.py")]
+    judge_argv = [python, "-I", "-c", sources["judge"]]
     children.append(_spawn(cfg, judge_argv, {0: job_r, 3: cfg["verdict_fd"], 4: calls_w, 5: answers_r,
                                              6: ready_w}, uids["judge"], judgedir))
     for fd in (job_r, ready_w, calls_w, answers_r, cfg["verdict_fd"]):
@@ -215,7 +215,7 @@ def _judged(cfg: dict, workdir: str, judgedir: str, children: list[int]) -> int:
     ready = os.read(ready_r, 1)
     os.close(ready_r)
     if ready == b"R":
-        candidate_argv = [python, "-I", "-c", _source("_wire.py", "_candidate.py"), cfg["job"]["entry_point"]]
+        candidate_argv = [python, "-I", "-c", sources["candidate"], cfg["job"]["entry_point"]]
         if cfg["network_guard"]:
             candidate_argv.append("guard")
         children.append(_spawn(cfg, candidate_argv, {3: calls_r, 4: answers_w}, uids["sample"], workdir))
@@ -240,6 +240,8 @@ def main() -> int:
     signal.signal(signal.SIGALRM, _expire)
     signal.alarm(cfg["wall_seconds"])
     uids = cfg["uids"]
+    # read before the private file system hides /tmp: sc2tune itself may be installed there
+    sources = {"judge": _source("_wire.py", "_judge.py"), "candidate": _source("_wire.py", "_candidate.py")}
     if cfg["private_fs"]:
         _private_filesystem(cfg["tmpfs_mb"], cfg["max_files"])
         workdir = _private_dir("/tmp/sample", uids["sample"])
@@ -252,7 +254,7 @@ def main() -> int:
     if uids["sample"] is not None:
         os.chown(program, uids["sample"], uids["sample"])
     if cfg["mode"] == "judged":
-        status = _judged(cfg, workdir, judgedir, children)
+        status = _judged(cfg, workdir, judgedir, children, sources)
     else:
         argv = [cfg["python"], "-I", *(["-c", _NETWORK_GUARD] if cfg["network_guard"] else ["program.py"])]
         children.append(_spawn(cfg, argv, {}, uids["sample"], workdir))

@@ -80,15 +80,36 @@ def _world_usable(path: str) -> bool:
     return bool(mode & stat.S_IROTH and mode & stat.S_IXOTH)
 
 
+#: Folders the sandbox's private file system replaces with empty tmpfs: an interpreter there is not found.
+HIDDEN_IN_SANDBOX = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/")
+
+
+def _visible(path: str) -> bool:
+    return not path.startswith(HIDDEN_IN_SANDBOX)
+
+
+def _default_pythons() -> list[str]:
+    """Interpreters to try, each by its resolved path (a virtualenv under /tmp links to one elsewhere;
+    samples run isolated with the standard library only, so the venv itself is not needed)."""
+    found = [sys.executable, shutil.which("python3") or "", "/usr/bin/python3", "/usr/local/bin/python3"]
+    return [os.path.realpath(p) for p in found if p and os.path.exists(p)]
+
+
 def _python_for_uid_drop(requested: str | None) -> str | None:
     if requested:
         return requested if _world_usable(requested) else None
-    candidates = [sys.executable, shutil.which("python3") or "", "/usr/bin/python3", "/usr/local/bin/python3"]
-    for candidate in candidates:
-        if not candidate or not os.path.exists(candidate) or not _world_usable(candidate):
-            continue
-        return candidate
+    for candidate in _default_pythons():
+        if _visible(candidate) and _world_usable(candidate):
+            return candidate
     return None
+
+
+def _python_for_namespaces(requested: str | None) -> str:
+    """The interpreter when samples keep this uid: the requested one, else the first one the private file
+    system leaves visible."""
+    if requested:
+        return requested
+    return next((p for p in _default_pythons() if _visible(p)), sys.executable)
 
 
 def isolation(python: str | None = None, namespaces: bool = True) -> Isolation:
@@ -116,10 +137,10 @@ def _detect(python: str | None, namespaces: bool) -> Isolation:
         log.warning("no Python interpreter is readable by an unprivileged uid; samples run as root in "
                     "nested user namespaces and count against root's process limit (pass --python)")
         return Isolation("root-namespaces", True, False, "none (empty network namespace)",
-                         python or sys.executable)
+                         _python_for_namespaces(python))
     if unshare and _probe([unshare, "--user", "--map-root-user", *NS_FLAGS, "true"]):
         return Isolation("user-namespaces", True, False, "none (empty network namespace)",
-                         python or sys.executable)
+                         _python_for_namespaces(python))
     network = "blocked in Python only (best effort)"
     if os.geteuid() == 0:
         chosen = _python_for_uid_drop(python)
