@@ -65,7 +65,9 @@ def test_no_write_reaches_the_host_filesystem() -> None:
     assert _left_on_host() == []
     # the lock folder is hidden, the root and the checkout are read-only; the temporary folders are private
     assert report["/run/lock"] in ("ENOENT", "EROFS") and report["/var/lock"] in ("ENOENT", "EROFS")
-    assert report["/"] == "EROFS" and report[str(Path.cwd())] == "EROFS"
+    # the checkout is read-only, or not there at all when it lives under a folder the sandbox replaces (/tmp)
+    hidden = str(Path.cwd()).startswith(("/tmp/", "/var/tmp/", "/dev/shm/", "/run/"))
+    assert report["/"] == "EROFS" and report[str(Path.cwd())] == ("ENOENT" if hidden else "EROFS")
     assert report["/etc"] in ("EROFS", "EACCES")
     assert all(report[folder] == "written" for folder in ("/tmp", "/var/tmp", "/dev/shm"))
 
