@@ -238,7 +238,7 @@ def check_target_modules(recipe: Recipe) -> str:
     Works offline for local folders, the built-in model and the bundled StarCoder2/StarCoder configs;
     returns a one-line note (raises :class:`UserError` when a target matches nothing).
     """
-    from sc2tune.planning.configs import load_config, meta_model, shipped_config_path
+    from sc2tune.configs import load_config, meta_model, shipped_config_path
     from sc2tune.tiny import is_tiny
 
     name = recipe.model.name_or_path

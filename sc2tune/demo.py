@@ -78,10 +78,10 @@ def sample_cut(code_dir: Path) -> tuple[str, str, str]:
 
 def quickstart(runs_root: str | Path = "runs", *, show_progress: bool = True) -> QuickstartResult:
     """Train, merge and infill on the built-in tiny model (see module doc)."""
-    from sc2tune.evaluation.report import read_metrics
     from sc2tune.generation import Sampling, infill, load_for_inference
     from sc2tune.merging import merge
     from sc2tune.recipe import load_recipe
+    from sc2tune.reporting import read_metrics
     from sc2tune.training import train
 
     run_dir = fresh_run_dir(Path(runs_root))

@@ -271,6 +271,11 @@ def keep_4bit_kernel_exact(model: torch.nn.Module) -> int:
     return count
 
 
+#: Architectures whose logits are exactly ``lm_head(final hidden state)`` (no scaling or soft-capping),
+#: so the trainer's chunked loss applies (and the planner counts it).
+CHUNKED_LOSS_ARCHITECTURES = frozenset({"starcoder2", "gpt_bigcode", "llama", "mistral", "qwen2"})
+
+
 def default_target_modules(model_type: str) -> list[str]:
     """LoRA target names for an architecture; other architectures need an explicit list."""
     if model_type not in DEFAULT_TARGETS:

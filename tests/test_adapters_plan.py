@@ -9,8 +9,8 @@ from peft import LoraConfig, get_peft_model
 from test_plan import STARCODER2_TARGETS, _train_step_peak
 from transformers import Starcoder2Config, Starcoder2ForCausalLM
 
+from sc2tune.configs import meta_model
 from sc2tune.planning.activations import ComputeSetup, estimate_activations, full_logits_loss_bytes
-from sc2tune.planning.configs import meta_model
 from sc2tune.planning.structure import adapter_shape, block_spec, resolve_targets
 
 CONFIG = Starcoder2Config(vocab_size=1024, hidden_size=256, intermediate_size=1024, num_hidden_layers=2,

@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from sc2tune.cli import main
+from sc2tune.configs import load_config, meta_model
 from sc2tune.errors import RecipeError, UserError
 from sc2tune.planning import parse_size, plan_recipe, weight_breakdown, weight_footprint
 from sc2tune.planning.activations import (
@@ -38,7 +39,6 @@ from sc2tune.planning.activations import (
     estimate_activations,
     full_logits_loss_bytes,
 )
-from sc2tune.planning.configs import load_config, meta_model
 from sc2tune.planning.structure import adapter_shape, block_spec, resolve_targets
 from sc2tune.recipe import recipe_from_dict
 

@@ -16,7 +16,7 @@ of at most ``max_span_chars``. The prompt is StarCoder2's PSM layout::
 
 with the prefix cut on the left and the suffix on the right to fit the context. Greedy decoding stops
 at ``<|endoftext|>`` (or ``<file_sep>``); the generated middle is scored by exact match and edit
-similarity against the true middle (:mod:`sc2tune.evaluation.metrics`). Generation is capped at
+similarity against the true middle (:mod:`sc2tune.metrics`). Generation is capped at
 ``min(max_new_tokens, 2 * len(tokens(middle)) + 8)`` new tokens: a model that does not stop cannot
 run on for long, and a correct middle always fits.
 """
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from sc2tune.evaluation.metrics import text_scores
 from sc2tune.evaluation.problems import fim_cut
+from sc2tune.metrics import text_scores
 from sc2tune.modeling import special_tokens
 
 

@@ -23,19 +23,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sc2tune.errors import DataError, UserError
+from sc2tune.errors import UserError
+from sc2tune.reporting import plot_loss_curves, pyplot, read_metrics
 
 if TYPE_CHECKING:
     from sc2tune.evaluation.codeeval import CodeEvalResult
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def write_report_dir(out_dir: str | Path, build: Callable[[Path], None]) -> Path:
@@ -69,7 +61,7 @@ def dump_json(obj: Any, path: Path) -> None:
 
 def plot_pass_at_k(scores: Mapping[str, float], path: Path, title: str = "pass@k") -> Path:
     """Bar chart of ``{"pass@1": x, ...}`` (values in [0, 1], labelled on the bars)."""
-    plt = _pyplot()
+    plt = pyplot()
     names, values = list(scores), [scores[name] for name in scores]
     fig, ax = plt.subplots(figsize=(max(3.5, 1.3 * len(names) + 1.5), 3.5), dpi=100)
     bars = ax.bar(names, values, color="#3b75af")
@@ -84,52 +76,10 @@ def plot_pass_at_k(scores: Mapping[str, float], path: Path, title: str = "pass@k
     return path
 
 
-def read_metrics(path: str | Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """``(train, eval)`` lists of ``(step, loss)`` from a metrics.jsonl with lines ``{step, loss}`` and
-    ``{step, eval_loss}`` (other keys and non-finite values are ignored)."""
-    train, evals = [], []
-    path = Path(path)
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict) or "step" not in row:
-            continue
-        for key, target in (("loss", train), ("eval_loss", evals)):
-            value = row.get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                target.append((int(row["step"]), float(value)))
-    return train, evals
-
-
-def plot_loss_curves(train: Sequence[tuple[int, float]], evals: Sequence[tuple[int, float]], path: Path,
-                     title: str = "loss") -> Path:
-    """Training loss (line) and eval loss (line with markers) against optimizer step."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    if train:
-        ax.plot([s for s, _ in train], [v for _, v in train], label="train loss", color="#3b75af")
-    if evals:
-        ax.plot([s for s, _ in evals], [v for _, v in evals], "o-", label="eval loss", color="#d9653b")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    if train or evals:
-        ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path: Path,
                    title: str = "confusion matrix") -> Path:
     """Heat map of ``matrix[true][pred]`` counts with the count written in each cell."""
-    plt = _pyplot()
+    plt = pyplot()
     size = max(3.5, 0.6 * len(labels) + 2.5)
     fig, ax = plt.subplots(figsize=(size, size), dpi=100)
     image = ax.imshow(matrix, cmap="Blues", vmin=0)

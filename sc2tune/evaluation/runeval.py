@@ -172,7 +172,7 @@ def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = 
     from sc2tune.data import build_datasets
     from sc2tune.evaluation.heldout import classify_predictions, heldout_loss
     from sc2tune.evaluation.infill import infill_scores, make_cases, recover_documents
-    from sc2tune.evaluation.metrics import classification_report
+    from sc2tune.metrics import classification_report
 
     recipe = run.recipe
     tokenizer = load_run_tokenizer(run)

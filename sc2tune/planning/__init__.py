@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from sc2tune.planning.configs import load_config, meta_model
+from sc2tune.configs import load_config, meta_model
 from sc2tune.planning.plan import Component, MemoryPlan, Suggestion, parse_size, plan_recipe
 from sc2tune.planning.weights import WeightBreakdown, weight_breakdown
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from sc2tune.planning.configs import load_config, meta_model
+from sc2tune.configs import load_config, meta_model
 from sc2tune.planning.plan import FIT_FRACTION, Device, MemoryPlan, model_dtype
 from sc2tune.planning.sharding import ShardedMemory, buffer_bytes, fsdp_memory, gathered_bytes
 from sc2tune.planning.structure import adapter_shape, block_spec, resolve_targets

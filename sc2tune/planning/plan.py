@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import torch
 
+from sc2tune.configs import load_config, meta_model
 from sc2tune.errors import UserError
 from sc2tune.planning.activations import (
     ComputeSetup,
@@ -33,7 +34,6 @@ from sc2tune.planning.activations import (
     estimate_activations,
     full_logits_loss_bytes,
 )
-from sc2tune.planning.configs import load_config, meta_model
 from sc2tune.planning.structure import adapter_shape, block_spec, resolve_targets
 from sc2tune.planning.weights import LoadMode, weight_breakdown
 from sc2tune.recipe import Recipe, recipe_from_dict
@@ -143,10 +143,8 @@ def load_mode(recipe: Recipe, device: Device = "cuda") -> LoadMode:
 
 
 def _chunked_loss_applies(model_type: str) -> bool:
-    try:
-        from sc2tune.training.trainer import CHUNKED_LOSS_ARCHITECTURES
-    except ImportError:  # trainer not importable: assume the plain path (the larger figure)
-        return False
+    from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES
+
     return model_type in CHUNKED_LOSS_ARCHITECTURES
 
 

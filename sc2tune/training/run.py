@@ -69,8 +69,8 @@ class TrainResult:
 
 
 def classification_metrics(eval_pred) -> dict[str, float]:
-    """Accuracy and macro-F1 of the eval predictions (see :mod:`sc2tune.evaluation.metrics`)."""
-    from sc2tune.evaluation.metrics import classification_report
+    """Accuracy and macro-F1 of the eval predictions (see :mod:`sc2tune.metrics`)."""
+    from sc2tune.metrics import classification_report
 
     logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
     predictions = np.asarray(logits).argmax(-1).tolist()
@@ -375,7 +375,7 @@ def _finish_output(folder: Path, tokenizer, recipe: Recipe, id2label: dict[int, 
 
 def _plot(out: Path, title: str) -> None:
     """``loss.png`` from ``metrics.jsonl`` (train and eval loss against the step)."""
-    from sc2tune.evaluation.report import plot_loss_curves, read_metrics
+    from sc2tune.reporting import plot_loss_curves, read_metrics
 
     train_points, eval_points = read_metrics(out / "metrics.jsonl")
     if train_points or eval_points:

@@ -32,6 +32,7 @@ from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
+from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES
 from sc2tune.training.attention import use_packed_attention
 from sc2tune.training.loss import linear_cross_entropy_sum, output_layer, shifted_trained_positions
 
@@ -39,9 +40,6 @@ log = logging.getLogger(__name__)
 
 STAGING = ".staging"
 
-#: Architectures whose logits are exactly ``lm_head(final hidden state)`` (no scaling or soft-capping),
-#: so the chunked loss applies.
-CHUNKED_LOSS_ARCHITECTURES = {"starcoder2", "gpt_bigcode", "llama", "mistral", "qwen2"}
 
 #: Environment switch that forces the plain full-logits loss (bench/train_speed.py measures the chunked loss
 #: against it); same value, only slower and larger.

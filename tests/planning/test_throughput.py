@@ -19,9 +19,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
 
 from sc2tune.cli import main
+from sc2tune.configs import load_config, meta_model
 from sc2tune.errors import UserError
 from sc2tune.planning import plan_recipe
-from sc2tune.planning.configs import load_config, meta_model
 from sc2tune.planning.plan import GiB
 from sc2tune.planning.sharding import buffer_bytes, fsdp_memory, gathered_bytes
 from sc2tune.planning.throughput import (

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sc2tune.evaluation.metrics import (
+from sc2tune.metrics import (
     classification_report,
     confusion_matrix,
     edit_similarity,
