@@ -29,7 +29,7 @@ from sc2tune.data.collate import CausalCollator, ClassifyCollator
 from sc2tune.data.fim import CodeDoc, build_fim
 from sc2tune.data.instruct import tokenize_instruct
 from sc2tune.data.packing import IGNORE, TokenSeqs, pack, unpacked
-from sc2tune.data.sources import Records, load_records, resolve_sources
+from sc2tune.data.sources import Records, Source, load_records, resolve_sources
 from sc2tune.data.stats import DataStats, SplitStats
 from sc2tune.data.templates import load_template
 from sc2tune.errors import DataError, RecipeError
@@ -181,18 +181,27 @@ def _code_docs(recipe: Recipe, value: str | list[str], key: str, stats: DataStat
                                 f"skipped: {dict(scan.skipped) or 'none'}")
             docs.extend(scan.docs)
             continue
-        if d.fim.repo_context:
-            raise DataError(f"{key}: {src.path}: fim.repo_context needs a folder of repositories",
-                            hint="point data.train at a folder whose sub-folders are repositories")
-        value = src.path if src.kind != "hub" else f"hub:{src.path}" + (f":{src.split}" if src.split else "")
-        rec = load_records(value, key, required=[d.text_column],
-                           text_fields=[d.text_column], column_map=d.column_map, purpose="task fim")
-        for i, text in enumerate(rec.columns[d.text_column]):
-            if text.strip():
-                docs.append(CodeDoc(text, rec.where(i)))
-            else:
-                stats.skipped["empty"] = stats.skipped.get("empty", 0) + 1
+        docs.extend(record_docs(recipe, src, key, stats))
     stats.skipped_files = sum(stats.skipped.values())
+    return docs
+
+
+def record_docs(recipe: Recipe, src: Source, key: str, stats: DataStats) -> list[CodeDoc]:
+    """FIM documents from a record source (``data.text_column`` of each record); empty texts are counted
+    as skipped. Repository context needs a folder, so it is an error here."""
+    d = recipe.data
+    if d.fim.repo_context:
+        raise DataError(f"{key}: {src.path}: fim.repo_context needs a folder of repositories",
+                        hint="point data.train at a folder whose sub-folders are repositories")
+    value = src.path if src.kind != "hub" else f"hub:{src.path}" + (f":{src.split}" if src.split else "")
+    rec = load_records(value, key, required=[d.text_column],
+                       text_fields=[d.text_column], column_map=d.column_map, purpose="task fim")
+    docs = []
+    for i, text in enumerate(rec.columns[d.text_column]):
+        if text.strip():
+            docs.append(CodeDoc(text, rec.where(i)))
+        else:
+            stats.skipped["empty"] = stats.skipped.get("empty", 0) + 1
     return docs
 
 

@@ -36,11 +36,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from sc2tune.data.build import Progress, split_fraction
+from sc2tune.data.build import Progress, record_docs, split_fraction
 from sc2tune.data.code_folder import FolderScan, classify_text, list_files, read_regular_file
 from sc2tune.data.fim import CodeDoc, build_fim
 from sc2tune.data.packing import IGNORE, pack, unpacked
-from sc2tune.data.sources import load_records, resolve_sources
+from sc2tune.data.sources import resolve_sources
 from sc2tune.data.stats import DataStats, SplitStats
 from sc2tune.data.store import write_table
 from sc2tune.errors import DataError
@@ -211,17 +211,7 @@ def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats,
                 kept.sort(key=lambda f: (f.repo or "", f.path))
             items.extend(kept)
             continue
-        if d.fim.repo_context:
-            raise DataError(f"{key}: {src.path}: fim.repo_context needs a folder of repositories",
-                            hint="point data.train at a folder whose sub-folders are repositories")
-        spec = src.path if src.kind != "hub" else f"hub:{src.path}" + (f":{src.split}" if src.split else "")
-        rec = load_records(spec, key, required=[d.text_column], text_fields=[d.text_column],
-                           column_map=d.column_map, purpose="task fim")
-        for i, text in enumerate(rec.columns[d.text_column]):
-            if text.strip():
-                items.append(CodeDoc(text, rec.where(i)))
-            else:
-                stats.skipped["empty"] = stats.skipped.get("empty", 0) + 1
+        items.extend(record_docs(recipe, src, key, stats))
     stats.skipped_files = sum(stats.skipped.values())
     return items
 

@@ -15,7 +15,6 @@ read lazily), ``plan`` (match adapter to base, tie/untie, round trip), ``stream`
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import shutil
@@ -26,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from sc2tune.errors import UserError
+from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.merging.adapter import Adapter, QuantSettings, load_adapter
 from sc2tune.merging.checkpoint import BaseCheckpoint, open_checkpoint, resolve_base
 from sc2tune.merging.output import (
@@ -124,9 +123,9 @@ def merge(
         return _merge_into_folder(start, adapter, adapter_path, out, base_name, base_dir, ckpt, plan, out_dtype,
                                   quant, trained_quant, shard_size, verify, progress)
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if not is_disk_full(err):
             raise
-        raise UserError(
+        raise DiskFullError(
             f"the disk filled up while writing the merged model beside {out} ({err.strerror}); the partial "
             f"output was removed and --out was left as it was. The merged weights need {total / 1e9:.2f} GB",
             hint="free space on that disk or pass --out on another one (a smaller --dtype also halves it)",

@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 
 from sc2tune.merging.adapter import QuantSettings
+from sc2tune.modeling import keep_4bit_kernel_exact
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,7 @@ def exact_4bit_matmul(model: torch.nn.Module) -> None:
     rounds inputs and scales to bfloat16; that is an inference shortcut, not what the adapter was
     trained against, so the check turns it off (the layer's ``support_avx512bf16_for_cpu`` flag).
     """
-    for module in model.modules():
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
+    keep_4bit_kernel_exact(model)
 
 
 def _prompt_batches(merged_dir: Path, prompts: tuple[str, ...], vocab_size: int) -> list[dict[str, torch.Tensor]]:

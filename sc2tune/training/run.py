@@ -250,7 +250,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     if len(data.train) == 0:
         raise UserError(f"data.train produced no training examples ({recipe.data.train})")
     out.mkdir(parents=True, exist_ok=True)  # only once the data is known to be good
-    if data.prepared is not None and int(os.environ.get("RANK", "0")) == 0:
+    if data.prepared is not None and main_process:
         (out / DATA_RECORD).write_text(json.dumps({"prepared": data.prepared}) + "\n")
     set_seed(recipe.train.seed)  # same head / LoRA initialisation whatever the data step consumed
     model = load_model(recipe.model, quant=recipe.adapter.quantization, id2label=data.id2label,
