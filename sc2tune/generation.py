@@ -448,10 +448,7 @@ def generate_command(path: str | Path, *, prompt: str | None = None, file: str |
     if template is not None and instruction is None:
         raise UserError("--template goes with --instruction")
     if file is not None:
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise UserError(f"cannot read --file {file}: {err}") from None
+        text = _read_prompt_file("--file", file)
         if CURSOR in text:
             prefix, suffix = split_cursor(text)
         else:
@@ -463,12 +460,7 @@ def generate_command(path: str | Path, *, prompt: str | None = None, file: str |
         raise UserError("--repo-path goes with an infill (--prefix/--suffix, or a --file with a <cursor> marker)")
     repo = None
     if repo_path is not None:
-        context = []
-        for name in repo_files:
-            try:
-                context.append((name, Path(name).read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError) as err:
-                raise UserError(f"cannot read --repo-file {name}: {err}") from None
+        context = [(name, _read_prompt_file("--repo-file", name)) for name in repo_files]
         repo = RepoContext(repo_path, repo_name, tuple(context))
     lm = load_for_inference(path, dtype=dtype)
     _warn_if_untrained_mode(lm, "instruct" if instruction is not None else "fim" if infilling else None)
@@ -478,6 +470,26 @@ def generate_command(path: str | Path, *, prompt: str | None = None, file: str |
         return infill(lm, prefix or "", suffix or "", sampling, repo=repo)
     assert prompt is not None
     return generate(lm, prompt, sampling)
+
+
+#: Largest prompt file read: StarCoder2's 16384-token context is well under 1 MB of code.
+MAX_PROMPT_FILE_BYTES = 8 << 20
+
+
+def _read_prompt_file(flag: str, name: str) -> str:
+    """A prompt file's text: a regular file (a FIFO or device would block or never end) of bounded size."""
+    import stat
+
+    try:
+        info = Path(name).stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"cannot read {flag} {name}: not a regular file", hint="give a text file")
+        if info.st_size > MAX_PROMPT_FILE_BYTES:
+            raise UserError(f"cannot read {flag} {name}: {info.st_size:,} bytes",
+                            hint=f"a prompt file holds at most {MAX_PROMPT_FILE_BYTES >> 20} MB")
+        return Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {flag} {name}: {err}") from None
 
 
 def _warn_if_untrained_mode(lm: InferenceModel, mode: str | None) -> None:

@@ -81,3 +81,14 @@ def test_a_mode_the_run_was_not_trained_for_is_warned_about(tmp_path: Path, monk
     caplog.clear()
     gen.generate_command(merged, prefix="def f():", suffix="")
     assert "trained for task" not in caplog.text  # the mode it was trained for: no warning
+
+
+def test_a_fifo_or_device_as_a_prompt_file_is_refused_at_once(tmp_path: Path, capsys: pytest.CaptureFixture):
+    import os
+
+    fifo = tmp_path / "pipe.py"
+    os.mkfifo(fifo)  # reading it would block until someone writes
+    for args in (["--file", str(fifo)], ["--file", "/dev/zero"],
+                 ["--prefix", "x", "--repo-path", "a.py", "--repo-file", str(fifo)]):
+        assert main(["generate", "sc2tune/tiny-starcoder2", *args]) == 1
+        assert "not a regular file" in capsys.readouterr().err
