@@ -226,7 +226,8 @@ def _conf_merge(p: argparse.ArgumentParser) -> None:
                    help="treat the adapter as QLoRA (NF4, double quant) even without sc2tune's recipe.yaml")
     p.add_argument("--no-verify", action="store_true",
                    help="skip comparing merged and adapter logits (verification loads base + adapter)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT_DIR")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT_DIR when it holds an earlier model output (any other folder is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
