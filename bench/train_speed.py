@@ -28,9 +28,9 @@ better configuration (higher tokens/s) is the reference for the goals (instruct:
 peak RSS <= 0.4x; FIM: tokens/s >= 2.5x, peak RSS <= 0.5x), compared with sc2tune's faster configuration.
 
 Levers (sc2tune, one change each from its packed instruct configuration, over the same steps): the
-plain full-logits loss (``SC2TUNE_PLAIN_LOSS=1``), transformers' dense packed mask instead of
-per-document attention (``SC2TUNE_DENSE_ATTENTION=1``), PEFT's own LoRA dropout instead of sc2tune's
-sparse one (``SC2TUNE_PLAIN_DROPOUT=1``), a smaller loss chunk
+plain full-logits loss (``train.loss_impl=plain``), transformers' dense packed mask instead of
+per-document attention (``train.packed_attention=dense``), PEFT's own LoRA dropout instead of sc2tune's
+sparse one (``train.lora_dropout_impl=peft``), a smaller loss chunk
 (``train.loss_chunk_size=256``), gradient checkpointing, dataloader workers, and packing off.
 
 Results go to ``bench/results/train_speed-<time>.json``.
@@ -144,7 +144,8 @@ class Bench:
                             lambda: json.loads(result_file.read_text())["steps"], note=note)
 
     def sc2tune(self, name: str, workload: str, packing: bool, steps: int, *, extra: tuple[str, ...] = (),
-                env: dict[str, str] | None = None, note: str = "") -> RunResult:
+                note: str = "") -> RunResult:
+        """One sc2tune run; ``extra``: recipe overrides (``key=value``), e.g. the levers' ``train.loss_impl=plain``."""
         out = self.work / name
         recipe = self.work / f"{name}.yaml"
         train = self.data["instruct"] if workload == "instruct" else self.data["code"]
@@ -158,11 +159,11 @@ class Bench:
         }))  # JSON is YAML
         cmd = [sys.executable, "-m", "sc2tune", "train", str(recipe), *LORA, *extra, "--no-progress"]
         return self._record(name, "sc2tune", workload, packing, cmd, lambda: sc2tune_steps(out / "metrics.jsonl"),
-                            env=env, note=note)
+                            note=note)
 
-    def _record(self, name, side, workload, packing, cmd, read_steps, env=None, note="") -> RunResult:
+    def _record(self, name, side, workload, packing, cmd, read_steps, note="") -> RunResult:
         print(f"  running {name} ...", end=" ", flush=True)
-        wall, rss = run_process(cmd, self.work / f"{name}.log", env)
+        wall, rss = run_process(cmd, self.work / f"{name}.log")
         result = RunResult(name, side, workload, packing, wall, rss, read_steps(), note=note)
         result.measure(self.args.warmup)
         print(f"{result.tokens_per_second:,.0f} tok/s ({result.tokens_per_cpu_second:,.0f} per CPU s), "
@@ -291,11 +292,11 @@ def main() -> None:
         reference = next(r for r in bench.results if r.name == "instruct-sc2tune-packing-on")
         levers = [
             bench.sc2tune("lever-plain-full-logits-loss", "instruct", True, args.lever_steps,
-                          env={"SC2TUNE_PLAIN_LOSS": "1"}, note="full logits + F.cross_entropy"),
+                          extra=("train.loss_impl=plain",), note="full logits + F.cross_entropy"),
             bench.sc2tune("lever-dense-masked-attention", "instruct", True, args.lever_steps,
-                          env={"SC2TUNE_DENSE_ATTENTION": "1"}, note="transformers sdpa + (B,1,L,L) packed mask"),
+                          extra=("train.packed_attention=dense",), note="transformers sdpa + (B,1,L,L) packed mask"),
             bench.sc2tune("lever-plain-lora-dropout", "instruct", True, args.lever_steps,
-                          env={"SC2TUNE_PLAIN_DROPOUT": "1"}, note="PEFT's nn.Dropout (one draw per element)"),
+                          extra=("train.lora_dropout_impl=peft",), note="PEFT's nn.Dropout (one draw per element)"),
             bench.sc2tune("lever-loss-chunk-256", "instruct", True, args.lever_steps,
                           extra=("train.loss_chunk_size=256",), note="default 1024"),
             bench.sc2tune("lever-gradient-checkpointing", "instruct", True, args.lever_steps,

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from transformers import (
@@ -33,7 +34,7 @@ from transformers import (
 
 from sc2tune.errors import UserError
 from sc2tune.hub import ensure_hub_reachable
-from sc2tune.recipe import Dtype, ModelSpec, QuantSpec
+from sc2tune.recipe import TASK_HEADS, Dtype, Head, ModelSpec, QuantSpec, Task
 from sc2tune.tiny import TINY_SEED, is_tiny, write_tiny_model
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,11 @@ def special_tokens(tokenizer: PreTrainedTokenizerBase, *, need_fim: bool = True)
 
 
 def cache_dir() -> Path:
-    """Where sc2tune keeps materialised assets (``$SC2TUNE_CACHE`` or ``~/.cache/sc2tune``)."""
+    """Where sc2tune keeps materialised assets (``$SC2TUNE_CACHE`` or ``~/.cache/sc2tune``).
+
+    ``SC2TUNE_CACHE`` is a user setting like ``HF_HOME`` (README, "Where"); this is the one place that reads
+    it (the prepared-data cache, ``data.cache_dir: auto``, is ``cache_dir() / "data"``).
+    """
     return Path(os.environ.get("SC2TUNE_CACHE", Path.home() / ".cache" / "sc2tune"))
 
 
@@ -183,8 +188,21 @@ def resolve_attn(spec: ModelSpec) -> str:
 
 
 def running_under_fsdp() -> bool:
-    """True when launched by ``accelerate launch`` with an FSDP config."""
-    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in {"1", "true"}
+    """True when launched by ``accelerate launch`` with an FSDP config.
+
+    The model is loaded before the Trainer sets up accelerate's state, so this asks accelerate's own flag
+    parser for the launcher's ``ACCELERATE_USE_FSDP`` (as ``accelerate``'s state does); False without a launcher.
+    """
+    from accelerate.utils import parse_flag_from_env
+
+    return parse_flag_from_env("ACCELERATE_USE_FSDP", default=False)
+
+
+def local_process_index() -> int:
+    """This process's index on its machine (0 without a launcher), from accelerate's distributed state."""
+    from accelerate import PartialState
+
+    return PartialState().local_process_index
 
 
 def quantization_config(quant: QuantSpec, model_dtype: torch.dtype, *, skip: list[str] | None = None
@@ -229,8 +247,7 @@ def load_model(
     if quant is not None:
         kwargs["quantization_config"] = quantization_config(quant, dtype, skip=["score"] if classify else None)
         if not running_under_fsdp():  # FSDP places the shards itself
-            local = int(os.environ.get("LOCAL_RANK", 0))
-            kwargs["device_map"] = {"": local} if torch.cuda.is_available() else {"": "cpu"}
+            kwargs["device_map"] = {"": local_process_index()} if torch.cuda.is_available() else {"": "cpu"}
     if classify:
         labels = id2label or {i: f"LABEL_{i}" for i in range(spec.num_labels or 2)}
         kwargs["num_labels"] = len(labels)
@@ -274,6 +291,38 @@ def keep_4bit_kernel_exact(model: torch.nn.Module) -> int:
 #: Architectures whose logits are exactly ``lm_head(final hidden state)`` (no scaling or soft-capping),
 #: so the trainer's chunked loss applies (and the planner counts it).
 CHUNKED_LOSS_ARCHITECTURES = frozenset({"starcoder2", "gpt_bigcode", "llama", "mistral", "qwen2"})
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a task asks of the model and the trainer, decided once here from the recipe's task.
+
+    * ``head``: ``causal-lm`` (``*ForCausalLM``) or ``sequence-classification`` (``*ForSequenceClassification``,
+      a ``score`` layer on the last real token);
+    * ``loss``: ``token-cross-entropy``: ``sum_t CE(logits_t, y_{t+1})`` over trained positions (label != -100)
+      divided by the number of trained tokens of the whole accumulated batch (chunked through the output layer
+      for :data:`CHUNKED_LOSS_ARCHITECTURES`); ``class-cross-entropy``: ``mean_i w_{y_i} CE(logits_i, y_i)``
+      per micro-batch, optionally class-weighted;
+    * ``per_document_attention``: packed rows may attend per document (position ids restart at each
+      document); classification rows hold one example each.
+    """
+
+    head: Head
+    loss: Literal["token-cross-entropy", "class-cross-entropy"]
+    per_document_attention: bool
+
+    @property
+    def causal(self) -> bool:
+        """True for the causal-LM head and its token-level loss."""
+        return self.head == "causal-lm"
+
+
+def objective_for(task: Task) -> Objective:
+    """The :class:`Objective` of a recipe task (instruct and fim: causal LM; classify: classification)."""
+    head = TASK_HEADS[task]
+    if head == "causal-lm":
+        return Objective(head, "token-cross-entropy", per_document_attention=True)
+    return Objective(head, "class-cross-entropy", per_document_attention=False)
 
 
 def default_target_modules(model_type: str) -> list[str]:

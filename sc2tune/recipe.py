@@ -17,13 +17,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from sc2tune.errors import RecipeError
 
 TINY_MODEL = "sc2tune/tiny-starcoder2"
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
+Task = Literal["instruct", "fim", "classify"]
+Head = Literal["causal-lm", "sequence-classification"]
+
+#: The model head each task needs: the task alone decides it (``model.head`` is no longer a recipe key).
+TASK_HEADS: dict[str, Head] = {"instruct": "causal-lm", "fim": "causal-lm", "classify": "sequence-classification"}
 
 
 class _Strict(BaseModel):
@@ -37,9 +51,6 @@ class ModelSpec(_Strict):
         TINY_MODEL,
         description="Hub id (bigcode/starcoder2-3b, -7b, -15b), a local folder, or the built-in "
         f"'{TINY_MODEL}' (random weights, real architecture and tokenizer; needs no network).",
-    )
-    head: Literal["causal-lm", "sequence-classification"] = Field(
-        "causal-lm", description="causal-lm for instruct/fim; sequence-classification for classify."
     )
     dtype: Dtype = Field(
         "auto", description="Weight dtype: auto = bfloat16 where the device supports it, else float32."
@@ -55,6 +66,39 @@ class ModelSpec(_Strict):
         "confirmed on the command line (--trust-remote-code or the override model.trust_remote_code=true); a "
         "recipe file that sets it alone is refused, so a downloaded recipe or run folder cannot run code.")
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the base model.")
+
+    #: The head, derived from the recipe's task (:data:`TASK_HEADS`) when the :class:`Recipe` is validated;
+    #: not a recipe key. ``_head_given`` keeps what an old recipe still wrote as ``model.head`` (checked there).
+    _head: Head = PrivateAttr("causal-lm")
+    _head_given: Head | None = PrivateAttr(None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _take_head(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> ModelSpec:
+        """Accept a ``head`` key (old recipes, run folders saved before the task decided the head, and
+        ``ModelSpec(head=...)`` in Python without a recipe) outside the schema; :class:`Recipe` checks it."""
+        given = None
+        if isinstance(data, dict) and "head" in data:
+            data = dict(data)
+            given = data.pop("head")
+            if given not in TASK_HEADS.values():
+                raise ValueError(f"model.head '{given}' is not a head; delete model.head: the task decides it")
+        spec = handler(data)
+        if given is not None:
+            spec._head = spec._head_given = given
+        return spec
+
+    @property
+    def head(self) -> Head:
+        """causal-lm (tasks instruct, fim) or sequence-classification (task classify), from the recipe's task."""
+        return self._head
+
+    def for_task(self, task: Task) -> ModelSpec:
+        """A copy whose :attr:`head` is the one ``task`` needs."""
+        spec = self.model_copy()
+        spec._head = TASK_HEADS[task]
+        spec._head_given = None
+        return spec
 
 
 class QuantSpec(_Strict):
@@ -264,6 +308,24 @@ class TrainSpec(_Strict):
     loss_chunk_size: int = Field(
         1024, gt=0, description="Positions per chunk of the output layer + cross-entropy (causal LM)."
     )
+    loss_impl: Literal["chunked", "plain"] = Field(
+        "chunked",
+        description="Causal-LM loss. chunked: output layer + cross-entropy a chunk of positions at a time, "
+        "never holding the full logits (architectures whose logits are the plain output layer, not under "
+        "FSDP/ZeRO-3; otherwise plain); plain: full logits + F.cross_entropy (the same value, more memory and "
+        "time; what bench/train_speed.py compares against).",
+    )
+    packed_attention: Literal["per-document", "dense"] = Field(
+        "per-document",
+        description="Attention of causal tasks on CPU. per-document: each packed document attends only to "
+        "itself without building a mask; dense: transformers' sdpa with its (B,1,L,L) packed mask (the same "
+        "result, slower; for measurements). GPUs always use transformers' kernel.",
+    )
+    lora_dropout_impl: Literal["sparse", "peft"] = Field(
+        "sparse",
+        description="LoRA dropout on CPU. sparse: draws only the dropped positions (about p x n random numbers "
+        "instead of n, the same distribution); peft: PEFT's nn.Dropout. GPUs always use PEFT's.",
+    )
 
 
 class Recipe(_Strict):
@@ -271,8 +333,9 @@ class Recipe(_Strict):
 
     model: ModelSpec = Field(default_factory=ModelSpec, description="The base model.")
     adapter: AdapterSpec = Field(default_factory=AdapterSpec, description="What is trained.")
-    task: Literal["instruct", "fim", "classify"] = Field(
-        ..., description="instruct: template + response-only loss; fim: code with FIM; classify: labels."
+    task: Task = Field(
+        ..., description="instruct: template + response-only loss; fim: code with FIM; classify: labels. The "
+        "task decides the model head (causal LM for instruct and fim, sequence classification for classify)."
     )
     data: DataSpec = Field(..., description="The data.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Training settings.")
@@ -280,10 +343,12 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:
-        if self.task == "classify" and self.model.head != "sequence-classification":
-            raise ValueError("task 'classify' needs model.head: sequence-classification")
-        if self.task != "classify" and self.model.head != "causal-lm":
-            raise ValueError(f"task '{self.task}' needs model.head: causal-lm")
+        implied = TASK_HEADS[self.task]
+        given = self.model._head_given
+        if given is not None and given != implied:
+            raise ValueError(f"model.head '{given}' contradicts task '{self.task}', which needs '{implied}': "
+                             "delete model.head (the task decides the head)")
+        object.__setattr__(self, "model", self.model.for_task(self.task))
         if self.task != "classify" and self.train.class_weights is not None:
             raise ValueError("train.class_weights only applies to task 'classify'")
         if (

@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainingArgum
 from sc2tune.adapters import attach_adapter, keep_initial_adapter, save_converted_adapter
 from sc2tune.errors import RecipeError, UserError
 from sc2tune.merging import merge
-from sc2tune.modeling import load_model, resolve_model_path
+from sc2tune.modeling import load_model, objective_for, resolve_model_path
 from sc2tune.recipe import Recipe, recipe_from_dict, recipe_to_yaml
 from sc2tune.training.trainer import Sc2Trainer
 
@@ -124,7 +124,7 @@ def test_loraplus_gives_lora_b_ratio_times_the_learning_rate(tmp_path: Path):
     model = attach_adapter(load_model(recipe.model, pad_token_id=4), recipe)
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, weight_decay=0.01, report_to=[],
                              use_cpu=True)
-    trainer = Sc2Trainer(model=model, args=args, task="fim", pad_token_id=4,
+    trainer = Sc2Trainer(model=model, args=args, objective=objective_for("fim"), pad_token_id=4,
                          loraplus_lr_ratio=recipe.adapter.loraplus_lr_ratio)
     optimizer = trainer.create_optimizer()
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}

@@ -107,7 +107,11 @@ def test_override_with_bad_value_names_the_override(tmp_path):
         (MINIMAL + "adapter:\n  r: 0\n", ["adapter.r", "greater than 0", ":5"]),
         (MINIMAL + "data_:\n  x: 1\n", ["unknown key 'data_'", "did you mean 'data'"]),
         ("task: fim\ndata:\n  train: x\n  fim:\n    rate: 1.5\n", ["data.fim.rate", ":5"]),
-        ("task: classify\ndata: {train: x}\n", ["sequence-classification"]),
+        ("task: classify\nmodel: {head: causal-lm}\ndata: {train: x}\n",
+         ["model.head 'causal-lm'", "task 'classify'", "delete model.head"]),
+        ("task: fim\nmodel: {head: sequence-classification}\ndata: {train: x}\n",
+         ["model.head 'sequence-classification'", "task 'fim'", "delete model.head"]),
+        (MINIMAL + "train: {loss_impl: fast}\n", ["train.loss_impl", "'chunked'", "'plain'"]),
         ("task: summarize\ndata: {train: x}\n", ["task", "'instruct'"]),
         ("data: {train: x}\n", ["missing required key 'task'"]),
         (MINIMAL + "adapter: {method: lora, quantization: {bits: 4}}\n", ["qlora"]),
@@ -187,3 +191,37 @@ def test_misspelt_section_in_an_override_is_blamed_on_the_override(tmp_path):
         load_recipe(write(tmp_path, MINIMAL), ["trian.lr=1"])
     assert "command-line override: unknown key 'trian'" in str(err.value)
     assert "did you mean 'train'" in str(err.value)
+
+
+@pytest.mark.parametrize(("task", "head"), [("instruct", "causal-lm"), ("fim", "causal-lm"),
+                                            ("classify", "sequence-classification")])
+def test_the_task_decides_the_head_and_a_matching_model_head_is_an_alias(tmp_path, task, head):
+    text = f"task: {task}\ndata: {{train: x}}\n"
+    derived = load_recipe(write(tmp_path, text, "derived.yaml"))
+    old = load_recipe(write(tmp_path, text + f"model: {{head: {head}}}\n", "old.yaml"))  # a pre-0.x run folder
+    assert derived.model.head == old.model.head == head
+    assert derived.model == old.model  # the alias leaves nothing behind
+    assert "head" not in derived.model_dump()["model"]  # saved recipes no longer carry the key
+
+
+def test_model_head_is_not_in_the_schema():
+    from sc2tune.recipe import recipe_json_schema
+
+    schema = recipe_json_schema()
+    assert "head" not in schema["$defs"]["ModelSpec"]["properties"]
+
+
+def test_a_saved_recipe_reloads_with_its_head(tmp_path):
+    from sc2tune.recipe import recipe_to_yaml
+
+    recipe = load_recipe(write(tmp_path, "task: classify\ndata: {train: x}\n"))
+    again = load_recipe(write(tmp_path, recipe_to_yaml(recipe), "saved.yaml"))
+    assert again.model.head == "sequence-classification" and again == recipe
+
+
+def test_benchmark_switches_default_to_the_fast_paths(tmp_path):
+    train = load_recipe(write(tmp_path, MINIMAL)).train
+    assert (train.loss_impl, train.packed_attention, train.lora_dropout_impl) == ("chunked", "per-document", "sparse")
+    train = load_recipe(write(tmp_path, MINIMAL), ["train.loss_impl=plain", "train.packed_attention=dense",
+                                                   "train.lora_dropout_impl=peft"]).train
+    assert (train.loss_impl, train.packed_attention, train.lora_dropout_impl) == ("plain", "dense", "peft")

@@ -11,7 +11,7 @@ distribution of masks with about ``p n`` draws::
 Backward is the same map on the gradient (``grad / (1 - p)``, zero at the dropped positions); only the
 dropped positions (int64, about ``8 p`` bytes per element) are kept for it, not a mask. Random numbers
 come from torch's default generator, so a seeded run is reproducible and a resumed run restores them
-with the checkpoint's RNG state.
+with the checkpoint's RNG state. Used on CPU unless ``train.lora_dropout_impl`` is ``peft``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import math
 import torch
 from torch import nn
 
-#: Environment switch that keeps PEFT's ``nn.Dropout`` (bench/train_speed.py measures this module against it).
-PLAIN_DROPOUT_ENV = "SC2TUNE_PLAIN_DROPOUT"
 
 def dropped_positions(n: int, p: float, device: torch.device | str = "cpu") -> torch.Tensor:
     """Flat indices in ``[0, n)`` of an i.i.d. Bernoulli(``p``) selection (see module doc), sorted."""

@@ -36,7 +36,7 @@ from sc2tune.adapters import (
     save_converted_adapter,
 )
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
-from sc2tune.modeling import load_model, load_tokenizer, resolve_dtype
+from sc2tune.modeling import Objective, load_model, load_tokenizer, objective_for, resolve_dtype
 from sc2tune.recipe import Recipe, recipe_to_yaml
 from sc2tune.training.callbacks import (
     MetricsFileCallback,
@@ -46,7 +46,7 @@ from sc2tune.training.callbacks import (
     ThroughputCallback,
     finite_or_none,
 )
-from sc2tune.training.dropout import PLAIN_DROPOUT_ENV, use_sparse_lora_dropout
+from sc2tune.training.dropout import use_sparse_lora_dropout
 from sc2tune.training.outlock import output_lock
 from sc2tune.training.portable import save_classifier_files
 from sc2tune.training.trainer import Sc2Trainer
@@ -93,7 +93,8 @@ def _class_weights(recipe: Recipe, counts: dict[str, int] | None, id2label: dict
     return torch.tensor(n.sum() / (len(n) * n), dtype=torch.float32)
 
 
-def _training_arguments(recipe: Recipe, out: Path, has_eval: bool, *, resuming: bool = False) -> TrainingArguments:
+def _training_arguments(recipe: Recipe, objective: Objective, out: Path, has_eval: bool, *,
+                        resuming: bool = False) -> TrainingArguments:
     t = recipe.train
     dtype = resolve_dtype(recipe.model.dtype)
     cuda = torch.cuda.is_available()
@@ -106,7 +107,7 @@ def _training_arguments(recipe: Recipe, out: Path, has_eval: bool, *, resuming: 
         evaluation = {"eval_strategy": "epoch"}
     if not t.shuffle:
         sampling = "sequential"
-    elif recipe.task != "classify" and not recipe.data.packing:
+    elif objective.causal and not recipe.data.packing:
         sampling = "group_by_length"  # padded causal batches: similar lengths, little padding
     else:
         sampling = "random"
@@ -128,7 +129,7 @@ def _training_arguments(recipe: Recipe, out: Path, has_eval: bool, *, resuming: 
         logging_steps=t.logging_steps,
         logging_first_step=True,
         eval_on_start=has_eval and not resuming,  # the untrained model's eval loss: the baseline every later eval is read against
-        prediction_loss_only=recipe.task != "classify",  # causal evaluation keeps no logits
+        prediction_loss_only=objective.causal,  # causal evaluation keeps no logits
         report_to="none",
         save_total_limit=t.save_total_limit,
         bf16=cuda and dtype == torch.bfloat16,
@@ -232,10 +233,25 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
     """
     recipe = _absolute_paths(recipe)
     out = Path(recipe.output_dir)
-    # rank from the launcher's environment: the distributed state is only set up with the Trainer below
-    main_process = int(os.environ.get("RANK", "0")) == 0
+    main_process = _is_main_process()
     with output_lock(out, main_process=main_process):
         return _train(recipe, out, resume=resume, show_progress=show_progress, main_process=main_process)
+
+
+def _is_main_process() -> bool:
+    """Whether this is the main process (rank 0; True without a launcher), from accelerate's state.
+
+    The Trainer's arguments set accelerate's state up again later (resetting this one); the process group,
+    once initialised here under ``accelerate launch``, is the one they keep, so it is created with their
+    settings (CPU, or their ``ddp_timeout`` on GPUs), as if they had created it.
+    """
+    from datetime import timedelta
+
+    from accelerate import PartialState
+
+    if not torch.cuda.is_available():
+        return PartialState(cpu=True).is_main_process
+    return PartialState(timeout=timedelta(seconds=TrainingArguments.ddp_timeout)).is_main_process
 
 
 def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main_process: bool) -> TrainResult:
@@ -257,11 +273,12 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
                        pad_token_id=tokenizer.pad_token_id)
     model = attach_adapter(model, recipe)
     initial = keep_initial_adapter(model, recipe, out, main_process=main_process)
-    if not torch.cuda.is_available() and os.environ.get(PLAIN_DROPOUT_ENV) != "1":
+    if not torch.cuda.is_available() and recipe.train.lora_dropout_impl == "sparse":
         use_sparse_lora_dropout(model)  # same distribution, ~p x n random draws instead of n (CPU only)
 
-    args = _training_arguments(recipe, out, data.eval is not None, resuming=checkpoint is not None)
-    classify = recipe.task == "classify"
+    objective = objective_for(recipe.task)
+    args = _training_arguments(recipe, objective, out, data.eval is not None, resuming=checkpoint is not None)
+    classify = objective.loss == "class-cross-entropy"
     class_counts = getattr(data.stats, "class_counts", None)
     trainer = Sc2Trainer(
         model=model,
@@ -271,9 +288,11 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         data_collator=data.collator,
         processing_class=tokenizer,
         compute_metrics=classification_metrics if classify else None,
-        task=recipe.task,
+        objective=objective,
         pad_token_id=tokenizer.pad_token_id,
         loss_chunk_size=recipe.train.loss_chunk_size,
+        loss_impl=recipe.train.loss_impl,
+        packed_attention=recipe.train.packed_attention,
         nan_patience=recipe.train.nan_patience,
         class_weights=_class_weights(recipe, class_counts, data.id2label) if classify else None,
         loraplus_lr_ratio=recipe.adapter.loraplus_lr_ratio,

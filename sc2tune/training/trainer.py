@@ -1,13 +1,14 @@
 """``Sc2Trainer``: transformers' Trainer with sc2tune's loss, NaN guard, token counting and atomic checkpoints.
 
-The task differences live in modeling and data; the trainer sees batches with ``labels``:
+The trainer never sees the task: it is handed the :class:`~sc2tune.modeling.Objective` modeling derived
+from it, and batches with ``labels``:
 
-* causal LM (instruct, fim): the loss is the chunked output-layer cross-entropy over trained positions
-  only (:mod:`sc2tune.training.loss`), normalised by the number of trained tokens in the whole
-  accumulated (and, across processes, gathered) batch, so gradient accumulation and data parallelism give
-  the same gradient as one big batch;
-* classification: cross-entropy of the ``score`` head's logits, optionally class-weighted, averaged per
-  micro-batch.
+* ``token-cross-entropy`` (causal LM): the chunked output-layer cross-entropy over trained positions
+  only (:mod:`sc2tune.training.loss`; ``train.loss_impl: plain`` computes the full logits instead),
+  normalised by the number of trained tokens in the whole accumulated (and, across processes, gathered)
+  batch, so gradient accumulation and data parallelism give the same gradient as one big batch;
+* ``class-cross-entropy``: cross-entropy of the ``score`` head's logits, optionally class-weighted, averaged
+  per micro-batch.
 
 A non-finite loss is never back-propagated: the micro-batch contributes nothing, the optimizer step of its
 window is skipped (gradients dropped) and counted; after ``train.nan_patience`` such steps in a row the run
@@ -23,7 +24,7 @@ import contextlib
 import logging
 import os
 import shutil
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -32,20 +33,13 @@ from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
-from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES
+from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES, Objective
 from sc2tune.training.attention import use_packed_attention
 from sc2tune.training.loss import linear_cross_entropy_sum, output_layer, shifted_trained_positions
 
 log = logging.getLogger(__name__)
 
 STAGING = ".staging"
-
-
-#: Environment switch that forces the plain full-logits loss (bench/train_speed.py measures the chunked loss
-#: against it); same value, only slower and larger.
-PLAIN_LOSS_ENV = "SC2TUNE_PLAIN_LOSS"
-#: Environment switch that keeps transformers' sdpa with its dense packed mask on CPU (for measurements).
-DENSE_ATTENTION_ENV = "SC2TUNE_DENSE_ATTENTION"
 
 
 class NonFiniteLossError(UserError):
@@ -55,17 +49,23 @@ class NonFiniteLossError(UserError):
 class Sc2Trainer(Trainer):
     """Trainer for sc2tune runs (see module docstring)."""
 
-    def __init__(self, *args: Any, task: str, pad_token_id: int, loss_chunk_size: int = 1024,
+    def __init__(self, *args: Any, objective: Objective, pad_token_id: int, loss_chunk_size: int = 1024,
+                 loss_impl: Literal["chunked", "plain"] = "chunked",
+                 packed_attention: Literal["per-document", "dense"] = "per-document",
                  nan_patience: int = 3, class_weights: torch.Tensor | None = None,
                  loraplus_lr_ratio: float | None = None, **kwargs: Any) -> None:
+        """``objective`` from :func:`sc2tune.modeling.objective_for`; ``loss_impl``, ``packed_attention``:
+        ``train.loss_impl`` and ``train.packed_attention`` of the recipe (see its schema)."""
         self.loraplus_lr_ratio = loraplus_lr_ratio
         super().__init__(*args, **kwargs)
-        self.task = task
+        self.objective = objective
         self.pad_token_id = pad_token_id
         self.loss_chunk_size = loss_chunk_size
+        self.loss_impl = loss_impl
+        self.packed_attention = packed_attention
         self.nan_patience = nan_patience
         self.class_weights = class_weights
-        causal = task != "classify"
+        causal = objective.loss == "token-cross-entropy"
         # The causal loss is normalised by the accumulated trained-token count (num_items_in_batch).
         self.model_accepts_loss_kwargs = causal
         self.loss_is_scaled_for_ga = causal
@@ -107,8 +107,10 @@ class Sc2Trainer(Trainer):
     # ---- attention ----------------------------------------------------------------------------------
 
     def _attention(self):
-        """On CPU, causal tasks attend per document without a dense mask (:mod:`sc2tune.training.attention`)."""
-        if self.task == "classify" or self.args.device.type != "cpu" or os.environ.get(DENSE_ATTENTION_ENV) == "1":
+        """On CPU, causal tasks attend per document without a dense mask (:mod:`sc2tune.training.attention`),
+        unless ``train.packed_attention`` is ``dense``."""
+        if (not self.objective.per_document_attention or self.args.device.type != "cpu"
+                or self.packed_attention == "dense"):
             return contextlib.nullcontext(False)
         return use_packed_attention(self._inner_causal_lm().config)
 
@@ -129,8 +131,8 @@ class Sc2Trainer(Trainer):
         return model.get_base_model() if isinstance(model, PeftModel) else model
 
     def _chunked_loss_applies(self) -> bool:
-        if os.environ.get(PLAIN_LOSS_ENV) == "1":
-            log.warning("%s=1: full logits + F.cross_entropy (the plain path, for measurements)", PLAIN_LOSS_ENV)
+        if self.loss_impl == "plain":
+            log.info("train.loss_impl plain: full logits + F.cross_entropy")
             return False
         inner = self._inner_causal_lm()
         if getattr(inner.config, "model_type", None) not in CHUNKED_LOSS_ARCHITECTURES:
@@ -148,7 +150,7 @@ class Sc2Trainer(Trainer):
         """Loss of one micro-batch (see module docstring)."""
         if model.training:
             self.input_tokens += int((inputs["input_ids"] != self.pad_token_id).sum())
-        if self.task == "classify":
+        if self.objective.loss == "class-cross-entropy":
             return self._classification_loss(model, inputs, return_outputs)
         labels = inputs.pop("labels")
         if self._use_chunked:

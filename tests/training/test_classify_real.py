@@ -81,7 +81,6 @@ def build(tmp_path: Path) -> tuple[Path, Path]:
 def test_language_id_reaches_high_held_out_accuracy(tmp_path):
     train_path, eval_path = build(tmp_path)
     recipe = recipe_from_dict({
-        "model": {"head": "sequence-classification"},
         "task": "classify",
         "data": {"train": str(train_path), "eval": str(eval_path), "max_length": 96},
         "adapter": {"r": 32, "alpha": 64, "dropout": 0.0},

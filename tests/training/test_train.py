@@ -214,12 +214,12 @@ def test_full_fine_tuning_writes_a_model_folder(tmp_path):
 def test_balanced_class_weights_are_inverse_frequency():
     from sc2tune.training.run import _class_weights
 
-    recipe = recipe_from_dict({"model": {"head": "sequence-classification"}, "task": "classify",
+    recipe = recipe_from_dict({"task": "classify",
                                "data": {"train": "x"}, "train": {"class_weights": "balanced"}})
     weights = _class_weights(recipe, {"a": 6, "b": 2, "c": 4}, {0: "a", 1: "b", 2: "c"})
     # N / (K * n_c) = 12 / (3 * n_c)
     assert weights.tolist() == pytest.approx([12 / 18, 12 / 6, 12 / 12])
-    explicit = recipe_from_dict({"model": {"head": "sequence-classification"}, "task": "classify",
+    explicit = recipe_from_dict({"task": "classify",
                                  "data": {"train": "x"}, "train": {"class_weights": [1.0, 2.0]}})
     with pytest.raises(UserError, match="2 weights for 3 labels"):
         _class_weights(explicit, None, {0: "a", 1: "b", 2: "c"})
