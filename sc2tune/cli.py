@@ -324,7 +324,8 @@ def _conf_plan(p: argparse.ArgumentParser) -> None:
     _remote_code_flag(p)
     p.add_argument("--model", help="hub id, local folder or config.json: its weight footprint per load mode "
                    "(with a recipe: plan the recipe on this model)")
-    p.add_argument("--gpu-memory", help="device memory to check against, e.g. 24GB, 40GB, 80GB (binary GiB)")
+    p.add_argument("--gpu-memory", help="device memory to check against, e.g. 24GiB, 80GiB or 80GB "
+                   "(GB = 10^9 bytes, GiB = 2^30, as in transformers and accelerate)")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                    help="plan for a CUDA GPU (dtype auto = bfloat16) or for this CPU (auto = float32)")
     p.add_argument("--gpus", metavar="NxGPU",

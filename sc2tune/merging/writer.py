@@ -23,7 +23,8 @@ from typing import BinaryIO
 
 import torch
 
-from sc2tune.errors import UserError
+# one reading of "2GB" (10^9) and "2GiB" (2^30) for the whole package; merging.api takes it from here
+from sc2tune.sizes import parse_size as parse_size
 
 DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -46,24 +47,6 @@ class OutTensor:
         for d in self.shape:
             n *= d
         return n
-
-
-def parse_size(text: str | int) -> int:
-    """``"2GB"``, ``"500MB"``, ``"1.5GiB"`` or a number of bytes -> bytes."""
-    if isinstance(text, int):
-        return text
-    units = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-    raw = text.strip().upper().replace(" ", "")
-    number = raw.rstrip("KMGTIB")
-    unit = raw[len(number):]
-    try:
-        value = float(number)
-    except ValueError:
-        value = -1.0
-    if unit not in units or value <= 0:
-        raise UserError(f"shard size '{text}' is not a size", hint="write it like 2GB, 500MB or 1.5GiB")
-    return int(value * units[unit])
 
 
 def plan_shards(tensors: list[OutTensor], max_bytes: int) -> list[list[OutTensor]]:

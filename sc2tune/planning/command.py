@@ -71,7 +71,7 @@ def plan_command(recipe: str | None, overrides: list[str], *, model: str | None 
     loaded = load_recipe(recipe, overrides)
     cluster_gpu = parse_gpus(gpus) if gpus else None
     if cluster_gpu is not None and gpu_memory is None:
-        gpu_memory = f"{cluster_gpu[1].memory_gib}GB"
+        gpu_memory = f"{cluster_gpu[1].memory_gib}GiB"  # the presets are in GiB
     # with several GPUs, ways to fit one device are only worth listing when sharding does not fit either
     several = cluster_gpu is not None and cluster_gpu[0] > 1
     plan = plan_recipe(loaded, gpu_memory, device=device, suggest=not several)  # type: ignore[arg-type]

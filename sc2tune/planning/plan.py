@@ -20,14 +20,12 @@ one GPU or data parallel; FSDP full sharding over N GPUs is :mod:`sc2tune.planni
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
 from sc2tune.configs import load_config, meta_model
-from sc2tune.errors import UserError
 from sc2tune.planning.activations import (
     ComputeSetup,
     chunked_loss_bytes,
@@ -37,6 +35,7 @@ from sc2tune.planning.activations import (
 from sc2tune.planning.structure import adapter_shape, block_spec, resolve_targets
 from sc2tune.planning.weights import LoadMode, weight_breakdown
 from sc2tune.recipe import Recipe, recipe_from_dict
+from sc2tune.sizes import parse_size
 
 GiB = 1024**3
 FRAMEWORK_OVERHEAD = int(0.75 * GiB)
@@ -101,15 +100,6 @@ class MemoryPlan:
         data["components"] = {c.name: c.bytes for c in self.components}
         data["notes"] = {c.name: c.note for c in self.components if c.note}
         return data
-
-
-def parse_size(text: str) -> int:
-    """``24GB``, ``24GiB``, ``24G``, ``80`` (GiB), ``24576MB`` -> bytes. GPU sizes are binary: 24GB = 24 GiB."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?B)?\s*", text, flags=re.IGNORECASE)
-    if not match:
-        raise UserError(f"--gpu-memory '{text}' is not a size", hint="write e.g. 24GB, 40GB, 80GiB or 24576MB")
-    number, unit = float(match.group(1)), (match.group(2) or "G").upper()
-    return int(number * 1024 ** "KMGT".index(unit) * 1024)
 
 
 def _optimizer_bytes_per_param(optim: str) -> tuple[int, str]:
@@ -236,7 +226,7 @@ def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
     peak_extra = max(loss, back)
     total = sum(c.bytes for c in comps if c.name not in ("logits and loss", "backward workspace")) + peak_extra
 
-    gpu = parse_size(gpu_memory) if isinstance(gpu_memory, str) else gpu_memory
+    gpu = parse_size(gpu_memory, what="--gpu-memory") if isinstance(gpu_memory, str) else gpu_memory
     fits = None if gpu is None else total <= FIT_FRACTION * gpu
     plan = MemoryPlan(
         model=spec.name_or_path, device=device, method=adapter.method, load_mode=mode, batch_size=batch,
