@@ -1,7 +1,7 @@
 """The data pipeline's face: recipe -> token rows for the trainer (a :class:`DataBundle`).
 
-``build_datasets(recipe, tokenizer)`` is the one entry point (see notes/DATA_CONTRACT.md for the row and
-batch formats the trainer relies on). Where the rows come from:
+``build_datasets(recipe, tokenizer)`` is the one entry point (the row and batch formats the trainer relies
+on are in :mod:`sc2tune.data.collate`). Where the rows come from:
 
 * ``data.cache_dir`` set (default ``auto``): prepared on disk under a content key and memory-mapped
   (:mod:`sc2tune.data.prepare`; key in :mod:`sc2tune.data.cache_key`, folders and locks in
@@ -24,7 +24,7 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerBase
 
 from sc2tune.data.build import BUILDERS, DataBundle, Progress, split_fraction
-from sc2tune.data.collate import CausalCollator, ClassifyCollator, length_grouped_indices
+from sc2tune.data.collate import CausalCollator, ClassifyCollator
 from sc2tune.data.stats import DataStats, no_rows_error
 from sc2tune.data.store import is_complete
 from sc2tune.data.templates import Template, load_template
@@ -40,7 +40,6 @@ __all__ = [
     "DataStats",
     "Template",
     "build_datasets",
-    "length_grouped_indices",
     "load_template",
     "split_fraction",
 ]

@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DataBundle:
-    """What the trainer consumes (see notes/DATA_CONTRACT.md). ``prepared`` is the on-disk folder the
+    """What the trainer consumes (formats: :mod:`sc2tune.data.collate`). ``prepared`` is the on-disk folder the
     rows are memory-mapped from (None when they were built in memory)."""
 
     train: datasets.Dataset

@@ -1,4 +1,4 @@
-"""Batch collators and a length-grouped ordering helper.
+"""Batch collators: the row and batch formats the trainer relies on.
 
 Causal, packing off (dynamic padding to the longest row of the batch, right side)::
 
@@ -79,26 +79,3 @@ class ClassifyCollator:
             mask[i, :k] = 1
         labels = torch.tensor([int(r["labels"]) for r in rows], dtype=torch.int64)
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask), "labels": labels}
-
-
-def length_grouped_indices(lengths: Sequence[int], batch_size: int, seed: int, *, mega: int = 50) -> list[int]:
-    """A seeded order in which consecutive batches hold rows of similar length (less padding).
-
-    Rows are shuffled, cut into mega-batches of ``mega * batch_size``, each sorted longest first; the
-    batches are then shuffled, except that the batch holding the longest row goes first (an early
-    out-of-memory error rather than a late one). The same idea as transformers' ``LengthGroupedSampler``
-    (``TrainingArguments(train_sampling_strategy="group_by_length")``, which reads the ``length`` column
-    unpacked causal datasets carry).
-    """
-    rng = np.random.default_rng(seed)
-    lengths = np.asarray(lengths)
-    order = rng.permutation(len(lengths))
-    size = max(1, mega * batch_size)
-    groups = [order[i:i + size] for i in range(0, len(order), size)]
-    groups = [g[np.argsort(-lengths[g], kind="stable")] for g in groups]
-    batches = [g[i:i + batch_size] for g in groups for i in range(0, len(g), batch_size)]
-    if not batches:
-        return []
-    first = int(np.argmax([lengths[b].max() for b in batches]))
-    rest = [batches[i] for i in rng.permutation(len(batches)) if i != first]
-    return [int(i) for b in [batches[first], *rest] for i in b]

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from sc2tune.data.collate import CausalCollator, ClassifyCollator, length_grouped_indices
+from sc2tune.data.collate import CausalCollator, ClassifyCollator
 
 
 def test_causal_unpacked_pads_with_pad_id_and_masks():
@@ -33,16 +32,3 @@ def test_classify_collator():
     assert out["input_ids"].tolist() == [[1, 0, 4], [3, 3, 0]]
     assert out["attention_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
     assert out["labels"].tolist() == [2, 0] and out["labels"].dtype == torch.int64
-
-
-def test_length_grouped_indices():
-    lengths = np.random.default_rng(0).integers(1, 1000, size=400)
-    order = length_grouped_indices(lengths, batch_size=8, seed=1)
-    assert sorted(order) == list(range(400))
-    assert lengths[order[0]] == lengths.max()
-    batches = np.array(order).reshape(-1, 8)
-    grouped_pad = sum(lengths[b].max() * 8 - lengths[b].sum() for b in batches)
-    random_batches = np.random.default_rng(2).permutation(400).reshape(-1, 8)
-    random_pad = sum(lengths[b].max() * 8 - lengths[b].sum() for b in random_batches)
-    assert grouped_pad < random_pad / 4
-    assert order == length_grouped_indices(lengths, batch_size=8, seed=1)
