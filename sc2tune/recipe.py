@@ -543,6 +543,9 @@ def _format_validation_error(
             if tuple(loc[:depth]) in lines:
                 line = lines[tuple(loc[:depth])]
                 break
+        named = re.match(r"(?:Value error, )?([a-z_]+(?:\.[a-z_]+)+)\b", item["msg"]) if not loc else None
+        if named is not None:  # a cross-field check names its key first (model.head ...): point at its line
+            line = lines.get(tuple(named.group(1).split(".")))
         if loc and any(path[: len(loc)] == tuple(loc) for path in overridden):
             where = "command-line override"
         elif line is not None:

@@ -332,6 +332,14 @@ def test_15b_lora_does_not_fit_24gb_and_suggestions_do() -> None:
         assert again.fits and again.total_bytes == s.total_bytes
 
 
+def test_plain_loss_is_planned_with_full_logits() -> None:
+    chunked = plan_recipe(recipe_from_dict(_recipe()))
+    plain = plan_recipe(recipe_from_dict(_recipe(loss_impl="plain")))
+    ours, theirs = (next(c for c in p.components if c.name == "logits and loss") for p in (chunked, plain))
+    assert ours.bytes == chunked.loss_chunked < theirs.bytes == plain.loss_full_logits
+    assert "train.loss_impl: plain" in theirs.note
+
+
 def test_checkpointing_and_batch_shrink_activations() -> None:
     base = plan_recipe(recipe_from_dict(_recipe()))
     ckpt = plan_recipe(recipe_from_dict(_recipe(gradient_checkpointing=True)))

@@ -108,7 +108,7 @@ def test_override_with_bad_value_names_the_override(tmp_path):
         (MINIMAL + "data_:\n  x: 1\n", ["unknown key 'data_'", "did you mean 'data'"]),
         ("task: fim\ndata:\n  train: x\n  fim:\n    rate: 1.5\n", ["data.fim.rate", ":5"]),
         ("task: classify\nmodel: {head: causal-lm}\ndata: {train: x}\n",
-         ["model.head 'causal-lm'", "task 'classify'", "delete model.head"]),
+         ["model.head 'causal-lm'", "task 'classify'", "delete model.head", ":2:"]),
         ("task: fim\nmodel: {head: sequence-classification}\ndata: {train: x}\n",
          ["model.head 'sequence-classification'", "task 'fim'", "delete model.head"]),
         (MINIMAL + "train: {loss_impl: fast}\n", ["train.loss_impl", "'chunked'", "'plain'"]),

@@ -206,13 +206,14 @@ def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
         loss_full = full_logits_loss_bytes(tokens=tokens, vocab=vocab, setup=setup)
         loss_chunk = chunked_loss_bytes(trained=tokens, hidden=block.hidden, vocab=vocab,
                                         chunk=train.loss_chunk_size, setup=setup)
-        if _chunked_loss_applies(config.model_type):
+        if train.loss_impl == "chunked" and _chunked_loss_applies(config.model_type):
             loss = loss_chunk
             loss_note = (f"chunked, {train.loss_chunk_size} positions at a time; full logits would take "
                          f"{loss_full / GiB:.2f} GiB")
         else:
             loss = loss_full
-            loss_note = f"full logits (no chunked loss for {config.model_type})"
+            loss_note = ("full logits (train.loss_impl: plain)" if train.loss_impl == "plain"
+                         else f"full logits (no chunked loss for {config.model_type})")
     ckpt = train.gradient_checkpointing
     comps.append(Component("activations", acts.saved(ckpt),
                            f"{layers} layers x batch {batch} x {length} tokens, "
