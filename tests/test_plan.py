@@ -320,7 +320,7 @@ def _recipe(**train: object) -> dict:
 
 def test_15b_lora_does_not_fit_24gb_and_suggestions_do() -> None:
     recipe = recipe_from_dict(_recipe())
-    plan = plan_recipe(recipe, "24GB")
+    plan = plan_recipe(recipe, "24GiB")  # a 24 GB card holds 24 GiB
     assert plan.fits is False
     # bf16 weights alone are 29.7 GiB: only QLoRA can fit, and the suggestion must say so
     assert plan.suggestions and all(s.fits for s in plan.suggestions)
@@ -328,7 +328,7 @@ def test_15b_lora_does_not_fit_24gb_and_suggestions_do() -> None:
     # QLoRA + checkpointing fit at the recipe's own micro-batch: no needless batch shrink is proposed
     assert not any(o.startswith("train.batch_size") for s in plan.suggestions for o in s.overrides)
     for s in plan.suggestions:
-        again = plan_recipe(recipe_from_dict(_recipe(), overrides=list(s.overrides)), "24GB", suggest=False)
+        again = plan_recipe(recipe_from_dict(_recipe(), overrides=list(s.overrides)), "24GiB", suggest=False)
         assert again.fits and again.total_bytes == s.total_bytes
 
 
