@@ -430,15 +430,15 @@ def score_rows(adapter_dir: Path) -> int:
                     hint="save labels.json beside the adapter")
 
 
-def class_labels(folder: TrainedFolder) -> dict[int, str]:
-    """The classifier's labels: saved ones, else ``LABEL_i`` for the recipe's ``model.num_labels`` or the
-    adapter's score rows."""
+def class_labels(folder: TrainedFolder) -> dict[int, str] | None:
+    """A classifier adapter's labels: saved ones, else ``LABEL_i`` for the recipe's ``model.num_labels`` or the
+    adapter's score rows; None without an adapter (a model's ``config.json`` names its classes)."""
     if folder.labels:
         return folder.labels
+    if folder.adapter_dir is None:
+        return None
     count = folder.recipe.model.num_labels if folder.recipe is not None else None
-    if count is None and folder.adapter_dir is not None:
-        count = score_rows(folder.adapter_dir)
-    return {i: f"LABEL_{i}" for i in range(count or 2)}
+    return {i: f"LABEL_{i}" for i in range(count or score_rows(folder.adapter_dir))}
 
 
 def trained_tokenizer(folder: TrainedFolder, which: Which = "adapter") -> Any:
@@ -504,7 +504,7 @@ def load_trained(path: str | Path | TrainedFolder, which: Which, *, dtype: Dtype
     classifier = folder.classifier
     with quiet_transformers():
         tok = tokenizer if tokenizer is not None else trained_tokenizer(folder, which)
-        names = labels or (class_labels(folder) if classifier and folder.kind != "model" else None)
+        names = labels or (class_labels(folder) if classifier else None)
         spec = recipe.model if recipe is not None else None
         common: dict[str, Any] = {"classifier": classifier, "dtype": torch_dtype, "device": device, "labels": names,
                                   "pad_token_id": tok.pad_token_id}
@@ -515,7 +515,10 @@ def load_trained(path: str | Path | TrainedFolder, which: Which, *, dtype: Dtype
                                 hint=f"run sc2tune merge {folder.trained_dir} --out {where} first")
             model = load_pretrained(folder.merged_dir, **common)
         elif which == "adapter" and folder.adapter_dir is None:
-            model = load_pretrained(folder.full_dir or folder.trained_dir, **common, spec=spec)
+            if folder.full_dir is None:
+                raise UserError(f"{folder.path} is a model folder: it holds no adapter",
+                                hint="load it as it is (merged), or give the adapter or run folder")
+            model = load_pretrained(folder.full_dir, **common, spec=spec)
         elif which in ("base", "adapter"):
             if folder.kind == "model" and recipe is None:
                 raise UserError(f"{folder.path} is a model folder without recipe.yaml: it names no base model",
