@@ -28,11 +28,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sc2tune.errors import UserError
+
+if TYPE_CHECKING:
+    from sc2tune.recipe import Recipe
+    from sc2tune.runs import TrainedFolder
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,7 @@ class InferenceModel:
     id2label: dict[int, str] = field(default_factory=dict)
     recipe_data: dict[str, Any] = field(default_factory=dict)  # the ``data`` section of the run's recipe.yaml
     task: str | None = None  # the run's task (instruct, fim, classify) from its recipe.yaml, None if unknown
+    recipe: Recipe | None = None  # the run's saved recipe.yaml, validated (None if there is none)
 
     @property
     def device(self) -> torch.device:
@@ -101,122 +106,34 @@ class Prediction:
 # ---- loading -------------------------------------------------------------------------------------
 
 
-def _saved_recipe(folder: Path) -> tuple[dict[str, Any], str | None]:
-    """The ``data`` section and the task of the recipe sc2tune saved beside the adapter or merged model
-    (``{}`` and None if there is none)."""
-    from sc2tune.merging.adapter import read_recipe
-
-    recipe = read_recipe(folder)
-    data, task = recipe.get("data"), recipe.get("task")
-    return (data if isinstance(data, dict) else {}), (task if isinstance(task, str) else None)
+def _saved_recipe(folder: TrainedFolder) -> tuple[dict[str, Any], str | None]:
+    """The ``data`` section (as plain values) and the task of the recipe sc2tune saved beside the adapter or
+    merged model (``{}`` and None if there is none)."""
+    if folder.recipe is None:
+        return {}, None
+    return folder.recipe.data.model_dump(mode="json"), folder.recipe.task
 
 
 def load_for_inference(path: str | Path, *, dtype: str = "auto") -> InferenceModel:
-    """Load a model folder, a merged folder, an adapter folder or a run folder (``adapter/`` inside)."""
-    from sc2tune.merging.adapter import is_adapter_dir
-    from sc2tune.merging.verify import quiet_transformers
-    from sc2tune.modeling import resolve_dtype
+    """Load a model folder, a merged folder, an adapter folder or a run folder (``adapter/`` inside).
 
-    folder = Path(path)
-    if not is_adapter_dir(folder) and is_adapter_dir(folder / "adapter"):
-        folder = folder / "adapter"
-    torch_dtype = resolve_dtype(dtype)  # type: ignore[arg-type]
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    with quiet_transformers():
-        return _load(path, folder, torch_dtype, device)
+    A run or adapter folder loads its base as trained with the adapter on top, a model folder loads as it
+    is (:func:`sc2tune.runs.load_trained`).
+    """
+    from sc2tune.runs import read_trained
+
+    return _load(read_trained(path), dtype)
 
 
-def _load(path: str | Path, folder: Path, torch_dtype: torch.dtype, device: str) -> InferenceModel:
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-    )
+def _load(folder: TrainedFolder, dtype: str) -> InferenceModel:
+    from sc2tune.runs import load_trained
 
-    from sc2tune.merging.adapter import is_adapter_dir
-    from sc2tune.merging.checkpoint import resolve_base
-    from sc2tune.merging.output import has_tokenizer
-    from sc2tune.modeling import set_pad_token
-
-    if is_adapter_dir(folder):
-        model, base_dir, classifier, labels = _load_adapter_model(folder, torch_dtype, device)
-    else:
-        try:
-            base_dir = resolve_base(str(path))
-        except UserError:
-            raise UserError(f"{path}: not a model, merged, adapter or run folder, nor a hub id I can fetch",
-                            hint="a model folder has config.json and *.safetensors; an adapter folder "
-                            "adapter_config.json") from None
-        try:
-            config = AutoConfig.from_pretrained(str(base_dir))
-        except (OSError, ValueError) as err:
-            raise UserError(f"{path}: not a model, merged or adapter folder ({err})") from None
-        classifier = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
-        loader = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
-        model = loader.from_pretrained(str(base_dir), dtype=torch_dtype).to(device)
-        labels = {int(k): v for k, v in config.id2label.items()} if classifier else {}
-    tok_dir = folder if has_tokenizer(folder) else base_dir
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    set_pad_token(tokenizer)
-    model.eval()
-    if classifier:
-        model.config.pad_token_id = tokenizer.pad_token_id
+    which = "merged" if folder.adapter_dir is None and folder.full_dir is None else "adapter"
+    loaded = load_trained(folder, which, dtype=dtype)  # type: ignore[arg-type]
     data, task = _saved_recipe(folder)
-    template = str(data["template"]) if data.get("template") else None
-    return InferenceModel(model, tokenizer, classifier, folder, template, labels, data, task)
-
-
-def _load_adapter_model(folder: Path, dtype: torch.dtype, device: str) -> tuple[Any, Path, bool, dict[int, str]]:
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from sc2tune.merging.adapter import read_adapter_config, read_recipe
-    from sc2tune.merging.checkpoint import resolve_base
-    from sc2tune.merging.output import adapter_labels
-    from sc2tune.modeling import keep_4bit_kernel_exact, quantization_config
-    from sc2tune.recipe import QuantSpec
-
-    config, recipe = read_adapter_config(folder), read_recipe(folder)
-    base_name = config.get("base_model_name_or_path") or (recipe.get("model") or {}).get("name_or_path")
-    if not base_name:
-        raise UserError(f"{folder}: the adapter does not name its base model",
-                        hint="merge it with --base first, or fix base_model_name_or_path in adapter_config.json")
-    base_dir = resolve_base(str(base_name))
-    classifier = config.get("task_type") == "SEQ_CLS" or recipe.get("task") == "classify"
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    labels: dict[int, str] = {}
-    if classifier:
-        labels = adapter_labels(folder) or {}
-        if not labels:
-            count = (recipe.get("model") or {}).get("num_labels") or _score_rows(folder)
-            labels = {i: f"LABEL_{i}" for i in range(count)}
-        kwargs.update(num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()})
-    adapter_spec = recipe.get("adapter") or {}
-    if adapter_spec.get("method") == "qlora":
-        quant = QuantSpec(**{k: v for k, v in (adapter_spec.get("quantization") or {}).items()})
-        kwargs["quantization_config"] = quantization_config(quant, dtype, skip=["score"] if classifier else None)
-        kwargs["device_map"] = {"": device}
-    loader = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
-    base = loader.from_pretrained(str(base_dir), **kwargs)
-    if "device_map" not in kwargs:
-        base = base.to(device)
-    else:
-        keep_4bit_kernel_exact(base)  # the numbers the QLoRA adapter was trained against
-    return PeftModel.from_pretrained(base, str(folder)), base_dir, classifier, labels
-
-
-def _score_rows(folder: Path) -> int:
-    from safetensors import safe_open
-
-    file = folder / "adapter_model.safetensors"
-    if file.is_file():
-        with safe_open(str(file), framework="pt") as handle:
-            for key in handle.keys():  # noqa: SIM118 - safe_open handles are not iterable
-                if key.endswith("score.weight"):
-                    return int(handle.get_slice(key).get_shape()[0])
-    raise UserError(f"{folder}: cannot tell how many classes the classifier has",
-                    hint="save labels.json beside the adapter")
+    template = folder.recipe.data.template if folder.recipe is not None else None
+    return InferenceModel(loaded.model, loaded.tokenizer, loaded.classifier, folder.trained_dir, template,
+                          loaded.labels, data, task, folder.recipe)
 
 
 def _ensure(model: InferenceModel | str | Path, *, classifier: bool) -> InferenceModel:

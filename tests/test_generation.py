@@ -130,8 +130,8 @@ def test_instruction_uses_the_runs_template(tmp_path: Path, monkeypatch: pytest.
 
     peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=2, target_modules=["q_proj"]))
     peft_model.save_pretrained(tmp_path / "adapter")
-    (tmp_path / "adapter" / "recipe.yaml").write_text(yaml.safe_dump({"task": "instruct",
-                                                                      "data": {"template": "alpaca"}}))
+    (tmp_path / "adapter" / "recipe.yaml").write_text(yaml.safe_dump(
+        {"task": "instruct", "data": {"train": "rows.jsonl", "template": "alpaca"}}))
     seen: dict = {}
     monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: seen.update(ids=ids) or "ok")
     lm = load_for_inference(tmp_path)  # a run folder: adapter/ inside
@@ -186,14 +186,15 @@ def test_classify_feeds_a_trained_classifier_its_training_layout(tmp_path: Path)
     must feed the same ids, else the score head reads a token it never saw in training."""
     save_random_classifier_adapter(tmp_path / "adapter", seed=1)
     (tmp_path / "adapter" / "recipe.yaml").write_text(yaml.safe_dump(
-        {"task": "classify", "data": {"max_length": 6, "truncation_side": "left"}}))
+        {"task": "classify", "model": {"head": "sequence-classification"},
+         "data": {"train": "rows.jsonl", "max_length": 9, "truncation_side": "left"}}))
     merge(tmp_path / "adapter", tmp_path / "merged", progress=False, verify=False)
 
     tokenizer = load_bundled_tokenizer()
     texts = ["def fine(): return 1 + 2 + 3", "x"]
     plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged").eval()
     for text, prediction in zip(texts, classify(tmp_path / "merged", texts), strict=True):
-        ids = tokenizer(text)["input_ids"][-5:] + [tokenizer.eos_token_id]  # left cut to 6 with eos last
+        ids = tokenizer(text)["input_ids"][-8:] + [tokenizer.eos_token_id]  # left cut to 9 with eos last
         with torch.no_grad():
             ref = torch.softmax(plain(input_ids=torch.tensor([ids])).logits, -1)[0]
         assert list(prediction.probabilities.values()) == pytest.approx(ref.tolist(), abs=1e-5)

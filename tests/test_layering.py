@@ -1,8 +1,9 @@
 """The package's layers, read from its import statements (function-level imports included).
 
-From the ground up: errors, recipe, metrics, reporting, hub, tiny, sizes -> configs, modeling, adapters -> data, planning
+From the ground up: errors, recipe, metrics, reporting, hub, tiny, sizes -> configs, modeling, adapters, runs -> data, planning
 -> training, merging, generation -> evaluation, demo -> cli. An import only ever goes down (or sideways
-within a layer), and the top-level parts import each other without cycles.
+within a layer), the top-level parts import each other without cycles, and generation reads trained folders
+through ``runs``, never through the merge's internals.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ PACKAGE = Path(__file__).parents[1] / "sc2tune"
 
 LAYERS = [
     {"errors", "recipe", "metrics", "reporting", "hub", "tiny", "sizes"},
-    {"configs", "modeling", "adapters"},
+    {"configs", "modeling", "adapters", "runs"},
     {"data", "planning"},
     {"training", "merging", "generation"},
     {"evaluation", "demo"},
@@ -76,3 +77,10 @@ def test_no_cycles_between_parts():
 
     cycles = sorted(part for part in graph if reaches(part, part, {part}))
     assert not cycles, f"parts in an import cycle: {cycles}"
+
+
+def test_generation_never_imports_merging():
+    """Loading a trained folder is ``sc2tune.runs``' job; generation has no business inside the merge."""
+    found = [(module, line) for module, imported, line in imports()
+             if module == "sc2tune/generation" and imported == "merging"]
+    assert not found, f"sc2tune/generation.py imports sc2tune.merging at lines {[line for _, line in found]}"

@@ -188,7 +188,8 @@ def test_classifier_merge_keeps_the_trained_head(tied_base: Path, tmp_path: Path
 @pytest.mark.parametrize("classifier", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_qlora_merges_into_the_nf4_round_trip(classifier: bool, tied_base: Path, tmp_path: Path):
     recipe = {"adapter": {"method": "qlora", "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True}},
-              "model": {"dtype": "float32"}}
+              "model": {"dtype": "float32", "head": "sequence-classification" if classifier else "causal-lm"},
+              "task": "classify" if classifier else "fim", "data": {"train": "code/"}}
     adapter = make_adapter(tied_base, tmp_path / "adapter", classifier=classifier, recipe=recipe, quantized=True)
     result = merge(adapter, tmp_path / "nf4", base=str(tied_base), progress=False)
     assert result.round_trip == "nf4" and result.verification is not None and result.verification.passed

@@ -21,14 +21,16 @@ Models are loaded one at a time and freed before the next.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sc2tune.errors import UserError
 from sc2tune.recipe import Recipe, load_recipe
+
+if TYPE_CHECKING:
+    from sc2tune.runs import TrainedFolder
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +39,33 @@ MODEL_NAMES = ("base", "adapter", "merged")
 
 @dataclass(frozen=True)
 class RunInfo:
-    """Where the pieces of one training run are."""
+    """Where the pieces of one training run are (:class:`sc2tune.runs.TrainedFolder`) and its recipe."""
 
-    run_dir: Path
+    folder: TrainedFolder
     recipe: Recipe
-    adapter_dir: Path | None  #: OUTPUT/adapter (LoRA/QLoRA)
-    full_dir: Path | None  #: OUTPUT/model (adapter.method full)
-    merged_dir: Path | None  #: OUTPUT/merged when it exists
+
+    @property
+    def run_dir(self) -> Path:
+        return self.folder.run_dir or self.folder.path
+
+    @property
+    def adapter_dir(self) -> Path | None:
+        """OUTPUT/adapter (LoRA/QLoRA)."""
+        return self.folder.adapter_dir
+
+    @property
+    def full_dir(self) -> Path | None:
+        """OUTPUT/model (adapter.method full)."""
+        return self.folder.full_dir
+
+    @property
+    def merged_dir(self) -> Path | None:
+        """OUTPUT/merged when it exists."""
+        return self.folder.merged_dir
 
     @property
     def trained_dir(self) -> Path:
-        return self.adapter_dir or self.full_dir  # type: ignore[return-value]
+        return self.folder.trained_dir
 
 
 @dataclass
@@ -76,25 +94,25 @@ class RunEvalResult:
 
 
 def _run_from_dir(run_dir: Path, overrides: list[str]) -> RunInfo:
-    for sub in ("adapter", "model"):
-        recipe_file = run_dir / sub / "recipe.yaml"
-        if recipe_file.is_file():
-            recipe = load_recipe(recipe_file, overrides)
-            merged = run_dir / "merged"
-            return RunInfo(run_dir, recipe,
-                           run_dir / sub if sub == "adapter" else None,
-                           run_dir / sub if sub == "model" else None,
-                           merged if (merged / "config.json").is_file() else None)
-    raise UserError(f"{run_dir} is not a training run: no adapter/recipe.yaml (or model/recipe.yaml) inside",
-                    hint="give the output_dir of a finished `sc2tune train`, or the recipe YAML itself")
+    from sc2tune.runs import RECIPE_FILE, RUN_ADAPTER, RUN_FULL, folder_kind, read_trained
+
+    if folder_kind(run_dir) != "run" or not any((run_dir / sub / RECIPE_FILE).is_file()
+                                                for sub in (RUN_ADAPTER, RUN_FULL)):
+        raise UserError(f"{run_dir} is not a training run: no adapter/recipe.yaml (or model/recipe.yaml) inside",
+                        hint="give the output_dir of a finished `sc2tune train`, or the recipe YAML itself")
+    folder = read_trained(run_dir, overrides)
+    assert folder.recipe is not None  # the recipe.yaml checked above
+    return RunInfo(folder, folder.recipe)
 
 
 def resolve_run(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunInfo:
     """A run folder, an adapter folder inside one, or a recipe YAML (its ``output_dir``) -> :class:`RunInfo`."""
+    from sc2tune.runs import RECIPE_FILE, RUN_ADAPTER, RUN_FULL
+
     path = Path(target)
     overrides = list(overrides)
     if path.is_dir():
-        if (path / "recipe.yaml").is_file() and path.name in ("adapter", "model"):
+        if (path / RECIPE_FILE).is_file() and path.name in (RUN_ADAPTER, RUN_FULL):
             path = path.parent
         return _run_from_dir(path, overrides)
     if path.is_file():
@@ -124,46 +142,24 @@ def parse_models(text: str | None, run: RunInfo) -> list[str]:
 
 
 def read_labels(run: RunInfo) -> dict[int, str] | None:
-    """``labels.json`` ({id: name}) saved with a classification adapter, if any."""
-    path = run.trained_dir / "labels.json"
-    if not path.is_file():
-        return None
-    try:
-        return {int(k): str(v) for k, v in json.loads(path.read_text(encoding="utf-8")).items()}
-    except (ValueError, AttributeError) as err:
-        raise UserError(f"{path}: not a JSON object of id -> label name ({err})") from None
+    """Class names saved with a classification adapter (``labels.json``), if any."""
+    return run.folder.labels
 
 
 def load_run_tokenizer(run: RunInfo):
     """The tokenizer saved with the run (pad = <fim_pad>), else the base model's."""
-    from transformers import AutoTokenizer
+    from sc2tune.runs import trained_tokenizer
 
-    from sc2tune.modeling import load_tokenizer, set_pad_token
-
-    if (run.trained_dir / "tokenizer.json").is_file() or (run.trained_dir / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(run.trained_dir))
-        set_pad_token(tokenizer)
-        return tokenizer
-    return load_tokenizer(run.recipe.model)
+    return trained_tokenizer(run.folder)
 
 
-def load_variant(name: str, run: RunInfo, *, pad_token_id: int, id2label: dict[int, str] | None):
+def load_variant(name: str, run: RunInfo, *, tokenizer, id2label: dict[int, str] | None):
     """Load ``base`` (recipe's base model and quantisation), ``adapter`` (base + PEFT adapter, or the full
-    fine-tune) or ``merged`` (OUTPUT/merged, unquantised), in eval mode."""
-    from peft import PeftModel
+    fine-tune) or ``merged`` (OUTPUT/merged, unquantised), in eval mode (:func:`sc2tune.runs.load_trained`);
+    its ``config.pad_token_id`` is the tokenizer's."""
+    from sc2tune.runs import load_trained
 
-    from sc2tune.modeling import load_model
-
-    spec, quant = run.recipe.model, run.recipe.adapter.quantization
-    if name == "merged" or (name == "adapter" and run.full_dir is not None):
-        folder = run.merged_dir if name == "merged" else run.full_dir
-        model = load_model(spec.model_copy(update={"name_or_path": str(folder)}), id2label=id2label,
-                           pad_token_id=pad_token_id)
-    else:
-        model = load_model(spec, quant=quant, id2label=id2label, pad_token_id=pad_token_id)
-        if name == "adapter":
-            model = PeftModel.from_pretrained(model, str(run.adapter_dir), is_trainable=False)
-    return model.eval()
+    return load_trained(run.folder, name, tokenizer=tokenizer, labels=id2label).model  # type: ignore[arg-type]
 
 
 def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = None, infill_examples: int = 20,
@@ -192,7 +188,7 @@ def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = 
     result = RunEvalResult(str(run.run_dir), recipe.task, len(bundle.eval))
     for name in models:
         log.info("evaluating %s", name)
-        model = load_variant(name, run, pad_token_id=tokenizer.pad_token_id, id2label=id2label)
+        model = load_variant(name, run, tokenizer=tokenizer, id2label=id2label)
         scores: dict[str, Any] = {}
         if recipe.task == "classify":
             y_true, y_pred, loss = classify_predictions(model, bundle.eval, bundle.collator, batch_size=batch,

@@ -24,23 +24,21 @@ name at a dot boundary) and from ``r`` / ``lora_alpha`` otherwise.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from sc2tune.errors import UserError
+from sc2tune.recipe import Recipe
+from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter_json, read_saved_recipe
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
 PREFIX = "base_model.model."
 
 _LINEAR_A, _LINEAR_B = ".lora_A.weight", ".lora_B.weight"
@@ -122,20 +120,24 @@ class LoraFactors:
 
 @dataclass
 class Adapter:
-    """A parsed adapter folder: LoRA factors per module, full replacement tensors, and its metadata."""
+    """A parsed adapter folder: LoRA factors per module, full replacement tensors, and its metadata.
+
+    ``config`` is ``adapter_config.json`` key by key, as saved (the merge checks keys PEFT versions add or
+    drop); ``recipe`` the run's saved ``recipe.yaml`` (:func:`sc2tune.runs.read_saved_recipe`).
+    """
 
     path: Path
     config: dict[str, Any]
     lora: dict[str, LoraFactors]
     full: dict[str, torch.Tensor]
-    recipe: dict[str, Any] = field(default_factory=dict)
+    recipe: Recipe | None = None
 
     @property
     def base_name(self) -> str | None:
         """Base model named by the adapter (``base_model_name_or_path``, else the recipe's model)."""
         name = self.config.get("base_model_name_or_path")
-        if not name:
-            name = (self.recipe.get("model") or {}).get("name_or_path")
+        if not name and self.recipe is not None:
+            name = self.recipe.model.name_or_path
         return name or None
 
     @property
@@ -148,58 +150,20 @@ class Adapter:
     @property
     def quant(self) -> QuantSettings | None:
         """QLoRA settings from ``recipe.yaml`` (``adapter.method: qlora``), or None for a plain LoRA run."""
-        spec = self.recipe.get("adapter") or {}
-        if spec.get("method") != "qlora":
+        if self.recipe is None or self.recipe.adapter.method != "qlora":
             return None
-        q = spec.get("quantization") or {}
-        dtype = (self.recipe.get("model") or {}).get("dtype")
+        q = self.recipe.adapter.quantization
+        dtype = self.recipe.model.dtype
         return QuantSettings(
-            quant_type=q.get("quant_type", "nf4"),
-            double_quant=bool(q.get("double_quant", True)),
-            dtype=None if dtype in (None, "auto") else dtype,
+            quant_type=q.quant_type if q is not None else "nf4",
+            double_quant=q.double_quant if q is not None else True,
+            dtype=None if dtype == "auto" else dtype,
         )
 
     @property
     def template(self) -> str | None:
         """The instruction template the run used (``data.template`` in ``recipe.yaml``)."""
-        return (self.recipe.get("data") or {}).get("template")
-
-
-def is_adapter_dir(path: str | Path) -> bool:
-    """True when ``path`` is a folder with a PEFT ``adapter_config.json``."""
-    return (Path(path) / CONFIG_NAME).is_file()
-
-
-def read_adapter_config(path: str | Path) -> dict[str, Any]:
-    """``adapter_config.json`` of an adapter folder, with a clear error when it is not one."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise UserError(f"adapter folder not found: {folder}")
-    cfg_file = folder / CONFIG_NAME
-    if not cfg_file.is_file():
-        raise UserError(
-            f"{folder} is not a PEFT adapter folder: it has no {CONFIG_NAME}",
-            hint="point at the folder save_pretrained wrote (sc2tune: OUTPUT_DIR/adapter)",
-        )
-    try:
-        config = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"{cfg_file}: cannot read it as JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{cfg_file}: expected a JSON object")
-    return config
-
-
-def read_recipe(path: str | Path) -> dict[str, Any]:
-    """The resolved recipe sc2tune saves beside its adapters (``recipe.yaml``), or {} when absent."""
-    file = Path(path) / "recipe.yaml"
-    if not file.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise UserError(f"{file}: malformed YAML ({err})") from None
-    return data if isinstance(data, dict) else {}
+        return self.recipe.data.template if self.recipe is not None else None
 
 
 def _check_supported(config: dict[str, Any], cfg_file: Path) -> None:
@@ -250,7 +214,7 @@ def lora_scale(config: dict[str, Any], module: str) -> tuple[int, float]:
 
 
 def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
-    for name in WEIGHT_NAMES:
+    for name in ADAPTER_WEIGHTS:
         file = folder / name
         if not file.is_file():
             continue
@@ -262,7 +226,7 @@ def _load_weights(folder: Path) -> dict[str, torch.Tensor]:
             return torch.load(file, map_location="cpu", weights_only=True)
         except Exception as err:  # corrupt or truncated file
             raise UserError(f"{file}: cannot read the adapter weights ({err})") from None
-    raise UserError(f"{folder} has {CONFIG_NAME} but no adapter weights ({' or '.join(WEIGHT_NAMES)})")
+    raise UserError(f"{folder} has {ADAPTER_CONFIG} but no adapter weights ({' or '.join(ADAPTER_WEIGHTS)})")
 
 
 def _strip(key: str) -> str:
@@ -291,8 +255,9 @@ def check_finite(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
 def load_adapter(path: str | Path) -> Adapter:
     """Read and check an adapter folder; every problem is a :class:`UserError` naming the file and key."""
     folder = Path(path)
-    config = read_adapter_config(folder)
-    cfg_file = folder / CONFIG_NAME
+    config = read_adapter_json(folder)
+    recipe = read_saved_recipe(folder)
+    cfg_file = folder / ADAPTER_CONFIG
     _check_supported(config, cfg_file)
     tensors = _load_weights(folder)
     check_finite(folder, tensors)
@@ -348,4 +313,4 @@ def load_adapter(path: str | Path) -> Adapter:
     if not lora and not full:
         raise UserError(f"{folder}: the adapter holds no tensors")
     log.debug("adapter %s: %d LoRA modules, %d full tensors", folder, len(lora), len(full))
-    return Adapter(folder, config, lora, full, read_recipe(folder))
+    return Adapter(folder, config, lora, full, recipe)

@@ -27,9 +27,8 @@ import torch
 
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.merging.adapter import Adapter, QuantSettings, load_adapter
-from sc2tune.merging.checkpoint import BaseCheckpoint, open_checkpoint, resolve_base
+from sc2tune.merging.checkpoint import BaseCheckpoint, open_checkpoint
 from sc2tune.merging.output import (
-    adapter_labels,
     check_out_dir,
     clean_stale,
     publish,
@@ -40,6 +39,7 @@ from sc2tune.merging.plan import MergePlan, build_plan
 from sc2tune.merging.stream import StreamStats, stream_merge
 from sc2tune.merging.verify import Verification, verify_merge
 from sc2tune.merging.writer import parse_size
+from sc2tune.runs import read_labels, resolve_base
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def merge(
         raise UserError(f"merge_into must be 'quantized' or 'original', not '{merge_into}'")
     quant = None if merge_into == "original" else trained_quant
     check_out_dir(out, overwrite=overwrite, inputs=[adapter_path, base_dir])
-    plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=adapter_labels(adapter_path))
+    plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=read_labels(adapter_path))
     if trained_quant is not None and quant is None:
         plan.notes.append("merged into the original (unquantised) weights, not the 4-bit round trip the adapter "
                           "was trained against: the result is not the model as trained (verification measures "

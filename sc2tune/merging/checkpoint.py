@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from transformers import (
 )
 
 from sc2tune.errors import UserError
-from sc2tune.hub import ensure_hub_reachable
-from sc2tune.modeling import resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +33,6 @@ SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool,
 }
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass(frozen=True)
@@ -92,36 +87,6 @@ def _numel(shape: tuple[int, ...]) -> int:
     for d in shape:
         n *= d
     return n
-
-
-def resolve_base(name_or_path: str, *, revision: str | None = None) -> Path:
-    """A local folder for the base: the built-in tiny model, a local path, or a hub snapshot.
-
-    Hub ids are fetched with ``huggingface_hub.snapshot_download`` (config, safetensors, tokenizer files
-    only); any failure is a :class:`UserError` that says to pass ``--base`` with a local copy.
-    """
-    local = Path(resolve_model_path(name_or_path)).expanduser()
-    if local.is_dir():
-        return local
-    if local.exists():
-        raise UserError(f"base model '{name_or_path}' is a file, not a model folder")
-    if not _HUB_ID.match(name_or_path) or name_or_path.startswith((".", "/", "~")):
-        raise UserError(f"base model folder not found: {name_or_path}",
-                        hint="pass --base with the folder (config.json + *.safetensors) or a hub id")
-    ensure_hub_reachable(name_or_path, "base model")
-    try:
-        from huggingface_hub import snapshot_download
-
-        fetched = snapshot_download(
-            name_or_path, revision=revision,
-            allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.txt", "*.model"],
-        )
-    except Exception as err:  # offline, gated, missing repo: all user-fixable
-        raise UserError(
-            f"base model '{name_or_path}' is neither a local folder nor a hub repository I can fetch ({err})",
-            hint="pass --base with a local copy of the base checkpoint",
-        ) from None
-    return Path(fetched)
 
 
 def open_checkpoint(path: Path) -> BaseCheckpoint:

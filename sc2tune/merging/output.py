@@ -36,21 +36,19 @@ from typing import Any
 from transformers import AutoTokenizer, GenerationConfig, PretrainedConfig
 
 from sc2tune.errors import UserError
+from sc2tune.runs import MODEL_CONFIG, MODEL_WEIGHTS, RECIPE_FILE, has_tokenizer
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 MARKER = "sc2tune_merge.json"  # provenance file every merged folder holds
 OWNER = ".sc2tune-merge-owner"  # pid@host of the merge writing a temporary folder
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                "pytorch_model.bin.index.json")
 
 
 def is_model_output(folder: Path) -> bool:
     """True when ``folder`` holds a previous model output: sc2tune's marker, or config.json plus weights."""
     if (folder / MARKER).is_file():
         return True
-    return (folder / "config.json").is_file() and any((folder / name).is_file() for name in WEIGHT_FILES)
+    return (folder / MODEL_CONFIG).is_file() and any((folder / name).is_file() for name in MODEL_WEIGHTS)
 
 
 def check_out_dir(out: Path, *, overwrite: bool, inputs: list[Path]) -> None:
@@ -154,34 +152,6 @@ def publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def has_tokenizer(folder: Path) -> bool:
-    """True when ``folder`` holds tokenizer files."""
-    return any((folder / name).is_file() for name in TOKENIZER_FILES)
-
-
-def adapter_labels(adapter_dir: Path) -> dict[int, str] | None:
-    """Class names saved with an adapter: ``labels.json`` (a list, ``{id: name}`` or ``{"id2label": ...}``)
-    or the ``id2label`` of a ``config.json`` beside the adapter."""
-    for name, key in (("labels.json", None), ("config.json", "id2label")):
-        file = adapter_dir / name
-        if not file.is_file():
-            continue
-        try:
-            data: Any = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise UserError(f"{file}: cannot read it as JSON ({err})") from None
-        if isinstance(data, dict):
-            data = data.get(key or "id2label", data if key is None else None)
-        if isinstance(data, list):
-            return {i: str(v) for i, v in enumerate(data)}
-        if isinstance(data, dict):
-            try:
-                return {int(k): str(v) for k, v in data.items()}
-            except ValueError:
-                raise UserError(f"{file}: label ids must be integers") from None
-    return None
-
-
 def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, adapter_dir: Path,
                    classifier: bool, provenance: dict[str, Any]) -> None:
     """Write config, generation config, tokenizer and provenance next to the weights."""
@@ -206,8 +176,8 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, ad
         except (OSError, ValueError):
             gen = GenerationConfig.from_model_config(config)
         gen.save_pretrained(str(folder))
-    if (adapter_dir / "recipe.yaml").is_file():  # the run's recipe: generate finds its template here
-        shutil.copyfile(adapter_dir / "recipe.yaml", folder / "recipe.yaml")
+    if (adapter_dir / RECIPE_FILE).is_file():  # the run's recipe: generate finds its template here
+        shutil.copyfile(adapter_dir / RECIPE_FILE, folder / RECIPE_FILE)
     (folder / "sc2tune_merge.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
 
 

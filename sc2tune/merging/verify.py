@@ -36,18 +36,16 @@ weights costs, reported, not hidden.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from sc2tune.merging.adapter import QuantSettings
-from sc2tune.modeling import keep_4bit_kernel_exact
+from sc2tune.recipe import QuantSpec
+from sc2tune.runs import attach_adapter, has_tokenizer, load_pretrained, quiet_transformers
 
 log = logging.getLogger(__name__)
 
@@ -103,34 +101,11 @@ def _logits(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> l
 
 def _load(path: Path, *, classifier: bool, dtype: torch.dtype, labels: dict[int, str] | None,
           pad_token_id: int | None, quant: QuantSettings | None) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, BitsAndBytesConfig
-
-    kwargs: dict = {"dtype": dtype}
-    if classifier and labels is not None:
-        kwargs.update(num_labels=len(labels), id2label=labels, label2id={v: k for k, v in labels.items()},
-                      pad_token_id=pad_token_id)
-    if quant is not None:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=quant.quant_type,
-            bnb_4bit_use_double_quant=quant.double_quant, bnb_4bit_compute_dtype=dtype,
-            llm_int8_skip_modules=["score"] if classifier else None,
-        )
-        kwargs["device_map"] = {"": "cpu"}
-    loader = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
-    model = loader.from_pretrained(str(path), **kwargs).eval()
-    if quant is not None:
-        exact_4bit_matmul(model)
-    return model
-
-
-def exact_4bit_matmul(model: torch.nn.Module) -> None:
-    """Make bitsandbytes 4-bit layers compute ``x @ dequant(W)^T`` in the compute dtype, as in training.
-
-    On CPUs with AVX512-BF16, bitsandbytes switches eval-mode 4-bit layers to a fused kernel that
-    rounds inputs and scales to bfloat16; that is an inference shortcut, not what the adapter was
-    trained against, so the check turns it off (the layer's ``support_avx512bf16_for_cpu`` flag).
-    """
-    keep_4bit_kernel_exact(model)
+    """A model folder on the CPU in eval mode (:func:`sc2tune.runs.load_pretrained`), 4-bit with ``quant``."""
+    spec = None if quant is None else QuantSpec(bits=4, quant_type=quant.quant_type,  # type: ignore[arg-type]
+                                                double_quant=quant.double_quant)
+    return load_pretrained(path, classifier=classifier, dtype=dtype, device="cpu", labels=labels,
+                           pad_token_id=pad_token_id if classifier and labels is not None else None, quant=spec)
 
 
 def _prompt_batches(merged_dir: Path, prompts: tuple[str, ...], vocab_size: int) -> list[dict[str, torch.Tensor]]:
@@ -138,7 +113,6 @@ def _prompt_batches(merged_dir: Path, prompts: tuple[str, ...], vocab_size: int)
     else fixed pseudo-random token ids (a model with another vocabulary and no tokenizer)."""
     from transformers import AutoTokenizer
 
-    from sc2tune.merging.output import has_tokenizer
     from sc2tune.tiny import load_bundled_tokenizer
 
     if has_tokenizer(merged_dir):
@@ -166,25 +140,6 @@ def verify_merge(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classif
                        trained_quant=trained_quant, base_dtype=base_dtype or dtype, prompts=prompts)
 
 
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """No "Loading weights" bars or load reports from transformers inside sc2tune's own output (loading a
-    classifier base for its adapter reports a "missing" score head that the adapter then supplies)."""
-    from transformers.utils import logging as hf_logging
-
-    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # deprecations PEFT triggers inside transformers
-            yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def rounded_reference(model: torch.nn.Module, adapter_dir: Path, dtype: torch.dtype,
                       *, quantized: bool) -> torch.nn.Module:
     """PEFT's own merge of ``model`` (a ``PeftModel``) in float32, one module at a time, rounded once to ``dtype``.
@@ -192,13 +147,12 @@ def rounded_reference(model: torch.nn.Module, adapter_dir: Path, dtype: torch.dt
     A 4-bit base is dequantised first (transformers' ``dequantize``: the NF4 round trip training computed
     with) and the adapter attached again, so PEFT merges into plain weights instead of re-quantising.
     """
-    from peft import PeftModel
     from peft.tuners.lora import LoraLayer
 
     if quantized:
         base = model.unload()
         base.dequantize()
-        model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+        model = attach_adapter(base, adapter_dir)
     _untie_adapted_embeddings(model)
     for module in model.modules():
         if isinstance(module, LoraLayer):
@@ -300,7 +254,6 @@ def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 def _verify(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: bool, dtype: torch.dtype,
             quant: QuantSettings | None, trained_quant: QuantSettings | None, base_dtype: torch.dtype,
             prompts: tuple[str, ...]) -> Verification:
-    from peft import PeftModel
     from transformers import AutoConfig
 
     merged_config = AutoConfig.from_pretrained(str(merged_dir))
@@ -311,7 +264,7 @@ def _verify(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: 
         load_dtype = getattr(torch, q.dtype) if q is not None and q.dtype else base_dtype
         base = _load(base_dir, classifier=classifier, dtype=load_dtype, labels=labels,
                      pad_token_id=merged_config.pad_token_id, quant=q)
-        return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+        return attach_adapter(base, adapter_dir)
 
     trained = None
     if trained_quant is not None and quant is None:  # merged into the original weights: vs as trained

@@ -129,7 +129,7 @@ def test_an_adapter_with_nan_weights_is_refused_naming_the_tensor(base: Path, ad
 def test_qlora_merged_into_original_is_checked_against_the_model_as_trained(base: Path, tmp_path: Path):
     adapter = peft_adapter(base, tmp_path / "qlora", quantized=True)
     recipe = {"adapter": {"method": "qlora", "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True}},
-              "model": {"dtype": "float32"}}
+              "model": {"dtype": "float32"}, "task": "fim", "data": {"train": "code/"}}
     (adapter / "recipe.yaml").write_text(json.dumps(recipe))  # JSON is YAML
     result = merge(adapter, tmp_path / "orig", base=str(base), merge_into="original", progress=False)
     v = result.verification

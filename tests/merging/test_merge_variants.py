@@ -82,7 +82,7 @@ def test_qlora_dora_merges_into_the_nf4_round_trip(tmp_path: Path):
     adapter = peft_adapter(base, tmp_path / "adapter", quantized=True, use_dora=True)
     recipe = {"adapter": {"method": "qlora", "use_dora": True,
                           "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True}},
-              "model": {"dtype": "float32"}}
+              "model": {"dtype": "float32"}, "task": "fim", "data": {"train": "code/"}}
     (adapter / "recipe.yaml").write_text(json.dumps(recipe))
     result = merge(adapter, tmp_path / "merged", base=str(base), progress=False)
     assert result.round_trip == "nf4" and result.verification is not None and result.verification.passed
