@@ -1,6 +1,6 @@
 """The package's layers, read from its import statements (function-level imports included).
 
-From the ground up: errors, recipe, metrics, reporting, hub, tiny -> configs, modeling, adapters -> data, planning
+From the ground up: errors, recipe, metrics, reporting, hub, tiny -> architectures, tokenizer_files, configs, modeling, adapters -> data, planning
 -> training, merging, generation -> evaluation, demo -> cli. An import only ever goes down (or sideways
 within a layer), and the top-level parts import each other without cycles.
 """
@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).parents[1] / "sc2tune"
 
 LAYERS = [
     {"errors", "recipe", "metrics", "reporting", "hub", "tiny"},
-    {"configs", "modeling", "adapters"},
+    {"architectures", "tokenizer_files", "configs", "modeling", "adapters"},
     {"data", "planning"},
     {"training", "merging", "generation"},
     {"evaluation", "demo"},
