@@ -27,7 +27,8 @@ GPTBigCode (StarCoder/StarCoderBase; ``d_kv = d`` with multi-query attention, el
 around them ``transformer.wte`` (V x h), ``transformer.wpe`` (n_positions x h), ``transformer.drop``,
 ``transformer.ln_f`` and the head; the causal mask buffer ``transformer.bias`` is n_positions^2 bools.
 
-A config the transcription does not cover (another rope type, cross-attention, a value of the wrong type)
+A config the transcription does not cover (another rope type, cross-attention, a value of the wrong type,
+GPTBigCode's ``hidden_size``-style aliases)
 returns None from :func:`analytic_layout`, and the caller builds the meta model instead, so the answers stay
 transformers' own.
 """
@@ -237,7 +238,7 @@ _GPT_BIGCODE: dict[str, tuple[Any, tuple[type, ...], bool]] = {
     "multi_query": (True, _BOOL, False), "add_cross_attention": (False, _BOOL, False),
     "tie_word_embeddings": (True, _BOOL, False),
 }
-#: Aliases transformers maps onto the GPTBigCode names.
+#: Aliases transformers maps onto the GPTBigCode names (a config using them goes through the meta model).
 _GPT_BIGCODE_ALIASES = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions",
                         "num_attention_heads": "n_head", "num_hidden_layers": "n_layer"}
 
@@ -336,7 +337,8 @@ def _starcoder2(data: dict[str, Any], head: str, num_labels: int) -> ModelLayout
 
 
 def _gpt_bigcode(data: dict[str, Any], head: str, num_labels: int) -> ModelLayout | None:
-    data = {_GPT_BIGCODE_ALIASES.get(k, k): v for k, v in data.items()}
+    if any(alias in data for alias in _GPT_BIGCODE_ALIASES):
+        return None  # transformers 5 derives num_key_value_heads before it applies the aliases: let it say
     c = _values(data, _GPT_BIGCODE)
     if c is None or c["add_cross_attention"]:
         return None
