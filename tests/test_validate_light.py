@@ -111,3 +111,19 @@ def test_folders_only_transformers_can_read_fall_back(tmp_path: Path) -> None:
     assert TokenizerFiles.open(unknown) is None
     missing = _variant(tmp_path / "m", config={"pad_token": "<not-in-vocab>"})
     assert TokenizerFiles.open(missing) is None
+
+
+@pytest.mark.parametrize("model", ["sc2tune/tiny-starcoder2", "bigcode/starcoderbase-7b"])
+@pytest.mark.parametrize("targets", ["auto", "all-linear", ["c_proj"], ["gate_proj", "q_proj"], ["mlp"]])
+def test_target_check_answers_as_the_meta_model(model: str, targets, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same note or error from the analytic layout as from transformers' meta model (the reference)."""
+    import sc2tune.configs as configs
+    from sc2tune.adapters import check_target_modules
+    from sc2tune.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({"model": {"name_or_path": model}, "task": "instruct",
+                               "adapter": {"method": "lora", "target_modules": targets},
+                               "data": {"train": "data_templates/samples/instruct.jsonl"}}, source="<test>")
+    analytic = _outcome(check_target_modules, recipe)
+    monkeypatch.setattr(configs, "_analytic_cached", lambda *a: None)
+    assert analytic == _outcome(check_target_modules, recipe)
