@@ -27,7 +27,7 @@ GPTBigCode (StarCoder/StarCoderBase; ``d_kv = d`` with multi-query attention, el
 around them ``transformer.wte`` (V x h), ``transformer.wpe`` (n_positions x h), ``transformer.drop``,
 ``transformer.ln_f`` and the head; the causal mask buffer ``transformer.bias`` is n_positions^2 bools.
 
-A config the transcription does not cover (another rope type, cross-attention, a value of the wrong type,
+A config the transcription does not cover (remote code, another rope type, cross-attention, a value of the wrong type,
 GPTBigCode's ``hidden_size``-style aliases)
 returns None from :func:`analytic_layout`, and the caller builds the meta model instead, so the answers stay
 transformers' own.
@@ -251,10 +251,7 @@ def _values(data: dict[str, Any], fields: dict[str, tuple[Any, tuple[type, ...],
         if value is None and nullable:
             out[name] = None
             continue
-        ok = isinstance(value, types) and (bool not in types or isinstance(value, bool))
-        if bool not in types and isinstance(value, bool):
-            ok = False
-        if not ok:
+        if not isinstance(value, types) or isinstance(value, bool) != (bool in types):  # True is no int here
             return None
         out[name] = value
     return out
@@ -381,6 +378,8 @@ def analytic_layout(data: dict[str, Any], *, head: str = "causal-lm", num_labels
     (the caller then builds the meta model).
     """
     model_type = data.get("model_type")
+    if "auto_map" in data:  # the model's own code decides its modules
+        return None
     if head not in ("causal-lm", "sequence-classification") or not isinstance(num_labels, int) or num_labels < 1:
         return None
     if model_type == "starcoder2":

@@ -97,6 +97,8 @@ def test_uncovered_configs_fall_back(tmp_path: Path) -> None:
     assert model_layout(str(tmp_path)) == _meta_layout(str(tmp_path), "causal-lm")
     base = dict(SMALL["starcoder2-sparse"])
     assert analytic_layout({**base, "hidden_size": "64"}) is None  # a wrong type: transformers decides
+    assert analytic_layout({**base, "use_bias": 1}) is None and analytic_layout({**base, "hidden_size": True}) is None
+    assert analytic_layout({**base, "auto_map": {"AutoModelForCausalLM": "m.M"}}) is None
     assert analytic_layout({**base, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}) is None
     assert analytic_layout({**SMALL["gpt_bigcode-mqa"], "add_cross_attention": True}) is None
 
