@@ -26,20 +26,25 @@ nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model, prepare_model_for_kbit_training
-from torch import nn
-from transformers import PreTrainedModel
+from typing import TYPE_CHECKING
 
 from sc2tune.errors import RecipeError, UserError
 from sc2tune.modeling import default_target_modules
 from sc2tune.recipe import Recipe
 
+if TYPE_CHECKING:  # peft, torch and transformers load where they are used: the target check needs none of them
+    from peft import LoraConfig, PeftModel
+    from torch import nn
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 def linear_layer_names(model: nn.Module) -> list[str]:
     """Distinct last-component names of the model's linear layers (bitsandbytes ones included)."""
+    from torch import nn
+
     names: set[str] = set()
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) or type(module).__name__ in {"Linear4bit", "Linear8bitLt"}:
@@ -49,12 +54,19 @@ def linear_layer_names(model: nn.Module) -> list[str]:
 
 def resolve_target_modules(model: PreTrainedModel, recipe: Recipe) -> list[str] | str:
     """The recipe's target list, checked against the model: ``auto`` and ``all-linear`` resolve here."""
+    return _checked_targets(recipe, model.config.model_type, [name for name, _ in model.named_modules()],
+                            lambda: linear_layer_names(model))
+
+
+def _checked_targets(recipe: Recipe, model_type: str, module_names: list[str],
+                     linear_names: Callable[[], list[str]]) -> list[str] | str:
+    """``adapter.target_modules`` resolved (``auto``) and each name matched against ``module_names``
+    (exact or ``.suffix``, as PEFT matches); the error lists ``linear_names()``."""
     targets = recipe.adapter.target_modules
     if targets == "all-linear":
         return "all-linear"
     if targets == "auto":
-        return default_target_modules(model.config.model_type)
-    module_names = [name for name, _ in model.named_modules()]
+        return default_target_modules(model_type)
     missing = [
         target for target in targets
         if not any(name == target or name.endswith("." + target) for name in module_names)
@@ -62,16 +74,18 @@ def resolve_target_modules(model: PreTrainedModel, recipe: Recipe) -> list[str] 
     if missing:  # a recipe key with a bad value: exit 2 like every other recipe error
         raise RecipeError(
             f"adapter.target_modules: {', '.join(missing)} match no module of this "
-            f"{model.config.model_type} model",
-            hint=f"its linear layers are: {', '.join(linear_layer_names(model))}"
+            f"{model_type} model",
+            hint=f"its linear layers are: {', '.join(linear_names())}"
             + (" (StarCoder2's MLP is c_fc/c_proj, there is no gate/up/down_proj)"
-               if model.config.model_type == "starcoder2" else ""),
+               if model_type == "starcoder2" else ""),
         )
     return list(targets)
 
 
 def lora_config(model: PreTrainedModel, recipe: Recipe) -> LoraConfig:
     """PEFT LoraConfig for the recipe (classification saves the ``score`` head in full)."""
+    from peft import LoraConfig, TaskType
+
     spec = recipe.adapter
     classify = recipe.task == "classify"
     modules_to_save = list(spec.modules_to_save or [])
@@ -103,6 +117,8 @@ def converts_to_original_base(recipe: Recipe) -> bool:
 
 def attach_adapter(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel | PeftModel:
     """Wrap the base model for training: LoRA/QLoRA adapter, or every weight trainable for ``full``."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
     gradient_checkpointing = recipe.train.gradient_checkpointing
     if recipe.adapter.method == "full":
         for parameter in model.parameters():
@@ -208,6 +224,8 @@ def keep_initial_adapter(model: PreTrainedModel | PeftModel, recipe: Recipe, out
                          main_process: bool) -> Path | None:
     """For PiSSA/OLoRA runs, the saved starting factors (written once, under ``OUTPUT_DIR/.sc2tune-init``,
     kept across resumes); None for every other run."""
+    from peft import PeftModel
+
     if not converts_to_original_base(recipe) or not isinstance(model, PeftModel):
         return None
     initial = out / ".sc2tune-init" / INITIAL_ADAPTER
@@ -233,12 +251,14 @@ def base_model_reference(name_or_path: str) -> str:
 
 
 def check_target_modules(recipe: Recipe) -> str:
-    """Check ``adapter.target_modules`` against the base architecture built on the meta device (no weights).
+    """Check ``adapter.target_modules`` against the base architecture's module names (no weights).
 
     Works offline for local folders, the built-in model and the bundled StarCoder2/StarCoder configs;
-    returns a one-line note (raises :class:`UserError` when a target matches nothing).
+    returns a one-line note (raises :class:`UserError` when a target matches nothing). The names come from
+    :func:`sc2tune.configs.model_layout`: written down from config.json for StarCoder2/GPTBigCode (no torch),
+    read off the meta-device model for other architectures.
     """
-    from sc2tune.configs import load_config, meta_model, shipped_config_path
+    from sc2tune.configs import model_layout, shipped_config_path
     from sc2tune.tiny import is_tiny
 
     name = recipe.model.name_or_path
@@ -247,7 +267,7 @@ def check_target_modules(recipe: Recipe) -> str:
     offline = is_tiny(name) or Path(name).expanduser().exists() or shipped_config_path(name) is not None
     if not offline:
         return f"targets of {name} not checked (config not available offline)"
-    config = load_config(name, trust_remote_code=recipe.model.trust_remote_code)
-    model = meta_model(config, head=recipe.model.head)
-    targets = resolve_target_modules(model, recipe)
+    layout = model_layout(name, trust_remote_code=recipe.model.trust_remote_code, head=recipe.model.head)
+    linear = sorted({m.name.rsplit(".", 1)[-1] for m in layout.modules if m.kind in ("linear", "linear-subclass")})
+    targets = _checked_targets(recipe, layout.model_type, layout.module_names(), lambda: linear)
     return f"targets ok ({targets if isinstance(targets, str) else ' '.join(targets)})"

@@ -11,6 +11,11 @@ The planner never loads weights. A name resolves to a ``transformers`` config in
 :func:`meta_model` instantiates the architecture on the ``meta`` device (``accelerate.init_empty_weights``):
 every parameter and buffer exists with its real shape and dtype but owns no memory, so counting them is
 exact for any architecture and costs no RAM, even for 15B.
+
+:func:`model_layout` is what the planner and ``validate`` read: the module names, kinds and shapes
+(:class:`~sc2tune.architectures.ModelLayout`). For StarCoder2 and GPTBigCode configs found without the hub it
+is written down from config.json (no torch, milliseconds); otherwise it is read off :func:`meta_model` (which
+imports torch and transformers' modeling code, seconds). Both give the same layout (tested).
 """
 
 from __future__ import annotations
@@ -19,13 +24,16 @@ import functools
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
-
+from sc2tune.architectures import ModelLayout, analytic_layout, layout_of_model
 from sc2tune.errors import UserError
 from sc2tune.hub import ensure_hub_reachable
-from sc2tune.tiny import ASSETS, is_tiny, tiny_config
+from sc2tune.tiny import ASSETS, TINY_CONFIG, is_tiny, tiny_config
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig, PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,8 @@ def shipped_config_path(name: str) -> Path | None:
 
 
 def _from_dict(data: dict, source: str) -> PretrainedConfig:
+    from transformers import AutoConfig
+
     model_type = data.get("model_type")
     if not model_type:
         raise UserError(f"{source}: config has no 'model_type'", hint="give a transformers config.json")
@@ -84,6 +94,8 @@ def load_config(name_or_path: str, *, revision: str | None = None,
     if shipped is not None and revision is None:
         return _from_dict(_read_json(shipped), f"{name_or_path} (bundled config)")
     ensure_hub_reachable(name_or_path)
+    from transformers import AutoConfig
+
     try:
         return AutoConfig.from_pretrained(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
@@ -98,7 +110,7 @@ def load_config(name_or_path: str, *, revision: str | None = None,
 def _meta_model_cached(config_json: str, model_type: str, head: str, dtype: torch.dtype,
                        num_labels: int) -> PreTrainedModel:
     from accelerate import init_empty_weights
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     data = json.loads(config_json)
     data.pop("model_type", None)
@@ -115,12 +127,57 @@ def _meta_model_cached(config_json: str, model_type: str, head: str, dtype: torc
             raise UserError(f"cannot build a '{model_type}' model ({head}) from its config: {err}") from None
 
 
-def meta_model(config: PretrainedConfig, *, head: str = "causal-lm", dtype: torch.dtype = torch.bfloat16,
+def meta_model(config: PretrainedConfig, *, head: str = "causal-lm", dtype: torch.dtype | None = None,
                num_labels: int = 2) -> PreTrainedModel:
-    """The model of ``config`` with every parameter on the meta device, in ``dtype`` (cached).
+    """The model of ``config`` with every parameter on the meta device, in ``dtype`` (default bfloat16; cached).
 
     Buffers go to the meta device too but keep the dtype transformers gives them (rotary ``inv_freq``
     stays float32, GPTBigCode's causal ``bias`` mask is bool), as ``get_memory_footprint`` counts them.
     """
-    return _meta_model_cached(config.to_json_string(use_diff=False), config.model_type, head, dtype,
-                              num_labels)
+    import torch
+
+    return _meta_model_cached(config.to_json_string(use_diff=False), config.model_type, head,
+                              torch.bfloat16 if dtype is None else dtype, num_labels)
+
+
+def _local_config_data(name_or_path: str, revision: str | None) -> dict[str, Any] | None:
+    """config.json of the built-in model, a local folder or file, or a bundled config, as :func:`load_config`
+    finds it; None when it would come from the hub or cannot be read (then :func:`load_config` decides)."""
+    if is_tiny(name_or_path):
+        return {"model_type": "starcoder2", **TINY_CONFIG}
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    elif not path.is_file():
+        shipped = shipped_config_path(name_or_path)
+        if shipped is None or revision is not None or name_or_path.startswith(("/", ".", "~")) \
+                or name_or_path.count("/") > 1:
+            return None
+        path = shipped
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def model_layout(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False,
+                 head: str = "causal-lm", num_labels: int = 2) -> ModelLayout:
+    """The module layout of a model (names, kinds, shapes; see :mod:`sc2tune.architectures`), without weights.
+
+    StarCoder2 and GPTBigCode configs found locally (built-in, folder, bundled) are laid out from config.json
+    alone, without importing torch; anything else goes through :func:`load_config` and :func:`meta_model`,
+    which give the same layout (and the same errors) for every architecture transformers knows.
+    """
+    data = _local_config_data(name_or_path, revision)
+    if data is not None:
+        layout = _analytic_cached(json.dumps(data, sort_keys=True), head, num_labels)
+        if layout is not None:
+            return layout
+    config = load_config(name_or_path, revision=revision, trust_remote_code=trust_remote_code)
+    return layout_of_model(meta_model(config, head=head, num_labels=num_labels))
+
+
+@functools.lru_cache(maxsize=16)
+def _analytic_cached(data_json: str, head: str, num_labels: int) -> ModelLayout | None:
+    return analytic_layout(json.loads(data_json), head=head, num_labels=num_labels)

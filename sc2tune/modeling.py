@@ -20,22 +20,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    BitsAndBytesConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from typing import TYPE_CHECKING, Literal
 
 from sc2tune.errors import UserError
 from sc2tune.hub import ensure_hub_reachable
 from sc2tune.recipe import TASK_HEADS, Dtype, Head, ModelSpec, QuantSpec, Task
 from sc2tune.tiny import TINY_SEED, is_tiny, write_tiny_model
+
+if TYPE_CHECKING:  # torch and transformers load where they are used (validate and plan do not need them)
+    import torch
+    from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +129,8 @@ def resolve_model_path(name_or_path: str) -> str:
 
 def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     """Tokenizer of the base model with the pad token set to ``<fim_pad>`` (never eos)."""
+    from transformers import AutoTokenizer
+
     path = resolve_model_path(spec.name_or_path)
     if not Path(path).exists():
         ensure_hub_reachable(spec.name_or_path)
@@ -166,6 +162,8 @@ def set_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
 
 def resolve_dtype(dtype: Dtype) -> torch.dtype:
     """``auto`` = bfloat16 on a CUDA device that supports it, else float32 (CPU)."""
+    import torch
+
     if dtype == "auto":
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -175,6 +173,8 @@ def resolve_dtype(dtype: Dtype) -> torch.dtype:
 
 def resolve_attn(spec: ModelSpec) -> str:
     """``auto`` = flash_attention_2 on CUDA when the flash-attn package is installed, else sdpa."""
+    import torch
+
     if spec.attn_implementation != "auto":
         return spec.attn_implementation
     if torch.cuda.is_available():
@@ -212,6 +212,9 @@ def quantization_config(quant: QuantSpec, model_dtype: torch.dtype, *, skip: lis
     Under FSDP the packed 4-bit weights are stored in the model dtype so FSDP can flatten them with the
     other parameters; otherwise they are stored as uint8.
     """
+    import torch
+    from transformers import BitsAndBytesConfig
+
     if quant.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     compute = model_dtype if quant.compute_dtype == "auto" else getattr(torch, quant.compute_dtype)
@@ -233,6 +236,9 @@ def load_model(
     pad_token_id: int | None = None,
 ) -> PreTrainedModel:
     """Load the base model with the recipe's head, dtype, attention kernel and quantisation."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
     path = resolve_model_path(spec.name_or_path)
     if not Path(path).exists():
         ensure_hub_reachable(spec.name_or_path)
@@ -338,10 +344,21 @@ def default_target_modules(model_type: str) -> list[str]:
 def check_tokenizer(spec: ModelSpec, task: str) -> str:
     """Check, without loading weights, that the base model's tokenizer has what ``task`` needs.
 
-    Only local folders and the built-in model are checked (no network); returns a one-line note.
+    Only local folders and the built-in model are checked (no network); returns a one-line note. The files
+    are read directly (:class:`~sc2tune.tokenizer_files.TokenizerFiles`, no torch) when they say everything
+    the check needs, else the tokenizer is loaded through transformers; the checks are the same either way.
     """
+    from sc2tune.tiny import TOKENIZER_DIR
+    from sc2tune.tokenizer_files import TokenizerFiles
+
     if not (is_tiny(spec.name_or_path) or Path(spec.name_or_path).expanduser().is_dir()):
         return f"tokenizer of {spec.name_or_path} not checked (not a local folder)"
-    tokenizer = load_tokenizer(spec)  # fails without a pad token or <fim_pad>
-    special_tokens(tokenizer, need_fim=task == "fim")
+    folder = TOKENIZER_DIR if is_tiny(spec.name_or_path) else Path(spec.name_or_path).expanduser()
+    files = None if spec.trust_remote_code else TokenizerFiles.open(folder)
+    if files is not None:
+        set_pad_token(files)  # type: ignore[arg-type]
+        tokenizer = files
+    else:
+        tokenizer = load_tokenizer(spec)  # fails without a pad token or <fim_pad>
+    special_tokens(tokenizer, need_fim=task == "fim")  # type: ignore[arg-type]
     return f"tokenizer ok ({len(tokenizer)} tokens, pad {tokenizer.pad_token})"

@@ -9,12 +9,13 @@ randomly initialised from a fixed seed, and the real StarCoder2 tokenizer (49152
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, Starcoder2Config, Starcoder2ForCausalLM
+from typing import TYPE_CHECKING, Any
 
 from sc2tune.errors import UserError
 from sc2tune.recipe import TINY_MODEL
+
+if TYPE_CHECKING:  # torch and transformers are imported where they are used: `is_tiny` and the config stay light
+    from transformers import PreTrainedTokenizerBase, Starcoder2Config, Starcoder2ForCausalLM
 
 ASSETS = Path(__file__).parent / "assets"
 TOKENIZER_DIR = ASSETS / "tokenizer"
@@ -23,31 +24,36 @@ TOKENIZER_DIR = ASSETS / "tokenizer"
 TINY_SEED = 1234
 
 
+#: The tiny model's ``Starcoder2Config`` arguments (its config.json, less ``model_type``).
+TINY_CONFIG: dict[str, Any] = {
+    "vocab_size": 49152,
+    "hidden_size": 128,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 16384,
+    "sliding_window": 4096,
+    "rope_theta": 100000.0,
+    "hidden_act": "gelu_pytorch_tanh",
+    "use_bias": True,
+    "norm_epsilon": 1e-5,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+    "tie_word_embeddings": True,
+    "residual_dropout": 0.0,
+    "embedding_dropout": 0.0,
+    "attention_dropout": 0.0,
+    "torch_dtype": "float32",
+}
+
+
 def tiny_config(*, num_labels: int | None = None) -> Starcoder2Config:
     """Config of the built-in tiny StarCoder2: StarCoder2's vocabulary, special ids and layout, small sizes."""
+    from transformers import Starcoder2Config
+
     kwargs = {} if num_labels is None else {"num_labels": num_labels}
-    return Starcoder2Config(
-        vocab_size=49152,
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=16384,
-        sliding_window=4096,
-        rope_theta=100000.0,
-        hidden_act="gelu_pytorch_tanh",
-        use_bias=True,
-        norm_epsilon=1e-5,
-        bos_token_id=0,
-        eos_token_id=0,
-        tie_word_embeddings=True,
-        residual_dropout=0.0,
-        embedding_dropout=0.0,
-        attention_dropout=0.0,
-        torch_dtype="float32",
-        **kwargs,
-    )
+    return Starcoder2Config(**TINY_CONFIG, **kwargs)
 
 
 def is_tiny(name_or_path: str) -> bool:
@@ -57,11 +63,16 @@ def is_tiny(name_or_path: str) -> bool:
 
 def load_bundled_tokenizer() -> PreTrainedTokenizerBase:
     """The real StarCoder2 tokenizer shipped inside the package (no pad token, like the original)."""
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(str(TOKENIZER_DIR))
 
 
 def build_tiny_model() -> Starcoder2ForCausalLM:
     """A freshly initialised tiny StarCoder2 causal LM, identical on every call (seeded)."""
+    import torch
+    from transformers import Starcoder2ForCausalLM
+
     generator_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(TINY_SEED)

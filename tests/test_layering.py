@@ -1,6 +1,7 @@
 """The package's layers, read from its import statements (function-level imports included).
 
-From the ground up: errors, recipe, metrics, reporting, hub, tiny, sizes -> configs, modeling, adapters, runs -> data, planning
+From the ground up: errors, recipe, metrics, reporting, hub, tiny, sizes -> architectures, tokenizer_files, configs,
+modeling, adapters, runs -> data, planning
 -> training, merging, generation -> evaluation, demo -> cli. An import only ever goes down (or sideways
 within a layer), the top-level parts import each other without cycles, and generation reads trained folders
 through ``runs``, never through the merge's internals.
@@ -17,7 +18,7 @@ PACKAGE = Path(__file__).parents[1] / "sc2tune"
 
 LAYERS = [
     {"errors", "recipe", "metrics", "reporting", "hub", "tiny", "sizes"},
-    {"configs", "modeling", "adapters", "runs"},
+    {"architectures", "tokenizer_files", "configs", "modeling", "adapters", "runs"},
     {"data", "planning"},
     {"training", "merging", "generation"},
     {"evaluation", "demo"},

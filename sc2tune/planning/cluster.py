@@ -1,7 +1,7 @@
 """A recipe on ``N x GPU``: per-GPU memory under FSDP full sharding and the training time.
 
 Composes the single-device :class:`~sc2tune.planning.plan.MemoryPlan` with :mod:`sc2tune.planning.sharding`
-(memory) and :mod:`sc2tune.planning.throughput` (FLOPs and hours), on the same weightless model the memory
+(memory) and :mod:`sc2tune.planning.throughput` (FLOPs and hours), on the same model layout the memory
 plan uses.
 """
 
@@ -10,13 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from sc2tune.configs import load_config, meta_model
-from sc2tune.planning.plan import FIT_FRACTION, Device, MemoryPlan, model_dtype
+from sc2tune.configs import model_layout
+from sc2tune.planning.plan import FIT_FRACTION, Device, MemoryPlan, model_dtype_name
 from sc2tune.planning.sharding import ShardedMemory, buffer_bytes, fsdp_memory, gathered_bytes
 from sc2tune.planning.structure import adapter_shape, block_spec, resolve_targets
 from sc2tune.planning.throughput import DEFAULT_MFU, GpuSpec, TimeEstimate, estimate_time, training_flops
+from sc2tune.planning.weights import DTYPE_BYTES
 from sc2tune.recipe import Recipe
 
 GiB = 1024**3
@@ -43,10 +42,9 @@ def plan_cluster(recipe: Recipe, plan: MemoryPlan, *, gpus: int, gpu: GpuSpec, t
                  device: Device = "cuda") -> ClusterPlan:
     """FSDP per-GPU memory over ``gpus`` ranks and, with ``tokens_per_epoch``, the hours of training."""
     spec, adapter = recipe.model, recipe.adapter
-    config = load_config(spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
-    dtype = model_dtype(recipe, device)
-    model = meta_model(config, head=spec.head, dtype=dtype, num_labels=spec.num_labels or 2)
-    dtype_bytes = torch.empty((), dtype=dtype).element_size()
+    model = model_layout(spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
+                         head=spec.head, num_labels=spec.num_labels or 2)
+    dtype_bytes = DTYPE_BYTES[model_dtype_name(recipe, device)]
     memory = gpu.memory_gib * GiB
     fsdp = fsdp_memory(plan, gpus, gathered=gathered_bytes(model, dtype_bytes), buffers=buffer_bytes(model),
                        gpu_memory=memory)

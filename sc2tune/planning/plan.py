@@ -21,11 +21,9 @@ one GPU or data parallel; FSDP full sharding over N GPUs is :mod:`sc2tune.planni
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-
-from sc2tune.configs import load_config, meta_model
+from sc2tune.configs import model_layout
 from sc2tune.planning.activations import (
     ComputeSetup,
     chunked_loss_bytes,
@@ -33,9 +31,12 @@ from sc2tune.planning.activations import (
     full_logits_loss_bytes,
 )
 from sc2tune.planning.structure import adapter_shape, block_spec, resolve_targets
-from sc2tune.planning.weights import LoadMode, weight_breakdown
+from sc2tune.planning.weights import DTYPE_BYTES, LoadMode, weight_breakdown
 from sc2tune.recipe import Recipe, recipe_from_dict
 from sc2tune.sizes import parse_size
+
+if TYPE_CHECKING:
+    import torch
 
 GiB = 1024**3
 FRAMEWORK_OVERHEAD = int(0.75 * GiB)
@@ -43,9 +44,8 @@ FIT_FRACTION = 0.95
 
 Device = Literal["cuda", "cpu"]
 
-_DTYPES = {"auto": torch.bfloat16, "bfloat16": torch.bfloat16, "float16": torch.float16,
-           "float32": torch.float32}
-_MODE_OF_DTYPE = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+_DTYPES = {"auto": "bfloat16", "bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
+_MODE_OF_DTYPE = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
 @dataclass(frozen=True)
@@ -115,18 +115,25 @@ def _optimizer_bytes_per_param(optim: str) -> tuple[int, str]:
     return 8, "two fp32 moments"
 
 
-def model_dtype(recipe: Recipe, device: Device = "cuda") -> torch.dtype:
-    """The dtype the model is loaded in: ``auto`` = bfloat16 on CUDA, float32 on CPU (as modeling does)."""
+def model_dtype_name(recipe: Recipe, device: Device = "cuda") -> str:
+    """The dtype the model is loaded in, by name: ``auto`` = bfloat16 on CUDA, float32 on CPU (as modeling does)."""
     if recipe.model.dtype == "auto" and device == "cpu":
-        return torch.float32
+        return "float32"
     return _DTYPES[recipe.model.dtype]
+
+
+def model_dtype(recipe: Recipe, device: Device = "cuda") -> torch.dtype:
+    """:func:`model_dtype_name` as a ``torch.dtype`` (imports torch)."""
+    import torch
+
+    return getattr(torch, model_dtype_name(recipe, device))
 
 
 def load_mode(recipe: Recipe, device: Device = "cuda") -> LoadMode:
     """How the base weights are loaded: 16/32-bit, int8, or 4-bit."""
     quant = recipe.adapter.quantization
     if quant is None:
-        return _MODE_OF_DTYPE[model_dtype(recipe, device)]  # type: ignore[return-value]
+        return _MODE_OF_DTYPE[model_dtype_name(recipe, device)]  # type: ignore[return-value]
     if quant.bits == 8:
         return "int8"
     return quant.quant_type  # type: ignore[return-value]
@@ -142,16 +149,16 @@ def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
                 suggest: bool = True) -> MemoryPlan:
     """Predict the per-device training memory of ``recipe``; with ``gpu_memory``, whether it fits and how to."""
     spec, adapter, train, data = recipe.model, recipe.adapter, recipe.train, recipe.data
-    config = load_config(spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code)
-    dtype = model_dtype(recipe, device)
+    dtype = model_dtype_name(recipe, device)
     classify = spec.head == "sequence-classification"
-    model = meta_model(config, head=spec.head, dtype=dtype, num_labels=spec.num_labels or 2)
+    model = model_layout(spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
+                         head=spec.head, num_labels=spec.num_labels or 2)
     mode = load_mode(recipe, device)
     quantized = mode in ("int8", "nf4", "fp4")
     double_quant = bool(adapter.quantization and adapter.quantization.double_quant)
     weights = weight_breakdown(model, mode, dtype=dtype, skip_modules=["score"] if classify else None,
                                double_quant=double_quant, upcast_unquantized=quantized)
-    dtype_bytes = torch.empty((), dtype=dtype).element_size()
+    dtype_bytes = DTYPE_BYTES[dtype]
     full = adapter.method == "full"
     targets = () if full else resolve_targets(model, adapter.target_modules)
     to_save = list(adapter.modules_to_save or []) + (["score"] if classify else [])
@@ -197,7 +204,7 @@ def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
                                 lora_dropout=0.0 if full else adapter.dropout, setup=setup,
                                 dora=adapter.use_dora and not full)
     tokens = batch * length
-    vocab = int(config.vocab_size)
+    vocab = int(model.vocab_size or 0)
     if classify:
         loss = loss_full = tokens * (spec.num_labels or 2) * 4 * 3
         loss_chunk = loss
@@ -206,14 +213,14 @@ def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
         loss_full = full_logits_loss_bytes(tokens=tokens, vocab=vocab, setup=setup)
         loss_chunk = chunked_loss_bytes(trained=tokens, hidden=block.hidden, vocab=vocab,
                                         chunk=train.loss_chunk_size, setup=setup)
-        if train.loss_impl == "chunked" and _chunked_loss_applies(config.model_type):
+        if train.loss_impl == "chunked" and _chunked_loss_applies(model.model_type):
             loss = loss_chunk
             loss_note = (f"chunked, {train.loss_chunk_size} positions at a time; full logits would take "
                          f"{loss_full / GiB:.2f} GiB")
         else:
             loss = loss_full
             loss_note = ("full logits (train.loss_impl: plain)" if train.loss_impl == "plain"
-                         else f"full logits (no chunked loss for {config.model_type})")
+                         else f"full logits (no chunked loss for {model.model_type})")
     ckpt = train.gradient_checkpointing
     comps.append(Component("activations", acts.saved(ckpt),
                            f"{layers} layers x batch {batch} x {length} tokens, "

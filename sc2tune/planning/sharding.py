@@ -20,12 +20,14 @@ Communication buffers beyond the gathered units are not modelled.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from transformers import PreTrainedModel
-
+from sc2tune.architectures import ModelLayout
 from sc2tune.planning.plan import FIT_FRACTION, MemoryPlan
-from sc2tune.planning.structure import decoder_layers
+from sc2tune.planning.structure import as_layout, decoder_layers
+
+if TYPE_CHECKING:
+    from torch import nn
 
 #: Components of a MemoryPlan that FSDP shards across the ranks.
 SHARDED = ("weights", "quantisation constants", "adapter parameters", "gradients", "fp32 master weights",
@@ -52,17 +54,18 @@ class ShardedMemory:
         return asdict(self)
 
 
-def buffer_bytes(model: PreTrainedModel) -> int:
+def buffer_bytes(model: ModelLayout | nn.Module) -> int:
     """Bytes of the model's registered buffers (counted in the plan's weights, but never sharded)."""
-    return sum(b.numel() * b.element_size() for b in model.buffers())
+    return as_layout(model).buffer_bytes()
 
 
-def gathered_bytes(model: PreTrainedModel, dtype_bytes: int) -> int:
+def gathered_bytes(model: ModelLayout | nn.Module, dtype_bytes: int) -> int:
     """Root unit (parameters outside the decoder layers) + two decoder layers, at ``dtype_bytes`` each."""
-    _, layers = decoder_layers(model)
-    in_layers = {id(p) for p in layers.parameters()}
-    root = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if id(p) not in in_layers)
-    layer = sum(p.numel() for p in layers[0].parameters())
+    layout = as_layout(model)
+    prefix, _ = decoder_layers(layout)
+    params = [(full, p) for full, p in layout.params_under("") if p.shared_with is None]
+    root = sum(p.numel for full, p in params if not full.startswith(f"{prefix}."))
+    layer = sum(p.numel for full, p in params if full.startswith(f"{prefix}.0."))
     return (root + 2 * layer) * dtype_bytes
 
 

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-from transformers import PreTrainedModel
-
+from sc2tune.architectures import ModelLayout
 from sc2tune.errors import UserError
-from sc2tune.planning.structure import decoder_layers, linear_modules
+from sc2tune.planning.structure import as_layout, decoder_layers
+
+if TYPE_CHECKING:
+    from torch import nn
 
 GiB = 1024**3
 
@@ -95,18 +96,20 @@ class FlopCount:
     formula: str
 
 
-def matmul_params(model: PreTrainedModel) -> int:
+def matmul_params(model: ModelLayout | nn.Module) -> int:
     """N: the elements of every linear weight (``nn.Linear``, ``Conv1D``), the output layer's included once."""
-    seen: set[int] = set()
+    layout = as_layout(model)
+    seen: set[str] = set()
     total = 0
-    for module in linear_modules(model).values():
-        weight = module.weight
-        if id(weight) not in seen:
-            seen.add(id(weight))
-            total += weight.numel()
-    head = model.get_output_embeddings()
-    if isinstance(head, nn.Module) and id(head.weight) not in seen:  # an output layer that is not a Linear
-        total += head.weight.numel()
+    for module in layout.modules:
+        if module.linear or module.name == layout.output_head:  # an output layer that is not a Linear too
+            for p in module.params:
+                if p.name != "weight":
+                    continue
+                tensor = p.shared_with or f"{module.name}.weight"
+                if tensor not in seen:
+                    seen.add(tensor)
+                    total += p.numel
     return total
 
 
@@ -115,11 +118,12 @@ def attention_flops(*, layers: int, length: int, q_width: int) -> int:
     return 2 * layers * length * q_width
 
 
-def training_flops(model: PreTrainedModel, *, method: str, lora_params: int, length: int, q_width: int,
+def training_flops(model: ModelLayout | nn.Module, *, method: str, lora_params: int, length: int, q_width: int,
                    gradient_checkpointing: bool) -> FlopCount:
     """FLOPs per trained token for ``method`` (lora | qlora | full); see the module docstring."""
-    n = matmul_params(model)
-    layers = len(decoder_layers(model)[1])
+    layout = as_layout(model)
+    n = matmul_params(layout)
+    layers = decoder_layers(layout)[1]
     a = attention_flops(layers=layers, length=length, q_width=q_width)
     full = method == "full"
     n_lora = 0 if full else lora_params

@@ -22,12 +22,15 @@ does not see the quantisation constants); ``resident_bytes`` adds them.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-from torch import nn
-from transformers import PreTrainedModel
+from sc2tune.architectures import ModelLayout, layout_of_model
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 LoadMode = Literal["fp32", "bf16", "fp16", "int8", "nf4", "fp4"]
 LOAD_MODES: tuple[LoadMode, ...] = ("fp32", "bf16", "fp16", "int8", "nf4", "fp4")
@@ -38,7 +41,14 @@ BLOCKSIZE_NESTED = 256
 CODE_4BIT_BYTES = 16 * 4
 CODE_NESTED_BYTES = 256 * 4
 
-_DTYPE_OF_MODE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPE_OF_MODE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+#: Bytes per element of the floating dtypes a model loads in.
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+
+def dtype_name(dtype: str | torch.dtype) -> str:
+    """``torch.bfloat16`` or ``"bfloat16"`` -> ``"bfloat16"``."""
+    return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
 
 
 @dataclass(frozen=True)
@@ -79,36 +89,36 @@ def nf4_state_bytes(numel: int, *, double_quant: bool) -> int:
 
 def is_quantizable(module: nn.Module) -> bool:
     """bitsandbytes replaces exactly ``nn.Linear`` (not subclasses) and transformers' ``Conv1D``."""
+    from torch import nn
     from transformers.pytorch_utils import Conv1D
 
     return type(module) is nn.Linear or isinstance(module, Conv1D)
 
 
-def default_skip_modules(model: PreTrainedModel) -> list[str]:
-    """Modules transformers keeps unquantised when no skip list is given (the output head and tied weights)."""
-    try:
-        from transformers.quantizers.base import get_keys_to_not_convert
+def default_skip_modules(model: ModelLayout | nn.Module) -> list[str]:
+    """Modules transformers keeps unquantised when no skip list is given (output head, tied weights, last
+    parameter: ``get_keys_to_not_convert``)."""
+    layout = model if isinstance(model, ModelLayout) else layout_of_model(model)
+    if layout.default_skip is None:
+        raise TypeError(f"{layout.class_name} is not a transformers model: give skip_modules")
+    return list(layout.default_skip)
 
-        return list(get_keys_to_not_convert(model))
-    except ImportError:  # older/newer transformers: the same rule by hand
-        head = model.get_output_embeddings()
-        return [name for name, module in model.named_modules() if head is not None and module is head]
+
+#: transformers' ``should_convert_module`` boundary: a pattern matches up to a module boundary.
+_BOUNDARY = r"(?:(?<=\.)|(?=\.|$))"
 
 
 def _converted(name: str, skip: list[str]) -> bool:
-    try:
-        from transformers.quantizers.quantizers_utils import should_convert_module
-
-        return bool(should_convert_module(name, skip))
-    except ImportError:
-        return not any(name == key or name.startswith(f"{key}.") or name.endswith(key) for key in skip)
+    """transformers' ``should_convert_module``: a skip key matches from the start up to a module boundary
+    (also as a regex) or as a suffix of the module name."""
+    return not any(re.match(rf"(?:{key}){_BOUNDARY}", name) or name.endswith(key) for key in skip)
 
 
 def weight_breakdown(
-    model: PreTrainedModel,
+    model: ModelLayout | nn.Module,
     mode: LoadMode,
     *,
-    dtype: torch.dtype = torch.bfloat16,
+    dtype: str | torch.dtype = "bfloat16",
     skip_modules: list[str] | None = None,
     double_quant: bool = True,
     upcast_unquantized: bool = False,
@@ -120,24 +130,24 @@ def weight_breakdown(
     ``upcast_unquantized`` counts unquantised 16-bit parameters as fp32, which is what PEFT's
     ``prepare_model_for_kbit_training`` does to them before QLoRA training.
     """
+    layout = model if isinstance(model, ModelLayout) else layout_of_model(model)
     quantized_mode = mode in ("int8", "nf4", "fp4")
-    base_dtype = dtype if quantized_mode else _DTYPE_OF_MODE[mode]
-    keep_fp32 = list(getattr(model, "_keep_in_fp32_modules", None) or [])
-    skip = default_skip_modules(model) if skip_modules is None else list(skip_modules)
+    base_dtype = dtype_name(dtype) if quantized_mode else _DTYPE_OF_MODE[mode]
+    keep_fp32 = list(layout.keep_in_fp32)
+    skip = default_skip_modules(layout) if skip_modules is None else list(skip_modules)
     skip = skip + keep_fp32
-    seen: set[int] = set()
     q_bytes = u_bytes = state = q_params = u_params = 0
     skipped: list[str] = []
-    for name, module in model.named_modules():
-        quantize = quantized_mode and is_quantizable(module) and _converted(name, skip)
-        if quantized_mode and is_quantizable(module) and not quantize:
+    for module in layout.modules:
+        name = module.name
+        quantize = quantized_mode and module.quantizable and _converted(name, skip)
+        if quantized_mode and module.quantizable and not quantize:
             skipped.append(name)
-        for pname, param in module.named_parameters(recurse=False):
-            if id(param) in seen:
+        for param in module.params:
+            if param.shared_with is not None:
                 continue
-            seen.add(id(param))
-            n = param.numel()
-            if quantize and pname == "weight":
+            n = param.numel
+            if quantize and param.name == "weight":
                 q_params += n
                 if mode == "int8":
                     q_bytes += n
@@ -148,12 +158,12 @@ def weight_breakdown(
                 continue
             u_params += n
             fp32 = any(not _converted(name, [key]) for key in keep_fp32)
-            if not param.is_floating_point():
-                size = param.element_size()
+            if not param.floating:
+                size = param.element_size
             elif fp32 or (upcast_unquantized and quantized_mode):
                 size = 4
             else:
-                size = torch.empty((), dtype=base_dtype).element_size()
+                size = DTYPE_BYTES[base_dtype]
             u_bytes += n * size
-    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    return WeightBreakdown(mode, q_bytes, u_bytes, buffers, state, q_params, u_params, tuple(skipped))
+    return WeightBreakdown(mode, q_bytes, u_bytes, layout.buffer_bytes(), state, q_params, u_params,
+                           tuple(skipped))
