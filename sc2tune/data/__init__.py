@@ -5,7 +5,8 @@ batch formats the trainer relies on). Where the rows come from:
 
 * ``data.cache_dir`` set (default ``auto``): prepared on disk under a content key and memory-mapped
   (:mod:`sc2tune.data.prepare`; key in :mod:`sc2tune.data.cache_key`, folders and locks in
-  :mod:`sc2tune.data.store`, task fim built in bounded chunks by :mod:`sc2tune.data.chunked`);
+  :mod:`sc2tune.data.store`, built in bounded chunks by :mod:`sc2tune.data.chunked` (fim) and
+  :mod:`sc2tune.data.stream` (instruct, classify); a hit found light by :mod:`sc2tune.data.lookup`);
 * ``data.cache_dir: null``: built in memory on every call (:mod:`sc2tune.data.build`);
 * ``prepared=FOLDER``: exactly that prepared folder (a resumed run reads the rows it started with).
 

@@ -15,6 +15,7 @@ the key, so its rows never land where :func:`~sc2tune.data.lookup.lookup_prepare
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -69,18 +70,19 @@ def open_prepared(folder: Path, pad_token_id: int) -> DataBundle:
 _OWN_FINGERPRINTS: dict[str, str] = {}
 
 
-def _own_fingerprint(recipe: Recipe, folder: Path) -> str:
-    """The fingerprint of the tokenizer the recipe's files load (``folder``: the prepared folder of the
-    files-only key, whose meta.json keeps it once built)."""
+def _own_fingerprint(recipe: Recipe, folder: Path, files: dict[str, Any]) -> str:
+    """The fingerprint of the tokenizer the recipe's ``files`` load (``folder``: the prepared folder of
+    the files-only key, whose meta.json keeps it once built; else loaded once per process)."""
     if is_complete(folder):
         known = read_meta(folder).get("tokenizer_object")
         if known:
             return known
-    if folder.name not in _OWN_FINGERPRINTS:
+    memo = json.dumps(files, sort_keys=True)
+    if memo not in _OWN_FINGERPRINTS:
         from sc2tune.modeling import load_tokenizer
 
-        _OWN_FINGERPRINTS[folder.name] = tokenizer_fingerprint(load_tokenizer(recipe.model))
-    return _OWN_FINGERPRINTS[folder.name]
+        _OWN_FINGERPRINTS[memo] = tokenizer_fingerprint(load_tokenizer(recipe.model))
+    return _OWN_FINGERPRINTS[memo]
 
 
 def _inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, fingerprint: str) -> dict[str, Any]:
@@ -89,7 +91,7 @@ def _inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, fingerprint: str
     assert inputs is not None
     if "files" in inputs["tokenizer"]:
         root = cache_root(recipe.data.cache_dir or "auto")
-        if _own_fingerprint(recipe, root / data_key(inputs)) != fingerprint:
+        if _own_fingerprint(recipe, root / data_key(inputs), inputs["tokenizer"]) != fingerprint:
             inputs["tokenizer"] = {**inputs["tokenizer"], "object": fingerprint}
     return inputs
 
