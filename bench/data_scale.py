@@ -1,12 +1,19 @@
 """Data at the scale of a real codebase: prepared on disk in bounded memory vs today's in-memory build.
 
     /work/venv/bin/python bench/data_scale.py [--copies 1 10] [--workers 2] [--baseline-max-copies 3]
+        [--workload fim instruct]
+    /work/venv/bin/python bench/data_scale.py --quick     # instruct only, 1x and 10x, no 2-worker run
 
-Corpus: N copies of this machine's Python standard library (the ``*.py`` files sc2tune accepts, outside
+Workload fim: N copies of this machine's Python standard library (the ``*.py`` files sc2tune accepts, outside
 site-packages; about 31 MB a copy), as ``copy-K/`` sub-folders of one folder. Copies are hard links of one
 prepared copy (no disk space; the page cache holds one copy, so reading is a little cheaper than
 N distinct files would be; tokenising, FIM, packing and writing are not). Recipe: task fim, rate 0.5,
 half SPM, packing on, max_length 2048, data.eval null.
+
+Workload instruct: one JSONL file of N x R records (R: every stdlib function with a docstring, as an
+Alpaca record: the docstring as the instruction, the function's source as the output; copy k repeats them
+with "(k)" appended to each instruction), task instruct, packing on, max_length 2048, data.eval 0.05
+(so the held-out split is drawn over all N x R records, as a user would).
 
 For each N, whole processes of ``python -m sc2tune data RECIPE --json``:
 
@@ -143,6 +150,37 @@ def build_corpus(work: Path, copies: int, base: Path) -> Path:
     return corpus
 
 
+def instruct_records(source: Path, limit: int = 8000) -> list[dict]:
+    """Alpaca records from the functions of ``source`` with a docstring (instruction = docstring, output =
+    the function's source), sorted files, at most ``limit`` characters of output each."""
+    import ast
+    import textwrap
+
+    out = []
+    for path in sorted(p for p in source.rglob("*.py") if "site-packages" not in p.parts):
+        try:
+            text = path.read_text(encoding="utf-8")
+            tree = ast.parse(text)
+        except (UnicodeDecodeError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc, code = ast.get_docstring(node), ast.get_source_segment(text, node)
+                if doc and code and len(code) <= limit:
+                    out.append({"instruction": doc.strip(), "input": "", "output": textwrap.dedent(code)})
+    return out
+
+
+def build_jsonl(work: Path, copies: int, records: list[dict]) -> Path:
+    """``copies`` x ``records`` as one JSONL file (copy k's instructions end in " (k)")."""
+    path = work / f"instruct-{copies}x.jsonl"
+    with open(path, "w", encoding="utf-8") as fh:
+        for k in range(copies):
+            for r in records:
+                fh.write(json.dumps({**r, "instruction": f"{r['instruction']} ({k})"}) + "\n")
+    return path
+
+
 def row(name: str, m: dict) -> str:
     s = m["stats"]
     return (f"  {name:<28} {m['wall']:7.1f} s  cpu {m['cpu']:7.1f} s  tree PSS {m['tree_rss'] / GiB:5.2f} GiB  "
@@ -161,7 +199,14 @@ def main() -> int:
     parser.add_argument("--train-copies", type=int, default=0,
                         help="also train 3 steps on this many copies, 1 process vs accelerate 2 processes (0: skip)")
     parser.add_argument("--train-max-length", type=int, default=512)
+    parser.add_argument("--workload", nargs="+", choices=["fim", "instruct"], default=["fim", "instruct"],
+                        help="fim: N copies of the stdlib as a code folder; instruct: N x the stdlib's documented "
+                        "functions as one Alpaca JSONL file")
+    parser.add_argument("--quick", action="store_true",
+                        help="instruct only, 1x and 10x, no 2-worker run (baseline at 1x, prepare, hit)")
     args = parser.parse_args()
+    if args.quick:
+        args.workload, args.copies, args.workers = ["instruct"], [1, 10], 1
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "bench"))
     import yaml
@@ -172,65 +217,83 @@ def main() -> int:
     try:
         files, size = prepare_corpus(args.source, work / "base")
         print(f"one copy: {files} files, {size / 1e6:.1f} MB from {args.source}")
-        for n in args.copies:
-            corpus = build_corpus(work, n, work / "base")
-            recipe = work / f"fim-{n}x.yaml"
-            recipe.write_text(yaml.safe_dump({"task": "fim", "data": {
-                "train": str(corpus), "eval": None, "packing": True, "max_length": args.max_length,
-                "fim": {"rate": 0.5, "spm_rate": 0.5}}}))
-            data = [PY, "-m", "sc2tune", "data", str(recipe)]
-            runs: dict[str, dict] = {}
-            print(f"\n{n}x ({n * size / 1e6:.0f} MB):", flush=True)
-            if n <= args.baseline_max_copies:
-                runs["baseline"] = measure([*data, "data.cache_dir=null", "--json"])
-                print(row("baseline (in memory)", runs["baseline"]), flush=True)
-            cache = work / f"cache-{n}x"
-            runs["prepare"] = measure([*data, f"data.cache_dir={cache}", "--prepare", "--json"])
-            print(row("prepare, 1 worker", runs["prepare"]), flush=True)
-            runs["hit"] = measure([*data, f"data.cache_dir={cache}", "--prepare", "--json"])
-            print(row("prepare again (cache hit)", runs["hit"]), flush=True)
-            if args.workers > 1:
-                runs["workers"] = measure([*data, f"data.cache_dir={work / f'cache-{n}x-w'}",
-                                           f"data.num_proc={args.workers}", "--prepare", "--json"])
-                print(row(f"prepare, {args.workers} workers", runs["workers"]), flush=True)
-            shutil.rmtree(corpus)
-            shutil.rmtree(cache, ignore_errors=True)
-            shutil.rmtree(work / f"cache-{n}x-w", ignore_errors=True)
-            results[n] = runs
+        records = instruct_records(args.source) if "instruct" in args.workload else []
+        if records:
+            print(f"instruct: {len(records)} records a copy (stdlib functions with a docstring)")
+        for workload in args.workload:
+            for n in args.copies:
+                if workload == "fim":
+                    corpus = build_corpus(work, n, work / "base")
+                    spec = {"task": "fim", "data": {"train": str(corpus), "eval": None, "packing": True,
+                                                    "max_length": args.max_length,
+                                                    "fim": {"rate": 0.5, "spm_rate": 0.5}}}
+                    what = f"{n * size / 1e6:.0f} MB of code"
+                else:
+                    corpus = build_jsonl(work, n, records)
+                    spec = {"task": "instruct", "data": {"train": str(corpus), "eval": 0.05, "packing": True,
+                                                         "max_length": args.max_length}}
+                    what = f"{n * len(records):,} records, {corpus.stat().st_size / 1e6:.0f} MB of JSONL"
+                recipe = work / f"{workload}-{n}x.yaml"
+                recipe.write_text(yaml.safe_dump(spec))
+                data = [PY, "-m", "sc2tune", "data", str(recipe)]
+                runs: dict[str, dict] = {}
+                print(f"\n{workload} {n}x ({what}):", flush=True)
+                if n <= args.baseline_max_copies:
+                    runs["baseline"] = measure([*data, "data.cache_dir=null", "--json"])
+                    print(row("baseline (in memory)", runs["baseline"]), flush=True)
+                cache = work / f"cache-{n}x"
+                runs["prepare"] = measure([*data, f"data.cache_dir={cache}", "--prepare", "--json"])
+                print(row("prepare, 1 worker", runs["prepare"]), flush=True)
+                runs["hit"] = measure([*data, f"data.cache_dir={cache}", "--prepare", "--json"])
+                print(row("prepare again (cache hit)", runs["hit"]), flush=True)
+                if args.workers > 1:
+                    runs["workers"] = measure([*data, f"data.cache_dir={work / f'cache-{n}x-w'}",
+                                               f"data.num_proc={args.workers}", "--prepare", "--json"])
+                    print(row(f"prepare, {args.workers} workers", runs["workers"]), flush=True)
+                if corpus.is_dir():
+                    shutil.rmtree(corpus)
+                else:
+                    corpus.unlink()
+                shutil.rmtree(cache, ignore_errors=True)
+                shutil.rmtree(work / f"cache-{n}x-w", ignore_errors=True)
+                results[f"{workload} {n}x"] = {"workload": workload, "copies": n, **runs}
         if args.train_copies:
             print(f"\ntrain on {args.train_copies}x:", flush=True)
             corpus = build_corpus(work, args.train_copies, work / "base")
             results["train"] = train_check(work, corpus, args.train_max_length)
             shutil.rmtree(corpus)
         print("\nratios")
-        for n, runs in results.items():
-            if n == "train":
+        for name, runs in results.items():
+            if name == "train":
                 continue
             p = runs["prepare"]
             if "baseline" in runs:
                 b = runs["baseline"]
                 same = {k: (b["stats"][k], p["stats"][k]) for k in ("examples", "windows", "tokens", "trained_tokens")}
-                print(f"  {n}x prepare / baseline: wall {p['wall'] / b['wall']:.2f}x, peak PSS "
+                print(f"  {name} prepare / baseline: wall {p['wall'] / b['wall']:.2f}x, peak PSS "
                       f"{p['tree_rss'] / b['tree_rss']:.2f}x; baseline vs prepare {same}; fim {b['stats']['fim']} vs "
                       f"{p['stats']['fim']}")
             if "workers" in runs:
-                print(f"  {n}x {args.workers} workers / 1 worker: wall {runs['workers']['wall'] / p['wall']:.2f}x, "
+                print(f"  {name} {args.workers} workers / 1 worker: wall {runs['workers']['wall'] / p['wall']:.2f}x, "
                       f"tree RSS {runs['workers']['tree_rss'] / p['tree_rss']:.2f}x, same rows: "
                       f"{runs['workers']['stats'] == p['stats']}")
-            print(f"  {n}x cache hit: {runs['hit']['wall']:.1f} s wall, {runs['hit']['cpu']:.1f} s CPU, whole process "
+            print(f"  {name} cache hit: {runs['hit']['wall']:.1f} s wall, {runs['hit']['cpu']:.1f} s CPU, whole process "
                   "(goal <= 10 s at 10x)")
-        sizes = [n for n in results if n != "train"]
-        lo, hi = (min(sizes), max(sizes)) if sizes else (0, 0)
-        if hi > lo:
-            a, b = results[lo]["prepare"], results[hi]["prepare"]
+        for workload in args.workload:
+            sizes = {r["copies"]: r for r in results.values() if r.get("workload") == workload}
+            if len(sizes) < 2:
+                continue
+            lo, hi = min(sizes), max(sizes)
+            a, b = sizes[lo]["prepare"], sizes[hi]["prepare"]
             k = hi / lo
-            print(f"  {hi}x vs {lo}x prepare: peak PSS {b['tree_rss'] / GiB:.2f} GiB (goal <= 1.0), growth "
-                  f"{(b['tree_rss'] - a['tree_rss']) / GiB:.3f} GiB (goal <= 0.15); wall {b['wall'] / (k * a['wall']):.2f}x, "
+            print(f"  {workload} {hi}x vs {lo}x prepare: peak PSS {b['tree_rss'] / GiB:.2f} GiB (goal <= 1.0), growth "
+                  f"{(b['tree_rss'] - a['tree_rss']) / GiB:.3f} GiB (goal <= 0.15); ru_maxrss {b['maxrss'] / GiB:.2f} GiB, "
+                  f"growth {(b['maxrss'] - a['maxrss']) / GiB:.3f} GiB; wall {b['wall'] / (k * a['wall']):.2f}x, "
                   f"CPU {b['cpu'] / (k * a['cpu']):.2f}x of {k:g} x the {lo}x time (goal <= 1.2)")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = ROOT / "bench" / "results" / f"data_scale-{stamp}.json"
         out.parent.mkdir(exist_ok=True)
-        out.write_text(json.dumps({str(n): r for n, r in results.items()}, indent=1))
+        out.write_text(json.dumps(results, indent=1))
         print(f"\nresults: {out}")
         return 0
     finally:

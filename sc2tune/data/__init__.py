@@ -5,7 +5,8 @@ on are in :mod:`sc2tune.data.collate`). Where the rows come from:
 
 * ``data.cache_dir`` set (default ``auto``): prepared on disk under a content key and memory-mapped
   (:mod:`sc2tune.data.prepare`; key in :mod:`sc2tune.data.cache_key`, folders and locks in
-  :mod:`sc2tune.data.store`, task fim built in bounded chunks by :mod:`sc2tune.data.chunked`);
+  :mod:`sc2tune.data.store`, built in bounded chunks by :mod:`sc2tune.data.chunked` (fim) and
+  :mod:`sc2tune.data.stream` (instruct, classify); a hit found light by :mod:`sc2tune.data.lookup`);
 * ``data.cache_dir: null``: built in memory on every call (:mod:`sc2tune.data.build`);
 * ``prepared=FOLDER``: exactly that prepared folder (a resumed run reads the rows it started with).
 
@@ -14,24 +15,37 @@ Tasks: instruct (template, response-only labels), fim (character-level PSM/SPM F
 through restarting position ids) or padded per batch by the collator. The eval split is a seeded
 fraction of the training examples (``data.eval: 0.1``), another source, or none. Everything random
 derives from ``recipe.train.seed``.
+
+Importing the package imports neither torch nor transformers nor datasets (the names below are loaded
+on first use), so :func:`sc2tune.data.lookup.lookup_prepared` finds prepared data in about a second.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from transformers import PreTrainedTokenizerBase
-
-from sc2tune.data.build import BUILDERS, DataBundle, Progress, split_fraction
-from sc2tune.data.collate import CausalCollator, ClassifyCollator
 from sc2tune.data.stats import DataStats, no_rows_error
 from sc2tune.data.store import is_complete
-from sc2tune.data.templates import Template, load_template
-from sc2tune.modeling import set_pad_token
 from sc2tune.recipe import Recipe
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from sc2tune.data.build import DataBundle
+
 log = logging.getLogger(__name__)
+
+_LAZY = {"CausalCollator": "collate", "ClassifyCollator": "collate",
+         "DataBundle": "build", "split_fraction": "build", "Template": "templates", "load_template": "templates"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"sc2tune.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "CausalCollator",
@@ -51,14 +65,16 @@ def build_datasets(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, *, show_p
 
     The tokenizer gets ``<fim_pad>`` as its pad token when it has none (never eos).
     """
+    from sc2tune.data.build import BUILDERS, Progress
+    from sc2tune.modeling import set_pad_token
+
     set_pad_token(tokenizer)
     progress = Progress(show_progress)
     if prepared is not None and is_complete(Path(prepared)):
-        from sc2tune.data.cache_key import data_key, key_inputs
-        from sc2tune.data.prepare import open_prepared
+        from sc2tune.data.prepare import open_prepared, prepared_key
 
         log.info("data: prepared data of the run in %s (not rebuilt)", prepared)
-        if data_key(key_inputs(recipe, tokenizer)) != Path(prepared).name:
+        if prepared_key(recipe, tokenizer) != Path(prepared).name:
             log.warning("data: a source file, the tokenizer or a data key changed since this run started; "
                         "it goes on with the rows it started with (%s)", prepared)
         return open_prepared(Path(prepared), tokenizer.pad_token_id)

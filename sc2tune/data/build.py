@@ -1,8 +1,9 @@
 """The in-memory builders: recipe -> sources -> template / FIM / labels -> token rows (today's path).
 
 Every split is built in RAM (Arrow tables backed by process memory). With ``data.cache_dir`` set,
-:mod:`sc2tune.data.prepare` writes these same rows to disk instead (code folders through the chunked
-builder of :mod:`sc2tune.data.chunked`); with ``data.cache_dir: null`` they are used as built here.
+:mod:`sc2tune.data.prepare` writes these same rows to disk instead, in bounded memory (task fim through
+:mod:`sc2tune.data.chunked`, instruct and classify through :mod:`sc2tune.data.stream`); with
+``data.cache_dir: null`` they are used as built here.
 
 * instruct: records -> Alpaca-style template -> prompt and response tokenised separately -> labels on
   the response and the closing ``<|endoftext|>`` only (:mod:`sc2tune.data.instruct`);

@@ -42,7 +42,11 @@ def _is_int(name: str) -> bool:
 
 def label_ids(records: Records, column: str, num_labels: int | None) -> dict[int, str]:
     """id2label for the training labels (see module doc)."""
-    names = {label_name(v) for v in records.columns[column]}
+    return label_ids_of({label_name(v) for v in records.columns[column]}, column, num_labels)
+
+
+def label_ids_of(names: set[str], column: str, num_labels: int | None) -> dict[int, str]:
+    """id2label for the set of training label names (see module doc)."""
     integer = all(_is_int(n) for n in names)
     if num_labels is not None and integer and all(0 <= int(n) < num_labels for n in names):
         return {i: str(i) for i in range(num_labels)}
@@ -65,9 +69,14 @@ def check_eval_labels(records: Records, column: str, id2label: dict[int, str]) -
         if name not in known and name not in unseen:
             unseen[name] = i
     if unseen:
-        first = ", ".join(f"{n!r} (first at {records.where(i)})" for n, i in list(unseen.items())[:5])
-        raise DataError(f"data.eval has label(s) the training data never has: {first}",
-                        hint=f"training labels: {', '.join(sorted(known))}")
+        raise unseen_labels_error({n: records.where(i) for n, i in unseen.items()}, id2label)
+
+
+def unseen_labels_error(unseen: dict[str, str], id2label: dict[int, str]) -> DataError:
+    """The error for eval labels training never saw (``unseen``: name -> where it first appears)."""
+    first = ", ".join(f"{n!r} (first at {where})" for n, where in list(unseen.items())[:5])
+    return DataError(f"data.eval has label(s) the training data never has: {first}",
+                     hint=f"training labels: {', '.join(sorted(id2label.values()))}")
 
 
 def _cut(ids: list[int], keep: int, side: str) -> list[int]:

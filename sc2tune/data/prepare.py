@@ -2,14 +2,20 @@
 
 ``prepared_bundle`` computes the key (:mod:`sc2tune.data.cache_key`), and on a miss builds the rows into
 a staging folder that :func:`~sc2tune.data.store.build_once` renames into place: task fim through the
-chunked builder (:mod:`sc2tune.data.chunked`, bounded memory, ``data.num_proc`` workers), instruct and
-classify through their in-memory builders, their tables then written as Arrow. Either way the rows are
-read back memory-mapped, so every process of a job shares one copy in the page cache.
+chunked builder (:mod:`sc2tune.data.chunked`), instruct and classify through the streaming record builder
+(:mod:`sc2tune.data.stream`), both in bounded memory with ``data.num_proc`` workers. Either way the rows
+are read back memory-mapped, so every process of a job shares one copy in the page cache.
 One log line says hit or miss, and where (a miss says so before it builds).
+
+The key counts the tokenizer by its files (:mod:`sc2tune.data.cache_key`). A tokenizer object that is not
+what those files load (its fingerprint differs from the one the recipe's own tokenizer has: read from
+the prepared folder's meta.json, or on a miss from the tokenizer loaded afresh) adds its fingerprint to
+the key, so its rows never land where :func:`~sc2tune.data.lookup.lookup_prepared` would find them.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -17,12 +23,13 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from sc2tune.data.build import BUILDERS, DataBundle, Progress
-from sc2tune.data.cache_key import data_key, key_inputs
+from sc2tune.data.build import DataBundle, Progress
+from sc2tune.data.cache_key import data_key, key_inputs, tokenizer_fingerprint
 from sc2tune.data.chunked import build_fim_prepared
 from sc2tune.data.collate import CausalCollator, ClassifyCollator
 from sc2tune.data.stats import no_rows_error
-from sc2tune.data.store import build_once, cache_root, open_split, read_meta, stats_from_dict, write_table
+from sc2tune.data.store import build_once, cache_root, is_complete, open_split, read_meta, stats_from_dict
+from sc2tune.data.stream import build_records_prepared
 from sc2tune.errors import DataError
 from sc2tune.recipe import Recipe
 
@@ -30,23 +37,19 @@ log = logging.getLogger(__name__)
 
 
 def _build(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress, inputs: dict[str, Any],
-           final: Path):
+           final: Path, fingerprint: str):
     def build(staging: Path) -> dict[str, Any]:
         log.info("data: cache miss, preparing %s", final)
         id2label = None
         if recipe.task == "fim":
             stats = build_fim_prepared(recipe, tokenizer, staging, progress)
         else:
-            bundle = BUILDERS[recipe.task](recipe, tokenizer, progress)
-            for split, ds in (("train", bundle.train), ("eval", bundle.eval)):
-                if ds is not None:
-                    write_table(staging, split, 0, ds.data.table)
-            stats, id2label = bundle.stats, bundle.id2label
+            stats, id2label = build_records_prepared(recipe, tokenizer, staging, progress)
         if stats.rows == 0:
             raise no_rows_error(stats, recipe.data.train)
         return {"task": recipe.task, "packing": recipe.data.packing, "stats": stats.to_dict(),
                 "id2label": {str(k): v for k, v in id2label.items()} if id2label is not None else None,
-                "created": time.strftime("%Y-%m-%d %H:%M:%S"), "inputs": inputs}
+                "created": time.strftime("%Y-%m-%d %H:%M:%S"), "inputs": inputs, "tokenizer_object": fingerprint}
 
     return build
 
@@ -64,15 +67,50 @@ def open_prepared(folder: Path, pad_token_id: int) -> DataBundle:
                       prepared=str(folder))
 
 
+_OWN_FINGERPRINTS: dict[str, str] = {}
+
+
+def _own_fingerprint(recipe: Recipe, folder: Path, files: dict[str, Any]) -> str:
+    """The fingerprint of the tokenizer the recipe's ``files`` load (``folder``: the prepared folder of
+    the files-only key, whose meta.json keeps it once built; else loaded once per process)."""
+    if is_complete(folder):
+        known = read_meta(folder).get("tokenizer_object")
+        if known:
+            return known
+    memo = json.dumps(files, sort_keys=True)
+    if memo not in _OWN_FINGERPRINTS:
+        from sc2tune.modeling import load_tokenizer
+
+        _OWN_FINGERPRINTS[memo] = tokenizer_fingerprint(load_tokenizer(recipe.model))
+    return _OWN_FINGERPRINTS[memo]
+
+
+def _inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, fingerprint: str) -> dict[str, Any]:
+    """:func:`key_inputs`, plus the tokenizer object's fingerprint when it is not the recipe's own."""
+    inputs = key_inputs(recipe, tokenizer)
+    assert inputs is not None
+    if "files" in inputs["tokenizer"]:
+        root = cache_root(recipe.data.cache_dir or "auto")
+        if _own_fingerprint(recipe, root / data_key(inputs), inputs["tokenizer"]) != fingerprint:
+            inputs["tokenizer"] = {**inputs["tokenizer"], "object": fingerprint}
+    return inputs
+
+
+def prepared_key(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> str:
+    """The content key of ``recipe``'s rows made with ``tokenizer`` (module doc)."""
+    return data_key(_inputs(recipe, tokenizer, tokenizer_fingerprint(tokenizer)))
+
+
 def prepared_bundle(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress) -> DataBundle:
     """The recipe's rows from ``data.cache_dir`` (built there first on a miss; see module doc)."""
     assert recipe.data.cache_dir is not None
     root = cache_root(recipe.data.cache_dir)
-    inputs = key_inputs(recipe, tokenizer)
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    inputs = _inputs(recipe, tokenizer, fingerprint)
     key = data_key(inputs)
     start = time.perf_counter()
     with progress.running():
-        folder, hit = build_once(root, key, _build(recipe, tokenizer, progress, inputs, root / key))
+        folder, hit = build_once(root, key, _build(recipe, tokenizer, progress, inputs, root / key, fingerprint))
     if hit:
         log.info("data: cache hit, prepared data in %s", folder)
     else:

@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from transformers import PreTrainedTokenizerBase
 
-from sc2tune.data.packing import IGNORE
 from sc2tune.data.stats import DataStats
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 OPEN, CLOSE = "⟦", "⟧"
 
@@ -39,6 +40,8 @@ def _segments(row: dict[str, Any]) -> Iterator[tuple[list[int], list[int]]]:
 
 def _runs(ids: list[int], labels: list[int]) -> Iterator[tuple[bool, list[int]]]:
     """Maximal runs of tokens that are all trained or all not."""
+    from sc2tune.data.packing import IGNORE  # here, not at the top: a cache hit never imports datasets
+
     start = 0
     for i in range(1, len(ids) + 1):
         if i == len(ids) or (labels[i] != IGNORE) != (labels[start] != IGNORE):
@@ -149,7 +152,22 @@ def run(recipe_path: str, overrides: list[str], *, show: int | None = None, as_j
     """Build the data of a recipe, preview ``show`` examples of ``split``, print the statistics.
 
     With ``prepare`` the rows are written to (or found in) ``data.cache_dir`` for later runs, nothing is
-    previewed unless ``show`` asks, and the prepared folder is named."""
+    previewed unless ``show`` asks, and the prepared folder is named. A cache hit with nothing to preview
+    is answered from the prepared folder's meta.json (:func:`~sc2tune.data.lookup.lookup_prepared`)
+    without loading the tokenizer, torch or transformers."""
+    if prepare and not show:  # -- the cache hit: a self-contained block, first thing
+        from sc2tune.data.lookup import lookup_prepared
+        from sc2tune.recipe import load_recipe
+
+        found = lookup_prepared(load_recipe(recipe_path, overrides))
+        if found is not None and (split == "train" or found.stats.eval is not None):
+            print(f"prepared data: {found.folder}", file=sys.stderr if as_json else sys.stdout)
+            if as_json:
+                print(json.dumps(found.stats.to_dict()))
+            else:
+                Console(soft_wrap=True, highlight=False, no_color=not sys.stdout.isatty(), emoji=False,
+                        markup=False).print(stats_table(found.stats))
+            return 0
     from sc2tune.data import build_datasets
     from sc2tune.errors import UserError
     from sc2tune.modeling import load_tokenizer

@@ -27,6 +27,10 @@ from typing import Any
 from sc2tune.errors import DataError
 
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+#: Records per chunk of :func:`iter_records`.
+CHUNK_RECORDS = 4096
+#: Rows per batch read from a parquet file or a ``datasets`` dataset.
+BATCH_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -120,61 +124,79 @@ def _iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
                                 hint="each line of a .jsonl file must be one JSON object") from None
 
 
-def _read_file(src: Source) -> tuple[list[tuple[int, Any]], str]:
-    """(list of (line or row number, record), unit) for a file source."""
-    try:
-        if src.fmt == "jsonl":
-            return list(_iter_jsonl(src.path)), "line"
-        if src.fmt == "json":
-            text = Path(src.path).read_text(encoding="utf-8")
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as err:
-                if err.msg == "Extra data":  # JSON lines in a .json file
-                    return list(_iter_jsonl(src.path)), "line"
-                raise DataError(f"{src.path}:{err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
-            if isinstance(data, dict):
-                lists = [v for v in data.values() if isinstance(v, list)]
-                if len(lists) != 1:
-                    raise DataError(f"{src.path}: expected a list of records (or an object holding one list)")
-                data = lists[0]
-            if not isinstance(data, list):
-                raise DataError(f"{src.path}: expected a list of records")
-            return list(enumerate(data)), "record"
-        if src.fmt == "csv":
-            with open(src.path, encoding="utf-8", newline="") as fh:
-                reader = csv.DictReader(fh, strict=True)
-                rows = []
-                try:
-                    for row in reader:
-                        if None in row:
-                            raise DataError(f"{src.path}:{reader.line_num}: more values than header columns")
-                        if None in row.values():
-                            raise DataError(f"{src.path}:{reader.line_num}: fewer values than header columns "
-                                            f"({', '.join(k for k, v in row.items() if v is None)} missing)")
-                        rows.append((reader.line_num, row))
-                except csv.Error as err:
-                    unclosed = "end of data" in str(err)
-                    raise DataError(
-                        f"{src.path}:{reader.line_num + 1}: "
-                        + ("a quoted field opened here (or below) is never closed" if unclosed
-                           else f"malformed CSV ({err})"),
-                        hint='close the quote; a quote inside a quoted field is written twice ("")') from None
-                return rows, "line"
-        if src.fmt == "parquet":
-            import pyarrow.parquet as pq
+def _read_file(src: Source) -> tuple[Iterator[tuple[int, Any]], str]:
+    """(records as (line or row number, record), unit) of a file source, read as they are consumed
+    (a .json file is parsed whole: JSON has no record boundaries to stream by)."""
+    unit = {"jsonl": "line", "json": "record", "csv": "line", "parquet": "row"}.get(src.fmt or "")
+    if unit is None:
+        raise DataError(f"{src.path}: unsupported format {src.fmt}")
+    return _guarded(src, _file_rows(src)), unit
 
-            return list(enumerate(pq.read_table(src.path).to_pylist())), "row"
+
+def _guarded(src: Source, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+    """``rows`` with reading errors turned into :class:`DataError` naming the file."""
+    try:
+        yield from rows
     except UnicodeDecodeError as err:
         raise DataError(f"{src.path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:
         raise DataError(f"{src.path}: cannot read ({err})") from None
     except (ValueError, ImportError) as err:  # pyarrow errors are ValueErrors
         raise DataError(f"{src.path}: cannot read ({err})") from None
-    raise DataError(f"{src.path}: unsupported format {src.fmt}")
 
 
-def _read_datasets(src: Source, key: str) -> list[tuple[int, Any]]:
+def _file_rows(src: Source) -> Iterator[tuple[int, Any]]:
+    if src.fmt == "jsonl":
+        yield from _iter_jsonl(src.path)
+    elif src.fmt == "json":
+        text = Path(src.path).read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            if err.msg == "Extra data":  # JSON lines in a .json file
+                del text
+                yield from _iter_jsonl(src.path)
+                return
+            raise DataError(f"{src.path}:{err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+        del text
+        if isinstance(data, dict):
+            lists = [v for v in data.values() if isinstance(v, list)]
+            if len(lists) != 1:
+                raise DataError(f"{src.path}: expected a list of records (or an object holding one list)")
+            data = lists[0]
+        if not isinstance(data, list):
+            raise DataError(f"{src.path}: expected a list of records")
+        yield from enumerate(data)
+    elif src.fmt == "csv":
+        with open(src.path, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, strict=True)
+            try:
+                for row in reader:
+                    if None in row:
+                        raise DataError(f"{src.path}:{reader.line_num}: more values than header columns")
+                    if None in row.values():
+                        raise DataError(f"{src.path}:{reader.line_num}: fewer values than header columns "
+                                        f"({', '.join(k for k, v in row.items() if v is None)} missing)")
+                    yield reader.line_num, row
+            except csv.Error as err:
+                unclosed = "end of data" in str(err)
+                raise DataError(
+                    f"{src.path}:{reader.line_num + 1}: "
+                    + ("a quoted field opened here (or below) is never closed" if unclosed
+                       else f"malformed CSV ({err})"),
+                    hint='close the quote; a quote inside a quoted field is written twice ("")') from None
+    else:  # parquet, a row group batch at a time
+        import pyarrow.parquet as pq
+
+        n = 0
+        for batch in pq.ParquetFile(src.path).iter_batches(batch_size=BATCH_ROWS):
+            for rec in batch.to_pylist():
+                yield n, rec
+                n += 1
+
+
+def _read_datasets(src: Source, key: str) -> Iterator[tuple[int, Any]]:
+    """(row number, record) of a save_to_disk folder or hub dataset, a batch at a time (memory-mapped)."""
     import datasets
 
     try:
@@ -190,17 +212,29 @@ def _read_datasets(src: Source, key: str) -> list[tuple[int, Any]]:
         if name is None:
             raise DataError(f"{key}: {src.path} has splits {list(ds)} but none of {wanted}")
         ds = ds[name]
-    return list(enumerate(ds.to_list()))
+    n = 0
+    for batch in ds.iter(batch_size=BATCH_ROWS):
+        for values in zip(*batch.values(), strict=True):
+            yield n, dict(zip(batch, values, strict=True))
+            n += 1
 
 
-def load_records(value: str | list[str], key: str, *, required: Sequence[str], optional: Sequence[str] = (),
+def iter_records(value: str | list[str], key: str, *, required: Sequence[str], optional: Sequence[str] = (),
                  text_fields: Sequence[str] = (), column_map: dict[str, str] | None = None,
-                 purpose: str = "this task") -> Records:
-    """Read every source of ``value``, rename columns, and check each record has ``required`` fields
-    (non-null) and that ``text_fields`` are strings. Keeps only ``required + optional`` columns."""
+                 purpose: str = "this task", chunk: int | None = None) -> Iterator[Records]:
+    """The records of every source of ``value`` in order, ``chunk`` at a time (default
+    :data:`CHUNK_RECORDS`), checked as :func:`load_records` checks them. Sources are read as the chunks
+    are consumed: at most one chunk of records (and one parquet/dataset batch) is held at a time.
+    Every chunk's ``sources`` is the one list of the sources read so far."""
+    chunk = CHUNK_RECORDS if chunk is None else chunk
     column_map = column_map or {}
     keep = list(dict.fromkeys([*required, *optional]))
-    records = Records({k: [] for k in keep})
+    sources: list[tuple[str, str]] = []
+
+    def empty() -> Records:
+        return Records({k: [] for k in keep}, sources=sources)
+
+    records = empty()
     for src in resolve_sources(value, key):
         if src.kind == "code":
             raise DataError(f"{key}: {src.path} is a folder of code, which only task fim reads",
@@ -210,11 +244,11 @@ def load_records(value: str | list[str], key: str, *, required: Sequence[str], o
         else:
             rows, unit = _read_datasets(src, key), "row"
         name = src.path
-        if not rows:
-            raise DataError(f"{name}: no records", hint=f"{key} must point at data with at least one record")
-        records.sources.append((name, unit))
-        src_index = len(records.sources) - 1
+        sources.append((name, unit))
+        src_index = len(sources) - 1
+        seen = 0
         for where, rec in rows:
+            seen += 1
             loc = f"{name}:{where}" if unit == "line" else f"{name} {unit} {where}"
             if not isinstance(rec, dict):
                 raise DataError(f"{loc}: expected a JSON object (a record), got {type(rec).__name__}")
@@ -236,4 +270,28 @@ def load_records(value: str | list[str], key: str, *, required: Sequence[str], o
                 records.columns[k].append(rec.get(k))
             records.origin.append(src_index)
             records.position.append(where)
+            if len(records) >= chunk:
+                yield records
+                records = empty()
+        if not seen:
+            raise DataError(f"{name}: no records", hint=f"{key} must point at data with at least one record")
+    if len(records):
+        yield records
+
+
+def load_records(value: str | list[str], key: str, *, required: Sequence[str], optional: Sequence[str] = (),
+                 text_fields: Sequence[str] = (), column_map: dict[str, str] | None = None,
+                 purpose: str = "this task") -> Records:
+    """Read every source of ``value``, rename columns, and check each record has ``required`` fields
+    (non-null) and that ``text_fields`` are strings. Keeps only ``required + optional`` columns.
+    All records at once (the in-memory path); :func:`iter_records` streams them."""
+    keep = list(dict.fromkeys([*required, *optional]))
+    records = Records({k: [] for k in keep})
+    for part in iter_records(value, key, required=required, optional=optional, text_fields=text_fields,
+                             column_map=column_map, purpose=purpose):
+        for k in keep:
+            records.columns[k].extend(part.columns[k])
+        records.origin.extend(part.origin)
+        records.position.extend(part.position)
+        records.sources = part.sources
     return records

@@ -19,21 +19,21 @@ system) nodes, a key is built once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
-
-import datasets
-import pyarrow as pa
-from datasets.arrow_writer import ArrowWriter
-from filelock import FileLock, Timeout
+from typing import TYPE_CHECKING, Any
 
 from sc2tune.data.stats import DataStats, SplitStats
 from sc2tune.errors import DataError
+
+if TYPE_CHECKING:  # datasets and pyarrow are imported where rows are read or written, not for a lookup
+    import datasets
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +44,8 @@ SPLITS = ("train", "eval")
 def cache_root(spec: str) -> Path:
     """The cache folder of ``data.cache_dir``: ``auto`` = ``<sc2tune cache>/data`` (``$SC2TUNE_CACHE``
     or ``~/.cache/sc2tune``, the folder the built-in model is kept in), else the path given."""
-    if spec == "auto":
-        from sc2tune.modeling import cache_dir
-
-        return cache_dir() / "data"
+    if spec == "auto":  # modeling.cache_dir()'s rule, not imported from there (modeling imports torch)
+        return Path(os.environ.get("SC2TUNE_CACHE", Path.home() / ".cache" / "sc2tune")) / "data"
     return Path(spec).expanduser()
 
 
@@ -58,15 +56,26 @@ def is_complete(folder: Path) -> bool:
 
 def write_table(staging: Path, split: str, index: int, table: pa.Table) -> None:
     """Write part ``index`` of ``split`` (one Arrow stream file; parts are read back in index order)."""
+    with part_writer(staging, split, index) as write:
+        write(table)
+
+
+@contextlib.contextmanager
+def part_writer(staging: Path, split: str, index: int) -> Iterator[Callable[[pa.Table], None]]:
+    """Part ``index`` of ``split`` written table by table (same columns each time) as one Arrow stream file."""
+    from datasets.arrow_writer import ArrowWriter
+
     folder = staging / split
     folder.mkdir(parents=True, exist_ok=True)
     with ArrowWriter(path=str(folder / f"{index:05d}.arrow")) as writer:
-        writer.write_table(table)
+        yield writer.write_table
         writer.finalize()
 
 
 def open_split(folder: Path, split: str) -> datasets.Dataset | None:
     """The memory-mapped rows of ``split`` (None when the folder has none)."""
+    import datasets
+
     parts = sorted((folder / split).glob("*.arrow"))
     if not parts:
         return None
@@ -101,6 +110,8 @@ def _clear_leftovers(root: Path, key: str) -> None:
 def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]]) -> tuple[Path, bool]:
     """(folder of ``key``, whether it was already there). On a miss ``build(staging)`` writes the split
     files into ``staging`` and returns the meta mapping; the folder is then renamed into place whole."""
+    from filelock import FileLock, Timeout
+
     final = root / key
     if is_complete(final):
         return final, True

@@ -16,7 +16,7 @@ import pytest
 
 from sc2tune.cli import main
 from sc2tune.data import build_datasets, chunked
-from sc2tune.data.cache_key import data_key, key_inputs
+from sc2tune.data.prepare import prepared_key
 from sc2tune.data.store import build_once
 from sc2tune.recipe import recipe_from_dict
 
@@ -50,7 +50,7 @@ def _prepared(tmp_path: Path) -> list[Path]:
 
 
 def _key(recipe, tokenizer) -> str:
-    return data_key(key_inputs(recipe, tokenizer))
+    return prepared_key(recipe, tokenizer)
 
 
 def test_key_changes_with_files_tokenizer_and_data_keys_only(tmp_path, tokenizer, monkeypatch):
@@ -71,7 +71,15 @@ def test_key_changes_with_files_tokenizer_and_data_keys_only(tmp_path, tokenizer
 
     grown = copy.deepcopy(tokenizer)
     grown.add_tokens(["<my_new_token>"])
-    assert _key(recipe, grown) != key
+    assert _key(recipe, grown) != key  # another tokenizer object than the recipe's files load
+
+    folder = tmp_path / "tok"  # the recipe's tokenizer as files: a changed file changes the key
+    tokenizer.save_pretrained(folder)
+    local = recipe.model_copy(update={"model": recipe.model.model_copy(update={"name_or_path": str(folder)})})
+    local_key = _key(local, tokenizer)
+    config = folder / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "model_max_length": 77}))
+    assert _key(local, tokenizer) != local_key
 
     source = tmp_path / "code" / "m03.py"
     text = source.read_text()

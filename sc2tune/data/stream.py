@@ -1,0 +1,306 @@
+"""Tasks instruct and classify in bounded memory: records -> tokens -> (packed) rows -> Arrow, a chunk at a time.
+
+1. *Split.* ``data.eval`` as a fraction holds out the records the in-memory path holds out:
+   :func:`~sc2tune.data.build.split_fraction` over the record count, which a first pass over the sources
+   counts (classify: the same pass collects each record's label as a small integer code; id2label comes
+   from the training records' labels exactly as :func:`~sc2tune.data.classification.label_ids` gives it,
+   and an eval label training never saw is the same error, naming the record).
+2. *Encode.* Each split is read again, :data:`~sc2tune.data.sources.CHUNK_RECORDS` records at a time
+   (:func:`~sc2tune.data.sources.iter_records`: the same checks and ``file:line`` errors), the held-out
+   records of the other split left out. ``data.num_proc`` workers template + tokenize (instruct,
+   :func:`~sc2tune.data.instruct.tokenize_instruct`) or encode (classify,
+   :func:`~sc2tune.data.classification.tokenize_classify`) the chunks; at most two chunks per worker are
+   in flight, and results come back in chunk order.
+3. *Rows.* Unpacked rows are written as they come. With ``data.packing`` the sequences gather in a buffer
+   of about :data:`PACK_TOKENS` tokens, packed best-fit (:func:`~sc2tune.data.packing.pack`) when full:
+   pack buffer ``c`` of a split uses seed ``chunked.chunk_seed(train.seed, c)`` (buffer 0: the seed itself).
+   Rows go to ``SPLIT/00000.arrow`` through one Arrow writer per split.
+
+Chunks and pack buffers are cut by the data alone, never by ``data.num_proc``: the rows are the same for
+any number of workers, and data of one pack buffer gives exactly the rows of the in-memory path (more
+than one: the same sequences and counts, packed within each buffer). Memory holds one chunk of records
+per worker in flight, one pack buffer, and one int32 label code per record (classify); it does not grow
+with the number of records otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from array import array
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+from transformers import PreTrainedTokenizerBase
+
+from sc2tune.data.build import Progress, split_fraction
+from sc2tune.data.chunked import chunk_seed
+from sc2tune.data.classification import label_ids_of, label_name, tokenize_classify, unseen_labels_error
+from sc2tune.data.instruct import tokenize_instruct
+from sc2tune.data.packing import IGNORE, TokenSeqs, pack, unpacked
+from sc2tune.data.sources import Records, iter_records
+from sc2tune.data.stats import DataStats, SplitStats
+from sc2tune.data.store import part_writer
+from sc2tune.data.templates import Template, load_template
+from sc2tune.errors import RecipeError
+from sc2tune.recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+#: Tokens gathered before they are packed (best fit within this many; ~16 MB of int32 ids and labels).
+PACK_TOKENS = 2**21
+#: Chunks in flight per worker.
+IN_FLIGHT = 2
+
+Load = Callable[[str | list[str], str], Iterator[Records]]
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every worker needs (set once per worker process)."""
+
+    task: str
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int
+    template: Template | None = None
+    train_on_prompt: bool = False
+    text: str = ""
+    pair: str | None = None
+    label: str = ""
+    id2label: dict[int, str] | None = None
+    side: str = "right"
+
+
+_JOB: _Job | None = None
+
+
+def _init(job: _Job | None) -> None:
+    global _JOB
+    _JOB = job
+
+
+def _encode(records: Records) -> dict[str, Any]:
+    """One chunk of records -> instruct token sequences, or classify rows and label counts; with counts."""
+    job = _JOB
+    assert job is not None
+    if job.task == "instruct":
+        assert job.template is not None
+        seqs, split = tokenize_instruct(records, job.template, job.tokenizer, max_length=job.max_length,
+                                        train_on_prompt=job.train_on_prompt, num_proc=None)
+        return {"seqs": seqs, "split": split, "n": len(records)}
+    assert job.id2label is not None
+    ds, split, counts = tokenize_classify(records, job.tokenizer, text=job.text, pair=job.pair, label=job.label,
+                                          id2label=job.id2label, max_length=job.max_length, side=job.side,
+                                          num_proc=None)
+    return {"table": ds.data.table, "split": split, "counts": counts, "n": len(records)}
+
+
+def _ordered(items: Iterable[Records], num_proc: int | None, job: _Job) -> Iterator[dict[str, Any]]:
+    """``_encode`` over ``items`` in order, on ``num_proc`` forked workers (here when 1 or unset), with at
+    most :data:`IN_FLIGHT` chunks per worker submitted ahead (a pool's ``map`` would read them all)."""
+    if not num_proc or num_proc <= 1:
+        _init(job)
+        try:
+            yield from map(_encode, items)
+        finally:
+            _init(None)
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init, initargs=(job,)) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(_encode, item))
+            if len(pending) >= IN_FLIGHT * num_proc:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _select(parts: Iterable[Records], keep: np.ndarray | None) -> Iterator[Records]:
+    """The records whose running index is marked in ``keep`` (all when None), chunk by chunk."""
+    start = 0
+    for part in parts:
+        n = len(part)
+        if keep is None:
+            yield part
+        else:
+            idx = np.flatnonzero(keep[start:start + n])
+            if len(idx):
+                yield part.select(idx.tolist())
+        start += n
+
+
+def _concat(parts: list[TokenSeqs]) -> TokenSeqs:
+    lengths = np.concatenate([p.lengths for p in parts])
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return TokenSeqs(np.concatenate([p.ids for p in parts]), np.concatenate([p.labels for p in parts]), offsets)
+
+
+def _write_split(results: Iterable[dict[str, Any]], staging: Path, name: str, *, packing: bool, max_length: int,
+                 seed: int, advance: Callable[..., None] | None) -> tuple[SplitStats, Counter]:
+    """Write the rows of one split (module doc, step 3); returns its counts and label counts (classify)."""
+    total = SplitStats()
+    labels: Counter = Counter()
+    buffer: list[TokenSeqs] = []
+    buffered = packs = 0
+    with part_writer(staging, name, 0) as write:
+        written = False
+
+        def put(table) -> None:
+            nonlocal written
+            if table.num_rows:
+                write(table)
+                written = True
+
+        def flush() -> None:
+            nonlocal buffer, buffered, packs
+            ds, rows = pack(_concat(buffer), max_length, chunk_seed(seed, packs))
+            put(ds.data.table)
+            total.rows += rows
+            buffer, buffered, packs = [], 0, packs + 1
+
+        for res in results:
+            split: SplitStats = res["split"]
+            for field in ("examples", "windows", "truncated", "dropped_tokens", "dropped_examples"):
+                setattr(total, field, getattr(total, field) + getattr(split, field))
+            if "table" in res:  # classify: rows as encoded
+                put(res["table"])
+                total.tokens += split.tokens
+                total.trained_tokens += split.trained_tokens
+                total.rows += split.rows
+                labels.update(res["counts"])
+            else:
+                seqs: TokenSeqs = res["seqs"]
+                total.tokens += int(len(seqs.ids))
+                total.trained_tokens += int((seqs.labels != IGNORE).sum())
+                if packing:
+                    buffer.append(seqs)
+                    buffered += int(len(seqs.ids))
+                    if buffered >= PACK_TOKENS:
+                        flush()
+                else:
+                    put(unpacked(seqs).data.table)
+                    total.rows += len(seqs)
+            if advance is not None:
+                advance(res["n"])
+        if buffer:
+            flush()
+        if not written:  # a split whose every example was dropped: an empty table with the columns
+            empty = TokenSeqs(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64))
+            write((pack(empty, max_length, seed)[0] if packing else unpacked(empty)).data.table)
+    total.packing_efficiency = total.tokens / max(1, total.rows * max_length)
+    return total, labels
+
+
+def _label_codes(load: Load, value: str | list[str], key: str, column: str) -> tuple[np.ndarray, list[str]]:
+    """(per record: index of its label name, the names in first-seen order), one pass over ``value``."""
+    names: dict[str, int] = {}
+    codes = array("i")
+    for part in load(value, key):
+        codes.extend(names.setdefault(label_name(v), len(names)) for v in part.columns[column])
+    return np.frombuffer(codes, dtype=np.int32) if len(codes) else np.zeros(0, np.int32), list(names)
+
+
+def _first_places(parts: Iterable[Records], column: str, wanted: set[str]) -> dict[str, str]:
+    """name -> where it first appears, for the label names in ``wanted`` (the error path only)."""
+    found: dict[str, str] = {}
+    for part in parts:
+        for i, v in enumerate(part.columns[column]):
+            name = label_name(v)
+            if name in wanted and name not in found:
+                found[name] = part.where(i)
+    return {n: found[n] for n in sorted(found, key=list(found).index)}
+
+
+def _plan(recipe: Recipe, load: Load, label: str | None
+          ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, str] | None]:
+    """(train records mask, eval records mask (None: eval from its own source, or none), id2label)."""
+    d = recipe.data
+    train_mask = eval_mask = None
+    if label is None and not isinstance(d.eval, float):
+        return None, None, None
+    if label is not None:
+        codes, names = _label_codes(load, d.train, "data.train", label)
+        n = len(codes)
+    else:
+        codes, names, n = None, [], sum(len(part) for part in load(d.train, "data.train"))
+    if isinstance(d.eval, float):
+        tr, ev = split_fraction(n, d.eval, recipe.train.seed)
+        train_mask, eval_mask = np.zeros(n, bool), np.zeros(n, bool)
+        train_mask[tr], eval_mask[ev] = True, True
+    if label is None or codes is None:
+        return train_mask, eval_mask, None
+    train_codes = codes if train_mask is None else codes[train_mask]
+    id2label = label_ids_of({names[c] for c in np.unique(train_codes)}, label, recipe.model.num_labels)
+    known = set(id2label.values())
+    if isinstance(d.eval, float):
+        eval_names = {names[c] for c in np.unique(codes[eval_mask])}
+        parts: Callable[[], Iterable[Records]] = lambda: _select(load(d.train, "data.train"), eval_mask)  # noqa: E731
+    elif d.eval is not None:
+        eval_codes, enames = _label_codes(load, d.eval, "data.eval", label)
+        eval_names = {enames[c] for c in np.unique(eval_codes)}
+        parts = lambda: load(d.eval, "data.eval")  # noqa: E731
+    else:
+        eval_names = set()
+    if eval_names - known:
+        raise unseen_labels_error(_first_places(parts(), label, eval_names - known), id2label)
+    return train_mask, eval_mask, id2label
+
+
+def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, staging: Path,
+                           progress: Progress) -> tuple[DataStats, dict[int, str] | None]:
+    """Write the instruct or classify rows of ``recipe`` to ``staging/{train,eval}/``; returns the
+    statistics and (classify) id2label."""
+    d = recipe.data
+    stats = DataStats(task=recipe.task, max_length=d.max_length, packing=d.packing)
+    if recipe.task == "instruct":
+        template = load_template(d.template)
+        load: Load = partial(iter_records, required=template.required, optional=template.optional,
+                             text_fields=[*template.required, *template.optional], column_map=d.column_map,
+                             purpose=f"template '{template.name}'")
+        label = None
+        packing = d.packing
+    else:
+        if d.packing:
+            raise RecipeError("data.packing applies to the causal tasks (instruct, fim), not to classify",
+                              hint="set data.packing: false")
+        fields = [d.text_column, *([d.text_pair_column] if d.text_pair_column else [])]
+        load = partial(iter_records, required=[*fields, d.label_column], text_fields=fields,
+                       column_map=d.column_map, purpose="task classify")
+        label, template, packing = d.label_column, None, False
+    was = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # one bar per chunk would be noise; ours counts records
+    try:
+        train_mask, eval_mask, id2label = _plan(recipe, load, label)
+        job = _Job(recipe.task, tokenizer, d.max_length, template=template, train_on_prompt=d.train_on_prompt,
+                   text=d.text_column, pair=d.text_pair_column, label=d.label_column, id2label=id2label,
+                   side=d.truncation_side)
+        splits: list[tuple[str, Iterable[Records]]] = [("train", _select(load(d.train, "data.train"), train_mask))]
+        if eval_mask is not None:
+            splits.append(("eval", _select(load(d.train, "data.train"), eval_mask)))
+        elif d.eval is not None:
+            splits.append(("eval", load(d.eval, "data.eval")))
+        for name, parts in splits:
+            results = _ordered(parts, d.num_proc, job)
+            split, counts = _write_split(results, staging, name, packing=packing, max_length=d.max_length,
+                                         seed=recipe.train.seed, advance=progress.task(f"tokenize {name}"))
+            class_counts = {n: counts.get(n, 0) for n in id2label.values()} if id2label is not None else None
+            if name == "train":
+                for field, value in split.to_dict().items():
+                    setattr(stats, field, value)
+                stats.class_counts = class_counts
+            else:
+                stats.eval, stats.eval_class_counts = split, class_counts
+    finally:
+        if was:
+            datasets.enable_progress_bars()
+    return stats, id2label
+
