@@ -1,7 +1,7 @@
 """The package's layers, read from its import statements (function-level imports included).
 
 From the ground up: errors, recipe, metrics, reporting, hub, tiny -> configs, modeling, adapters -> data, planning
--> training, merging, generation -> evaluation, demo -> cli. An import only ever goes down (or sideways
+-> training, merging, generation -> evaluation, demo -> commands, cli. An import only ever goes down (or sideways
 within a layer), and the top-level parts import each other without cycles.
 """
 
@@ -20,7 +20,7 @@ LAYERS = [
     {"data", "planning"},
     {"training", "merging", "generation"},
     {"evaluation", "demo"},
-    {"cli", "__main__", "__init__"},
+    {"commands", "cli", "__main__", "__init__"},
 ]
 LAYER = {part: level for level, parts in enumerate(LAYERS) for part in parts}
 
