@@ -71,24 +71,24 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = typer.main.get_command(build_app())
     try:
-        status = command.main(args=argv, prog_name="sc2tune", standalone_mode=False)
+        with command.make_context("sc2tune", argv) as context:
+            command.invoke(context)
+    except typer.Exit as done:  # --help, or a command's own status (a preempted train: 143)
+        return done.exit_code
     except UserError as err:
         print(f"sc2tune {_command_name(argv)}: error: {err}", file=sys.stderr)
         return err.exit_code
-    except typer.Abort:  # Ctrl-C while reading input
+    except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
         return 130
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except typer.TyperException as err:  # usage errors (click's, vendored by typer): the usage and the problem
+    except typer.TyperException as err:  # a usage error (click's, vendored by typer): the usage and the problem
         show = getattr(err, "show", None)
         if show is not None:
             show()
         else:
             print(f"sc2tune: error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
-    return status if isinstance(status, int) else 0
+    return 0
 
 
 if __name__ == "__main__":

@@ -146,6 +146,15 @@ def test_a_user_error_exits_with_its_code_and_no_traceback(tmp_path: Path, run_c
     assert "sc2tune plan: error: give a recipe to plan" in result.stderr
 
 
+def test_ctrl_c_exits_130_without_a_traceback(run_cli, monkeypatch: pytest.MonkeyPatch):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sc2tune.recipe.recipe_json_schema", interrupted)
+    result = run_cli("schema")
+    assert result.returncode == 130 and result.stderr == "interrupted\n"
+
+
 @pytest.mark.parametrize("main_process", [True, False])
 @pytest.mark.parametrize("preempted", [False, True])
 def test_train_reports_on_the_main_process_only(main_process: bool, preempted: bool, recipe: Path, run_cli,

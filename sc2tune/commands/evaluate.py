@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from sc2tune.commands.options import JsonOutput, TrustRemoteCode, with_remote_code
 from sc2tune.errors import UserError
+
+if TYPE_CHECKING:
+    from sc2tune.evaluation.sandbox import SandboxLimits
+    from sc2tune.generation import Sampling
 
 RUN_PANEL = "RECIPE_OR_RUN"
 CODE_PANEL = "code"
@@ -30,7 +34,7 @@ def evaluate(
         help="a run folder (OUTPUT with adapter/recipe.yaml), a recipe YAML (its output_dir is evaluated), "
         "or the word 'code' for execution-based pass@k")],
     overrides: Annotated[list[str] | None, typer.Argument(
-        metavar="[KEY.SUB=VALUE]...", show_default=False, help="recipe overrides (RECIPE only)")] = None,
+        metavar="KEY.SUB=VALUE", show_default=False, help="recipe overrides (RECIPE only)")] = None,
     trust_remote_code: TrustRemoteCode = False,
     as_json: JsonOutput = False,
     out: Annotated[str | None, typer.Option(metavar="DIR", help="write results.json, report.md and PNG plots here")
@@ -110,9 +114,9 @@ def parse_ks(text: str) -> list[int]:
     return ks
 
 
-def _eval_code(*, problems: str, samples: str | None, ks: list[int], limits, workers: int, fim: str | None,
-               fim_seed: int, write_problems_to: str | None, model: str | None, n_samples: int, sampling,
-               as_json: bool, out: str | None) -> None:
+def _eval_code(*, problems: str, samples: str | None, ks: list[int], limits: SandboxLimits, workers: int,
+               fim: str | None, fim_seed: int, write_problems_to: str | None, model: str | None, n_samples: int,
+               sampling: Sampling, as_json: bool, out: str | None) -> None:
     """FIM problems (optional), samples generated (optional), pass@k scored, printed and reported."""
     from sc2tune.evaluation.codeeval import evaluate_code
     from sc2tune.evaluation.problems import load_problems, load_samples, make_fim_problems, write_problems

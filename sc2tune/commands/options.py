@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 RecipePath = Annotated[str, typer.Argument(metavar="RECIPE", help="path to a recipe YAML file", show_default=False)]
 Overrides = Annotated[list[str] | None, typer.Argument(
-    metavar="[KEY.SUB=VALUE]...", show_default=False,
+    metavar="KEY.SUB=VALUE", show_default=False,
     help="override recipe keys, values typed as YAML (train.lr=1e-4, data.eval=null); before or after options")]
 TrustRemoteCode = Annotated[bool, typer.Option(
     "--trust-remote-code",

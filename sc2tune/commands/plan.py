@@ -13,10 +13,10 @@ from sc2tune.errors import UserError
 
 def plan(
     recipe: Annotated[str | None, typer.Argument(
-        metavar="[RECIPE]", show_default=False,
+        metavar="RECIPE", show_default=False,
         help="recipe YAML file to plan (omit with --model for the weights only)")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(
-        metavar="[KEY.SUB=VALUE]...", show_default=False, help="override recipe keys")] = None,
+        metavar="KEY.SUB=VALUE", show_default=False, help="override recipe keys")] = None,
     trust_remote_code: TrustRemoteCode = False,
     model: Annotated[str | None, typer.Option(
         help="hub id, local folder or config.json: its weight footprint per load mode (with a recipe: plan the "
@@ -52,7 +52,10 @@ def plan(
         from sc2tune.planning import weight_footprint
 
         footprint = weight_footprint(model)
-        print_json(footprint) if as_json else print_footprint(footprint)
+        if as_json:
+            print_json(footprint)
+        else:
+            print_footprint(footprint)
         return
     if (tokens_per_epoch is not None or compare_hours is not None) and gpus is None:
         raise UserError("--tokens-per-epoch and --compare-hours need --gpus (the time estimate is per GPU kind "
