@@ -1,21 +1,54 @@
-"""The CLI table, the README's claims about it, and the README's two set-up commands."""
+"""The command line: every command's options come from its function, the README's claims about it, the
+exits (usage error 2, UserError its code, no traceback), overrides after options, and train's rank check."""
 
 from __future__ import annotations
 
+import inspect
+import os
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
+from types import ModuleType, SimpleNamespace
 
-from sc2tune.cli import COMMANDS, build_parser
+import pytest
+
+from sc2tune.commands import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
+BOX = re.compile(r"[│╭╮╰╯─]")  # rich's panel borders around the help
+
+
+def _help(*args: str) -> str:
+    """``sc2tune ARGS --help`` in a fresh process, wide enough that nothing wraps, borders removed."""
+    env = {**os.environ, "TERMINAL_WIDTH": "2000", "COLUMNS": "2000", "NO_COLOR": "1"}
+    result = subprocess.run([sys.executable, "-m", "sc2tune", *args, "--help"], capture_output=True, text=True,
+                            env=env, cwd=ROOT)
+    assert result.returncode == 0, (args, result.stderr)
+    return " ".join(BOX.sub(" ", result.stdout).split())
+
+
+def _declared(function) -> list[tuple[str, str]]:
+    """(name on the command line, help) of each parameter, read off the function's signature."""
+    hints = typing.get_type_hints(function, include_extras=True)
+    found = []
+    for name in inspect.signature(function).parameters:
+        info = next(m for m in typing.get_args(hints[name])[1:] if hasattr(m, "help"))
+        if type(info).__name__ == "ArgumentInfo":
+            shown = info.metavar or name.upper()
+        else:
+            # in Annotated, typer.Option("--json") holds the name as its first argument (its ``default`` slot)
+            decls = [info.default, *info.param_decls] if isinstance(info.default, str) else info.param_decls
+            shown = next((d for d in decls if d.startswith("--")), f"--{name.replace('_', '-')}")
+        found.append((shown, info.help or ""))
+    return found
 
 
 def test_readme_lists_exactly_the_cli_commands():
     documented = set(re.findall(r"^\| `sc2tune ([a-z-]+)", README, flags=re.M))
-    assert documented == {c.name for c in COMMANDS}
+    assert documented == set(COMMANDS)
 
 
 def test_readme_has_the_two_setup_commands_ci_runs():
@@ -28,19 +61,35 @@ def test_readme_has_the_two_setup_commands_ci_runs():
     assert "# test-command" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_every_command_has_help():
-    parser = build_parser()
-    for command in COMMANDS:
-        result = subprocess.run([sys.executable, "-m", "sc2tune", command.name, "--help"], capture_output=True,
-                                text=True)
-        assert result.returncode == 0, (command.name, result.stderr)
-        assert command.name in result.stdout
-    assert parser.prog == "sc2tune"
+def test_top_level_help_lists_every_command_with_its_docstring():
+    out = _help()
+    for name, function in COMMANDS.items():
+        first = " ".join(inspect.getdoc(function).split("\n\n")[0].split())
+        assert f"{name} {first[:40]}" in out, name
 
 
-def test_unknown_command_is_an_argparse_error_not_a_traceback():
-    result = subprocess.run([sys.executable, "-m", "sc2tune", "trian"], capture_output=True, text=True)
-    assert result.returncode == 2 and "Traceback" not in result.stderr and "invalid choice" in result.stderr
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_lists_every_parameter_of_the_command_function_with_its_help(name: str):
+    out = _help(name)
+    declared = _declared(COMMANDS[name])
+    assert len(declared) == len(inspect.signature(COMMANDS[name]).parameters)
+    for shown, text in declared:
+        assert text.strip(), f"{name}: {shown} has no help"
+        visible = " ".join(text.replace("`", "").split())  # help is markdown: `code` shows without backticks
+        assert shown in out and visible in out, (name, shown, text)
+
+
+def test_help_pages_show_meaningful_defaults():
+    out = _help("generate")
+    assert "tokens to generate at most [default: 128]" in out and "[default: 0.2]" in out
+    assert "default: None" not in out and "default: False" not in out
+
+
+def test_the_command_layer_imports_nothing_heavy():
+    code = ("import sys, sc2tune.cli; heavy = {'torch', 'transformers', 'datasets', 'peft', 'accelerate'}; "
+            "print(sorted(heavy & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
 def test_public_api_names_resolve():
@@ -50,14 +99,96 @@ def test_public_api_names_resolve():
         assert getattr(sc2tune, name) is not None, name
 
 
-def test_overrides_may_follow_options(tmp_path, run_cli):
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("# t\ntask: fim\ndata:\n  train: x\n")
-    result = run_cli("validate", str(recipe), "--print", "--schema-only", "train.lr=0.5")
+@pytest.fixture
+def recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text("# t\ntask: fim\ndata:\n  train: x\n")
+    return path
+
+
+def test_overrides_may_follow_and_surround_options(recipe: Path, run_cli):
+    result = run_cli("validate", str(recipe), "train.lr=0.5", "--print", "train.epochs=7", "--schema-only",
+                     "data.eval=null")
     assert result.returncode == 0, result.stderr
-    assert "lr: 0.5" in result.stdout
-    bad = run_cli("validate", str(recipe), "--bogus")
-    assert bad.returncode == 2 and "unrecognized arguments: --bogus" in bad.stderr
+    assert "lr: 0.5" in result.stdout and "epochs: 7" in result.stdout and "eval: null" in result.stdout
+
+
+def test_trust_remote_code_is_the_command_lines_say_after_the_overrides(recipe: Path, run_cli):
+    off = run_cli("validate", str(recipe), "--print", "--schema-only")
+    assert "trust_remote_code: false" in off.stdout
+    on = run_cli("validate", str(recipe), "model.trust_remote_code=false", "--trust-remote-code", "--print",
+                 "--schema-only")
+    assert on.returncode == 0 and "trust_remote_code: true" in on.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["validate", "R", "--bogus"], "No such option: --bogus"),
+    (["trian"], "No such command 'trian'"),
+    (["generate", "P", "--max-new-tokens", "many"], "Invalid value for '--max-new-tokens'"),
+    (["merge", "ADAPTER"], "Missing option '--out'"),
+    (["data", "R", "--show", "-1"], "Invalid value for '--show'"),
+    (["merge", "A", "--out", "O", "--dtype", "float8"], "Invalid value for '--dtype'"),
+])
+def test_a_usage_error_exits_2_with_the_usage_and_the_problem(args: list[str], message: str, run_cli):
+    result = run_cli(*args)
+    assert result.returncode == 2, result
+    assert message in result.stderr and "Usage: sc2tune" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_user_error_exits_with_its_code_and_no_traceback(tmp_path: Path, run_cli):
+    plain = run_cli("plan")  # a UserError (exit 1)
+    assert plain.returncode == 1 and plain.stderr.startswith("sc2tune plan: error: give a recipe to plan")
+    recipe_error = run_cli("validate", str(tmp_path / "missing.yaml"))  # a RecipeError (exit 2)
+    assert recipe_error.returncode == 2 and recipe_error.stderr.startswith("sc2tune validate: error: ")
+    result = subprocess.run([sys.executable, "-m", "sc2tune", "-v", "plan"], capture_output=True, text=True,
+                            cwd=ROOT)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "sc2tune plan: error: give a recipe to plan" in result.stderr
+
+
+def test_ctrl_c_exits_130_without_a_traceback(run_cli, monkeypatch: pytest.MonkeyPatch):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sc2tune.recipe.recipe_json_schema", interrupted)
+    result = run_cli("schema")
+    assert result.returncode == 130 and result.stderr == "interrupted\n"
+
+
+@pytest.mark.parametrize("main_process", [True, False])
+@pytest.mark.parametrize("preempted", [False, True])
+def test_train_reports_on_the_main_process_only(main_process: bool, preempted: bool, recipe: Path, run_cli,
+                                                 monkeypatch: pytest.MonkeyPatch):
+    """The train command asks accelerate which process it is (after training); train() itself is faked."""
+    seen = {}
+
+    def fake_train(loaded, *, resume, show_progress):
+        seen.update(lr=loaded.train.lr, resume=resume)
+        return SimpleNamespace(preempted=preempted, global_step=5, adapter_dir="OUT/adapter", output_dir="OUT",
+                               final_eval={"eval_loss": 1.25}, train_tokens_per_second=None)
+
+    training = ModuleType("sc2tune.training")
+    training.train = fake_train  # type: ignore[attr-defined]
+    accelerate = ModuleType("accelerate")
+    accelerate.PartialState = lambda: SimpleNamespace(is_main_process=main_process)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sc2tune.training", training)
+    monkeypatch.setitem(sys.modules, "accelerate", accelerate)
+
+    result = run_cli("train", str(recipe), "--resume", "train.lr=0.25")
+    assert seen == {"lr": 0.25, "resume": True}
+    assert result.returncode == (143 if preempted else 0)
+    if not main_process:
+        assert result.stdout == result.stderr == ""
+    elif preempted:
+        assert "preempted at step 5" in result.stderr and "--resume" in result.stderr
+    else:
+        assert "done: 5 steps; adapter in OUT/adapter" in result.stdout and "eval_loss: 1.2500" in result.stdout
+
+
+def test_plan_defaults_are_the_planners():
+    from sc2tune.planning.throughput import DEFAULT_MFU
+
+    assert inspect.signature(COMMANDS["plan"]).parameters["mfu"].default == DEFAULT_MFU
 
 
 def test_validate_checks_lora_targets_against_the_architecture(run_cli):
@@ -66,15 +197,3 @@ def test_validate_checks_lora_targets_against_the_architecture(run_cli):
     assert result.returncode == 2 and "gate_proj" in result.stderr and "c_fc" in result.stderr
     ok = run_cli("validate", str(ROOT / "recipes" / "starcoder2-7b" / "fim-qlora.yaml"))
     assert ok.returncode == 0 and "targets ok" in ok.stdout
-
-
-def test_help_pages_show_meaningful_defaults(capsys):
-    import pytest
-
-    from sc2tune.cli import main
-
-    with pytest.raises(SystemExit):
-        main(["generate", "--help"])
-    out = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
-    assert "tokens to generate at most (default: 128)" in out and "(default: 0.2)" in out
-    assert "default: None" not in out and "default: False" not in out

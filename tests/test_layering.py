@@ -1,10 +1,9 @@
 """The package's layers, read from its import statements (function-level imports included).
 
 From the ground up: errors, recipe, metrics, reporting, hub, tiny, sizes -> architectures, tokenizer_files, configs,
-modeling, adapters, runs -> data, planning
--> training, merging, generation -> evaluation, demo -> cli. An import only ever goes down (or sideways
-within a layer), the top-level parts import each other without cycles, and generation reads trained folders
-through ``runs``, never through the merge's internals.
+modeling, adapters, runs -> data, planning -> training, merging, generation -> evaluation, demo -> commands, cli.
+An import only ever goes down (or sideways within a layer), the top-level parts import each other without
+cycles, and generation reads trained folders through ``runs``, never through the merge's internals.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ LAYERS = [
     {"data", "planning"},
     {"training", "merging", "generation"},
     {"evaluation", "demo"},
-    {"cli", "__main__", "__init__"},
+    {"commands", "cli", "__main__", "__init__"},
 ]
 LAYER = {part: level for level, parts in enumerate(LAYERS) for part in parts}
 

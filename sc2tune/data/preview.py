@@ -1,27 +1,22 @@
-"""``sc2tune data RECIPE``: build the recipe's data, show rendered examples with the trained part marked,
-and print the statistics.
+"""Rendering prepared data for a reader (what ``sc2tune data`` shows): examples with the trained part marked,
+FIM examples in PSM and SPM first, and the statistics as a table.
 
-A causal example is shown as its decoded text, trained tokens (label != -100) in green on a terminal or
-between ``⟦`` and ``⟧`` in plain output; a packed row is shown document by document (position ids restart
-at each document). A classification example is shown as its text and ``-> label``. With ``--json`` the
-last line of stdout is one JSON object: the statistics (:meth:`DataStats.to_dict`).
+A causal example is rendered as its decoded text, trained tokens (label != -100) styled green, or between
+``⟦`` and ``⟧`` when plain; a packed row is split document by document (position ids restart at each
+document). A classification example is rendered as its text and ``-> label``.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from transformers import PreTrainedTokenizerBase
 
+from sc2tune.data.packing import IGNORE
 from sc2tune.data.stats import DataStats
-
-if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
 
 OPEN, CLOSE = "⟦", "⟧"
 
@@ -40,8 +35,6 @@ def _segments(row: dict[str, Any]) -> Iterator[tuple[list[int], list[int]]]:
 
 def _runs(ids: list[int], labels: list[int]) -> Iterator[tuple[bool, list[int]]]:
     """Maximal runs of tokens that are all trained or all not."""
-    from sc2tune.data.packing import IGNORE  # here, not at the top: a cache hit never imports datasets
-
     start = 0
     for i in range(1, len(ids) + 1):
         if i == len(ids) or (labels[i] != IGNORE) != (labels[start] != IGNORE):
@@ -72,7 +65,7 @@ def render_example(tokenizer: PreTrainedTokenizerBase, ids: list[int], labels: l
 FIM_SCAN = 2000
 
 
-def _fim_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int] | None:
+def fim_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int] | None:
     """Ids of ``<fim_prefix>`` and ``<fim_suffix>`` (None when the tokenizer lacks them)."""
     from sc2tune.modeling import special_tokens
 
@@ -91,7 +84,7 @@ def fim_kind(ids: list[int], fim: tuple[int, int]) -> str:
     return "SPM" if at + 1 < len(ids) and ids[at + 1] == suffix else "PSM"
 
 
-def _preview_order(dataset, classify: bool, fim: tuple[int, int] | None, show: int
+def preview_order(dataset, classify: bool, fim: tuple[int, int] | None, show: int
                    ) -> Iterator[tuple[list[int], list[int] | int, str | None]]:
     """The first ``show`` documents as (ids, labels, kind). For FIM data a PSM and an SPM example come first
     when the first :data:`FIM_SCAN` documents hold them (labelled), then the others in order."""
@@ -145,60 +138,3 @@ def stats_table(stats: DataStats) -> Table:
     for what, value in rows:
         table.add_row(what, value)
     return table
-
-
-def run(recipe_path: str, overrides: list[str], *, show: int | None = None, as_json: bool = False,
-        split: str = "train", prepare: bool = False) -> int:
-    """Build the data of a recipe, preview ``show`` examples of ``split``, print the statistics.
-
-    With ``prepare`` the rows are written to (or found in) ``data.cache_dir`` for later runs, nothing is
-    previewed unless ``show`` asks, and the prepared folder is named. A cache hit with nothing to preview
-    is answered from the prepared folder's meta.json (:func:`~sc2tune.data.lookup.lookup_prepared`)
-    without loading the tokenizer, torch or transformers."""
-    if prepare and not show:  # -- the cache hit: a self-contained block, first thing
-        from sc2tune.data.lookup import lookup_prepared
-        from sc2tune.recipe import load_recipe
-
-        found = lookup_prepared(load_recipe(recipe_path, overrides))
-        if found is not None and (split == "train" or found.stats.eval is not None):
-            print(f"prepared data: {found.folder}", file=sys.stderr if as_json else sys.stdout)
-            if as_json:
-                print(json.dumps(found.stats.to_dict()))
-            else:
-                Console(soft_wrap=True, highlight=False, no_color=not sys.stdout.isatty(), emoji=False,
-                        markup=False).print(stats_table(found.stats))
-            return 0
-    from sc2tune.data import build_datasets
-    from sc2tune.errors import UserError
-    from sc2tune.modeling import load_tokenizer
-    from sc2tune.recipe import load_recipe
-
-    recipe = load_recipe(recipe_path, overrides)
-    if prepare and recipe.data.cache_dir is None:
-        raise UserError("--prepare writes to data.cache_dir, which is null",
-                        hint="leave data.cache_dir at auto or give a folder (data.cache_dir=PATH)")
-    tokenizer = load_tokenizer(recipe.model)
-    bundle = build_datasets(recipe, tokenizer, show_progress=sys.stderr.isatty())
-    dataset = bundle.train if split == "train" else bundle.eval
-    if dataset is None:
-        raise UserError("there is no eval split (data.eval is null)", hint="use --split train")
-    if prepare:
-        print(f"prepared data: {bundle.prepared}", file=sys.stderr if as_json else sys.stdout)
-    show = (0 if as_json or prepare else 3) if show is None else show
-    plain = as_json or not sys.stdout.isatty()
-    console = Console(soft_wrap=True, highlight=False, no_color=plain, emoji=False, markup=False)
-    shown = 0
-    fim = _fim_tokens(tokenizer) if recipe.task == "fim" else None
-    for ids, labels, kind in _preview_order(dataset, bundle.id2label is not None, fim, show):
-        shown += 1
-        what = f", {kind}" if kind else ""
-        console.rule(f"{split} example {shown} ({len(ids)} tokens{what})", style="cyan")
-        console.print(render_example(tokenizer, ids, labels, bundle.id2label, plain=plain))
-    if as_json:
-        sys.stdout.flush()
-        print(json.dumps(bundle.stats.to_dict()))
-    else:
-        if shown and plain and bundle.id2label is None:
-            print(f"\n(trained tokens are shown between {OPEN} and {CLOSE})")
-        console.print(stats_table(bundle.stats))
-    return 0

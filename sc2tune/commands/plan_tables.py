@@ -1,5 +1,5 @@
-"""Render a :class:`~sc2tune.planning.plan.MemoryPlan`, a :class:`~sc2tune.planning.cluster.ClusterPlan` or a
-weight footprint as a rich table or one JSON line."""
+"""What ``sc2tune plan`` prints: a :class:`~sc2tune.planning.plan.MemoryPlan`, a
+:class:`~sc2tune.planning.cluster.ClusterPlan` or a weight footprint as a rich table, or one JSON line."""
 
 from __future__ import annotations
 
