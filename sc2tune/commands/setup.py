@@ -70,5 +70,3 @@ def tiny_model(
 
     print(f"wrote the built-in tiny StarCoder2 to {write_tiny_model(out_dir, overwrite=overwrite)}")
 
-
-__all__ = ["quickstart", "schema", "tiny_model", "validate"]
