@@ -152,7 +152,7 @@ def build_corpus(work: Path, copies: int, base: Path) -> Path:
 
 def instruct_records(source: Path, limit: int = 8000) -> list[dict]:
     """Alpaca records from the functions of ``source`` with a docstring (instruction = docstring, output =
-    the function's source), sorted files, at most ``limit`` characters of output each."""
+    the function's source lines), sorted files, at most ``limit`` characters of output each."""
     import ast
     import textwrap
 
@@ -163,9 +163,11 @@ def instruct_records(source: Path, limit: int = 8000) -> list[dict]:
             tree = ast.parse(text)
         except (UnicodeDecodeError, SyntaxError, ValueError):
             continue
+        lines = text.splitlines(keepends=True)  # ast.get_source_segment splits the file on every call
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                doc, code = ast.get_docstring(node), ast.get_source_segment(text, node)
+                doc = ast.get_docstring(node)
+                code = "".join(lines[node.lineno - 1:node.end_lineno or node.lineno])
                 if doc and code and len(code) <= limit:
                     out.append({"instruction": doc.strip(), "input": "", "output": textwrap.dedent(code)})
     return out
@@ -215,8 +217,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="sc2tune-bench-scale-"))
     results: dict = {}
     try:
-        files, size = prepare_corpus(args.source, work / "base")
-        print(f"one copy: {files} files, {size / 1e6:.1f} MB from {args.source}")
+        size = 0
+        if "fim" in args.workload or args.train_copies:
+            files, size = prepare_corpus(args.source, work / "base")
+            print(f"one copy: {files} files, {size / 1e6:.1f} MB from {args.source}")
         records = instruct_records(args.source) if "instruct" in args.workload else []
         if records:
             print(f"instruct: {len(records)} records a copy (stdlib functions with a docstring)")

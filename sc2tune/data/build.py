@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import datasets
 import numpy as np
@@ -37,6 +38,7 @@ from sc2tune.errors import DataError, RecipeError
 from sc2tune.recipe import Recipe
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,19 @@ def split_fraction(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.n
                         hint="add data, lower data.eval, or set data.eval: null")
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[n_eval:]), np.sort(order[:n_eval])
+
+
+def split_documents(docs: list[T], fraction: float, seed: int, *, by_repo: bool) -> tuple[list[T], list[T]]:
+    """(train, eval) documents (anything with a ``repo``) for ``data.eval`` as a fraction: the
+    :func:`split_fraction` of the documents, or with ``by_repo`` of the sorted repository names (whole
+    repositories held out). Each keeps the documents' order."""
+    if by_repo:
+        repos = sorted({doc.repo or "" for doc in docs})
+        _, ev = split_fraction(len(repos), fraction, seed)
+        held = {repos[i] for i in ev}
+        return [x for x in docs if (x.repo or "") not in held], [x for x in docs if (x.repo or "") in held]
+    tr, ev = split_fraction(len(docs), fraction, seed)
+    return [docs[i] for i in tr], [docs[i] for i in ev]
 
 
 # ---- progress ---------------------------------------------------------------------------------------
@@ -212,16 +227,7 @@ def _fim(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress)
     train_docs = _code_docs(recipe, d.train, "data.train", stats, progress)
     eval_docs: list[CodeDoc] | None = None
     if isinstance(d.eval, float):
-        if d.fim.repo_context:  # split whole repositories
-            repos = sorted({doc.repo or "" for doc in train_docs})
-            _, ev = split_fraction(len(repos), d.eval, recipe.train.seed)
-            held = {repos[i] for i in ev}
-            eval_docs = [doc for doc in train_docs if (doc.repo or "") in held]
-            train_docs = [doc for doc in train_docs if (doc.repo or "") not in held]
-        else:
-            tr, ev = split_fraction(len(train_docs), d.eval, recipe.train.seed)
-            eval_docs = [train_docs[i] for i in ev]
-            train_docs = [train_docs[i] for i in tr]
+        train_docs, eval_docs = split_documents(train_docs, d.eval, recipe.train.seed, by_repo=d.fim.repo_context)
     elif d.eval is not None:
         eval_docs = _code_docs(recipe, d.eval, "data.eval", stats, progress)
     out = []

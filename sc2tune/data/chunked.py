@@ -6,7 +6,7 @@
    and report only the skip reason; kept files are ordered as the in-memory path orders them
    (by repository, then path, with ``fim.repo_context``).
 3. *Split.* ``data.eval`` as a fraction holds out the same documents (or whole repositories) as the
-   in-memory path: :func:`~sc2tune.data.build.split_fraction` over the kept documents.
+   in-memory path: :func:`~sc2tune.data.build.split_documents` over the kept documents.
 4. *Chunks.* Each split is cut into runs of consecutive documents of at most :data:`CHUNK_BYTES` (a
    larger document is a chunk alone). Chunk ``c`` of a split with seed ``s`` (train: ``train.seed``,
    eval: ``train.seed + 1``) draws its FIM choices and packs with
@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from sc2tune.data.build import Progress, record_docs, split_fraction
+from sc2tune.data.build import Progress, record_docs, split_documents
 from sc2tune.data.code_folder import FolderScan, classify_text, list_files, read_regular_file
 from sc2tune.data.fim import CodeDoc, build_fim
 from sc2tune.data.packing import IGNORE, pack, unpacked
@@ -216,19 +216,6 @@ def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats,
     return items
 
 
-def _split(recipe: Recipe, items: list[Item]) -> tuple[list[Item], list[Item]]:
-    """(train, eval) for ``data.eval`` as a fraction: the in-memory path's held-out documents."""
-    d = recipe.data
-    assert isinstance(d.eval, float)
-    if d.fim.repo_context:  # whole repositories
-        repos = sorted({item.repo or "" for item in items})
-        _, ev = split_fraction(len(repos), d.eval, recipe.train.seed)
-        held = {repos[i] for i in ev}
-        return ([i for i in items if (i.repo or "") not in held], [i for i in items if (i.repo or "") in held])
-    tr, ev = split_fraction(len(items), d.eval, recipe.train.seed)
-    return [items[i] for i in tr], [items[i] for i in ev]
-
-
 def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, staging: Path,
                        progress: Progress) -> DataStats:
     """Write the fim rows of ``recipe`` to ``staging/{train,eval}/*.arrow``; returns the statistics."""
@@ -239,7 +226,7 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, stagi
         train = _list(recipe, d.train, "data.train", stats, run, progress)
         evaluation: list[Item] | None = None
         if isinstance(d.eval, float):
-            train, evaluation = _split(recipe, train)
+            train, evaluation = split_documents(train, d.eval, recipe.train.seed, by_repo=d.fim.repo_context)
         elif d.eval is not None:
             evaluation = _list(recipe, d.eval, "data.eval", stats, run, progress)
         for name, items, seed in (("train", train, recipe.train.seed), ("eval", evaluation, recipe.train.seed + 1)):

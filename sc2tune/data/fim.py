@@ -47,7 +47,7 @@ from __future__ import annotations
 import random
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -236,125 +236,154 @@ def fragment(path: _Text, doc: _Text, s: int, e: int) -> _Text:
     )
 
 
-def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimSpec, max_length: int,
-              seed: int, *, progress: Callable[[int], None] | None = None) -> tuple[TokenSeqs, Counter]:
-    """FIM training sequences for ``docs`` (see module doc). Returns (sequences, counts) where counts
-    has psm, spm, plain, fallback (windows) and windows."""
-    tok = special_tokens(tokenizer, need_fim=True)
-    repo = fim.repo_context
-    if repo and (tok.repo_name is None or tok.file_sep is None):
-        raise UserError("fim.repo_context needs the <repo_name> and <file_sep> tokens, and this tokenizer "
-                        "has not got them", hint="use a StarCoder2 tokenizer or set data.fim.repo_context: false")
-    enc = Encoder(tokenizer)
-    rng = random.Random(seed)
-    reserve = 3 + FIM_SLACK if fim.rate > 0 else 0
-    sp = {name: np.asarray([getattr(tok, name)], np.int32)
-          for name in ("eos", "fim_prefix", "fim_middle", "fim_suffix", "repo_name", "file_sep")
-          if getattr(tok, name) is not None}
+@dataclass(frozen=True)
+class _Ctx:
+    """What planning and rendering the windows of one :func:`build_fim` call share."""
 
-    # header token ids (repository context)
-    names = sorted({d.repo or "" for d in docs}) if repo else []
-    name_ids = dict(zip(names, enc.ids(names), strict=True))
-    path_ids = dict(zip([d.path for d in docs], enc.ids([d.path + "\n" for d in docs]), strict=True)) if repo else {}
-    no_path = np.zeros(0, np.int32)
+    enc: Encoder
+    fim: FimSpec
+    max_length: int
+    reserve: int  # tokens kept free in a window for the FIM sentinels (and re-tokenisation slack)
+    rng: random.Random
+    sp: dict[str, np.ndarray]  # special token ids, each as a 1-element array
+    name_ids: dict[str, np.ndarray]  # repository context: ids of each repository name
+    path_ids: dict[str, np.ndarray]  # repository context: ids of each "PATH\n"
 
-    counts: Counter = Counter(psm=0, spm=0, plain=0, fallback=0)
-    out_ids: list[np.ndarray] = []
+
+def _doc_batches(docs: list[CodeDoc]) -> Iterator[tuple[int, int]]:
+    """[start, stop) runs of documents of at most :data:`BATCH_CHARS` characters (a larger one alone)."""
     start = 0
     while start < len(docs):
         stop, chars = start, 0
         while stop < len(docs) and (stop == start or chars + len(docs[stop].text) <= BATCH_CHARS):
             chars += len(docs[stop].text)
             stop += 1
+        yield start, stop
+        start = stop
+
+
+def _draw(ctx: _Ctx, w: _Window, doc: CodeDoc, ids: np.ndarray, bpos: np.ndarray, bvalid: np.ndarray) -> None:
+    """Draw whether window ``w`` is FIM'd, PSM or SPM, and its two cut points (module doc); sets its parts."""
+    if ctx.rng.random() >= ctx.fim.rate:
+        return
+    rng = ctx.rng
+    w.mode = "spm" if rng.random() < ctx.fim.spm_rate else "psm"
+    if ctx.fim.repo_context:  # the whole PATH\nCODE fragment, cut points anywhere in it (module doc)
+        path_text = _Text(doc.path + "\n", w.path, *ctx.enc.boundaries(doc.path + "\n", w.path))
+        f = fragment(path_text, _Text(doc.text, ids, bpos, bvalid), w.s, w.e)
+        n = len(f.text)
+        a, b = sorted((rng.randint(0, n), rng.randint(0, n)))
+        w.parts = fim_parts(f.text, f.ids, f.bpos, f.bvalid, 0, len(f.ids), a, b)
+    else:
+        lo, hi = int(bpos[w.s]), int(bpos[w.e])
+        a, b = sorted((rng.randint(lo, hi), rng.randint(lo, hi)))
+        w.parts = fim_parts(doc.text, ids, bpos, bvalid, w.s, w.e, a, b)
+
+
+def _plan(ctx: _Ctx, batch: list[CodeDoc], batch_ids: list[np.ndarray], start: int) -> list[list[_Window]]:
+    """The window planner: each document of ``batch`` (document ``start + k``) cut into windows, FIM
+    choices drawn, grouped into output sequences (one window each; with repository context, consecutive
+    windows of one repository while they fit ``max_length``)."""
+    repo = ctx.fim.repo_context
+    groups: list[list[_Window]] = []
+    current: list[_Window] = []
+    used = 0
+    for k, (doc, ids) in enumerate(zip(batch, batch_ids, strict=True)):
+        bpos, bvalid = ctx.enc.boundaries(doc.text, ids)
+        path = ctx.path_ids[doc.path] if repo else np.zeros(0, np.int32)
+        head_len = 2 + len(ctx.name_ids[doc.repo or ""]) + len(path) if repo else 0
+        if repo and current and doc.repo != batch[current[0].doc - start].repo:
+            groups.append(current)
+            current, used = [], 0
+        size = ctx.max_length - 1 - head_len - ctx.reserve
+        if size < 16:
+            raise DataError(f"{doc.path}: data.max_length {ctx.max_length} leaves {size} tokens per window "
+                            "after the repository/file header and FIM tokens",
+                            hint="raise data.max_length or shorten the repository/file names")
+        spans = windows(bpos, bvalid, size)
+        for i, (s, e) in enumerate(spans):
+            w = _Window(start + k, s, e, i == len(spans) - 1, "plain", path)
+            _draw(ctx, w, doc, ids, bpos, bvalid)
+            if not repo:
+                groups.append([w])
+                continue
+            cost = len(path) + 1 + (e - s) + ctx.reserve
+            if current and used + cost + 1 > ctx.max_length:
+                groups.append(current)
+                current, used = [], 0
+            if not current:
+                used = 1 + len(ctx.name_ids[doc.repo or ""])
+            current.append(w)
+            used += cost
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _render(ctx: _Ctx, groups: list[list[_Window]], batch: list[CodeDoc], batch_ids: list[np.ndarray], start: int,
+            counts: Counter) -> list[np.ndarray]:
+    """The renderer: each group of windows as one token sequence (PSM/SPM/plain, module doc); every
+    cut-point piece of the batch is tokenised in one call. A FIM'd window whose re-tokenised parts would
+    not fit is rendered plain (``fallback``)."""
+    repo, sp = ctx.fim.repo_context, ctx.sp
+    pieces = [p for g in groups for w in g if w.parts for part in w.parts for p in part if isinstance(p, str)]
+    piece_ids = iter(ctx.enc.ids(pieces))
+    resolved = {id(w): tuple([next(piece_ids) if isinstance(p, str) else p for p in part] for part in w.parts)
+                for g in groups for w in g if w.parts}
+    out: list[np.ndarray] = []
+    for g in groups:
+        seq: list[np.ndarray] = []
+        if repo:
+            seq += [sp["repo_name"], ctx.name_ids[batch[g[0].doc - start].repo or ""]]
+        for w in g:
+            ids = batch_ids[w.doc - start]
+            if repo:
+                seq.append(sp["file_sep"])  # outside the FIM sentinels, as StarCoder2 saw it
+            plain = np.concatenate([w.path, ids[w.s:w.e]]) if repo else ids[w.s:w.e]
+            body = [plain]
+            if w.parts:
+                pre, mid, suf = resolved[id(w)]
+                if w.mode == "psm":
+                    body = [sp["fim_prefix"], *pre, sp["fim_suffix"], *suf, sp["fim_middle"], *mid]
+                else:
+                    body = [sp["fim_prefix"], sp["fim_suffix"], *suf, sp["fim_middle"], *pre, *mid]
+                if sum(len(x) for x in body) > len(plain) + ctx.reserve:
+                    counts["fallback"] += 1
+                    w.mode, body = "plain", [plain]
+            counts[w.mode] += 1
+            seq += body
+        if g[-1].mode != "plain" or g[-1].last:
+            seq.append(sp["eos"])
+        out.append(np.concatenate(seq).astype(np.int32))
+    counts["windows"] += sum(len(g) for g in groups)
+    return out
+
+
+def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimSpec, max_length: int,
+              seed: int, *, progress: Callable[[int], None] | None = None) -> tuple[TokenSeqs, Counter]:
+    """FIM training sequences for ``docs`` (see module doc). Returns (sequences, counts) where counts
+    has psm, spm, plain, fallback (windows) and windows. Documents go in batches of :data:`BATCH_CHARS`:
+    tokenised, planned (:func:`_plan`), rendered (:func:`_render`)."""
+    tok = special_tokens(tokenizer, need_fim=True)
+    repo = fim.repo_context
+    if repo and (tok.repo_name is None or tok.file_sep is None):
+        raise UserError("fim.repo_context needs the <repo_name> and <file_sep> tokens, and this tokenizer "
+                        "has not got them", hint="use a StarCoder2 tokenizer or set data.fim.repo_context: false")
+    enc = Encoder(tokenizer)
+    names = sorted({d.repo or "" for d in docs}) if repo else []
+    ctx = _Ctx(enc, fim, max_length, 3 + FIM_SLACK if fim.rate > 0 else 0, random.Random(seed),
+               {name: np.asarray([getattr(tok, name)], np.int32)
+                for name in ("eos", "fim_prefix", "fim_middle", "fim_suffix", "repo_name", "file_sep")
+                if getattr(tok, name) is not None},
+               dict(zip(names, enc.ids(names), strict=True)),
+               dict(zip([d.path for d in docs], enc.ids([d.path + "\n" for d in docs]), strict=True)) if repo else {})
+    counts: Counter = Counter(psm=0, spm=0, plain=0, fallback=0)
+    out_ids: list[np.ndarray] = []
+    for start, stop in _doc_batches(docs):
         batch = docs[start:stop]
         batch_ids = enc.ids([d.text for d in batch])
-        groups: list[list[_Window]] = []  # one output sequence each
-        current: list[_Window] = []
-        used = 0
-        for k, (doc, ids) in enumerate(zip(batch, batch_ids, strict=True)):
-            bpos, bvalid = enc.boundaries(doc.text, ids)
-            path = no_path
-            if repo:
-                path = path_ids[doc.path]
-                head_len = 2 + len(name_ids[doc.repo or ""]) + len(path)
-                path_text = _Text(doc.path + "\n", path, *enc.boundaries(doc.path + "\n", path))
-                whole = _Text(doc.text, ids, bpos, bvalid)
-                if current and doc.repo != batch[current[0].doc - start].repo:
-                    groups.append(current)
-                    current, used = [], 0
-            else:
-                head_len = 0
-            size = max_length - 1 - head_len - reserve
-            if size < 16:
-                raise DataError(f"{doc.path}: data.max_length {max_length} leaves {size} tokens per window "
-                                "after the repository/file header and FIM tokens",
-                                hint="raise data.max_length or shorten the repository/file names")
-            spans = windows(bpos, bvalid, size)
-            for i, (s, e) in enumerate(spans):
-                w = _Window(start + k, s, e, i == len(spans) - 1, "plain", path)
-                if rng.random() < fim.rate:
-                    w.mode = "spm" if rng.random() < fim.spm_rate else "psm"
-                    if repo:  # the whole PATH\nCODE fragment, cut points anywhere in it (module doc)
-                        f = fragment(path_text, whole, s, e)
-                        n = len(f.text)
-                        a, b = sorted((rng.randint(0, n), rng.randint(0, n)))
-                        w.parts = fim_parts(f.text, f.ids, f.bpos, f.bvalid, 0, len(f.ids), a, b)
-                    else:
-                        lo, hi = int(bpos[s]), int(bpos[e])
-                        a, b = sorted((rng.randint(lo, hi), rng.randint(lo, hi)))
-                        w.parts = fim_parts(doc.text, ids, bpos, bvalid, s, e, a, b)
-                if repo:
-                    cost = len(path_ids[doc.path]) + 1 + (e - s) + reserve
-                    if current and used + cost + 1 > max_length:
-                        groups.append(current)
-                        current, used = [], 0
-                    if not current:
-                        used = 1 + len(name_ids[doc.repo or ""])
-                    current.append(w)
-                    used += cost
-                else:
-                    groups.append([w])
-        if current:
-            groups.append(current)
-            current = []
-        # tokenise every cut-point piece of the batch in one call
-        pieces = [p for g in groups for w in g if w.parts for part in w.parts for p in part if isinstance(p, str)]
-        piece_ids = iter(enc.ids(pieces))
-        resolved = {}
-        for g in groups:
-            for w in g:
-                if w.parts:
-                    resolved[id(w)] = tuple([next(piece_ids) if isinstance(p, str) else p for p in part]
-                                            for part in w.parts)
-        for g in groups:
-            seq: list[np.ndarray] = []
-            if repo:
-                seq += [sp["repo_name"], name_ids[batch[g[0].doc - start].repo or ""]]
-            for w in g:
-                ids = batch_ids[w.doc - start]
-                if repo:
-                    seq.append(sp["file_sep"])  # outside the FIM sentinels, as StarCoder2 saw it
-                plain = np.concatenate([w.path, ids[w.s:w.e]]) if repo else ids[w.s:w.e]
-                if w.parts:
-                    pre, mid, suf = resolved[id(w)]
-                    if w.mode == "psm":
-                        body = [sp["fim_prefix"], *pre, sp["fim_suffix"], *suf, sp["fim_middle"], *mid]
-                    else:
-                        body = [sp["fim_prefix"], sp["fim_suffix"], *suf, sp["fim_middle"], *pre, *mid]
-                    if sum(len(x) for x in body) > len(plain) + reserve:
-                        counts["fallback"] += 1
-                        w.mode, body = "plain", [plain]
-                else:
-                    body = [plain]
-                counts[w.mode] += 1
-                seq += body
-            last = g[-1]
-            if last.mode != "plain" or last.last:
-                seq.append(sp["eos"])
-            out_ids.append(np.concatenate(seq).astype(np.int32))
-        counts["windows"] += sum(len(g) for g in groups)
+        out_ids += _render(ctx, _plan(ctx, batch, batch_ids, start), batch, batch_ids, start, counts)
         if progress is not None:
             progress(stop - start)
-        start = stop
     seqs = TokenSeqs.from_lists(out_ids, out_ids)
     return seqs, counts
