@@ -127,6 +127,16 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(target)
 
 
+def ensure_model_reachable(spec: ModelSpec) -> None:
+    """Fail in seconds, naming the fixes, when the base model is a hub id and the hub cannot be reached.
+
+    The same test :func:`load_tokenizer` and :func:`load_model` make, asked before a command imports the
+    training stack (torch, transformers, peft: many seconds), so the error comes first (see :mod:`sc2tune.hub`).
+    """
+    if not is_tiny(spec.name_or_path) and not Path(spec.name_or_path).exists():
+        ensure_hub_reachable(spec.name_or_path)
+
+
 def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
     """Tokenizer of the base model with the pad token set to ``<fim_pad>`` (never eos)."""
     from transformers import AutoTokenizer

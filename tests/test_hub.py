@@ -66,3 +66,22 @@ def test_offline_mode_is_never_probed(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(hub, "_reachable", lambda endpoint: pytest.fail("probed in offline mode"))
     hub.ensure_hub_reachable("bigcode/starcoder2-3b")
+
+
+def test_train_reports_an_unreachable_hub_before_importing_the_training_stack(tmp_path: Path):
+    """Whole process: the error comes before torch is imported (that import alone takes seconds)."""
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = ("import sys\nfrom sc2tune.cli import main\n"
+              f"code = main(['train', {str(ROOT / 'recipes/quickstart/alpaca.yaml')!r}, "
+              f"'model.name_or_path=bigcode/starcoder2-3b', 'output_dir={tmp_path / 'run'}'])\n"
+              "print('exit', code, 'torch' in sys.modules, 'transformers' in sys.modules)\n")
+    env = {"PATH": "/usr/bin:/bin", "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf"),
+           "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert "HF_HUB_OFFLINE=1" in out.stderr
+    assert out.stdout.split() == ["exit", "1", "False", "False"]

@@ -31,11 +31,15 @@ def train(
     Under ``accelerate launch`` every process trains; only the main process prints the report. A run stopped
     by SIGTERM saves a checkpoint and exits with status 143 (continue it with ``--resume``).
     """
+    from sc2tune.modeling import ensure_model_reachable
+
+    loaded = load(recipe, overrides, trust_remote_code)
+    ensure_model_reachable(loaded.model)  # before the training stack's imports: an unreachable hub fails at once
     from accelerate import PartialState
 
     from sc2tune.training import train as run_train
 
-    result = run_train(load(recipe, overrides, trust_remote_code), resume=resume, show_progress=not no_progress)
+    result = run_train(loaded, resume=resume, show_progress=not no_progress)
     if PartialState().is_main_process:  # under accelerate launch, one report is enough
         print_train_report(result, as_json=as_json)
     if result.preempted:
