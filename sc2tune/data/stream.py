@@ -11,8 +11,9 @@
    :func:`~sc2tune.data.instruct.tokenize_instruct`) or encode (classify,
    :func:`~sc2tune.data.classification.tokenize_classify`) the chunks; at most two chunks per worker are
    in flight, and results come back in chunk order.
-3. *Rows.* Unpacked rows are written as they come. With ``data.packing`` the sequences gather in a buffer
-   of about :data:`PACK_TOKENS` tokens, packed best-fit (:func:`~sc2tune.data.packing.pack`) when full:
+3. *Rows.* Unpacked rows are written as they come. With ``data.packing`` the sequences of whole chunks
+   gather in a buffer of at most :data:`PACK_TOKENS` tokens, packed best-fit
+   (:func:`~sc2tune.data.packing.pack`) before the next chunk would overflow it:
    pack buffer ``c`` of a split uses seed ``chunked.chunk_seed(train.seed, c)`` (buffer 0: the seed itself).
    Rows go to ``SPLIT/00000.arrow`` through one Arrow writer per split.
 
@@ -54,8 +55,9 @@ from sc2tune.recipe import Recipe
 
 log = logging.getLogger(__name__)
 
-#: Tokens gathered before they are packed (best fit within this many; ~16 MB of int32 ids and labels).
-PACK_TOKENS = 2**21
+#: Tokens gathered, at most, before they are packed (best fit within this many: ~8 MB of int32 ids and
+#: labels, ~500 rows of 2048; a chunk of more tokens is packed alone).
+PACK_TOKENS = 2**20
 #: Chunks in flight per worker.
 IN_FLIGHT = 2
 
@@ -182,10 +184,10 @@ def _write_split(results: Iterable[dict[str, Any]], staging: Path, name: str, *,
                 total.tokens += int(len(seqs.ids))
                 total.trained_tokens += int((seqs.labels != IGNORE).sum())
                 if packing:
+                    if buffer and buffered + len(seqs.ids) > PACK_TOKENS:
+                        flush()
                     buffer.append(seqs)
                     buffered += int(len(seqs.ids))
-                    if buffered >= PACK_TOKENS:
-                        flush()
                 else:
                     put(unpacked(seqs).data.table)
                     total.rows += len(seqs)

@@ -18,7 +18,7 @@ from sc2tune.errors import DataError
 from sc2tune.recipe import recipe_from_dict
 
 
-def _instruct_jsonl(tmp_path: Path, n: int = 40) -> Path:
+def _instruct_jsonl(tmp_path: Path, n: int = 24) -> Path:
     path = tmp_path / "i.jsonl"
     path.write_text("".join(json.dumps({"instruction": f"Say {i} {'please ' * (i % 4)}.",
                                         "input": "" if i % 3 else f"ctx {i}",
@@ -26,7 +26,7 @@ def _instruct_jsonl(tmp_path: Path, n: int = 40) -> Path:
     return path
 
 
-def _classify_csv(tmp_path: Path, n: int = 40) -> Path:
+def _classify_csv(tmp_path: Path, n: int = 24) -> Path:
     path = tmp_path / "c.csv"
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -48,15 +48,15 @@ def _rows(ds) -> dict | None:
     return None if ds is None else ds.to_dict()
 
 
-CASES = [
-    ("instruct", {"packing": True}),
-    ("instruct", {"packing": False, "max_length": 44}),  # truncation and dropped examples
-    ("classify", {"packing": False, "text_column": "body", "text_pair_column": "other", "max_length": 12}),
+CASES = [  # (task, data keys, also with 2 workers)
+    ("instruct", {"packing": True}, True),
+    ("instruct", {"packing": False, "max_length": 44}, False),  # truncation and dropped examples
+    ("classify", {"packing": False, "text_column": "body", "text_pair_column": "other", "max_length": 12}, True),
 ]
 
 
-@pytest.mark.parametrize("task, data", CASES)
-def test_streamed_rows_equal_the_in_memory_builder(tmp_path, tokenizer, monkeypatch, task, data):
+@pytest.mark.parametrize("task, data, workers", CASES)
+def test_streamed_rows_equal_the_in_memory_builder(tmp_path, tokenizer, monkeypatch, task, data, workers):
     monkeypatch.setattr(sources, "CHUNK_RECORDS", 3)  # many chunks; one pack buffer
     train = _instruct_jsonl(tmp_path) if task == "instruct" else _classify_csv(tmp_path)
     on, off = _recipes(tmp_path, task, train, **data)
@@ -68,6 +68,8 @@ def test_streamed_rows_equal_the_in_memory_builder(tmp_path, tokenizer, monkeypa
     assert _rows(disk.train) == _rows(memory.train) and _rows(disk.eval) == _rows(memory.eval)
     if task == "instruct" and not data["packing"]:
         assert memory.stats.truncated and memory.stats.dropped_examples  # the case covers both
+    if not workers:
+        return
     two = build_datasets(on.model_copy(update={"data": on.data.model_copy(
         update={"num_proc": 2, "cache_dir": str(tmp_path / "cache2")})}), tokenizer, show_progress=False)
     assert _rows(two.train) == _rows(disk.train) and _rows(two.eval) == _rows(disk.eval)
@@ -139,7 +141,7 @@ def test_at_most_two_chunks_of_records_are_alive(tmp_path, tokenizer, monkeypatc
             yield part
 
     monkeypatch.setattr(stream, "iter_records", counting)
-    on, _ = _recipes(tmp_path, "instruct", _instruct_jsonl(tmp_path, 40), packing=True)
+    on, _ = _recipes(tmp_path, "instruct", _instruct_jsonl(tmp_path, 24), packing=True)
     build_datasets(on, tokenizer, show_progress=False)
-    assert len(alive) >= 3 * 20  # counting pass, train pass, eval pass
+    assert len(alive) >= 3 * 12  # counting pass, train pass, eval pass
     assert most <= 1  # besides the one being handed over, at most the previous is still referenced
