@@ -44,8 +44,10 @@ SPLITS = ("train", "eval")
 def cache_root(spec: str) -> Path:
     """The cache folder of ``data.cache_dir``: ``auto`` = ``<sc2tune cache>/data`` (``$SC2TUNE_CACHE``
     or ``~/.cache/sc2tune``, the folder the built-in model is kept in), else the path given."""
-    if spec == "auto":  # modeling.cache_dir()'s rule, not imported from there (modeling imports torch)
-        return Path(os.environ.get("SC2TUNE_CACHE", Path.home() / ".cache" / "sc2tune")) / "data"
+    if spec == "auto":
+        from sc2tune.modeling import cache_dir  # light: modeling imports torch only inside its loaders
+
+        return cache_dir() / "data"
     return Path(spec).expanduser()
 
 

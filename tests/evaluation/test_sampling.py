@@ -37,8 +37,8 @@ def calls(monkeypatch):
 
 
 def test_left_to_right_and_fim_problems_seeded_per_sample(tmp_path, calls):
-    out = generate_samples(PROBLEMS, "some/model", tmp_path / "s" / "samples.jsonl", n_samples=2, seed=10,
-                           temperature=0.5, show_progress=False)
+    out = generate_samples(PROBLEMS, "some/model", tmp_path / "s" / "samples.jsonl", n_samples=2,
+                           sampling=generation.Sampling(seed=10, temperature=0.5), show_progress=False)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows == [{"task_id": "t/0", "completion": "L10"}, {"task_id": "t/0", "completion": "L11"},
                     {"task_id": "t/1", "completion": "M10"}, {"task_id": "t/1", "completion": "M11"}]
