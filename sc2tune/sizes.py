@@ -1,9 +1,10 @@
 """Byte sizes written as text, read as the Hugging Face ecosystem reads them.
 
 ``"2GB"`` = 2 x 10^9 bytes and ``"2GiB"`` = 2 x 2^30 bytes (likewise KB/MB/TB = 10^3/10^6/10^12 and
-KiB/MiB/TiB = 2^10/2^20/2^40), as in transformers' ``max_shard_size`` and accelerate's ``max_memory``:
-the conversion is accelerate's ``convert_file_size_to_int``. The unit is case-insensitive (accelerate
-would read a lower-case ``gb`` as gigabits) and required: a bare ``80`` is refused rather than guessed.
+KiB/MiB/TiB = 2^10/2^20/2^40), as in transformers' ``max_shard_size`` and accelerate's ``max_memory`` (``convert_file_size_to_int``),
+computed here so that ``plan --gpu-memory`` does not import accelerate (and torch with it). The unit is
+case-insensitive (accelerate would read a lower-case ``gb`` as gigabits) and required: a bare ``80`` is
+refused rather than guessed.
 """
 
 from __future__ import annotations
@@ -28,11 +29,6 @@ def parse_size(text: str | int, *, what: str = "size") -> int:
     if not match or float(match.group(1)) <= 0:
         raise UserError(f"{what} '{text}' is not a size",
                         hint="write a number and a unit: 24GB (10^9 bytes each), 24GiB (2^30), 500MB or 512MiB")
-    number, prefix, binary = match.group(1), match.group(2).upper(), bool(match.group(3))
-    if prefix == "T":  # accelerate stops at G
-        return int(float(number) * (2**40 if binary else 10**12))
-    if not prefix:
-        return int(float(number))
-    from accelerate.utils import convert_file_size_to_int
-
-    return convert_file_size_to_int(f"{number}{prefix}{'iB' if binary else 'B'}")
+    number, prefix, binary = float(match.group(1)), match.group(2).upper(), bool(match.group(3))
+    power = "KMGT".index(prefix) + 1 if prefix else 0
+    return int(number * (1024 if binary else 1000) ** power)
