@@ -114,15 +114,16 @@ def _saved_recipe(folder: TrainedFolder) -> tuple[dict[str, Any], str | None]:
     return folder.recipe.data.model_dump(mode="json"), folder.recipe.task
 
 
-def load_for_inference(path: str | Path, *, dtype: str = "auto") -> InferenceModel:
+def load_for_inference(path: str | Path, *, dtype: str = "auto", trust_remote_code: bool = False) -> InferenceModel:
     """Load a model folder, a merged folder, an adapter folder or a run folder (``adapter/`` inside).
 
     A run or adapter folder loads its base as trained with the adapter on top, a model folder loads as it
-    is (:func:`sc2tune.runs.load_trained`).
+    is (:func:`sc2tune.runs.load_trained`). A run trained with remote code loads only with
+    ``trust_remote_code`` (the caller's explicit say; the folder alone cannot turn it on).
     """
     from sc2tune.runs import read_trained
 
-    return _load(read_trained(path), dtype)
+    return _load(read_trained(path, ("model.trust_remote_code=true",) if trust_remote_code else ()), dtype)
 
 
 def _load(folder: TrainedFolder, dtype: str) -> InferenceModel:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from sc2tune.commands.options import Dtype
+from sc2tune.commands.options import Dtype, TrustRemoteCode
 from sc2tune.errors import UserError
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ def generate(
     stop: Annotated[list[str] | None, typer.Option(metavar="TEXT", help="stop at this text (repeatable)")] = None,
     seed: Annotated[int | None, typer.Option(help="seed for sampling")] = None,
     dtype: DtypeOption = "auto",
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Complete, infill (FIM) or follow an instruction: sc2tune generate PATH --prompt ... | --prefix ...
     --suffix ... | --file F | --instruction ..."""
@@ -93,7 +94,7 @@ def generate(
     if repo_path is not None:
         context = [(name, read_prompt_file("--repo-file", name)) for name in repo_file or ()]
         repo = RepoContext(repo_path, repo_name, tuple(context))
-    lm = load_for_inference(path, dtype=dtype)
+    lm = load_for_inference(path, dtype=dtype, trust_remote_code=trust_remote_code)
     warn_if_untrained_mode(lm, "instruct" if instruction is not None else "fim" if infilling else None)
     if instruction is not None:
         print(instruct(lm, instruction, input, template=template, sampling=sampling))
@@ -139,6 +140,7 @@ def classify(
     column: Annotated[str, typer.Option(help="field holding the text in a JSONL --file")] = "text",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object per text")] = False,
     dtype: DtypeOption = "auto",
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Label texts with a classifier: sc2tune classify PATH --text ... | --file F."""
     from sc2tune.generation import classify as run_classify
@@ -149,7 +151,7 @@ def classify(
     items = list(text) if text else read_texts(file, column=column)  # type: ignore[arg-type]
     if not items:
         raise UserError(f"{file} holds no texts")
-    for p in run_classify(load_for_inference(path, dtype=dtype), items):
+    for p in run_classify(load_for_inference(path, dtype=dtype, trust_remote_code=trust_remote_code), items):
         if as_json:
             print(json.dumps({"text": p.text, "label": p.label, "probabilities": p.probabilities}))
         else:

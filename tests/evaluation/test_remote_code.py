@@ -34,10 +34,21 @@ def hostile_run(tmp_path: Path) -> tuple[Path, Path]:
     return run, marker
 
 
-@pytest.mark.parametrize("command", [["eval", "{run}"], ["eval", "{run}/adapter"], ["data", "{run}/adapter/recipe.yaml"]])
+@pytest.mark.parametrize("command", [["eval", "{run}"], ["eval", "{run}/adapter"], ["data", "{run}/adapter/recipe.yaml"],
+                                     ["generate", "{run}", "--prompt", "x"], ["classify", "{run}", "--text", "x"]])
 def test_a_run_folder_cannot_turn_remote_code_on(tmp_path: Path, capsys: pytest.CaptureFixture, command: list[str]):
     run, marker = hostile_run(tmp_path)
     assert main([part.format(run=run) for part in command]) == 2
     err = capsys.readouterr().err
     assert "trust_remote_code" in err and "--trust-remote-code" in err and "Traceback" not in err
     assert not marker.exists()
+
+
+def test_generate_runs_the_models_code_only_with_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture):
+    run, marker = hostile_run(tmp_path)
+    config = run / "adapter" / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "peft_type": "LORA", "r": 8, "lora_alpha": 16,
+                                  "target_modules": ["q_proj"]}))
+    assert main(["generate", str(run), "--prompt", "x"]) == 2 and not marker.exists()
+    main(["generate", str(run), "--prompt", "x", "--trust-remote-code"])  # the model itself is not loadable
+    assert marker.exists()  # the command line said so: the recipe was accepted and the model's code ran
