@@ -12,11 +12,13 @@ import importlib
 from typing import Any
 
 from sc2tune.errors import DataError, RecipeError, UserError
-from sc2tune.recipe import Recipe, load_recipe, recipe_from_dict
 
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Recipe": "sc2tune.recipe",
+    "load_recipe": "sc2tune.recipe",
+    "recipe_from_dict": "sc2tune.recipe",
     "train": "sc2tune.training",
     "TrainResult": "sc2tune.training",
     "build_datasets": "sc2tune.data",
@@ -35,8 +37,7 @@ _LAZY = {
     "resolve_run": "sc2tune.evaluation.runeval",
 }
 
-__all__ = ["DataError", "Recipe", "RecipeError", "UserError", "__version__", "load_recipe", "recipe_from_dict",
-           *_LAZY]
+__all__ = ["DataError", "RecipeError", "UserError", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,14 +9,15 @@ document). A classification example is rendered as its text and ``-> label``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
-from transformers import PreTrainedTokenizerBase
 
-from sc2tune.data.packing import IGNORE
 from sc2tune.data.stats import DataStats
+
+if TYPE_CHECKING:  # a cache hit prints the statistics table without importing transformers or datasets
+    from transformers import PreTrainedTokenizerBase
 
 OPEN, CLOSE = "⟦", "⟧"
 
@@ -35,6 +36,8 @@ def _segments(row: dict[str, Any]) -> Iterator[tuple[list[int], list[int]]]:
 
 def _runs(ids: list[int], labels: list[int]) -> Iterator[tuple[bool, list[int]]]:
     """Maximal runs of tokens that are all trained or all not."""
+    from sc2tune.data.packing import IGNORE  # here: the statistics of a cache hit never import datasets
+
     start = 0
     for i in range(1, len(ids) + 1):
         if i == len(ids) or (labels[i] != IGNORE) != (labels[start] != IGNORE):

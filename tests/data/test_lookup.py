@@ -48,10 +48,12 @@ def test_lookup_imports_no_torch_transformers_or_datasets(tmp_path, tokenizer):
             "from sc2tune.data.lookup import lookup_prepared\n"
             "from sc2tune.recipe import load_recipe\n"
             f"found = lookup_prepared(load_recipe({str(path)!r}, []))\n"
+            "from sc2tune.cli import main\n"  # the whole command, printing the statistics table included
+            f"code = main(['data', {str(path)!r}, '--prepare'])\n"
             "heavy = [m for m in ('torch', 'transformers', 'datasets') if m in sys.modules]\n"
-            "print(json.dumps([str(found.folder), heavy]))\n")
+            "print(json.dumps([str(found.folder), code, heavy]))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
-    assert json.loads(out.stdout.splitlines()[-1]) == [bundle.prepared, []]
+    assert json.loads(out.stdout.splitlines()[-1]) == [bundle.prepared, 0, []]
 
 
 def test_auto_cache_folder_is_the_models_cache_folder(monkeypatch, tmp_path):
