@@ -84,3 +84,39 @@ def test_generation_never_imports_merging():
     found = [(module, line) for module, imported, line in imports()
              if module == "sc2tune/generation" and imported == "merging"]
     assert not found, f"sc2tune/generation.py imports sc2tune.merging at lines {[line for _, line in found]}"
+
+
+def module_graph() -> dict[str, set[str]]:
+    """sc2tune module -> the sc2tune modules it imports (``from pkg import name`` counts a submodule ``name``)."""
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+               for p in PACKAGE.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        here = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                         for a in node.names]
+            else:
+                continue
+            graph.setdefault(here, set()).update(n for n in names if n in modules and n != here)
+    return graph
+
+
+def test_no_cycles_between_modules():
+    """No two modules import each other, directly or around a loop (plan <-> suggest did). A package's face
+    (``__init__``) re-exports its own modules, so edges into a package's own face are left out."""
+    graph = module_graph()
+    for here, targets in graph.items():
+        graph[here] = {t for t in targets if not here.startswith(t + ".")}
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, ()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    cycles = sorted(m for m in graph if reaches(m, m, {m}))
+    assert not cycles, f"modules in an import cycle: {cycles}"

@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from sc2tune.configs import model_layout
-from sc2tune.planning.plan import Component, MemoryPlan, Suggestion, parse_size, plan_recipe
+from sc2tune.planning.plan import Component, MemoryPlan, Suggestion, parse_size
+from sc2tune.planning.recipe_plan import plan_recipe
 from sc2tune.planning.weights import WeightBreakdown, weight_breakdown
 
 __all__ = ["Component", "MemoryPlan", "Suggestion", "WeightBreakdown", "parse_size", "plan_recipe",

@@ -145,9 +145,11 @@ def _chunked_loss_applies(model_type: str) -> bool:
     return model_type in CHUNKED_LOSS_ARCHITECTURES
 
 
-def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, device: Device = "cuda",
-                suggest: bool = True) -> MemoryPlan:
-    """Predict the per-device training memory of ``recipe``; with ``gpu_memory``, whether it fits and how to."""
+def plan_device(recipe: Recipe, gpu_memory: int | str | None = None, *, device: Device = "cuda") -> MemoryPlan:
+    """Predict the per-device training memory of ``recipe``; with ``gpu_memory``, whether it fits.
+
+    Ways to make it fit are added above this module (:func:`sc2tune.planning.recipe_plan.plan_recipe`), since
+    finding them plans modified recipes with this function."""
     spec, adapter, train, data = recipe.model, recipe.adapter, recipe.train, recipe.data
     dtype = model_dtype_name(recipe, device)
     classify = spec.head == "sequence-classification"
@@ -243,10 +245,6 @@ def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
         loss_chunked=loss_chunk, loss_full_logits=loss_full, weights_footprint=weights.footprint_bytes,
         trainable_params=trainable, gpu_memory=gpu, fits=fits,
     )
-    if gpu is not None and not fits and suggest:
-        from sc2tune.planning.suggest import suggestions
-
-        plan = MemoryPlan(**{**plan.__dict__, "suggestions": suggestions(recipe, gpu, device=device)})
     return plan
 
 

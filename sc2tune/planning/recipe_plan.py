@@ -1,5 +1,6 @@
-"""A recipe's plan on ``N x GPU``: the one-device memory plan and, with a cluster, the per-GPU memory under FSDP
-full sharding and the training time for the tokens of the recipe's data (or a given count)."""
+"""A recipe's plan: the one-device memory plan with the changes that make it fit (:func:`plan_recipe`) and, on
+``N x GPU``, the per-GPU memory under FSDP full sharding and the training time for the tokens of the recipe's
+data (or a given count)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import logging
 from typing import TYPE_CHECKING
 
 from sc2tune.errors import UserError
-from sc2tune.planning.plan import Device, MemoryPlan, plan_recipe
+from sc2tune.planning.plan import Device, MemoryPlan, plan_device
+from sc2tune.planning.suggest import suggestions
 from sc2tune.planning.throughput import DEFAULT_MFU, parse_count, parse_gpus
 from sc2tune.recipe import Recipe
 
@@ -15,6 +17,16 @@ if TYPE_CHECKING:
     from sc2tune.planning.cluster import ClusterPlan
 
 log = logging.getLogger(__name__)
+
+
+def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, device: Device = "cuda",
+                suggest: bool = True) -> MemoryPlan:
+    """Predict the per-device training memory of ``recipe``; with ``gpu_memory``, whether it fits and, when it
+    does not and ``suggest``, the changes that make it fit (:func:`~sc2tune.planning.suggest.suggestions`)."""
+    plan = plan_device(recipe, gpu_memory, device=device)
+    if plan.gpu_memory is not None and not plan.fits and suggest:
+        plan = MemoryPlan(**{**plan.__dict__, "suggestions": suggestions(recipe, plan.gpu_memory, device=device)})
+    return plan
 
 
 def data_tokens(recipe: Recipe) -> tuple[int, int, int, str]:

@@ -8,13 +8,13 @@ Moves, from the one that changes the training least to the one that changes it m
 4. a shorter ``data.max_length`` (longer examples are cut or split).
 
 Each move alone is tried (for 2 and 4 the mildest value that fits), then all of them in that order until the
-recipe fits. Every figure comes from :func:`~sc2tune.planning.plan.plan_recipe` on the modified recipe.
+recipe fits. Every figure comes from :func:`~sc2tune.planning.plan.plan_device` on the modified recipe.
 """
 
 from __future__ import annotations
 
 from sc2tune.errors import RecipeError
-from sc2tune.planning.plan import Device, Suggestion, modified, plan_recipe
+from sc2tune.planning.plan import Device, Suggestion, modified, plan_device
 from sc2tune.recipe import Recipe
 
 MIN_LENGTH = 256
@@ -22,7 +22,7 @@ MIN_LENGTH = 256
 
 def _try(recipe: Recipe, overrides: list[str], description: str, gpu: int, device: Device) -> Suggestion | None:
     try:
-        plan = plan_recipe(modified(recipe, tuple(overrides)), gpu, device=device, suggest=False)
+        plan = plan_device(modified(recipe, tuple(overrides)), gpu, device=device)
     except RecipeError:
         return None
     return Suggestion(tuple(overrides), description, plan.total_bytes, bool(plan.fits))
