@@ -46,6 +46,18 @@ class NonFiniteLossError(UserError):
     """Too many non-finite losses in a row."""
 
 
+def row_lengths(dataset: Any, length_column: str = "length") -> list[int]:
+    """The length of every row of a ``datasets.Dataset``: its ``length_column`` when it has one, else
+    ``len(row["input_ids"])`` read off the Arrow list offsets. Read as one Arrow column either way (no row is
+    materialised; an index mapping from ``select``/``shuffle`` is honoured)."""
+    import pyarrow.compute as pc
+
+    table = dataset.with_format("arrow")[:]
+    if length_column in dataset.column_names:
+        return table[length_column].to_pylist()
+    return pc.list_value_length(table["input_ids"]).to_pylist()
+
+
 class Sc2Trainer(Trainer):
     """Trainer for sc2tune runs (see module docstring)."""
 
@@ -105,6 +117,20 @@ class Sc2Trainer(Trainer):
         super().log(logs, start_time)
 
     # ---- attention ----------------------------------------------------------------------------------
+
+    def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001, ANN202 - Trainer's signature
+        """Length-grouped batches without reading every row. transformers reads each length through the
+        dataset (its length column as a lazy ``datasets`` column, or each row's ``input_ids``): 6 ms a row on a
+        memory-mapped table, 5 minutes for 52k rows before the first step. :func:`row_lengths` reads one Arrow
+        column instead."""
+        import datasets
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, datasets.Dataset):
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        dataset=dataset, lengths=row_lengths(dataset, self.args.length_column_name))
+        return super()._get_train_sampler(train_dataset)
 
     def _attention(self):
         """On CPU, causal tasks attend per document without a dense mask (:mod:`sc2tune.training.attention`),
