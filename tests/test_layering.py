@@ -62,12 +62,8 @@ def test_imports_go_down(module: str, imported: str, line: int):
     assert LAYER[imported] <= LAYER[here], f"{module}.py:{line} imports sc2tune.{imported} (a higher layer)"
 
 
-def test_no_cycles_between_parts():
-    graph: dict[str, set[str]] = {}
-    for module, imported, _ in imports():
-        here = part_of(module.replace("/", ".")) or "__init__"
-        if here != "__init__":
-            graph.setdefault(here, set()).add(imported)
+def in_cycles(graph: dict[str, set[str]]) -> list[str]:
+    """The nodes of ``graph`` from which an import path leads back to themselves."""
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
         for nxt in graph.get(start, ()):
@@ -75,7 +71,17 @@ def test_no_cycles_between_parts():
                 return True
         return False
 
-    cycles = sorted(part for part in graph if reaches(part, part, {part}))
+    return sorted(node for node in graph if reaches(node, node, {node}))
+
+
+def test_no_cycles_between_parts():
+    graph: dict[str, set[str]] = {}
+    for module, imported, _ in imports():
+        here = part_of(module.replace("/", ".")) or "__init__"
+        if here != "__init__":
+            graph.setdefault(here, set()).add(imported)
+
+    cycles = in_cycles(graph)
     assert not cycles, f"parts in an import cycle: {cycles}"
 
 
@@ -112,11 +118,5 @@ def test_no_cycles_between_modules():
     for here, targets in graph.items():
         graph[here] = {t for t in targets if not here.startswith(t + ".")}
 
-    def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        for nxt in graph.get(start, ()):
-            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
-                return True
-        return False
-
-    cycles = sorted(m for m in graph if reaches(m, m, {m}))
+    cycles = in_cycles(graph)
     assert not cycles, f"modules in an import cycle: {cycles}"
