@@ -1,0 +1,77 @@
+"""Trained folders: what a run, an adapter and a model folder hold, read into typed objects, and loaded.
+
+Three layouts, told apart by their files (:func:`folder_kind`)::
+
+    run folder (OUTPUT, written by ``sc2tune train``)
+        adapter/          an adapter folder (below); ``model/`` instead for adapter.method: full
+        merged/           a model folder, after ``sc2tune merge`` (optional)
+        checkpoints/      checkpoint-N folders
+        recipe.yaml       the resolved recipe (also inside adapter/ or model/)
+        metrics.jsonl, summary.json, data.json, loss.png, tensorboard/
+
+    adapter folder (PEFT ``save_pretrained`` plus what sc2tune adds)
+        adapter_config.json                     PEFT's config (peft_type, r, base_model_name_or_path, ...)
+        adapter_model.safetensors | .bin        the LoRA factors (and a classifier's ``score`` head)
+        recipe.yaml                             the run's resolved recipe (optional)
+        tokenizer.json, tokenizer_config.json   the tokenizer trained with (optional)
+        labels.json                             {id: name} of a classifier (optional)
+        classifier/config.json                  a classifier's base config with its head (training.portable)
+
+    model folder (a base, a merged model or a full fine-tune: plain ``from_pretrained``)
+        config.json, model.safetensors | model-0000i-of-0000N.safetensors + index, tokenizer (optional),
+        recipe.yaml (optional: a merge copies the adapter's), sc2tune_merge.json (after a merge)
+
+:func:`read_trained` returns a :class:`TrainedFolder` (the saved recipe as a :class:`~sc2tune.recipe.Recipe`
+read by :func:`~sc2tune.recipe.load_recipe`, so a saved ``model.trust_remote_code: true`` is refused unless the
+caller's overrides confirm it; the PEFT config as PEFT reads it). :func:`load_trained` loads its ``base``
+(as trained: 4-bit for QLoRA), ``adapter`` (base + PEFT adapter, or the full fine-tune) or ``merged`` model
+with its tokenizer. Metadata files are read only when they are regular files (a symlink is followed to one)
+of at most :data:`MAX_METADATA_BYTES`; anything else is a :class:`~sc2tune.errors.UserError` naming the file.
+"""
+
+from sc2tune.runs.layout import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    CLASSIFIER_CONFIG,
+    LABELS_FILE,
+    MAX_METADATA_BYTES,
+    MODEL_CONFIG,
+    MODEL_WEIGHTS,
+    RECIPE_FILE,
+    RUN_ADAPTER,
+    RUN_CHECKPOINTS,
+    RUN_FULL,
+    RUN_MERGED,
+    TOKENIZER_FILES,
+    Kind,
+    folder_kind,
+    has_tokenizer,
+    is_adapter_dir,
+    read_adapter_json,
+    read_json_object,
+    read_labels,
+    read_metadata_text,
+    read_saved_recipe,
+    resolve_base,
+)
+from sc2tune.runs.loading import (
+    LoadedModel,
+    Which,
+    attach_adapter,
+    class_labels,
+    load_pretrained,
+    load_trained,
+    quiet_transformers,
+    score_rows,
+    trained_tokenizer,
+)
+from sc2tune.runs.trained import TrainedFolder, read_trained
+
+__all__ = [
+    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "CLASSIFIER_CONFIG", "LABELS_FILE", "MAX_METADATA_BYTES", "MODEL_CONFIG",
+    "MODEL_WEIGHTS", "RECIPE_FILE", "RUN_ADAPTER", "RUN_CHECKPOINTS", "RUN_FULL", "RUN_MERGED", "TOKENIZER_FILES",
+    "Kind", "LoadedModel", "TrainedFolder", "Which", "attach_adapter", "class_labels", "folder_kind",
+    "has_tokenizer", "is_adapter_dir", "load_pretrained", "load_trained", "quiet_transformers",
+    "read_adapter_json", "read_json_object", "read_labels", "read_metadata_text", "read_saved_recipe",
+    "read_trained", "resolve_base", "score_rows", "trained_tokenizer",
+]

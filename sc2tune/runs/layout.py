@@ -1,0 +1,194 @@
+"""The names of a trained folder's files and subfolders, which kind a folder is, and its small metadata files
+read safely (no torch, transformers or peft at import): see :mod:`sc2tune.runs` for the layouts."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from sc2tune.errors import RecipeError, UserError
+from sc2tune.recipe import Recipe, load_recipe
+
+RECIPE_FILE = "recipe.yaml"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+MODEL_CONFIG = "config.json"
+MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+LABELS_FILE = "labels.json"
+CLASSIFIER_CONFIG = Path("classifier") / MODEL_CONFIG  # as training.portable writes it
+RUN_ADAPTER, RUN_FULL, RUN_MERGED, RUN_CHECKPOINTS = "adapter", "model", "merged", "checkpoints"
+
+#: Largest metadata file read (recipe, adapter config, labels): real ones are a few kB.
+MAX_METADATA_BYTES = 16 << 20
+
+Kind = Literal["run", "adapter", "model"]
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+# ---- layout ----------------------------------------------------------------------------------------
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    """True when ``path`` is a folder with PEFT's ``adapter_config.json``."""
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def _looks_adapter(folder: Path) -> bool:
+    return any((folder / name).exists() for name in (ADAPTER_CONFIG, *ADAPTER_WEIGHTS))
+
+
+def _looks_model(folder: Path) -> bool:
+    return (folder / MODEL_CONFIG).exists() and not _looks_adapter(folder)
+
+
+def has_tokenizer(folder: Path) -> bool:
+    """True when ``folder`` holds tokenizer files."""
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def folder_kind(path: str | Path) -> Kind | None:
+    """``adapter`` (adapter_config.json or adapter weights), ``model`` (config.json), ``run`` (``adapter/`` or
+    ``model/`` inside), or None for anything else (a missing folder, an empty one, a file)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    if _looks_adapter(folder):
+        return "adapter"
+    if _looks_model(folder):
+        return "model"
+    if _looks_adapter(folder / RUN_ADAPTER) or _looks_model(folder / RUN_FULL):
+        return "run"
+    return None
+
+
+def read_metadata_text(file: Path, *, limit: int = MAX_METADATA_BYTES) -> str:
+    """Text of a small metadata file: a regular file (a symlink is followed to one) of at most ``limit``
+    bytes, UTF-8; anything else (a FIFO, a device, a folder, a huge or binary file) is a UserError."""
+    fix = "replace it with the file sc2tune or PEFT wrote, or remove it"
+    try:
+        info = file.stat()
+    except OSError as err:
+        raise UserError(f"{file}: cannot read it ({err.strerror})", hint=fix) from None
+    link = " (a symlink)" if file.is_symlink() else ""
+    if not stat.S_ISREG(info.st_mode):
+        raise UserError(f"{file}{link}: not a regular file", hint=fix)
+    if info.st_size > limit:
+        raise UserError(f"{file}{link}: {info.st_size:,} bytes, more than a metadata file holds "
+                        f"({limit >> 20} MB at most)", hint=fix)
+    try:
+        return file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{file}{link}: cannot read it as UTF-8 text ({err})", hint=fix) from None
+
+
+def read_json_object(file: Path) -> dict[str, Any]:
+    """A metadata file holding one JSON object (``adapter_config.json``, ``labels.json``, ``config.json``)."""
+    text = read_metadata_text(file)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{file}: not JSON ({err})",
+                        hint="replace it with the file sc2tune or PEFT wrote") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{file}: expected a JSON object, found {type(data).__name__}",
+                        hint="replace it with the file sc2tune or PEFT wrote")
+    return data
+
+
+def read_adapter_json(folder: Path) -> dict[str, Any]:
+    """``adapter_config.json`` as PEFT wrote it (a dict of its keys), with an error naming the fix."""
+    if not folder.is_dir():
+        raise UserError(f"adapter folder not found: {folder}")
+    file = folder / ADAPTER_CONFIG
+    if not file.exists() and not file.is_symlink():
+        raise UserError(f"{folder} is not a PEFT adapter folder: it has no {ADAPTER_CONFIG}",
+                        hint="point at the folder save_pretrained wrote (sc2tune: OUTPUT_DIR/adapter)")
+    config = read_json_object(file)
+    if not isinstance(config.get("peft_type"), str):
+        raise UserError(f"{file}: no peft_type (e.g. \"LORA\"), so this is not a PEFT adapter config",
+                        hint="replace it with the adapter_config.json PEFT's save_pretrained wrote")
+    return config
+
+
+def read_saved_recipe(folder: Path, overrides: Sequence[str] = ()) -> Recipe | None:
+    """The recipe saved in ``folder`` (``recipe.yaml``) as a validated :class:`Recipe`, None when absent.
+
+    Read by :func:`~sc2tune.recipe.load_recipe`: a file that is not a recipe is a RecipeError naming it, and
+    ``model.trust_remote_code: true`` is refused unless ``overrides`` (the command line) confirm it.
+    """
+    file = folder / RECIPE_FILE
+    if not file.exists() and not file.is_symlink():
+        return None
+    read_metadata_text(file)  # a regular, small file before the YAML parser sees it
+    try:
+        return load_recipe(file, list(overrides))
+    except RecipeError as err:
+        if err.hint:
+            raise
+        raise RecipeError(str(err), hint=f"{file} is the recipe sc2tune saved with the run: restore it from the "
+                          "recipe you trained with, or remove it to use the folder without one") from None
+
+
+def read_labels(folder: Path) -> dict[int, str] | None:
+    """Class names saved with a classifier: ``labels.json`` (a list, ``{id: name}`` or ``{"id2label": ...}``),
+    else the ``id2label`` of ``classifier/config.json`` or of a ``config.json`` beside an adapter."""
+    for file, key in ((folder / LABELS_FILE, None), (folder / CLASSIFIER_CONFIG, "id2label"),
+                      (folder / MODEL_CONFIG, "id2label")):
+        if not file.exists():
+            continue
+        text = read_metadata_text(file)
+        try:
+            data: Any = json.loads(text)
+        except ValueError as err:
+            raise UserError(f"{file}: cannot read it as JSON ({err})") from None
+        if isinstance(data, dict):
+            data = data.get(key or "id2label", data if key is None else None)
+        if isinstance(data, list):
+            return {i: str(v) for i, v in enumerate(data)}
+        if isinstance(data, dict):
+            try:
+                return {int(k): str(v) for k, v in data.items()}
+            except ValueError:
+                raise UserError(f"{file}: label ids must be integers") from None
+    return None
+
+
+def resolve_base(name_or_path: str, *, revision: str | None = None) -> Path:
+    """A local folder for a base model: the built-in tiny model, a local path, or a hub snapshot.
+
+    Hub ids are fetched with ``huggingface_hub.snapshot_download`` (config, safetensors, tokenizer files
+    only); any failure is a :class:`UserError` that says to pass ``--base`` with a local copy.
+    """
+    from sc2tune.hub import ensure_hub_reachable
+    from sc2tune.modeling import resolve_model_path
+
+    local = Path(resolve_model_path(name_or_path)).expanduser()
+    if local.is_dir():
+        return local
+    if local.exists():
+        raise UserError(f"base model '{name_or_path}' is a file, not a model folder")
+    if not _HUB_ID.match(name_or_path) or name_or_path.startswith((".", "/", "~")):
+        raise UserError(f"base model folder not found: {name_or_path}",
+                        hint="pass --base with the folder (config.json + *.safetensors) or a hub id")
+    ensure_hub_reachable(name_or_path, "base model")
+    try:
+        from huggingface_hub import snapshot_download
+
+        fetched = snapshot_download(
+            name_or_path, revision=revision,
+            allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.txt", "*.model"],
+        )
+    except Exception as err:  # offline, gated, missing repo: all user-fixable
+        raise UserError(
+            f"base model '{name_or_path}' is neither a local folder nor a hub repository I can fetch ({err})",
+            hint="pass --base with a local copy of the base checkpoint",
+        ) from None
+    return Path(fetched)
+
