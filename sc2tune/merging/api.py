@@ -15,7 +15,6 @@ read lazily), ``plan`` (match adapter to base, tie/untie, round trip), ``stream`
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -34,6 +33,7 @@ from sc2tune.merging.output import (
     publish,
     staging_dir,
     write_metadata,
+    write_provenance,
 )
 from sc2tune.merging.plan import MergePlan, build_plan
 from sc2tune.merging.stream import StreamStats, stream_merge
@@ -178,16 +178,11 @@ def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: 
                     "to keep the output anyway)",
                 )
             provenance["verification"] = asdict(verification)
-            _write_provenance(tmp, provenance)
+            write_provenance(tmp, provenance)
         publish(tmp, out)
     return MergeResult(out, base_name, str(out_dtype).removeprefix("torch."), stats, plan.untied,
                        quant.quant_type if quant else None, verification, time.perf_counter() - start,
                        plan.notes)
-
-
-def _write_provenance(folder: Path, provenance: dict) -> None:
-    """Rewrite ``sc2tune_merge.json`` (after verification added its figures)."""
-    (folder / "sc2tune_merge.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
 
 
 def describe_merge(result: MergeResult) -> str:

@@ -178,7 +178,12 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, ad
         gen.save_pretrained(str(folder))
     if (adapter_dir / RECIPE_FILE).is_file():  # the run's recipe: generate finds its template here
         shutil.copyfile(adapter_dir / RECIPE_FILE, folder / RECIPE_FILE)
-    (folder / "sc2tune_merge.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    write_provenance(folder, provenance)
+
+
+def write_provenance(folder: Path, provenance: dict[str, Any]) -> None:
+    """Write ``sc2tune_merge.json`` (again after verification added its figures)."""
+    (folder / MARKER).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
 
 
 def _arch(config: PretrainedConfig, classifier: bool) -> str:
