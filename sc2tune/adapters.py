@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from sc2tune.errors import RecipeError, UserError
 from sc2tune.modeling import default_target_modules
 from sc2tune.recipe import Recipe
+from sc2tune.runs import ADAPTER_CONFIG
 
 if TYPE_CHECKING:  # peft, torch and transformers load where they are used: the target check needs none of them
     from peft import LoraConfig, PeftModel
@@ -229,7 +230,7 @@ def keep_initial_adapter(model: PreTrainedModel | PeftModel, recipe: Recipe, out
     if not converts_to_original_base(recipe) or not isinstance(model, PeftModel):
         return None
     initial = out / ".sc2tune-init" / INITIAL_ADAPTER
-    if main_process and not (initial / "adapter_config.json").is_file():
+    if main_process and not (initial / ADAPTER_CONFIG).is_file():
         save_initial_adapter(model, initial.parent)
     return initial
 

@@ -33,8 +33,10 @@ from sc2tune.runs.layout import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
     CLASSIFIER_CONFIG,
+    CLASSIFIER_DIR,
     LABELS_FILE,
     MAX_METADATA_BYTES,
+    METRICS_FILE,
     MODEL_CONFIG,
     MODEL_WEIGHTS,
     RECIPE_FILE,
@@ -68,8 +70,8 @@ from sc2tune.runs.loading import (
 from sc2tune.runs.trained import TrainedFolder, read_trained
 
 __all__ = [
-    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "CLASSIFIER_CONFIG", "LABELS_FILE", "MAX_METADATA_BYTES", "MODEL_CONFIG",
-    "MODEL_WEIGHTS", "RECIPE_FILE", "RUN_ADAPTER", "RUN_CHECKPOINTS", "RUN_FULL", "RUN_MERGED", "TOKENIZER_FILES",
+    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "CLASSIFIER_CONFIG", "CLASSIFIER_DIR", "LABELS_FILE", "MAX_METADATA_BYTES",
+    "METRICS_FILE", "MODEL_CONFIG", "MODEL_WEIGHTS", "RECIPE_FILE", "RUN_ADAPTER", "RUN_CHECKPOINTS", "RUN_FULL", "RUN_MERGED", "TOKENIZER_FILES",
     "Kind", "LoadedModel", "TrainedFolder", "Which", "attach_adapter", "class_labels", "folder_kind",
     "has_tokenizer", "is_adapter_dir", "load_pretrained", "load_trained", "quiet_transformers",
     "read_adapter_json", "read_json_object", "read_labels", "read_metadata_text", "read_saved_recipe",

@@ -21,8 +21,10 @@ MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
                  "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 LABELS_FILE = "labels.json"
-CLASSIFIER_CONFIG = Path("classifier") / MODEL_CONFIG  # as training.portable writes it
+CLASSIFIER_DIR = "classifier"  # a classifier adapter's base config with its head (training.portable)
+CLASSIFIER_CONFIG = Path(CLASSIFIER_DIR) / MODEL_CONFIG
 RUN_ADAPTER, RUN_FULL, RUN_MERGED, RUN_CHECKPOINTS = "adapter", "model", "merged", "checkpoints"
+METRICS_FILE = "metrics.jsonl"  # a run's logged steps and evaluations (training writes, eval and demo read)
 
 #: Largest metadata file read (recipe, adapter config, labels): real ones are a few kB.
 MAX_METADATA_BYTES = 16 << 20

@@ -27,8 +27,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, PretrainedConfig
 
 from sc2tune.recipe import DataSpec
-
-CLASSIFIER_CONFIG_DIR = "classifier"
+from sc2tune.runs import CLASSIFIER_DIR
 
 
 def save_classifier_files(folder: Path, config: PretrainedConfig, data: DataSpec) -> None:
@@ -41,4 +40,4 @@ def save_classifier_files(folder: Path, config: PretrainedConfig, data: DataSpec
     head = config.__class__.from_dict(config.to_dict())  # a copy; the trained model's config stays as it is
     head.pad_token_id = tokenizer.pad_token_id
     head.architectures = [f"{type(config).__name__.removesuffix('Config')}ForSequenceClassification"]
-    head.save_pretrained(str(folder / CLASSIFIER_CONFIG_DIR))
+    head.save_pretrained(str(folder / CLASSIFIER_DIR))

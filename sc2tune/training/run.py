@@ -38,6 +38,15 @@ from sc2tune.adapters import (
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.modeling import Objective, load_model, load_tokenizer, objective_for, resolve_dtype
 from sc2tune.recipe import Recipe, recipe_to_yaml
+from sc2tune.runs import (
+    ADAPTER_CONFIG,
+    LABELS_FILE,
+    METRICS_FILE,
+    RECIPE_FILE,
+    RUN_ADAPTER,
+    RUN_CHECKPOINTS,
+    RUN_FULL,
+)
 from sc2tune.training.callbacks import (
     MetricsFileCallback,
     NanGuardCallback,
@@ -112,7 +121,7 @@ def _training_arguments(recipe: Recipe, objective: Objective, out: Path, has_eva
     else:
         sampling = "random"
     return TrainingArguments(
-        output_dir=str(out / "checkpoints"),
+        output_dir=str(out / RUN_CHECKPOINTS),
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
@@ -149,15 +158,15 @@ def _training_arguments(recipe: Recipe, objective: Objective, out: Path, has_eva
 
 def _prepare_output(out: Path, resume: bool, *, main_process: bool) -> str | None:
     """Checkpoint to resume from (or None); refuses to train over an existing run without --resume."""
-    checkpoints = out / "checkpoints"
+    checkpoints = out / RUN_CHECKPOINTS
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if resume:
         if last is None:
             log.warning("--resume: no complete checkpoint in %s, starting from the beginning", checkpoints)
         if main_process:
-            _trim_metrics(out / "metrics.jsonl", int(last.rsplit("-", 1)[-1]) if last else -1)
+            _trim_metrics(out / METRICS_FILE, int(last.rsplit("-", 1)[-1]) if last else -1)
         return last
-    leftovers = [name for name in ("adapter", "model", "metrics.jsonl") if (out / name).exists()]
+    leftovers = [name for name in (RUN_ADAPTER, RUN_FULL, METRICS_FILE) if (out / name).exists()]
     if last is not None or leftovers:
         raise UserError(
             f"{out} already holds a run ({'checkpoints' if last else leftovers[0]})",
@@ -301,14 +310,14 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     trainer.remove_callback(HFProgressCallback)
     preemption = PreemptionCallback(trainer)
     for callback in (ThroughputCallback(trainer), NanGuardCallback(trainer), preemption,
-                     MetricsFileCallback(out / "metrics.jsonl")):
+                     MetricsFileCallback(out / METRICS_FILE)):
         trainer.add_callback(callback)
     if show_progress:
         trainer.add_callback(ProgressCallback())
     main_process = trainer.is_world_process_zero()  # the trainer's word from here on
     if main_process:
         _add_tensorboard(trainer, out / "tensorboard")
-        (out / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+        (out / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
 
     trainer.train(resume_from_checkpoint=checkpoint)
 
@@ -324,7 +333,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
                            model=trainer.model)
 
     final_eval = _final_evaluation(trainer) if data.eval is not None else {}
-    adapter_dir = out / ("model" if recipe.adapter.method == "full" else "adapter")
+    adapter_dir = out / (RUN_FULL if recipe.adapter.method == "full" else RUN_ADAPTER)
     staging = out / f".{adapter_dir.name}.staging"
     if main_process and staging.exists():
         shutil.rmtree(staging)
@@ -378,10 +387,10 @@ def _finish_output(folder: Path, tokenizer, recipe: Recipe, id2label: dict[int, 
     user did (hub id or built-in name rather than a cache path). A classifier adapter also gets what plain
     transformers + PEFT need to use it as trained (:mod:`sc2tune.training.portable`)."""
     tokenizer.save_pretrained(str(folder))
-    (folder / "recipe.yaml").write_text(recipe_to_yaml(recipe))
+    (folder / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
     if id2label is not None:
-        (folder / "labels.json").write_text(json.dumps({str(k): v for k, v in id2label.items()}, indent=2))
-    config_path = folder / "adapter_config.json"
+        (folder / LABELS_FILE).write_text(json.dumps({str(k): v for k, v in id2label.items()}, indent=2))
+    config_path = folder / ADAPTER_CONFIG
     if id2label is not None and config_path.is_file():
         save_classifier_files(folder, model_config, recipe.data)
     if config_path.is_file():
@@ -396,7 +405,7 @@ def _plot(out: Path, title: str) -> None:
     """``loss.png`` from ``metrics.jsonl`` (train and eval loss against the step)."""
     from sc2tune.reporting import plot_loss_curves, read_metrics
 
-    train_points, eval_points = read_metrics(out / "metrics.jsonl")
+    train_points, eval_points = read_metrics(out / METRICS_FILE)
     if train_points or eval_points:
         plot_loss_curves(train_points, eval_points, out / "loss.png", title=title)
 
