@@ -121,9 +121,10 @@ def load_for_inference(path: str | Path, *, dtype: str = "auto", trust_remote_co
     is (:func:`sc2tune.runs.load_trained`). A run trained with remote code loads only with
     ``trust_remote_code`` (the caller's explicit say; the folder alone cannot turn it on).
     """
+    from sc2tune.recipe import REMOTE_CODE_OVERRIDE
     from sc2tune.runs import read_trained
 
-    return _load(read_trained(path, ("model.trust_remote_code=true",) if trust_remote_code else ()), dtype)
+    return _load(read_trained(path, (REMOTE_CODE_OVERRIDE,) if trust_remote_code else ()), dtype)
 
 
 def _load(folder: TrainedFolder, dtype: str) -> InferenceModel:

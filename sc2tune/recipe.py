@@ -32,6 +32,10 @@ from sc2tune.errors import RecipeError
 
 TINY_MODEL = "sc2tune/tiny-starcoder2"
 
+#: The override with which a caller says yes to a model's own code (what ``--trust-remote-code`` adds): the
+#: only way a recipe's ``model.trust_remote_code: true`` is accepted (:func:`load_recipe`).
+REMOTE_CODE_OVERRIDE = "model.trust_remote_code=true"
+
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Task = Literal["instruct", "fim", "classify"]
 Head = Literal["causal-lm", "sequence-classification"]

@@ -86,6 +86,7 @@ def merge(
         "--overwrite", help="replace OUT_DIR when it holds an earlier model output (any other folder is refused)")
     ] = False,
     no_progress: NoProgress = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Fold an adapter into full weights: sc2tune merge ADAPTER_DIR --out OUT_DIR."""
     from sc2tune.merging import describe_merge
@@ -93,5 +94,5 @@ def merge(
 
     result = run_merge(adapter_dir, out, base=base, dtype=dtype, shard_size=shard_size, verify=not no_verify,
                        overwrite=overwrite, merge_into=merge_into, qlora=True if qlora else None,
-                       progress=not no_progress)
+                       progress=not no_progress, trust_remote_code=trust_remote_code)
     print(describe_merge(result))

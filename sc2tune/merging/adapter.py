@@ -35,7 +35,7 @@ import torch
 
 from sc2tune.errors import UserError
 from sc2tune.recipe import Recipe
-from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter_json, read_saved_recipe
+from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter_json
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,8 @@ class Adapter:
     """A parsed adapter folder: LoRA factors per module, full replacement tensors, and its metadata.
 
     ``config`` is ``adapter_config.json`` key by key, as saved (the merge checks keys PEFT versions add or
-    drop); ``recipe`` the run's saved ``recipe.yaml`` (:func:`sc2tune.runs.read_saved_recipe`).
+    drop); ``recipe`` the run's saved ``recipe.yaml`` (:func:`sc2tune.runs.read_saved_recipe`; :func:`~sc2tune.merging.merge` reads
+    it before the adapter, with the caller's say on remote code).
     """
 
     path: Path
@@ -253,10 +254,11 @@ def check_finite(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def load_adapter(path: str | Path) -> Adapter:
-    """Read and check an adapter folder; every problem is a :class:`UserError` naming the file and key."""
+    """Read and check an adapter folder's config and tensors; every problem is a :class:`UserError` naming the
+    file and key. Its saved recipe is the caller's to read and attach as ``recipe``
+    (:func:`sc2tune.runs.read_saved_recipe`, with the caller's say on remote code)."""
     folder = Path(path)
     config = read_adapter_json(folder)
-    recipe = read_saved_recipe(folder)
     cfg_file = folder / ADAPTER_CONFIG
     _check_supported(config, cfg_file)
     tensors = _load_weights(folder)
@@ -313,4 +315,4 @@ def load_adapter(path: str | Path) -> Adapter:
     if not lora and not full:
         raise UserError(f"{folder}: the adapter holds no tensors")
     log.debug("adapter %s: %d LoRA modules, %d full tensors", folder, len(lora), len(full))
-    return Adapter(folder, config, lora, full, recipe)
+    return Adapter(folder, config, lora, full)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -39,7 +39,8 @@ from sc2tune.merging.plan import MergePlan, build_plan
 from sc2tune.merging.stream import StreamStats, stream_merge
 from sc2tune.merging.verify import Verification, verify_merge
 from sc2tune.merging.writer import parse_size
-from sc2tune.runs import read_labels, resolve_base
+from sc2tune.recipe import REMOTE_CODE_OVERRIDE
+from sc2tune.runs import read_labels, read_saved_recipe, resolve_base
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ def merge(
     merge_into: MergeInto = "quantized",
     qlora: bool | None = None,
     progress: bool = True,
+    trust_remote_code: bool = False,
 ) -> MergeResult:
     """Merge the PEFT LoRA adapter in ``adapter_dir`` into its base and write a plain transformers folder.
 
@@ -93,23 +95,29 @@ def merge(
         qlora: treat the adapter as QLoRA (NF4, double quant, block 64) even without sc2tune's
             ``recipe.yaml``; ``False`` treats it as plain LoRA; None reads ``recipe.yaml``.
         progress: show a progress bar.
+        trust_remote_code: let the base model's own Python code (its config.json's ``auto_map``) build the
+            model, as ``--trust-remote-code`` does; also confirms a saved recipe's ``model.trust_remote_code``.
+            Never read from the folders: without it, such a merge is refused before any of that code runs.
     """
     start = time.perf_counter()
     adapter_path, out = Path(adapter_dir), Path(out_dir)
-    adapter = load_adapter(adapter_path)
+    # the saved recipe first: one saying model.trust_remote_code: true stops here unless the caller said so
+    recipe = read_saved_recipe(adapter_path, (REMOTE_CODE_OVERRIDE,) if trust_remote_code else ())
+    adapter = replace(load_adapter(adapter_path), recipe=recipe)
     base_name = base or adapter.base_name
     if not base_name:
         raise UserError(f"{adapter_path}: the adapter does not name its base model",
                         hint="pass --base with the base model folder or hub id")
     base_dir = resolve_base(base_name)
-    ckpt = open_checkpoint(base_dir)
+    ckpt = open_checkpoint(base_dir, trust_remote_code=trust_remote_code)
     out_dtype = getattr(torch, dtype) if dtype else ckpt.dtype
     trained_quant = adapter.quant if qlora is None else (adapter.quant or QuantSettings()) if qlora else None
     if merge_into not in ("quantized", "original"):
         raise UserError(f"merge_into must be 'quantized' or 'original', not '{merge_into}'")
     quant = None if merge_into == "original" else trained_quant
     check_out_dir(out, overwrite=overwrite, inputs=[adapter_path, base_dir])
-    plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=read_labels(adapter_path))
+    plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=read_labels(adapter_path),
+                      trust_remote_code=trust_remote_code)
     if trained_quant is not None and quant is None:
         plan.notes.append("merged into the original (unquantised) weights, not the 4-bit round trip the adapter "
                           "was trained against: the result is not the model as trained (verification measures "
@@ -121,7 +129,8 @@ def merge(
     _check_free_space(out, total)
     try:
         return _merge_into_folder(start, adapter, adapter_path, out, base_name, base_dir, ckpt, plan, out_dtype,
-                                  quant, trained_quant, shard_size, verify, progress)
+                                  quant, trained_quant, shard_size, verify, progress,
+                                  trust_remote_code=trust_remote_code)
     except OSError as err:
         if not is_disk_full(err):
             raise
@@ -147,7 +156,7 @@ def _check_free_space(out: Path, needed: int) -> None:
 def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: Path, base_name: str,
                        base_dir: Path, ckpt: BaseCheckpoint, plan: MergePlan, out_dtype: torch.dtype,
                        quant: QuantSettings | None, trained_quant: QuantSettings | None, shard_size: str | int,
-                       verify: bool, progress: bool) -> MergeResult:
+                       verify: bool, progress: bool, *, trust_remote_code: bool) -> MergeResult:
     """Stream, describe and verify the merge in a staging folder beside ``out``, then publish it."""
     verification = None
     with staging_dir(out) as tmp:
@@ -159,7 +168,7 @@ def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: 
             "changed_tensors": stats.changed, "notes": plan.notes,
         }
         write_metadata(tmp, plan.config, base_dir=base_dir, adapter_dir=adapter_path,
-                       classifier=plan.classifier, provenance=provenance)
+                       classifier=plan.classifier, provenance=provenance, trust_remote_code=trust_remote_code)
         if stats.changed == 0:
             msg = "the merged weights equal the base's: the adapter changes nothing (an untrained adapter " \
                   f"with all-zero lora_B, or an update below {out_dtype} rounding)"
@@ -169,7 +178,7 @@ def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: 
         if verify:
             verification = verify_merge(tmp, base_dir, adapter_path, classifier=plan.classifier,
                                         dtype=out_dtype, quant=quant, trained_quant=trained_quant,
-                                        base_dtype=ckpt.dtype)
+                                        base_dtype=ckpt.dtype, trust_remote_code=trust_remote_code)
             log.debug("verification: %s", verification.summary())
             if not verification.passed:
                 raise UserError(

@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from sc2tune.errors import UserError
+from sc2tune.runs import MODEL_CONFIG, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +90,22 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def open_checkpoint(path: Path) -> BaseCheckpoint:
-    """List the tensors of a checkpoint folder from the safetensors headers (no tensor data read)."""
+def open_checkpoint(path: Path, *, trust_remote_code: bool = False) -> BaseCheckpoint:
+    """List the tensors of a checkpoint folder from the safetensors headers (no tensor data read).
+
+    A config.json whose ``auto_map`` names the model's own code is read with that code only when
+    ``trust_remote_code``; otherwise it is a UserError naming ``--trust-remote-code``.
+    """
     from safetensors import safe_open
 
     try:
-        config = AutoConfig.from_pretrained(str(path))
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
+        if not trust_remote_code and _names_own_code(path):
+            raise UserError(f"{path}: the base model's config.json names the model's own Python code (auto_map), "
+                            "which sc2tune runs only when you ask for it",
+                            hint="if you trust the model's code, add --trust-remote-code (Python: "
+                            "merge(..., trust_remote_code=True))") from None
         raise UserError(f"{path}: cannot read the base model's config.json ({err})") from None
     if getattr(config, "quantization_config", None):
         raise UserError(
@@ -137,12 +147,21 @@ def open_checkpoint(path: Path) -> BaseCheckpoint:
     return BaseCheckpoint(path, config, tensors)
 
 
-def skeleton(config: PretrainedConfig, *, classifier: bool) -> Skeleton:
-    """Instantiate the model on the meta device and read its layout (costs no memory)."""
+def _names_own_code(path: Path) -> bool:
+    """Whether ``path/config.json`` has an ``auto_map`` (read as JSON: nothing of the model runs)."""
+    try:
+        return "auto_map" in read_json_object(path / MODEL_CONFIG)
+    except UserError:
+        return False
+
+
+def skeleton(config: PretrainedConfig, *, classifier: bool, trust_remote_code: bool = False) -> Skeleton:
+    """Instantiate the model on the meta device and read its layout (costs no memory); a model class from the
+    model's own code (``auto_map``) only with ``trust_remote_code``."""
     loader = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
     try:
         with torch.device("meta"):
-            model = loader.from_config(config)
+            model = loader.from_config(config, trust_remote_code=trust_remote_code)
     except (ValueError, KeyError) as err:
         raise UserError(f"transformers cannot build a {loader.__name__[4:]} for this config ({err})") from None
     names = {id(m): n for n, m in model.named_modules()}

@@ -153,14 +153,16 @@ def publish(tmp: Path, out: Path) -> None:
 
 
 def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, adapter_dir: Path,
-                   classifier: bool, provenance: dict[str, Any]) -> None:
-    """Write config, generation config, tokenizer and provenance next to the weights."""
+                   classifier: bool, provenance: dict[str, Any], trust_remote_code: bool = False) -> None:
+    """Write config, generation config, tokenizer and provenance next to the weights, and the base's own
+    Python files when its config names them (``auto_map``), so the folder loads as the base does.
+    ``trust_remote_code``: a tokenizer from the model's own code may be loaded to copy it."""
     from sc2tune.modeling import set_pad_token
 
     tok_dir = adapter_dir if has_tokenizer(adapter_dir) else base_dir
     tokenizer = None
     if has_tokenizer(tok_dir):
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=trust_remote_code)
         with contextlib.suppress(UserError):
             set_pad_token(tokenizer)
         tokenizer.save_pretrained(str(folder))
@@ -170,6 +172,8 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, ad
         config.pad_token_id = tokenizer.pad_token_id
     config.architectures = [_arch(config, classifier)]
     config.save_pretrained(str(folder))
+    if getattr(config, "auto_map", None):
+        _copy_model_code(base_dir, folder)
     if not classifier:
         try:
             gen = GenerationConfig.from_pretrained(str(base_dir))
@@ -184,6 +188,13 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, ad
 def write_provenance(folder: Path, provenance: dict[str, Any]) -> None:
     """Write ``sc2tune_merge.json`` (again after verification added its figures)."""
     (folder / MARKER).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+
+
+def _copy_model_code(base_dir: Path, folder: Path) -> None:
+    """The base's Python files (the code its ``auto_map`` names) beside the merged weights; copied, not run."""
+    for file in sorted(base_dir.glob("*.py")):
+        if file.is_file() and not (folder / file.name).exists():
+            shutil.copyfile(file, folder / file.name)
 
 
 def _arch(config: PretrainedConfig, classifier: bool) -> str:

@@ -105,14 +105,15 @@ def _output_config(ckpt: BaseCheckpoint, adapter: Adapter, dtype: torch.dtype,
 
 
 def build_plan(adapter: Adapter, ckpt: BaseCheckpoint, *, dtype: torch.dtype, quant: QuantSettings | None,
-               id2label: dict[int, str] | None = None) -> MergePlan:
+               id2label: dict[int, str] | None = None, trust_remote_code: bool = False) -> MergePlan:
     """Match the adapter to the base, decide tying and the round trip, and order the output tensors.
 
     ``quant`` set = merge into the 4-bit round trip of every Linear weight QLoRA quantised.
+    ``trust_remote_code``: the model's own code may build its layout (:func:`~sc2tune.merging.checkpoint.skeleton`).
     """
     classifier = adapter.is_classifier
     config = _output_config(ckpt, adapter, dtype, id2label)
-    sk = skeleton(config, classifier=classifier)
+    sk = skeleton(config, classifier=classifier, trust_remote_code=trust_remote_code)
     notes: list[str] = []
     untied = False
     if sk.tied:
@@ -122,7 +123,7 @@ def build_plan(adapter: Adapter, ckpt: BaseCheckpoint, *, dtype: torch.dtype, qu
         if changes and not _same_tied_update(adapter, sk):
             untied = True
             config.tie_word_embeddings = False
-            sk = skeleton(config, classifier=classifier)
+            sk = skeleton(config, classifier=classifier, trust_remote_code=trust_remote_code)
             notes.append(f"untied {sk.output_embedding}.weight from {sk.input_embedding}.weight: the adapter "
                          "changes them differently (tie_word_embeddings: false in the output)")
     aliases: dict[str, str] = {}

@@ -100,15 +100,17 @@ def _logits(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> l
 
 
 def _load(path: Path, *, classifier: bool, dtype: torch.dtype, labels: dict[int, str] | None,
-          pad_token_id: int | None, quant: QuantSettings | None) -> torch.nn.Module:
+          pad_token_id: int | None, quant: QuantSettings | None, trust_remote_code: bool) -> torch.nn.Module:
     """A model folder on the CPU in eval mode (:func:`sc2tune.runs.load_pretrained`), 4-bit with ``quant``."""
     spec = None if quant is None else QuantSpec(bits=4, quant_type=quant.quant_type,  # type: ignore[arg-type]
                                                 double_quant=quant.double_quant)
     return load_pretrained(path, classifier=classifier, dtype=dtype, device="cpu", labels=labels,
-                           pad_token_id=pad_token_id if classifier and labels is not None else None, quant=spec)
+                           pad_token_id=pad_token_id if classifier and labels is not None else None, quant=spec,
+                           trust_remote_code=trust_remote_code)
 
 
-def _prompt_batches(merged_dir: Path, prompts: tuple[str, ...], vocab_size: int) -> list[dict[str, torch.Tensor]]:
+def _prompt_batches(merged_dir: Path, prompts: tuple[str, ...], vocab_size: int,
+                    trust_remote_code: bool) -> list[dict[str, torch.Tensor]]:
     """Tokenised prompts: the merged folder's tokenizer, else the bundled StarCoder2 one (same vocabulary),
     else fixed pseudo-random token ids (a model with another vocabulary and no tokenizer)."""
     from transformers import AutoTokenizer
@@ -116,7 +118,7 @@ def _prompt_batches(merged_dir: Path, prompts: tuple[str, ...], vocab_size: int)
     from sc2tune.tiny import load_bundled_tokenizer
 
     if has_tokenizer(merged_dir):
-        tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
+        tokenizer = AutoTokenizer.from_pretrained(str(merged_dir), trust_remote_code=trust_remote_code)
     elif vocab_size >= 49152:
         tokenizer = load_bundled_tokenizer()
     else:
@@ -127,17 +129,20 @@ def _prompt_batches(merged_dir: Path, prompts: tuple[str, ...], vocab_size: int)
 
 def verify_merge(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: bool, dtype: torch.dtype,
                  quant: QuantSettings | None, trained_quant: QuantSettings | None = None,
-                 base_dtype: torch.dtype | None = None, prompts: tuple[str, ...] = PROMPTS) -> Verification:
+                 base_dtype: torch.dtype | None = None, prompts: tuple[str, ...] = PROMPTS,
+                 trust_remote_code: bool = False) -> Verification:
     """Run the adapter model, PEFT's rounded merge and the merged model on ``prompts``; compare their logits.
 
     ``quant``: the 4-bit round trip the merge used (None: the base weights as stored). ``trained_quant``: the
     QLoRA settings the adapter was trained with; when it is set and ``quant`` is not (merged into the original
     weights), the merged model is also compared with the model as trained. ``base_dtype``: the checkpoint's
     dtype, the precision the adapter model and PEFT's merge start from (default ``dtype``).
+    ``trust_remote_code``: the models may be built by their own code (``auto_map``), as the merge's were.
     """
     with quiet_transformers():
         return _verify(merged_dir, base_dir, adapter_dir, classifier=classifier, dtype=dtype, quant=quant,
-                       trained_quant=trained_quant, base_dtype=base_dtype or dtype, prompts=prompts)
+                       trained_quant=trained_quant, base_dtype=base_dtype or dtype, prompts=prompts,
+                       trust_remote_code=trust_remote_code)
 
 
 def rounded_reference(model: torch.nn.Module, adapter_dir: Path, dtype: torch.dtype,
@@ -253,17 +258,17 @@ def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 
 def _verify(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: bool, dtype: torch.dtype,
             quant: QuantSettings | None, trained_quant: QuantSettings | None, base_dtype: torch.dtype,
-            prompts: tuple[str, ...]) -> Verification:
+            prompts: tuple[str, ...], trust_remote_code: bool) -> Verification:
     from transformers import AutoConfig
 
-    merged_config = AutoConfig.from_pretrained(str(merged_dir))
-    batches = _prompt_batches(merged_dir, prompts, merged_config.vocab_size)
+    merged_config = AutoConfig.from_pretrained(str(merged_dir), trust_remote_code=trust_remote_code)
+    batches = _prompt_batches(merged_dir, prompts, merged_config.vocab_size, trust_remote_code)
     labels = {int(k): v for k, v in merged_config.id2label.items()} if classifier else None
 
     def adapter_model(q: QuantSettings | None) -> torch.nn.Module:
         load_dtype = getattr(torch, q.dtype) if q is not None and q.dtype else base_dtype
         base = _load(base_dir, classifier=classifier, dtype=load_dtype, labels=labels,
-                     pad_token_id=merged_config.pad_token_id, quant=q)
+                     pad_token_id=merged_config.pad_token_id, quant=q, trust_remote_code=trust_remote_code)
         return attach_adapter(base, adapter_dir)
 
     trained = None
@@ -286,7 +291,8 @@ def _verify(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: 
     del reference_model
     gc.collect()
 
-    merged = _load(merged_dir, classifier=classifier, dtype=dtype, labels=None, pad_token_id=None, quant=None)
+    merged = _load(merged_dir, classifier=classifier, dtype=dtype, labels=None, pad_token_id=None, quant=None,
+                   trust_remote_code=trust_remote_code)
     got = _logits(merged, batches)
     del merged
     gc.collect()

@@ -42,10 +42,12 @@ def quiet_transformers() -> Iterator[None]:
 
 def load_pretrained(folder: Path, *, classifier: bool, dtype: torch.dtype, device: str,
                     labels: dict[int, str] | None = None, pad_token_id: int | None = None,
-                    quant: QuantSpec | None = None, spec: ModelSpec | None = None) -> Any:
+                    quant: QuantSpec | None = None, spec: ModelSpec | None = None,
+                    trust_remote_code: bool | None = None) -> Any:
     """``from_pretrained`` of a model folder in eval mode: causal LM or classifier (``labels`` give its head),
     ``quant`` 4/8-bit on ``device`` (with bitsandbytes' exact training kernel), else moved to ``device``.
-    ``spec`` (the run's model section) adds its attention kernel and remote-code setting."""
+    ``spec`` (the run's model section) adds its attention kernel and remote-code setting; ``trust_remote_code``
+    (the caller's own say, e.g. ``sc2tune merge --trust-remote-code``) replaces that setting when given."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from sc2tune.modeling import keep_4bit_kernel_exact, quantization_config, resolve_attn
@@ -53,6 +55,8 @@ def load_pretrained(folder: Path, *, classifier: bool, dtype: torch.dtype, devic
     kwargs: dict[str, Any] = {"dtype": dtype}
     if spec is not None:
         kwargs.update(attn_implementation=resolve_attn(spec), trust_remote_code=spec.trust_remote_code)
+    if trust_remote_code is not None:
+        kwargs["trust_remote_code"] = trust_remote_code
     if classifier and labels:
         kwargs.update(num_labels=len(labels), id2label=dict(labels), label2id={v: k for k, v in labels.items()})
     if quant is not None:

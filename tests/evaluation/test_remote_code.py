@@ -52,3 +52,103 @@ def test_generate_runs_the_models_code_only_with_the_flag(tmp_path: Path, capsys
     assert main(["generate", str(run), "--prompt", "x"]) == 2 and not marker.exists()
     main(["generate", str(run), "--prompt", "x", "--trust-remote-code"])  # the model itself is not loadable
     assert marker.exists()  # the command line said so: the recipe was accepted and the model's code ran
+
+
+# ---- sc2tune merge: a base whose config.json names its own code (auto_map) -------------------------------
+
+CONFIG_CODE = """open({marker!r}, "a").write("configuration ran\\n")
+from transformers import Starcoder2Config
+
+
+class EvilConfig(Starcoder2Config):
+    model_type = "evil_starcoder2"
+"""
+MODEL_CODE = """open({marker!r}, "a").write("modeling ran\\n")
+from transformers import Starcoder2ForCausalLM
+
+from .configuration_evil import EvilConfig
+
+
+class EvilForCausalLM(Starcoder2ForCausalLM):
+    config_class = EvilConfig
+"""
+
+
+def remote_code_adapter(tmp_path: Path, *, recipe: bool) -> tuple[Path, Path, Path]:
+    """(adapter folder, base folder, marker): a small float32 StarCoder2 whose config.json maps AutoConfig and
+    AutoModelForCausalLM to Python files in the folder that write ``marker`` when imported, and a PEFT LoRA
+    adapter for it (random factors), with a saved recipe saying ``model.trust_remote_code: true`` if ``recipe``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Starcoder2ForCausalLM
+
+    from sc2tune.tiny import tiny_config
+
+    marker = tmp_path / "code-ran"
+    base = tmp_path / "evil-base"
+    config = tiny_config()
+    config.hidden_size, config.intermediate_size, config.vocab_size = 64, 128, 256
+    torch.manual_seed(0)
+    model = Starcoder2ForCausalLM(config)
+    model.save_pretrained(base)
+    (base / "configuration_evil.py").write_text(CONFIG_CODE.format(marker=str(marker)))
+    (base / "modeling_evil.py").write_text(MODEL_CODE.format(marker=str(marker)))
+    saved = json.loads((base / "config.json").read_text())
+    saved.update(model_type="evil_starcoder2", architectures=["EvilForCausalLM"],
+                 auto_map={"AutoConfig": "configuration_evil.EvilConfig",
+                           "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"})
+    (base / "config.json").write_text(json.dumps(saved))
+
+    adapter = tmp_path / "run" / "adapter"
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "c_fc"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.normal_(0, 0.2)
+    peft_model.save_pretrained(adapter)
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": str(base)}))
+    if recipe:
+        code = tmp_path / "code"
+        code.mkdir()
+        (code / "a.py").write_text("def f():\n    return 1\n" * 20)
+        (adapter / "recipe.yaml").write_text(yaml.safe_dump({
+            "model": {"name_or_path": str(base), "trust_remote_code": True}, "task": "fim",
+            "data": {"train": str(code), "eval": 0.5}, "output_dir": str(adapter.parent)}))
+    return adapter, base, marker
+
+
+@pytest.mark.parametrize("recipe, status", [(True, 2), (False, 1)], ids=["recipe-says-trust", "plain-peft-adapter"])
+def test_merge_without_the_flag_refuses_a_base_with_its_own_code(tmp_path: Path, run_cli, recipe: bool, status: int):
+    """Refused by the saved recipe (a RecipeError, status 2) or, without one, by the base's config.json (1)."""
+    adapter, _, marker = remote_code_adapter(tmp_path, recipe=recipe)
+    out = tmp_path / "merged"
+    result = run_cli("merge", str(adapter), "--out", str(out))
+    assert result.returncode == status, result.stderr
+    assert "--trust-remote-code" in result.stderr and "Traceback" not in result.stderr
+    assert not marker.exists() and not out.exists()
+
+
+def test_merge_runs_the_models_code_only_with_the_flag(tmp_path: Path, run_cli):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, Starcoder2ForCausalLM
+
+    adapter, base, marker = remote_code_adapter(tmp_path, recipe=True)
+    out = tmp_path / "merged"
+    result = run_cli("merge", str(adapter), "--out", str(out), "--trust-remote-code", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "verified" in result.stdout
+    assert set(marker.read_text().splitlines()) == {"configuration ran", "modeling ran"}
+    # the merged folder carries the base's code and loads through it, as the base does
+    assert json.loads((out / "config.json").read_text())["auto_map"]["AutoModelForCausalLM"] == \
+        "modeling_evil.EvilForCausalLM"
+    assert type(AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)).__name__ == "EvilForCausalLM"
+    # and holds PEFT's own merge of the adapter (the base read as the plain StarCoder2 it subclasses)
+    plain = Starcoder2ForCausalLM.from_pretrained(base, dtype=torch.float32)
+    expected = PeftModel.from_pretrained(plain, adapter).merge_and_unload().state_dict()
+    merged = load_file(out / "model.safetensors")
+    assert set(merged) == set(expected) - {"lm_head.weight"}  # tied: stored once, as the embeddings
+    for name, tensor in merged.items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=1e-6, msg=name)
