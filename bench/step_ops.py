@@ -33,6 +33,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _revision import checked_out
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 LORA = ("adapter.method=lora", "adapter.r=16", "adapter.alpha=32", "adapter.dropout=0.05",
@@ -162,10 +164,7 @@ def main() -> int:
     failed = False
     with tempfile.TemporaryDirectory(prefix="sc2tune-step-ops-") as tmp:
         scratch = Path(tmp)
-        base = scratch / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", str(base), args.baseline], cwd=REPO, check=True,
-                       capture_output=True)
-        try:
+        with checked_out(args.baseline, scratch / "baseline") as base:
             for name, recipe in recipes(scratch, args.step).items():
                 new = measure(REPO, recipe, args.step, scratch, f"{name}-new")
                 old = measure(base, recipe, args.step, scratch, f"{name}-old")
@@ -176,9 +175,6 @@ def main() -> int:
                       f"(baseline {old['flops'] / 1e9:.2f})")
                 print("  " + ("the same work: same batch, same operators in the same order, same FLOPs"
                               if not problems else "DIFFERS:\n    " + "\n    ".join(problems)))
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO, check=False,
-                           capture_output=True)
     return 1 if failed else 0
 
 
