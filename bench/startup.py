@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _revision import checked_out
+
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = "8150300"
 HUB_ID = "bigcode/starcoder2-3b"
@@ -108,17 +110,11 @@ def main() -> int:
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory(prefix="sc2tune-startup-") as tmp:
         scratch = Path(tmp)
-        base = scratch / "baseline"
-        subprocess.run(["git", "worktree", "add", "--detach", str(base), args.baseline], cwd=REPO, check=True,
-                       capture_output=True)
-        try:
+        with checked_out(args.baseline, scratch / "baseline") as base:
             print(f"current tree ({REPO}):", flush=True)
             new = measure(REPO, scratch, runs=args.runs, hub_runs=args.hub_runs)
             print(f"baseline {args.baseline}:", flush=True)
             old = measure(base, scratch, runs=args.runs, hub_runs=args.hub_runs)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=REPO, check=False,
-                           capture_output=True)
     print(f"\n{'command':<34} {'new s':>8} {'old s':>8} {'new/old':>8}")
     for label in new:
         print(f"{label:<34} {new[label]:8.2f} {old[label]:8.2f} {new[label] / old[label]:8.2f}")

@@ -1,6 +1,7 @@
 """Training speed and memory: sc2tune vs the TRL SFTTrainer + PEFT baseline, same model, data, LoRA and batch.
 
-    /work/venv/bin/python bench/train_speed.py [--steps 8] [--warmup 2] [--threads 1] [--no-levers] [--no-fim]
+    /work/venv/bin/python bench/train_speed.py [--steps 8] [--warmup 2] [--threads 1] [--repeats 1]
+                                               [--no-levers] [--no-fim]
 
 Every configuration runs as a whole process (``python -m sc2tune train RECIPE ...`` or
 ``bench/_baseline_sft.py``), one after the other, on CPU, with ``--threads`` OpenMP threads each. Per run:
@@ -10,6 +11,8 @@ Every configuration runs as a whole process (``python -m sc2tune train RECIPE ..
   cumulative tokens, step seconds and step CPU seconds; the baseline counts tokens in ``training_step``
   and times steps with a callback). The same per CPU second of the process is printed too: on a shared
   machine wall time includes waiting for the CPU, CPU time does not;
+* the fastest timed step's tokens/s: on a machine whose speed drifts over minutes (here: the same run's
+  steps from 936 down to 305 tokens/s), the least disturbed figure of what the code can do;
 * peak RSS of the whole process (``os.wait4`` rusage of the child; the largest of the process and its
   reaped children, not their sum);
 * the losses of the first steps.
@@ -27,6 +30,13 @@ the baseline, for the loss check; the packing-on run keeps the default FIM rate 
 better configuration (higher tokens/s) is the reference for the goals (instruct: tokens/s >= 6.0x,
 peak RSS <= 0.4x; FIM: tokens/s >= 2.5x, peak RSS <= 0.5x), compared with sc2tune's faster configuration.
 
+Repeats: with ``--repeats N`` every workload runs N rounds of its four configurations, the order
+reversed every other round so a slow spell of the machine does not land on one side only. Each
+configuration's tokens/s is the median over the rounds (peak RSS the largest), the ratios are taken from
+those medians, and the ratio of every round on its own is printed with its median and range: on a machine
+whose speed drifts over minutes, a ratio within one round (runs minutes apart) is steadier than any single
+figure.
+
 Levers (sc2tune, one change each from its packed instruct configuration, over the same steps): the
 plain full-logits loss (``train.loss_impl=plain``), transformers' dense packed mask instead of
 per-document attention (``train.packed_attention=dense``), PEFT's own LoRA dropout instead of sc2tune's
@@ -41,6 +51,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,6 +84,7 @@ class RunResult:
     steps: list[dict] = field(default_factory=list)  # {"step", "seconds", "cpu_seconds", "tokens", "loss"}
     tokens_per_second: float = 0.0  # non-padding input tokens per wall second of the timed steps
     tokens_per_cpu_second: float = 0.0  # the same per CPU second of the process (steadier on a shared machine)
+    best_step_tokens_per_second: float = 0.0  # the fastest timed step: the least disturbed by a slow spell
     note: str = ""
 
     def rates(self, warmup: int, upto: int | None = None) -> tuple[float, float]:
@@ -84,9 +96,22 @@ class RunResult:
 
     def measure(self, warmup: int) -> None:
         self.tokens_per_second, self.tokens_per_cpu_second = self.rates(warmup)
+        self.best_step_tokens_per_second = max(
+            (s["tokens"] / s["seconds"] for s in self.steps if s["step"] > warmup and s["seconds"] > 0), default=0.0)
 
     def losses(self, n: int) -> list[float | None]:
         return [s["loss"] for s in self.steps[:n]]
+
+
+def median_run(runs: list[RunResult]) -> RunResult:
+    """One configuration over its rounds: median tokens/s (wall and CPU), largest peak RSS, round 1's steps."""
+    first = runs[0]
+    return RunResult(first.name, first.side, first.workload, first.packing,
+                     statistics.median(r.wall_seconds for r in runs), max(r.peak_rss_mb for r in runs),
+                     first.steps, statistics.median(r.tokens_per_second for r in runs),
+                     statistics.median(r.tokens_per_cpu_second for r in runs),
+                     max(r.best_step_tokens_per_second for r in runs),
+                     first.note + (f" (median of {len(runs)} rounds)" if len(runs) > 1 else ""))
 
 
 THREAD_ENV: dict[str, str] = {}
@@ -172,6 +197,26 @@ class Bench:
         return result
 
 
+CONFIGS = ("baseline-packing-off", "baseline-packing-on", "sc2tune-packing-off", "sc2tune-packing-on")
+
+
+def run_config(bench: Bench, workload: str, k: int, tag: str = "") -> RunResult:
+    """Configuration ``CONFIGS[k]`` of ``workload``. Packing off: both sides in data order (same batches: the
+    loss check); FIM rate 0 there, so sc2tune renders plain ``code<|endoftext|>`` documents, the very tokens of
+    the baseline's text dataset. Packing on: each tool's defaults."""
+    name, steps = f"{workload}-{CONFIGS[k]}{tag}", bench.args.steps
+    if k == 0:
+        return bench.baseline(name, workload, False, steps, sequential=True)
+    if k == 1:
+        return bench.baseline(name, workload, True, steps)
+    if k == 2:
+        extra = ("train.shuffle=false",) + (("data.fim.rate=0",) if workload == "fim" else ())
+        return bench.sc2tune(name, workload, False, steps, extra=extra,
+                             note="data order" + (", FIM rate 0" if workload == "fim" else ""))
+    return bench.sc2tune(name, workload, True, steps,
+                         note="recipe defaults" + (" (FIM rate 0.5)" if workload == "fim" else ""))
+
+
 def best(results: list[RunResult]) -> RunResult:
     return max(results, key=lambda r: r.tokens_per_second)
 
@@ -182,6 +227,8 @@ def compare(workload: str, base: list[RunResult], ours: list[RunResult]) -> dict
     speed_goal, rss_goal = GOALS[workload]
     speed, rss = o.tokens_per_second / b.tokens_per_second, o.peak_rss_mb / b.peak_rss_mb
     cpu_speed = max(r.tokens_per_cpu_second for r in ours) / max(r.tokens_per_cpu_second for r in base)
+    step_speed = (max(r.best_step_tokens_per_second for r in ours)
+                  / max(r.best_step_tokens_per_second for r in base))
     like = {}
     for r in ours:
         twin = next((x for x in base if x.packing == r.packing), None)
@@ -191,7 +238,8 @@ def compare(workload: str, base: list[RunResult], ours: list[RunResult]) -> dict
                 "tokens_per_cpu_second_ratio": r.tokens_per_cpu_second / twin.tokens_per_cpu_second,
                 "peak_rss_ratio": r.peak_rss_mb / twin.peak_rss_mb}
     return {"baseline_best": b.name, "sc2tune_best": o.name, "tokens_per_second_ratio": speed,
-            "tokens_per_cpu_second_ratio": cpu_speed, "peak_rss_ratio": rss,
+            "tokens_per_cpu_second_ratio": cpu_speed, "best_step_tokens_per_second_ratio": step_speed,
+            "peak_rss_ratio": rss,
             "goal_tokens_per_second_ratio": speed_goal, "goal_peak_rss_ratio": rss_goal,
             "meets_speed_goal": speed >= speed_goal, "meets_speed_goal_per_cpu_second": cpu_speed >= speed_goal,
             "meets_memory_goal": rss <= rss_goal, "like_for_like": like}
@@ -199,12 +247,12 @@ def compare(workload: str, base: list[RunResult], ours: list[RunResult]) -> dict
 
 def print_table(title: str, rows: list[RunResult], n_losses: int = 3) -> None:
     print(f"\n{title}")
-    print(f"  {'configuration':32s} {'tokens/s':>9s} {'tok/CPU s':>9s} {'peak RSS MiB':>12s} {'wall s':>6s}  "
-          f"first losses")
+    print(f"  {'configuration':32s} {'tokens/s':>9s} {'tok/CPU s':>9s} {'best step':>9s} {'peak RSS MiB':>12s} "
+          f"{'wall s':>6s}  first losses")
     for r in rows:
         losses = " ".join(f"{x:.4f}" if x is not None else "-" for x in r.losses(n_losses))
-        print(f"  {r.name:32s} {r.tokens_per_second:9,.0f} {r.tokens_per_cpu_second:9,.0f} {r.peak_rss_mb:12,.0f} "
-              f"{r.wall_seconds:6.0f}  {losses}")
+        print(f"  {r.name:32s} {r.tokens_per_second:9,.0f} {r.tokens_per_cpu_second:9,.0f} "
+              f"{r.best_step_tokens_per_second:9,.0f} {r.peak_rss_mb:12,.0f} {r.wall_seconds:6.0f}  {losses}")
 
 
 def print_comparison(workload: str, c: dict) -> None:
@@ -214,6 +262,8 @@ def print_comparison(workload: str, c: dict) -> None:
           f"{ok(c['meets_speed_goal'])})")
     print(f"  per CPU second  {c['tokens_per_cpu_second_ratio']:6.2f}x  (goal >= {c['goal_tokens_per_second_ratio']}x: "
           f"{ok(c['meets_speed_goal_per_cpu_second'])}; the steadier figure when the machine is shared)")
+    print(f"  fastest steps   {c['best_step_tokens_per_second_ratio']:6.2f}x  (each side's fastest timed step: "
+          "what either reaches when the machine leaves it alone)")
     print(f"  peak RSS ratio  {c['peak_rss_ratio']:6.2f}x  (goal <= {c['goal_peak_rss_ratio']}x: "
           f"{ok(c['meets_memory_goal'])})")
     for key, v in c["like_for_like"].items():
@@ -240,6 +290,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing (default 2)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--records", type=int, default=500, help="instruction records to build (default 500)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="rounds of each workload's four runs, every other round in reverse order; medians count")
     p.add_argument("--no-levers", action="store_true", help="skip the per-lever sc2tune runs")
     p.add_argument("--no-fim", action="store_true", help="skip the FIM workload")
     p.add_argument("--threads", type=int, default=1,
@@ -266,30 +318,42 @@ def main() -> None:
     print(f"model: StarCoder2 4 layers, hidden 256, vocab 49152 (random weights); data: {len(records)} stdlib "
           f"functions, {mean_tokens:.0f} tokens per Alpaca example on average")
     bench = Bench(work, model, data, args)
-    report: dict = {"steps": args.steps, "warmup": args.warmup, "batch": args.batch, "records": len(records),
+    report: dict = {"steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "batch": args.batch,
+                    "records": len(records),
                     "mean_example_tokens": mean_tokens, "threads": args.threads or "default",
                     "cpu_count": os.cpu_count()}
 
     workloads = ["instruct"] + ([] if args.no_fim else ["fim"])
+    medians: dict[str, list[RunResult]] = {}  # workload -> its four configurations (CONFIGS order)
     for workload in workloads:
         print(f"\n[{workload}]")
-        # packing off: both sides in data order (same batches: the loss check); FIM rate 0 there, so sc2tune
-        # renders plain `code<|endoftext|>` documents, the very tokens of the baseline's text dataset.
-        base = [bench.baseline(f"{workload}-baseline-packing-off", workload, False, args.steps, sequential=True),
-                bench.baseline(f"{workload}-baseline-packing-on", workload, True, args.steps)]
-        off_extra = ("train.shuffle=false",) + (("data.fim.rate=0",) if workload == "fim" else ())
-        ours = [bench.sc2tune(f"{workload}-sc2tune-packing-off", workload, False, args.steps, extra=off_extra,
-                              note="data order" + (", FIM rate 0" if workload == "fim" else "")),
-                bench.sc2tune(f"{workload}-sc2tune-packing-on", workload, True, args.steps,
-                              note="recipe defaults" + (" (FIM rate 0.5)" if workload == "fim" else ""))]
+        rounds: list[list[RunResult]] = []
+        for i in range(args.repeats):
+            tag = f"-r{i + 1}" if args.repeats > 1 else ""
+            order = range(4) if i % 2 == 0 else range(3, -1, -1)  # every other round reversed: drift hits both
+            if args.repeats > 1:
+                print(f"  round {i + 1}/{args.repeats}")
+            done = {k: run_config(bench, workload, k, tag) for k in order}
+            rounds.append([done[k] for k in range(4)])
+        runs = [median_run([r[k] for r in rounds]) for k in range(4)]
+        for r, name in zip(runs, CONFIGS, strict=True):
+            r.name = f"{workload}-{name}"
+        medians[workload] = runs
+        base, ours = runs[:2], runs[2:]
         print_table(f"{workload} ({args.steps} steps, first {args.warmup} untimed)", base + ours)
         report[workload] = compare(workload, base, ours)
         report[workload]["loss_check"] = loss_check(workload, base[0], ours[0], min(args.steps, 5))
+        if args.repeats > 1:
+            per_round = [compare(workload, r[:2], r[2:])["tokens_per_second_ratio"] for r in rounds]
+            report[workload]["rounds_tokens_per_second_ratio"] = per_round
+            print(f"\n{workload}: best/best tokens/s ratio per round: "
+                  + ", ".join(f"{x:.2f}x" for x in per_round)
+                  + f"; median {statistics.median(per_round):.2f}x, range {min(per_round):.2f}-{max(per_round):.2f}x")
         print_comparison(workload, report[workload])
 
     if not args.no_levers:
         print("\n[levers: sc2tune instruct, one change each from packing on]")
-        reference = next(r for r in bench.results if r.name == "instruct-sc2tune-packing-on")
+        unpacked, reference = medians["instruct"][2:]  # unpacked: data order
         levers = [
             bench.sc2tune("lever-plain-full-logits-loss", "instruct", True, args.lever_steps,
                           extra=("train.loss_impl=plain",), note="full logits + F.cross_entropy"),
@@ -304,7 +368,6 @@ def main() -> None:
             bench.sc2tune("lever-dataloader-workers-2", "instruct", True, args.lever_steps,
                           extra=("train.dataloader_workers=2",)),
         ]
-        unpacked = next(r for r in bench.results if r.name == "instruct-sc2tune-packing-off")  # data order
         print_table("levers (relative to instruct-sc2tune-packing-on)", [reference, unpacked, *levers])
         # the reference over the same steps as the lever runs (same batches); packing off sees other batches
         ref_wall, ref_cpu = reference.rates(args.warmup, args.lever_steps)
