@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from sc2tune.commands.options import JsonOutput, TrustRemoteCode, with_remote_code
+from sc2tune.commands.options import JsonOutput, TrustRemoteCode
 from sc2tune.errors import UserError
 
 if TYPE_CHECKING:
@@ -85,9 +85,9 @@ def evaluate(
     """Evaluate: sc2tune eval RUN_OR_RECIPE [--models base,adapter,merged] | sc2tune eval code --problems F
     --samples F [--k 1,10]."""
     if target != "code":
-        _eval_run(target, with_remote_code(overrides, trust_remote_code), models=models, max_examples=max_examples,
-                  infill_examples=infill_examples, infill_max_new_tokens=infill_max_new_tokens, as_json=as_json,
-                  out=out)
+        _eval_run(target, overrides or [], trust_remote_code=trust_remote_code, models=models,
+                  max_examples=max_examples, infill_examples=infill_examples,
+                  infill_max_new_tokens=infill_max_new_tokens, as_json=as_json, out=out)
         return
     if overrides:
         raise UserError(f"eval code takes no recipe overrides (got {' '.join(overrides)})")
@@ -100,7 +100,7 @@ def evaluate(
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     _eval_code(problems=problems, samples=samples, ks=parse_ks(k), limits=limits, workers=workers, fim=fim,
                fim_seed=seed, write_problems_to=write_problems, model=model, n_samples=n_samples, sampling=sampling,
-               as_json=as_json, out=out)
+               as_json=as_json, out=out, trust_remote_code=trust_remote_code)
 
 
 def parse_ks(text: str) -> list[int]:
@@ -116,7 +116,7 @@ def parse_ks(text: str) -> list[int]:
 
 def _eval_code(*, problems: str, samples: str | None, ks: list[int], limits: SandboxLimits, workers: int,
                fim: str | None, fim_seed: int, write_problems_to: str | None, model: str | None, n_samples: int,
-               sampling: Sampling, as_json: bool, out: str | None) -> None:
+               sampling: Sampling, as_json: bool, out: str | None, trust_remote_code: bool) -> None:
     """FIM problems (optional), samples generated (optional), pass@k scored, printed and reported."""
     from sc2tune.evaluation.codeeval import evaluate_code
     from sc2tune.evaluation.problems import load_problems, load_samples, make_fim_problems, write_problems
@@ -132,7 +132,8 @@ def _eval_code(*, problems: str, samples: str | None, ks: list[int], limits: San
 
         if samples is None:
             raise UserError("--model needs --samples FILE: where the generated samples are written")
-        generate_samples(table, model, samples, n_samples=n_samples, sampling=sampling, show_progress=not as_json)
+        generate_samples(table, model, samples, n_samples=n_samples, sampling=sampling, show_progress=not as_json,
+                         trust_remote_code=trust_remote_code)
     if samples is None:
         if write_problems_to:
             return
@@ -154,14 +155,15 @@ def _eval_code(*, problems: str, samples: str | None, ks: list[int], limits: San
         print(f"report: {summary['out']}")
 
 
-def _eval_run(target: str, overrides: list[str], *, models: str | None, max_examples: int | None,
-              infill_examples: int, infill_max_new_tokens: int, as_json: bool, out: str | None) -> None:
+def _eval_run(target: str, overrides: list[str], *, trust_remote_code: bool, models: str | None,
+              max_examples: int | None, infill_examples: int, infill_max_new_tokens: int, as_json: bool,
+              out: str | None) -> None:
     """Score the run's models on its held-out data, write the report, print one column per model."""
     from sc2tune.evaluation.report import write_run_report
     from sc2tune.evaluation.runeval import evaluate_run, parse_models, resolve_run
     from sc2tune.runs import METRICS_FILE
 
-    run = resolve_run(target, overrides)
+    run = resolve_run(target, overrides, trust_remote_code=trust_remote_code)
     result = evaluate_run(run, parse_models(models, run), max_examples=max_examples, infill_examples=infill_examples,
                           infill_max_new_tokens=infill_max_new_tokens, show_progress=not as_json)
     written = write_run_report(result.to_dict(), Path(out) if out else run.run_dir / "eval",

@@ -39,10 +39,12 @@ MODEL_NAMES = ("base", "adapter", "merged")
 
 @dataclass(frozen=True)
 class RunInfo:
-    """Where the pieces of one training run are (:class:`sc2tune.runs.TrainedFolder`) and its recipe."""
+    """Where the pieces of one training run are (:class:`sc2tune.runs.TrainedFolder`) and its recipe, and
+    whether the caller let the model's own code run (``--trust-remote-code``: every load of the run gets it)."""
 
     folder: TrainedFolder
     recipe: Recipe
+    trust_remote_code: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -93,35 +95,40 @@ class RunEvalResult:
                 "models": self.models}
 
 
-def _run_from_dir(run_dir: Path, overrides: list[str]) -> RunInfo:
+def _run_from_dir(run_dir: Path, overrides: list[str], *, trust_remote_code: bool) -> RunInfo:
     from sc2tune.runs import RECIPE_FILE, RUN_ADAPTER, RUN_FULL, folder_kind, read_trained
 
     if folder_kind(run_dir) != "run" or not any((run_dir / sub / RECIPE_FILE).is_file()
                                                 for sub in (RUN_ADAPTER, RUN_FULL)):
         raise UserError(f"{run_dir} is not a training run: no adapter/recipe.yaml (or model/recipe.yaml) inside",
                         hint="give the output_dir of a finished `sc2tune train`, or the recipe YAML itself")
-    folder = read_trained(run_dir, overrides)
+    folder = read_trained(run_dir, overrides, trust_remote_code=trust_remote_code)
     assert folder.recipe is not None  # the recipe.yaml checked above
-    return RunInfo(folder, folder.recipe)
+    return RunInfo(folder, folder.recipe, trust_remote_code)
 
 
-def resolve_run(target: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunInfo:
-    """A run folder, an adapter folder inside one, or a recipe YAML (its ``output_dir``) -> :class:`RunInfo`."""
+def resolve_run(target: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
+                trust_remote_code: bool = False) -> RunInfo:
+    """A run folder, an adapter folder inside one, or a recipe YAML (its ``output_dir``) -> :class:`RunInfo`.
+
+    ``trust_remote_code`` (``--trust-remote-code``) confirms a recipe's ``model.trust_remote_code`` and lets
+    the model's own code load every model of the run."""
+    from sc2tune.recipe import REMOTE_CODE_OVERRIDE
     from sc2tune.runs import RECIPE_FILE, RUN_ADAPTER, RUN_FULL
 
     path = Path(target)
-    overrides = list(overrides)
+    overrides = [*overrides, *([REMOTE_CODE_OVERRIDE] if trust_remote_code else [])]
     if path.is_dir():
         if (path / RECIPE_FILE).is_file() and path.name in (RUN_ADAPTER, RUN_FULL):
             path = path.parent
-        return _run_from_dir(path, overrides)
+        return _run_from_dir(path, overrides, trust_remote_code=trust_remote_code)
     if path.is_file():
         recipe = load_recipe(path, overrides)
         run_dir = Path(recipe.output_dir)
         if not run_dir.is_dir():
             raise UserError(f"{path}: output_dir {run_dir} does not exist (nothing trained yet)",
                             hint=f"train first: sc2tune train {path}")
-        return _run_from_dir(run_dir, overrides)
+        return _run_from_dir(run_dir, overrides, trust_remote_code=trust_remote_code)
     raise UserError(f"{target}: no such run folder or recipe file")
 
 
@@ -150,7 +157,7 @@ def load_run_tokenizer(run: RunInfo):
     """The tokenizer saved with the run (pad = <fim_pad>), else the base model's."""
     from sc2tune.runs import trained_tokenizer
 
-    return trained_tokenizer(run.folder)
+    return trained_tokenizer(run.folder, trust_remote_code=run.trust_remote_code)
 
 
 def load_variant(name: str, run: RunInfo, *, tokenizer, id2label: dict[int, str] | None):
@@ -159,7 +166,8 @@ def load_variant(name: str, run: RunInfo, *, tokenizer, id2label: dict[int, str]
     its ``config.pad_token_id`` is the tokenizer's."""
     from sc2tune.runs import load_trained
 
-    return load_trained(run.folder, name, tokenizer=tokenizer, labels=id2label).model  # type: ignore[arg-type]
+    return load_trained(run.folder, name, tokenizer=tokenizer, labels=id2label,  # type: ignore[arg-type]
+                        trust_remote_code=run.trust_remote_code).model
 
 
 def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = None, infill_examples: int = 20,

@@ -34,7 +34,8 @@ STOP_STRINGS = ("\ndef ", "\nclass ", "\nif ", "\nprint(", "\n#", "\n@", "\n```"
 
 
 def generate_samples(problems: dict[str, Problem], model: str, out_file: str | Path, *, n_samples: int = 1,
-                     sampling: Sampling | None = None, show_progress: bool = True) -> Path:
+                     sampling: Sampling | None = None, show_progress: bool = True,
+                     trust_remote_code: bool = False) -> Path:
     """Write ``n_samples`` completions per problem to ``out_file`` (JSONL) and return its path.
 
     ``sampling`` defaults to 384 new tokens at temperature 0.2, top-p 0.95, seed 0; its ``stop`` strings are
@@ -47,7 +48,7 @@ def generate_samples(problems: dict[str, Problem], model: str, out_file: str | P
     if n_samples > 1 and sampling.temperature == 0:
         log.warning("--temperature 0 is greedy: all %d samples of a task will be identical", n_samples)
     seed = sampling.seed or 0
-    lm = load_for_inference(model)
+    lm = load_for_inference(model, trust_remote_code=trust_remote_code)
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

@@ -108,7 +108,7 @@ def merge(
     if not base_name:
         raise UserError(f"{adapter_path}: the adapter does not name its base model",
                         hint="pass --base with the base model folder or hub id")
-    base_dir = resolve_base(base_name)
+    base_dir = resolve_base(base_name, trust_remote_code=trust_remote_code)  # a hub base's *.py only if trusted
     ckpt = open_checkpoint(base_dir, trust_remote_code=trust_remote_code)
     out_dtype = getattr(torch, dtype) if dtype else ckpt.dtype
     trained_quant = adapter.quant if qlora is None else (adapter.quant or QuantSettings()) if qlora else None

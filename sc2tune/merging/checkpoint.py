@@ -22,7 +22,7 @@ from transformers import (
 )
 
 from sc2tune.errors import UserError
-from sc2tune.runs import MODEL_CONFIG, read_json_object
+from sc2tune.runs import names_own_code, own_code_refused
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +101,8 @@ def open_checkpoint(path: Path, *, trust_remote_code: bool = False) -> BaseCheck
     try:
         config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        if not trust_remote_code and _names_own_code(path):
-            raise UserError(f"{path}: the base model's config.json names the model's own Python code (auto_map), "
-                            "which sc2tune runs only when you ask for it",
-                            hint="if you trust the model's code, add --trust-remote-code (Python: "
-                            "merge(..., trust_remote_code=True))") from None
+        if not trust_remote_code and names_own_code(path):
+            raise own_code_refused(path, python="merge(..., trust_remote_code=True)") from None
         raise UserError(f"{path}: cannot read the base model's config.json ({err})") from None
     if getattr(config, "quantization_config", None):
         raise UserError(
@@ -145,14 +142,6 @@ def open_checkpoint(path: Path, *, trust_remote_code: bool = False) -> BaseCheck
         raise UserError(f"{path} holds bitsandbytes-quantised weights",
                         hint="pass --base with the original 16/32-bit checkpoint")
     return BaseCheckpoint(path, config, tensors)
-
-
-def _names_own_code(path: Path) -> bool:
-    """Whether ``path/config.json`` has an ``auto_map`` (read as JSON: nothing of the model runs)."""
-    try:
-        return "auto_map" in read_json_object(path / MODEL_CONFIG)
-    except UserError:
-        return False
 
 
 def skeleton(config: PretrainedConfig, *, classifier: bool, trust_remote_code: bool = False) -> Skeleton:

@@ -49,6 +49,8 @@ from sc2tune.runs.layout import (
     folder_kind,
     has_tokenizer,
     is_adapter_dir,
+    names_own_code,
+    own_code_refused,
     read_adapter_json,
     read_json_object,
     read_labels,
@@ -73,7 +75,8 @@ __all__ = [
     "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "CLASSIFIER_CONFIG", "CLASSIFIER_DIR", "LABELS_FILE", "MAX_METADATA_BYTES",
     "METRICS_FILE", "MODEL_CONFIG", "MODEL_WEIGHTS", "RECIPE_FILE", "RUN_ADAPTER", "RUN_CHECKPOINTS", "RUN_FULL", "RUN_MERGED", "TOKENIZER_FILES",
     "Kind", "LoadedModel", "TrainedFolder", "Which", "attach_adapter", "class_labels", "folder_kind",
-    "has_tokenizer", "is_adapter_dir", "load_pretrained", "load_trained", "quiet_transformers",
+    "has_tokenizer", "is_adapter_dir", "load_pretrained", "load_trained", "names_own_code", "own_code_refused",
+    "quiet_transformers",
     "read_adapter_json", "read_json_object", "read_labels", "read_metadata_text", "read_saved_recipe",
     "read_trained", "resolve_base", "score_rows", "trained_tokenizer",
 ]

@@ -162,11 +162,35 @@ def read_labels(folder: Path) -> dict[int, str] | None:
     return None
 
 
-def resolve_base(name_or_path: str, *, revision: str | None = None) -> Path:
+def names_own_code(folder: Path) -> bool:
+    """Whether ``folder/config.json`` has an ``auto_map`` naming the model's own Python code (read as JSON:
+    nothing of the model runs); False when there is no readable config.json."""
+    try:
+        return "auto_map" in read_json_object(folder / MODEL_CONFIG)
+    except UserError:
+        return False
+
+
+def own_code_refused(folder: Path, *, python: str = "trust_remote_code=True") -> UserError:
+    """The error for a model whose config.json names its own code (``auto_map``) when the caller has not said
+    to run it: what is wrong and the flag that says so (``python``: the same say in the Python API)."""
+    return UserError(f"{folder}: its config.json names the model's own Python code (auto_map), which sc2tune "
+                     "runs only when you ask for it",
+                     hint=f"if you trust the model's code, add --trust-remote-code (Python: {python})")
+
+
+#: What a hub base's snapshot holds: config, weights, tokenizer files; its Python files only when trusted.
+HUB_PATTERNS = ("*.json", "*.safetensors", "tokenizer*", "*.txt", "*.model")
+HUB_CODE_PATTERNS = ("*.py",)
+
+
+def resolve_base(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False) -> Path:
     """A local folder for a base model: the built-in tiny model, a local path, or a hub snapshot.
 
     Hub ids are fetched with ``huggingface_hub.snapshot_download`` (config, safetensors, tokenizer files
-    only); any failure is a :class:`UserError` that says to pass ``--base`` with a local copy.
+    only: :data:`HUB_PATTERNS`), plus the model's own Python files (``*.py``, the code a config's ``auto_map``
+    names) only when the caller ``trust_remote_code``; any failure is a :class:`UserError` that says to pass
+    ``--base`` with a local copy.
     """
     from sc2tune.hub import ensure_hub_reachable
     from sc2tune.modeling import resolve_model_path
@@ -185,7 +209,7 @@ def resolve_base(name_or_path: str, *, revision: str | None = None) -> Path:
 
         fetched = snapshot_download(
             name_or_path, revision=revision,
-            allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.txt", "*.model"],
+            allow_patterns=[*HUB_PATTERNS, *(HUB_CODE_PATTERNS if trust_remote_code else ())],
         )
     except Exception as err:  # offline, gated, missing repo: all user-fixable
         raise UserError(

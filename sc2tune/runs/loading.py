@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sc2tune.errors import UserError
 from sc2tune.recipe import Dtype, ModelSpec, QuantSpec
-from sc2tune.runs.layout import ADAPTER_WEIGHTS, RUN_MERGED, has_tokenizer
+from sc2tune.runs.layout import ADAPTER_WEIGHTS, RUN_MERGED, has_tokenizer, names_own_code, own_code_refused
 from sc2tune.runs.trained import TrainedFolder, read_trained
 
 if TYPE_CHECKING:
@@ -47,16 +47,18 @@ def load_pretrained(folder: Path, *, classifier: bool, dtype: torch.dtype, devic
     """``from_pretrained`` of a model folder in eval mode: causal LM or classifier (``labels`` give its head),
     ``quant`` 4/8-bit on ``device`` (with bitsandbytes' exact training kernel), else moved to ``device``.
     ``spec`` (the run's model section) adds its attention kernel and remote-code setting; ``trust_remote_code``
-    (the caller's own say, e.g. ``sc2tune merge --trust-remote-code``) replaces that setting when given."""
+    (the caller's own say, e.g. ``sc2tune merge --trust-remote-code``) replaces that setting when given.
+    transformers is always told True or False (None would ask on a terminal); a folder whose config.json names
+    its own code (``auto_map``), loaded without it, is a UserError naming ``--trust-remote-code``."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from sc2tune.modeling import keep_4bit_kernel_exact, quantization_config, resolve_attn
 
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    if trust_remote_code is None:
+        trust_remote_code = spec is not None and spec.trust_remote_code
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if spec is not None:
-        kwargs.update(attn_implementation=resolve_attn(spec), trust_remote_code=spec.trust_remote_code)
-    if trust_remote_code is not None:
-        kwargs["trust_remote_code"] = trust_remote_code
+        kwargs["attn_implementation"] = resolve_attn(spec)
     if classifier and labels:
         kwargs.update(num_labels=len(labels), id2label=dict(labels), label2id={v: k for k, v in labels.items()})
     if quant is not None:
@@ -66,6 +68,8 @@ def load_pretrained(folder: Path, *, classifier: bool, dtype: torch.dtype, devic
     try:
         model = loader.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError) as err:
+        if not trust_remote_code and names_own_code(folder):
+            raise own_code_refused(folder) from None
         raise UserError(f"{folder}: cannot load the model ({err})",
                         hint="a model folder has config.json and *.safetensors") from None
     if quant is None:
@@ -111,9 +115,10 @@ def class_labels(folder: TrainedFolder) -> dict[int, str] | None:
     return {i: f"LABEL_{i}" for i in range(count or score_rows(folder.adapter_dir))}
 
 
-def trained_tokenizer(folder: TrainedFolder, which: Which = "adapter") -> Any:
+def trained_tokenizer(folder: TrainedFolder, which: Which = "adapter", *, trust_remote_code: bool = False) -> Any:
     """The tokenizer to use (pad ``<fim_pad>``): the merged folder's for ``merged``, else the one saved with
-    the adapter or model, else the base's."""
+    the adapter or model, else the base's. The model's own code may load it only with ``trust_remote_code``
+    (the caller's say) or the recipe's (confirmed) ``model.trust_remote_code``."""
     from transformers import AutoTokenizer
 
     from sc2tune.modeling import load_tokenizer, set_pad_token
@@ -124,12 +129,16 @@ def trained_tokenizer(folder: TrainedFolder, which: Which = "adapter") -> Any:
     if source is None and folder.base_name is None:
         raise UserError(f"{folder.trained_dir} has no tokenizer files and names no base model to take one from",
                         hint="save the tokenizer beside the model (tokenizer.save_pretrained(folder))")
+    trust = trust_remote_code or (folder.recipe is not None and folder.recipe.model.trust_remote_code)
     if source is None:  # the base's, loaded as training loaded it
         spec = folder.recipe.model if folder.recipe is not None else ModelSpec()
-        return load_tokenizer(spec.model_copy(update={"name_or_path": str(folder.base_dir())}))
+        base = folder.base_dir(trust_remote_code=trust)
+        return load_tokenizer(spec.model_copy(update={"name_or_path": str(base), "trust_remote_code": trust}))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust)
     except (OSError, ValueError) as err:
+        if not trust and names_own_code(source):
+            raise own_code_refused(source) from None
         raise UserError(f"{source}: cannot load its tokenizer ({err})") from None
     set_pad_token(tokenizer)
     return tokenizer
@@ -148,7 +157,7 @@ class LoadedModel:
 
 def load_trained(path: str | Path | TrainedFolder, which: Which, *, dtype: Dtype | torch.dtype | None = None,
                  device: str | None = None, overrides: Sequence[str] = (), tokenizer: Any = None,
-                 labels: dict[int, str] | None = None) -> LoadedModel:
+                 labels: dict[int, str] | None = None, trust_remote_code: bool = False) -> LoadedModel:
     """Load one model of a trained folder, with its tokenizer, in eval mode.
 
     * ``base``: the base model as trained (the recipe's quantisation, e.g. 4-bit NF4 for QLoRA);
@@ -159,13 +168,20 @@ def load_trained(path: str | Path | TrainedFolder, which: Which, *, dtype: Dtype
     ``dtype`` None takes the recipe's ``model.dtype`` (``auto`` without a recipe); ``device`` None is CUDA when
     available, else CPU. ``tokenizer`` and ``labels`` replace the folder's own (e.g. the labels a data set
     names); a classifier's ``config.pad_token_id`` becomes the tokenizer's pad token.
+
+    ``trust_remote_code`` is the caller's say (``--trust-remote-code``) that the model's own Python code (its
+    config.json's ``auto_map``) may run: every load (merged, full fine-tune, base, tokenizer, a hub base's
+    fetch) gets it, or the recipe's confirmed ``model.trust_remote_code``. Without either, transformers is told
+    False, and a model that needs its code is a UserError naming ``--trust-remote-code`` before any of it runs.
     """
     import torch
 
     from sc2tune.modeling import resolve_dtype
 
-    folder = path if isinstance(path, TrainedFolder) else read_trained(path, overrides)
+    folder = path if isinstance(path, TrainedFolder) else read_trained(path, overrides,
+                                                                        trust_remote_code=trust_remote_code)
     recipe = folder.recipe
+    trust = trust_remote_code or (recipe is not None and recipe.model.trust_remote_code)
     if dtype is None or isinstance(dtype, str):
         torch_dtype = resolve_dtype(dtype or (recipe.model.dtype if recipe is not None else "auto"))
     else:
@@ -173,11 +189,11 @@ def load_trained(path: str | Path | TrainedFolder, which: Which, *, dtype: Dtype
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     classifier = folder.classifier
     with quiet_transformers():
-        tok = tokenizer if tokenizer is not None else trained_tokenizer(folder, which)
+        tok = tokenizer if tokenizer is not None else trained_tokenizer(folder, which, trust_remote_code=trust)
         names = labels or (class_labels(folder) if classifier else None)
         spec = recipe.model if recipe is not None else None
         common: dict[str, Any] = {"classifier": classifier, "dtype": torch_dtype, "device": device, "labels": names,
-                                  "pad_token_id": tok.pad_token_id}
+                                  "pad_token_id": tok.pad_token_id, "trust_remote_code": trust}
         if which == "merged":
             if folder.merged_dir is None:
                 where = folder.run_dir / RUN_MERGED if folder.run_dir is not None else folder.path
@@ -193,7 +209,8 @@ def load_trained(path: str | Path | TrainedFolder, which: Which, *, dtype: Dtype
             if folder.kind == "model" and recipe is None:
                 raise UserError(f"{folder.path} is a model folder without recipe.yaml: it names no base model",
                                 hint="load it as it is (merged), or give the adapter or run folder")
-            model = load_pretrained(folder.base_dir(), **common, quant=folder.quantization, spec=spec)
+            model = load_pretrained(folder.base_dir(trust_remote_code=trust), **common, quant=folder.quantization,
+                                    spec=spec)
             if which == "adapter":
                 model = attach_adapter(model, folder.adapter_dir)  # type: ignore[arg-type]
         else:

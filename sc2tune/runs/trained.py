@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sc2tune.errors import UserError
-from sc2tune.recipe import QuantSpec, Recipe
+from sc2tune.recipe import REMOTE_CODE_OVERRIDE, QuantSpec, Recipe
 from sc2tune.runs.layout import (
     ADAPTER_CONFIG,
     MODEL_CONFIG,
@@ -79,14 +79,15 @@ class TrainedFolder:
         """How the base was quantised in training (the recipe's ``adapter.quantization``; None without one)."""
         return None if self.recipe is None else self.recipe.adapter.quantization
 
-    def base_dir(self) -> Path:
-        """The base model's local folder (:func:`resolve_base`); a UserError when the folder names none."""
+    def base_dir(self, *, trust_remote_code: bool = False) -> Path:
+        """The base model's local folder (:func:`resolve_base`; a hub base with its Python files only when the
+        caller ``trust_remote_code``); a UserError when the folder names none."""
         name = self.base_name
         if not name:
             raise UserError(f"{self.trained_dir}: the adapter does not name its base model",
                             hint="merge it with --base first, or fix base_model_name_or_path in adapter_config.json")
         revision = self.recipe.model.revision if self.recipe is not None else None
-        return resolve_base(str(name), revision=revision)
+        return resolve_base(str(name), revision=revision, trust_remote_code=trust_remote_code)
 
 
 def _peft_config(folder: Path) -> PeftConfig:
@@ -101,16 +102,20 @@ def _peft_config(folder: Path) -> PeftConfig:
                         hint="replace it with the adapter_config.json PEFT's save_pretrained wrote") from None
 
 
-def read_trained(path: str | Path, overrides: Sequence[str] = ()) -> TrainedFolder:
+def read_trained(path: str | Path, overrides: Sequence[str] = (), *, trust_remote_code: bool = False) -> TrainedFolder:
     """Read a run, adapter or model folder (or a base model's hub id / built-in name) into a TrainedFolder.
 
     The recipe is read before anything else, so a saved ``model.trust_remote_code`` not confirmed by
-    ``overrides`` stops here. A run's recipe is ``adapter/recipe.yaml`` (``model/recipe.yaml``).
+    ``overrides`` or ``trust_remote_code`` (the caller's say, e.g. ``--trust-remote-code``) stops here. A run's
+    recipe is ``adapter/recipe.yaml`` (``model/recipe.yaml``). A hub id is fetched with its Python files only
+    with ``trust_remote_code``.
     """
+    if trust_remote_code:
+        overrides = (*overrides, REMOTE_CODE_OVERRIDE)
     folder = Path(path)
     kind = folder_kind(folder)
     if kind is None:
-        folder = _named_model(path)
+        folder = _named_model(path, trust_remote_code=trust_remote_code)
         kind = "model"
     run_dir = adapter_dir = full_dir = merged_dir = None
     if kind == "run":
@@ -135,7 +140,7 @@ def read_trained(path: str | Path, overrides: Sequence[str] = ()) -> TrainedFold
     return TrainedFolder(folder, kind, run_dir, adapter_dir, full_dir, merged_dir, recipe, adapter_config, labels)
 
 
-def _named_model(path: str | Path) -> Path:
+def _named_model(path: str | Path, *, trust_remote_code: bool) -> Path:
     """A path that is no trained folder: a base model's hub id or built-in name, else a UserError."""
     folder = Path(path)
     if folder.is_dir():
@@ -144,7 +149,7 @@ def _named_model(path: str | Path) -> Path:
                         hint="a model folder has config.json and *.safetensors; an adapter folder "
                         "adapter_config.json; a run folder adapter/")
     try:
-        return resolve_base(str(path))
+        return resolve_base(str(path), trust_remote_code=trust_remote_code)
     except UserError:
         raise UserError(f"{path}: not a model, merged, adapter or run folder, nor a hub id I can fetch",
                         hint="a model folder has config.json and *.safetensors; an adapter folder "

@@ -74,23 +74,28 @@ class EvilForCausalLM(Starcoder2ForCausalLM):
 """
 
 
-def remote_code_adapter(tmp_path: Path, *, recipe: bool) -> tuple[Path, Path, Path]:
+def remote_code_adapter(tmp_path: Path, *, recipe: bool, tokenizer: bool = False) -> tuple[Path, Path, Path]:
     """(adapter folder, base folder, marker): a small float32 StarCoder2 whose config.json maps AutoConfig and
     AutoModelForCausalLM to Python files in the folder that write ``marker`` when imported, and a PEFT LoRA
-    adapter for it (random factors), with a saved recipe saying ``model.trust_remote_code: true`` if ``recipe``."""
+    adapter for it (random factors), with a saved recipe saying ``model.trust_remote_code: true`` if ``recipe``.
+    ``tokenizer``: the base has StarCoder2's vocabulary and the bundled tokenizer beside it (so it generates)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import Starcoder2ForCausalLM
 
-    from sc2tune.tiny import tiny_config
+    from sc2tune.tiny import load_bundled_tokenizer, tiny_config
 
     marker = tmp_path / "code-ran"
     base = tmp_path / "evil-base"
     config = tiny_config()
-    config.hidden_size, config.intermediate_size, config.vocab_size = 64, 128, 256
+    config.hidden_size, config.intermediate_size = 64, 128
+    if not tokenizer:
+        config.vocab_size = 256
     torch.manual_seed(0)
     model = Starcoder2ForCausalLM(config)
     model.save_pretrained(base)
+    if tokenizer:
+        load_bundled_tokenizer().save_pretrained(base)
     (base / "configuration_evil.py").write_text(CONFIG_CODE.format(marker=str(marker)))
     (base / "modeling_evil.py").write_text(MODEL_CODE.format(marker=str(marker)))
     saved = json.loads((base / "config.json").read_text())
@@ -111,7 +116,8 @@ def remote_code_adapter(tmp_path: Path, *, recipe: bool) -> tuple[Path, Path, Pa
     if recipe:
         code = tmp_path / "code"
         code.mkdir()
-        (code / "a.py").write_text("def f():\n    return 1\n" * 20)
+        for name in ("a.py", "b.py"):  # two documents: one to train on, one held out
+            (code / name).write_text("def f():\n    return 1\n" * 20)
         (adapter / "recipe.yaml").write_text(yaml.safe_dump({
             "model": {"name_or_path": str(base), "trust_remote_code": True}, "task": "fim",
             "data": {"train": str(code), "eval": 0.5}, "output_dir": str(adapter.parent)}))
@@ -152,3 +158,105 @@ def test_merge_runs_the_models_code_only_with_the_flag(tmp_path: Path, run_cli):
     assert set(merged) == set(expected) - {"lm_head.weight"}  # tied: stored once, as the embeddings
     for name, tensor in merged.items():
         torch.testing.assert_close(tensor, expected[name], rtol=0, atol=1e-6, msg=name)
+
+
+# ---- a hub base, a merged folder, a bare model folder: the model's code runs only with the flag ----------
+
+
+def fake_hub(monkeypatch: pytest.MonkeyPatch, repos: dict[str, Path], snapshots: Path) -> list[list[str]]:
+    """``snapshot_download`` of ``repos`` (hub id -> folder) offline: each call copies the files its
+    ``allow_patterns`` match into a fresh snapshot folder, as the hub client does; returns the patterns asked."""
+    import fnmatch
+    import shutil
+
+    import huggingface_hub
+
+    import sc2tune.hub
+
+    asked: list[list[str]] = []
+
+    def snapshot_download(repo_id: str, *, revision: str | None = None, allow_patterns: list[str]) -> str:
+        asked.append(list(allow_patterns))
+        out = snapshots / f"snapshot{len(asked)}"
+        out.mkdir(parents=True)
+        for file in repos[repo_id].iterdir():
+            if any(fnmatch.fnmatch(file.name, pattern) for pattern in allow_patterns):
+                shutil.copyfile(file, out / file.name)
+        return str(out)
+
+    monkeypatch.setattr(sc2tune.hub, "ensure_hub_reachable", lambda *args, **kwargs: None)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return asked
+
+
+def test_resolve_base_fetches_a_hub_models_code_only_when_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from sc2tune.runs import resolve_base
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "modeling_evil.py"):
+        (repo / name).write_text("{}")
+    asked = fake_hub(monkeypatch, {"org/evil": repo}, tmp_path / "snapshots")
+    plain = resolve_base("org/evil")
+    trusted = resolve_base("org/evil", trust_remote_code=True)
+    assert "*.py" not in asked[0] and set(asked[1]) - set(asked[0]) == {"*.py"}
+    assert sorted(p.name for p in plain.iterdir()) == ["config.json", "model.safetensors", "tokenizer.json"]
+    assert (trusted / "modeling_evil.py").is_file()
+
+
+@pytest.mark.parametrize("command", ["generate", "merge"])
+def test_a_hub_base_with_its_own_code_loads_from_its_id_only_with_the_flag(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli, command: str):
+    """generate ID and merge --base ID: the snapshot holds the model's Python files only with the flag."""
+    adapter, base, marker = remote_code_adapter(tmp_path, recipe=False, tokenizer=True)
+    asked = fake_hub(monkeypatch, {"org/evil-base": base}, tmp_path / "snapshots")
+    args = {"generate": ["generate", "org/evil-base", "--prompt", "def f():", "--max-new-tokens", "4"],
+            "merge": ["merge", str(adapter), "--base", "org/evil-base", "--out", str(tmp_path / "out"),
+                      "--no-progress"]}[command]
+    refused = run_cli(*args)
+    assert refused.returncode == 1, refused.stderr
+    assert "--trust-remote-code" in refused.stderr and "Traceback" not in refused.stderr
+    assert not marker.exists() and "*.py" not in asked[-1]
+    result = run_cli(*args, "--trust-remote-code")
+    assert result.returncode == 0, result.stderr
+    assert "*.py" in asked[-1] and "modeling ran" in marker.read_text().splitlines()
+
+
+@pytest.mark.parametrize("kind", ["bare", "merged"])
+def test_generate_loads_a_model_folder_with_its_own_code_only_with_the_flag(tmp_path: Path, run_cli, kind: str):
+    """A bare model folder with auto_map (no recipe.yaml: only the command line can say yes) and a merged folder
+    of such a base (it carries the base's code): refused naming the flag, loaded and generating with it."""
+    adapter, base, marker = remote_code_adapter(tmp_path, recipe=False, tokenizer=True)
+    folder = base
+    if kind == "merged":
+        folder = tmp_path / "merged"
+        made = run_cli("merge", str(adapter), "--out", str(folder), "--trust-remote-code", "--no-progress")
+        assert made.returncode == 0, made.stderr
+        assert (folder / "modeling_evil.py").is_file()
+        marker.unlink()  # the merge ran the base's code: what follows starts clean
+    args = ["generate", str(folder), "--prompt", "def f():", "--max-new-tokens", "4"]
+    refused = run_cli(*args)
+    assert refused.returncode == 1, refused.stderr
+    assert "--trust-remote-code" in refused.stderr and "auto_map" in refused.stderr
+    assert "Traceback" not in refused.stderr and not marker.exists()
+    result = run_cli(*args, "--trust-remote-code")
+    assert result.returncode == 0, result.stderr
+    assert set(marker.read_text().splitlines()) == {"configuration ran", "modeling ran"}
+
+
+def test_eval_scores_a_merged_model_with_its_own_code_with_the_flag(tmp_path: Path, run_cli):
+    """eval RUN --models merged: the run's recipe says model.trust_remote_code, --trust-remote-code confirms it,
+    and the merged folder (which carries the base's code) loads with it."""
+    adapter, _, marker = remote_code_adapter(tmp_path, recipe=True, tokenizer=True)
+    run = adapter.parent
+    made = run_cli("merge", str(adapter), "--out", str(run / "merged"), "--trust-remote-code", "--no-progress")
+    assert made.returncode == 0, made.stderr
+    marker.unlink()
+    args = ["eval", str(run), "--models", "merged", "--infill-examples", "0", "--json"]
+    refused = run_cli(*args)
+    assert refused.returncode == 2 and "--trust-remote-code" in refused.stderr and not marker.exists()
+    result = run_cli(*args, "--trust-remote-code")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout.splitlines()[-1])["models"]
+    assert list(scores) == ["merged"] and scores["merged"]["tokens"] > 0 and scores["merged"]["loss"] > 0
+    assert "modeling ran" in marker.read_text().splitlines()

@@ -21,7 +21,7 @@ PROBLEMS = {
 def calls(monkeypatch):
     """Record what sampling asks of the generation layer; answer with the seed, so the file says which."""
     seen: list[tuple] = []
-    monkeypatch.setattr(generation, "load_for_inference", lambda path: f"model at {path}")
+    monkeypatch.setattr(generation, "load_for_inference", lambda path, *, trust_remote_code=False: f"model at {path}")
 
     def fake_generate(lm, prompt, sampling):
         seen.append(("generate", lm, prompt, sampling.seed, sampling.stop, sampling.temperature))
