@@ -1,27 +1,68 @@
-"""The verification never refuses an exact merge and still refuses a wrong one.
+"""The verification (``sc2tune.merging.verify``) never refuses an exact merge and still refuses a wrong one.
 
 The exact case is issue 14's: an rsLoRA adapter (r 16, alpha 32, random A and B) on a 4-layer hidden-1024
 StarCoder2 in bf16 shards. Its bf16 merge is PEFT's float32 merge rounded once, yet rounding alone moves the
-logits past the old fixed bound (5e-2 * max |logit|), which called it a bug.
+logits past the old fixed bound (5e-2 * max |logit|), which called it a bug. A QLoRA adapter merged into the
+original weights is measured against the model as trained; a base without a tokenizer is checked on
+pseudo-random ids.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
+import json
 from pathlib import Path
 
 import pytest
 import torch
-from merge_helpers import bf16_step, peft_adapter, peft_merged_state, synthetic_base
 from safetensors.torch import load_file
+from transformers import Starcoder2ForCausalLM
 
 import sc2tune.merging.api as merge_module
 from sc2tune.errors import UserError
-from sc2tune.merging import merge
+from sc2tune.merging import describe_merge, merge
 from sc2tune.merging.adapter import load_adapter
+from sc2tune.tiny import tiny_config
 
-warnings.filterwarnings("ignore")
+from .merge_helpers import (
+    bf16_step,
+    make_adapter,
+    peft_adapter,
+    peft_logits,
+    peft_merged_state,
+    plain_logits,
+    synthetic_base,
+)
+
+
+def test_verification_without_any_tokenizer(tmp_path: Path):
+    torch.manual_seed(1)
+    Starcoder2ForCausalLM(tiny_config()).save_pretrained(tmp_path / "bare")  # weights and config only
+    adapter = make_adapter(tmp_path / "bare", tmp_path / "adapter")
+    result = merge(adapter, tmp_path / "merged", progress=False)  # base from adapter_config.json
+    assert result.verification is not None and result.verification.passed
+    assert result.verification.max_abs_diff < 1e-4
+
+
+def test_qlora_merged_into_original_is_checked_against_the_model_as_trained(base: Path, tmp_path: Path):
+    adapter = peft_adapter(base, tmp_path / "qlora", quantized=True)
+    recipe = {"adapter": {"method": "qlora", "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True}},
+              "model": {"dtype": "float32"}, "task": "fim", "data": {"train": "code/"}}
+    (adapter / "recipe.yaml").write_text(json.dumps(recipe))  # JSON is YAML
+    result = merge(adapter, tmp_path / "orig", base=str(base), merge_into="original", progress=False)
+    v = result.verification
+    assert v is not None and v.passed and v.trained_diff is not None and v.trained_top1 is not None
+    # the figure reported is the distance to the 4-bit base + adapter, computed here with PEFT directly
+    ids = torch.randint(0, 512, (1, 24), generator=torch.Generator().manual_seed(0))
+    trained = peft_logits(base, adapter, ids, quantized=True)
+    got = plain_logits(tmp_path / "orig", ids)
+    assert (got - trained).abs().max() > 1e-2  # merging into the original weights is not the trained model
+    assert v.trained_diff > 1e-2 and v.trained_diff > 100 * v.reference_diff
+    text = describe_merge(result)
+    assert "as trained" in text and "what merging into the original weights costs" in text
+    assert any("original (unquantised) weights" in n for n in result.notes)
+    provenance = json.loads((tmp_path / "orig" / "sc2tune_merge.json").read_text())
+    assert provenance["verification"]["trained_diff"] == pytest.approx(v.trained_diff)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""The module layouts written down from config.json against transformers' own meta-device models.
+"""The module layouts (``sc2tune.architectures``) written down from config.json against transformers' own
+meta-device models.
 
 The reference is :func:`sc2tune.architectures.layout_of_model` on the model transformers builds from the same
 config (names in ``named_modules()`` order, kinds, parameter shapes, tied tensors, buffers, the modules
@@ -11,11 +12,9 @@ import json
 from pathlib import Path
 
 import pytest
-from transformers.quantizers.quantizers_utils import should_convert_module
 
 from sc2tune.architectures import analytic_layout, layout_of_model
 from sc2tune.configs import _local_config_data, load_config, meta_model, model_layout
-from sc2tune.planning.weights import _converted
 
 SHIPPED = ["sc2tune/tiny-starcoder2", "bigcode/starcoder2-3b", "bigcode/starcoder2-7b", "bigcode/starcoder2-15b",
            "bigcode/starcoderbase-7b"]
@@ -101,11 +100,3 @@ def test_uncovered_configs_fall_back(tmp_path: Path) -> None:
     assert analytic_layout({**base, "auto_map": {"AutoModelForCausalLM": "m.M"}}) is None
     assert analytic_layout({**base, "rope_scaling": {"rope_type": "linear", "factor": 2.0}}) is None
     assert analytic_layout({**SMALL["gpt_bigcode-mqa"], "add_cross_attention": True}) is None
-
-
-@pytest.mark.parametrize("name", ["lm_head", "model.layers.1.mlp.c_fc", "model.layers.11.mlp", "score",
-                                  "transformer.ln_f.bias", "model.norm"])
-@pytest.mark.parametrize("keys", [["lm_head"], ["model.layers.1"], ["layers.*"], ["c_fc"], ["model.norm.bias"],
-                                  ["score", "mlp.c"]])
-def test_skip_rule_is_transformers(name: str, keys: list[str]) -> None:
-    assert _converted(name, keys) == should_convert_module(name, keys)

@@ -1,0 +1,184 @@
+"""The output folder (``sc2tune.merging.output``): what ``--overwrite`` may replace, atomic publishing, and
+the leftovers of killed merges: through ``merge`` and the CLI, and function by function against the rules
+of the module's docstring on a real filesystem."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from sc2tune.cli import main
+from sc2tune.errors import UserError
+from sc2tune.merging import describe_merge, merge, stream
+from sc2tune.merging.output import (
+    OWNER,
+    check_out_dir,
+    clean_stale,
+    is_model_output,
+    publish,
+    staging_dir,
+)
+
+from .merge_helpers import make_adapter
+
+
+def test_existing_output_needs_overwrite_and_failures_leave_nothing(tied_base: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch):
+    adapter = make_adapter(tied_base, tmp_path / "adapter")
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # a previous model output: config.json + weights
+    (out / "model.safetensors").write_bytes(b"old")
+    (out / "keep.txt").write_text("old")
+    with pytest.raises(UserError, match="already exists"):
+        merge(adapter, out, base=str(tied_base), verify=False, progress=False)
+    with pytest.raises(UserError, match="overlaps"):
+        merge(adapter, adapter, base=str(tied_base), verify=False, overwrite=True, progress=False)
+
+    calls = {"n": 0}
+    real = stream.merge_tensor
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 10:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stream, "merge_tensor", failing)
+    with pytest.raises(UserError, match="disk filled up"):
+        merge(adapter, out, base=str(tied_base), verify=False, overwrite=True, progress=False)
+    assert (out / "keep.txt").read_text() == "old"  # the old output is untouched
+    with pytest.raises(UserError, match="disk filled up"):
+        calls["n"] = 0
+        merge(adapter, tmp_path / "fresh", base=str(tied_base), verify=False, progress=False)
+    assert not (tmp_path / "fresh").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "merged"]  # no temporary folder left
+
+    monkeypatch.setattr(stream, "merge_tensor", real)
+    merge(adapter, out, base=str(tied_base), verify=False, overwrite=True, progress=False)
+    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_model_output(base: Path, adapter: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture):
+    out = tmp_path / "home"
+    (out / "src").mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    (out / "config.json").write_text("{}")  # config.json alone is not a model output
+    with pytest.raises(UserError, match="not a model folder"):
+        merge(adapter, out, base=str(base), verify=False, overwrite=True, progress=False)
+    assert main(["merge", str(adapter), "--out", str(out), "--base", str(base), "--overwrite", "--no-verify"]) == 1
+    err = capsys.readouterr().err
+    assert "not a model folder" in err and "Traceback" not in err
+    assert (out / "notes.txt").read_text() == "mine" and (out / "src").is_dir()
+
+    merge(adapter, tmp_path / "merged", base=str(base), verify=False, progress=False)
+    merge(adapter, tmp_path / "merged", base=str(base), verify=False, overwrite=True, progress=False)  # ours: ok
+
+
+def test_a_killed_merge_leaves_a_folder_the_next_merge_removes(base: Path, adapter: Path, tmp_path: Path):
+    out = tmp_path / "merged"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from sc2tune.merging import stream
+        from sc2tune.merging import merge
+        real, n = stream.merge_tensor, [0]
+        def dying(*args, **kwargs):
+            n[0] += 1
+            if n[0] == 12:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*args, **kwargs)
+        stream.merge_tensor = dying
+        merge({str(adapter)!r}, {str(out)!r}, base={str(base)!r}, verify=False, progress=False)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env={**os.environ}, capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    left = list(tmp_path.glob(".merged.tmp-*"))
+    assert len(left) == 1 and (left[0] / OWNER).is_file() and not out.exists()
+    live = tmp_path / ".other.tmp-live"  # a merge still running (this process): not ours to remove
+    live.mkdir()
+    (live / OWNER).write_text(f"{os.getpid()}@{os.uname().nodename}")
+    foreign = tmp_path / ".cache.tmp-x"  # matches the pattern but has no owner file: not ours
+    foreign.mkdir()
+
+    result = merge(adapter, out, base=str(base), verify=False, progress=False)
+    assert not left[0].exists() and live.is_dir() and foreign.is_dir()
+    assert any("interrupted merge" in n and str(left[0]) in n for n in result.notes)
+    assert "interrupted merge" in describe_merge(result)
+
+
+def test_a_model_output_is_the_marker_or_config_with_weights(tmp_path: Path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert not is_model_output(folder)
+    (folder / "config.json").write_text("{}")
+    assert not is_model_output(folder)  # a config alone may be anybody's
+    (folder / "model.safetensors.index.json").write_text("{}")
+    assert is_model_output(folder)
+    marked = tmp_path / "marked"
+    marked.mkdir()
+    (marked / "sc2tune_merge.json").write_text("{}")
+    assert is_model_output(marked)
+
+
+def test_check_out_dir_refusals(tmp_path: Path):
+    inputs = [tmp_path / "adapter", tmp_path / "base"]
+    for path in inputs:
+        path.mkdir()
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    refusals = {tmp_path / "a-file": "exists and is a file", tmp_path / "adapter" / "merged": "overlaps",
+                tmp_path: "overlaps", tmp_path / "base": "overlaps", tmp_path / "full": "already exists"}
+    for out, message in refusals.items():
+        with pytest.raises(UserError, match=message):
+            check_out_dir(out, overwrite=False, inputs=inputs)
+    for fine in (tmp_path / "empty", tmp_path / "new" / "deeper"):
+        check_out_dir(fine, overwrite=False, inputs=inputs)  # no error
+
+
+def test_clean_stale_removes_only_folders_of_dead_merges_on_this_host(tmp_path: Path):
+    dead = subprocess.Popen(["true"])  # a process that has exited (and was reaped): its pid runs nothing now
+    dead.wait()
+    host = socket.gethostname()
+    owners = {".merged.tmp-dead": f"{dead.pid}@{host}", ".merged.tmp-elsewhere": f"{dead.pid}@another-{host}",
+              ".merged.tmp-live": f"{os.getpid()}@{host}", ".merged.tmp-garbled": "not a pid",
+              "merged.tmp-visible": f"{dead.pid}@{host}"}  # not a hidden .NAME.tmp-* folder
+    for name, owner in owners.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / OWNER).write_text(owner)
+        (tmp_path / name / "model.safetensors").write_bytes(b"x" * 1000)
+    (tmp_path / ".merged.tmp-unowned").mkdir()
+    removed = clean_stale(tmp_path)
+    assert len(removed) == 1 and str(tmp_path / ".merged.tmp-dead") in removed[0] and f"pid {dead.pid}" in removed[0]
+    kept = {p.name for p in tmp_path.iterdir()}
+    assert kept == {*owners, ".merged.tmp-unowned"} - {".merged.tmp-dead"}
+    assert clean_stale(tmp_path / "nowhere") == []
+
+
+def test_staging_is_removed_on_failure_and_published_with_one_rename(tmp_path: Path):
+    out = tmp_path / "merged"
+    with pytest.raises(RuntimeError), staging_dir(out) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"partial")
+        raise RuntimeError("merge failed")
+    assert list(tmp_path.iterdir()) == []
+
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with staging_dir(out) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".merged.tmp-") and (tmp / OWNER).is_file()
+        umask = os.umask(0)
+        os.umask(umask)
+        assert tmp.stat().st_mode & 0o777 == 0o777 & ~umask  # the usual mode, not mkdtemp's private one
+        (tmp / "model.safetensors").write_bytes(b"new")
+        publish(tmp, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no temporary or old folder left
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]  # the owner file is not published

@@ -1,0 +1,53 @@
+"""One device's memory for a recipe (``sc2tune.planning.plan``): the loss, checkpointing and batch terms, the
+CPU plan, and the ``--gpu-memory`` sizes."""
+
+from __future__ import annotations
+
+import pytest
+
+from sc2tune.errors import UserError
+from sc2tune.planning import parse_size, plan_recipe
+from sc2tune.recipe import recipe_from_dict
+
+from .plan_helpers import _recipe
+
+
+def test_plain_loss_is_planned_with_full_logits() -> None:
+    chunked = plan_recipe(recipe_from_dict(_recipe()))
+    plain = plan_recipe(recipe_from_dict(_recipe(loss_impl="plain")))
+    ours, theirs = (next(c for c in p.components if c.name == "logits and loss") for p in (chunked, plain))
+    assert ours.bytes == chunked.loss_chunked < theirs.bytes == plain.loss_full_logits
+    assert "train.loss_impl: plain" in theirs.note
+
+
+def test_checkpointing_and_batch_shrink_activations() -> None:
+    base = plan_recipe(recipe_from_dict(_recipe()))
+    ckpt = plan_recipe(recipe_from_dict(_recipe(gradient_checkpointing=True)))
+    small = plan_recipe(recipe_from_dict(_recipe(batch_size=1)))
+    assert ckpt.total_bytes < base.total_bytes and small.total_bytes < base.total_bytes
+    assert base.activations_checkpointing < base.activations_no_checkpointing / 10
+    assert small.activations_no_checkpointing * 4 == pytest.approx(base.activations_no_checkpointing, rel=0.01)
+    assert base.loss_chunked < base.loss_full_logits / 5
+
+
+@pytest.mark.parametrize(("text", "expected"), [("24GB", 24 * 10**9), ("80GiB", 80 * 2**30),
+                                                ("24576MiB", 24 * 2**30), ("1.5TB", int(1.5 * 10**12))])
+def test_parse_size(text: str, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+def test_parse_size_rejects_garbage() -> None:
+    for text in ("lots", "40"):  # a bare number is refused: GB or GiB?
+        with pytest.raises(UserError, match="not a size"):
+            parse_size(text)
+
+
+def test_cpu_plan_is_fp32_without_cuda_overhead() -> None:
+    from sc2tune.tiny import build_tiny_model
+
+    recipe = recipe_from_dict({"task": "instruct", "data": {"train": "x.jsonl", "max_length": 256}})
+    cpu, gpu = plan_recipe(recipe, device="cpu"), plan_recipe(recipe)
+    weights = {c.name: c.bytes for c in cpu.components}["weights"]
+    assert weights == build_tiny_model().get_memory_footprint()  # auto = float32 on CPU, like modeling
+    assert cpu.load_mode == "fp32" and gpu.load_mode == "bf16"
+    assert "framework overhead" not in {c.name for c in cpu.components}
