@@ -30,8 +30,9 @@ Loss (causal LM), for ``n`` trained positions and vocabulary ``V``:
   gradient ``3 s V 4``: the peak is ``s V max(e + 4 [if e != 4] + 4, 12)``.
 * sc2tune's chunked loss (``train.loss_chunk_size`` = c positions at a time, trained positions only, the
   gradient computed in the forward, in place over the chunk's fp32 logits): the hidden states of the ``n``
-  trained positions and their gradient ``2 n h e``, and ``min(c, n) V (8 + e [if e != 4])``: the previous
-  chunk's fp32 buffer is still referenced while the next chunk's logits (16-bit, then fp32) are made.
+  trained positions and their gradient ``2 n h e``, and ``min(c, n) V (4 + 2 e [if e != 4])``: one fp32
+  ``(c, V)`` buffer reused in place by every chunk, plus, with 16-bit weights, the matmul's ``(c, V)`` output
+  in the weight dtype and the softmax cast back once more (:func:`chunked_loss_bytes`).
 """
 
 from __future__ import annotations
