@@ -14,10 +14,14 @@ Atomicity: everything is written into ``.NAME.tmp-XXXX`` in the same parent fold
 an existing ``NAME`` is replaced only with ``overwrite``, only when it holds a previous model output
 (``sc2tune_merge.json``, or ``config.json`` plus weights), and only once the new folder is complete.
 
+Replacing ``NAME``: the previous folder gets an owner file too, is renamed to ``.NAME.old-XXXX``, the new one
+is renamed to ``NAME``, then the old one is deleted. Owner files leave the published folder last.
+
 Leftovers: the temporary folder holds ``.sc2tune-merge-owner`` (``pid@host``) while it is being written.
 The next merge into the same parent removes ``.*.tmp-*`` folders whose owner file names a process of this
-host that no longer runs (a killed merge); folders without that file, or of a live process or another
-host, are left alone.
+host that no longer runs (a killed merge). A ``.NAME.old-*`` folder of such a process is the previous
+output: it is renamed back to ``NAME`` when a kill came between the two renames (``NAME`` missing), else
+removed. Folders without an owner file, or of a live process or another host, are left alone.
 """
 
 from __future__ import annotations
@@ -90,32 +94,56 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(parent: Path) -> list[str]:
-    """Remove temporary folders of killed merges in ``parent``; one line per folder removed.
+def _dead_owner(folder: Path, host: str) -> int | None:
+    """The pid in ``folder``'s owner file when it names a process of ``host`` that no longer runs."""
+    owner = folder / OWNER
+    if not folder.is_dir() or folder.is_symlink() or not owner.is_file():
+        return None
+    try:
+        pid_text, _, owner_host = owner.read_text(encoding="utf-8").strip().partition("@")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    return None if owner_host != host or _alive(pid) else pid
 
-    Only folders named ``.*.tmp-*`` holding the owner file, whose ``pid@host`` is this host and a pid that
-    no longer runs, are removed: anything else (another program's files, a merge still running, a merge
-    on another host sharing the disk) is left alone.
+
+def _size_gb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink()) / 1e9
+
+
+def clean_stale(parent: Path) -> list[str]:
+    """Tidy what killed merges left in ``parent``; one line per folder removed or restored.
+
+    Only hidden folders holding the owner file, whose ``pid@host`` is this host and a pid that no longer
+    runs, are touched: ``.NAME.tmp-*`` (an unfinished output) is removed; ``.NAME.old-*`` (the output it
+    was replacing) is renamed back to ``NAME`` if ``NAME`` is missing, else removed. Anything else
+    (another program's files, a merge still running, a merge on another host sharing the disk) is left alone.
     """
     if not parent.is_dir():
         return []
-    removed: list[str] = []
+    done: list[str] = []
     host = socket.gethostname()
+    for folder in sorted(parent.glob(".*.old-*")):
+        pid = _dead_owner(folder, host)
+        if pid is None:
+            continue
+        target = parent / folder.name[1:].rpartition(".old-")[0]
+        if not target.exists():
+            folder.rename(target)
+            (target / OWNER).unlink(missing_ok=True)
+            done.append(f"restored {target}: an interrupted merge (pid {pid}) had set it aside")
+        else:
+            size = _size_gb(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+            done.append(f"removed {folder} ({size:.2f} GB), the output an interrupted merge (pid {pid}) replaced")
     for folder in sorted(parent.glob(".*.tmp-*")):
-        owner = folder / OWNER
-        if not folder.is_dir() or folder.is_symlink() or not owner.is_file():
+        pid = _dead_owner(folder, host)
+        if pid is None:
             continue
-        try:
-            pid_text, _, owner_host = owner.read_text(encoding="utf-8").strip().partition("@")
-            pid = int(pid_text)
-        except (OSError, ValueError):
-            continue
-        if owner_host != host or _alive(pid):
-            continue
-        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+        size = _size_gb(folder)
         shutil.rmtree(folder, ignore_errors=True)
-        removed.append(f"removed {folder} ({size / 1e9:.2f} GB), left by an interrupted merge (pid {pid})")
-    return removed
+        done.append(f"removed {folder} ({size:.2f} GB), left by an interrupted merge (pid {pid})")
+    return done
 
 
 @contextlib.contextmanager
@@ -135,19 +163,23 @@ def staging_dir(out: Path) -> Iterator[Path]:
 
 
 def publish(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out`` (an existing ``out`` is set aside first, then deleted)."""
-    (tmp / OWNER).unlink(missing_ok=True)
+    """Move the finished ``tmp`` to ``out``. An existing ``out`` is marked with this merge's owner file and
+    set aside first, then deleted: a kill between the two renames leaves it for :func:`clean_stale` to
+    put back. The owner files are removed last."""
     old = None
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         old.rmdir()
+        (out / OWNER).write_text(_owner(), encoding="utf-8")
         out.rename(old)
     try:
         tmp.rename(out)
     except OSError:
         if old is not None:
             old.rename(out)
+            (out / OWNER).unlink(missing_ok=True)
         raise
+    (out / OWNER).unlink(missing_ok=True)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

@@ -182,3 +182,57 @@ def test_staging_is_removed_on_failure_and_published_with_one_rename(tmp_path: P
         publish(tmp, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no temporary or old folder left
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]  # the owner file is not published
+
+
+_KILLED_PUBLISH = """
+import os, shutil, sys
+from pathlib import Path
+from sc2tune.merging import output
+
+tmp, out, at = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+renames = []
+real_rename = Path.rename
+
+def rename(self, target):
+    renames.append(target)
+    if at == "between-renames" and len(renames) == 2:
+        os._exit(9)  # killed after the old output was set aside, before the new one took its place
+    return real_rename(self, target)
+
+def rmtree(path, ignore_errors=False):
+    os._exit(9)  # killed after publishing, before the old output was deleted
+
+Path.rename = rename
+if at == "before-delete":
+    shutil.rmtree = rmtree
+output.publish(tmp, out)
+"""
+
+
+@pytest.mark.parametrize("at", ["between-renames", "before-delete"])
+def test_a_merge_killed_while_replacing_an_output_loses_neither(tmp_path: Path, at: str):
+    """A kill at either point of publish: the next clean_stale leaves exactly one complete NAME (the previous
+    output if the new one had not taken its place yet, else the new one) and nothing hidden."""
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"previous")
+    with staging_dir(out) as tmp:
+        (tmp / "model.safetensors").write_bytes(b"new")
+        child = subprocess.run([sys.executable, "-c", _KILLED_PUBLISH, str(tmp), str(out), at], check=False)
+        assert child.returncode == 9
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert ("merged" in left) == (at == "before-delete")  # the state a kill leaves, before any repair
+        notes = clean_stale(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+    expected = b"previous" if at == "between-renames" else b"new"
+    assert (out / "model.safetensors").read_bytes() == expected
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]  # no owner file left in it
+    assert any(("restored" if at == "between-renames" else "removed") in note for note in notes)
+
+
+def test_clean_stale_leaves_the_set_aside_output_of_a_live_merge(tmp_path: Path):
+    old = tmp_path / ".merged.old-live"
+    old.mkdir()
+    (old / OWNER).write_text(f"{os.getpid()}@{socket.gethostname()}")
+    assert clean_stale(tmp_path) == []
+    assert old.is_dir() and not (tmp_path / "merged").exists()
