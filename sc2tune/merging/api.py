@@ -100,6 +100,8 @@ def merge(
             Never read from the folders: without it, such a merge is refused before any of that code runs.
     """
     start = time.perf_counter()
+    if merge_into not in ("quantized", "original"):
+        raise UserError(f"merge_into must be 'quantized' or 'original', not '{merge_into}'")
     adapter_path, out = Path(adapter_dir), Path(out_dir)
     # the saved recipe first: one saying model.trust_remote_code: true stops here unless the caller said so
     recipe = read_saved_recipe(adapter_path, (REMOTE_CODE_OVERRIDE,) if trust_remote_code else ())
@@ -112,8 +114,6 @@ def merge(
     ckpt = open_checkpoint(base_dir, trust_remote_code=trust_remote_code)
     out_dtype = getattr(torch, dtype) if dtype else ckpt.dtype
     trained_quant = adapter.quant if qlora is None else (adapter.quant or QuantSettings()) if qlora else None
-    if merge_into not in ("quantized", "original"):
-        raise UserError(f"merge_into must be 'quantized' or 'original', not '{merge_into}'")
     quant = None if merge_into == "original" else trained_quant
     check_out_dir(out, overwrite=overwrite, inputs=[adapter_path, base_dir])
     plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=read_labels(adapter_path),

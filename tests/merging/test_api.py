@@ -130,3 +130,9 @@ def test_cli_merge_and_clean_error(tied_base: Path, tmp_path: Path, capsys: pyte
     assert main(["merge", str(adapter), "--out", str(tmp_path / "m"), "--base", str(tied_base)]) == 1
     err = capsys.readouterr().err
     assert "already exists" in err and "Traceback" not in err
+
+
+def test_a_bad_merge_into_is_refused_before_anything_is_read(tmp_path: Path):
+    with pytest.raises(UserError, match="merge_into must be 'quantized' or 'original', not 'nf4'"):
+        merge(tmp_path / "no-such-adapter", tmp_path / "out", merge_into="nf4")  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
