@@ -1,4 +1,4 @@
-"""Records of a ``.json`` file, streamed: memory bounded by a record, not by the file.
+"""Records of a ``.json`` file, streamed: memory bounded by a record and a read, not by the file.
 
 A ``.json`` source is one of three layouts, told apart from its first non-blank line the way a
 whole-file ``json.loads`` would tell them:
@@ -11,11 +11,11 @@ whole-file ``json.loads`` would tell them:
 
 Arrays are parsed a record at a time by ijson (yajl2's C backend) from the binary file, :data:`READ_BYTES`
 at a time (1 MiB: yajl's time on a string that spans reads grows as length**2 / read size; at ijson's
-default 64 KiB a 16 MB string takes seconds). Values come out as ``json.loads`` gives them: ijson yields ``Decimal`` for a number with
-a fraction or exponent, turned here into ``float(Decimal(text))``, which is ``float(text)``, json's own
-conversion (ijson's ``use_float`` reads integers through yajl's int64 and fails above 2**63). Two
-differences from ``json.loads``, both outside standard JSON: ``NaN``/``Infinity`` are syntax errors, and
-a lone surrogate escape (``"\\ud800"``) reads as ``"?"``.
+default 64 KiB a 16 MB string takes seconds). Values come out as ``json.loads`` gives them: ijson yields
+``Decimal`` for a number with a fraction or exponent, turned here into ``float(Decimal(text))``, which is
+``float(text)``, json's own conversion (ijson's ``use_float`` reads integers through yajl's int64 and
+fails above 2**63). Two differences from ``json.loads``, both outside standard JSON: ``NaN``/``Infinity``
+are syntax errors, and a lone surrogate escape (``"\\ud800"``) reads as ``"?"``.
 
 Records are numbered from 0 (``FILE record N``, as the other formats number rows); a syntax error names
 the record being read and quotes the text around it (ijson gives no byte offset).
