@@ -6,7 +6,8 @@
 * a glob (``data/*.jsonl``) -> every matching file, sorted;
 * a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``;
 * a folder of code (task fim; read by :mod:`sc2tune.data.code_folder`);
-* a ``.jsonl``, ``.json``, ``.csv`` or ``.parquet`` file.
+* a ``.jsonl``, ``.json``, ``.csv`` or ``.parquet`` file (a ``.json`` file holds an array of records, an
+  object holding one, or JSON lines: :mod:`sc2tune.data.json_file`).
 
 Relative paths are resolved against the current working directory. Columns are renamed with
 ``data.column_map`` ({source: target}) before validation. Every record is checked at the edge: a
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sc2tune.data.json_file import iter_json, json_layout
 from sc2tune.errors import DataError
 
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -125,9 +127,14 @@ def _iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
 
 
 def _read_file(src: Source) -> tuple[Iterator[tuple[int, Any]], str]:
-    """(records as (line or row number, record), unit) of a file source, read as they are consumed
-    (a .json file is parsed whole: JSON has no record boundaries to stream by)."""
-    unit = {"jsonl": "line", "json": "record", "csv": "line", "parquet": "row"}.get(src.fmt or "")
+    """(records as (position, record), unit of the positions: line, record or row) of a file source, read as
+    they are consumed (a .json array a record at a time: :mod:`sc2tune.data.json_file`)."""
+    if src.fmt == "json":
+        layout, start = json_layout(src.path)
+        if layout == "lines":  # what json.loads calls "Extra data": one object per line
+            return _guarded(src, _iter_jsonl(src.path)), "line"
+        return _guarded(src, iter_json(src.path, layout, start)), "record"
+    unit = {"jsonl": "line", "csv": "line", "parquet": "row"}.get(src.fmt or "")
     if unit is None:
         raise DataError(f"{src.path}: unsupported format {src.fmt}")
     return _guarded(src, _file_rows(src)), unit
@@ -148,25 +155,6 @@ def _guarded(src: Source, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int
 def _file_rows(src: Source) -> Iterator[tuple[int, Any]]:
     if src.fmt == "jsonl":
         yield from _iter_jsonl(src.path)
-    elif src.fmt == "json":
-        text = Path(src.path).read_text(encoding="utf-8")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            if err.msg == "Extra data":  # JSON lines in a .json file
-                del text
-                yield from _iter_jsonl(src.path)
-                return
-            raise DataError(f"{src.path}:{err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
-        del text
-        if isinstance(data, dict):
-            lists = [v for v in data.values() if isinstance(v, list)]
-            if len(lists) != 1:
-                raise DataError(f"{src.path}: expected a list of records (or an object holding one list)")
-            data = lists[0]
-        if not isinstance(data, list):
-            raise DataError(f"{src.path}: expected a list of records")
-        yield from enumerate(data)
     elif src.fmt == "csv":
         with open(src.path, encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh, strict=True)

@@ -1,0 +1,186 @@
+"""Records of a ``.json`` file, streamed: memory bounded by a record and a read, not by the file.
+
+A ``.json`` source is one of three layouts, told apart from its first non-blank line the way a
+whole-file ``json.loads`` would tell them:
+
+* ``array``: a JSON array of records, ``[{...}, {...}]`` (Alpaca's ``alpaca_data.json``);
+* ``object``: an object holding exactly one array of records, ``{"data": [{...}], "version": 2}``;
+  its other values are skipped;
+* ``lines``: JSON lines in a ``.json`` file: the first non-blank line is a whole JSON value and more text
+  follows it (what ``json.loads`` calls "Extra data"); :mod:`sc2tune.data.sources` reads it as ``.jsonl``.
+
+Arrays are parsed a record at a time by ijson (yajl2's C backend) from the binary file, :data:`READ_BYTES`
+at a time (1 MiB: yajl's time on a string that spans reads grows as length**2 / read size; at ijson's
+default 64 KiB a 16 MB string takes seconds). Values come out as ``json.loads`` gives them: ijson yields
+``Decimal`` for a number with a fraction or exponent, turned here into ``float(Decimal(text))``, which is
+``float(text)``, json's own conversion (ijson's ``use_float`` reads integers through yajl's int64 and
+fails above 2**63). Two differences from ``json.loads``, both outside standard JSON: ``NaN``/``Infinity``
+are syntax errors, and a lone surrogate escape (``"\\ud800"``) reads as ``"?"``.
+
+Records are numbered from 0 (``FILE record N``, as the other formats number rows); a syntax error names
+the record being read and quotes the text around it (ijson gives no byte offset).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+from sc2tune.errors import DataError
+
+#: JSON's whitespace (RFC 8259).
+_BLANK = b" \t\r\n"
+_READ = 1 << 16
+#: Bytes ijson reads from a .json file at a time.
+READ_BYTES = 1 << 20
+_ONE_LIST = "expected a list of records (or an object holding one list)"
+_LAYOUT_HINT = ("a .json file holds an array of records [{...}, ...] (or an object holding one such array); "
+                "one record per line goes in a .jsonl file")
+
+
+def _ijson() -> Any:
+    try:
+        import ijson
+    except ImportError:
+        raise DataError("reading a .json file needs the ijson package",
+                        hint="pip install 'ijson>=3.3' (a dependency of sc2tune)") from None
+    return ijson
+
+
+def json_layout(path: str) -> tuple[str, int]:
+    """(``array`` | ``object`` | ``lines``, byte offset of the first non-blank byte) of a ``.json`` file.
+    Reads the leading blanks and, for a file that starts with ``{``, its first non-blank line (through
+    ijson's buffer, so a file on one line is read in bounded memory too)."""
+    try:
+        with open(path, "rb") as fh:
+            start = _skip_blanks(fh, path)
+            first = fh.read(1)
+            if first == b"[":
+                return "array", start
+            if first == b"\xef":
+                raise DataError(f"{path}: {_ONE_LIST}; the file starts with a UTF-8 byte order mark",
+                                hint="save it as UTF-8 without a byte order mark (BOM)")
+            if first != b"{":
+                raise DataError(f"{path}: {_ONE_LIST}; the file starts with {first.decode('latin-1')!r}",
+                                hint=_LAYOUT_HINT)
+            fh.seek(start)
+            return ("lines" if _whole_value_on_first_line(fh) else "object"), start
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err})") from None
+
+
+def _skip_blanks(fh: Any, path: str) -> int:
+    """Offset of the first non-blank byte; an empty (or all blank) file is an error."""
+    offset = 0
+    while block := fh.read(_READ):
+        rest = block.lstrip(_BLANK)
+        if rest:
+            offset += len(block) - len(rest)
+            fh.seek(offset)
+            return offset
+        offset += len(block)
+    raise DataError(f"{path}: empty file, no records", hint=_LAYOUT_HINT)
+
+
+class _FirstLine:
+    """A binary file read up to and including its next newline, then at its end."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.done = fh, False
+
+    def read(self, size: int = -1) -> bytes:
+        if self.done:
+            return b""
+        data = self.fh.readline(size if size > 0 else -1) if size != 0 else b""
+        self.done = data.endswith(b"\n") or (size != 0 and not data)
+        return data
+
+
+def _whole_value_on_first_line(fh: Any) -> bool:
+    """Whether the line at ``fh`` holds a whole JSON value and non-blank text follows it (JSON lines)."""
+    ijson = _ijson()
+    try:
+        collections.deque(ijson.basic_parse(_FirstLine(fh), buf_size=READ_BYTES), maxlen=0)
+    except ijson.JSONError:  # the value goes on past the line (or is malformed: the object reading says where)
+        return False
+    while block := fh.read(_READ):
+        if block.strip(_BLANK):
+            return True
+    return False
+
+
+def iter_json(path: str, layout: str, start: int) -> Iterator[tuple[int, Any]]:
+    """(record number from 0, record) of an ``array`` or ``object`` layout file (see :func:`json_layout`),
+    read as they are consumed. Malformed JSON is a :class:`DataError` naming the file and record."""
+    ijson = _ijson()
+    n = 0
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        source = fh if layout == "array" else _held_list(ijson.parse(fh, buf_size=READ_BYTES), path)
+        items = ijson.items(source, "item", buf_size=READ_BYTES)
+        try:
+            for record in items:
+                yield n, _as_json_loads(record)
+                n += 1
+        except ijson.JSONError as err:
+            raise _syntax_error(path, n, err) from None
+
+
+def _held_list(events: Iterator[tuple[str, str, Any]], path: str) -> Iterator[tuple[str, str, Any]]:
+    """The parse events of the one array a top-level object holds, as if that array were the file."""
+    depth, inside, lists, cut = 0, False, 0, 0
+    for prefix, event, value in events:
+        if event in ("start_map", "start_array"):
+            depth += 1
+            if depth == 2 and event == "start_array":  # a value of the top-level object that is an array
+                lists += 1
+                if lists > 1:
+                    raise DataError(f"{path}: {_ONE_LIST}; found a second list (under '{prefix}')",
+                                    hint=_LAYOUT_HINT)
+                inside, cut = True, len(prefix) + 1
+                yield "", event, value
+                continue
+        elif event in ("end_map", "end_array"):
+            depth -= 1
+            if inside and depth == 1:
+                inside = False
+                yield "", event, value
+                continue
+        if inside:
+            yield prefix[cut:], event, value
+    if not lists:
+        raise DataError(f"{path}: {_ONE_LIST}; the top-level object holds no list", hint=_LAYOUT_HINT)
+
+
+def _as_json_loads(value: Any) -> Any:
+    """``value`` with ijson's ``Decimal`` numbers as the floats ``json.loads`` gives."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _as_json_loads(v) for k, v in value.items()}
+    if kind is list:
+        return [_as_json_loads(v) for v in value]
+    if kind is Decimal:
+        return float(value)
+    return value
+
+
+def _syntax_error(path: str, n: int, err: Exception) -> DataError:
+    """ijson's error (first line: yajl's reason; second: the text around the error) as a DataError."""
+    text = err.args[0] if err.args else str(err)
+    lines = (text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)).splitlines()
+    reason = lines[0].strip() if lines else "malformed JSON"
+    near = lines[1].strip() if len(lines) > 1 else ""
+    where = f" near {near!r}" if near else ""
+    if "trailing garbage" in reason:
+        after = f" (after record {n - 1})" if n else ""
+        return DataError(f"{path}: more text after the top-level JSON value ends{after}{where}", hint=_LAYOUT_HINT)
+    if "premature EOF" in reason:
+        return DataError(f"{path} record {n}: the file ends inside the JSON (is it cut short?)",
+                         hint="a .json array of records ends with ']'")
+    if "UTF8" in reason:
+        return DataError(f"{path} record {n}: not UTF-8 text ({reason}){where}", hint="save the file as UTF-8")
+    hint = ("NaN and Infinity are not JSON (Python's json.dump writes them): write null"
+            if "NaN" in near or "Infinity" in near else "fix the JSON there")
+    return DataError(f"{path} record {n}: malformed JSON ({reason}){where}", hint=hint)
