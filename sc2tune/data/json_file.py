@@ -32,6 +32,8 @@ from sc2tune.errors import DataError
 
 #: JSON's whitespace (RFC 8259).
 _BLANK = b" \t\r\n"
+#: A UTF-8 byte order mark: ignored at the start of a file, as ``json.loads`` of ``utf-8-sig`` text would.
+_BOM = b"\xef\xbb\xbf"
 _READ = 1 << 16
 #: Bytes ijson reads from a .json file at a time.
 READ_BYTES = 1 << 20
@@ -55,13 +57,12 @@ def json_layout(path: str) -> tuple[str, int]:
     ijson's buffer, so a file on one line is read in bounded memory too)."""
     try:
         with open(path, "rb") as fh:
-            start = _skip_blanks(fh, path)
+            bom = len(_BOM) if fh.read(len(_BOM)) == _BOM else 0  # Windows editors write one; skipped
+            fh.seek(bom)
+            start = _skip_blanks(fh, path, bom)
             first = fh.read(1)
             if first == b"[":
                 return "array", start
-            if first == b"\xef":
-                raise DataError(f"{path}: {_ONE_LIST}; the file starts with a UTF-8 byte order mark",
-                                hint="save it as UTF-8 without a byte order mark (BOM)")
             if first != b"{":
                 raise DataError(f"{path}: {_ONE_LIST}; the file starts with {first.decode('latin-1')!r}",
                                 hint=_LAYOUT_HINT)
@@ -71,9 +72,9 @@ def json_layout(path: str) -> tuple[str, int]:
         raise DataError(f"{path}: cannot read ({err})") from None
 
 
-def _skip_blanks(fh: Any, path: str) -> int:
-    """Offset of the first non-blank byte; an empty (or all blank) file is an error."""
-    offset = 0
+def _skip_blanks(fh: Any, path: str, offset: int = 0) -> int:
+    """Offset of the first non-blank byte at or after ``offset`` (where ``fh`` is); an empty (or all blank)
+    file is an error."""
     while block := fh.read(_READ):
         rest = block.lstrip(_BLANK)
         if rest:

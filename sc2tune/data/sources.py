@@ -115,7 +115,7 @@ class Records:
 
 
 def _iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:  # -sig: a leading byte order mark is skipped
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -156,7 +156,7 @@ def _file_rows(src: Source) -> Iterator[tuple[int, Any]]:
     if src.fmt == "jsonl":
         yield from _iter_jsonl(src.path)
     elif src.fmt == "csv":
-        with open(src.path, encoding="utf-8", newline="") as fh:
+        with open(src.path, encoding="utf-8-sig", newline="") as fh:  # else a BOM joins the first column's name
             reader = csv.DictReader(fh, strict=True)
             try:
                 for row in reader:

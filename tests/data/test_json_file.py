@@ -136,7 +136,6 @@ def test_a_syntax_error_at_record_3_names_the_file_and_record_3_after_the_first_
     ('[{"instruction": "a", "output": "b"}] [1]', r"more text after the top-level JSON value"),
     ('[{"instruction": "a", "output": "b"}, {"instruction": "a", "output": NaN}]', r"record 1: malformed JSON"),
     ('[{"instruction": "a", "output": "b"}, 7]', r"record 1: expected a JSON object"),
-    ('\ufeff[{"instruction": "a", "output": "b"}]', r"byte order mark"),
 ])
 def test_layout_and_syntax_errors_name_the_file(tmp_path, text, message):
     path = tmp_path / "e.json"
