@@ -149,9 +149,13 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
             path, revision=spec.revision, trust_remote_code=spec.trust_remote_code
         )
     except (OSError, ValueError) as err:
+        own_code = not spec.trust_remote_code and "trust_remote_code" in str(err)  # transformers' refusal
         raise UserError(
-            f"cannot load the tokenizer of model.name_or_path '{spec.name_or_path}': {err}",
-            hint="give a local folder with tokenizer files or a hub id you can reach",
+            f"cannot load the tokenizer of model.name_or_path '{spec.name_or_path}': "
+            + ("it names its own Python code (auto_map), which sc2tune runs only when you ask for it"
+               if own_code else str(err)),
+            hint="if you trust the model's code, add --trust-remote-code" if own_code
+            else "give a local folder with tokenizer files or a hub id you can reach",
         ) from None
     set_pad_token(tokenizer)
     return tokenizer

@@ -13,6 +13,7 @@ from sc2tune.errors import UserError
 from sc2tune.modeling import (
     default_target_modules,
     load_model,
+    load_tokenizer,
     local_process_index,
     objective_for,
     running_under_fsdp,
@@ -177,3 +178,26 @@ def test_distributed_state_without_a_launcher(monkeypatch):
     assert running_under_fsdp() is False and local_process_index() == 0
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` sets for an FSDP config
     assert running_under_fsdp() is True
+
+
+def test_a_tokenizer_with_its_own_code_is_refused_naming_the_flag(tmp_path: Path):
+    """A tokenizer whose tokenizer_config.json names its own code (auto_map) loads only with the user's say;
+    without it the error names --trust-remote-code and the code never ran (it would write a marker)."""
+    import shutil
+
+    from sc2tune.tiny import ASSETS
+
+    folder = tmp_path / "tok"
+    shutil.copytree(ASSETS / "tokenizer", folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.update(auto_map={"AutoTokenizer": ["own.OwnTokenizer", None]}, tokenizer_class="OwnTokenizer")
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    marker = tmp_path / "ran"
+    (folder / "own.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                   "from transformers import PreTrainedTokenizerFast\n"
+                                   "class OwnTokenizer(PreTrainedTokenizerFast):\n    pass\n")
+    with pytest.raises(UserError, match="its own Python code") as err:
+        load_tokenizer(ModelSpec(name_or_path=str(folder)))
+    assert "--trust-remote-code" in (err.value.hint or "") and not marker.exists()
+    tokenizer = load_tokenizer(ModelSpec(name_or_path=str(folder), trust_remote_code=True))
+    assert type(tokenizer).__name__ == "OwnTokenizer" and marker.exists()
