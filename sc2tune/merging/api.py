@@ -115,6 +115,7 @@ def merge(
     out_dtype = getattr(torch, dtype) if dtype else ckpt.dtype
     trained_quant = adapter.quant if qlora is None else (adapter.quant or QuantSettings()) if qlora else None
     quant = None if merge_into == "original" else trained_quant
+    cleaned = clean_stale(out.parent)  # first: a dead merge's set-aside output may be NAME again
     check_out_dir(out, overwrite=overwrite, inputs=[adapter_path, base_dir])
     plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=read_labels(adapter_path),
                       trust_remote_code=trust_remote_code)
@@ -122,7 +123,7 @@ def merge(
         plan.notes.append("merged into the original (unquantised) weights, not the 4-bit round trip the adapter "
                           "was trained against: the result is not the model as trained (verification measures "
                           "the difference)")
-    plan.notes.extend(clean_stale(out.parent))
+    plan.notes.extend(cleaned)
     for note in plan.notes:
         log.info("%s", note)
     total = sum(s.out.nbytes for s in plan.sources)
@@ -130,7 +131,7 @@ def merge(
     try:
         return _merge_into_folder(start, adapter, adapter_path, out, base_name, base_dir, ckpt, plan, out_dtype,
                                   quant, trained_quant, shard_size, verify, progress,
-                                  trust_remote_code=trust_remote_code)
+                                  trust_remote_code=trust_remote_code, overwrite=overwrite)
     except OSError as err:
         if not is_disk_full(err):
             raise
@@ -156,7 +157,8 @@ def _check_free_space(out: Path, needed: int) -> None:
 def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: Path, base_name: str,
                        base_dir: Path, ckpt: BaseCheckpoint, plan: MergePlan, out_dtype: torch.dtype,
                        quant: QuantSettings | None, trained_quant: QuantSettings | None, shard_size: str | int,
-                       verify: bool, progress: bool, *, trust_remote_code: bool) -> MergeResult:
+                       verify: bool, progress: bool, *, trust_remote_code: bool, overwrite: bool
+                       ) -> MergeResult:
     """Stream, describe and verify the merge in a staging folder beside ``out``, then publish it."""
     verification = None
     with staging_dir(out) as tmp:
@@ -188,7 +190,7 @@ def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: 
                 )
             provenance["verification"] = asdict(verification)
             write_provenance(tmp, provenance)
-        publish(tmp, out)
+        publish(tmp, out, overwrite=overwrite)
     return MergeResult(out, base_name, str(out_dtype).removeprefix("torch."), stats, plan.untied,
                        quant.quant_type if quant else None, verification, time.perf_counter() - start,
                        plan.notes)

@@ -12,16 +12,19 @@ Layout of a merged folder (what ``save_pretrained`` writes, so plain transformer
 Atomicity: everything is written into ``.NAME.tmp-XXXX`` in the same parent folder, then renamed to
 ``NAME``. A crash or kill leaves only that hidden temporary folder (never a complete-looking ``NAME``);
 an existing ``NAME`` is replaced only with ``overwrite``, only when it holds a previous model output
-(``sc2tune_merge.json``, or ``config.json`` plus weights), and only once the new folder is complete.
+(``sc2tune_merge.json``, or ``config.json`` plus weights), and only once the new folder is complete. The rule
+is checked before the merge and again at publishing: what appeared at ``NAME`` meanwhile and may not be
+replaced stays, and the merge is kept beside it as ``NAME.merged-XXXX`` (the error says so).
 
-Replacing ``NAME``: the previous folder gets an owner file too, is renamed to ``.NAME.old-XXXX``, the new one
-is renamed to ``NAME``, then the old one is deleted. Owner files leave the published folder last.
+Replacing ``NAME``: the previous folder gets an owner file too and is renamed to ``.NAME.old-XXXX``, the new one
+is renamed to ``NAME``, then the old one is renamed ``.NAME.del-XXXX`` and deleted, its owner file last.
 
-Leftovers: the temporary folder holds ``.sc2tune-merge-owner`` (``pid@host``) while it is being written.
-The next merge into the same parent removes ``.*.tmp-*`` folders whose owner file names a process of this
-host that no longer runs (a killed merge). A ``.NAME.old-*`` folder of such a process is the previous
-output: it is renamed back to ``NAME`` when a kill came between the two renames (``NAME`` missing), else
-removed. Folders without an owner file, or of a live process or another host, are left alone.
+Leftovers: the hidden folders hold ``.sc2tune-merge-owner`` (``pid@host``) while they exist. The next merge
+into the same parent, before it checks ``NAME``, tidies those whose owner file names a process of this host
+that no longer runs (a killed merge): ``.NAME.tmp-*`` and ``.NAME.del-*`` are removed; ``.NAME.old-*`` is
+renamed back to ``NAME`` when the kill came between the two renames (``NAME`` missing), else removed; an owner
+file left inside ``NAME`` is deleted. Folders without an owner file, or of a live process or another host, are
+left alone.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -111,38 +115,68 @@ def _size_gb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink()) / 1e9
 
 
+#: The hidden folders a merge makes beside ``NAME``: ``tmp`` (being written), ``old`` (the previous ``NAME``,
+#: set aside while publishing), ``del`` (being deleted). The suffix is mkdtemp's (letters, digits, ``_``).
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old|del)-[a-z0-9_]+")
+
+
+def _sibling(out: Path, kind: str, *, hidden: bool = True) -> Path:
+    """A new, unused name beside ``out``: ``.NAME.KIND-XXXXXXXX`` (or ``NAME.KIND-XXXXXXXX``), not created."""
+    made = Path(tempfile.mkdtemp(prefix=f"{'.' if hidden else ''}{out.name}.{kind}-", dir=out.parent))
+    made.rmdir()
+    return made
+
+
+def _remove(folder: Path) -> None:
+    """Delete a folder that holds the owner file, the owner file last: a kill part way leaves a folder that
+    :func:`clean_stale` still recognises as a dead merge's."""
+    for entry in folder.iterdir():
+        if entry.name == OWNER:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    (folder / OWNER).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()
+
+
 def clean_stale(parent: Path) -> list[str]:
     """Tidy what killed merges left in ``parent``; one line per folder removed or restored.
 
-    Only hidden folders holding the owner file, whose ``pid@host`` is this host and a pid that no longer
-    runs, are touched: ``.NAME.tmp-*`` (an unfinished output) is removed; ``.NAME.old-*`` (the output it
-    was replacing) is renamed back to ``NAME`` if ``NAME`` is missing, else removed. Anything else
-    (another program's files, a merge still running, a merge on another host sharing the disk) is left alone.
+    Only folders holding the owner file, whose ``pid@host`` is this host and a pid that no longer runs, are
+    touched: ``.NAME.tmp-*`` (an unfinished output) and ``.NAME.del-*`` (one being deleted) are removed;
+    ``.NAME.old-*`` (the output it was replacing) is renamed back to ``NAME`` if ``NAME`` is missing, else
+    removed; an owner file left inside a published ``NAME`` is deleted. Anything else (another program's
+    files, a merge still running, a merge on another host sharing the disk) is left alone.
     """
     if not parent.is_dir():
         return []
     done: list[str] = []
     host = socket.gethostname()
-    for folder in sorted(parent.glob(".*.old-*")):
+    for folder in sorted(parent.iterdir()):
+        match = _LEFTOVER.fullmatch(folder.name)
         pid = _dead_owner(folder, host)
         if pid is None:
             continue
-        target = parent / folder.name[1:].rpartition(".old-")[0]
-        if not target.exists():
-            folder.rename(target)
+        if match is None:  # a published folder the merge died in before removing its owner file
+            if not folder.name.startswith("."):
+                (folder / OWNER).unlink(missing_ok=True)
+            continue
+        kind, target = match["kind"], parent / match["name"]
+        if kind == "old" and not target.exists():
+            try:
+                folder.rename(target)
+            except OSError:  # NAME appeared meanwhile: leave both for the next run
+                continue
             (target / OWNER).unlink(missing_ok=True)
             done.append(f"restored {target}: an interrupted merge (pid {pid}) had set it aside")
-        else:
-            size = _size_gb(folder)
-            shutil.rmtree(folder, ignore_errors=True)
-            done.append(f"removed {folder} ({size:.2f} GB), the output an interrupted merge (pid {pid}) replaced")
-    for folder in sorted(parent.glob(".*.tmp-*")):
-        pid = _dead_owner(folder, host)
-        if pid is None:
             continue
         size = _size_gb(folder)
-        shutil.rmtree(folder, ignore_errors=True)
-        done.append(f"removed {folder} ({size:.2f} GB), left by an interrupted merge (pid {pid})")
+        _remove(folder)
+        what = {"tmp": "left by", "old": "the output replaced by", "del": "being deleted by"}[kind]
+        done.append(f"removed {folder} ({size:.2f} GB), {what} an interrupted merge (pid {pid})")
     return done
 
 
@@ -159,29 +193,53 @@ def staging_dir(out: Path) -> Iterator[Path]:
         yield tmp
     finally:
         if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove(tmp)
 
 
-def publish(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` to ``out``. An existing ``out`` is marked with this merge's owner file and
-    set aside first, then deleted: a kill between the two renames leaves it for :func:`clean_stale` to
-    put back. The owner files are removed last."""
+def _keep_aside(tmp: Path, out: Path, why: str) -> UserError:
+    """``tmp`` renamed to a visible ``NAME.merged-*`` beside ``out`` (hours of merging are not thrown away), and
+    the error that says why it was not published and where it is."""
+    kept = _sibling(out, "merged", hidden=False)
+    tmp.rename(kept)
+    (kept / OWNER).unlink(missing_ok=True)
+    return UserError(f"--out {out} was not replaced: {why}", hint=f"the merged model is in {kept}; move it where "
+                     "you want it")
+
+
+def publish(tmp: Path, out: Path, *, overwrite: bool = False) -> None:
+    """Move the finished ``tmp`` to ``out``, checking ``out`` again first: what appeared there while the merge
+    ran is replaced only under the rules of :func:`check_out_dir` (``overwrite`` and a model output), else the
+    merge is kept beside it and the error says where.
+
+    An existing ``out`` is marked with this merge's owner file and set aside (``.NAME.old-*``), the new folder
+    takes its place, and the old one is renamed ``.NAME.del-*`` and deleted, owner file last; a kill at any
+    point leaves folders :func:`clean_stale` puts back or removes. The owner files leave ``out`` last."""
+    occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
+    if occupied and (not overwrite or not out.is_dir() or not is_model_output(out)):
+        raise _keep_aside(tmp, out, "it appeared while the merge ran" + (
+            "" if overwrite else " (pass --overwrite to replace a previous model output)"))
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        old.rmdir()
+        old = _sibling(out, "old")
         (out / OWNER).write_text(_owner(), encoding="utf-8")
         out.rename(old)
     try:
         tmp.rename(out)
-    except OSError:
-        if old is not None:
+    except OSError as err:
+        if old is None:
+            raise _keep_aside(tmp, out, f"it could not be written ({err})") from None
+        try:
             old.rename(out)
-            (out / OWNER).unlink(missing_ok=True)
-        raise
+        except OSError:  # another merge published NAME meanwhile
+            raise _keep_aside(tmp, out, f"another merge published it at the same time; the output this merge "
+                              f"found there is set aside in {old}") from None
+        (out / OWNER).unlink(missing_ok=True)
+        raise _keep_aside(tmp, out, f"it could not be written ({err})") from None
     (out / OWNER).unlink(missing_ok=True)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        doomed = old.with_name(old.name.replace(".old-", ".del-", 1))
+        old.rename(doomed)
+        _remove(doomed)
 
 
 def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, adapter_dir: Path,

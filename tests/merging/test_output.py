@@ -5,6 +5,7 @@ of the module's docstring on a real filesystem."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from sc2tune.cli import main
 from sc2tune.errors import UserError
 from sc2tune.merging import describe_merge, merge, stream
 from sc2tune.merging.output import (
+    MARKER,
     OWNER,
     check_out_dir,
     clean_stale,
@@ -114,6 +116,23 @@ def test_a_killed_merge_leaves_a_folder_the_next_merge_removes(base: Path, adapt
     assert "interrupted merge" in describe_merge(result)
 
 
+def test_an_output_a_killed_merge_set_aside_is_back_before_out_is_checked(base: Path, adapter: Path,
+                                                                          tmp_path: Path):
+    """A merge with --overwrite killed between its renames left the previous output as .merged.old-*: the next
+    merge, without --overwrite, must see it as merged again and refuse, not replace it."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    aside = tmp_path / ".merged.old-abc123"
+    aside.mkdir()
+    (aside / MARKER).write_text("{}")
+    (aside / "model.safetensors").write_bytes(b"previous")
+    (aside / OWNER).write_text(f"{dead.pid}@{socket.gethostname()}")
+    with pytest.raises(UserError, match="already exists"):
+        merge(adapter, tmp_path / "merged", base=str(base), verify=False, progress=False)
+    assert (tmp_path / "merged" / "model.safetensors").read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+
+
 def test_a_model_output_is_the_marker_or_config_with_weights(tmp_path: Path):
     folder = tmp_path / "out"
     folder.mkdir()
@@ -173,61 +192,100 @@ def test_staging_is_removed_on_failure_and_published_with_one_rename(tmp_path: P
 
     out.mkdir()
     (out / "old.txt").write_text("old")
+    (out / MARKER).write_text("{}")  # a previous merge's output: --overwrite may replace it
     with staging_dir(out) as tmp:
         assert tmp.parent == tmp_path and tmp.name.startswith(".merged.tmp-") and (tmp / OWNER).is_file()
         umask = os.umask(0)
         os.umask(umask)
         assert tmp.stat().st_mode & 0o777 == 0o777 & ~umask  # the usual mode, not mkdtemp's private one
         (tmp / "model.safetensors").write_bytes(b"new")
-        publish(tmp, out)
+        publish(tmp, out, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no temporary or old folder left
     assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]  # the owner file is not published
 
 
 _KILLED_PUBLISH = """
-import os, shutil, sys
+import os, sys
 from pathlib import Path
 from sc2tune.merging import output
 
-tmp, out, at = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-renames = []
-real_rename = Path.rename
+out, at = Path(sys.argv[1]), sys.argv[2]
+calls = {"rename": 0, "unlink": 0}
+real_rename, real_unlink = Path.rename, Path.unlink
+KILL = {"between-renames": ("rename", 2),   # the old output set aside, the new one not yet in its place
+        "owner-in-output": ("unlink", 1),   # the new one published, its owner file not yet removed
+        "mid-delete": ("unlink", 3)}[at]    # the old output being deleted, one of its files gone
 
-def rename(self, target):
-    renames.append(target)
-    if at == "between-renames" and len(renames) == 2:
-        os._exit(9)  # killed after the old output was set aside, before the new one took its place
-    return real_rename(self, target)
+def counted(kind, real):
+    def call(self, *args, **kwargs):
+        calls[kind] += 1
+        if (kind, calls[kind]) == KILL:
+            os._exit(9)
+        return real(self, *args, **kwargs)
+    return call
 
-def rmtree(path, ignore_errors=False):
-    os._exit(9)  # killed after publishing, before the old output was deleted
-
-Path.rename = rename
-if at == "before-delete":
-    shutil.rmtree = rmtree
-output.publish(tmp, out)
+with output.staging_dir(out) as tmp:  # the merge: its staging folder and owner file are this process's
+    (tmp / "model.safetensors").write_bytes(b"new")
+    (tmp / output.MARKER).write_bytes(b"{}")
+    Path.rename, Path.unlink = counted("rename", real_rename), counted("unlink", real_unlink)
+    output.publish(tmp, out, overwrite=True)
 """
 
 
-@pytest.mark.parametrize("at", ["between-renames", "before-delete"])
+@pytest.mark.parametrize("at", ["between-renames", "owner-in-output", "mid-delete"])
 def test_a_merge_killed_while_replacing_an_output_loses_neither(tmp_path: Path, at: str):
-    """A kill at either point of publish: the next clean_stale leaves exactly one complete NAME (the previous
-    output if the new one had not taken its place yet, else the new one) and nothing hidden."""
+    """A kill at any point of publish: the next clean_stale leaves exactly one complete NAME (the previous
+    output if the new one had not taken its place yet, else the new one), no owner file in it, nothing hidden."""
     out = tmp_path / "merged"
     out.mkdir()
-    (out / "model.safetensors").write_bytes(b"previous")
-    with staging_dir(out) as tmp:
-        (tmp / "model.safetensors").write_bytes(b"new")
-        child = subprocess.run([sys.executable, "-c", _KILLED_PUBLISH, str(tmp), str(out), at], check=False)
-        assert child.returncode == 9
-        left = sorted(p.name for p in tmp_path.iterdir())
-        assert ("merged" in left) == (at == "before-delete")  # the state a kill leaves, before any repair
-        notes = clean_stale(tmp_path)
+    previous = {"model.safetensors": b"previous", MARKER: b"{}", "config.json": b"{}"}
+    for name, data in previous.items():
+        (out / name).write_bytes(data)
+    child = subprocess.run([sys.executable, "-c", _KILLED_PUBLISH, str(out), at], check=False)
+    assert child.returncode == 9
+    assert out.exists() == (at != "between-renames")  # the state a kill leaves, before any repair
+    notes = clean_stale(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
-    expected = b"previous" if at == "between-renames" else b"new"
-    assert (out / "model.safetensors").read_bytes() == expected
-    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]  # no owner file left in it
-    assert any(("restored" if at == "between-renames" else "removed") in note for note in notes)
+    if at == "between-renames":
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == previous
+        assert any("restored" in note for note in notes)
+    else:
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == {"model.safetensors": b"new", MARKER: b"{}"}
+        assert any("removed" in note for note in notes)
+
+
+def test_what_appeared_at_out_during_the_merge_is_kept_and_so_is_the_merge(tmp_path: Path):
+    """check_out_dir passed, then a folder appeared at --out: publish replaces it only under the same rules
+    (--overwrite and a model output); else both stay and the error names where the merge went."""
+    out = tmp_path / "merged"
+    cases = {"notes": (True, {"notes.txt": b"mine"}), "previous": (False, {MARKER: b"{}"})}
+    for label, (overwrite, files) in cases.items():
+        with staging_dir(out) as tmp:
+            (tmp / "model.safetensors").write_bytes(b"new")
+            out.mkdir()
+            for name, data in files.items():
+                (out / name).write_bytes(data)
+            with pytest.raises(UserError, match="was not replaced: it appeared while the merge ran") as err:
+                publish(tmp, out, overwrite=overwrite)
+        kept = [p for p in tmp_path.iterdir() if p.name.startswith("merged.merged-")]
+        assert len(kept) == 1 and str(kept[0]) in (err.value.hint or ""), label
+        assert {p.name: p.read_bytes() for p in kept[0].iterdir()} == {"model.safetensors": b"new"}, label
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == files, label
+        shutil.rmtree(out)
+        shutil.rmtree(kept[0])
+
+
+def test_clean_stale_reads_the_name_exactly(tmp_path: Path):
+    """An output named like a leftover (``model.old-v1``): its staging folder is not taken for a set-aside
+    ``model`` and published as one."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    staging = tmp_path / ".model.old-v1.tmp-zz9abc"
+    staging.mkdir()
+    (staging / OWNER).write_text(f"{dead.pid}@{socket.gethostname()}")
+    (staging / "model-00001-of-00003.safetensors").write_bytes(b"part")
+    notes = clean_stale(tmp_path)
+    assert list(tmp_path.iterdir()) == [] and len(notes) == 1 and "removed" in notes[0]
 
 
 def test_clean_stale_leaves_the_set_aside_output_of_a_live_merge(tmp_path: Path):
