@@ -299,6 +299,8 @@ def main() -> None:
                    "oversubscribed OpenMP barriers make multi-threaded timings swing several-fold; 0 = library default)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, runs)")
     args = p.parse_args()
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
     started = time.perf_counter()
     if args.threads > 0:
         THREAD_ENV.update({"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)})

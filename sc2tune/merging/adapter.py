@@ -123,8 +123,8 @@ class Adapter:
     """A parsed adapter folder: LoRA factors per module, full replacement tensors, and its metadata.
 
     ``config`` is ``adapter_config.json`` key by key, as saved (the merge checks keys PEFT versions add or
-    drop); ``recipe`` the run's saved ``recipe.yaml`` (:func:`sc2tune.runs.read_saved_recipe`; :func:`~sc2tune.merging.merge` reads
-    it before the adapter, with the caller's say on remote code).
+    drop); ``recipe`` the run's saved ``recipe.yaml`` (:func:`sc2tune.runs.read_saved_recipe`;
+    :func:`~sc2tune.merging.merge` reads it before the adapter, with the caller's say on remote code).
     """
 
     path: Path

@@ -73,7 +73,8 @@ from sc2tune.runs.trained import TrainedFolder, read_trained
 
 __all__ = [
     "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "CLASSIFIER_CONFIG", "CLASSIFIER_DIR", "LABELS_FILE", "MAX_METADATA_BYTES",
-    "METRICS_FILE", "MODEL_CONFIG", "MODEL_WEIGHTS", "RECIPE_FILE", "RUN_ADAPTER", "RUN_CHECKPOINTS", "RUN_FULL", "RUN_MERGED", "TOKENIZER_FILES",
+    "METRICS_FILE", "MODEL_CONFIG", "MODEL_WEIGHTS", "RECIPE_FILE", "RUN_ADAPTER", "RUN_CHECKPOINTS", "RUN_FULL",
+    "RUN_MERGED", "TOKENIZER_FILES",
     "Kind", "LoadedModel", "TrainedFolder", "Which", "attach_adapter", "class_labels", "folder_kind",
     "has_tokenizer", "is_adapter_dir", "load_pretrained", "load_trained", "names_own_code", "own_code_refused",
     "quiet_transformers",
