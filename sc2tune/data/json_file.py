@@ -140,7 +140,7 @@ def _held_list(events: Iterator[tuple[str, str, Any]], path: str) -> Iterator[tu
                 if lists > 1:
                     raise DataError(f"{path}: {_ONE_LIST}; found a second list (under '{prefix}')",
                                     hint=_LAYOUT_HINT)
-                inside, cut = True, len(prefix) + 1
+                inside, cut = True, len(prefix) + 1 if prefix else 0  # under key "" the items are "item"
                 yield "", event, value
                 continue
         elif event in ("end_map", "end_array"):

@@ -238,3 +238,11 @@ def test_a_json_source_prepares_the_rows_of_the_same_records_as_jsonl(tmp_path, 
     assert got.prepared is not None and ref.prepared is not None
     assert got.train.to_dict() == ref.train.to_dict() and got.eval.to_dict() == ref.eval.to_dict()
     assert len(got.train) > 0 and len(got.eval) > 0
+
+
+@pytest.mark.parametrize("key", ["", "data", "a.b", ".", "item"])
+def test_the_list_of_an_object_is_found_under_any_key(tmp_path, key):
+    text = json.dumps({"n": {"item": [1]}, key: RECORD_SETS["nested"] + RECORD_SETS["unicode"]})
+    path = tmp_path / "k.json"
+    path.write_text(text)
+    assert repr(_read(path)[1]) == repr(json.loads(text)[key])
