@@ -17,6 +17,10 @@ default 64 KiB a 16 MB string takes seconds). Values come out as ``json.loads`` 
 fails above 2**63). Two differences from ``json.loads``, both outside standard JSON: ``NaN``/``Infinity``
 are syntax errors, and a lone surrogate escape (``"\\ud800"``) reads as ``"?"``.
 
+Bytes that are not UTF-8 are refused, as by ``json.loads`` of the decoded file, naming the record (or the
+first line, for a file that starts with ``{``): yajl lets some through (overlong forms such as ``\\xc0\\xaf``,
+encoded surrogates, code points above U+10FFFF) and Python's decoding of its strings refuses them.
+
 Records are numbered from 0 (``FILE record N``, as the other formats number rows); a syntax error names
 the record being read and quotes the text around it (ijson gives no byte offset).
 """
@@ -67,7 +71,11 @@ def json_layout(path: str) -> tuple[str, int]:
                 raise DataError(f"{path}: {_ONE_LIST}; the file starts with {first.decode('latin-1')!r}",
                                 hint=_LAYOUT_HINT)
             fh.seek(start)
-            return ("lines" if _whole_value_on_first_line(fh) else "object"), start
+            try:
+                lines = _whole_value_on_first_line(fh)
+            except UnicodeDecodeError as err:  # yajl passes some bad UTF-8 on; Python's decode refuses it
+                raise _not_utf8(f"{path}:{_line_at(fh, start)}", err) from None
+            return ("lines" if lines else "object"), start
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err})") from None
 
@@ -83,6 +91,16 @@ def _skip_blanks(fh: Any, path: str, offset: int = 0) -> int:
             return offset
         offset += len(block)
     raise DataError(f"{path}: empty file, no records", hint=_LAYOUT_HINT)
+
+
+def _line_at(fh: Any, offset: int) -> int:
+    """The line number (from 1) of byte ``offset`` of the file ``fh``."""
+    fh.seek(0)
+    newlines = 0
+    while offset > 0 and (block := fh.read(min(_READ, offset))):
+        newlines += block.count(b"\n")
+        offset -= len(block)
+    return newlines + 1
 
 
 class _FirstLine:
@@ -127,6 +145,8 @@ def iter_json(path: str, layout: str, start: int) -> Iterator[tuple[int, Any]]:
                 n += 1
         except ijson.JSONError as err:
             raise _syntax_error(path, n, err) from None
+        except UnicodeDecodeError as err:  # yajl passes some bad UTF-8 on; Python's decode refuses it
+            raise _not_utf8(f"{path} record {n}", err) from None
 
 
 def _held_list(events: Iterator[tuple[str, str, Any]], path: str) -> Iterator[tuple[str, str, Any]]:
@@ -185,3 +205,17 @@ def _syntax_error(path: str, n: int, err: Exception) -> DataError:
     hint = ("NaN and Infinity are not JSON (Python's json.dump writes them): write null"
             if "NaN" in near or "Infinity" in near else "fix the JSON there")
     return DataError(f"{path} record {n}: malformed JSON ({reason}){where}", hint=hint)
+
+
+def _not_utf8(where: str, err: UnicodeDecodeError) -> DataError:
+    """Python's refusal of a string yajl passed (it lets overlong forms, encoded surrogates and code points
+    above U+10FFFF through) as a DataError. yajl writes a lone ``\\udc00``-``\\udfff`` escape as such an
+    encoded surrogate too, so that cause is named with it."""
+    data = err.object
+    low_surrogate = data[err.start:err.start + 1] == b"\xed" and b"\xb0" <= data[err.start + 1:err.start + 2] <= b"\xbf"
+    bad = bytes(data[err.start:err.start + 3] if low_surrogate else data[err.start:err.end])
+    if low_surrogate:
+        return DataError(f"{where}: not UTF-8 text ({bad!r}: {err.reason}; a \\udc00-\\udfff escape with no "
+                         "\\ud800-\\udbff escape before it reads as these bytes too)",
+                         hint="save the file as UTF-8; a lone \\udc00-\\udfff escape is not text (drop it)")
+    return DataError(f"{where}: not UTF-8 text ({bad!r}: {err.reason})", hint="save the file as UTF-8")

@@ -246,3 +246,42 @@ def test_the_list_of_an_object_is_found_under_any_key(tmp_path, key):
     path = tmp_path / "k.json"
     path.write_text(text)
     assert repr(_read(path)[1]) == repr(json.loads(text)[key])
+
+
+# Bytes yajl lets through (its UTF-8 check misses them) that Python's decoding, and so json.loads, refuses:
+# an overlong "/", an encoded surrogate, a code point above U+10FFFF.
+NOT_UTF8 = [b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"]
+
+
+@pytest.mark.parametrize("bad", NOT_UTF8)
+@pytest.mark.parametrize("wrap", [False, True])
+@pytest.mark.parametrize("in_key", [False, True])
+def test_bytes_yajl_passes_but_utf8_refuses_are_named_with_the_record(tmp_path, bad, wrap, in_key):
+    second = b'{"instruction": "c", "' + bad + b'": "b"}' if in_key else b'{"instruction": "c' + bad + b'", "output": "b"}'
+    records = b'[{"instruction": "a", "output": "b"},\n' + second + b"]"
+    data = b'{"data":\n' + records + b"}" if wrap else records
+    with pytest.raises(UnicodeDecodeError):  # the reference refuses the file's text
+        json.loads(data.decode("utf-8"))
+    path = tmp_path / "u.json"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))} record 1: not UTF-8 text \(b'\\x") as err:
+        list(_iter(path))
+    assert err.value.hint == "save the file as UTF-8"
+
+
+@pytest.mark.parametrize("bad", NOT_UTF8)
+@pytest.mark.parametrize("text, line", [
+    (b'\n\n{"x": 1, "instruction": "BAD"}\n{"instruction": "a", "output": "b"}\n', 3),  # lines
+    (b'{"data": [{"instruction": "BAD", "output": "b"}]}', 1),  # an object on one line
+])
+def test_bytes_utf8_refuses_on_the_first_line_of_an_object_name_the_line(tmp_path, bad, text, line):
+    data = text.replace(b"BAD", bad)
+    with pytest.raises(UnicodeDecodeError):
+        json.loads(data.decode("utf-8"))
+    path = tmp_path / "u.json"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:{line}: not UTF-8 text \(b'\\x"):
+        json_file.json_layout(str(path))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:{line}: not UTF-8 text"):
+        list(_iter(path))
+
