@@ -14,8 +14,17 @@ at a time (1 MiB: yajl's time on a string that spans reads grows as length**2 / 
 default 64 KiB a 16 MB string takes seconds). Values come out as ``json.loads`` gives them: ijson yields
 ``Decimal`` for a number with a fraction or exponent, turned here into ``float(Decimal(text))``, which is
 ``float(text)``, json's own conversion (ijson's ``use_float`` reads integers through yajl's int64 and
-fails above 2**63). Two differences from ``json.loads``, both outside standard JSON: ``NaN``/``Infinity``
-are syntax errors, and a lone surrogate escape (``"\\ud800"``) reads as ``"?"``.
+fails above 2**63). Where the file reads otherwise than by ``json.loads``:
+
+* ``NaN``/``Infinity`` (not JSON, though ``json.dump`` writes them) are syntax errors;
+* a ``\\ud800``-``\\udbff`` escape (a high surrogate) not followed by a ``\\u`` escape reads as ``"?"``, and
+  followed by one that is not a low surrogate, yajl joins the two into one wrong character
+  (``"\\ud800\\u0041"`` is ``"\\U00010041"``, not ``"\\ud800A"``): in keys and values alike;
+* a lone ``\\udc00``-``\\udfff`` escape (a low surrogate) is refused as not UTF-8 text: yajl writes it as
+  encoded surrogate bytes, which Python's UTF-8 decoding refuses (in a ``lines`` file this holds for the
+  first line only, which is read by yajl to tell the layout; later lines are read by ``json.loads``);
+* an ``object`` whose list key appears twice (``{"data": [...], "data": [...]}``) is refused as holding a
+  second list; ``json.loads`` keeps the last one, which a stream cannot know until the end.
 
 Bytes that are not UTF-8 are refused, as by ``json.loads`` of the decoded file, naming the record (or the
 first line, for a file that starts with ``{``): yajl lets some through (overlong forms such as ``\\xc0\\xaf``,
@@ -151,15 +160,17 @@ def iter_json(path: str, layout: str, start: int) -> Iterator[tuple[int, Any]]:
 
 def _held_list(events: Iterator[tuple[str, str, Any]], path: str) -> Iterator[tuple[str, str, Any]]:
     """The parse events of the one array a top-level object holds, as if that array were the file."""
-    depth, inside, lists, cut = 0, False, 0, 0
+    depth, inside, lists, cut, key = 0, False, 0, 0, ""
     for prefix, event, value in events:
         if event in ("start_map", "start_array"):
             depth += 1
             if depth == 2 and event == "start_array":  # a value of the top-level object that is an array
                 lists += 1
                 if lists > 1:
-                    raise DataError(f"{path}: {_ONE_LIST}; found a second list (under '{prefix}')",
+                    again = ": the key is repeated, and json.loads would keep the last" if prefix == key else ""
+                    raise DataError(f"{path}: {_ONE_LIST}; found a second list (under '{prefix}'{again})",
                                     hint=_LAYOUT_HINT)
+                key = prefix
                 inside, cut = True, len(prefix) + 1 if prefix else 0  # under key "" the items are "item"
                 yield "", event, value
                 continue

@@ -285,3 +285,34 @@ def test_bytes_utf8_refuses_on_the_first_line_of_an_object_name_the_line(tmp_pat
     with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:{line}: not UTF-8 text"):
         list(_iter(path))
 
+
+@pytest.mark.parametrize("where", ["key", "value"])
+def test_surrogate_escapes_read_as_the_docstring_says_not_as_json_loads(tmp_path, where):
+    path = tmp_path / "s.json"
+
+    def both(escaped: str):
+        text = f'[{{"{escaped}": 1}}]' if where == "key" else f'[{{"a": "{escaped}"}}]'
+        path.write_text(text)
+        record = json.loads(text)[0]
+        return (next(iter(record)) if where == "key" else record["a"]), path
+
+    def ours():
+        record = _read(path)[1][0]
+        return next(iter(record)) if where == "key" else record["a"]
+
+    assert both(r"x\ud83d\ude00y")[0] == "x\U0001f600y" == ours()  # a pair reads as json.loads reads it
+    assert both(r"x\ud800y")[0] == "x\ud800y" and ours() == "x?y"  # a lone high surrogate
+    assert both(r"\ud800\u0041")[0] == "\ud800A" and ours() == "\U00010041"  # yajl joins it with any \u
+    assert both(r"x\udc00")[0] == "x\udc00"  # a lone low surrogate: refused, naming the escape
+    with pytest.raises(DataError, match=r"record 0: not UTF-8 text \(b'\\xed\\xb0\\x80'.*\\udc00-\\udfff escape"):
+        ours()
+
+
+def test_a_list_key_given_twice_is_refused_where_json_loads_keeps_the_last(tmp_path):
+    text = '{"data": [{"instruction": "a", "output": "b"}], "n": 1, "data": [{"instruction": "c", "output": "d"}]}'
+    assert json.loads(text)["data"] == [{"instruction": "c", "output": "d"}]
+    path = tmp_path / "d.json"
+    path.write_text(text)
+    with pytest.raises(DataError, match=r"second list \(under 'data': the key is repeated, and json.loads would "
+                                        r"keep the last\)"):
+        list(_iter(path))
