@@ -14,8 +14,21 @@ at a time (1 MiB: yajl's time on a string that spans reads grows as length**2 / 
 default 64 KiB a 16 MB string takes seconds). Values come out as ``json.loads`` gives them: ijson yields
 ``Decimal`` for a number with a fraction or exponent, turned here into ``float(Decimal(text))``, which is
 ``float(text)``, json's own conversion (ijson's ``use_float`` reads integers through yajl's int64 and
-fails above 2**63). Two differences from ``json.loads``, both outside standard JSON: ``NaN``/``Infinity``
-are syntax errors, and a lone surrogate escape (``"\\ud800"``) reads as ``"?"``.
+fails above 2**63). Where the file reads otherwise than by ``json.loads``:
+
+* ``NaN``/``Infinity`` (not JSON, though ``json.dump`` writes them) are syntax errors;
+* a ``\\ud800``-``\\udbff`` escape (a high surrogate) not followed by a ``\\u`` escape reads as ``"?"``, and
+  followed by one that is not a low surrogate, yajl joins the two into one wrong character
+  (``"\\ud800\\u0041"`` is ``"\\U00010041"``, not ``"\\ud800A"``): in keys and values alike;
+* a lone ``\\udc00``-``\\udfff`` escape (a low surrogate) is refused as not UTF-8 text: yajl writes it as
+  encoded surrogate bytes, which Python's UTF-8 decoding refuses (in a ``lines`` file this holds for the
+  first line only, which is read by yajl to tell the layout; later lines are read by ``json.loads``);
+* an ``object`` whose list key appears twice (``{"data": [...], "data": [...]}``) is refused as holding a
+  second list; ``json.loads`` keeps the last one, which a stream cannot know until the end.
+
+Bytes that are not UTF-8 are refused, as by ``json.loads`` of the decoded file, naming the record (or the
+first line, for a file that starts with ``{``): yajl lets some through (overlong forms such as ``\\xc0\\xaf``,
+encoded surrogates, code points above U+10FFFF) and Python's decoding of its strings refuses them.
 
 Records are numbered from 0 (``FILE record N``, as the other formats number rows); a syntax error names
 the record being read and quotes the text around it (ijson gives no byte offset).
@@ -67,7 +80,11 @@ def json_layout(path: str) -> tuple[str, int]:
                 raise DataError(f"{path}: {_ONE_LIST}; the file starts with {first.decode('latin-1')!r}",
                                 hint=_LAYOUT_HINT)
             fh.seek(start)
-            return ("lines" if _whole_value_on_first_line(fh) else "object"), start
+            try:
+                lines = _whole_value_on_first_line(fh)
+            except UnicodeDecodeError as err:  # yajl passes some bad UTF-8 on; Python's decode refuses it
+                raise _not_utf8(f"{path}:{_line_at(fh, start)}", err) from None
+            return ("lines" if lines else "object"), start
     except OSError as err:
         raise DataError(f"{path}: cannot read ({err})") from None
 
@@ -83,6 +100,16 @@ def _skip_blanks(fh: Any, path: str, offset: int = 0) -> int:
             return offset
         offset += len(block)
     raise DataError(f"{path}: empty file, no records", hint=_LAYOUT_HINT)
+
+
+def _line_at(fh: Any, offset: int) -> int:
+    """The line number (from 1) of byte ``offset`` of the file ``fh``."""
+    fh.seek(0)
+    newlines = 0
+    while offset > 0 and (block := fh.read(min(_READ, offset))):
+        newlines += block.count(b"\n")
+        offset -= len(block)
+    return newlines + 1
 
 
 class _FirstLine:
@@ -127,20 +154,24 @@ def iter_json(path: str, layout: str, start: int) -> Iterator[tuple[int, Any]]:
                 n += 1
         except ijson.JSONError as err:
             raise _syntax_error(path, n, err) from None
+        except UnicodeDecodeError as err:  # yajl passes some bad UTF-8 on; Python's decode refuses it
+            raise _not_utf8(f"{path} record {n}", err) from None
 
 
 def _held_list(events: Iterator[tuple[str, str, Any]], path: str) -> Iterator[tuple[str, str, Any]]:
     """The parse events of the one array a top-level object holds, as if that array were the file."""
-    depth, inside, lists, cut = 0, False, 0, 0
+    depth, inside, lists, cut, key = 0, False, 0, 0, ""
     for prefix, event, value in events:
         if event in ("start_map", "start_array"):
             depth += 1
             if depth == 2 and event == "start_array":  # a value of the top-level object that is an array
                 lists += 1
                 if lists > 1:
-                    raise DataError(f"{path}: {_ONE_LIST}; found a second list (under '{prefix}')",
+                    again = ": the key is repeated, and json.loads would keep the last" if prefix == key else ""
+                    raise DataError(f"{path}: {_ONE_LIST}; found a second list (under '{prefix}'{again})",
                                     hint=_LAYOUT_HINT)
-                inside, cut = True, len(prefix) + 1
+                key = prefix
+                inside, cut = True, len(prefix) + 1 if prefix else 0  # under key "" the items are "item"
                 yield "", event, value
                 continue
         elif event in ("end_map", "end_array"):
@@ -185,3 +216,17 @@ def _syntax_error(path: str, n: int, err: Exception) -> DataError:
     hint = ("NaN and Infinity are not JSON (Python's json.dump writes them): write null"
             if "NaN" in near or "Infinity" in near else "fix the JSON there")
     return DataError(f"{path} record {n}: malformed JSON ({reason}){where}", hint=hint)
+
+
+def _not_utf8(where: str, err: UnicodeDecodeError) -> DataError:
+    """Python's refusal of a string yajl passed (it lets overlong forms, encoded surrogates and code points
+    above U+10FFFF through) as a DataError. yajl writes a lone ``\\udc00``-``\\udfff`` escape as such an
+    encoded surrogate too, so that cause is named with it."""
+    data = err.object
+    low_surrogate = data[err.start:err.start + 1] == b"\xed" and b"\xb0" <= data[err.start + 1:err.start + 2] <= b"\xbf"
+    bad = bytes(data[err.start:err.start + 3] if low_surrogate else data[err.start:err.end])
+    if low_surrogate:
+        return DataError(f"{where}: not UTF-8 text ({bad!r}: {err.reason}; a \\udc00-\\udfff escape with no "
+                         "\\ud800-\\udbff escape before it reads as these bytes too)",
+                         hint="save the file as UTF-8; a lone \\udc00-\\udfff escape is not text (drop it)")
+    return DataError(f"{where}: not UTF-8 text ({bad!r}: {err.reason})", hint="save the file as UTF-8")

@@ -238,3 +238,81 @@ def test_a_json_source_prepares_the_rows_of_the_same_records_as_jsonl(tmp_path, 
     assert got.prepared is not None and ref.prepared is not None
     assert got.train.to_dict() == ref.train.to_dict() and got.eval.to_dict() == ref.eval.to_dict()
     assert len(got.train) > 0 and len(got.eval) > 0
+
+
+@pytest.mark.parametrize("key", ["", "data", "a.b", ".", "item"])
+def test_the_list_of_an_object_is_found_under_any_key(tmp_path, key):
+    text = json.dumps({"n": {"item": [1]}, key: RECORD_SETS["nested"] + RECORD_SETS["unicode"]})
+    path = tmp_path / "k.json"
+    path.write_text(text)
+    assert repr(_read(path)[1]) == repr(json.loads(text)[key])
+
+
+# Bytes yajl lets through (its UTF-8 check misses them) that Python's decoding, and so json.loads, refuses:
+# an overlong "/", an encoded surrogate, a code point above U+10FFFF.
+NOT_UTF8 = [b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80"]
+
+
+@pytest.mark.parametrize("bad", NOT_UTF8)
+@pytest.mark.parametrize("wrap", [False, True])
+@pytest.mark.parametrize("in_key", [False, True])
+def test_bytes_yajl_passes_but_utf8_refuses_are_named_with_the_record(tmp_path, bad, wrap, in_key):
+    second = b'{"instruction": "c", "' + bad + b'": "b"}' if in_key else b'{"instruction": "c' + bad + b'", "output": "b"}'
+    records = b'[{"instruction": "a", "output": "b"},\n' + second + b"]"
+    data = b'{"data":\n' + records + b"}" if wrap else records
+    with pytest.raises(UnicodeDecodeError):  # the reference refuses the file's text
+        json.loads(data.decode("utf-8"))
+    path = tmp_path / "u.json"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))} record 1: not UTF-8 text \(b'\\x") as err:
+        list(_iter(path))
+    assert err.value.hint == "save the file as UTF-8"
+
+
+@pytest.mark.parametrize("bad", NOT_UTF8)
+@pytest.mark.parametrize("text, line", [
+    (b'\n\n{"x": 1, "instruction": "BAD"}\n{"instruction": "a", "output": "b"}\n', 3),  # lines
+    (b'{"data": [{"instruction": "BAD", "output": "b"}]}', 1),  # an object on one line
+])
+def test_bytes_utf8_refuses_on_the_first_line_of_an_object_name_the_line(tmp_path, bad, text, line):
+    data = text.replace(b"BAD", bad)
+    with pytest.raises(UnicodeDecodeError):
+        json.loads(data.decode("utf-8"))
+    path = tmp_path / "u.json"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:{line}: not UTF-8 text \(b'\\x"):
+        json_file.json_layout(str(path))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:{line}: not UTF-8 text"):
+        list(_iter(path))
+
+
+@pytest.mark.parametrize("where", ["key", "value"])
+def test_surrogate_escapes_read_as_the_docstring_says_not_as_json_loads(tmp_path, where):
+    path = tmp_path / "s.json"
+
+    def both(escaped: str):
+        text = f'[{{"{escaped}": 1}}]' if where == "key" else f'[{{"a": "{escaped}"}}]'
+        path.write_text(text)
+        record = json.loads(text)[0]
+        return (next(iter(record)) if where == "key" else record["a"]), path
+
+    def ours():
+        record = _read(path)[1][0]
+        return next(iter(record)) if where == "key" else record["a"]
+
+    assert both(r"x\ud83d\ude00y")[0] == "x\U0001f600y" == ours()  # a pair reads as json.loads reads it
+    assert both(r"x\ud800y")[0] == "x\ud800y" and ours() == "x?y"  # a lone high surrogate
+    assert both(r"\ud800\u0041")[0] == "\ud800A" and ours() == "\U00010041"  # yajl joins it with any \u
+    assert both(r"x\udc00")[0] == "x\udc00"  # a lone low surrogate: refused, naming the escape
+    with pytest.raises(DataError, match=r"record 0: not UTF-8 text \(b'\\xed\\xb0\\x80'.*\\udc00-\\udfff escape"):
+        ours()
+
+
+def test_a_list_key_given_twice_is_refused_where_json_loads_keeps_the_last(tmp_path):
+    text = '{"data": [{"instruction": "a", "output": "b"}], "n": 1, "data": [{"instruction": "c", "output": "d"}]}'
+    assert json.loads(text)["data"] == [{"instruction": "c", "output": "d"}]
+    path = tmp_path / "d.json"
+    path.write_text(text)
+    with pytest.raises(DataError, match=r"second list \(under 'data': the key is repeated, and json.loads would "
+                                        r"keep the last\)"):
+        list(_iter(path))
