@@ -114,16 +114,33 @@ class Records:
                        [self.origin[i] for i in idx], [self.position[i] for i in idx], list(self.sources))
 
 
-def _iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8-sig") as fh:  # -sig: a leading byte order mark is skipped
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+_BOM = b"\xef\xbb\xbf"
+
+
+def _text_lines(path: str) -> Iterator[str]:
+    """The lines of a UTF-8 text file, line endings kept, a leading byte order mark skipped (Windows editors
+    and Excel write one). Each line is decoded on its own, so a byte that is not UTF-8 is named by its line
+    and column, not by an offset into a read buffer."""
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
             try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: malformed JSON line ({err.msg} at column {err.colno})",
-                                hint="each line of a .jsonl file must be one JSON object") from None
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text ({raw[err.start:err.end]!r}: {err.reason} at "
+                                f"column {err.start + 1})", hint="save the file as UTF-8") from None
+
+
+def _iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
+    for lineno, line in enumerate(_text_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: malformed JSON line ({err.msg} at column {err.colno})",
+                            hint="each line of a .jsonl file must be one JSON object") from None
 
 
 def _read_file(src: Source) -> tuple[Iterator[tuple[int, Any]], str]:
@@ -156,23 +173,22 @@ def _file_rows(src: Source) -> Iterator[tuple[int, Any]]:
     if src.fmt == "jsonl":
         yield from _iter_jsonl(src.path)
     elif src.fmt == "csv":
-        with open(src.path, encoding="utf-8-sig", newline="") as fh:  # else a BOM joins the first column's name
-            reader = csv.DictReader(fh, strict=True)
-            try:
-                for row in reader:
-                    if None in row:
-                        raise DataError(f"{src.path}:{reader.line_num}: more values than header columns")
-                    if None in row.values():
-                        raise DataError(f"{src.path}:{reader.line_num}: fewer values than header columns "
-                                        f"({', '.join(k for k, v in row.items() if v is None)} missing)")
-                    yield reader.line_num, row
-            except csv.Error as err:
-                unclosed = "end of data" in str(err)
-                raise DataError(
-                    f"{src.path}:{reader.line_num + 1}: "
-                    + ("a quoted field opened here (or below) is never closed" if unclosed
-                       else f"malformed CSV ({err})"),
-                    hint='close the quote; a quote inside a quoted field is written twice ("")') from None
+        reader = csv.DictReader(_text_lines(src.path), strict=True)
+        try:
+            for row in reader:
+                if None in row:
+                    raise DataError(f"{src.path}:{reader.line_num}: more values than header columns")
+                if None in row.values():
+                    raise DataError(f"{src.path}:{reader.line_num}: fewer values than header columns "
+                                    f"({', '.join(k for k, v in row.items() if v is None)} missing)")
+                yield reader.line_num, row
+        except csv.Error as err:
+            unclosed = "end of data" in str(err)
+            raise DataError(
+                f"{src.path}:{reader.line_num + 1}: "
+                + ("a quoted field opened here (or below) is never closed" if unclosed
+                   else f"malformed CSV ({err})"),
+                hint='close the quote; a quote inside a quoted field is written twice ("")') from None
     else:  # parquet, a row group batch at a time
         import pyarrow.parquet as pq
 

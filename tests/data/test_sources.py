@@ -7,11 +7,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from sc2tune.data import sources
+from sc2tune.errors import DataError
 
 BOM = "\ufeff"
 RECORDS = [{"instruction": "Sum a list", "output": "sum(xs)"}, {"instruction": "caf\u00e9", "output": "r\u00e9sum\u00e9"}]
@@ -63,3 +65,27 @@ def test_a_byte_order_mark_inside_a_file_is_still_data(tmp_path: Path):
     """Only the first bytes of a file are skipped: a BOM character inside a value is kept."""
     path = _write(tmp_path / "inner.jsonl", json.dumps({"instruction": BOM + "x", "output": "y"}, ensure_ascii=False), bom=True)
     assert _read(path) == [{"instruction": BOM + "x", "output": "y"}]
+
+
+@pytest.mark.parametrize("name", ["lines.jsonl", "table.csv"])
+def test_a_byte_that_is_not_utf8_is_named_by_line_and_column(tmp_path: Path, name: str):
+    """A Latin-1 'é' (0xE9) deep in a file: the error names the line and column where it is, as found here by
+    decoding the file's lines one by one (not an offset into a read buffer, which grew with the file)."""
+    records = [{"instruction": f"task {i}", "output": "x" * 50} for i in range(400)]
+    data = LAYOUTS[name](records).encode()
+    target = data.index(b"task 300")  # a line past the first read buffer
+    data = data[:target] + b"caf\xe9 " + data[target:]
+    path = tmp_path / name
+    path.write_bytes(data)
+    bad_line, column = next((n, err.start + 1) for n, line in enumerate(data.splitlines(keepends=True), 1)
+                            for err in _decode_errors(line))
+    with pytest.raises(DataError, match=rf"^{re.escape(str(path))}:{bad_line}: not UTF-8 text .* at column {column}\)"):
+        _read(path)
+
+
+def _decode_errors(line: bytes) -> list[UnicodeDecodeError]:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return [err]
+    return []
