@@ -107,7 +107,9 @@ def merge(
             model, and the tokenizer's own code (its tokenizer_config.json's ``auto_map``) load it, as
             ``--trust-remote-code`` does; also confirms a saved recipe's ``model.trust_remote_code``. Never read
             from the folders: without it, a merge whose base config or tokenizer (the adapter's, else the base's)
-            needs its own code is refused before any of that code runs and before any weight is streamed.
+            needs its own code is refused before any of that code runs and before any weight is streamed. (A
+            base of a model_type transformers has built in is built by transformers' own class, its auto_map
+            unused: see :func:`sc2tune.merging.checkpoint.open_checkpoint`.)
     """
     start = time.perf_counter()
     if merge_into not in ("quantized", "original"):

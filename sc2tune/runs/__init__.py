@@ -59,6 +59,7 @@ from sc2tune.runs.layout import (
     read_saved_recipe,
     resolve_base,
     tokenizer_names_own_code,
+    warn_own_code_unused,
 )
 from sc2tune.runs.loading import (
     LoadedModel,
@@ -82,4 +83,5 @@ __all__ = [
     "quiet_transformers",
     "read_adapter_json", "read_json_object", "read_labels", "read_metadata_text", "read_saved_recipe",
     "read_trained", "resolve_base", "score_rows", "tokenizer_names_own_code", "trained_tokenizer",
+    "warn_own_code_unused",
 ]

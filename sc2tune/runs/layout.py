@@ -4,6 +4,7 @@ read safely (no torch, transformers or peft at import): see :mod:`sc2tune.runs` 
 from __future__ import annotations
 
 import json
+import logging
 import re
 import stat
 from collections.abc import Sequence
@@ -31,6 +32,8 @@ METRICS_FILE = "metrics.jsonl"  # a run's logged steps and evaluations (training
 MAX_METADATA_BYTES = 16 << 20
 
 Kind = Literal["run", "adapter", "model"]
+
+log = logging.getLogger(__name__)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -194,6 +197,15 @@ def own_code_refused(folder: Path, *, python: str = "trust_remote_code=True", fi
     return UserError(f"{folder}: its {file} names the {whose}'s own Python code (auto_map), which sc2tune "
                      "runs only when you ask for it",
                      hint=f"if you trust the {whose}'s code, add --trust-remote-code (Python: {python})")
+
+
+def warn_own_code_unused(folder: Path, built: str) -> None:
+    """Log once that ``folder``'s config.json names its own code (``auto_map``) but, without
+    ``--trust-remote-code``, transformers built its own class ``built`` for the config's (built-in)
+    ``model_type`` instead: safe (none of the folder's code ran), but the model may differ from its code's."""
+    if names_own_code(folder):
+        log.warning("%s: config.json names the model's own code in auto_map; it was not used (transformers' "
+                    "built-in %s was loaded instead); pass --trust-remote-code to use it", folder, built)
 
 
 #: What a hub base's snapshot holds: config, weights, tokenizer files; its Python files only when trusted.

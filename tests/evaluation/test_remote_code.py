@@ -348,3 +348,70 @@ def test_merge_with_the_flag_carries_the_tokenizers_code(tmp_path: Path, run_cli
     assert type(tokenizer).__name__ == "OwnTokenizer" and marker.exists()
     assert tokenizer("def f():")["input_ids"]
 
+
+# ---- a built-in model_type with an auto_map: transformers' own class, the folder's code unused, said so -----
+
+
+def builtin_type_with_own_code(tmp_path: Path, *, auto_map: bool = True) -> tuple[Path, Path]:
+    """(folder, marker): a small plain StarCoder2 (model_type ``starcoder2``, which transformers has built in)
+    whose config.json's auto_map names code in the folder that writes ``marker`` when imported."""
+    import torch
+    from transformers import Starcoder2ForCausalLM
+
+    from sc2tune.tiny import tiny_config
+
+    marker = tmp_path / "code-ran"
+    folder = tmp_path / "builtin-with-code"
+    config = tiny_config()
+    config.hidden_size, config.intermediate_size, config.vocab_size = 64, 128, 256
+    torch.manual_seed(0)
+    Starcoder2ForCausalLM(config).save_pretrained(folder)
+    (folder / "configuration_evil.py").write_text(CONFIG_CODE.format(marker=str(marker)))
+    (folder / "modeling_evil.py").write_text(MODEL_CODE.format(marker=str(marker)))
+    if auto_map:
+        saved = json.loads((folder / "config.json").read_text())
+        saved["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig",
+                             "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+        (folder / "config.json").write_text(json.dumps(saved))
+    return folder, marker
+
+
+def unused_code_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelname == "WARNING" and "auto_map" in r.getMessage() and "--trust-remote-code" in r.getMessage()]
+
+
+@pytest.mark.parametrize("auto_map", [True, False], ids=["auto-map", "plain"])
+def test_load_pretrained_warns_once_that_a_builtin_types_own_code_was_not_used(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, auto_map: bool):
+    """starcoder2 with an auto_map, loaded without the flag: transformers' Starcoder2ForCausalLM (the folder's code
+    never ran), and one warning saying the code in auto_map was not used; a folder without auto_map: none."""
+    import torch
+
+    from sc2tune.runs import load_pretrained
+
+    folder, marker = builtin_type_with_own_code(tmp_path, auto_map=auto_map)
+    with caplog.at_level("WARNING"):
+        model = load_pretrained(folder, classifier=False, dtype=torch.float32, device="cpu")
+    assert type(model).__name__ == "Starcoder2ForCausalLM" and not marker.exists()
+    warnings = unused_code_warnings(caplog)
+    if auto_map:
+        assert len(warnings) == 1 and str(folder) in warnings[0] and "not used" in warnings[0], warnings
+    else:
+        assert warnings == []
+
+
+def test_open_checkpoint_warns_once_that_a_builtin_types_own_code_was_not_used(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """The merge's base read without the flag: transformers' Starcoder2Config, the code unrun, one warning."""
+    from sc2tune.merging.checkpoint import open_checkpoint
+
+    folder, marker = builtin_type_with_own_code(tmp_path)
+    with caplog.at_level("WARNING"):
+        ckpt = open_checkpoint(folder)
+    assert type(ckpt.config).__name__ == "Starcoder2Config" and not marker.exists()
+    warnings = unused_code_warnings(caplog)
+    assert len(warnings) == 1 and str(folder) in warnings[0] and "not used" in warnings[0], warnings
+    caplog.clear()
+    open_checkpoint(folder)
+    assert len(unused_code_warnings(caplog)) == 1  # once per load, not once per process
