@@ -32,6 +32,7 @@ from sc2tune.merging.output import (
     clean_stale,
     publish,
     staging_dir,
+    tokenizer_source,
     write_metadata,
     write_provenance,
 )
@@ -40,7 +41,14 @@ from sc2tune.merging.stream import StreamStats, stream_merge
 from sc2tune.merging.verify import Verification, verify_merge
 from sc2tune.merging.writer import parse_size
 from sc2tune.recipe import REMOTE_CODE_OVERRIDE
-from sc2tune.runs import read_labels, read_saved_recipe, resolve_base
+from sc2tune.runs import (
+    TOKENIZER_CONFIG,
+    own_code_refused,
+    read_labels,
+    read_saved_recipe,
+    resolve_base,
+    tokenizer_names_own_code,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +104,12 @@ def merge(
             ``recipe.yaml``; ``False`` treats it as plain LoRA; None reads ``recipe.yaml``.
         progress: show a progress bar.
         trust_remote_code: let the base model's own Python code (its config.json's ``auto_map``) build the
-            model, as ``--trust-remote-code`` does; also confirms a saved recipe's ``model.trust_remote_code``.
-            Never read from the folders: without it, such a merge is refused before any of that code runs.
+            model, and the tokenizer's own code (its tokenizer_config.json's ``auto_map``) load it, as
+            ``--trust-remote-code`` does; also confirms a saved recipe's ``model.trust_remote_code``. Never read
+            from the folders: without it, a merge whose base config or tokenizer (the adapter's, else the base's)
+            needs its own code is refused before any of that code runs and before any weight is streamed. (A
+            base of a model_type transformers has built in is built by transformers' own class, its auto_map
+            unused: see :func:`sc2tune.merging.checkpoint.open_checkpoint`.)
     """
     start = time.perf_counter()
     if merge_into not in ("quantized", "original"):
@@ -112,6 +124,11 @@ def merge(
                         hint="pass --base with the base model folder or hub id")
     base_dir = resolve_base(base_name, trust_remote_code=trust_remote_code)  # a hub base's *.py only if trusted
     ckpt = open_checkpoint(base_dir, trust_remote_code=trust_remote_code)
+    # the tokenizer the merged folder gets (adapter's, else base's) may name its own code too: refused now,
+    # not by write_metadata after hours of streaming
+    tok_dir = tokenizer_source(adapter_path, base_dir)
+    if not trust_remote_code and tok_dir is not None and tokenizer_names_own_code(tok_dir):
+        raise own_code_refused(tok_dir, python="merge(..., trust_remote_code=True)", file=TOKENIZER_CONFIG)
     out_dtype = getattr(torch, dtype) if dtype else ckpt.dtype
     trained_quant = adapter.quant if qlora is None else (adapter.quant or QuantSettings()) if qlora else None
     quant = None if merge_into == "original" else trained_quant

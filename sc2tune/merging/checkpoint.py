@@ -22,7 +22,7 @@ from transformers import (
 )
 
 from sc2tune.errors import UserError
-from sc2tune.runs import names_own_code, own_code_refused
+from sc2tune.runs import names_own_code, own_code_refused, warn_own_code_unused
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,10 @@ def open_checkpoint(path: Path, *, trust_remote_code: bool = False) -> BaseCheck
     """List the tensors of a checkpoint folder from the safetensors headers (no tensor data read).
 
     A config.json whose ``auto_map`` names the model's own code is read with that code only when
-    ``trust_remote_code``; otherwise it is a UserError naming ``--trust-remote-code``.
+    ``trust_remote_code``. Without it, a ``model_type`` only that code defines is a UserError naming
+    ``--trust-remote-code`` (none of the code ran); a ``model_type`` transformers has built in (e.g.
+    ``starcoder2``) is read by transformers' own config class, the folder's code unused (and unrun), with a
+    warning saying so: the merge then follows transformers' class, not the folder's code.
     """
     from safetensors import safe_open
 
@@ -104,6 +107,8 @@ def open_checkpoint(path: Path, *, trust_remote_code: bool = False) -> BaseCheck
         if not trust_remote_code and names_own_code(path):
             raise own_code_refused(path, python="merge(..., trust_remote_code=True)") from None
         raise UserError(f"{path}: cannot read the base model's config.json ({err})") from None
+    if not trust_remote_code:
+        warn_own_code_unused(path, type(config).__name__)
     if getattr(config, "quantization_config", None):
         raise UserError(
             f"{path} is a quantised checkpoint (config.json has a quantization_config)",

@@ -44,7 +44,15 @@ from typing import Any
 from transformers import AutoTokenizer, GenerationConfig, PretrainedConfig
 
 from sc2tune.errors import UserError
-from sc2tune.runs import MODEL_CONFIG, MODEL_WEIGHTS, RECIPE_FILE, has_tokenizer
+from sc2tune.runs import (
+    MODEL_CONFIG,
+    MODEL_WEIGHTS,
+    RECIPE_FILE,
+    TOKENIZER_CONFIG,
+    has_tokenizer,
+    own_code_refused,
+    tokenizer_names_own_code,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,17 +253,27 @@ def publish(tmp: Path, out: Path, *, overwrite: bool = False) -> None:
 def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, adapter_dir: Path,
                    classifier: bool, provenance: dict[str, Any], trust_remote_code: bool = False) -> None:
     """Write config, generation config, tokenizer and provenance next to the weights, and the base's own
-    Python files when its config names them (``auto_map``), so the folder loads as the base does.
-    ``trust_remote_code``: a tokenizer from the model's own code may be loaded to copy it."""
+    Python files when its config names them (``auto_map``), and the tokenizer folder's when its tokenizer
+    names them, so the folder loads as they do. ``trust_remote_code``: a tokenizer from its own code may be
+    loaded to copy it (without it such a tokenizer is a UserError; :func:`sc2tune.merging.merge` checks
+    :func:`tokenizer_source` before streaming, so this is only a backstop)."""
     from sc2tune.modeling import set_pad_token
 
-    tok_dir = adapter_dir if has_tokenizer(adapter_dir) else base_dir
+    tok_dir = tokenizer_source(adapter_dir, base_dir)
     tokenizer = None
-    if has_tokenizer(tok_dir):
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=trust_remote_code)
+    if tok_dir is not None:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as err:
+            if not trust_remote_code and tokenizer_names_own_code(tok_dir):
+                raise own_code_refused(tok_dir, python="merge(..., trust_remote_code=True)",
+                                       file=TOKENIZER_CONFIG) from None
+            raise UserError(f"{tok_dir}: cannot load its tokenizer ({err})") from None
         with contextlib.suppress(UserError):
             set_pad_token(tokenizer)
         tokenizer.save_pretrained(str(folder))
+        if trust_remote_code and tokenizer_names_own_code(tok_dir):
+            _copy_model_code(tok_dir, folder)
     else:
         log.warning("no tokenizer in %s or %s: the merged folder has none", adapter_dir, base_dir)
     if classifier and tokenizer is not None and tokenizer.pad_token_id is not None:
@@ -275,14 +293,20 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, ad
     write_provenance(folder, provenance)
 
 
+def tokenizer_source(adapter_dir: Path, base_dir: Path) -> Path | None:
+    """The folder whose tokenizer a merged folder gets: the adapter's when it has one, else the base's."""
+    return next((d for d in (adapter_dir, base_dir) if has_tokenizer(d)), None)
+
+
 def write_provenance(folder: Path, provenance: dict[str, Any]) -> None:
     """Write ``sc2tune_merge.json`` (again after verification added its figures)."""
     (folder / MARKER).write_text(json.dumps(provenance, indent=2, default=str) + "\n")
 
 
-def _copy_model_code(base_dir: Path, folder: Path) -> None:
-    """The base's Python files (the code its ``auto_map`` names) beside the merged weights; copied, not run."""
-    for file in sorted(base_dir.glob("*.py")):
+def _copy_model_code(source: Path, folder: Path) -> None:
+    """``source``'s Python files (the code the base's config or the tokenizer's ``auto_map`` names) beside the
+    merged weights, each unless already there (save_pretrained may have copied it); copied, not run."""
+    for file in sorted(source.glob("*.py")):
         if file.is_file() and not (folder / file.name).exists():
             shutil.copyfile(file, folder / file.name)
 

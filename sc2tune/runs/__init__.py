@@ -44,6 +44,7 @@ from sc2tune.runs.layout import (
     RUN_CHECKPOINTS,
     RUN_FULL,
     RUN_MERGED,
+    TOKENIZER_CONFIG,
     TOKENIZER_FILES,
     Kind,
     folder_kind,
@@ -57,6 +58,8 @@ from sc2tune.runs.layout import (
     read_metadata_text,
     read_saved_recipe,
     resolve_base,
+    tokenizer_names_own_code,
+    warn_own_code_unused,
 )
 from sc2tune.runs.loading import (
     LoadedModel,
@@ -74,10 +77,11 @@ from sc2tune.runs.trained import TrainedFolder, read_trained
 __all__ = [
     "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "CLASSIFIER_CONFIG", "CLASSIFIER_DIR", "LABELS_FILE", "MAX_METADATA_BYTES",
     "METRICS_FILE", "MODEL_CONFIG", "MODEL_WEIGHTS", "RECIPE_FILE", "RUN_ADAPTER", "RUN_CHECKPOINTS", "RUN_FULL",
-    "RUN_MERGED", "TOKENIZER_FILES",
+    "RUN_MERGED", "TOKENIZER_CONFIG", "TOKENIZER_FILES",
     "Kind", "LoadedModel", "TrainedFolder", "Which", "attach_adapter", "class_labels", "folder_kind",
     "has_tokenizer", "is_adapter_dir", "load_pretrained", "load_trained", "names_own_code", "own_code_refused",
     "quiet_transformers",
     "read_adapter_json", "read_json_object", "read_labels", "read_metadata_text", "read_saved_recipe",
-    "read_trained", "resolve_base", "score_rows", "trained_tokenizer",
+    "read_trained", "resolve_base", "score_rows", "tokenizer_names_own_code", "trained_tokenizer",
+    "warn_own_code_unused",
 ]

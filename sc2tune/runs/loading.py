@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sc2tune.errors import UserError
 from sc2tune.recipe import Dtype, ModelSpec, QuantSpec
-from sc2tune.runs.layout import ADAPTER_WEIGHTS, RUN_MERGED, has_tokenizer, names_own_code, own_code_refused
+from sc2tune.runs.layout import (
+    ADAPTER_WEIGHTS,
+    RUN_MERGED,
+    has_tokenizer,
+    names_own_code,
+    own_code_refused,
+    warn_own_code_unused,
+)
 from sc2tune.runs.trained import TrainedFolder, read_trained
 
 if TYPE_CHECKING:
@@ -48,8 +55,11 @@ def load_pretrained(folder: Path, *, classifier: bool, dtype: torch.dtype, devic
     ``quant`` 4/8-bit on ``device`` (with bitsandbytes' exact training kernel), else moved to ``device``.
     ``spec`` (the run's model section) adds its attention kernel and remote-code setting; ``trust_remote_code``
     (the caller's own say, e.g. ``sc2tune merge --trust-remote-code``) replaces that setting when given.
-    transformers is always told True or False (None would ask on a terminal); a folder whose config.json names
-    its own code (``auto_map``), loaded without it, is a UserError naming ``--trust-remote-code``."""
+    transformers is always told True or False (None would ask on a terminal). A folder whose config.json names
+    its own code (``auto_map``), loaded without it, is a UserError naming ``--trust-remote-code`` before any of
+    that code runs when transformers does not know the config's ``model_type``; when it does (e.g.
+    ``starcoder2``), transformers builds its own class and ignores the folder's code (none of it runs), and a
+    warning says the code in auto_map was not used."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from sc2tune.modeling import keep_4bit_kernel_exact, quantization_config, resolve_attn
@@ -72,6 +82,8 @@ def load_pretrained(folder: Path, *, classifier: bool, dtype: torch.dtype, devic
             raise own_code_refused(folder) from None
         raise UserError(f"{folder}: cannot load the model ({err})",
                         hint="a model folder has config.json and *.safetensors") from None
+    if not trust_remote_code:
+        warn_own_code_unused(folder, type(model).__name__)
     if quant is None:
         model = model.to(device)
     else:
@@ -172,7 +184,9 @@ def load_trained(path: str | Path | TrainedFolder, which: Which, *, dtype: Dtype
     ``trust_remote_code`` is the caller's say (``--trust-remote-code``) that the model's own Python code (its
     config.json's ``auto_map``) may run: every load (merged, full fine-tune, base, tokenizer, a hub base's
     fetch) gets it, or the recipe's confirmed ``model.trust_remote_code``. Without either, transformers is told
-    False, and a model that needs its code is a UserError naming ``--trust-remote-code`` before any of it runs.
+    False: a model whose ``model_type`` only its own code defines is a UserError naming ``--trust-remote-code``
+    before any of that code runs; one of a type transformers has built in (e.g. ``starcoder2``) with an
+    ``auto_map`` loads as transformers' own class, the folder's code unused (and unrun), with a warning saying so.
     """
     import torch
 

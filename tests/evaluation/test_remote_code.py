@@ -74,13 +74,27 @@ class EvilForCausalLM(Starcoder2ForCausalLM):
 """
 
 
+def save_lora_adapter(model, base: Path, adapter: Path) -> None:
+    """A PEFT LoRA adapter for ``model`` (saved in ``base``) with random factors, saved in ``adapter``."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "c_fc"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.normal_(0, 0.2)
+    peft_model.save_pretrained(adapter)
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": str(base)}))
+
+
 def remote_code_adapter(tmp_path: Path, *, recipe: bool, tokenizer: bool = False) -> tuple[Path, Path, Path]:
     """(adapter folder, base folder, marker): a small float32 StarCoder2 whose config.json maps AutoConfig and
     AutoModelForCausalLM to Python files in the folder that write ``marker`` when imported, and a PEFT LoRA
     adapter for it (random factors), with a saved recipe saying ``model.trust_remote_code: true`` if ``recipe``.
     ``tokenizer``: the base has StarCoder2's vocabulary and the bundled tokenizer beside it (so it generates)."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import Starcoder2ForCausalLM
 
     from sc2tune.tiny import load_bundled_tokenizer, tiny_config
@@ -105,14 +119,7 @@ def remote_code_adapter(tmp_path: Path, *, recipe: bool, tokenizer: bool = False
     (base / "config.json").write_text(json.dumps(saved))
 
     adapter = tmp_path / "run" / "adapter"
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "c_fc"]))
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_" in name:
-                param.normal_(0, 0.2)
-    peft_model.save_pretrained(adapter)
-    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
-    (adapter / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": str(base)}))
+    save_lora_adapter(model, base, adapter)
     if recipe:
         code = tmp_path / "code"
         code.mkdir()
@@ -260,3 +267,151 @@ def test_eval_scores_a_merged_model_with_its_own_code_with_the_flag(tmp_path: Pa
     scores = json.loads(result.stdout.splitlines()[-1])["models"]
     assert list(scores) == ["merged"] and scores["merged"]["tokens"] > 0 and scores["merged"]["loss"] > 0
     assert "modeling ran" in marker.read_text().splitlines()
+
+
+# ---- sc2tune merge: a tokenizer that names its own code (tokenizer_config.json's auto_map) ----------------
+
+TOKENIZER_CODE = """open({marker!r}, "a").write("tokenizer ran\\n")
+from transformers import PreTrainedTokenizerFast
+
+
+class OwnTokenizer(PreTrainedTokenizerFast):
+    pass
+"""
+
+
+def own_code_tokenizer_adapter(tmp_path: Path, *, where: str) -> tuple[Path, Path]:
+    """(adapter folder, marker): a PEFT LoRA adapter for a small plain StarCoder2 (no code of its own), the
+    tokenizer merge takes (the adapter's, else the base's: ``where``) naming its own code in
+    tokenizer_config.json's auto_map, code that writes ``marker`` when imported."""
+    import shutil
+
+    import torch
+    from transformers import Starcoder2ForCausalLM
+
+    from sc2tune.tiny import TOKENIZER_DIR, tiny_config
+
+    marker = tmp_path / "code-ran"
+    base = tmp_path / "plain-base"
+    config = tiny_config()
+    config.hidden_size, config.intermediate_size = 64, 128
+    torch.manual_seed(0)
+    model = Starcoder2ForCausalLM(config)
+    model.save_pretrained(base)
+    adapter = tmp_path / "run" / "adapter"
+    save_lora_adapter(model, base, adapter)
+    tok = adapter if where == "adapter" else base
+    shutil.copytree(TOKENIZER_DIR, tok, dirs_exist_ok=True)
+    tok_config = json.loads((tok / "tokenizer_config.json").read_text())
+    tok_config.update(auto_map={"AutoTokenizer": [None, "own_tokenizer.OwnTokenizer"]}, tokenizer_class="OwnTokenizer")
+    (tok / "tokenizer_config.json").write_text(json.dumps(tok_config))
+    (tok / "own_tokenizer.py").write_text(TOKENIZER_CODE.format(marker=str(marker)))
+    return adapter, marker
+
+
+@pytest.mark.parametrize("where", ["adapter", "base"])
+def test_merge_refuses_a_tokenizer_with_its_own_code_before_streaming(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli, where: str):
+    """Without the flag: refused naming --trust-remote-code before any weight is streamed (it used to fail with
+    a traceback in write_metadata, after the whole merge); nothing written, the code never ran."""
+    import sc2tune.merging.api
+
+    adapter, marker = own_code_tokenizer_adapter(tmp_path, where=where)
+    streamed: list[bool] = []
+    real = sc2tune.merging.api.stream_merge
+    monkeypatch.setattr(sc2tune.merging.api, "stream_merge", lambda *a, **k: streamed.append(True) or real(*a, **k))
+    out = tmp_path / "merged"
+    result = run_cli("merge", str(adapter), "--out", str(out), "--no-progress")
+    assert result.returncode == 1, result.stderr
+    assert "--trust-remote-code" in result.stderr and "tokenizer_config.json" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not streamed and not out.exists() and not marker.exists()
+    assert not list(tmp_path.glob(".merged.tmp-*"))
+
+
+@pytest.mark.parametrize("where", ["adapter", "base"])
+def test_merge_with_the_flag_carries_the_tokenizers_code(tmp_path: Path, run_cli, where: str):
+    """With the flag the merge succeeds and the merged folder holds the tokenizer's code and names it, so its
+    tokenizer loads through that code (trust_remote_code=True), as its source did."""
+    from transformers import AutoTokenizer
+
+    adapter, marker = own_code_tokenizer_adapter(tmp_path, where=where)
+    out = tmp_path / "merged"
+    result = run_cli("merge", str(adapter), "--out", str(out), "--trust-remote-code", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "verified" in result.stdout and "tokenizer ran" in marker.read_text()
+    assert (out / "own_tokenizer.py").read_text() == (adapter if where == "adapter" else adapter.parent.parent /
+                                                      "plain-base").joinpath("own_tokenizer.py").read_text()
+    assert "AutoTokenizer" in json.loads((out / "tokenizer_config.json").read_text())["auto_map"]
+    marker.unlink()  # the merge ran the code: what follows imports it afresh, from the merged folder
+    tokenizer = AutoTokenizer.from_pretrained(out, trust_remote_code=True)
+    assert type(tokenizer).__name__ == "OwnTokenizer" and marker.exists()
+    assert tokenizer("def f():")["input_ids"]
+
+
+# ---- a built-in model_type with an auto_map: transformers' own class, the folder's code unused, said so -----
+
+
+def builtin_type_with_own_code(tmp_path: Path, *, auto_map: bool = True) -> tuple[Path, Path]:
+    """(folder, marker): a small plain StarCoder2 (model_type ``starcoder2``, which transformers has built in)
+    whose config.json's auto_map names code in the folder that writes ``marker`` when imported."""
+    import torch
+    from transformers import Starcoder2ForCausalLM
+
+    from sc2tune.tiny import tiny_config
+
+    marker = tmp_path / "code-ran"
+    folder = tmp_path / "builtin-with-code"
+    config = tiny_config()
+    config.hidden_size, config.intermediate_size, config.vocab_size = 64, 128, 256
+    torch.manual_seed(0)
+    Starcoder2ForCausalLM(config).save_pretrained(folder)
+    (folder / "configuration_evil.py").write_text(CONFIG_CODE.format(marker=str(marker)))
+    (folder / "modeling_evil.py").write_text(MODEL_CODE.format(marker=str(marker)))
+    if auto_map:
+        saved = json.loads((folder / "config.json").read_text())
+        saved["auto_map"] = {"AutoConfig": "configuration_evil.EvilConfig",
+                             "AutoModelForCausalLM": "modeling_evil.EvilForCausalLM"}
+        (folder / "config.json").write_text(json.dumps(saved))
+    return folder, marker
+
+
+def unused_code_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelname == "WARNING" and "auto_map" in r.getMessage() and "--trust-remote-code" in r.getMessage()]
+
+
+@pytest.mark.parametrize("auto_map", [True, False], ids=["auto-map", "plain"])
+def test_load_pretrained_warns_once_that_a_builtin_types_own_code_was_not_used(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, auto_map: bool):
+    """starcoder2 with an auto_map, loaded without the flag: transformers' Starcoder2ForCausalLM (the folder's code
+    never ran), and one warning saying the code in auto_map was not used; a folder without auto_map: none."""
+    import torch
+
+    from sc2tune.runs import load_pretrained
+
+    folder, marker = builtin_type_with_own_code(tmp_path, auto_map=auto_map)
+    with caplog.at_level("WARNING"):
+        model = load_pretrained(folder, classifier=False, dtype=torch.float32, device="cpu")
+    assert type(model).__name__ == "Starcoder2ForCausalLM" and not marker.exists()
+    warnings = unused_code_warnings(caplog)
+    if auto_map:
+        assert len(warnings) == 1 and str(folder) in warnings[0] and "not used" in warnings[0], warnings
+    else:
+        assert warnings == []
+
+
+def test_open_checkpoint_warns_once_that_a_builtin_types_own_code_was_not_used(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """The merge's base read without the flag: transformers' Starcoder2Config, the code unrun, one warning."""
+    from sc2tune.merging.checkpoint import open_checkpoint
+
+    folder, marker = builtin_type_with_own_code(tmp_path)
+    with caplog.at_level("WARNING"):
+        ckpt = open_checkpoint(folder)
+    assert type(ckpt.config).__name__ == "Starcoder2Config" and not marker.exists()
+    warnings = unused_code_warnings(caplog)
+    assert len(warnings) == 1 and str(folder) in warnings[0] and "not used" in warnings[0], warnings
+    caplog.clear()
+    open_checkpoint(folder)
+    assert len(unused_code_warnings(caplog)) == 1  # once per load, not once per process
