@@ -37,6 +37,7 @@ the record being read and quotes the text around it (ijson gives no byte offset)
 from __future__ import annotations
 
 import collections
+from codecs import BOM_UTF8
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -45,8 +46,6 @@ from sc2tune.errors import DataError
 
 #: JSON's whitespace (RFC 8259).
 _BLANK = b" \t\r\n"
-#: A UTF-8 byte order mark: ignored at the start of a file, as ``json.loads`` of ``utf-8-sig`` text would.
-_BOM = b"\xef\xbb\xbf"
 _READ = 1 << 16
 #: Bytes ijson reads from a .json file at a time.
 READ_BYTES = 1 << 20
@@ -70,7 +69,7 @@ def json_layout(path: str) -> tuple[str, int]:
     ijson's buffer, so a file on one line is read in bounded memory too)."""
     try:
         with open(path, "rb") as fh:
-            bom = len(_BOM) if fh.read(len(_BOM)) == _BOM else 0  # Windows editors write one; skipped
+            bom = len(BOM_UTF8) if fh.read(len(BOM_UTF8)) == BOM_UTF8 else 0  # Windows editors write one; skipped
             fh.seek(bom)
             start = _skip_blanks(fh, path, bom)
             first = fh.read(1)

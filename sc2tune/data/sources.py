@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+from codecs import BOM_UTF8
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,17 +115,14 @@ class Records:
                        [self.origin[i] for i in idx], [self.position[i] for i in idx], list(self.sources))
 
 
-_BOM = b"\xef\xbb\xbf"
-
-
 def _text_lines(path: str) -> Iterator[str]:
     """The lines of a UTF-8 text file, line endings kept, a leading byte order mark skipped (Windows editors
     and Excel write one). Each line is decoded on its own, so a byte that is not UTF-8 is named by its line
     and column, not by an offset into a read buffer."""
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
-            if lineno == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]
+            if lineno == 1 and raw.startswith(BOM_UTF8):
+                raw = raw[len(BOM_UTF8):]
             try:
                 yield raw.decode("utf-8")
             except UnicodeDecodeError as err:
