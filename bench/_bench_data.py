@@ -146,3 +146,23 @@ def write_data(folder: Path, records: list[Record], template) -> dict[str, Path]
             (code / f"{i:05d}.py").write_text(r.output, encoding="utf-8")
     return {"instruct": folder / "instruct.jsonl", "prompt_completion": folder / "prompt_completion.jsonl",
             "code": code, "text": folder / "text.jsonl"}
+
+
+#: The LoRA of the sc2tune runs, as recipe overrides (the baseline's LoraConfig matches it).
+LORA = ("adapter.method=lora", "adapter.r=16", "adapter.alpha=32", "adapter.dropout=0.05",
+        "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj,c_fc,c_proj]")
+
+
+def sc2tune_recipe(path: Path, *, model: Path, train: Path, task: str, packing: bool, steps: int, batch: int,
+                   output_dir: Path) -> Path:
+    """Write the sc2tune recipe of a speed workload to ``path`` (JSON, which is YAML): max length 1024, lr 2e-4,
+    a log line per step, seed 42, no eval; LoRA comes as :data:`LORA` overrides."""
+    path.write_text(json.dumps({
+        "model": {"name_or_path": str(model)},
+        "task": task,
+        "data": {"train": str(train), "eval": None, "max_length": 1024, "packing": packing},
+        "train": {"batch_size": batch, "max_steps": steps, "lr": 2e-4, "logging_steps": 1, "seed": 42,
+                  "save_total_limit": 1},
+        "output_dir": str(output_dir),
+    }))
+    return path

@@ -37,8 +37,6 @@ from _revision import checked_out
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-LORA = ("adapter.method=lora", "adapter.r=16", "adapter.alpha=32", "adapter.dropout=0.05",
-        "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj,c_fc,c_proj]")
 
 
 def child(step: int, out: Path, argv: list[str]) -> None:
@@ -98,14 +96,15 @@ def child(step: int, out: Path, argv: list[str]) -> None:
             raise
 
 
-def measure(tree: Path, recipe: Path, step: int, scratch: Path, label: str) -> dict:
-    """One whole training process of ``tree`` on ``recipe``; the record of optimizer step ``step``."""
+def measure(tree: Path, recipe: Path, overrides: tuple[str, ...], step: int, scratch: Path, label: str) -> dict:
+    """One whole training process of ``tree`` on ``recipe`` with ``overrides``; the record of optimizer step
+    ``step``."""
     out = scratch / f"{label}.json"
     log = scratch / f"{label}.log"
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "SC2TUNE_CACHE": str(scratch / f"cache-{label}")}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(step), str(out), "--",
-           "train", str(recipe), *LORA, f"output_dir={scratch / ('out-' + label)}", "--no-progress"]
+           "train", str(recipe), *overrides, f"output_dir={scratch / ('out-' + label)}", "--no-progress"]
     with log.open("w") as handle:
         done = subprocess.run(cmd, cwd=tree, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0 or not out.exists():
@@ -114,30 +113,26 @@ def measure(tree: Path, recipe: Path, step: int, scratch: Path, label: str) -> d
     return json.loads(out.read_text())
 
 
-def recipes(scratch: Path, step: int) -> dict[str, Path]:
-    """train_speed.py's instruct workload, packed and unpacked, ``step`` optimizer steps."""
+def recipes(scratch: Path, step: int) -> dict[str, tuple[Path, tuple[str, ...]]]:
+    """train_speed.py's instruct workload (its recipe and overrides), packed and unpacked (in data order, as
+    train_speed runs it), ``step`` optimizer steps: name -> (recipe, overrides)."""
+    # imported here, in the parent only: _bench_data puts this checkout first on sys.path, which a child
+    # measuring the baseline tree must not have
     sys.path.insert(0, str(BENCH))
-    from _bench_data import build_model, build_records, write_data
+    from _bench_data import LORA, build_model, build_records, sc2tune_recipe, write_data
     from transformers import AutoTokenizer
 
-    sys.path.insert(0, str(REPO))
     from sc2tune.data.templates import load_template
 
     model = build_model(scratch / "model")
     template = load_template("alpaca")
     records = build_records(AutoTokenizer.from_pretrained(str(model)), template, count=500)
     data = write_data(scratch / "data", records, template)
-    out = {}
-    for name, packing in (("instruct-packed", True), ("instruct-unpacked", False)):
-        recipe = scratch / f"{name}.yaml"
-        recipe.write_text(json.dumps({  # JSON is YAML
-            "model": {"name_or_path": str(model)}, "task": "instruct",
-            "data": {"train": str(data["instruct"]), "eval": None, "max_length": 1024, "packing": packing},
-            "train": {"batch_size": 4, "max_steps": step, "lr": 2e-4, "logging_steps": 1, "seed": 42,
-                      "save_total_limit": 1, "shuffle": packing},
-            "output_dir": str(scratch / "unused")}))
-        out[name] = recipe
-    return out
+    return {name: (sc2tune_recipe(scratch / f"{name}.yaml", model=model, train=data["instruct"], task="instruct",
+                                  packing=packing, steps=step, batch=4, output_dir=scratch / "unused"),
+                   (*LORA, *extra))
+            for name, packing, extra in (("instruct-packed", True, ()),
+                                         ("instruct-unpacked", False, ("train.shuffle=false",)))}
 
 
 def compare(new: dict, old: dict) -> list[str]:
@@ -165,9 +160,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="sc2tune-step-ops-") as tmp:
         scratch = Path(tmp)
         with checked_out(args.baseline, scratch / "baseline") as base:
-            for name, recipe in recipes(scratch, args.step).items():
-                new = measure(REPO, recipe, args.step, scratch, f"{name}-new")
-                old = measure(base, recipe, args.step, scratch, f"{name}-old")
+            for name, (recipe, overrides) in recipes(scratch, args.step).items():
+                new = measure(REPO, recipe, overrides, args.step, scratch, f"{name}-new")
+                old = measure(base, recipe, overrides, args.step, scratch, f"{name}-old")
                 problems = compare(new, old)
                 failed |= bool(problems)
                 print(f"{name}: step {args.step}, batch {new['shapes'].get('input_ids')}, {new['n_ops']} aten ops "

@@ -64,11 +64,9 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 sys.path.insert(0, str(ROOT))
 
-from _bench_data import build_model, build_records, write_data  # noqa: E402
+from _bench_data import LORA, build_model, build_records, sc2tune_recipe, write_data  # noqa: E402
 
 GOALS = {"instruct": (6.0, 0.4), "fim": (2.5, 0.5)}  # (min tokens/s ratio, max peak RSS ratio)
-LORA = ("adapter.method=lora", "adapter.r=16", "adapter.alpha=32", "adapter.dropout=0.05",
-        "adapter.target_modules=[q_proj,k_proj,v_proj,o_proj,c_fc,c_proj]")
 
 
 @dataclass
@@ -172,16 +170,10 @@ class Bench:
                 note: str = "") -> RunResult:
         """One sc2tune run; ``extra``: recipe overrides (``key=value``), e.g. the levers' ``train.loss_impl=plain``."""
         out = self.work / name
-        recipe = self.work / f"{name}.yaml"
-        train = self.data["instruct"] if workload == "instruct" else self.data["code"]
-        recipe.write_text(json.dumps({
-            "model": {"name_or_path": str(self.model)},
-            "task": "instruct" if workload == "instruct" else "fim",
-            "data": {"train": str(train), "eval": None, "max_length": 1024, "packing": packing},
-            "train": {"batch_size": self.args.batch, "max_steps": steps, "lr": 2e-4, "logging_steps": 1,
-                      "seed": 42, "save_total_limit": 1},
-            "output_dir": str(out),
-        }))  # JSON is YAML
+        recipe = sc2tune_recipe(self.work / f"{name}.yaml", model=self.model,
+                                train=self.data["instruct"] if workload == "instruct" else self.data["code"],
+                                task="instruct" if workload == "instruct" else "fim", packing=packing, steps=steps,
+                                batch=self.args.batch, output_dir=out)
         cmd = [sys.executable, "-m", "sc2tune", "train", str(recipe), *LORA, *extra, "--no-progress"]
         return self._record(name, "sc2tune", workload, packing, cmd, lambda: sc2tune_steps(out / "metrics.jsonl"),
                             note=note)
