@@ -85,6 +85,9 @@ def _file_source(path: Path, key: str) -> Source:
     if fmt is None:
         raise DataError(f"{key}: {path}: unsupported file type '{path.suffix}'",
                         hint="use .jsonl, .json, .csv or .parquet (or a folder of code for task fim)")
+    if not path.is_file():  # a FIFO, socket or device (a symlink is followed): opening it may block for ever
+        raise DataError(f"{key}: {path} is not a regular file (a FIFO, socket or device), so it is not read",
+                        hint="give a regular .jsonl, .json, .csv or .parquet file")
     return Source("file", str(path.resolve()), fmt)
 
 

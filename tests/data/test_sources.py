@@ -89,3 +89,20 @@ def _decode_errors(line: bytes) -> list[UnicodeDecodeError]:
     except UnicodeDecodeError as err:
         return [err]
     return []
+
+
+def test_a_fifo_given_as_a_data_file_is_refused_not_read(tmp_path: Path):
+    """Opening a FIFO for reading blocks until a writer comes (the build hung for ever on one): a source that
+    is not a regular file, as os.stat tells, is refused by name before anything opens it."""
+    import os
+    import stat
+
+    fifo = tmp_path / "train.jsonl"
+    os.mkfifo(fifo)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    with pytest.raises(DataError, match=rf"data.train: {re.escape(str(fifo))} is not a regular file"):
+        sources.resolve_sources(str(fifo), "data.train")
+    link = tmp_path / "link.jsonl"  # a symlink to a regular file is still read
+    (tmp_path / "real.jsonl").write_text(json.dumps(RECORDS[0]) + "\n")
+    link.symlink_to(tmp_path / "real.jsonl")
+    assert _read(link) == RECORDS[:1]
