@@ -30,6 +30,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import importlib.util
 import json
 import os
 import resource
@@ -39,7 +40,10 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
-_MS_REMOUNT, _MS_BIND = 0x20, 0x1000
+_MS_REMOUNT, _MS_BIND, _MS_REC = 0x20, 0x1000, 0x4000
+_MNT_DETACH = 2
+_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41}
+_DEVICES = ("null", "zero", "full", "random", "urandom")
 _MOUNT_FLAGS = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC, "noatime": 0x400,
                 "nodiratime": 0x800, "relatime": 0x200000, "strictatime": 0x1000000}
 _CLONE_NEWUSER = 0x10000000
@@ -107,16 +111,80 @@ def _mount_tmpfs(target: str, size_mb: int, files: int, mode: str = "1777") -> N
     _mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
 
 
-def _private_filesystem(tmpfs_mb: int, max_files: int) -> None:
+def _load(name: str):
+    """A stdlib-only sibling module, by path (``-I`` keeps this folder off ``sys.path``)."""
+    spec = importlib.util.spec_from_file_location(f"_sc2tune_{name}", os.path.join(_HERE, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _expose(root: str, path: str) -> None:
+    """Make host ``path`` appear at the same place under ``root``: a symlink is copied, a folder is
+    bound with everything mounted below it, a file is bound; all of it read-only (the binds keep the
+    read-only flag :func:`_remount_everything_read_only` put on their source)."""
+    target = root + path
+    if os.path.lexists(target):
+        return
+    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+    if os.path.islink(path):
+        os.symlink(os.readlink(path), target)
+    elif os.path.isdir(path):
+        os.mkdir(target, 0o755)
+        _mount(path.encode(), target, None, _MS_BIND | _MS_REC, None)
+    elif os.path.exists(path):
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT, 0o644))
+        _mount(path.encode(), target, None, _MS_BIND, None)
+
+
+def _pivot_into(root: str) -> None:
+    """``pivot_root(root, root)`` then detach the old root: nothing of the host is reachable any more
+    except what was exposed under ``root``."""
+    os.chdir(root)
+    number = _PIVOT_ROOT[os.uname().machine]
+    if _LIBC.syscall(ctypes.c_long(number), b".", b".") != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"pivot_root: {os.strerror(err)}")
+    if _LIBC.umount2(b".", _MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"detaching the host root: {os.strerror(err)}")
+    os.chdir("/")
+
+
+def _private_filesystem(tmpfs_mb: int, max_files: int, view: dict) -> None:
+    """The sample's whole file system: a fresh root holding only ``view["expose"]`` (the runtime:
+    /usr, /bin, /lib*, the interpreter's installation, a few /etc files), each read-only, with every
+    ``view["hide"]`` folder (site-packages) covered by an empty read-only tmpfs; /dev with the five
+    harmless character devices; this pid namespace's /proc; size- and inode-capped tmpfs on /tmp,
+    /var/tmp and /dev/shm. The problems file, the tests, home folders, the checkout and sc2tune itself
+    are not in it at all."""
     _remount_everything_read_only()
-    if os.path.isdir("/run") and not os.path.islink("/run"):
-        # hide the host's run-time state: its sockets (D-Bus, databases...) stay connectable on a
-        # read-only mount, and /run/lock is a world-writable folder
-        _mount_tmpfs("/run", 1, 16, mode="755")
+    root = "/tmp"  # any existing folder: what the host has there is not part of the new view
+    _mount(b"tmpfs", root, b"tmpfs", _MS_NOSUID | _MS_NODEV, b"size=1m,nr_inodes=4096,mode=755")
+    for path in view["expose"]:
+        _expose(root, path)
+    for path in view["hide"]:
+        if os.path.isdir(root + path) and not os.path.islink(root + path):
+            _mount(b"tmpfs", root + path, b"tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC,
+                   b"size=4k,nr_inodes=1,mode=555")
+    os.mkdir(root + "/dev", 0o755)
+    _mount(b"tmpfs", root + "/dev", b"tmpfs", _MS_NOSUID | _MS_NOEXEC, b"size=4k,nr_inodes=64,mode=755")
+    for device in _DEVICES:
+        _expose(root, f"/dev/{device}")
+    for name, link in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                       ("stderr", "/proc/self/fd/2")):
+        os.symlink(link, f"{root}/dev/{name}")
+    os.mkdir(root + "/dev/shm", 0o755)
+    _mount(None, root + "/dev", None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NOEXEC, None)
+    os.mkdir(root + "/proc", 0o555)
+    _mount(b"/proc", root + "/proc", None, _MS_BIND | _MS_REC, None)
+    for folder in ("/tmp", "/var", "/var/tmp"):
+        os.mkdir(root + folder, 0o755)
+    _mount(None, root, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None)
+    _pivot_into(root)
     _mount_tmpfs("/tmp", tmpfs_mb, max_files)
     for extra in ("/var/tmp", "/dev/shm"):
-        if os.path.isdir(extra):
-            _mount_tmpfs(extra, min(8, tmpfs_mb), 64)
+        _mount_tmpfs(extra, min(8, tmpfs_mb), 64)
 
 
 def _limit(name: str, value: int) -> None:
@@ -131,9 +199,10 @@ def _private_dir(path: str, uid: int | None) -> str:
     return path
 
 
-def _spawn(cfg: dict, argv: list[str], fds: dict[int, int], uid: int | None, cwd: str) -> int:
+def _spawn(cfg: dict, argv: list[str], fds: dict[int, int], uid: int | None, cwd: str, *, sample: bool) -> int:
     """Fork a child with exactly ``fds`` (target -> source) besides stdout/stderr, limited and
-    de-privileged, and exec ``argv`` in it. Returns the child's pid."""
+    de-privileged, and exec ``argv`` in it, under the seccomp filter (``sample``: one process, no fork).
+    Returns the child's pid."""
     pid = os.fork()
     if pid:
         return pid
@@ -160,6 +229,9 @@ def _spawn(cfg: dict, argv: list[str], fds: dict[int, int], uid: int | None, cwd
             os.setuid(uid)
         elif cfg["nested_userns"] and _LIBC.unshare(_CLONE_NEWUSER) != 0:
             raise OSError(ctypes.get_errno(), "cannot enter a nested user namespace")
+        if _SECCOMP is not None:
+            _SECCOMP.join_fresh_session_keyring()
+            _SECCOMP.install(deny_processes=sample)
         os.umask(0o077)
         env = dict(cfg["env"], HOME=cwd, TMPDIR=cwd)
         os.execve(argv[0], argv, env)
@@ -204,7 +276,7 @@ def _judged(cfg: dict, workdir: str, judgedir: str, children: list[int], sources
     answers_r, answers_w = os.pipe()
     judge_argv = [python, "-I", "-c", sources["judge"]]
     children.append(_spawn(cfg, judge_argv, {0: job_r, 3: cfg["verdict_fd"], 4: calls_w, 5: answers_r,
-                                             6: ready_w}, uids["judge"], judgedir))
+                                             6: ready_w}, uids["judge"], judgedir, sample=False))
     for fd in (job_r, ready_w, calls_w, answers_r, cfg["verdict_fd"]):
         os.close(fd)
     with contextlib.suppress(BrokenPipeError):
@@ -218,15 +290,22 @@ def _judged(cfg: dict, workdir: str, judgedir: str, children: list[int], sources
         candidate_argv = [python, "-I", "-c", sources["candidate"], cfg["job"]["entry_point"]]
         if cfg["network_guard"]:
             candidate_argv.append("guard")
-        children.append(_spawn(cfg, candidate_argv, {3: calls_r, 4: answers_w}, uids["sample"], workdir))
+        children.append(_spawn(cfg, candidate_argv, {3: calls_r, 4: answers_w}, uids["sample"], workdir,
+                               sample=True))
     os.close(calls_r)
     os.close(answers_w)
     return _wait(children[0])
 
 
+_SECCOMP = None  # the _seccomp module when the filter applies (loaded before the host file system goes)
+
+
 def main() -> int:
+    global _SECCOMP
     _no_longer_dumpable()
     cfg = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    if cfg["seccomp"]:
+        _SECCOMP = _load("_seccomp")
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -243,7 +322,7 @@ def main() -> int:
     # read before the private file system hides /tmp: sc2tune itself may be installed there
     sources = {"judge": _source("_wire.py", "_judge.py"), "candidate": _source("_wire.py", "_candidate.py")}
     if cfg["private_fs"]:
-        _private_filesystem(cfg["tmpfs_mb"], cfg["max_files"])
+        _private_filesystem(cfg["tmpfs_mb"], cfg["max_files"], cfg["view"])
         workdir = _private_dir("/tmp/sample", uids["sample"])
         judgedir = _private_dir("/tmp/judge", uids["judge"])
     else:
@@ -257,7 +336,7 @@ def main() -> int:
         status = _judged(cfg, workdir, judgedir, children, sources)
     else:
         argv = [cfg["python"], "-I", *(["-c", _NETWORK_GUARD] if cfg["network_guard"] else ["program.py"])]
-        children.append(_spawn(cfg, argv, {}, uids["sample"], workdir))
+        children.append(_spawn(cfg, argv, {}, uids["sample"], workdir, sample=True))
         status = _wait(children[0])
     for pid in children[1:]:
         _kill(pid)

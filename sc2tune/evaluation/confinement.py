@@ -4,11 +4,22 @@
 interpreter is usable by a dedicated uid, and logs a warning whenever the result is weaker than
 ``root-namespaces`` with a uid drop, naming what is missing (see :mod:`sc2tune.evaluation.sandbox` for
 what each mode enforces). :func:`slot_uid` hands out the dedicated uids of the worker slots.
+:func:`runtime_view` lists what the sample's private file system shows of the host (the runtime) and
+which folders of it stay hidden (every ``site-packages`` / ``dist-packages``).
+
+Memory: the sample's total is capped by its ``RLIMIT_AS`` because the seccomp filter (``_seccomp.py``)
+keeps it to one process (threads allowed, no fork); cgroups are not used (this project's machines run
+cgroup v1 hybrids whose v2 tree has no controllers, so a v2 child could not be tested). Where the filter
+is unsupported (an ABI other than x86_64 / aarch64) the cap is per process only, and :meth:`Isolation.describe`
+says so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import glob
+import json
 import logging
 import os
 import pwd
@@ -18,6 +29,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from sc2tune.evaluation import _seccomp
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +49,14 @@ class Isolation:
     uid_drop: bool
     network: str
     python: str
+    seccomp: bool = True  #: the seccomp filter applies (keyrings denied, the sample is one process)
 
     @property
     def filesystem(self) -> str:
         if self.namespaces:
-            return "host filesystem read-only, private capped tmpfs on /tmp, /var/tmp, /dev/shm"
+            return ("private root: only the runtime is visible, read-only (/usr, /bin, /lib*, the "
+                    "interpreter's installation without site-packages, a few /etc files), private capped "
+                    "tmpfs on /tmp, /var/tmp, /dev/shm")
         if self.uid_drop:
             return ("HOST FILESYSTEM WRITABLE in world-writable folders during the run (the sample's "
                     "top-level files in them are removed afterwards)")
@@ -55,11 +71,19 @@ class Isolation:
         return ("judge not dumpable but under the sample's uid: it relies on the kernel refusing "
                 "ptrace between same-uid processes (kernel.yama.ptrace_scope >= 1)")
 
+    @property
+    def memory(self) -> str:
+        if self.seccomp:
+            return ("memory capped for the whole sample (one process: fork denied by seccomp, so its "
+                    "RLIMIT_AS is its total); kernel keyrings denied, fresh session keyring")
+        return ("MEMORY CAPPED PER PROCESS ONLY and kernel keyrings reachable (no seccomp filter for "
+                f"{os.uname().machine})")
+
     def describe(self) -> str:
         return (f"mode {self.mode}: network {self.network}; "
                 f"{'pid+mount+ipc namespaces, ' if self.namespaces else 'no namespaces, '}"
                 f"{'dedicated unprivileged uids' if self.uid_drop else 'same uid as the evaluator'}; "
-                f"{self.filesystem}; {self.judge}; interpreter {self.python}")
+                f"{self.filesystem}; {self.memory}; {self.judge}; interpreter {self.python}")
 
 
 def _probe(cmd: list[str]) -> bool:
@@ -123,7 +147,9 @@ def isolation(python: str | None = None, namespaces: bool = True) -> Isolation:
 @functools.lru_cache(maxsize=8)
 def _isolation(python: str | None, namespaces: bool) -> Isolation:
     iso = _detect(python, namespaces)
-    if iso.mode != "root-namespaces" or not iso.uid_drop:
+    if not _seccomp.supported():
+        iso = dataclasses.replace(iso, seccomp=False)
+    if iso.mode != "root-namespaces" or not iso.uid_drop or not iso.seccomp:
         log.warning("the sandbox runs degraded here: %s", iso.describe())
     return iso
 
@@ -177,3 +203,36 @@ def user_task_count() -> int:
         except (OSError, KeyError, ValueError):
             continue
     return count
+
+
+#: Host paths the sample's root shows besides the interpreter's own installation (absent ones are skipped).
+RUNTIME_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                 "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
+                 "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts")
+_PREFIXES = ("import json, sys; print(json.dumps(sorted({sys.prefix, sys.base_prefix, sys.exec_prefix, "
+             "sys.base_exec_prefix})))")
+
+
+@functools.lru_cache(maxsize=8)
+def runtime_view(python: str) -> dict[str, list[str]]:
+    """What the sample's private root holds: ``expose`` (host paths bound read-only at the same place:
+    :data:`RUNTIME_PATHS` and the installation prefixes of ``python``) and ``hide`` (every
+    ``site-packages`` / ``dist-packages`` folder under them, covered by an empty tmpfs: third-party
+    packages, and the benchmark data some of them ship, are not visible; samples run on the standard
+    library)."""
+    try:
+        found = subprocess.run([python, "-I", "-S", "-c", _PREFIXES], capture_output=True, text=True,
+                               timeout=30, check=True).stdout
+        prefixes = [p for p in json.loads(found) if isinstance(p, str) and p.startswith("/")]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        prefixes = [str(Path(python).resolve().parent.parent)]
+    expose = [p for p in RUNTIME_PATHS if os.path.lexists(p)]
+    for prefix in prefixes:
+        if prefix != "/" and not any(prefix == e or prefix.startswith(e.rstrip("/") + "/") for e in expose):
+            expose.append(prefix)
+    hide: set[str] = set()
+    for root in {"/usr", "/usr/local", *prefixes}:
+        for pattern in ("lib*/python*/site-packages", "lib*/python*/dist-packages", "lib*/python*/*-packages",
+                        "local/lib*/python*/*-packages"):
+            hide.update(glob.glob(os.path.join(root, pattern)))
+    return {"expose": expose, "hide": sorted(hide)}

@@ -72,6 +72,7 @@ from sc2tune.evaluation.confinement import (
     SANDBOX_UID_BASE,
     Isolation,
     isolation,
+    runtime_view,
     slot_uid,
     user_task_count,
 )
@@ -217,6 +218,8 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
             "workdir": str(host / "work"),
             "judgedir": str(host / "judge"),
             "private_fs": iso.namespaces,
+            "view": runtime_view(iso.python) if iso.namespaces else None,
+            "seccomp": iso.seccomp,
             "tmpfs_mb": limits.tmpfs_mb,
             "max_files": limits.max_files,
             "python": iso.python,

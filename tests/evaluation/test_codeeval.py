@@ -169,8 +169,10 @@ def test_sandbox_ends_even_when_the_evaluator_is_killed() -> None:
     import sys
 
     marker = f"{MARKER}-orphan"
-    # the marker is assembled inside the sample, so only the sample's process carries it
-    sample = (f"import os\nos.execv('/bin/sh', ['sh', '-c', 'sleep 60; true ' + {marker[:6]!r} + {marker[6:]!r}])\n")
+    # the marker is assembled inside the sample, so only the sample's process carries it (the sample
+    # may not fork, so it sleeps in its own process, exec'd with the marker in its command line)
+    sample = ("import os, sys\nos.execv(sys.executable, [sys.executable, '-c', 'import time; time.sleep(60)', "
+              f"{marker[:6]!r} + {marker[6:]!r}])\n")
     script = ("from sc2tune.evaluation.sandbox import SandboxLimits, run_program\n"
               f"run_program({sample!r}, SandboxLimits(timeout=1.0))\n")
     evaluator = subprocess.Popen([sys.executable, "-c", script])
