@@ -5,12 +5,14 @@ namespaces (``unshare --net --pid --mount --ipc --fork --kill-child --mount-proc
 stdin, not on the command line (``/proc/PID/cmdline`` is readable by every process). Layout of one run:
 
 1. stop being dumpable (same-uid processes cannot ptrace it or open its ``/proc/PID/fd``); read the job;
-2. ``private_fs`` (a private mount namespace): every mount is re-bound read-only, an empty root-owned
-   tmpfs hides ``/run`` (host sockets, ``/run/lock``), then size- and
-   inode-capped tmpfs are mounted on ``/tmp``, ``/var/tmp`` and ``/dev/shm``: the only writable places,
-   gone when the namespace ends. No write of the sample reaches the host filesystem, and the number
-   of files and their total size are bounded by the tmpfs (``nr_inodes``, ``size``) besides the
-   per-file ``RLIMIT_FSIZE``. The sample works in ``/tmp/sample``, the judge in ``/tmp/judge``;
+2. ``private_fs`` (a private mount namespace): every mount is re-bound read-only, then a fresh tmpfs
+   root is filled with read-only binds of the runtime only (``view``: see :func:`_private_filesystem`)
+   and ``pivot_root`` makes it ``/``; the host's root is detached, so the problems, the tests and
+   everything else not exposed are unreachable. Size- and inode-capped tmpfs are mounted on ``/tmp``,
+   ``/var/tmp`` and ``/dev/shm``: the only writable places, gone when the namespace ends. No write of
+   the sample reaches the host filesystem, and the number of files and their total size are bounded by
+   the tmpfs (``nr_inodes``, ``size``) besides the per-file ``RLIMIT_FSIZE``. The sample works in
+   ``/tmp/sample``, the judge in ``/tmp/judge``;
 3. ``mode == "program"``: fork + exec ``python -I program.py`` (exit status only, no verdict);
    ``mode == "judged"``: fork the judge first (``_judge.py``, the verdict fd, the job on its stdin), wait
    for its "ready" byte, then fork the candidate (``_candidate.py`` over ``program.py``), each under its
@@ -18,7 +20,9 @@ stdin, not on the command line (``/proc/PID/cmdline`` is readable by every proce
 4. every child gets hard resource limits (address space, processes, file size, CPU seconds, open
    files, no core files), drops to its uid/gid with no supplementary groups, or, when there is no uid
    to drop to (it would stay root of the namespaces), enters a nested user namespace (so it has no
-   capability over the launcher's namespaces: it cannot unmount the tmpfs nor ptrace the judge);
+   capability over the launcher's namespaces: it cannot unmount the tmpfs nor ptrace the judge); then
+   it joins a fresh session keyring and installs the seccomp filter (``_seccomp.py``: no keyring calls;
+   for the sample, no new process either), which ``execve`` keeps;
 5. wait for the process that decides (the program, or the judge), kill the rest, exit with its status
    (128 + signal); after ``wall_seconds`` everything is killed, so a sandbox whose evaluator died still
    ends. Exiting tears the pid namespace down: the kernel kills whatever the sample left behind.

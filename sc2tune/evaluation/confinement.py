@@ -232,7 +232,6 @@ def runtime_view(python: str) -> dict[str, list[str]]:
             expose.append(prefix)
     hide: set[str] = set()
     for root in {"/usr", "/usr/local", *prefixes}:
-        for pattern in ("lib*/python*/site-packages", "lib*/python*/dist-packages", "lib*/python*/*-packages",
-                        "local/lib*/python*/*-packages"):
+        for pattern in ("lib*/python*/*-packages", "local/lib*/python*/*-packages"):
             hide.update(glob.glob(os.path.join(root, pattern)))
     return {"expose": expose, "hide": sorted(hide)}

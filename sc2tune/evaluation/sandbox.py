@@ -26,15 +26,21 @@ Isolation of one run (what is enforced depends on what the OS allows; :func:`iso
 * hard resource limits: address space (``RLIMIT_AS``), processes/threads (``RLIMIT_NPROC``), size of
   any written file (``RLIMIT_FSIZE``, also bounds the captured stdout/stderr), CPU seconds, open files,
   no core dumps; plus a wall-clock limit enforced from outside (the whole process group is killed);
-* as root with ``unshare``: new network namespace (only a downed loopback: no network), new pid
-  namespace (every process the sample forks dies with it, and it cannot see or signal host
-  processes), new IPC namespace, new mount namespace in which every mount is read-only, ``/run`` is
-  hidden under an empty tmpfs, and only
-  size- and inode-capped tmpfs on /tmp, /var/tmp and /dev/shm are writable (no write reaches the
-  host filesystem), and the sample and the judge run as two dedicated unprivileged uids (per worker
-  slot, not in /etc/passwd, no supplementary groups). ``RLIMIT_NPROC`` is ignored for uid 0, so
-  dropping the uid is what makes the process cap real; the interpreter must then be reachable by
-  those uids (``sys.executable`` when it is, else the first world-readable ``python3`` on PATH);
+* a seccomp filter on the judge and the sample (``_seccomp.py``; x86_64 and aarch64): the kernel
+  keyring calls are refused (a uid's keyring outlives its processes, so one sample could leave data for
+  a later one) and each starts in a fresh session keyring; the sample may start threads but no process,
+  so its ``RLIMIT_AS`` caps its total memory (N forked children would each get their own);
+* as root with ``unshare``: new network namespace (only a downed loopback: no network, abstract unix
+  sockets private), new pid namespace (the sample cannot see or signal host processes), new IPC
+  namespace, new mount namespace whose root is a fresh read-only tmpfs holding only the runtime
+  (:func:`~sc2tune.evaluation.confinement.runtime_view`: /usr, /bin, /lib*, the interpreter's
+  installation with its site-packages emptied, a few /etc files, five /dev nodes, the run's /proc;
+  never the problems, the tests, sc2tune or the checkout), where only size- and inode-capped tmpfs on
+  /tmp, /var/tmp and /dev/shm are writable (no write reaches the host filesystem), and the sample and
+  the judge run as two dedicated unprivileged uids (per worker slot, not in /etc/passwd, no
+  supplementary groups). ``RLIMIT_NPROC`` is ignored for uid 0, so dropping the uid is what makes the
+  thread cap real; the interpreter must then be reachable by those uids (``sys.executable`` when it
+  is, else the first world-readable ``python3`` on PATH);
 * not root but unprivileged user namespaces allowed: the same namespaces under ``--map-root-user``;
   no uid drop, so the sample and the judge each enter a nested user namespace (no capability over
   the mounts nor over each other) and the judge is not dumpable; the process cap is the user's
@@ -89,8 +95,8 @@ class SandboxLimits:
     """Limits of one run. Sizes in MiB, times in seconds."""
 
     timeout: float = 10.0  #: wall-clock seconds before the process group is killed
-    memory_mb: int = 1024  #: RLIMIT_AS: virtual address space of each process
-    max_processes: int = 32  #: RLIMIT_NPROC: processes + threads of the sandbox uid
+    memory_mb: int = 1024  #: RLIMIT_AS: address space of the sample (one process, see above) and of the judge
+    max_processes: int = 32  #: RLIMIT_NPROC: tasks of the sandbox uid (threads: the sample cannot fork)
     file_size_mb: int = 16  #: RLIMIT_FSIZE: largest file (and captured output) a sample may write
     tmpfs_mb: int = 64  #: size of the private /tmp (mount namespace only)
     max_files: int = 1024  #: files + folders the private /tmp can hold (tmpfs nr_inodes)
