@@ -137,10 +137,11 @@ def _python_for_namespaces(requested: str | None) -> str:
 
 
 def isolation(python: str | None = None, namespaces: bool = True) -> Isolation:
-    """Detect once what the sandbox can enforce here (namespaces, uid drop, interpreter).
+    """Detect once what the sandbox can enforce here (namespaces, uid drop, interpreter, seccomp filter:
+    whether the memory cap holds for the whole sample, see :attr:`Isolation.memory`).
 
-    Anything short of ``root-namespaces`` with a uid drop is logged (once) as a warning that says what
-    is missing."""
+    Anything short of ``root-namespaces`` with a uid drop and the filter is logged (once) as a warning
+    that says what is missing."""
     return _isolation(python, namespaces)
 
 
