@@ -121,6 +121,10 @@ class RunResult:
         return self.status == "passed"
 
 
+#: the seccomp filter's code, read once (the launcher gets it in its job, never from the package folder)
+_SECCOMP_SOURCE = Path(__file__).with_name("_seccomp.py").read_text(encoding="utf-8")
+
+
 def _environment() -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -225,7 +229,7 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
             "judgedir": str(host / "judge"),
             "private_fs": iso.namespaces,
             "view": runtime_view(iso.python) if iso.namespaces else None,
-            "seccomp": iso.seccomp,
+            "seccomp": _SECCOMP_SOURCE if iso.seccomp else None,
             "tmpfs_mb": limits.tmpfs_mb,
             "max_files": limits.max_files,
             "python": iso.python,
