@@ -306,6 +306,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         nan_patience=recipe.train.nan_patience,
         class_weights=_class_weights(recipe, class_counts, data.id2label) if classify else None,
         loraplus_lr_ratio=recipe.adapter.loraplus_lr_ratio,
+        loraplus_lr_embedding=recipe.adapter.loraplus_lr_embedding,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgressCallback)

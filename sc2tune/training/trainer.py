@@ -71,10 +71,12 @@ class Sc2Trainer(Trainer):
                  loss_impl: Literal["chunked", "plain"] = "chunked",
                  packed_attention: Literal["per-document", "dense"] = "per-document",
                  nan_patience: int = 3, class_weights: torch.Tensor | None = None,
-                 loraplus_lr_ratio: float | None = None, **kwargs: Any) -> None:
+                 loraplus_lr_ratio: float | None = None, loraplus_lr_embedding: float | None = None,
+                 **kwargs: Any) -> None:
         """``objective`` from :func:`sc2tune.modeling.objective_for`; ``loss_impl``, ``packed_attention``:
         ``train.loss_impl`` and ``train.packed_attention`` of the recipe (see its schema)."""
         self.loraplus_lr_ratio = loraplus_lr_ratio
+        self.loraplus_lr_embedding = loraplus_lr_embedding
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.pad_token_id = pad_token_id
@@ -98,7 +100,10 @@ class Sc2Trainer(Trainer):
 
     def create_optimizer(self, model: torch.nn.Module | None = None):  # noqa: ANN201 - Trainer's signature
         """LoRA+ (``adapter.loraplus_lr_ratio``): PEFT's ``create_loraplus_optimizer`` puts every LoRA B in a
-        group with learning rate ``ratio * lr`` (A and the rest keep ``lr``); otherwise Trainer's optimizer."""
+        group with learning rate ``ratio * lr`` (A and the rest keep ``lr``); otherwise Trainer's optimizer.
+
+        The LoRA factors of embedding layers get ``adapter.loraplus_lr_embedding``, ``lr`` when unset: PEFT's own
+        default there is a fixed 1e-6, whatever ``lr`` is."""
         if self.loraplus_lr_ratio is None or self.optimizer is not None:
             return super().create_optimizer(model)
         from peft.optimizers import create_loraplus_optimizer
@@ -107,6 +112,7 @@ class Sc2Trainer(Trainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
         lr = optimizer_kwargs.pop("lr", self.args.learning_rate)
         optimizer_kwargs["loraplus_weight_decay"] = self.args.weight_decay
+        optimizer_kwargs["loraplus_lr_embedding"] = self.loraplus_lr_embedding or lr
         self.optimizer = create_loraplus_optimizer(target, optimizer_cls, lr=lr,
                                                    loraplus_lr_ratio=self.loraplus_lr_ratio, **optimizer_kwargs)
         return self.optimizer
