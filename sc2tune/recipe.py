@@ -224,6 +224,15 @@ class FimSpec(_Strict):
         description="Group files by repository (each sub-folder of data.train is a repository) and render "
         "StarCoder2's <repo_name>NAME<file_sep>PATH\\nCODE... format, FIM applied per file.",
     )
+    seed: int | None = Field(
+        None,
+        description="Seed of the training split's FIM draws (which files are FIM'd, PSM or SPM, the cut points) "
+        "and of its packing order; null = train.seed. The draws are made once, when the data is prepared, so "
+        "every epoch of a run sees the same spans (the rows are built once, cached and pinned for an exact "
+        "--resume; drawing them per epoch would prepare the corpus once per epoch): another data.fim.seed gives "
+        "other spans while train.seed keeps the initialisation and the data order. The eval split keeps "
+        "train.seed + 1, so eval losses stay comparable.",
+    )
 
 
 class DataSpec(_Strict):
