@@ -12,7 +12,8 @@ part gives ``B0 = U_r sqrt(S_r) / sqrt(s)``, ``A0 = sqrt(S_r) V_r^T / sqrt(s)`` 
 a QR decomposition), and the frozen base becomes the residual ``W_res = W - s B0 A0``, so the model is unchanged
 at step 0. After training ``W_res + s B A = W + s (B A - B0 A0) = W + s [B | -B0] [A ; A0]``: a plain LoRA
 update of rank 2r on the *original* ``W``, which is how these adapters are saved (PEFT's
-``path_initial_model_for_weight_conversion``; :func:`save_initial_adapter` keeps ``A0``, ``B0`` for it).
+``path_initial_model_for_weight_conversion``; :func:`save_initial_adapter` keeps ``A0``, ``B0`` for it), with
+the ``modules_to_save`` (a classifier's ``score`` head) saved as trained next to the converted factors.
 LoftQ (QLoRA only) keeps the 4-bit base ``Q = dequant(quant(W))`` as it is and sets ``s B0 A0`` to the rank-r SVD
 of the quantisation error ``W - Q`` (what PEFT's GPU-only ``replace_lora_weights_loftq`` does), so training
 starts nearer ``W``;
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING
 from sc2tune.errors import RecipeError, UserError
 from sc2tune.modeling import default_target_modules
 from sc2tune.recipe import Recipe
-from sc2tune.runs import ADAPTER_CONFIG
+from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 if TYPE_CHECKING:  # peft, torch and transformers load where they are used: the target check needs none of them
     from peft import LoraConfig, PeftModel
@@ -236,13 +237,30 @@ def keep_initial_adapter(model: PreTrainedModel | PeftModel, recipe: Recipe, out
 
 
 def save_converted_adapter(model: PeftModel, folder: Path, initial: Path) -> None:
-    """Save a PiSSA/OLoRA adapter as a rank-2r LoRA on the original base: ``[B | -B0] [A ; A0]``."""
+    """Save a PiSSA/OLoRA adapter as a rank-2r LoRA on the original base: ``[B | -B0] [A ; A0]``.
+
+    PEFT's conversion (``subtract_mutated_init``) returns the LoRA factors only, so every other tensor the
+    adapter holds (``modules_to_save``, such as a classifier's ``score`` head) is put back here exactly as
+    trained: those modules replace the base's own, they are not residual, so they need no conversion.
+    """
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
     config: LoraConfig = model.peft_config["default"]  # type: ignore[assignment]
     r, alpha, init = config.r, config.lora_alpha, config.init_lora_weights
+    kept = {name: tensor.detach().contiguous().cpu() for name, tensor in get_peft_model_state_dict(model).items()
+            if "lora_A" not in name and "lora_B" not in name}
     try:
         model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(initial))
     finally:  # PEFT doubles r/alpha on the config it writes; keep the live one as trained
         config.r, config.lora_alpha, config.init_lora_weights = r, alpha, init
+    if kept:
+        weights = folder / ADAPTER_WEIGHTS[0]  # save_pretrained writes safetensors by default
+        tensors = load_file(str(weights))
+        tensors.update(kept)
+        staged = weights.with_suffix(".safetensors.tmp")
+        save_file(tensors, str(staged), metadata={"format": "pt"})
+        staged.replace(weights)
 
 
 def base_model_reference(name_or_path: str) -> str:

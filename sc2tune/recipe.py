@@ -157,6 +157,12 @@ class AdapterSpec(_Strict):
         description="LoRA+: the learning rate of B is this ratio times that of A (train.lr); the LoRA+ paper "
         "suggests 16. null = one learning rate for both.",
     )
+    loraplus_lr_embedding: float | None = Field(
+        None, gt=0,
+        description="LoRA+: learning rate of the LoRA factors of embedding layers (a target such as embed_tokens). "
+        "null = train.lr, as every A; PEFT's create_loraplus_optimizer and the LoRA+ reference code fix it at "
+        "1e-6 whatever train.lr is (embedding adapters then barely move): set 1e-6 to reproduce them.",
+    )
 
     @model_validator(mode="after")
     def _check_init(self) -> AdapterSpec:
@@ -170,6 +176,9 @@ class AdapterSpec(_Strict):
             if self.loraplus_lr_ratio is not None:
                 raise ValueError("adapter.loraplus_lr_ratio sets the learning rate of LoRA's B, but "
                                  "adapter.method 'full' has no LoRA factors: drop one of the two")
+        if self.loraplus_lr_embedding is not None and self.loraplus_lr_ratio is None:
+            raise ValueError("adapter.loraplus_lr_embedding is a LoRA+ setting, and adapter.loraplus_lr_ratio is "
+                             "not set: set the ratio too (the paper suggests 16), or drop loraplus_lr_embedding")
         if residual and self.method == "qlora":
             raise ValueError(f"adapter.init '{init}' rewrites the base weights as a residual, which a 4-bit "
                              "base (adapter.method qlora) cannot hold exactly: use adapter.init loftq for QLoRA, "
@@ -214,6 +223,15 @@ class FimSpec(_Strict):
         False,
         description="Group files by repository (each sub-folder of data.train is a repository) and render "
         "StarCoder2's <repo_name>NAME<file_sep>PATH\\nCODE... format, FIM applied per file.",
+    )
+    seed: int | None = Field(
+        None,
+        description="Seed of the training split's FIM draws (which files are FIM'd, PSM or SPM, the cut points) "
+        "and of its packing order; null = train.seed. The draws are made once, when the data is prepared, so "
+        "every epoch of a run sees the same spans (the rows are built once, cached and pinned for an exact "
+        "--resume; drawing them per epoch would prepare the corpus once per epoch): another data.fim.seed gives "
+        "other spans while train.seed keeps the initialisation and the data order. The eval split keeps "
+        "train.seed + 1, so eval losses stay comparable.",
     )
 
 

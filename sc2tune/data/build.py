@@ -231,7 +231,8 @@ def _fim(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress)
     elif d.eval is not None:
         eval_docs = _code_docs(recipe, d.eval, "data.eval", stats, progress)
     out = []
-    for name, docs, seed in (("train", train_docs, recipe.train.seed), ("eval", eval_docs, recipe.train.seed + 1)):
+    fim_seed = recipe.train.seed if d.fim.seed is None else d.fim.seed  # the eval split keeps train.seed + 1
+    for name, docs, seed in (("train", train_docs, fim_seed), ("eval", eval_docs, recipe.train.seed + 1)):
         if docs is None:
             out.append(None)
             continue

@@ -8,7 +8,7 @@
 3. *Split.* ``data.eval`` as a fraction holds out the same documents (or whole repositories) as the
    in-memory path: :func:`~sc2tune.data.build.split_documents` over the kept documents.
 4. *Chunks.* Each split is cut into runs of consecutive documents of at most :data:`CHUNK_BYTES` (a
-   larger document is a chunk alone). Chunk ``c`` of a split with seed ``s`` (train: ``train.seed``,
+   larger document is a chunk alone). Chunk ``c`` of a split with seed ``s`` (train: ``data.fim.seed``, else ``train.seed``,
    eval: ``train.seed + 1``) draws its FIM choices and packs with
 
        s_0 = s,    s_c = SeedSequence([|s|, c]).generate_state(1)[0]   (c >= 1)
@@ -229,7 +229,8 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, stagi
             train, evaluation = split_documents(train, d.eval, recipe.train.seed, by_repo=d.fim.repo_context)
         elif d.eval is not None:
             evaluation = _list(recipe, d.eval, "data.eval", stats, run, progress)
-        for name, items, seed in (("train", train, recipe.train.seed), ("eval", evaluation, recipe.train.seed + 1)):
+        fim_seed = recipe.train.seed if d.fim.seed is None else d.fim.seed  # the eval split keeps train.seed + 1
+        for name, items, seed in (("train", train, fim_seed), ("eval", evaluation, recipe.train.seed + 1)):
             if items is None:
                 continue
             parts = chunks(items)

@@ -5,8 +5,11 @@ Total per device (single GPU or data parallel; every rank holds the same) =
     weights (load mode: bf16/fp16/fp32, int8, 4-bit NF4/FP4 + quantisation constants;
              QLoRA's k-bit preparation keeps the unquantised parts in fp32)
   + trainable parameters (LoRA A/B in fp32, PEFT's default; modules_to_save copies)
-  + their gradients (same size) + optimizer states (AdamW: two fp32 moments; 8-bit: two bytes;
-    full fine-tuning of a 16-bit model also keeps an fp32 master copy)
+  + their gradients (same size) + optimizer states (AdamW: two fp32 moments; 8-bit: two bytes)
+    (full fine-tuning of a 16-bit model loads its weights in fp32, the master copy the optimizer updates,
+    and computes in 16 bits under autocast (``sc2tune.training.precision``): fp32 weights, fp32 gradients,
+    fp32 moments, 16 bytes per parameter with AdamW; autocast's 16-bit weight copies are freed during the
+    backward as the gradients arrive, so they add nothing to that peak)
   + saved activations (with or without gradient checkpointing)
   + max(logits and loss, one layer's backward workspace [+ its recomputation])
   + framework overhead (CUDA context, cuBLAS workspace: a fixed 0.75 GiB)
@@ -155,13 +158,14 @@ def plan_device(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
     classify = spec.head == "sequence-classification"
     model = model_layout(spec.name_or_path, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
                          head=spec.head, num_labels=spec.num_labels or 2)
-    mode = load_mode(recipe, device)
+    dtype_bytes = DTYPE_BYTES[dtype]  # the compute dtype (activations, gathered FSDP units)
+    full = adapter.method == "full"
+    master = full and dtype_bytes != 4  # fp32 master weights: loaded in fp32, computed in `dtype`
+    mode = "fp32" if master else load_mode(recipe, device)
     quantized = mode in ("int8", "nf4", "fp4")
     double_quant = bool(adapter.quantization and adapter.quantization.double_quant)
     weights = weight_breakdown(model, mode, dtype=dtype, skip_modules=["score"] if classify else None,
                                double_quant=double_quant, upcast_unquantized=quantized)
-    dtype_bytes = DTYPE_BYTES[dtype]
-    full = adapter.method == "full"
     targets = () if full else resolve_targets(model, adapter.target_modules)
     to_save = list(adapter.modules_to_save or []) + (["score"] if classify else [])
     shape = adapter_shape(model, targets, r=adapter.r, dora=adapter.use_dora, modules_to_save=to_save)
@@ -173,6 +177,8 @@ def plan_device(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
             "fp4": f"FP4 linears; {kept} stay unquantised"}.get(mode, f"all weights {mode}")
     if quantized:
         note += " (fp32 after k-bit preparation)"
+    if master:
+        note = f"fp32 master weights, computed in {dtype} under autocast"
     comps.append(Component("weights", weights.footprint_bytes, note))
     if weights.quant_state_bytes:
         qnote = ("absmax per 64-block: uint8 + fp32 per 256 blocks (double quant)" if double_quant and mode != "int8"
@@ -180,10 +186,8 @@ def plan_device(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
         comps.append(Component("quantisation constants", weights.quant_state_bytes, qnote))
     if full:
         n = weights.params
-        master = 4 * n if dtype_bytes != 4 else 0
-        comps.append(Component("gradients", n * dtype_bytes, "every weight is trained"))
-        if master:
-            comps.append(Component("fp32 master weights", master, "mixed-precision full fine-tuning"))
+        comps.append(Component("gradients", n * 4 if master else n * dtype_bytes,
+                               "every weight is trained" + (" (fp32, as its master weight)" if master else "")))
         comps.append(Component("optimizer states", n * state_bytes, state_note))
         trainable = n
     else:

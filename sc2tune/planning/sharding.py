@@ -2,8 +2,8 @@
 
 From the single-device :class:`~sc2tune.planning.plan.MemoryPlan`, for ``N`` GPUs::
 
-    per GPU = (weights + quantisation constants + trained parameters + gradients + fp32 master weights
-               + optimizer states - buffers) / N              sharded: every rank owns 1/N of each
+    per GPU = (weights + quantisation constants + trained parameters + gradients + optimizer states
+               - buffers) / N                                 sharded: every rank owns 1/N of each
             + buffers (GPTBigCode's causal mask, rotary tables): not parameters, every rank keeps them whole
             + activations + max(logits and loss, backward workspace)      per rank, as on one device
             + gathered units: the root unit (embeddings, final norm, output layer: every parameter outside
@@ -12,8 +12,8 @@ From the single-device :class:`~sc2tune.planning.plan.MemoryPlan`, for ``N`` GPU
             + framework overhead (CUDA context, kernels' workspace)
 
 Under accelerate's FSDP with bf16 mixed precision the sharded parameters are kept in fp32 and gathered in
-bf16; the planner's full fine-tuning figure already counts 16 bytes per parameter (bf16 weights + bf16
-gradients + fp32 master + two fp32 Adam moments), the same total as fp32 parameters, gradients and moments.
+bf16; the planner's full fine-tuning figure counts exactly that: 16 bytes per parameter (fp32 weights, fp32
+gradients, two fp32 Adam moments), as a 16-bit full fine-tune holds outside FSDP too.
 Communication buffers beyond the gathered units are not modelled.
 """
 
@@ -30,8 +30,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 #: Components of a MemoryPlan that FSDP shards across the ranks.
-SHARDED = ("weights", "quantisation constants", "adapter parameters", "gradients", "fp32 master weights",
-           "optimizer states")
+SHARDED = ("weights", "quantisation constants", "adapter parameters", "gradients", "optimizer states")
 TRANSIENT = ("logits and loss", "backward workspace")
 
 

@@ -58,6 +58,7 @@ from sc2tune.training.callbacks import (
 from sc2tune.training.dropout import use_sparse_lora_dropout
 from sc2tune.training.outlock import output_lock
 from sc2tune.training.portable import save_classifier_files
+from sc2tune.training.precision import keeps_fp32_master, load_spec, save_rounded
 from sc2tune.training.trainer import Sc2Trainer
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def _training_arguments(recipe: Recipe, objective: Objective, out: Path, has_eva
         prediction_loss_only=objective.causal,  # causal evaluation keeps no logits
         report_to="none",
         save_total_limit=t.save_total_limit,
-        bf16=cuda and dtype == torch.bfloat16,
+        bf16=(cuda or keeps_fp32_master(recipe)) and dtype == torch.bfloat16,  # autocast (CPU too for fp32 masters)
         fp16=cuda and dtype == torch.float16,
         use_cpu=not cuda,
         remove_unused_columns=False,
@@ -278,7 +279,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     if data.prepared is not None and main_process:
         (out / DATA_RECORD).write_text(json.dumps({"prepared": data.prepared}) + "\n")
     set_seed(recipe.train.seed)  # same head / LoRA initialisation whatever the data step consumed
-    model = load_model(recipe.model, quant=recipe.adapter.quantization, id2label=data.id2label,
+    model = load_model(load_spec(recipe), quant=recipe.adapter.quantization, id2label=data.id2label,
                        pad_token_id=tokenizer.pad_token_id)
     model = attach_adapter(model, recipe)
     initial = keep_initial_adapter(model, recipe, out, main_process=main_process)
@@ -305,6 +306,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         nan_patience=recipe.train.nan_patience,
         class_weights=_class_weights(recipe, class_counts, data.id2label) if classify else None,
         loraplus_lr_ratio=recipe.adapter.loraplus_lr_ratio,
+        loraplus_lr_embedding=recipe.adapter.loraplus_lr_embedding,
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgressCallback)
@@ -339,7 +341,11 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         shutil.rmtree(staging)
     trainer.accelerator.wait_for_everyone()
     try:
-        trainer.save_model(str(staging))  # every rank: gathering sharded weights (FSDP, ZeRO-3) is collective
+        if keeps_fp32_master(recipe):  # fp32 master rounded once to the recipe's dtype (no sharding here)
+            if main_process:
+                save_rounded(trainer.accelerator.unwrap_model(trainer.model), staging, resolve_dtype(recipe.model.dtype))
+        else:
+            trainer.save_model(str(staging))  # every rank: gathering sharded weights (FSDP, ZeRO-3) is collective
         trainer.accelerator.wait_for_everyone()
         if main_process:
             if initial is not None:  # PiSSA / OLoRA: saved as a rank-2r LoRA on the original base

@@ -10,6 +10,12 @@ from it, and batches with ``labels``:
 * ``class-cross-entropy``: cross-entropy of the ``score`` head's logits, optionally class-weighted, averaged
   per micro-batch.
 
+Evaluation (``eval_loss``) is the mean over the whole eval set, never a mean of batch means:
+``sum_i loss_i / sum_i n_i`` with, per row ``i``, ``loss_i`` the summed cross-entropy of its trained tokens and
+``n_i`` their number (classification: ``loss_i = w_{y_i} CE_i`` and ``n_i = w_{y_i}``, ``w = 1`` unweighted).
+The per-row sums are gathered across processes with ``gather_for_metrics`` (which drops the rows the last
+batch repeats to keep processes even), so the figure is the same for any eval batch size and process count.
+
 A non-finite loss is never back-propagated: the micro-batch contributes nothing, the optimizer step of its
 window is skipped (gradients dropped) and counted; after ``train.nan_patience`` such steps in a row the run
 stops with :class:`NonFiniteLossError` and the last good checkpoint stays as it is.
@@ -65,10 +71,12 @@ class Sc2Trainer(Trainer):
                  loss_impl: Literal["chunked", "plain"] = "chunked",
                  packed_attention: Literal["per-document", "dense"] = "per-document",
                  nan_patience: int = 3, class_weights: torch.Tensor | None = None,
-                 loraplus_lr_ratio: float | None = None, **kwargs: Any) -> None:
+                 loraplus_lr_ratio: float | None = None, loraplus_lr_embedding: float | None = None,
+                 **kwargs: Any) -> None:
         """``objective`` from :func:`sc2tune.modeling.objective_for`; ``loss_impl``, ``packed_attention``:
         ``train.loss_impl`` and ``train.packed_attention`` of the recipe (see its schema)."""
         self.loraplus_lr_ratio = loraplus_lr_ratio
+        self.loraplus_lr_embedding = loraplus_lr_embedding
         super().__init__(*args, **kwargs)
         self.objective = objective
         self.pad_token_id = pad_token_id
@@ -88,10 +96,14 @@ class Sc2Trainer(Trainer):
         self._use_chunked = causal and self._chunked_loss_applies()
         self.step_seconds = 0.0  # filled in by ThroughputCallback
         self.step_cpu_seconds = 0.0  # process CPU time of the same steps (all threads)
+        self._eval_totals: list[float] | None = None  # [sum of row losses, sum of row counts] during evaluation
 
     def create_optimizer(self, model: torch.nn.Module | None = None):  # noqa: ANN201 - Trainer's signature
         """LoRA+ (``adapter.loraplus_lr_ratio``): PEFT's ``create_loraplus_optimizer`` puts every LoRA B in a
-        group with learning rate ``ratio * lr`` (A and the rest keep ``lr``); otherwise Trainer's optimizer."""
+        group with learning rate ``ratio * lr`` (A and the rest keep ``lr``); otherwise Trainer's optimizer.
+
+        The LoRA factors of embedding layers get ``adapter.loraplus_lr_embedding``, ``lr`` when unset: PEFT's own
+        default there is a fixed 1e-6, whatever ``lr`` is."""
         if self.loraplus_lr_ratio is None or self.optimizer is not None:
             return super().create_optimizer(model)
         from peft.optimizers import create_loraplus_optimizer
@@ -100,6 +112,7 @@ class Sc2Trainer(Trainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
         lr = optimizer_kwargs.pop("lr", self.args.learning_rate)
         optimizer_kwargs["loraplus_weight_decay"] = self.args.weight_decay
+        optimizer_kwargs["loraplus_lr_embedding"] = self.loraplus_lr_embedding or lr
         self.optimizer = create_loraplus_optimizer(target, optimizer_cls, lr=lr,
                                                    loraplus_lr_ratio=self.loraplus_lr_ratio, **optimizer_kwargs)
         return self.optimizer
@@ -150,6 +163,31 @@ class Sc2Trainer(Trainer):
         with self._attention():
             return super().evaluate(*args, **kwargs)
 
+    def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,  # noqa: ANN001, ANN201
+                        metric_key_prefix="eval"):
+        """transformers' loop, with ``{prefix}_loss`` replaced by the whole-set mean (see module docstring):
+        transformers averages per-batch means, each weighted by the nominal batch size."""
+        self._eval_totals = [0.0, 0.0]
+        try:
+            output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                             metric_key_prefix)
+            total, count = self._eval_totals
+        finally:
+            self._eval_totals = None
+        key = f"{metric_key_prefix}_loss"
+        if key in output.metrics and count > 0:
+            output.metrics[key] = total / count
+        return output
+
+    def _add_eval_rows(self, row_losses: torch.Tensor, row_counts: torch.Tensor) -> None:
+        """Add one eval batch's per-row loss sums and counts, gathered from every process."""
+        if self._eval_totals is None:
+            return
+        gathered = self.accelerator.gather_for_metrics(torch.stack([row_losses.float(), row_counts.float()], dim=1))
+        sums = gathered.double().sum(0).tolist()
+        self._eval_totals[0] += sums[0]
+        self._eval_totals[1] += sums[1]
+
     # ---- loss ---------------------------------------------------------------------------------------
 
     def _inner_causal_lm(self) -> torch.nn.Module:
@@ -179,18 +217,34 @@ class Sc2Trainer(Trainer):
         if self.objective.loss == "class-cross-entropy":
             return self._classification_loss(model, inputs, return_outputs)
         labels = inputs.pop("labels")
+        per_row = self._eval_totals is not None and not model.training  # evaluation: whole-set token mean
         if self._use_chunked:
             outputs = model(**inputs, output_hidden_states=True, logits_to_keep=1, use_cache=False)
-            hidden, targets = shifted_trained_positions(outputs.hidden_states[-1], labels)
             head = output_layer(self._inner_causal_lm())
-            loss_sum = linear_cross_entropy_sum(hidden, head.weight, head.bias, targets, self.loss_chunk_size)
+            if per_row:  # one sum per row
+                rows = [shifted_trained_positions(h[None], y[None]) for h, y in
+                        zip(outputs.hidden_states[-1], labels, strict=True)]
+                row_losses = torch.stack([linear_cross_entropy_sum(h, head.weight, head.bias, y, self.loss_chunk_size)
+                                          for h, y in rows])
+                loss_sum = row_losses.sum()
+            else:
+                hidden, targets = shifted_trained_positions(outputs.hidden_states[-1], labels)
+                loss_sum = linear_cross_entropy_sum(hidden, head.weight, head.bias, targets, self.loss_chunk_size)
             outputs = {}  # no logits are kept: evaluation of causal tasks reports the loss only
         else:
             outputs = model(**inputs, use_cache=False)
             logits = outputs.logits[:, :-1].float()
             targets = labels[:, 1:]
-            loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                                       ignore_index=-100, reduction="sum")
+            if per_row:
+                token_losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                               ignore_index=-100, reduction="none")
+                row_losses = token_losses.view(targets.shape).sum(1)
+                loss_sum = row_losses.sum()
+            else:
+                loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                           ignore_index=-100, reduction="sum")
+        if per_row:
+            self._add_eval_rows(row_losses, (labels[:, 1:] != -100).sum(1))
         if num_items_in_batch is None:
             num_items_in_batch = (labels[:, 1:] != -100).sum()
             world = 1
@@ -206,6 +260,9 @@ class Sc2Trainer(Trainer):
         logits = outputs.logits.float()
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         loss = F.cross_entropy(logits, labels, weight=weight)
+        if self._eval_totals is not None and not model.training:
+            row_weights = torch.ones_like(logits[:, 0]) if weight is None else weight[labels]
+            self._add_eval_rows(F.cross_entropy(logits, labels, reduction="none") * row_weights, row_weights)
         return (loss, outputs) if return_outputs else loss
 
     # ---- NaN guard -----------------------------------------------------------------------------------

@@ -51,3 +51,32 @@ def test_cpu_plan_is_fp32_without_cuda_overhead() -> None:
     assert weights == build_tiny_model().get_memory_footprint()  # auto = float32 on CPU, like modeling
     assert cpu.load_mode == "fp32" and gpu.load_mode == "bf16"
     assert "framework overhead" not in {c.name for c in cpu.components}
+
+
+def test_bf16_full_fine_tuning_is_planned_as_the_run_holds_it() -> None:
+    """fp32 master weights + fp32 gradients + two fp32 AdamW moments (16 bytes per parameter), measured on the
+    model the run loads and one real AdamW step on it (bf16 autocast, as the run computes)."""
+    import torch
+
+    from sc2tune.modeling import load_model
+    from sc2tune.training.precision import load_spec
+
+    recipe = recipe_from_dict({"task": "instruct", "model": {"dtype": "bfloat16"}, "adapter": {"method": "full"},
+                               "data": {"train": "x.jsonl", "max_length": 16}})
+    parts = {c.name: c.bytes for c in plan_recipe(recipe).components}
+    model = load_model(load_spec(recipe), pad_token_id=4)
+    params = list(model.parameters())  # tied weights once
+    assert parts["weights"] == model.get_memory_footprint()
+    assert all(p.dtype == torch.float32 for p in params)
+    optimizer = torch.optim.AdamW(params, lr=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=torch.tensor([[1, 2, 3, 4]]), labels=torch.tensor([[1, 2, 3, 4]])).loss
+    loss.backward()
+    optimizer.step()
+    grads = sum(p.grad.numel() * p.grad.element_size() for p in params)
+    moments = sum(t.numel() * t.element_size() for state in optimizer.state.values()
+                  for key, t in state.items() if key in ("exp_avg", "exp_avg_sq"))
+    n = sum(p.numel() for p in params)
+    assert parts["gradients"] == grads == 4 * n
+    assert parts["optimizer states"] == moments == 8 * n
+    assert "fp32 master weights" not in parts  # the weights are the master: not counted twice
