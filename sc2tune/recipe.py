@@ -270,6 +270,14 @@ class DataSpec(_Strict):
         "and shared by every process of a job). auto = $SC2TUNE_CACHE/data, else ~/.cache/sc2tune/data; "
         "null = no cache (build in memory on every run).",
     )
+    cache_check: Literal["stat", "content"] = Field(
+        "stat",
+        description="How the cache key sees a source file: stat = path, size, mtime, inode and ctime (no file "
+        "read); content = sha256 of its bytes (also verifies every prepared Arrow file in full on use).",
+    )
+    cache_lock_timeout: float = Field(
+        3600.0, gt=0, description="Seconds to wait for another process preparing the same data before "
+        "stopping with an error that names it (pid, host).")
 
     @field_validator("eval")
     @classmethod

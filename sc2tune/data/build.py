@@ -44,7 +44,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class DataBundle:
     """What the trainer consumes (formats: :mod:`sc2tune.data.collate`). ``prepared`` is the on-disk folder the
-    rows are memory-mapped from (None when they were built in memory)."""
+    rows are memory-mapped from (None when they were built in memory), ``checksum`` its meta.json's checksum."""
 
     train: datasets.Dataset
     eval: datasets.Dataset | None
@@ -52,6 +52,7 @@ class DataBundle:
     stats: DataStats
     id2label: dict[int, str] | None = None
     prepared: str | None = None
+    checksum: str | None = None  # the prepared folder's meta.json checksum (a run's data.json records it)
 
 
 def split_fraction(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
