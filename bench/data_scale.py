@@ -24,8 +24,8 @@ For each N, whole processes of ``python -m sc2tune data RECIPE --json``:
 * hit: ``--prepare`` again on the first cache folder;
 * (fim) verify: the checks a hit makes on the prepared files, timed in this process: ``stat`` (size and a
   hash of each file's first and last 64 KiB) against ``content`` (sha256 of every byte);
-* (fim) one file changed: one file of ``copy-0`` (the middle one in path order) gets a line appended (its
-  hard link broken first, so the other copies keep theirs), then ``--prepare`` again on the first cache
+* (fim) one file changed: one file of ``copy-0`` (the middle one in path order; given an inode of its own
+  before the first build, so the other copies keep theirs) gets a line appended, then ``--prepare`` again on the first cache
   folder: only the chunks that hold it are rebuilt (chunks built / reused read from the new meta.json);
   ratio to the fresh build (goal <= 0.10).
 
@@ -203,14 +203,22 @@ def verify_times(cache: Path) -> dict:
     return out
 
 
-def change_one_file(corpus: Path) -> Path:
-    """Append a line to the middle file of ``copy-0`` (module doc); returns it."""
+def isolate_one_file(corpus: Path) -> Path:
+    """The middle file of ``copy-0`` (path order) as a file of its own: its hard link, shared by every copy, is
+    replaced by a copy of the bytes *before* the first build (unlinking changes the shared inode's ctime,
+    which the default ``data.cache_check: stat`` sees in every copy)."""
     files = sorted((corpus / "copy-0").rglob("*.py"))
     path = files[len(files) // 2]
     text = path.read_bytes()
-    path.unlink()  # a hard link shared by every copy: this copy alone gets a file of its own
-    path.write_bytes(text + b"\n# changed by bench/data_scale.py\n")
+    path.unlink()
+    path.write_bytes(text)
     return path
+
+
+def change_one_file(path: Path) -> None:
+    """Append a line to ``path`` (module doc)."""
+    with open(path, "ab") as fh:
+        fh.write(b"\n# changed by bench/data_scale.py\n")
 
 
 def newest_chunks(cache: Path) -> dict:
@@ -274,6 +282,8 @@ def main() -> int:
                     spec = {"task": "instruct", "data": {"train": str(corpus), "eval": 0.05, "packing": True,
                                                          "max_length": args.max_length}}
                     what = f"{n * len(records):,} records, {corpus.stat().st_size / 1e6:.0f} MB of JSONL"
+                if workload == "fim":
+                    changed = isolate_one_file(corpus)
                 recipe = work / f"{workload}-{n}x.yaml"
                 recipe.write_text(yaml.safe_dump(spec))
                 data = [PY, "-m", "sc2tune", "data", str(recipe)]
@@ -293,7 +303,7 @@ def main() -> int:
                     print(f"  verify {v['bytes'] / 1e6:.0f} MB of prepared rows: stat (size + ends) {v['stat']:.3f} s, "
                           f"content (sha256) {v['content']:.2f} s", flush=True)
                     runs["first_chunks"] = newest_chunks(cache)
-                    changed = change_one_file(corpus)
+                    change_one_file(changed)
                     runs["one_file"] = measure([*data, f"data.cache_dir={cache}", "--prepare", "--json"])
                     runs["one_file"]["chunks"] = newest_chunks(cache)
                     print(row("one file changed", runs["one_file"]) + f"  chunks {runs['one_file']['chunks']} "
