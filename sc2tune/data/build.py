@@ -210,7 +210,8 @@ def record_docs(recipe: Recipe, src: Source, key: str, stats: DataStats) -> list
     if d.fim.repo_context:
         raise DataError(f"{key}: {src.path}: fim.repo_context needs a folder of repositories",
                         hint="point data.train at a folder whose sub-folders are repositories")
-    value = src.path if src.kind != "hub" else f"hub:{src.path}" + (f":{src.split}" if src.split else "")
+    value = src.path if src.kind != "hub" else (f"hub:{src.path}" + (f":{src.split}" if src.split else "")
+                                                + (f"@{src.revision}" if src.revision else ""))
     rec = load_records(value, key, required=[d.text_column],
                        text_fields=[d.text_column], column_map=d.column_map, purpose="task fim")
     docs = []

@@ -33,10 +33,11 @@ file of a ``save_to_disk`` folder. A file's identity (:func:`file_identity`) dep
 * ``content``: path and sha256 of the file's bytes (every file read at each key computation: about a
   second per few hundred MB), for such file systems or any doubt.
 
-A hub dataset counts by its id, split and revision: the commit its ``main`` resolves to in the local hub
-cache (``datasets--OWNER--NAME/refs/main``, what ``datasets.load_dataset`` reads offline), else
-``unresolved`` (never downloaded: its first build counts as such; once downloaded the key names the
-commit, so a dataset updated on the hub and fetched again gets a new key). Touching, editing, adding
+A hub dataset (``hub:OWNER/NAME[:SPLIT][@REVISION]``) counts by its id, split and revision: a commit
+given after ``@`` as itself, else the commit the revision (default ``main``) resolves to in the local hub
+cache (``datasets--OWNER--NAME/refs/REVISION``, what ``datasets.load_dataset`` reads offline), else
+``REVISION@unresolved`` (never downloaded: its first build counts as such; once downloaded the key names
+the commit, so a dataset updated on the hub and fetched again gets a new key). Touching, editing, adding
 or removing a source file gives a new key; so does any other tokenizer, a changed data key, another seed,
 other row-shaping code or another library version. ``data.num_proc``, ``data.cache_dir`` and
 ``data.cache_lock_timeout`` do not change the rows, so not the key.
@@ -228,15 +229,19 @@ def file_identity(path: Path, check: str = "stat") -> list[Any]:
     return [str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
-def hub_revision(dataset_id: str) -> str:
-    """The commit ``main`` of hub dataset ``dataset_id`` resolves to in the local hub cache (module doc)."""
+def hub_revision(dataset_id: str, revision: str | None = None) -> str:
+    """The commit ``revision`` (default ``main``) of hub dataset ``dataset_id`` resolves to in the local hub
+    cache; a commit given as such stands for itself (module doc)."""
+    wanted = revision or "main"
+    if len(wanted) == 40 and all(c in "0123456789abcdef" for c in wanted):
+        return wanted
     try:
         from huggingface_hub.constants import HF_HUB_CACHE
 
-        ref = Path(HF_HUB_CACHE) / f"datasets--{dataset_id.replace('/', '--')}" / "refs" / "main"
-        return ref.read_text(encoding="utf-8").strip() or "unresolved"
+        ref = Path(HF_HUB_CACHE) / f"datasets--{dataset_id.replace('/', '--')}" / "refs" / wanted
+        return ref.read_text(encoding="utf-8").strip() or f"{wanted}@unresolved"
     except (ImportError, OSError, UnicodeDecodeError):
-        return "unresolved"
+        return f"{wanted}@unresolved"
 
 
 def source_files(recipe: Recipe, value: str | list[str], key: str) -> list[list[Any]]:
@@ -246,7 +251,7 @@ def source_files(recipe: Recipe, value: str | list[str], key: str) -> list[list[
     out: list[list[Any]] = []
     for src in resolve_sources(value, key):
         if src.kind == "hub":
-            out.append(["hub", src.path, src.split, hub_revision(src.path)])
+            out.append(["hub", src.path, src.split, hub_revision(src.path, src.revision)])
         elif src.kind == "code":
             root = Path(src.path)
             out.append(["code", src.path])

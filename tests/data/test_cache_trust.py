@@ -191,13 +191,19 @@ def test_key_sees_the_hub_datasets_resolved_revision(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     recipe = recipe_from_dict({"task": "fim", "data": {"train": "hub:owner/name", "cache_dir": str(tmp_path)}})
-    assert key_inputs(recipe)["train_files"] == [["hub", "owner/name", None, "unresolved"]]
+    assert key_inputs(recipe)["train_files"] == [["hub", "owner/name", None, "main@unresolved"]]
     refs = tmp_path / "hub" / "datasets--owner--name" / "refs"
     refs.mkdir(parents=True)
     (refs / "main").write_text("a" * 40)
     first = _key(recipe)
     (refs / "main").write_text("b" * 40)  # the dataset was updated on the hub and fetched again
     assert _key(recipe) != first
+    pinned = recipe_from_dict({"task": "fim", "data": {"train": "hub:owner/name:test@" + "c" * 40,
+                                                       "cache_dir": str(tmp_path)}})
+    assert key_inputs(pinned)["train_files"] == [["hub", "owner/name", "test", "c" * 40]]
+    (refs / "v1").write_text("d" * 40)
+    tagged = recipe_from_dict({"task": "fim", "data": {"train": "hub:owner/name@v1", "cache_dir": str(tmp_path)}})
+    assert key_inputs(tagged)["train_files"] == [["hub", "owner/name", None, "d" * 40]]
 
 
 def test_a_same_size_edit_with_its_mtime_restored_is_seen(tmp_path):
@@ -237,3 +243,20 @@ def test_an_edit_to_one_file_rebuilds_only_its_chunk_with_the_rows_of_a_fresh_bu
     assert second.train.data.table.equals(fresh.train.data.table)
     assert second.train.to_dict() == fresh.train.to_dict() and second.stats.to_dict() == fresh.stats.to_dict()
     assert second.train.to_dict() != first.train.to_dict()
+
+
+def test_a_hub_revision_in_the_recipe_reaches_the_loader(monkeypatch):
+    import datasets
+
+    from sc2tune.data.sources import load_records
+
+    seen = {}
+
+    def fake(path, split=None, revision=None):
+        seen.update(path=path, split=split, revision=revision)
+        return datasets.Dataset.from_dict({"text": ["x = 1\n"]})
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    records = load_records("hub:owner/name:test@v1", "data.train", required=["text"], text_fields=["text"])
+    assert seen == {"path": "owner/name", "split": "test", "revision": "v1"}
+    assert records.columns["text"] == ["x = 1\n"]
