@@ -223,7 +223,7 @@ class DataSpec(_Strict):
     train: str | list[str] = Field(
         ...,
         description="Training data: JSONL/JSON/CSV/Parquet files or globs, a datasets.save_to_disk folder, a "
-        "folder of code (task fim), or a hub dataset id ('hub:owner/name').",
+        "folder of code (task fim), or a hub dataset id ('hub:owner/name[:split][@revision]').",
     )
     eval: str | list[str] | float | None = Field(
         0.1,
