@@ -122,14 +122,20 @@ def read_meta(folder: Path) -> dict[str, Any]:
 
 
 def verified_meta(root: Path, folder: Path, *, full: bool) -> dict[str, Any]:
-    """meta.json of the prepared folder (or chunk) ``folder`` of cache ``root`` after every check of the module doc: owner and
-    mode of the folder, meta.json and each file, meta.json's checksum, each file's checksum."""
+    """meta.json of the prepared folder (or chunk) ``folder`` of cache ``root`` after every check of the module
+    doc: owner and mode of the folder, meta.json and each file, meta.json's checksum, each part listed with a
+    checksum and inside ``root``, each file's checksum."""
     check_owned([folder, folder / META], folder)
     meta = read_meta(folder)
     files = meta.get("files")
     if not isinstance(files, dict):
         raise DataError(f"{folder / META}: prepared data without checksums (written by an older sc2tune?)",
                         hint=f"delete {folder} to have it rebuilt")
+    parts = [rel for split in (meta.get("parts") or {}).values() for rel in split]
+    bad = [rel for rel in [*files, *parts] if rel not in files or Path(rel).is_absolute() or ".." in Path(rel).parts]
+    if bad:
+        raise DataError(f"{folder / META}: prepared data naming a part it has no checksum for, or outside the "
+                        f"cache folder ({bad[0]}); it is not used", hint=f"delete {folder} to have it rebuilt")
     paths = [root / rel for rel in files]
     check_owned(paths, folder)
     for path, sums in zip(paths, files.values(), strict=True):

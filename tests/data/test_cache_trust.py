@@ -260,3 +260,14 @@ def test_a_hub_revision_in_the_recipe_reaches_the_loader(monkeypatch):
     records = load_records("hub:owner/name:test@v1", "data.train", required=["text"], text_fields=["text"])
     assert seen == {"path": "owner/name", "split": "test", "revision": "v1"}
     assert records.columns["text"] == ["x = 1\n"]
+
+
+def test_a_part_without_a_checksum_or_outside_the_cache_is_refused(tmp_path):
+    from sc2tune.data.store import verified_meta
+
+    (tmp_path / "evil.arrow").write_bytes(b"rows")
+    for parts in (["../evil.arrow"], ["k/train/unlisted.arrow"]):
+        root = tmp_path / f"cache{len(parts[0])}"
+        folder, _ = build_once(root, "k", lambda staging, parts=parts: {"parts": {"train": parts}, "files": {}})
+        with pytest.raises(DataError, match="naming a part it has no checksum for, or outside the cache folder"):
+            verified_meta(root, folder, full=False)
