@@ -21,8 +21,9 @@ the entries they own).
     ends   = sha256(size, the first and the last :data:`ENDS_BYTES` bytes)
 
 The head of an Arrow stream holds its schema, the tail its last record batch and end-of-stream marker,
-so ``ends`` catches a truncated, extended, re-written or swapped file in microseconds; ``sha256`` also
-catches a same-size edit in the middle and costs a read of the whole file. ``data.cache_check: stat``
+so ``ends`` catches a truncated, extended, re-written or swapped file in about a millisecond; ``sha256``
+also catches a same-size edit in the middle and costs a read of the whole file (``bench/data_scale.py``:
+0.1 s against 2.5 s for the 410 MB of rows of 4 copies of the standard library). ``data.cache_check: stat``
 (default) verifies size and ``ends`` on every use, ``content`` the full ``sha256``. A folder's
 ``meta.json`` carries ``checksum`` = sha256 of its own canonical JSON without that field
 (:func:`seal`, checked on every read), and a run's ``data.json`` records it: a resumed run whose prepared
