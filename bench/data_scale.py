@@ -21,7 +21,13 @@ For each N, whole processes of ``python -m sc2tune data RECIPE --json``:
   ``--baseline-max-copies`` (it grows ~25 bytes of RAM per byte of code: 10x needs ~14 GB);
 * prepare: ``--prepare`` into a fresh cache folder, one worker (``data.num_proc`` unset);
 * prepare, ``--workers`` workers (``data.num_proc=W``), fresh cache folder;
-* hit: ``--prepare`` again on the first cache folder.
+* hit: ``--prepare`` again on the first cache folder;
+* (fim) verify: the checks a hit makes on the prepared files, timed in this process: ``stat`` (size and a
+  hash of each file's first and last 64 KiB) against ``content`` (sha256 of every byte);
+* (fim) one file changed: one file of ``copy-0`` (the middle one in path order; given an inode of its own
+  before the first build, so the other copies keep theirs) gets a line appended, then ``--prepare`` again on the first cache
+  folder: only the chunks that hold it are rebuilt (chunks built / reused read from the new meta.json);
+  ratio to the fresh build (goal <= 0.10).
 
 With ``--train-copies N``: ``sc2tune train`` (built-in tiny model, 3 steps, fresh cache) as one process and
 under ``accelerate launch --multi_gpu --num_processes 2`` (gloo on CPU): the data log must show one build,
@@ -183,6 +189,46 @@ def build_jsonl(work: Path, copies: int, records: list[dict]) -> Path:
     return path
 
 
+def verify_times(cache: Path) -> dict:
+    """Seconds the two kinds of check take on the newest prepared folder in ``cache`` (module doc)."""
+    from sc2tune.data.store import verified_meta
+
+    folder = max((p for p in cache.iterdir() if (p / "meta.json").is_file() and p.name != "chunks"),
+                 key=lambda p: p.stat().st_mtime)
+    out = {"bytes": sum(f["size"] for f in json.loads((folder / "meta.json").read_text())["files"].values())}
+    verified_meta(cache, folder, full=False)  # imports and the first page faults counted in neither
+    for name, full in (("stat", False), ("content", True)):
+        start, cpu = time.perf_counter(), time.process_time()
+        verified_meta(cache, folder, full=full)
+        out[name], out[f"{name}_cpu"] = time.perf_counter() - start, time.process_time() - cpu
+    return out
+
+
+def isolate_one_file(corpus: Path) -> Path:
+    """The middle file of ``copy-0`` (path order) as a file of its own: its hard link, shared by every copy, is
+    replaced by a copy of the bytes *before* the first build (unlinking changes the shared inode's ctime,
+    which the default ``data.cache_check: stat`` sees in every copy)."""
+    files = sorted((corpus / "copy-0").rglob("*.py"))
+    path = files[len(files) // 2]
+    text = path.read_bytes()
+    path.unlink()
+    path.write_bytes(text)
+    return path
+
+
+def change_one_file(path: Path) -> None:
+    """Append a line to ``path`` (module doc)."""
+    with open(path, "ab") as fh:
+        fh.write(b"\n# changed by bench/data_scale.py\n")
+
+
+def newest_chunks(cache: Path) -> dict:
+    """The chunks built / reused recorded by the newest prepared folder in ``cache``."""
+    folder = max((p for p in cache.iterdir() if (p / "meta.json").is_file() and p.name != "chunks"),
+                 key=lambda p: p.stat().st_mtime)
+    return json.loads((folder / "meta.json").read_text())["chunks"]
+
+
 def row(name: str, m: dict) -> str:
     s = m["stats"]
     return (f"  {name:<28} {m['wall']:7.1f} s  cpu {m['cpu']:7.1f} s  tree PSS {m['tree_rss'] / GiB:5.2f} GiB  "
@@ -237,6 +283,8 @@ def main() -> int:
                     spec = {"task": "instruct", "data": {"train": str(corpus), "eval": 0.05, "packing": True,
                                                          "max_length": args.max_length}}
                     what = f"{n * len(records):,} records, {corpus.stat().st_size / 1e6:.0f} MB of JSONL"
+                if workload == "fim":
+                    changed = isolate_one_file(corpus)
                 recipe = work / f"{workload}-{n}x.yaml"
                 recipe.write_text(yaml.safe_dump(spec))
                 data = [PY, "-m", "sc2tune", "data", str(recipe)]
@@ -250,6 +298,18 @@ def main() -> int:
                 print(row("prepare, 1 worker", runs["prepare"]), flush=True)
                 runs["hit"] = measure([*data, f"data.cache_dir={cache}", "--prepare", "--json"])
                 print(row("prepare again (cache hit)", runs["hit"]), flush=True)
+                if workload == "fim":
+                    runs["verify"] = verify_times(cache)
+                    v = runs["verify"]
+                    print(f"  verify {v['bytes'] / 1e6:.0f} MB of prepared rows: stat (size + ends) {v['stat']:.3f} s "
+                          f"(cpu {v['stat_cpu']:.3f} s), content (sha256) {v['content']:.2f} s (cpu "
+                          f"{v['content_cpu']:.2f} s)", flush=True)
+                    runs["first_chunks"] = newest_chunks(cache)
+                    change_one_file(changed)
+                    runs["one_file"] = measure([*data, f"data.cache_dir={cache}", "--prepare", "--json"])
+                    runs["one_file"]["chunks"] = newest_chunks(cache)
+                    print(row("one file changed", runs["one_file"]) + f"  chunks {runs['one_file']['chunks']} "
+                          f"({changed.relative_to(corpus)})", flush=True)
                 if args.workers > 1:
                     runs["workers"] = measure([*data, f"data.cache_dir={work / f'cache-{n}x-w'}",
                                                f"data.num_proc={args.workers}", "--prepare", "--json"])
@@ -281,6 +341,10 @@ def main() -> int:
                 print(f"  {name} {args.workers} workers / 1 worker: wall {runs['workers']['wall'] / p['wall']:.2f}x, "
                       f"tree RSS {runs['workers']['tree_rss'] / p['tree_rss']:.2f}x, same rows: "
                       f"{runs['workers']['stats'] == p['stats']}")
+            if "one_file" in runs:
+                o = runs["one_file"]
+                print(f"  {name} one file changed / fresh build: wall {o['wall'] / p['wall']:.3f}x, CPU "
+                      f"{o['cpu'] / p['cpu']:.3f}x (goal <= 0.10); chunks {o['chunks']} of {runs['first_chunks']}")
             print(f"  {name} cache hit: {runs['hit']['wall']:.1f} s wall, {runs['hit']['cpu']:.1f} s CPU, whole process "
                   "(goal <= 10 s at 10x)")
         for workload in args.workload:

@@ -241,7 +241,7 @@ class DataSpec(_Strict):
     train: str | list[str] = Field(
         ...,
         description="Training data: JSONL/JSON/CSV/Parquet files or globs, a datasets.save_to_disk folder, a "
-        "folder of code (task fim), or a hub dataset id ('hub:owner/name').",
+        "folder of code (task fim), or a hub dataset id ('hub:owner/name[:split][@revision]').",
     )
     eval: str | list[str] | float | None = Field(
         0.1,
@@ -288,6 +288,14 @@ class DataSpec(_Strict):
         "and shared by every process of a job). auto = $SC2TUNE_CACHE/data, else ~/.cache/sc2tune/data; "
         "null = no cache (build in memory on every run).",
     )
+    cache_check: Literal["stat", "content"] = Field(
+        "stat",
+        description="How the cache key sees a source file: stat = path, size, mtime, inode and ctime (no file "
+        "read); content = sha256 of its bytes (also verifies every prepared Arrow file in full on use).",
+    )
+    cache_lock_timeout: float = Field(
+        3600.0, gt=0, description="Seconds to wait for another process preparing the same data before "
+        "stopping with an error that names it (pid, host).")
 
     @field_validator("eval")
     @classmethod

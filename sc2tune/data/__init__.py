@@ -60,8 +60,11 @@ __all__ = [
 
 
 def build_datasets(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, *, show_progress: bool = True,
-                   prepared: str | Path | None = None) -> DataBundle:
+                   prepared: str | Path | None = None, prepared_checksum: str | None = None) -> DataBundle:
     """Train (and eval) datasets, collator and statistics for ``recipe`` (see module doc for where from).
+
+    ``prepared_checksum``: the checksum a run's data.json recorded for ``prepared``; a prepared folder
+    that no longer carries it is refused (:func:`sc2tune.data.prepare.open_prepared`).
 
     The tokenizer gets ``<fim_pad>`` as its pad token when it has none (never eos).
     """
@@ -77,7 +80,8 @@ def build_datasets(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, *, show_p
         if prepared_key(recipe, tokenizer) != Path(prepared).name:
             log.warning("data: a source file, the tokenizer or a data key changed since this run started; "
                         "it goes on with the rows it started with (%s)", prepared)
-        return open_prepared(Path(prepared), tokenizer.pad_token_id)
+        return open_prepared(Path(prepared), tokenizer.pad_token_id, full=recipe.data.cache_check == "content",
+                             expected=prepared_checksum)
     if recipe.data.cache_dir is not None:
         from sc2tune.data.prepare import prepared_bundle
 

@@ -44,7 +44,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class DataBundle:
     """What the trainer consumes (formats: :mod:`sc2tune.data.collate`). ``prepared`` is the on-disk folder the
-    rows are memory-mapped from (None when they were built in memory)."""
+    rows are memory-mapped from (None when they were built in memory), ``checksum`` its meta.json's checksum."""
 
     train: datasets.Dataset
     eval: datasets.Dataset | None
@@ -52,6 +52,7 @@ class DataBundle:
     stats: DataStats
     id2label: dict[int, str] | None = None
     prepared: str | None = None
+    checksum: str | None = None  # the prepared folder's meta.json checksum (a run's data.json records it)
 
 
 def split_fraction(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +210,8 @@ def record_docs(recipe: Recipe, src: Source, key: str, stats: DataStats) -> list
     if d.fim.repo_context:
         raise DataError(f"{key}: {src.path}: fim.repo_context needs a folder of repositories",
                         hint="point data.train at a folder whose sub-folders are repositories")
-    value = src.path if src.kind != "hub" else f"hub:{src.path}" + (f":{src.split}" if src.split else "")
+    value = src.path if src.kind != "hub" else (f"hub:{src.path}" + (f":{src.split}" if src.split else "")
+                                                + (f"@{src.revision}" if src.revision else ""))
     rec = load_records(value, key, required=[d.text_column],
                        text_fields=[d.text_column], column_map=d.column_map, purpose="task fim")
     docs = []

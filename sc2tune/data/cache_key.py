@@ -1,26 +1,49 @@
 """The content key of a recipe's prepared data: a hash of everything that determines the rows.
 
-    key = sha256( format version, the data code,
-                  task, recipe.data (less cache_dir, num_proc and the source/template names),
+    key = sha256( format version, the row-shaping code, the versions of the libraries that shape rows,
+                  task, recipe.data (less cache_dir, num_proc, cache_lock_timeout and the source/template names),
                   train.seed, model.num_labels,
                   the instruct template's text,
                   the tokenizer's files (name and sha256 of each, see below),
-                  every source file: (path, size, modification time in ns) )[:24]
+                  every source file: its identity (see below) )[:24]
 
 The tokenizer counts by its files, not by a loaded object, so the key can be computed without importing
 transformers (:mod:`sc2tune.data.lookup`, a cache hit in about a second): the files of
 :data:`TOKENIZER_FILES` that exist in the folder ``model.name_or_path`` names, in the bundled tokenizer
 folder for the built-in model, or in the hub cache (``huggingface_hub``'s cache lookup at
-``model.revision``) for a hub id. sc2tune's own pad-token rule (``modeling.set_pad_token``) is part of the
-code hash. A tokenizer object that is not what those files load (``build_datasets`` given another one)
-is told apart by :mod:`sc2tune.data.prepare`, which then adds the object's fingerprint to the key.
+``model.revision``) for a hub id. A tokenizer object that is not what those files load (``build_datasets``
+given another one) is told apart by :mod:`sc2tune.data.prepare`, which then adds the object's fingerprint
+to the key.
+
+Row-shaping code: the data package's own source (``sc2tune/data/*.py``), and outside it the definitions
+rows depend on (:data:`ROW_CODE`: the pad-token rule and the special-token lookup of ``sc2tune.modeling``,
+with every top-level name they use, and the whole source of any sc2tune module they import from), so an
+edited builder never reads rows an older one wrote. Library versions (:data:`ROW_LIBRARIES`: transformers
+and tokenizers tokenise, numpy draws the FIM and packing choices, datasets writes the Arrow files) count
+by their installed version (``importlib.metadata``, nothing imported).
 
 Source files are the files the recipe's ``data.train`` / ``data.eval`` resolve to: each file of a
 folder of code that passes ``data.include`` / ``data.exclude``, each JSONL/JSON/CSV/Parquet file, every
-file of a ``save_to_disk`` folder; a hub dataset counts by its id and split. Touching, editing, adding
-or removing one of them gives a new key; so does any other tokenizer, a changed data key, another seed
-or another version of the data code (``sc2tune/data/*.py``, hashed, so an edited builder never reads rows
-an older one wrote). ``data.num_proc`` and ``data.cache_dir`` do not change the rows, so not the key.
+file of a ``save_to_disk`` folder. A file's identity (:func:`file_identity`) depends on ``data.cache_check``:
+
+* ``stat`` (default): path, size, modification time (ns), inode and status-change time (ctime, ns) -
+  no file is read. An edit that restores the size and the modification time (``touch -r``, ``os.utime``)
+  still moves the ctime, which no user can set back; a copy or a checkout gives new inodes. What stat
+  cannot see: a file system that does not keep ctime/inodes (some network and FUSE mounts);
+* ``content``: path and sha256 of the file's bytes (every file read at each key computation: about a
+  second per few hundred MB), for such file systems or any doubt.
+
+A hub dataset (``hub:OWNER/NAME[:SPLIT][@REVISION]``) counts by its id, split and revision: a commit
+given after ``@`` as itself, else the commit the revision (default ``main``) resolves to in the local hub
+cache (``datasets--OWNER--NAME/refs/REVISION``, what ``datasets.load_dataset`` reads offline), else
+``REVISION@unresolved`` (never downloaded: its first build counts as such; once downloaded the key names
+the commit, so a dataset updated on the hub and fetched again gets a new key). Touching, editing, adding
+or removing a source file gives a new key; so does any other tokenizer, a changed data key, another seed,
+other row-shaping code or another library version. ``data.num_proc``, ``data.cache_dir`` and
+``data.cache_lock_timeout`` do not change the rows, so not the key.
+
+The prepared rows of task fim are also keyed per chunk of files (:func:`chunk_key`,
+:mod:`sc2tune.data.chunked`): an edit to one file rebuilds only the chunk that holds it.
 """
 
 from __future__ import annotations
@@ -30,6 +53,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +65,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 #: Bump when the on-disk layout of a prepared folder changes.
-FORMAT_VERSION = 1
-_IGNORED = {"cache_dir", "num_proc"}
+FORMAT_VERSION = 2
+_IGNORED = {"cache_dir", "num_proc", "cache_lock_timeout"}
 
 
 #: The files of a tokenizer folder that determine the loaded tokenizer (those present are hashed).
@@ -53,25 +77,82 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 BUNDLED_TOKENIZER = Path(__file__).resolve().parents[1] / "assets" / "tokenizer"
 
 
-def _pad_rule() -> str:
-    """The source of ``modeling.set_pad_token`` and ``PAD_TOKEN`` (read, not imported: modeling imports torch)."""
-    source = (Path(__file__).resolve().parents[1] / "modeling.py").read_text(encoding="utf-8")
+#: Row-shaping definitions outside ``sc2tune/data``: module file (relative to the package) -> top-level names.
+ROW_CODE: dict[str, tuple[str, ...]] = {"modeling.py": ("set_pad_token", "PAD_TOKEN", "special_tokens")}
+#: Installed distributions whose version is part of the key (module doc).
+ROW_LIBRARIES = ("transformers", "tokenizers", "numpy", "datasets")
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def _top_level(tree: ast.Module) -> dict[str, ast.stmt]:
+    """name -> the top-level statement that defines it (def, class, assignment, import)."""
+    out: dict[str, ast.stmt] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            out[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    out[t.id] = node
+        elif isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                out[alias.asname or alias.name] = node
+    return out
+
+
+def _definitions(module: str, names: tuple[str, ...]) -> str:
+    """The source of ``names`` in ``sc2tune/<module>`` and of every top-level name they use, transitively;
+    an sc2tune module they import a name from counts by its whole source (read, never imported)."""
+    source = (_PACKAGE / module).read_text(encoding="utf-8")
+    defs = _top_level(ast.parse(source))
+    seen: list[ast.stmt] = []
+    todo = [n for n in names if n in defs]
+    done: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in done:
+            continue
+        done.add(name)
+        node = defs[name]
+        if node not in seen:
+            seen.append(node)
+        if isinstance(node, ast.ImportFrom):
+            continue
+        todo.extend(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in defs)
     parts = []
-    for node in ast.parse(source).body:
-        rule = isinstance(node, ast.FunctionDef) and node.name == "set_pad_token"
-        pad = isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PAD_TOKEN" for t in node.targets)
-        if rule or pad:
-            parts.append(ast.get_source_segment(source, node) or "")
+    for node in sorted(seen, key=lambda n: n.lineno):
+        if isinstance(node, ast.ImportFrom):
+            if node.module and node.module.startswith("sc2tune."):
+                other = _PACKAGE.joinpath(*node.module.split(".")[1:])
+                path = other / "__init__.py" if other.is_dir() else other.with_suffix(".py")
+                parts.append(f"{node.module}\0" + path.read_text(encoding="utf-8"))
+            continue
+        parts.append(ast.get_source_segment(source, node) or "")
     return "\n".join(parts)
 
 
 def _code_hash() -> str:
-    """sha256 of the data package's own source (what turns inputs into rows) and the pad-token rule."""
+    """sha256 of the data package's own source and of the row-shaping code outside it (module doc)."""
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    digest.update(b"pad\0" + _pad_rule().encode())
+    for module, names in sorted(ROW_CODE.items()):
+        digest.update(module.encode() + b"\0" + _definitions(module, names).encode())
     return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed version of each of :data:`ROW_LIBRARIES` (None when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in ROW_LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def _tokenizer_folder(spec: ModelSpec) -> tuple[Path | None, str | None]:
@@ -119,30 +200,67 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     return digest.hexdigest()
 
 
-def _stat(path: Path) -> list[Any]:
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _content_digest(path: Path, st: os.stat_result) -> str:
+    """sha256 of the file's bytes (memoised per process on its full stat, so one key computation and the
+    chunk keys read each file once)."""
+    memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    if memo not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(2**20), b""):
+                digest.update(block)
+        _DIGESTS[memo] = digest.hexdigest()
+    return _DIGESTS[memo]
+
+
+def file_identity(path: Path, check: str = "stat") -> list[Any]:
+    """What the key sees of one source file (module doc): [path, size, mtime_ns, inode, ctime_ns] with
+    ``check`` stat, [path, sha256] with content; [path, None, None] when it cannot be read (gone, a
+    broken link: the build skips it as unreadable)."""
     try:
         st = path.stat()
-    except OSError:  # gone, or a broken link: counted as such (the build skips it as unreadable)
+        if check == "content":
+            return [str(path), _content_digest(path, st)] if stat.S_ISREG(st.st_mode) else [str(path), None, None]
+    except OSError:
         return [str(path), None, None]
-    return [str(path), st.st_size, st.st_mtime_ns]
+    return [str(path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
+def hub_revision(dataset_id: str, revision: str | None = None) -> str:
+    """The commit ``revision`` (default ``main``) of hub dataset ``dataset_id`` resolves to in the local hub
+    cache; a commit given as such stands for itself (module doc)."""
+    wanted = revision or "main"
+    if len(wanted) == 40 and all(c in "0123456789abcdef" for c in wanted):
+        return wanted
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        ref = Path(HF_HUB_CACHE) / f"datasets--{dataset_id.replace('/', '--')}" / "refs" / wanted
+        return ref.read_text(encoding="utf-8").strip() or f"{wanted}@unresolved"
+    except (ImportError, OSError, UnicodeDecodeError):
+        return f"{wanted}@unresolved"
 
 
 def source_files(recipe: Recipe, value: str | list[str], key: str) -> list[list[Any]]:
-    """(path, size, mtime_ns) of every file a data.train / data.eval value resolves to (see module doc)."""
+    """The identity of every file a data.train / data.eval value resolves to (see module doc)."""
     d = recipe.data
+    check = d.cache_check
     out: list[list[Any]] = []
     for src in resolve_sources(value, key):
         if src.kind == "hub":
-            out.append(["hub", src.path, src.split])
+            out.append(["hub", src.path, src.split, hub_revision(src.path, src.revision)])
         elif src.kind == "code":
             root = Path(src.path)
             out.append(["code", src.path])
-            out.extend(_stat(root / rel) for rel in list_files(root, d.include, d.exclude))
+            out.extend(file_identity(root / rel, check) for rel in list_files(root, d.include, d.exclude))
         elif src.kind == "disk":
-            out.extend(_stat(Path(dirpath) / name) for dirpath, _, names in sorted(os.walk(src.path))
+            out.extend(file_identity(Path(dirpath) / name, check) for dirpath, _, names in sorted(os.walk(src.path))
                        for name in sorted(names))
         else:
-            out.append(_stat(Path(src.path)))
+            out.append(file_identity(Path(src.path), check))
     return out
 
 
@@ -173,6 +291,7 @@ def key_inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase | None = None)
     inputs: dict[str, Any] = {
         "format": FORMAT_VERSION,
         "code": _code_hash(),
+        "libraries": library_versions(),
         "task": recipe.task,
         "data": data,
         "seed": recipe.train.seed,
@@ -190,3 +309,10 @@ def key_inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase | None = None)
 def data_key(inputs: dict[str, Any]) -> str:
     """The content key (24 hex digits) of :func:`key_inputs`."""
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def chunk_key(inputs: dict[str, Any], seed: int, items: list[list[Any]]) -> str:
+    """The key (24 hex digits) of one chunk of task fim: the set key's ``inputs`` less their file lists,
+    the chunk's seed and the identity of each of its documents, in order (:mod:`sc2tune.data.chunked`)."""
+    common = {k: v for k, v in inputs.items() if k not in ("train_files", "eval_files")}
+    return hashlib.sha256(json.dumps(["chunk", common, seed, items], sort_keys=True).encode()).hexdigest()[:24]

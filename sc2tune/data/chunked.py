@@ -13,8 +13,21 @@
 
        s_0 = s,    s_c = SeedSequence([|s|, c]).generate_state(1)[0]   (c >= 1)
 
-   and a worker turns it into one Arrow file: read its files, :func:`~sc2tune.data.fim.build_fim`,
-   best-fit packing within the chunk (:func:`~sc2tune.data.packing.pack`), ``SPLIT/c.arrow``.
+   so its rows depend on its own documents and ``s_c`` alone (packing never crosses a chunk boundary).
+5. *Cache per chunk.* Chunk ``c`` is keyed by :func:`~sc2tune.data.cache_key.chunk_key`: the set key's
+   inputs less its file list, ``s_c``, and the identity of each of its documents (a file: root, path,
+   repository and :func:`~sc2tune.data.cache_key.file_identity`; a record: its text's sha256). A chunk
+   already in ``CACHE/chunks/`` (verified, :mod:`sc2tune.data.store`) is reused with its counts; a
+   worker turns each missing one into one Arrow file: read its files,
+   :func:`~sc2tune.data.fim.build_fim`, best-fit packing within the chunk
+   (:func:`~sc2tune.data.packing.pack`), ``chunks/CKEY/rows.arrow``. The prepared folder lists the
+   chunks of each split in order.
+
+An edit to one file changes the key of its chunk only, as long as the chunk boundaries stay where they
+were: a touch or a same-size edit always, a size change unless it moves a boundary (boundaries are cut
+greedily by size, so a file that grows past the room left in its chunk shifts the chunks after it, which
+are then rebuilt: the price of rows byte-identical to a build from scratch). Adding or removing a file
+shifts the chunks after it the same way, and with ``data.eval`` a fraction changes the held-out draw.
 
 Chunks and seeds depend on the data alone, never on ``data.num_proc``, so the rows are the same for any
 number of workers, and a corpus of one chunk gives exactly the rows of the in-memory path. A worker
@@ -25,6 +38,7 @@ of workers, not by the size of the corpus.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import multiprocessing
 from collections import Counter
@@ -32,17 +46,19 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from sc2tune.data.build import Progress, record_docs, split_documents
+from sc2tune.data.cache_key import chunk_key, file_identity
 from sc2tune.data.code_folder import FolderScan, classify_text, list_files, read_regular_file
 from sc2tune.data.fim import CodeDoc, build_fim
 from sc2tune.data.packing import IGNORE, pack, unpacked
 from sc2tune.data.sources import resolve_sources
 from sc2tune.data.stats import DataStats, SplitStats
-from sc2tune.data.store import write_table
+from sc2tune.data.store import chunk_rel, clear_chunk_leftovers, load_chunk, put_chunk
 from sc2tune.errors import DataError
 from sc2tune.recipe import FimSpec, Recipe
 
@@ -77,7 +93,7 @@ class _Job:
     max_length: int
     packing: bool
     max_file_bytes: int
-    staging: str
+    root: str  # the cache folder
 
 
 _JOB: _Job | None = None
@@ -102,9 +118,9 @@ def _scan(batch: list[FileDoc]) -> list[str | None]:
     return [_read(f, _JOB.max_file_bytes)[0] for f in batch]
 
 
-def _chunk(task: tuple[str, int, int, list[Item]]) -> dict[str, int]:
-    """Build one chunk and write it as ``SPLIT/INDEX.arrow``; returns its counts."""
-    split, index, seed, items = task
+def _chunk(task: tuple[str, int, list[Item]]) -> dict[str, Any]:
+    """Build chunk ``task = (key, seed, items)`` and write it to the cache; returns its meta (counts, files)."""
+    ckey, seed, items = task
     job = _JOB
     assert job is not None
     docs: list[CodeDoc] = []
@@ -120,11 +136,10 @@ def _chunk(task: tuple[str, int, int, list[Item]]) -> dict[str, int]:
         ds, rows = pack(seqs, job.max_length, seed)
     else:
         ds, rows = unpacked(seqs), len(seqs)
-    write_table(Path(job.staging), split, index, ds.data.table)
     out = {k: int(counts[k]) for k in ("psm", "spm", "plain", "fallback", "windows")}
     out.update(examples=len(docs), changed=len(items) - len(docs), rows=rows, tokens=int(len(seqs.ids)),
                trained_tokens=int((seqs.labels != IGNORE).sum()))
-    return out
+    return put_chunk(Path(job.root), ckey, ds.data.table, out)
 
 
 @contextlib.contextmanager
@@ -140,6 +155,14 @@ def _workers(num_proc: int | None, job: _Job) -> Iterator[Callable[[Callable, It
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init, initargs=(job,)) as pool:
         yield pool.map
+
+
+def identity(item: Item, check: str) -> list[Any]:
+    """What a chunk's key sees of one of its documents (module doc, step 5)."""
+    if isinstance(item, CodeDoc):
+        return ["doc", item.path, item.repo, hashlib.sha256(item.text.encode("utf-8", "surrogatepass")).hexdigest()]
+    return ["file", item.root, item.rel, item.path, item.repo,
+            *file_identity(Path(item.root) / item.rel, check)[1:]]
 
 
 def chunk_seed(seed: int, index: int) -> int:
@@ -216,12 +239,27 @@ def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats,
     return items
 
 
-def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, staging: Path,
-                       progress: Progress) -> DataStats:
-    """Write the fim rows of ``recipe`` to ``staging/{train,eval}/*.arrow``; returns the statistics."""
+@dataclass
+class ChunkParts:
+    """What :func:`build_fim_prepared` adds to the prepared folder's meta: the chunks of each split in order
+    (paths relative to the cache folder), their checksums, and how many were built or reused."""
+
+    parts: dict[str, list[str]]
+    files: dict[str, dict[str, Any]]
+    built: int = 0
+    reused: int = 0
+
+
+def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, root: Path, inputs: dict[str, Any],
+                       progress: Progress) -> tuple[DataStats, ChunkParts]:
+    """The fim rows of ``recipe`` as chunks in the cache folder ``root`` (module doc), each built only when
+    missing; ``inputs`` are the set key's inputs (:func:`~sc2tune.data.cache_key.key_inputs`)."""
     d = recipe.data
+    full = d.cache_check == "content"
     stats = DataStats(task="fim", max_length=d.max_length, packing=d.packing)
-    job = _Job(tokenizer, d.fim, d.max_length, d.packing, d.max_file_bytes, str(staging))
+    out = ChunkParts({}, {})
+    clear_chunk_leftovers(root)
+    job = _Job(tokenizer, d.fim, d.max_length, d.packing, d.max_file_bytes, str(root))
     with _workers(d.num_proc, job) as run:
         train = _list(recipe, d.train, "data.train", stats, run, progress)
         evaluation: list[Item] | None = None
@@ -234,13 +272,25 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, stagi
             if items is None:
                 continue
             parts = chunks(items)
-            advance = progress.task(f"FIM {name}", total=len(parts))
-            tasks = [(name, c, chunk_seed(seed, c), part) for c, part in enumerate(parts)]
+            keys = [chunk_key(inputs, chunk_seed(seed, c), [identity(i, d.cache_check) for i in part])
+                    for c, part in enumerate(parts)]
+            metas: list[dict[str, Any] | None] = [load_chunk(root, k, full=full) for k in keys]
+            tasks = [(k, chunk_seed(seed, c), part) for c, (k, part, m) in enumerate(zip(keys, parts, metas,
+                                                                                          strict=True)) if m is None]
+            advance = progress.task(f"FIM {name}", total=len(tasks))
+            built = iter(run(_chunk, tasks))
             total: Counter = Counter()
-            for counts in run(_chunk, tasks):
-                total.update(counts)
-                if advance is not None:
-                    advance(1)
+            for c, meta in enumerate(metas):
+                if meta is None:
+                    meta = next(built)
+                    out.built += 1
+                    if advance is not None:
+                        advance(1)
+                else:
+                    out.reused += 1
+                total.update(meta["counts"])
+                out.files.update(meta["files"])
+                out.parts.setdefault(name, []).append(chunk_rel(keys[c]))
             if total["changed"]:
                 log.warning("data: %d file(s) changed while being read and were left out", total["changed"])
             split = SplitStats(examples=total["examples"], windows=total["windows"], tokens=total["tokens"],
@@ -252,4 +302,5 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, stagi
                 stats.fim = {k: int(total[k]) for k in ("psm", "spm", "plain", "fallback")}
             else:
                 stats.eval = split
-    return stats
+    log.info("data: %d chunk(s) built, %d reused from the cache", out.built, out.reused)
+    return stats, out

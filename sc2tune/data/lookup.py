@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sc2tune.data.cache_key import data_key, key_inputs
+from sc2tune.data.integrity import check_cache_folder
 from sc2tune.data.stats import DataStats
-from sc2tune.data.store import cache_root, is_complete, read_meta, stats_from_dict
+from sc2tune.data.store import cache_root, is_complete, stats_from_dict, verified_meta
 from sc2tune.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,12 @@ def lookup_prepared(recipe: Recipe) -> Prepared | None:
     inputs = key_inputs(recipe)
     if inputs is None:
         return None
-    folder = cache_root(recipe.data.cache_dir) / data_key(inputs)
+    root = cache_root(recipe.data.cache_dir)
+    check_cache_folder(root)
+    folder = root / data_key(inputs)
     if not is_complete(folder):
         return None
-    meta = read_meta(folder)
+    meta = verified_meta(root, folder, full=recipe.data.cache_check == "content")
     log.info("data: cache hit, prepared data in %s", folder)
     id2label = {int(k): v for k, v in meta["id2label"].items()} if meta.get("id2label") else None
     return Prepared(folder, meta["task"], bool(meta["packing"]), stats_from_dict(meta["stats"]), id2label)

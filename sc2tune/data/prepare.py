@@ -27,8 +27,17 @@ from sc2tune.data.build import DataBundle, Progress
 from sc2tune.data.cache_key import data_key, key_inputs, tokenizer_fingerprint
 from sc2tune.data.chunked import build_fim_prepared
 from sc2tune.data.collate import CausalCollator, ClassifyCollator
+from sc2tune.data.integrity import check_cache_folder
 from sc2tune.data.stats import no_rows_error
-from sc2tune.data.store import build_once, cache_root, is_complete, open_split, read_meta, stats_from_dict
+from sc2tune.data.store import (
+    build_once,
+    cache_root,
+    is_complete,
+    open_split,
+    read_meta,
+    stats_from_dict,
+    verified_meta,
+)
 from sc2tune.data.stream import build_records_prepared
 from sc2tune.errors import DataError
 from sc2tune.recipe import Recipe
@@ -37,34 +46,47 @@ log = logging.getLogger(__name__)
 
 
 def _build(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress, inputs: dict[str, Any],
-           final: Path, fingerprint: str):
+           root: Path, key: str, fingerprint: str):
     def build(staging: Path) -> dict[str, Any]:
-        log.info("data: cache miss, preparing %s", final)
+        log.info("data: cache miss, preparing %s", root / key)
         id2label = None
+        extra: dict[str, Any] = {}
         if recipe.task == "fim":
-            stats = build_fim_prepared(recipe, tokenizer, staging, progress)
+            stats, chunks = build_fim_prepared(recipe, tokenizer, root, inputs, progress)
+            extra = {"parts": chunks.parts, "files": chunks.files,
+                     "chunks": {"built": chunks.built, "reused": chunks.reused}}
         else:
             stats, id2label = build_records_prepared(recipe, tokenizer, staging, progress)
         if stats.rows == 0:
             raise no_rows_error(stats, recipe.data.train)
         return {"task": recipe.task, "packing": recipe.data.packing, "stats": stats.to_dict(),
                 "id2label": {str(k): v for k, v in id2label.items()} if id2label is not None else None,
-                "created": time.strftime("%Y-%m-%d %H:%M:%S"), "inputs": inputs, "tokenizer_object": fingerprint}
+                "created": time.strftime("%Y-%m-%d %H:%M:%S"), "inputs": inputs, "tokenizer_object": fingerprint,
+                **extra}
 
     return build
 
 
-def open_prepared(folder: Path, pad_token_id: int) -> DataBundle:
-    """The bundle of a complete prepared folder (rows memory-mapped)."""
-    meta = read_meta(folder)
-    train = open_split(folder, "train")
+def open_prepared(folder: Path, pad_token_id: int, *, full: bool = False, expected: str | None = None
+                  ) -> DataBundle:
+    """The bundle of a complete prepared folder (rows memory-mapped), after every check of
+    :func:`~sc2tune.data.store.verified_meta` (``full``: every byte of every part). ``expected``: the
+    checksum a run's data.json recorded for it; any other is refused."""
+    check_cache_folder(folder.parent)
+    meta = verified_meta(folder.parent, folder, full=full)
+    if expected is not None and meta["checksum"] != expected:
+        raise DataError(f"{folder / 'meta.json'}: not the prepared data this run started with (checksum "
+                        f"{meta['checksum'][:16]}..., the run's data.json says {expected[:16]}...); it is not used",
+                        hint="start a new run (--overwrite or another output_dir), or put back the prepared "
+                        "folder the run was trained on")
+    train = open_split(folder, "train", meta)
     if train is None:
         raise DataError(f"{folder}: prepared data without training rows", hint=f"delete {folder} to rebuild it")
     id2label = {int(k): v for k, v in meta["id2label"].items()} if meta.get("id2label") else None
     collator = (ClassifyCollator(pad_token_id) if meta["task"] == "classify"
                 else CausalCollator(pad_token_id, packed=meta["packing"]))
-    return DataBundle(train, open_split(folder, "eval"), collator, stats_from_dict(meta["stats"]), id2label,
-                      prepared=str(folder))
+    return DataBundle(train, open_split(folder, "eval", meta), collator, stats_from_dict(meta["stats"]), id2label,
+                      prepared=str(folder), checksum=meta["checksum"])
 
 
 _OWN_FINGERPRINTS: dict[str, str] = {}
@@ -110,9 +132,10 @@ def prepared_bundle(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress
     key = data_key(inputs)
     start = time.perf_counter()
     with progress.running():
-        folder, hit = build_once(root, key, _build(recipe, tokenizer, progress, inputs, root / key, fingerprint))
+        folder, hit = build_once(root, key, _build(recipe, tokenizer, progress, inputs, root, key, fingerprint),
+                                 timeout=recipe.data.cache_lock_timeout)
     if hit:
         log.info("data: cache hit, prepared data in %s", folder)
     else:
         log.info("data: prepared %s in %.1f s", folder, time.perf_counter() - start)
-    return open_prepared(folder, tokenizer.pad_token_id)
+    return open_prepared(folder, tokenizer.pad_token_id, full=recipe.data.cache_check == "content")

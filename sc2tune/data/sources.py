@@ -2,7 +2,8 @@
 
 ``data.train`` / ``data.eval`` entries are, in order of precedence:
 
-* ``hub:OWNER/NAME`` or ``hub:OWNER/NAME:SPLIT`` -> ``datasets.load_dataset`` (split ``train`` by default);
+* ``hub:OWNER/NAME[:SPLIT][@REVISION]`` -> ``datasets.load_dataset`` (split ``train``, revision ``main`` by
+  default; a branch, tag or commit after ``@``);
 * a glob (``data/*.jsonl``) -> every matching file, sorted;
 * a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``;
 * a folder of code (task fim; read by :mod:`sc2tune.data.code_folder`);
@@ -44,6 +45,7 @@ class Source:
     path: str  # absolute path, or hub id
     fmt: str | None = None  # jsonl | json | csv | parquet (kind file)
     split: str | None = None  # hub split
+    revision: str | None = None  # hub revision (branch, tag or commit; None: main)
 
 
 def _entries(value: str | list[str]) -> list[str]:
@@ -55,10 +57,11 @@ def resolve_sources(value: str | list[str], key: str) -> list[Source]:
     out: list[Source] = []
     for entry in _entries(value):
         if entry.startswith("hub:"):
-            name, _, split = entry[4:].partition(":")
+            body, _, revision = entry[4:].partition("@")
+            name, _, split = body.partition(":")
             if not name:
-                raise DataError(f"{key}: '{entry}' has no dataset id", hint="write hub:OWNER/NAME[:SPLIT]")
-            out.append(Source("hub", name, split=split or None))
+                raise DataError(f"{key}: '{entry}' has no dataset id", hint="write hub:OWNER/NAME[:SPLIT][@REVISION]")
+            out.append(Source("hub", name, split=split or None, revision=revision or None))
             continue
         if any(ch in entry for ch in "*?["):
             matches = sorted(p for p in glob.glob(entry, recursive=True) if Path(p).is_file())
@@ -208,7 +211,7 @@ def _read_datasets(src: Source, key: str) -> Iterator[tuple[int, Any]]:
         if src.kind == "disk":
             ds = datasets.load_from_disk(src.path)
         else:
-            ds = datasets.load_dataset(src.path, split=src.split or "train")
+            ds = datasets.load_dataset(src.path, split=src.split or "train", revision=src.revision)
     except Exception as err:  # noqa: BLE001 - datasets raises many types; all mean "cannot load"
         raise DataError(f"{key}: cannot load {src.kind} dataset '{src.path}': {err}") from None
     if isinstance(ds, datasets.DatasetDict):

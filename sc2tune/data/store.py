@@ -3,18 +3,32 @@
 Layout under the cache folder (``data.cache_dir``)::
 
     KEY/                        a complete prepared folder (only ever renamed into place whole)
-        meta.json               task, statistics, label names, the key's inputs (written last)
-        train/00000.arrow ...   the rows, as Arrow stream files written by ``datasets``' ArrowWriter,
-        eval/00000.arrow ...    read back memory-mapped (``Dataset.from_file``) and concatenated in order
+        meta.json               task, statistics, label names, the key's inputs, the parts of each split,
+                                the checksums of every file, its own checksum (written last)
+        train/00000.arrow ...   instruct / classify rows, as Arrow stream files written by ``datasets``'
+        eval/00000.arrow ...    ArrowWriter, read back memory-mapped (``Dataset.from_file``)
     KEY.lock                    file lock held by the process building KEY
+    KEY.lock.holder             who holds it: {"pid", "host", "since"} (named by a waiter that gives up)
     .KEY.staging-PID/           a build in progress: never read; a killed build's leftover is removed
                                 by the next builder of KEY
+    chunks/CKEY/                task fim: the rows of one chunk of files (:mod:`sc2tune.data.chunked`),
+        meta.json               keyed by that chunk's files alone, shared by every KEY whose corpus holds
+        rows.arrow              that chunk; renamed into place whole like KEY/
+    chunks/.CKEY.staging-HOST-PID/   a chunk being written
 
-A reader takes ``KEY/`` only when ``KEY/meta.json`` exists, and the folder gets its name only after
-every file in it is complete (``os.replace`` of the staging folder), so a build killed at any moment
-leaves nothing a later run would use. Builders of one key take ``KEY.lock`` in turn: the first builds,
-the others wait, then find the folder and read it; across processes, ranks and (on a shared file
-system) nodes, a key is built once.
+``meta.json`` lists the parts of each split as paths relative to the cache folder (``KEY/train/00000.arrow``
+or ``chunks/CKEY/rows.arrow``), concatenated in that order, with their checksums
+(:mod:`sc2tune.data.integrity`). A reader takes ``KEY/`` only when ``KEY/meta.json`` exists, and the
+folder gets its name only after every file in it is complete (``os.replace`` of the staging folder), so a
+build killed at any moment leaves nothing a later run would use (chunks completed before the kill are
+whole, and reused). Builders of one key take ``KEY.lock`` in turn: the first builds, the others wait (at
+most ``data.cache_lock_timeout`` seconds, then an error naming the holder), then find the folder and
+read it; across processes, ranks and (on a shared file system) nodes, a key is built once.
+
+Before it is used, a prepared folder, its ``meta.json`` and every part are checked: owned by this user
+(or root) and writable by nobody else, ``meta.json``'s own checksum, and each part's checksum (size and
+ends, or every byte with ``data.cache_check: content``); anything else is refused, naming the file.
+Nothing is ever garbage-collected: delete the cache folder (or old ``KEY/`` and ``chunks/``) to free space.
 """
 
 from __future__ import annotations
@@ -24,10 +38,13 @@ import json
 import logging
 import os
 import shutil
+import socket
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sc2tune.data.integrity import check_cache_folder, check_owned, check_sealed, file_sums, seal, verify_file
 from sc2tune.data.stats import DataStats, SplitStats
 from sc2tune.errors import DataError
 
@@ -39,6 +56,8 @@ log = logging.getLogger(__name__)
 
 META = "meta.json"
 SPLITS = ("train", "eval")
+CHUNKS = "chunks"
+ROWS = "rows.arrow"
 
 
 def cache_root(spec: str) -> Path:
@@ -56,12 +75,6 @@ def is_complete(folder: Path) -> bool:
     return (folder / META).is_file()
 
 
-def write_table(staging: Path, split: str, index: int, table: pa.Table) -> None:
-    """Write part ``index`` of ``split`` (one Arrow stream file; parts are read back in index order)."""
-    with part_writer(staging, split, index) as write:
-        write(table)
-
-
 @contextlib.contextmanager
 def part_writer(staging: Path, split: str, index: int) -> Iterator[Callable[[pa.Table], None]]:
     """Part ``index`` of ``split`` written table by table (same columns each time) as one Arrow stream file."""
@@ -74,24 +87,63 @@ def part_writer(staging: Path, split: str, index: int) -> Iterator[Callable[[pa.
         writer.finalize()
 
 
-def open_split(folder: Path, split: str) -> datasets.Dataset | None:
-    """The memory-mapped rows of ``split`` (None when the folder has none)."""
+def write_rows(path: Path, table: pa.Table) -> None:
+    """``table`` as one Arrow stream file at ``path``."""
+    from datasets.arrow_writer import ArrowWriter
+
+    with ArrowWriter(path=str(path)) as writer:
+        writer.write_table(table)
+        writer.finalize()
+
+
+def open_split(folder: Path, split: str, meta: dict[str, Any]) -> datasets.Dataset | None:
+    """The memory-mapped rows of ``split`` of the prepared folder ``folder`` (None when it has none)."""
     import datasets
 
-    parts = sorted((folder / split).glob("*.arrow"))
+    parts = meta["parts"].get(split) or []
     if not parts:
         return None
-    tables = [datasets.Dataset.from_file(str(p)) for p in parts]
+    tables = [datasets.Dataset.from_file(str(folder.parent / rel)) for rel in parts]
     return tables[0] if len(tables) == 1 else datasets.concatenate_datasets(tables)
 
 
 def read_meta(folder: Path) -> dict[str, Any]:
-    """meta.json of a prepared folder."""
+    """meta.json of a prepared folder (or chunk), its own checksum checked."""
     try:
-        return json.loads((folder / META).read_text(encoding="utf-8"))
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise DataError(f"{folder / META}: unreadable prepared data ({err})",
                         hint=f"delete {folder} to have it rebuilt") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{folder / META}: unreadable prepared data (not a JSON object)",
+                        hint=f"delete {folder} to have it rebuilt")
+    check_sealed(meta, folder / META)
+    return meta
+
+
+def verified_meta(root: Path, folder: Path, *, full: bool) -> dict[str, Any]:
+    """meta.json of the prepared folder (or chunk) ``folder`` of cache ``root`` after every check of the module
+    doc: owner and mode of the folder, meta.json and each file, meta.json's checksum, each part listed with a
+    checksum and inside ``root``, each file's checksum."""
+    check_owned([folder, folder / META], folder)
+    meta = read_meta(folder)
+    files = meta.get("files")
+    if not isinstance(files, dict):
+        raise DataError(f"{folder / META}: prepared data without checksums (written by an older sc2tune?)",
+                        hint=f"delete {folder} to have it rebuilt")
+    parts = [rel for split in (meta.get("parts") or {}).values() for rel in split]
+    bad = [rel for rel in [*files, *parts] if rel not in files or Path(rel).is_absolute() or ".." in Path(rel).parts]
+    if bad:
+        raise DataError(f"{folder / META}: prepared data naming a part it has no checksum for, or outside the "
+                        f"cache folder ({bad[0]}); it is not used", hint=f"delete {folder} to have it rebuilt")
+    paths = [root / rel for rel in files]
+    check_owned(paths, folder)
+    for path, sums in zip(paths, files.values(), strict=True):
+        problem = verify_file(path, sums, full=full)
+        if problem is not None:
+            raise DataError(f"{path}: prepared data that {problem}; it is not used",
+                            hint=f"delete {folder} to have it rebuilt")
+    return meta
 
 
 def stats_from_dict(values: dict[str, Any]) -> DataStats:
@@ -109,11 +161,59 @@ def _clear_leftovers(root: Path, key: str) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]]) -> tuple[Path, bool]:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, not ours to signal
+        return True
+    return True
+
+
+def clear_chunk_leftovers(root: Path) -> None:
+    """Remove the chunk staging folders of builds on this host whose process is gone."""
+    host = socket.gethostname()
+    for stale in (root / CHUNKS).glob(".*.staging-*"):
+        owner_host, _, pid = stale.name.rsplit(".staging-", 1)[1].rpartition("-")
+        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by an interrupted build", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _holder(path: Path) -> str:
+    """Who holds a lock, from its sidecar (module doc)."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+        return f"process {int(info['pid'])} on host {info['host']} (since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (it did not say which)"
+
+
+def _seal_entry(staging: Path, key: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with the parts and checksums of the Arrow files in ``staging`` (paths as they will be once
+    ``staging`` is renamed ``key``) added to those the builder listed, then sealed."""
+    parts = {split: list(v) for split, v in (meta.get("parts") or {}).items()}
+    files = dict(meta.get("files") or {})
+    for split in SPLITS:
+        written = sorted((staging / split).glob("*.arrow"))
+        if written:
+            rels = [f"{key}/{split}/{p.name}" for p in written]
+            parts.setdefault(split, []).extend(rels)
+            files.update({rel: file_sums(p) for rel, p in zip(rels, written, strict=True)})
+    return seal({**meta, "parts": parts, "files": files})
+
+
+def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]], *,
+               timeout: float | None = None) -> tuple[Path, bool]:
     """(folder of ``key``, whether it was already there). On a miss ``build(staging)`` writes the split
-    files into ``staging`` and returns the meta mapping; the folder is then renamed into place whole."""
+    files into ``staging`` and returns the meta mapping (it may list parts outside ``staging`` under
+    ``parts`` and ``files``); the folder is then renamed into place whole. ``root`` is checked first
+    (:func:`~sc2tune.data.integrity.check_cache_folder`); the caller verifies what it then reads
+    (:func:`verified_meta`). Waits at most ``timeout`` seconds (None: for ever) for another builder."""
     from filelock import FileLock, Timeout
 
+    check_cache_folder(root)
     final = root / key
     if is_complete(final):
         return final, True
@@ -122,13 +222,27 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]]) ->
     except OSError as err:
         raise DataError(f"data.cache_dir: cannot create {root} ({err.strerror})",
                         hint="set data.cache_dir to a writable folder, or null to build in memory") from None
-    lock = FileLock(str(root / f"{key}.lock"))
+    check_cache_folder(root)
+    lock_path = root / f"{key}.lock"
+    holder = root / f"{key}.lock.holder"
+    lock = FileLock(str(lock_path))
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        log.info("data: another process is preparing %s; waiting for it", final)
-        lock.acquire()
+        log.info("data: %s is preparing %s; waiting for it (at most %s)", _holder(holder), final,
+                 "for ever" if timeout is None else f"{timeout:g} s")
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except Timeout:
+            raise DataError(f"data.cache_dir: waited {timeout:g} s for {_holder(holder)}, which is preparing "
+                            f"{final} (lock {lock_path})",
+                            hint="let it finish and run again, or raise data.cache_lock_timeout; if that "
+                            f"process is gone (a host sharing the folder died), delete {lock_path}") from None
     try:
+        tmp = holder.with_name(f".{holder.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                   "since": time.strftime("%Y-%m-%d %H:%M:%S")}), encoding="utf-8")
+        os.replace(tmp, holder)
         if is_complete(final):
             return final, True
         _clear_leftovers(root, key)
@@ -137,7 +251,7 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]]) ->
         staging = root / f".{key}.staging-{os.getpid()}"
         staging.mkdir()
         try:
-            meta = build(staging)
+            meta = _seal_entry(staging, key, build(staging))
             (staging / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
             os.replace(staging, final)
         except BaseException:
@@ -145,4 +259,49 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]]) ->
             raise
         return final, False
     finally:
+        with contextlib.suppress(OSError):
+            holder.unlink()
         lock.release()
+
+
+# ---- chunks (task fim) -------------------------------------------------------------------------------
+
+def chunk_rel(ckey: str) -> str:
+    """Path of chunk ``ckey``'s rows relative to the cache folder."""
+    return f"{CHUNKS}/{ckey}/{ROWS}"
+
+
+def load_chunk(root: Path, ckey: str, *, full: bool) -> dict[str, Any] | None:
+    """The verified meta of chunk ``ckey`` (``counts``, ``files``) when it is in the cache, else None."""
+    folder = root / CHUNKS / ckey
+    if not is_complete(folder):
+        return None
+    return verified_meta(root, folder, full=full)
+
+
+def put_chunk(root: Path, ckey: str, table: pa.Table, counts: dict[str, int]) -> dict[str, Any]:
+    """Write chunk ``ckey`` (rows and sealed meta with its counts and checksums), renamed into place whole;
+    when another process got there first, its copy stays and ours is dropped. Returns the meta."""
+    chunks = root / CHUNKS
+    chunks.mkdir(exist_ok=True)
+    final = chunks / ckey
+    staging = chunks / f".{ckey}.staging-{socket.gethostname()}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        write_rows(staging / ROWS, table)
+        meta = seal({"counts": counts, "files": {chunk_rel(ckey): file_sums(staging / ROWS)}})
+        (staging / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        if final.exists() and not is_complete(final):
+            shutil.rmtree(final)
+        try:
+            os.replace(staging, final)
+        except OSError:
+            if not is_complete(final):
+                raise
+            shutil.rmtree(staging, ignore_errors=True)  # built meanwhile by another process: same rows
+            meta = read_meta(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return meta

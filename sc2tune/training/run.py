@@ -198,17 +198,19 @@ def _trim_metrics(path: Path, step: int) -> None:
 DATA_RECORD = "data.json"
 
 
-def _pinned_data(out: Path) -> str | None:
-    """The prepared data folder the run in ``out`` started with, if it is still there."""
+def _pinned_data(out: Path) -> tuple[str | None, str | None]:
+    """(the prepared data folder the run in ``out`` started with if it is still there, the checksum
+    data.json recorded for it)."""
     record = out / DATA_RECORD
     if not record.is_file():
-        return None
-    folder = json.loads(record.read_text()).get("prepared")
+        return None, None
+    values = json.loads(record.read_text())
+    folder = values.get("prepared")
     if folder and (Path(folder) / "meta.json").is_file():
-        return folder
+        return folder, values.get("checksum")
     log.warning("--resume: the prepared data this run started with (%s) is gone; looking it up by its key "
                 "(the same inputs rebuild the same rows)", folder)
-    return None
+    return None, None
 
 
 def _absolute_paths(recipe: Recipe) -> Recipe:
@@ -271,13 +273,13 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     set_seed(recipe.train.seed)
 
     tokenizer = load_tokenizer(recipe.model)
-    pinned = _pinned_data(out) if resume else None
-    data = build_datasets(recipe, tokenizer, show_progress=show_progress, prepared=pinned)
+    pinned, checksum = _pinned_data(out) if resume else (None, None)
+    data = build_datasets(recipe, tokenizer, show_progress=show_progress, prepared=pinned, prepared_checksum=checksum)
     if len(data.train) == 0:
         raise UserError(f"data.train produced no training examples ({recipe.data.train})")
     out.mkdir(parents=True, exist_ok=True)  # only once the data is known to be good
     if data.prepared is not None and main_process:
-        (out / DATA_RECORD).write_text(json.dumps({"prepared": data.prepared}) + "\n")
+        (out / DATA_RECORD).write_text(json.dumps({"prepared": data.prepared, "checksum": data.checksum}) + "\n")
     set_seed(recipe.train.seed)  # same head / LoRA initialisation whatever the data step consumed
     model = load_model(load_spec(recipe), quant=recipe.adapter.quantization, id2label=data.id2label,
                        pad_token_id=tokenizer.pad_token_id)
