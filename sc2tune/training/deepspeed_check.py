@@ -4,21 +4,25 @@ What was found on a CPU-only machine (accelerate 1.16, DeepSpeed 0.19.8, torch 2
 
 * DeepSpeed itself works on CPU: ``pip install deepspeed`` (the ``deepspeed`` extra; a source package,
   installs in about 15 s, no oneCCL nor intel_extension_for_pytorch needed) selects its CPU accelerator with
-  the gloo backend, JIT-builds its shared-memory collective op (ninja + a C++ compiler) and runs ZeRO-2 and
-  ZeRO-3 with two processes, each rank's optimizer holding half of the flat fp32 partition.
-* accelerate does not start it on CPU. ``AcceleratorState`` switches to DeepSpeed only ``if not cpu``; and
-  without ``use_cpu`` its ``_prepare_backend`` finds no GPU-like device (``get_torch_accelerator_backend()`` is
-  ``(None, None)``), so although ``deepspeed.comm`` forms a gloo group of N ranks, accelerate's state reports
-  ``num_processes=1`` and ``process_index=0`` on every rank: each rank would take whole batches and believe it
-  is the main process. sc2tune's own runs on CPU build their state with ``cpu=True`` (gloo DDP), so a DeepSpeed
-  config would silently train as plain data parallelism.
+  the gloo backend and JIT-builds its shared-memory collective op (ninja and a C++ compiler).
+* Through sc2tune it trains: ``accelerate launch --config_file deepspeed-zero{2,3}.yaml`` with only
+  ``num_processes: 2`` and ``mixed_precision: 'no'`` changed runs the Trainer's DeepSpeed engine (ZeRO-2 and
+  ZeRO-3), each rank's optimizer holding half of the flat fp32 parameters, with the per-step losses of one
+  process with twice the batch and the whole adapter saved. It works because sc2tune's runs on CPU build
+  their process group first with accelerate's ``PartialState(cpu=True)`` (gloo, the launcher's world size),
+  and accelerate's DeepSpeed launcher leaves ``use_cpu`` unset, so ``AcceleratorState`` then switches to
+  DeepSpeed on top of that state.
+* A plain ``Accelerator()`` does not: without a GPU, accelerate's ``_prepare_backend`` finds no device
+  backend (``get_torch_accelerator_backend()`` is ``(None, None)``) and reports ``num_processes=1`` and
+  ``process_index=0`` on every rank while DeepSpeed's group has N ranks. sc2tune does not take that path.
 
-Hence the policy: a DeepSpeed launch is refused before any data or model is loaded unless accelerate sees a
-GPU-like device and one device per process. :func:`deepspeed_blocker` says why (or None), and
+Hence the policy: a DeepSpeed launch runs on CPU (to rehearse a ZeRO config before paying for GPUs) and on
+GPUs; it is refused before any data or model is loaded when the ``deepspeed`` package is missing or when the
+launch starts more processes than the machine has GPUs. :func:`deepspeed_blocker` says why (or None), and
 :func:`check_deepspeed_launch` raises it as a :class:`~sc2tune.errors.UserError`.
-``tests/training/test_deepspeed.py`` runs DeepSpeed itself on CPU, fails when a new accelerate changes the
-CPU behaviour above, and runs the ZeRO-2/3 equality (2 processes x batch 2 == 1 process x batch 4, a whole
-saved adapter, one optimizer partition per rank) where :func:`deepspeed_blocker` returns None.
+``tests/training/test_deepspeed.py::test_two_processes_match_one`` proves the CPU run (where ``deepspeed`` is
+installed; skipped with :func:`deepspeed_blocker`'s reason otherwise) and fails loudly if a new accelerate
+stops running DeepSpeed there (no ZeRO partition files in the checkpoint, or mismatched losses).
 """
 
 from __future__ import annotations
@@ -57,9 +61,7 @@ def deepspeed_blocker(num_processes: int, *, accelerator: tuple[str | None, int]
         return f"DeepSpeed is not installed ({INSTALL})"
     device, count = _accelerator() if accelerator is None else accelerator
     if device is None:
-        return ("this machine has no GPU: accelerate starts DeepSpeed only on a GPU-like device (on CPU its state "
-                "reports one process on every rank, or runs plain data parallelism with use_cpu), so the ZeRO "
-                "config would not be what trains")
+        return None  # CPU: DeepSpeed's CPU accelerator on gloo (module docstring)
     if count < num_processes:
         return (f"the launch starts {num_processes} processes but this machine has {count} {device} device(s): "
                 "DeepSpeed needs one device per process")
@@ -72,8 +74,6 @@ def check_deepspeed_launch(num_processes: int, *, accelerator: tuple[str | None,
     reason = deepspeed_blocker(num_processes, accelerator=accelerator, installed=installed)
     if reason is None:
         return
-    raise UserError(
-        f"the launch asks for DeepSpeed, but {reason}",
-        hint="run DeepSpeed ZeRO configs on CUDA GPUs; to rehearse a sharded run on CPU use "
-        "recipes/accelerate/fsdp.yaml with use_cpu: true, num_processes: 2, mixed_precision: 'no'",
-    )
+    hint = (f"install it: {INSTALL}" if reason.startswith("DeepSpeed is not installed") else
+            "set num_processes in the accelerate config (or --num_processes) to at most the number of GPUs")
+    raise UserError(f"the launch asks for DeepSpeed, but {reason}", hint=hint)
