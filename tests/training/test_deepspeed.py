@@ -40,8 +40,24 @@ def test_refused_without_deepspeed() -> None:
         check_deepspeed_launch(2, accelerator=("cuda", 8), installed=False)
 
 
-def test_cpu_is_not_refused() -> None:
-    check_deepspeed_launch(2, accelerator=(None, 0), installed=True)  # DeepSpeed's CPU accelerator, gloo
+def test_cpu_in_float32_is_not_refused() -> None:
+    check_deepspeed_launch(2, accelerator=(None, 0), installed=True, mixed_precision="no")  # CPU accelerator, gloo
+
+
+def test_mixed_precision_on_cpu_is_refused_naming_the_fix() -> None:
+    """The shipped configs as they are (bf16) stop on CPU after the model is loaded: refused up front."""
+    with pytest.raises(UserError, match="mixed_precision is bf16 on a machine without a GPU") as err:
+        check_deepspeed_launch(2, accelerator=(None, 0), installed=True, mixed_precision="bf16")
+    assert "mixed_precision: 'no'" in err.value.hint
+    check_deepspeed_launch(2, accelerator=("cuda", 2), installed=True, mixed_precision="bf16")  # GPUs: fine
+
+
+def test_mixed_precision_is_read_from_accelerate_launch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``accelerate launch`` hands the config's mixed_precision to each process as ACCELERATE_MIXED_PRECISION."""
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert deepspeed_blocker(2, accelerator=(None, 0), installed=True) is not None
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert deepspeed_blocker(2, accelerator=(None, 0), installed=True) is None
 
 
 def test_refused_with_fewer_devices_than_processes() -> None:
@@ -53,7 +69,7 @@ def test_refused_with_fewer_devices_than_processes() -> None:
 def test_this_machine_is_judged_by_its_devices() -> None:
     """Reference: torch's own device count (and whether the deepspeed package is there)."""
     runnable = not NO_DEEPSPEED and (not torch.cuda.is_available() or torch.cuda.device_count() >= 2)
-    assert (deepspeed_blocker(2) is None) == runnable
+    assert (deepspeed_blocker(2, mixed_precision="no") is None) == runnable
 
 
 # --- the equality through sc2tune, where DeepSpeed can run ----------------------------------------------------
@@ -124,7 +140,8 @@ def _tensors(adapter: Path) -> dict[str, tuple[int, ...]]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(deepspeed_blocker(2) is not None, reason=f"DeepSpeed cannot run here: {deepspeed_blocker(2)}")
+@pytest.mark.skipif(deepspeed_blocker(2, mixed_precision="no") is not None,
+                    reason=f"DeepSpeed cannot run here: {deepspeed_blocker(2, mixed_precision='no')}")
 @pytest.mark.parametrize("config", ["deepspeed-zero2.yaml", "deepspeed-zero3.yaml"])
 def test_two_processes_match_one(config: str, tiny_model_dir: str, tmp_path: Path) -> None:
     train(recipe_from_dict(_recipe(tiny_model_dir, tmp_path, "single", 4)), show_progress=False)
