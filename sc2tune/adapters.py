@@ -242,14 +242,27 @@ def save_converted_adapter(model: PeftModel, folder: Path, initial: Path) -> Non
     PEFT's conversion (``subtract_mutated_init``) returns the LoRA factors only, so every other tensor the
     adapter holds (``modules_to_save``, such as a classifier's ``score`` head) is put back here exactly as
     trained: those modules replace the base's own, they are not residual, so they need no conversion.
+    The same holds for the factors of an embedding target (``lora_embedding_A``/``_B``): PEFT's PiSSA/OLoRA
+    initialise only linear layers (an embedding starts at ``B0 A0 = 0``, its base untouched), so ``B A`` is already
+    the update on the original embedding; it is zero-padded to the converted rank, ``[B | 0] [A ; 0] = B A``
+    (the written config doubles ``r`` and ``alpha``, keeping the scale).
     """
+    import torch
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import load_file, save_file
 
     config: LoraConfig = model.peft_config["default"]  # type: ignore[assignment]
     r, alpha, init = config.r, config.lora_alpha, config.init_lora_weights
-    kept = {name: tensor.detach().contiguous().cpu() for name, tensor in get_peft_model_state_dict(model).items()
-            if "lora_A" not in name and "lora_B" not in name}
+    kept = {}
+    for name, tensor in get_peft_model_state_dict(model).items():
+        if "lora_A" in name or "lora_B" in name:
+            continue
+        tensor = tensor.detach().contiguous().cpu()
+        if "lora_embedding_A" in name:  # (r, vocab) -> (2r, vocab)
+            tensor = torch.cat([tensor, torch.zeros_like(tensor)], dim=0)
+        elif "lora_embedding_B" in name:  # (hidden, r) -> (hidden, 2r)
+            tensor = torch.cat([tensor, torch.zeros_like(tensor)], dim=1)
+        kept[name] = tensor
     try:
         model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(initial))
     finally:  # PEFT doubles r/alpha on the config it writes; keep the live one as trained

@@ -12,12 +12,19 @@ executes (filters are inherited across ``fork`` and ``execve`` and cannot be rem
     deny_processes and nr == clone3          -> ENOSYS  (libc falls back to clone for threads)
     deny_processes and nr == clone
           and not (flags & CLONE_THREAD)     -> EPERM   (a new thread is allowed, a new process is not)
+    deny_processes and nr in {shmget, msgget, semget, memfd_create, memfd_secret}
+                                             -> EPERM   (memory held outside the address space)
     otherwise                                -> allow
 
 With ``deny_processes`` the sample is a single process (threads included, they share its address
 space), so ``RLIMIT_AS`` bounds its total memory: without it, every forked child gets its own
 ``RLIMIT_AS`` and N children hold N times the cap. (HumanEval's own harness also refuses ``fork``,
-``subprocess`` and ``os.system`` inside a sample.)
+``subprocess`` and ``os.system`` inside a sample.) The same flag refuses the objects whose memory
+``RLIMIT_AS`` does not see once they are unmapped: a System V shared memory segment keeps its pages after
+``shmdt`` (the namespace's ``shmall`` is unbounded), System V message queues and semaphore sets hold
+kernel memory, and a memfd is a file outside the capped tmpfs (each up to ``RLIMIT_FSIZE``, as many as
+``RLIMIT_NOFILE``): with them a sample capped at 128 MiB held 992 MiB. No standard-library module uses
+them (``os.memfd_create`` is only a binding); POSIX shared memory lives in the capped ``/dev/shm``.
 
 Only x86_64 and aarch64 are known here (:func:`supported`); elsewhere nothing is installed and the
 sandbox reports it.
@@ -34,13 +41,18 @@ _LD_ABS_W, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _OFFSET_NR, _OFFSET_ARCH, _OFFSET_ARG0_LOW = 0, 4, 16  # struct seccomp_data, little-endian
 _CLONE_THREAD = 0x00010000
 _KEYCTL_JOIN_SESSION_KEYRING = 1
+#: calls whose memory outlives its mapping (see the module docstring), refused with the processes
+_OUTSIDE_ADDRESS_SPACE = ("shmget", "msgget", "semget", "memfd_create", "memfd_secret")
 
 #: per machine: audit arch, first number of a foreign ABI sharing this arch (x32) or None, syscall numbers
 _ABI = {
     "x86_64": (0xC000003E, 0x40000000, {"add_key": 248, "request_key": 249, "keyctl": 250,
-                                        "clone": 56, "fork": 57, "vfork": 58, "clone3": 435}),
+                                        "clone": 56, "fork": 57, "vfork": 58, "clone3": 435,
+                                        "shmget": 29, "semget": 64, "msgget": 68, "memfd_create": 319,
+                                        "memfd_secret": 447}),
     "aarch64": (0xC00000B7, None, {"add_key": 217, "request_key": 218, "keyctl": 219,
-                                   "clone": 220, "clone3": 435}),
+                                   "clone": 220, "clone3": 435, "msgget": 186, "semget": 190, "shmget": 194,
+                                   "memfd_create": 279, "memfd_secret": 447}),
 }
 
 
@@ -64,6 +76,7 @@ def program(deny_processes: bool) -> bytes:
     denied = [(nr[name], errno.EPERM) for name in ("add_key", "request_key", "keyctl")]
     if deny_processes:
         denied += [(nr[name], errno.EPERM) for name in ("fork", "vfork") if name in nr]
+        denied += [(nr[name], errno.EPERM) for name in _OUTSIDE_ADDRESS_SPACE]
         denied.append((nr["clone3"], errno.ENOSYS))
     for number, error in denied:
         code += [_insn(_JEQ, 0, 1, number), _insn(_RET, 0, 0, _RET_ERRNO | error)]

@@ -29,7 +29,8 @@ Isolation of one run (what is enforced depends on what the OS allows; :func:`iso
 * a seccomp filter on the judge and the sample (``_seccomp.py``; x86_64 and aarch64): the kernel
   keyring calls are refused (a uid's keyring outlives its processes, so one sample could leave data for
   a later one) and each starts in a fresh session keyring; the sample may start threads but no process,
-  so its ``RLIMIT_AS`` caps its total memory (N forked children would each get their own);
+  so its ``RLIMIT_AS`` caps its total memory (N forked children would each get their own), nor hold
+  memory outside its address space (System V IPC, memfd);
 * as root with ``unshare``: new network namespace (only a downed loopback: no network, abstract unix
   sockets private), new pid namespace (the sample cannot see or signal host processes), new IPC
   namespace, new mount namespace whose root is a fresh read-only tmpfs holding only the runtime

@@ -56,9 +56,18 @@ def load_spec(recipe: Recipe) -> ModelSpec:
 
 def save_rounded(model: torch.nn.Module, folder: Path, dtype: torch.dtype) -> None:
     """``model.save_pretrained(folder)`` with every floating-point tensor rounded to ``dtype`` (to nearest)
-    and ``config.json`` naming ``dtype``; the live model keeps its fp32 weights."""
-    state = {name: tensor.to(dtype) if tensor.is_floating_point() else tensor
-             for name, tensor in model.state_dict().items()}
+    and ``config.json`` naming ``dtype``; the live model keeps its fp32 weights.
+
+    Tensors that share storage (a tied ``lm_head`` and ``embed_tokens``) share one rounded copy, so
+    ``save_pretrained`` still sees them as tied and writes the embedding once, as it does for the model itself."""
+    rounded: dict[tuple, torch.Tensor] = {}
+    state = {}
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point():
+            key = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(),
+                   tuple(tensor.shape), tensor.stride())
+            tensor = rounded.setdefault(key, tensor.to(dtype))
+        state[name] = tensor
     saved_dtype = model.config.dtype
     try:
         model.save_pretrained(str(folder), state_dict=state)

@@ -66,3 +66,63 @@ def test_a_judged_sample_cannot_fork_but_threads_and_allocations_work() -> None:
                            ks=[1], limits=LIMITS, workers=1, show_progress=False)
     statuses = [r.status for r in result.samples]
     assert statuses == ["failed" if isolation().seccomp else "passed", "passed"], result.samples
+
+
+# Memory a process holds outside its address space: SysV shared memory (a segment keeps its pages after
+# shmdt, until the IPC namespace ends) and memfd files (not in the capped tmpfs; each up to file_size_mb).
+# Bounded by construction: at worst 4 x 64 MiB + 8 x 15 MiB = 376 MiB.
+OUTSIDE = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+libc.shmat.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+libc.shmdt.argtypes = [ctypes.c_void_p]
+SEG = 64 << 20
+held = 0
+for _ in range(4):
+    sid = libc.shmget(0, ctypes.c_size_t(SEG), 0o1600)
+    if sid < 0:
+        print("shmget refused:", os.strerror(ctypes.get_errno()))
+        break
+    addr = libc.shmat(sid, None, 0)
+    ctypes.memset(addr, 7, SEG)  # touch every page, then let go of the mapping: the segment keeps them
+    libc.shmdt(ctypes.c_void_p(addr))
+    held += SEG >> 20
+fds = []
+try:
+    for i in range(8):
+        fd = os.memfd_create(f"m{i}")
+        for _ in range(15):
+            os.write(fd, bytes(1 << 20))
+        fds.append(fd)
+        held += 15
+except OSError as err:
+    print("memfd refused:", err.strerror)
+print("held", held, "MiB outside the address space")
+raise SystemExit(0 if held > 128 else 1)
+"""
+
+
+def test_shared_memory_and_memfd_cannot_hold_memory_past_the_cap() -> None:
+    if not isolation().seccomp:
+        pytest.skip("without the seccomp filter the cap is per process (README)")
+    result = run_program(OUTSIDE, SandboxLimits(timeout=20.0, memory_mb=128))
+    assert result.status == "failed", (result, "more than the 128 MiB cap held in SysV shm / memfds")
+    assert "shmget refused: Operation not permitted" in result.stdout_tail, result.stdout_tail
+    assert "memfd refused: Operation not permitted" in result.stdout_tail, result.stdout_tail
+    assert "held 0 MiB" in result.stdout_tail, result.stdout_tail
+
+
+def test_a_sample_still_runs_ctypes_callbacks_and_threads() -> None:
+    """What the memory denials must not break: libffi closures (ctypes callbacks), threads, mmap."""
+    program = ("import ctypes, mmap, threading\n"
+               "libc = ctypes.CDLL(None)\n"
+               "CMP = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int))\n"
+               "arr = (ctypes.c_int * 5)(5, 1, 4, 2, 3)\n"
+               "libc.qsort(arr, 5, ctypes.sizeof(ctypes.c_int), CMP(lambda a, b: a[0] - b[0]))\n"
+               "m = mmap.mmap(-1, 1 << 20)\nm[:3] = b'abc'\n"
+               "t = threading.Thread(target=print, args=('thread',))\nt.start()\nt.join()\n"
+               "print(list(arr), m[:3])\n")
+    result = run_program(program, SandboxLimits(timeout=20.0))
+    assert result.status == "passed", result
+    assert "[1, 2, 3, 4, 5] b'abc'" in result.stdout_tail, result.stdout_tail

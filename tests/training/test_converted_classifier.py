@@ -83,3 +83,32 @@ def test_converted_classifier_keeps_the_trained_head(tmp_path: Path, init: str):
     assert torch.equal(folded.score.weight, trained_head)
     for got, want in zip(_trained_probabilities(folded, TEXTS), expected, strict=True):
         assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_converted_adapter_keeps_an_embedding_target(tmp_path: Path):
+    """PiSSA with ``embed_tokens`` among the targets: the converted (rank 2r) adapter loads in plain PEFT on the
+    original base and gives the trained model's logits (the rank-r embedding factors made it unloadable)."""
+    from transformers import AutoModelForCausalLM
+
+    code = tmp_path / "code"
+    code.mkdir()
+    for i in range(8):
+        (code / f"m{i}.py").write_text(f"def f{i}(x):\n    return x * {i} + {i % 3}\n")
+    recipe = recipe_from_dict({
+        "task": "fim", "model": {"dtype": "float32"},
+        "adapter": {"r": 4, "alpha": 8, "init": "pissa", "dropout": 0.0, "target_modules": ["q_proj", "embed_tokens"]},
+        "data": {"train": str(code), "eval": None, "max_length": 64, "fim": {"rate": 0.0}},
+        "train": {"max_steps": 2, "batch_size": 4, "lr": 1e-2, "warmup_ratio": 0.0, "save_steps": 1000},
+        "output_dir": str(tmp_path / "run"),
+    })
+    result = train(recipe, show_progress=False)
+    ids = torch.tensor([[10, 200, 3000, 45, 77, 900]])
+    trained = result.model.eval()
+    embedding = trained.base_model.model.model.embed_tokens
+    assert float(embedding.lora_embedding_A["default"].abs().max()) > 0  # trained (A starts at zero)
+    with torch.no_grad():
+        expected = trained(input_ids=ids).logits
+    base = AutoModelForCausalLM.from_pretrained(resolve_model_path("sc2tune/tiny-starcoder2"), dtype=torch.float32)
+    plain = PeftModel.from_pretrained(base, str(result.adapter_dir)).eval()
+    with torch.no_grad():
+        assert torch.allclose(plain(input_ids=ids).logits, expected, atol=1e-4)
