@@ -343,7 +343,18 @@ class Recipe(_Strict):
     )
     data: DataSpec = Field(..., description="The data.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Training settings.")
-    output_dir: str = Field("runs/sc2tune", description="Where the adapter, checkpoints and logs are written.")
+    output_dir: str = Field(
+        "runs/sc2tune", description="Where the adapter, checkpoints and logs are written: a new folder, an empty "
+        "one, or an earlier run's (any other folder is refused).")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir_is_a_folder_of_its_own(cls, value: str) -> str:
+        path = Path(value.strip()).expanduser().resolve()
+        if not value.strip() or path == Path(path.anchor):
+            raise ValueError(f"output_dir '{value}' is not a folder of the run's own (it is the filesystem root "
+                             "or empty): give one such as runs/NAME")
+        return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:

@@ -10,6 +10,10 @@ Layout of ``output_dir``::
     loss.png          train and eval loss curves
     summary.json      final_eval metrics, train_tokens_per_second, steps, skipped steps, preempted
     data.json         the prepared data folder the run trains on (``--resume`` reads it, never rebuilds)
+    .sc2tune-train.lock   the run's lock, written first and kept: it marks the folder as a run
+
+``output_dir`` must be a new folder, an empty one, or an earlier run's (:func:`check_output_dir`); any other
+folder is refused before anything is written into it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from sc2tune.runs import (
     RUN_ADAPTER,
     RUN_CHECKPOINTS,
     RUN_FULL,
+    is_run_folder,
 )
 from sc2tune.training.callbacks import (
     MetricsFileCallback,
@@ -156,6 +161,33 @@ def _training_arguments(recipe: Recipe, objective: Objective, out: Path, has_eva
     )
 
 
+def check_output_dir(out: Path) -> None:
+    """Refuse an ``output_dir`` a run may not write into, before anything is written there.
+
+    A run starts only in a new folder, an empty one, or a folder that is already an sc2tune run
+    (:func:`sc2tune.runs.is_run_folder`: it holds ``.sc2tune-train.lock``, which every run writes first, or a
+    ``recipe.yaml`` beside ``adapter/``, ``model/`` or ``checkpoints/``); there ``--resume`` decides as before.
+    Anything else (a file, a user's project folder, ``/``, a home folder) is a UserError naming it.
+    """
+    hint = "give the run a folder of its own: output_dir=runs/NAME (a new or empty folder)"
+    if out.is_symlink() and not out.exists():
+        raise UserError(f"output_dir {out} is a broken symlink", hint=hint)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"output_dir {out} exists and is not a folder", hint=hint)
+    try:
+        names = sorted(p.name for p in out.iterdir())
+    except OSError as err:
+        raise UserError(f"output_dir {out}: cannot list it ({err.strerror})", hint=hint) from None
+    if not names or is_run_folder(out):
+        return
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    raise UserError(
+        f"output_dir {out} is a folder that is not an sc2tune run (it holds {shown}); a run writes only into a "
+        "new folder, an empty one, or an earlier run's folder, so nothing was written there", hint=hint)
+
+
 def _prepare_output(out: Path, resume: bool, *, main_process: bool) -> str | None:
     """Checkpoint to resume from (or None); refuses to train over an existing run without --resume."""
     checkpoints = out / RUN_CHECKPOINTS
@@ -242,6 +274,7 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
     """
     recipe = _absolute_paths(recipe)
     out = Path(recipe.output_dir)
+    check_output_dir(out)
     main_process = _is_main_process()
     with output_lock(out, main_process=main_process):
         return _train(recipe, out, resume=resume, show_progress=show_progress, main_process=main_process)
