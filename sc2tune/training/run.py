@@ -51,6 +51,7 @@ from sc2tune.runs import (
     RUN_CHECKPOINTS,
     RUN_FULL,
     is_run_folder,
+    read_json_object,
 )
 from sc2tune.training.callbacks import (
     MetricsFileCallback,
@@ -63,6 +64,7 @@ from sc2tune.training.callbacks import (
 from sc2tune.training.dropout import use_sparse_lora_dropout
 from sc2tune.training.outlock import output_lock
 from sc2tune.training.portable import save_classifier_files
+from sc2tune.training.resume import resume_checkpoint, trim_metrics
 from sc2tune.training.trainer import Sc2Trainer
 
 log = logging.getLogger(__name__)
@@ -188,16 +190,24 @@ def check_output_dir(out: Path) -> None:
         "new folder, an empty one, or an earlier run's folder, so nothing was written there", hint=hint)
 
 
-def _prepare_output(out: Path, resume: bool, *, main_process: bool) -> str | None:
-    """Checkpoint to resume from (or None); refuses to train over an existing run without --resume."""
+def _prepare_output(out: Path, resume: bool, *, main_process: bool, max_steps: int | None) -> str | None:
+    """Checkpoint to resume from (or None); refuses to train over an existing run without --resume.
+
+    With ``resume``: the newest intact checkpoint (:mod:`sc2tune.training.resume`); one past
+    ``train.max_steps`` is refused (resuming would train nothing)."""
     checkpoints = out / RUN_CHECKPOINTS
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if resume:
+        last, step = resume_checkpoint(checkpoints, main_process=main_process)
         if last is None:
             log.warning("--resume: no complete checkpoint in %s, starting from the beginning", checkpoints)
+        elif max_steps is not None and step > max_steps:
+            raise UserError(f"--resume: {last} is at step {step}, past train.max_steps={max_steps}: resuming "
+                            "would train nothing", hint=f"set train.max_steps above {step} to train on, or start "
+                            "a new run: output_dir=runs/NEW")
         if main_process:
-            _trim_metrics(out / METRICS_FILE, int(last.rsplit("-", 1)[-1]) if last else -1)
+            trim_metrics(out / METRICS_FILE, step)
         return last
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     leftovers = [name for name in (RUN_ADAPTER, RUN_FULL, METRICS_FILE) if (out / name).exists()]
     if last is not None or leftovers:
         raise UserError(
@@ -206,23 +216,6 @@ def _prepare_output(out: Path, resume: bool, *, main_process: bool) -> str | Non
             "or set output_dir=... to start a new one",
         )
     return None
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after ``step`` (the resumed run logs them again) and unreadable lines."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by the kill that interrupted the run
-            continue
-        if isinstance(record, dict) and record.get("step", 0) <= step:
-            kept.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 #: Names the prepared data folder a run trains on, so ``--resume`` reads those very rows (never rebuilt).
@@ -234,8 +227,13 @@ def _pinned_data(out: Path) -> str | None:
     record = out / DATA_RECORD
     if not record.is_file():
         return None
-    folder = json.loads(record.read_text()).get("prepared")
-    if folder and (Path(folder) / "meta.json").is_file():
+    try:
+        folder = read_json_object(record).get("prepared")
+    except UserError as err:
+        log.warning("--resume: %s; looking the prepared data up by its key (the same inputs rebuild the same "
+                    "rows)", err)
+        return None
+    if isinstance(folder, str) and folder and (Path(folder) / "meta.json").is_file():
         return folder
     log.warning("--resume: the prepared data this run started with (%s) is gone; looking it up by its key "
                 "(the same inputs rebuild the same rows)", folder)
@@ -299,7 +297,7 @@ def _is_main_process() -> bool:
 def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main_process: bool) -> TrainResult:
     from sc2tune.data import build_datasets  # noqa: PLC0415 - heavy import, only when training
 
-    checkpoint = _prepare_output(out, resume, main_process=main_process)
+    checkpoint = _prepare_output(out, resume, main_process=main_process, max_steps=recipe.train.max_steps)
     set_seed(recipe.train.seed)
 
     tokenizer = load_tokenizer(recipe.model)
@@ -353,6 +351,11 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         (out / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
 
     trainer.train(resume_from_checkpoint=checkpoint)
+    if checkpoint is not None and trainer.state.global_step > trainer.state.max_steps:
+        raise UserError(f"--resume: {checkpoint} is at step {trainer.state.global_step}, past the end of this run "
+                        f"({trainer.state.max_steps} steps): nothing was trained and no adapter was written",
+                        hint="raise train.epochs or train.max_steps to train on, or start a new run: "
+                        "output_dir=runs/NEW")
 
     tokens = torch.tensor(float(trainer.input_tokens), device=trainer.accelerator.device)
     if trainer.accelerator.num_processes > 1:
