@@ -258,6 +258,10 @@ class DataSpec(_Strict):
         default_factory=list, description="Globs of files or folders to skip in a folder of code."
     )
     max_file_bytes: int = Field(1_000_000, gt=0, description="Skip code files larger than this.")
+    max_record_bytes: int = Field(
+        8 << 20, gt=0, description="Largest JSON line, .json record or CSV row read (bytes, default 8 MiB); a "
+        "larger one is an error naming its file and line, raised before it is read whole (each record is held "
+        "and tokenised whole). Parquet and datasets are not bounded by it.")
     truncation_side: Literal["left", "right"] = Field(
         "right", description="Which end of an over-long classification text is cut."
     )

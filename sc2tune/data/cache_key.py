@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 #: Bump when the on-disk layout of a prepared folder changes.
 FORMAT_VERSION = 1
-_IGNORED = {"cache_dir", "num_proc"}
+_IGNORED = {"cache_dir", "num_proc", "max_record_bytes"}  # max_record_bytes only refuses: rows are the same
 
 
 #: The files of a tokenizer folder that determine the loaded tokenizer (those present are hashed).

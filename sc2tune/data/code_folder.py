@@ -15,8 +15,14 @@ starting with '.') are not entered. A file is skipped, and counted by reason, wh
   forever);
 * ``unreadable``: a file that cannot be opened or read; ``unreadable_dir``: a folder that cannot be
   listed (its files are not seen);
+* ``hard_link``: a regular file with more than one hard link (``st_nlink > 1``): its other names may lie
+  outside the folder and nothing tells where, so a folder could hand out a file that lives elsewhere (as a
+  symlink would, but invisibly); skipped, counted and warned about. Copy such a file in (``cp``, not ``ln``)
+  to have it read;
+* ``non_utf8_name``: its path (relative to the folder) is not valid UTF-8; the path is part of the training
+  text in repository context, and a lossy spelling would name a file that does not exist;
 * ``too_large``: larger than ``data.max_file_bytes``;
-* ``binary``: has a NUL byte in its first 8 KiB;
+* ``binary``: has a NUL byte anywhere (the whole file is read anyway);
 * ``non_utf8``: is not valid UTF-8;
 * ``empty``: holds only whitespace;
 * ``generated``: says so in its first 1 KiB (``@generated``, ``auto-generated``, ``do not edit``, ...)
@@ -52,7 +58,10 @@ _GENERATED = re.compile(
     re.IGNORECASE,
 )
 SKIP_REASONS = ("symlink_outside", "broken_symlink", "symlinked_dir", "fifo", "socket", "device", "unreadable",
-                "unreadable_dir", "too_large", "binary", "non_utf8", "empty", "generated")
+                "unreadable_dir", "hard_link", "non_utf8_name", "too_large", "binary", "non_utf8", "empty",
+                "generated")
+#: Skip reasons logged as warnings (the others are logged at info level): files a user may not expect to lose.
+WARN_REASONS = ("hard_link", "non_utf8_name")
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _READ_CHUNK = 1 << 20
 
@@ -66,11 +75,26 @@ class FolderScan:
     examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> a few skipped paths
 
     def skip(self, reason: str, rel: PurePosixPath) -> None:
-        """Count ``rel`` as skipped for ``reason`` (keeping the first few paths as examples)."""
+        """Count ``rel`` as skipped for ``reason`` (keeping the first few paths as examples, printable: a
+        name's bytes that are not UTF-8 shown as ``\\xNN``)."""
         self.skipped[reason] += 1
         shown = self.examples.setdefault(reason, [])
         if len(shown) < 3:
-            shown.append(rel.as_posix())
+            shown.append(printable(rel.as_posix()))
+
+
+def printable(name: str) -> str:
+    """A file name as text that can be printed and written as UTF-8: the bytes of a name that is not UTF-8
+    (which ``os`` hands out as lone surrogates) shown as ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _utf8_name(rel: PurePosixPath) -> bool:
+    try:
+        rel.as_posix().encode("utf-8")
+    except UnicodeEncodeError:  # os gave the name's undecodable bytes as lone surrogates
+        return False
+    return True
 
 
 def _matches(rel: PurePosixPath, globs: list[str]) -> bool:
@@ -87,7 +111,7 @@ def _excluded(rel: PurePosixPath, globs: list[str]) -> bool:
 
 def classify_text(data: bytes) -> tuple[str | None, str]:
     """(skip reason or None, decoded text) for a file's bytes (see module doc)."""
-    if b"\0" in data[:8192]:
+    if b"\0" in data:
         return "binary", ""
     try:
         text = data.decode("utf-8")
@@ -121,6 +145,11 @@ def _special(mode: int) -> str | None:
     return "unreadable"
 
 
+def _linked(info: os.stat_result) -> str | None:
+    """``hard_link`` for a regular file with more than one name (module doc), else None."""
+    return "hard_link" if stat.S_ISREG(info.st_mode) and info.st_nlink > 1 else None
+
+
 def read_regular_file(path: str | Path, root: str | Path, max_bytes: int) -> tuple[str | None, bytes]:
     """(skip reason or None, content) of the file at ``path``, read only if it is a regular file inside
     ``root`` (symlinks resolved) of at most ``max_bytes`` bytes (see module doc)."""
@@ -139,7 +168,7 @@ def read_regular_file(path: str | Path, root: str | Path, max_bytes: int) -> tup
             if stat.S_ISLNK(info.st_mode):  # a loop: realpath gave up on it
                 return "broken_symlink", b""
             path = target
-        reason = _special(info.st_mode)
+        reason = _special(info.st_mode) or _linked(info)
         if reason is not None:
             return reason, b""
         if info.st_size > max_bytes:
@@ -149,7 +178,7 @@ def read_regular_file(path: str | Path, root: str | Path, max_bytes: int) -> tup
         return ("broken_symlink" if err.errno == errno.ELOOP else "unreadable"), b""
     try:
         info = os.fstat(fd)  # what was opened, not what lstat saw
-        reason = _special(info.st_mode)
+        reason = _special(info.st_mode) or _linked(info)
         if reason is not None:
             return reason, b""
         data = bytearray()
@@ -169,8 +198,8 @@ def read_regular_file(path: str | Path, root: str | Path, max_bytes: int) -> tup
 
 def list_files(root: Path, include: list[str], exclude: list[str], scan: FolderScan | None = None
                ) -> list[PurePosixPath]:
-    """Paths (relative to ``root``, sorted) of the files to consider. Folders that cannot be listed and
-    symlinked folders are counted in ``scan`` (module doc)."""
+    """Paths (relative to ``root``, sorted) of the files to consider. Folders that cannot be listed,
+    symlinked folders and paths that are not UTF-8 are counted in ``scan`` (module doc)."""
     scan = scan if scan is not None else FolderScan()
     root_real = os.path.realpath(root)
     found: list[PurePosixPath] = []
@@ -199,6 +228,9 @@ def list_files(root: Path, include: list[str], exclude: list[str], scan: FolderS
         for name in filenames:
             rel = base / name
             if name.startswith(".") or not _matches(rel, include) or _excluded(rel, exclude):
+                continue
+            if not _utf8_name(rel):
+                scan.skip("non_utf8_name", rel)
                 continue
             found.append(rel)
     return sorted(found)

@@ -177,3 +177,41 @@ def test_skips_reach_the_data_statistics(tmp_path, monkeypatch, tokenizer):
     assert stats.examples == 2
     assert stats.skipped["symlink_outside"] == 4 and stats.skipped["fifo"] == 1
     assert stats.skipped_files == sum(stats.skipped.values())
+
+
+def _names_folder(root):
+    """A repository with a file whose name is not UTF-8 (Latin-1 'café.py'), one with a NUL byte after 8 KiB,
+    a hard link to a file outside the folder and a plain file."""
+    repo = os.path.join(os.fsencode(root), b"repo")
+    os.makedirs(repo)
+    with open(os.path.join(repo, b"caf\xe9.py"), "w") as fh:
+        fh.write("def f(x):\n    return x + 1\n")
+    (root / "repo" / "late_nul.py").write_bytes(b"x = 1\n" * 2000 + b"\0\n")
+    outside = root.parent / f"{root.name}-secret.py"
+    outside.write_text("TOKEN = 'not for training'\n")
+    os.link(outside, root / "repo" / "linked.py")
+    (root / "repo" / "ok.py").write_text("def g(x):\n    return x * 2\n")
+
+
+def test_names_nul_bytes_and_hard_links(tmp_path, caplog):
+    _names_folder(tmp_path / "code")
+    scan = scan_folder(tmp_path / "code", include=["*.py"], exclude=[], max_file_bytes=100_000, by_repo=True)
+    assert [d.path for d in scan.docs] == ["ok.py"]
+    assert dict(scan.skipped) == {"non_utf8_name": 1, "binary": 1, "hard_link": 1}
+    assert scan.examples["non_utf8_name"] == ["repo/caf\\xe9.py"]  # printable, as the stats show it
+    assert scan.examples["hard_link"] == ["repo/linked.py"]
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["prepared", "in-memory"])
+def test_a_file_name_that_is_not_utf8_does_not_crash_the_fim_build(tmp_path, tokenizer, cache, caplog):
+    """It crashed the repository-context FIM build (the path is tokenised); now it is skipped, counted and
+    warned about, on both build paths."""
+    _names_folder(tmp_path / "code")
+    recipe = recipe_from_dict({"task": "fim", "data": {
+        "train": str(tmp_path / "code"), "eval": None, "max_length": 128, "max_file_bytes": 100_000,
+        "fim": {"rate": 1.0, "repo_context": True}, "cache_dir": str(tmp_path / "cache") if cache else None}})
+    with caplog.at_level("WARNING"):
+        stats = build_datasets(recipe, tokenizer, show_progress=False).stats
+    assert stats.examples == 1
+    assert stats.skipped == {"non_utf8_name": 1, "binary": 1, "hard_link": 1}
+    assert "skipped 1 hard_link file(s), e.g. repo/linked.py" in caplog.text
