@@ -2,8 +2,7 @@
 
 A checkpoint folder ``checkpoints/checkpoint-N`` is *intact* when
 
-* its ``trainer_state.json`` is a small JSON object (read as :func:`sc2tune.runs.read_json_object` reads
-  metadata) with only the keys of transformers' ``TrainerState``, whose ``global_step`` is the whole number N of the folder's name (transformers names a checkpoint
+* its ``trainer_state.json`` is a JSON object (a regular UTF-8 file of at most :data:`MAX_STATE_BYTES`) with only the keys of transformers' ``TrainerState``, whose ``global_step`` is the whole number N of the folder's name (transformers names a checkpoint
   after its step, so a ``global_step`` of ``1e12`` in ``checkpoint-4`` is damage, not a position: resuming from
   it would skip the whole run and "succeed" having trained nothing);
 * it holds the model's weights: an adapter or model file (``adapter_model.safetensors``, ``model.safetensors``,
@@ -30,7 +29,7 @@ from pathlib import Path
 from transformers import TrainerState
 
 from sc2tune.errors import UserError
-from sc2tune.runs import read_json_object
+from sc2tune.runs import read_metadata_text
 from sc2tune.runs.declared import safetensors_names
 
 log = logging.getLogger(__name__)
@@ -41,6 +40,8 @@ _WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safete
                  "pytorch_model.bin", "pytorch_model.bin.index.json")
 _WEIGHT_DIRS = ("pytorch_model_fsdp", "global_step")
 BROKEN_SUFFIX = ".broken"
+#: Largest trainer_state.json read (its log_history grows with the run: ~150 bytes per logged step).
+MAX_STATE_BYTES = 256 << 20
 _STATE_FIELDS = {f.name for f in dataclasses.fields(TrainerState)}
 
 
@@ -56,9 +57,13 @@ def checkpoint_problem(folder: Path, step: int) -> tuple[Path, str] | None:
     if TRAINER_STATE not in names:
         return state, "missing"
     try:
-        saved = read_json_object(state)
+        saved = json.loads(read_metadata_text(state, limit=MAX_STATE_BYTES))
     except UserError as err:
         return state, str(err).removeprefix(f"{state}: ")
+    except json.JSONDecodeError as err:
+        return state, f"not JSON ({err})"
+    if not isinstance(saved, dict):
+        return state, f"expected a JSON object, found {type(saved).__name__}"
     unknown = sorted(set(saved) - _STATE_FIELDS)
     if unknown:  # transformers builds TrainerState(**saved): an unknown key is a TypeError there
         return state, f"keys transformers' TrainerState does not have: {', '.join(unknown[:5])}"
@@ -89,10 +94,10 @@ def resume_checkpoint(checkpoints: Path, *, main_process: bool) -> tuple[str | N
         problem = checkpoint_problem(folder, step)
         if problem is None:
             for bad, file, why in broken:
-                aside = bad.with_name(bad.name + BROKEN_SUFFIX)
+                aside = _aside(bad)
                 log.warning("--resume: skipped %s (%s: %s); resuming from %s; the broken one is renamed %s",
                             bad.name, file, why, folder.name, aside.name)
-                if main_process and not aside.exists():
+                if main_process:
                     os.replace(bad, aside)
             return str(folder), step
         broken.append((folder, *problem))
@@ -104,6 +109,16 @@ def resume_checkpoint(checkpoints: Path, *, main_process: bool) -> tuple[str | N
             hint="restore the checkpoint, or remove the broken checkpoint folder(s) to restart this run from the "
             "beginning with --resume, or start a new run: output_dir=runs/NEW")
     return None, -1
+
+
+def _aside(folder: Path) -> Path:
+    """``checkpoint-N.broken`` (``.broken-2``, ... when taken): a name transformers does not take for a
+    checkpoint."""
+    aside, n = folder.with_name(folder.name + BROKEN_SUFFIX), 1
+    while aside.exists():
+        n += 1
+        aside = folder.with_name(f"{folder.name}{BROKEN_SUFFIX}-{n}")
+    return aside
 
 
 def trim_metrics(path: Path, step: int) -> None:

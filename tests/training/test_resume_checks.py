@@ -30,10 +30,13 @@ def _checkpoint(root: Path, step: int, state: object | None = None) -> Path:
 def test_a_broken_newest_checkpoint_is_skipped_named_and_moved_aside(tmp_path: Path, caplog):
     good = _checkpoint(tmp_path, 4)
     (tmp_path / "checkpoint-999").mkdir()  # empty
+    (tmp_path / "checkpoint-999.broken").mkdir()  # moved aside by an earlier resume
     with caplog.at_level(logging.WARNING):
         assert resume_checkpoint(tmp_path, main_process=True) == (str(good), 4)
     assert "skipped checkpoint-999" in caplog.text and "it is empty" in caplog.text
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-999.broken"]
+    # out of transformers' checkpoint-N pattern, so save_total_limit's rotation never keeps it over a good one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4", "checkpoint-999.broken",
+                                                          "checkpoint-999.broken-2"]
 
 
 @pytest.mark.parametrize(("state", "reason"), [
