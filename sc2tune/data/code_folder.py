@@ -15,10 +15,6 @@ starting with '.') are not entered. A file is skipped, and counted by reason, wh
   forever);
 * ``unreadable``: a file that cannot be opened or read; ``unreadable_dir``: a folder that cannot be
   listed (its files are not seen);
-* ``hard_link``: a regular file with more than one hard link (``st_nlink > 1``): its other names may lie
-  outside the folder and nothing tells where, so a folder could hand out a file that lives elsewhere (as a
-  symlink would, but invisibly); skipped, counted and warned about. Copy such a file in (``cp``, not ``ln``)
-  to have it read;
 * ``non_utf8_name``: its path (relative to the folder) is not valid UTF-8; the path is part of the training
   text in repository context, and a lossy spelling would name a file that does not exist;
 * ``too_large``: larger than ``data.max_file_bytes``;
@@ -34,6 +30,15 @@ target. Each file is checked with ``lstat`` first, then opened with ``O_NOFOLLOW
 open itself cannot hang or follow a link swapped in meanwhile), checked again with ``fstat`` on the open
 descriptor, and read for at most ``max_file_bytes + 1`` bytes whatever size it claims.
 
+Hard links are read, and counted in a warning (:func:`list_files`). A file with more than one hard link
+(``st_nlink > 1``) is the same content under another name, possibly outside the folder, and nothing tells
+where. They are not skipped because package managers install files that way (uv's and conda's default is to
+hard-link every installed file to their cache, so a corpus inside an environment, or sc2tune's own sample
+code installed by uv, would be skipped whole), and because on Linux with ``fs.protected_hardlinks = 1`` (the
+default) only someone who owns the file or may read and write it can link it, so a link hands out nothing its
+maker could not have copied into the folder. On a system with ``protected_hardlinks = 0``, read a code folder
+that others can write only after checking the warning.
+
 With ``by_repo`` each immediate sub-folder is a repository (its name is the repository name, paths
 are relative to it); files directly in the folder belong to a repository named after the folder.
 """
@@ -41,6 +46,7 @@ are relative to it); files directly in the folder belong to a repository named a
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import stat
@@ -58,12 +64,14 @@ _GENERATED = re.compile(
     re.IGNORECASE,
 )
 SKIP_REASONS = ("symlink_outside", "broken_symlink", "symlinked_dir", "fifo", "socket", "device", "unreadable",
-                "unreadable_dir", "hard_link", "non_utf8_name", "too_large", "binary", "non_utf8", "empty",
+                "unreadable_dir", "non_utf8_name", "too_large", "binary", "non_utf8", "empty",
                 "generated")
 #: Skip reasons logged as warnings (the others are logged at info level): files a user may not expect to lose.
-WARN_REASONS = ("hard_link", "non_utf8_name")
+WARN_REASONS = ("non_utf8_name",)
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _READ_CHUNK = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -145,11 +153,6 @@ def _special(mode: int) -> str | None:
     return "unreadable"
 
 
-def _linked(info: os.stat_result) -> str | None:
-    """``hard_link`` for a regular file with more than one name (module doc), else None."""
-    return "hard_link" if stat.S_ISREG(info.st_mode) and info.st_nlink > 1 else None
-
-
 def read_regular_file(path: str | Path, root: str | Path, max_bytes: int) -> tuple[str | None, bytes]:
     """(skip reason or None, content) of the file at ``path``, read only if it is a regular file inside
     ``root`` (symlinks resolved) of at most ``max_bytes`` bytes (see module doc)."""
@@ -168,7 +171,7 @@ def read_regular_file(path: str | Path, root: str | Path, max_bytes: int) -> tup
             if stat.S_ISLNK(info.st_mode):  # a loop: realpath gave up on it
                 return "broken_symlink", b""
             path = target
-        reason = _special(info.st_mode) or _linked(info)
+        reason = _special(info.st_mode)
         if reason is not None:
             return reason, b""
         if info.st_size > max_bytes:
@@ -178,7 +181,7 @@ def read_regular_file(path: str | Path, root: str | Path, max_bytes: int) -> tup
         return ("broken_symlink" if err.errno == errno.ELOOP else "unreadable"), b""
     try:
         info = os.fstat(fd)  # what was opened, not what lstat saw
-        reason = _special(info.st_mode) or _linked(info)
+        reason = _special(info.st_mode)
         if reason is not None:
             return reason, b""
         data = bytearray()
@@ -199,7 +202,8 @@ def read_regular_file(path: str | Path, root: str | Path, max_bytes: int) -> tup
 def list_files(root: Path, include: list[str], exclude: list[str], scan: FolderScan | None = None
                ) -> list[PurePosixPath]:
     """Paths (relative to ``root``, sorted) of the files to consider. Folders that cannot be listed,
-    symlinked folders and paths that are not UTF-8 are counted in ``scan`` (module doc)."""
+    symlinked folders and paths that are not UTF-8 are counted in ``scan`` (module doc). With a ``scan``
+    (a build, not a key lookup), files with more than one hard link are counted in a warning (module doc)."""
     scan = scan if scan is not None else FolderScan()
     root_real = os.path.realpath(root)
     found: list[PurePosixPath] = []
@@ -233,7 +237,25 @@ def list_files(root: Path, include: list[str], exclude: list[str], scan: FolderS
                 scan.skip("non_utf8_name", rel)
                 continue
             found.append(rel)
+    if scan is not None:
+        _warn_hard_links(root, found)
     return sorted(found)
+
+
+def _warn_hard_links(root: Path, files: list[PurePosixPath]) -> None:
+    """Log one warning for the regular files among ``files`` with more than one hard link (module doc)."""
+    linked = []
+    for rel in files:
+        try:
+            info = os.lstat(root / rel)
+        except OSError:  # gone: the read counts it
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            linked.append(rel.as_posix())
+    if linked:
+        log.warning("%s: %d file(s) have more than one hard link (e.g. %s): the same content under another "
+                    "name, possibly outside the folder; they are read (package managers such as uv and conda "
+                    "install files as hard links)", root, len(linked), ", ".join(sorted(linked)[:3]))
 
 
 def scan_folder(root: str | Path, *, include: list[str], exclude: list[str], max_file_bytes: int,

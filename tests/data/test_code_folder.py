@@ -195,23 +195,25 @@ def _names_folder(root):
 
 def test_names_nul_bytes_and_hard_links(tmp_path, caplog):
     _names_folder(tmp_path / "code")
-    scan = scan_folder(tmp_path / "code", include=["*.py"], exclude=[], max_file_bytes=100_000, by_repo=True)
-    assert [d.path for d in scan.docs] == ["ok.py"]
-    assert dict(scan.skipped) == {"non_utf8_name": 1, "binary": 1, "hard_link": 1}
+    with caplog.at_level("WARNING"):
+        scan = scan_folder(tmp_path / "code", include=["*.py"], exclude=[], max_file_bytes=100_000, by_repo=True)
+    assert [d.path for d in scan.docs] == ["linked.py", "ok.py"]  # a hard link is read, and warned about
+    assert dict(scan.skipped) == {"non_utf8_name": 1, "binary": 1}
     assert scan.examples["non_utf8_name"] == ["repo/caf\\xe9.py"]  # printable, as the stats show it
-    assert scan.examples["hard_link"] == ["repo/linked.py"]
+    assert "1 file(s) have more than one hard link (e.g. repo/linked.py)" in caplog.text
 
 
 @pytest.mark.parametrize("cache", [True, False], ids=["prepared", "in-memory"])
 def test_a_file_name_that_is_not_utf8_does_not_crash_the_fim_build(tmp_path, tokenizer, cache, caplog):
     """It crashed the repository-context FIM build (the path is tokenised); now it is skipped, counted and
-    warned about, on both build paths."""
+    warned about, on both build paths; a hard-linked file is read, with a warning."""
     _names_folder(tmp_path / "code")
     recipe = recipe_from_dict({"task": "fim", "data": {
         "train": str(tmp_path / "code"), "eval": None, "max_length": 128, "max_file_bytes": 100_000,
         "fim": {"rate": 1.0, "repo_context": True}, "cache_dir": str(tmp_path / "cache") if cache else None}})
     with caplog.at_level("WARNING"):
         stats = build_datasets(recipe, tokenizer, show_progress=False).stats
-    assert stats.examples == 1
-    assert stats.skipped == {"non_utf8_name": 1, "binary": 1, "hard_link": 1}
-    assert "skipped 1 hard_link file(s), e.g. repo/linked.py" in caplog.text
+    assert stats.examples == 2
+    assert stats.skipped == {"non_utf8_name": 1, "binary": 1}
+    assert "skipped 1 non_utf8_name file(s), e.g. repo/caf\\xe9.py" in caplog.text
+    assert "1 file(s) have more than one hard link (e.g. repo/linked.py)" in caplog.text
