@@ -23,6 +23,7 @@ import json
 from codecs import BOM_UTF8
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -131,11 +132,8 @@ def _sized_lines(path: str, limit: int) -> Iterator[tuple[int, int, str]]:
     with open(path, "rb") as fh:
         if fh.read(len(BOM_UTF8)) != BOM_UTF8:
             fh.seek(0)
-        lineno = 0
-        while raw := fh.readline(limit + 2):
-            lineno += 1
-            ending = 2 if raw.endswith(b"\r\n") else 1 if raw.endswith(b"\n") else 0
-            if len(raw) - ending > limit:
+        for lineno, raw in enumerate(iter(partial(fh.readline, limit + 2), b""), 1):
+            if len(raw) > limit and len(raw) - (2 if raw.endswith(b"\r\n") else raw.endswith(b"\n")) > limit:
                 raise record_too_large(f"{path}:{lineno}", limit, "a line")
             try:
                 yield lineno, len(raw), raw.decode("utf-8")
