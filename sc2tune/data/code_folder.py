@@ -204,6 +204,7 @@ def list_files(root: Path, include: list[str], exclude: list[str], scan: FolderS
     """Paths (relative to ``root``, sorted) of the files to consider. Folders that cannot be listed,
     symlinked folders and paths that are not UTF-8 are counted in ``scan`` (module doc). With a ``scan``
     (a build, not a key lookup), files with more than one hard link are counted in a warning (module doc)."""
+    building = scan is not None
     scan = scan if scan is not None else FolderScan()
     root_real = os.path.realpath(root)
     found: list[PurePosixPath] = []
@@ -237,7 +238,7 @@ def list_files(root: Path, include: list[str], exclude: list[str], scan: FolderS
                 scan.skip("non_utf8_name", rel)
                 continue
             found.append(rel)
-    if scan is not None:
+    if building:
         _warn_hard_links(root, found)
     return sorted(found)
 

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import pytest
 
 from sc2tune.data import build_datasets
-from sc2tune.data.code_folder import scan_folder
+from sc2tune.data.code_folder import list_files, scan_folder
 from sc2tune.errors import DataError
 from sc2tune.recipe import recipe_from_dict
 
@@ -201,6 +201,10 @@ def test_names_nul_bytes_and_hard_links(tmp_path, caplog):
     assert dict(scan.skipped) == {"non_utf8_name": 1, "binary": 1}
     assert scan.examples["non_utf8_name"] == ["repo/caf\\xe9.py"]  # printable, as the stats show it
     assert "1 file(s) have more than one hard link (e.g. repo/linked.py)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # a key lookup lists without a scan: no lstat of every file, no warning
+        list_files(tmp_path / "code", ["*.py"], [])
+    assert "hard link" not in caplog.text
 
 
 @pytest.mark.parametrize("cache", [True, False], ids=["prepared", "in-memory"])
