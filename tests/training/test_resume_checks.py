@@ -97,3 +97,13 @@ def test_resume_from_a_damaged_run_folder_through_the_cli(tmp_path: Path):
     broken = cli("--resume")
     assert broken.returncode != 0 and "Traceback" not in broken.stderr, broken.stderr
     assert "trainer_state.json: global_step is 1000000000000.0" in broken.stderr
+
+
+@pytest.mark.parametrize("text", ["{cut", "[1, 2]", '{"prepared": 7}'])
+def test_a_malformed_data_record_is_looked_up_by_key_with_a_warning(tmp_path: Path, caplog, text: str):
+    from sc2tune.training.run import DATA_RECORD, _pinned_data
+
+    (tmp_path / DATA_RECORD).write_text(text)
+    with caplog.at_level(logging.WARNING):
+        assert _pinned_data(tmp_path) is None  # before: json.loads' traceback, or .get of a list
+    assert "looking" in caplog.text
