@@ -276,6 +276,10 @@ class DataSpec(_Strict):
         default_factory=list, description="Globs of files or folders to skip in a folder of code."
     )
     max_file_bytes: int = Field(1_000_000, gt=0, description="Skip code files larger than this.")
+    max_record_bytes: int = Field(
+        8 << 20, gt=0, description="Largest JSON line, .json record or CSV row read (bytes, default 8 MiB); a "
+        "larger one is an error naming its file and line, raised before it is read whole (each record is held "
+        "and tokenised whole). Parquet and datasets are not bounded by it.")
     truncation_side: Literal["left", "right"] = Field(
         "right", description="Which end of an over-long classification text is cut."
     )
@@ -369,7 +373,18 @@ class Recipe(_Strict):
     )
     data: DataSpec = Field(..., description="The data.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Training settings.")
-    output_dir: str = Field("runs/sc2tune", description="Where the adapter, checkpoints and logs are written.")
+    output_dir: str = Field(
+        "runs/sc2tune", description="Where the adapter, checkpoints and logs are written: a new folder, an empty "
+        "one, or an earlier run's (any other folder is refused).")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir_is_a_folder_of_its_own(cls, value: str) -> str:
+        path = Path(value.strip()).expanduser().resolve()
+        if not value.strip() or path == Path(path.anchor):
+            raise ValueError(f"output_dir '{value}' is not a folder of the run's own (it is the filesystem root "
+                             "or empty): give one such as runs/NAME")
+        return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Recipe:

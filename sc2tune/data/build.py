@@ -26,7 +26,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from sc2tune.data.classification import check_eval_labels, label_ids, tokenize_classify
-from sc2tune.data.code_folder import scan_folder
+from sc2tune.data.code_folder import WARN_REASONS, scan_folder
 from sc2tune.data.collate import CausalCollator, ClassifyCollator
 from sc2tune.data.fim import CodeDoc, build_fim
 from sc2tune.data.instruct import tokenize_instruct
@@ -161,7 +161,7 @@ def _instruct(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Prog
     def load(value: str | list[str], key: str) -> Records:
         return load_records(value, key, required=template.required, optional=template.optional,
                             text_fields=[*template.required, *template.optional], column_map=d.column_map,
-                            purpose=f"template '{template.name}'")
+                            purpose=f"template '{template.name}'", max_record_bytes=d.max_record_bytes)
 
     train_rec, eval_rec = _eval_records(recipe, load(d.train, "data.train"), load)
     stats = DataStats(task="instruct", max_length=d.max_length, packing=d.packing)
@@ -191,7 +191,7 @@ def _code_docs(recipe: Recipe, value: str | list[str], key: str, stats: DataStat
                                by_repo=d.fim.repo_context, progress=progress.task(f"read {src.path}"))
             for reason, n in scan.skipped.items():
                 stats.skipped[reason] = stats.skipped.get(reason, 0) + n
-                log.info("%s: skipped %d %s file(s), e.g. %s", src.path, n, reason, ", ".join(scan.examples[reason]))
+                (log.warning if reason in WARN_REASONS else log.info)("%s: skipped %d %s file(s), e.g. %s", src.path, n, reason, ", ".join(scan.examples[reason]))
             if not scan.docs:
                 raise DataError(f"{key}: no code files read from {src.path}",
                                 hint=f"data.include is {d.include}, data.exclude is {d.exclude}; "
@@ -213,7 +213,8 @@ def record_docs(recipe: Recipe, src: Source, key: str, stats: DataStats) -> list
     value = src.path if src.kind != "hub" else (f"hub:{src.path}" + (f":{src.split}" if src.split else "")
                                                 + (f"@{src.revision}" if src.revision else ""))
     rec = load_records(value, key, required=[d.text_column],
-                       text_fields=[d.text_column], column_map=d.column_map, purpose="task fim")
+                       text_fields=[d.text_column], column_map=d.column_map, purpose="task fim",
+                       max_record_bytes=d.max_record_bytes)
     docs = []
     for i, text in enumerate(rec.columns[d.text_column]):
         if text.strip():
@@ -259,7 +260,7 @@ def _classify(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Prog
 
     def load(value: str | list[str], key: str) -> Records:
         return load_records(value, key, required=[*fields, d.label_column], text_fields=fields,
-                            column_map=d.column_map, purpose="task classify")
+                            column_map=d.column_map, purpose="task classify", max_record_bytes=d.max_record_bytes)
 
     train_rec, eval_rec = _eval_records(recipe, load(d.train, "data.train"), load)
     id2label = label_ids(train_rec, d.label_column, recipe.model.num_labels)

@@ -66,7 +66,8 @@ if TYPE_CHECKING:
 
 #: Bump when the on-disk layout of a prepared folder changes.
 FORMAT_VERSION = 2
-_IGNORED = {"cache_dir", "num_proc", "cache_lock_timeout"}
+# max_record_bytes only refuses and cache_lock_timeout only waits: rows are the same
+_IGNORED = {"cache_dir", "num_proc", "cache_lock_timeout", "max_record_bytes"}
 
 
 #: The files of a tokenizer folder that determine the loaded tokenizer (those present are hashed).

@@ -53,7 +53,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sc2tune.data.build import Progress, record_docs, split_documents
 from sc2tune.data.cache_key import chunk_key, file_identity
-from sc2tune.data.code_folder import FolderScan, classify_text, list_files, read_regular_file
+from sc2tune.data.code_folder import WARN_REASONS, FolderScan, classify_text, list_files, read_regular_file
 from sc2tune.data.fim import CodeDoc, build_fim
 from sc2tune.data.packing import IGNORE, pack, unpacked
 from sc2tune.data.sources import resolve_sources
@@ -225,7 +225,7 @@ def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats,
                     advance(len(batch))
             for reason, n in skipped.items():
                 stats.skipped[reason] = stats.skipped.get(reason, 0) + n
-                log.info("%s: skipped %d %s file(s), e.g. %s", root, n, reason, ", ".join(examples[reason]))
+                (log.warning if reason in WARN_REASONS else log.info)("%s: skipped %d %s file(s), e.g. %s", root, n, reason, ", ".join(examples[reason]))
             if not kept:
                 raise DataError(f"{key}: no code files read from {root}",
                                 hint=f"data.include is {d.include}, data.exclude is {d.exclude}; "

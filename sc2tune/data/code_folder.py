@@ -15,8 +15,10 @@ starting with '.') are not entered. A file is skipped, and counted by reason, wh
   forever);
 * ``unreadable``: a file that cannot be opened or read; ``unreadable_dir``: a folder that cannot be
   listed (its files are not seen);
+* ``non_utf8_name``: its path (relative to the folder) is not valid UTF-8; the path is part of the training
+  text in repository context, and a lossy spelling would name a file that does not exist;
 * ``too_large``: larger than ``data.max_file_bytes``;
-* ``binary``: has a NUL byte in its first 8 KiB;
+* ``binary``: has a NUL byte anywhere (the whole file is read anyway);
 * ``non_utf8``: is not valid UTF-8;
 * ``empty``: holds only whitespace;
 * ``generated``: says so in its first 1 KiB (``@generated``, ``auto-generated``, ``do not edit``, ...)
@@ -28,6 +30,15 @@ target. Each file is checked with ``lstat`` first, then opened with ``O_NOFOLLOW
 open itself cannot hang or follow a link swapped in meanwhile), checked again with ``fstat`` on the open
 descriptor, and read for at most ``max_file_bytes + 1`` bytes whatever size it claims.
 
+Hard links are read, and counted in a warning (:func:`list_files`). A file with more than one hard link
+(``st_nlink > 1``) is the same content under another name, possibly outside the folder, and nothing tells
+where. They are not skipped because package managers install files that way (uv's and conda's default is to
+hard-link every installed file to their cache, so a corpus inside an environment, or sc2tune's own sample
+code installed by uv, would be skipped whole), and because on Linux with ``fs.protected_hardlinks = 1`` (the
+default) only someone who owns the file or may read and write it can link it, so a link hands out nothing its
+maker could not have copied into the folder. On a system with ``protected_hardlinks = 0``, read a code folder
+that others can write only after checking the warning.
+
 With ``by_repo`` each immediate sub-folder is a repository (its name is the repository name, paths
 are relative to it); files directly in the folder belong to a repository named after the folder.
 """
@@ -35,6 +46,7 @@ are relative to it); files directly in the folder belong to a repository named a
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import stat
@@ -52,9 +64,14 @@ _GENERATED = re.compile(
     re.IGNORECASE,
 )
 SKIP_REASONS = ("symlink_outside", "broken_symlink", "symlinked_dir", "fifo", "socket", "device", "unreadable",
-                "unreadable_dir", "too_large", "binary", "non_utf8", "empty", "generated")
+                "unreadable_dir", "non_utf8_name", "too_large", "binary", "non_utf8", "empty",
+                "generated")
+#: Skip reasons logged as warnings (the others are logged at info level): files a user may not expect to lose.
+WARN_REASONS = ("non_utf8_name",)
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _READ_CHUNK = 1 << 20
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,11 +83,26 @@ class FolderScan:
     examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> a few skipped paths
 
     def skip(self, reason: str, rel: PurePosixPath) -> None:
-        """Count ``rel`` as skipped for ``reason`` (keeping the first few paths as examples)."""
+        """Count ``rel`` as skipped for ``reason`` (keeping the first few paths as examples, printable: a
+        name's bytes that are not UTF-8 shown as ``\\xNN``)."""
         self.skipped[reason] += 1
         shown = self.examples.setdefault(reason, [])
         if len(shown) < 3:
-            shown.append(rel.as_posix())
+            shown.append(printable(rel.as_posix()))
+
+
+def printable(name: str) -> str:
+    """A file name as text that can be printed and written as UTF-8: the bytes of a name that is not UTF-8
+    (which ``os`` hands out as lone surrogates) shown as ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _utf8_name(rel: PurePosixPath) -> bool:
+    try:
+        rel.as_posix().encode("utf-8")
+    except UnicodeEncodeError:  # os gave the name's undecodable bytes as lone surrogates
+        return False
+    return True
 
 
 def _matches(rel: PurePosixPath, globs: list[str]) -> bool:
@@ -87,7 +119,7 @@ def _excluded(rel: PurePosixPath, globs: list[str]) -> bool:
 
 def classify_text(data: bytes) -> tuple[str | None, str]:
     """(skip reason or None, decoded text) for a file's bytes (see module doc)."""
-    if b"\0" in data[:8192]:
+    if b"\0" in data:
         return "binary", ""
     try:
         text = data.decode("utf-8")
@@ -169,8 +201,10 @@ def read_regular_file(path: str | Path, root: str | Path, max_bytes: int) -> tup
 
 def list_files(root: Path, include: list[str], exclude: list[str], scan: FolderScan | None = None
                ) -> list[PurePosixPath]:
-    """Paths (relative to ``root``, sorted) of the files to consider. Folders that cannot be listed and
-    symlinked folders are counted in ``scan`` (module doc)."""
+    """Paths (relative to ``root``, sorted) of the files to consider. Folders that cannot be listed,
+    symlinked folders and paths that are not UTF-8 are counted in ``scan`` (module doc). With a ``scan``
+    (a build, not a key lookup), files with more than one hard link are counted in a warning (module doc)."""
+    building = scan is not None
     scan = scan if scan is not None else FolderScan()
     root_real = os.path.realpath(root)
     found: list[PurePosixPath] = []
@@ -200,8 +234,29 @@ def list_files(root: Path, include: list[str], exclude: list[str], scan: FolderS
             rel = base / name
             if name.startswith(".") or not _matches(rel, include) or _excluded(rel, exclude):
                 continue
+            if not _utf8_name(rel):
+                scan.skip("non_utf8_name", rel)
+                continue
             found.append(rel)
+    if building:
+        _warn_hard_links(root, found)
     return sorted(found)
+
+
+def _warn_hard_links(root: Path, files: list[PurePosixPath]) -> None:
+    """Log one warning for the regular files among ``files`` with more than one hard link (module doc)."""
+    linked = []
+    for rel in files:
+        try:
+            info = os.lstat(root / rel)
+        except OSError:  # gone: the read counts it
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            linked.append(rel.as_posix())
+    if linked:
+        log.warning("%s: %d file(s) have more than one hard link (e.g. %s): the same content under another "
+                    "name, possibly outside the folder; they are read (package managers such as uv and conda "
+                    "install files as hard links)", root, len(linked), ", ".join(sorted(linked)[:3]))
 
 
 def scan_folder(root: str | Path, *, include: list[str], exclude: list[str], max_file_bytes: int,

@@ -31,7 +31,8 @@ first line, for a file that starts with ``{``): yajl lets some through (overlong
 encoded surrogates, code points above U+10FFFF) and Python's decoding of its strings refuses them.
 
 Records are numbered from 0 (``FILE record N``, as the other formats number rows); a syntax error names
-the record being read and quotes the text around it (ijson gives no byte offset).
+the record being read and quotes the text around it (ijson gives no byte offset). A record larger than
+``data.max_record_bytes`` is refused as it is read, naming it (:class:`_Bounded` says how close the bound is).
 """
 
 from __future__ import annotations
@@ -138,23 +139,62 @@ def _whole_value_on_first_line(fh: Any) -> bool:
     return False
 
 
-def iter_json(path: str, layout: str, start: int) -> Iterator[tuple[int, Any]]:
+class _Bounded:
+    """A binary file read by ijson, refusing to read on once more than ``limit`` bytes were read since
+    ``mark`` (set after each record is yielded). ijson (yajl2_c) yields every record completed in what it has
+    read before it reads again, so at a read the record being parsed began after ``mark`` minus one read: a
+    record (with the blanks before it) of at most ``limit`` bytes never trips it, and one larger than
+    ``limit`` plus two reads always does, with at most ``limit`` plus one read held."""
+
+    def __init__(self, fh: Any, limit: int) -> None:
+        self.fh, self.limit, self.total, self.mark = fh, limit, 0, 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self.total - self.mark > self.limit:
+            raise _RecordTooLarge
+        data = self.fh.read(size)
+        self.total += len(data)
+        return data
+
+
+class _RecordTooLarge(Exception):
+    pass
+
+
+def record_too_large(where: str, limit: int, what: str = "a record") -> DataError:
+    """The error for a record above ``data.max_record_bytes`` (JSON lines, .json records, CSV rows)."""
+    return DataError(f"{where}: {what} of more than {limit:,} bytes (data.max_record_bytes); it is refused "
+                     "before it is read whole",
+                     hint="raise data.max_record_bytes if records this large are meant to be trained on (each "
+                     "is held and tokenised whole), or remove the record")
+
+
+def iter_json(path: str, layout: str, start: int, max_record_bytes: int | None = None
+              ) -> Iterator[tuple[int, Any]]:
     """(record number from 0, record) of an ``array`` or ``object`` layout file (see :func:`json_layout`),
-    read as they are consumed. Malformed JSON is a :class:`DataError` naming the file and record."""
+    read as they are consumed. Malformed JSON is a :class:`DataError` naming the file and record, and so is a
+    record larger than ``max_record_bytes`` (checked as the file is read, :class:`_Bounded`; ijson then reads
+    ``min(READ_BYTES, max_record_bytes // 8)`` bytes at a time, at least 4 KiB)."""
     ijson = _ijson()
     n = 0
+    limit = max_record_bytes if max_record_bytes is not None else 1 << 62
+    buf = max(4096, min(READ_BYTES, limit // 8))
     with open(path, "rb") as fh:
         fh.seek(start)
-        source = fh if layout == "array" else _held_list(ijson.parse(fh, buf_size=READ_BYTES), path)
-        items = ijson.items(source, "item", buf_size=READ_BYTES)
+        reader = _Bounded(fh, limit)
+        source = reader if layout == "array" else _held_list(ijson.parse(reader, buf_size=buf), path)
+        items = ijson.items(source, "item", buf_size=buf)
         try:
             for record in items:
+                reader.mark = reader.total
                 yield n, _as_json_loads(record)
                 n += 1
         except ijson.JSONError as err:
             raise _syntax_error(path, n, err) from None
         except UnicodeDecodeError as err:  # yajl passes some bad UTF-8 on; Python's decode refuses it
             raise _not_utf8(f"{path} record {n}", err) from None
+        except _RecordTooLarge:
+            raise record_too_large(f"{path} record {n}", limit) from None
 
 
 def _held_list(events: Iterator[tuple[str, str, Any]], path: str) -> Iterator[tuple[str, str, Any]]:

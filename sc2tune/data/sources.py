@@ -24,10 +24,11 @@ import json
 from codecs import BOM_UTF8
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sc2tune.data.json_file import iter_json, json_layout
+from sc2tune.data.json_file import iter_json, json_layout, record_too_large
 from sc2tune.errors import DataError
 
 FORMATS = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -121,23 +122,31 @@ class Records:
                        [self.origin[i] for i in idx], [self.position[i] for i in idx], list(self.sources))
 
 
-def _text_lines(path: str) -> Iterator[str]:
-    """The lines of a UTF-8 text file, line endings kept, a leading byte order mark skipped (Windows editors
-    and Excel write one). Each line is decoded on its own, so a byte that is not UTF-8 is named by its line
-    and column, not by an offset into a read buffer."""
+#: Default of ``data.max_record_bytes``: the largest JSON line, ``.json`` record or CSV row read.
+MAX_RECORD_BYTES = 8 << 20
+
+
+def _sized_lines(path: str, limit: int) -> Iterator[tuple[int, int, str]]:
+    """(line number, bytes, text) of each line of a UTF-8 text file, line endings kept, a leading byte order
+    mark skipped (Windows editors and Excel write one). Each line is decoded on its own, so a byte that is not
+    UTF-8 is named by its line and column, not by an offset into a read buffer. A line longer than ``limit``
+    bytes (its ending aside) is a DataError naming it, raised after reading at most ``limit + 2`` of its
+    bytes."""
     with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if lineno == 1 and raw.startswith(BOM_UTF8):
-                raw = raw[len(BOM_UTF8):]
+        if fh.read(len(BOM_UTF8)) != BOM_UTF8:
+            fh.seek(0)
+        for lineno, raw in enumerate(iter(partial(fh.readline, limit + 2), b""), 1):
+            if len(raw) > limit and len(raw) - (2 if raw.endswith(b"\r\n") else raw.endswith(b"\n")) > limit:
+                raise record_too_large(f"{path}:{lineno}", limit, "a line")
             try:
-                yield raw.decode("utf-8")
+                yield lineno, len(raw), raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise DataError(f"{path}:{lineno}: not UTF-8 text ({raw[err.start:err.end]!r}: {err.reason} at "
                                 f"column {err.start + 1})", hint="save the file as UTF-8") from None
 
 
-def _iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
-    for lineno, line in enumerate(_text_lines(path), 1):
+def _iter_jsonl(path: str, limit: int) -> Iterator[tuple[int, Any]]:
+    for lineno, _, line in _sized_lines(path, limit):
         if not line.strip():
             continue
         try:
@@ -147,18 +156,19 @@ def _iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
                             hint="each line of a .jsonl file must be one JSON object") from None
 
 
-def _read_file(src: Source) -> tuple[Iterator[tuple[int, Any]], str]:
+def _read_file(src: Source, limit: int) -> tuple[Iterator[tuple[int, Any]], str]:
     """(records as (position, record), unit of the positions: line, record or row) of a file source, read as
-    they are consumed (a .json array a record at a time: :mod:`sc2tune.data.json_file`)."""
+    they are consumed (a .json array a record at a time: :mod:`sc2tune.data.json_file`); a JSON line, .json
+    record or CSV row larger than ``limit`` bytes is a DataError naming it."""
     if src.fmt == "json":
         layout, start = json_layout(src.path)
         if layout == "lines":  # what json.loads calls "Extra data": one object per line
-            return _guarded(src, _iter_jsonl(src.path)), "line"
-        return _guarded(src, iter_json(src.path, layout, start)), "record"
+            return _guarded(src, _iter_jsonl(src.path, limit)), "line"
+        return _guarded(src, iter_json(src.path, layout, start, limit)), "record"
     unit = {"jsonl": "line", "csv": "line", "parquet": "row"}.get(src.fmt or "")
     if unit is None:
         raise DataError(f"{src.path}: unsupported format {src.fmt}")
-    return _guarded(src, _file_rows(src)), unit
+    return _guarded(src, _file_rows(src, limit)), unit
 
 
 def _guarded(src: Source, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
@@ -173,26 +183,11 @@ def _guarded(src: Source, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int
         raise DataError(f"{src.path}: cannot read ({err})") from None
 
 
-def _file_rows(src: Source) -> Iterator[tuple[int, Any]]:
+def _file_rows(src: Source, limit: int) -> Iterator[tuple[int, Any]]:
     if src.fmt == "jsonl":
-        yield from _iter_jsonl(src.path)
+        yield from _iter_jsonl(src.path, limit)
     elif src.fmt == "csv":
-        reader = csv.DictReader(_text_lines(src.path), strict=True)
-        try:
-            for row in reader:
-                if None in row:
-                    raise DataError(f"{src.path}:{reader.line_num}: more values than header columns")
-                if None in row.values():
-                    raise DataError(f"{src.path}:{reader.line_num}: fewer values than header columns "
-                                    f"({', '.join(k for k, v in row.items() if v is None)} missing)")
-                yield reader.line_num, row
-        except csv.Error as err:
-            unclosed = "end of data" in str(err)
-            raise DataError(
-                f"{src.path}:{reader.line_num + 1}: "
-                + ("a quoted field opened here (or below) is never closed" if unclosed
-                   else f"malformed CSV ({err})"),
-                hint='close the quote; a quote inside a quoted field is written twice ("")') from None
+        yield from _csv_rows(src.path, limit)
     else:  # parquet, a row group batch at a time
         import pyarrow.parquet as pq
 
@@ -201,6 +196,47 @@ def _file_rows(src: Source) -> Iterator[tuple[int, Any]]:
             for rec in batch.to_pylist():
                 yield n, rec
                 n += 1
+
+
+def _csv_rows(path: str, limit: int) -> Iterator[tuple[int, Any]]:
+    """(line, row) of a CSV file with a header; a row (a quoted field may span lines) of more than ``limit``
+    bytes is a DataError naming the line it starts on, raised once that much is read. The csv module's own
+    field limit (128 KiB by default, process-wide) is raised to ``limit`` while the file is read."""
+    row_bytes, row_start = 0, 1
+
+    def lines() -> Iterator[str]:
+        nonlocal row_bytes, row_start
+        for lineno, size, text in _sized_lines(path, limit):
+            if row_bytes == 0:
+                row_start = lineno
+            row_bytes += size
+            if row_bytes > limit + 2:  # the row's bytes, its final line ending aside
+                raise record_too_large(f"{path}:{row_start}", limit, "a CSV row")
+            yield text
+
+    reader = csv.DictReader(lines(), strict=True)
+    field_limit = csv.field_size_limit()
+    try:
+        csv.field_size_limit(max(field_limit, limit))
+        _ = reader.fieldnames  # the header, not counted in the first row
+        row_bytes = 0
+        for row in reader:
+            row_bytes = 0
+            if None in row:
+                raise DataError(f"{path}:{reader.line_num}: more values than header columns")
+            if None in row.values():
+                raise DataError(f"{path}:{reader.line_num}: fewer values than header columns "
+                                f"({', '.join(k for k, v in row.items() if v is None)} missing)")
+            yield reader.line_num, row
+    except csv.Error as err:
+        unclosed = "end of data" in str(err)
+        raise DataError(
+            f"{path}:{reader.line_num + 1}: "
+            + ("a quoted field opened here (or below) is never closed" if unclosed
+               else f"malformed CSV ({err})"),
+            hint='close the quote; a quote inside a quoted field is written twice ("")') from None
+    finally:
+        csv.field_size_limit(field_limit)
 
 
 def _read_datasets(src: Source, key: str) -> Iterator[tuple[int, Any]]:
@@ -229,11 +265,14 @@ def _read_datasets(src: Source, key: str) -> Iterator[tuple[int, Any]]:
 
 def iter_records(value: str | list[str], key: str, *, required: Sequence[str], optional: Sequence[str] = (),
                  text_fields: Sequence[str] = (), column_map: dict[str, str] | None = None,
-                 purpose: str = "this task", chunk: int | None = None) -> Iterator[Records]:
+                 purpose: str = "this task", chunk: int | None = None,
+                 max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Records]:
     """The records of every source of ``value`` in order, ``chunk`` at a time (default
     :data:`CHUNK_RECORDS`), checked as :func:`load_records` checks them. Sources are read as the chunks
     are consumed: at most one chunk of records (and one parquet/dataset batch) is held at a time.
-    Every chunk's ``sources`` is the one list of the sources read so far."""
+    Every chunk's ``sources`` is the one list of the sources read so far. A JSON line, ``.json`` record or
+    CSV row larger than ``max_record_bytes`` (``data.max_record_bytes``) is a DataError naming it, raised
+    while it is read (Parquet files and datasets are columnar and memory-mapped: not bounded here)."""
     chunk = CHUNK_RECORDS if chunk is None else chunk
     column_map = column_map or {}
     keep = list(dict.fromkeys([*required, *optional]))
@@ -248,7 +287,7 @@ def iter_records(value: str | list[str], key: str, *, required: Sequence[str], o
             raise DataError(f"{key}: {src.path} is a folder of code, which only task fim reads",
                             hint="give a .jsonl/.json/.csv/.parquet file, a glob, or a save_to_disk folder")
         if src.kind == "file":
-            rows, unit = _read_file(src)
+            rows, unit = _read_file(src, max_record_bytes)
         else:
             rows, unit = _read_datasets(src, key), "row"
         name = src.path
@@ -289,14 +328,14 @@ def iter_records(value: str | list[str], key: str, *, required: Sequence[str], o
 
 def load_records(value: str | list[str], key: str, *, required: Sequence[str], optional: Sequence[str] = (),
                  text_fields: Sequence[str] = (), column_map: dict[str, str] | None = None,
-                 purpose: str = "this task") -> Records:
+                 purpose: str = "this task", max_record_bytes: int = MAX_RECORD_BYTES) -> Records:
     """Read every source of ``value``, rename columns, and check each record has ``required`` fields
     (non-null) and that ``text_fields`` are strings. Keeps only ``required + optional`` columns.
     All records at once (the in-memory path); :func:`iter_records` streams them."""
     keep = list(dict.fromkeys([*required, *optional]))
     records = Records({k: [] for k in keep})
     for part in iter_records(value, key, required=required, optional=optional, text_fields=text_fields,
-                             column_map=column_map, purpose=purpose):
+                             column_map=column_map, purpose=purpose, max_record_bytes=max_record_bytes):
         for k in keep:
             records.columns[k].extend(part.columns[k])
         records.origin.extend(part.origin)

@@ -267,7 +267,7 @@ def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, s
         template = load_template(d.template)
         load: Load = partial(iter_records, required=template.required, optional=template.optional,
                              text_fields=[*template.required, *template.optional], column_map=d.column_map,
-                             purpose=f"template '{template.name}'")
+                             purpose=f"template '{template.name}'", max_record_bytes=d.max_record_bytes)
         label = None
         packing = d.packing
     else:
@@ -276,7 +276,7 @@ def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, s
                               hint="set data.packing: false")
         fields = [d.text_column, *([d.text_pair_column] if d.text_pair_column else [])]
         load = partial(iter_records, required=[*fields, d.label_column], text_fields=fields,
-                       column_map=d.column_map, purpose="task classify")
+                       column_map=d.column_map, purpose="task classify", max_record_bytes=d.max_record_bytes)
         label, template, packing = d.label_column, None, False
     was = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # one bar per chunk would be noise; ours counts records

@@ -14,7 +14,9 @@ start with ``base_model.model.`` followed by the name of the module inside the m
 * ``{module}.lora_magnitude_vector`` for DoRA (``use_dora``): the learnt magnitude ``m``, one value per
   output feature (see :meth:`LoraFactors.apply_to` for the merged weight).
 
-Every tensor must be finite: an adapter holding NaN or infinity (a diverged run) is refused, naming the tensor.
+Every tensor must be one the config declares (:mod:`sc2tune.runs.declared`: LoRA factors of a targeted module,
+DoRA magnitudes, ``modules_to_save``, a targeted embedding's copy, a bias the config's ``bias`` saves): a base
+weight smuggled into the file (a zeroed ``model.norm.weight``) is refused by name. Every tensor must be finite: an adapter holding NaN or infinity (a diverged run) is refused, naming the tensor.
 
 ``scale = alpha / r`` (``alpha / sqrt(r)`` with rsLoRA), where ``r`` and ``alpha`` come from ``rank_pattern`` /
 ``alpha_pattern`` when a pattern matches the module name (PEFT's rule: the pattern matches the end of the
@@ -35,7 +37,7 @@ import torch
 
 from sc2tune.errors import UserError
 from sc2tune.recipe import Recipe
-from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter_json
+from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_declared, read_adapter_json
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +264,7 @@ def load_adapter(path: str | Path) -> Adapter:
     cfg_file = folder / ADAPTER_CONFIG
     _check_supported(config, cfg_file)
     tensors = _load_weights(folder)
+    check_declared(folder, config, tensors)
     check_finite(folder, tensors)
     halves: dict[str, dict[str, torch.Tensor]] = {}
     full: dict[str, torch.Tensor] = {}

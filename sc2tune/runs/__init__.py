@@ -8,6 +8,8 @@ Three layouts, told apart by their files (:func:`folder_kind`)::
         checkpoints/      checkpoint-N folders
         recipe.yaml       the resolved recipe (also inside adapter/ or model/)
         metrics.jsonl, summary.json, data.json, loss.png, tensorboard/
+        .sc2tune-train.lock   written first by every run and kept: the run's lock and its mark
+                              (:func:`is_run_folder`; ``train`` writes only into a new or empty folder or a run)
 
     adapter folder (PEFT ``save_pretrained`` plus what sc2tune adds)
         adapter_config.json                     PEFT's config (peft_type, r, base_model_name_or_path, ...)
@@ -27,8 +29,10 @@ caller's overrides confirm it; the PEFT config as PEFT reads it). :func:`load_tr
 (as trained: 4-bit for QLoRA), ``adapter`` (base + PEFT adapter, or the full fine-tune) or ``merged`` model
 with its tokenizer. Metadata files are read only when they are regular files (a symlink is followed to one)
 of at most :data:`MAX_METADATA_BYTES`; anything else is a :class:`~sc2tune.errors.UserError` naming the file.
+An adapter file is used only when every tensor in it is one its config declares (:mod:`sc2tune.runs.declared`).
 """
 
+from sc2tune.runs.declared import check_adapter_folder, check_declared, undeclared
 from sc2tune.runs.layout import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
@@ -43,6 +47,7 @@ from sc2tune.runs.layout import (
     RUN_ADAPTER,
     RUN_CHECKPOINTS,
     RUN_FULL,
+    RUN_LOCK,
     RUN_MERGED,
     TOKENIZER_CONFIG,
     TOKENIZER_FILES,
@@ -50,6 +55,7 @@ from sc2tune.runs.layout import (
     folder_kind,
     has_tokenizer,
     is_adapter_dir,
+    is_run_folder,
     names_own_code,
     own_code_refused,
     read_adapter_json,
@@ -77,11 +83,12 @@ from sc2tune.runs.trained import TrainedFolder, read_trained
 __all__ = [
     "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "CLASSIFIER_CONFIG", "CLASSIFIER_DIR", "LABELS_FILE", "MAX_METADATA_BYTES",
     "METRICS_FILE", "MODEL_CONFIG", "MODEL_WEIGHTS", "RECIPE_FILE", "RUN_ADAPTER", "RUN_CHECKPOINTS", "RUN_FULL",
-    "RUN_MERGED", "TOKENIZER_CONFIG", "TOKENIZER_FILES",
-    "Kind", "LoadedModel", "TrainedFolder", "Which", "attach_adapter", "class_labels", "folder_kind",
-    "has_tokenizer", "is_adapter_dir", "load_pretrained", "load_trained", "names_own_code", "own_code_refused",
+    "RUN_LOCK", "RUN_MERGED", "TOKENIZER_CONFIG", "TOKENIZER_FILES",
+    "Kind", "LoadedModel", "TrainedFolder", "Which", "attach_adapter", "check_adapter_folder",
+    "check_declared", "class_labels", "folder_kind",
+    "has_tokenizer", "is_adapter_dir", "is_run_folder", "load_pretrained", "load_trained", "names_own_code", "own_code_refused",
     "quiet_transformers",
     "read_adapter_json", "read_json_object", "read_labels", "read_metadata_text", "read_saved_recipe",
     "read_trained", "resolve_base", "score_rows", "tokenizer_names_own_code", "trained_tokenizer",
-    "warn_own_code_unused",
+    "undeclared", "warn_own_code_unused",
 ]

@@ -27,6 +27,8 @@ CLASSIFIER_DIR = "classifier"  # a classifier adapter's base config with its hea
 CLASSIFIER_CONFIG = Path(CLASSIFIER_DIR) / MODEL_CONFIG
 RUN_ADAPTER, RUN_FULL, RUN_MERGED, RUN_CHECKPOINTS = "adapter", "model", "merged", "checkpoints"
 METRICS_FILE = "metrics.jsonl"  # a run's logged steps and evaluations (training writes, eval and demo read)
+#: The file every ``sc2tune train`` creates first in its output_dir (and keeps): the run's lock, and its mark.
+RUN_LOCK = ".sc2tune-train.lock"
 
 #: Largest metadata file read (recipe, adapter config, labels): real ones are a few kB.
 MAX_METADATA_BYTES = 16 << 20
@@ -72,6 +74,20 @@ def folder_kind(path: str | Path) -> Kind | None:
     if _looks_adapter(folder / RUN_ADAPTER) or _looks_model(folder / RUN_FULL):
         return "run"
     return None
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder ``sc2tune train`` wrote: it holds :data:`RUN_LOCK` (the first thing every
+    run since the lock was introduced writes, kept afterwards), or a ``recipe.yaml`` beside ``adapter/``,
+    ``model/`` or ``checkpoints/`` (a run copied without its hidden files, or an older one). A folder without
+    these (a user's project, even with a ``data.json`` or ``summary.json`` of its own) is not one."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return False
+    if (folder / RUN_LOCK).is_file():
+        return True
+    return (folder / RECIPE_FILE).is_file() and any(
+        (folder / name).is_dir() for name in (RUN_ADAPTER, RUN_FULL, RUN_CHECKPOINTS))
 
 
 def read_metadata_text(file: Path, *, limit: int = MAX_METADATA_BYTES) -> str:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sc2tune.errors import UserError
 from sc2tune.recipe import Dtype, ModelSpec, QuantSpec
+from sc2tune.runs.declared import check_adapter_folder
 from sc2tune.runs.layout import (
     ADAPTER_WEIGHTS,
     RUN_MERGED,
@@ -96,8 +97,11 @@ def load_pretrained(folder: Path, *, classifier: bool, dtype: torch.dtype, devic
 
 
 def attach_adapter(base: Any, adapter_dir: Path) -> Any:
-    """PEFT's ``PeftModel.from_pretrained(base, adapter_dir)``, for inference (eval mode)."""
+    """PEFT's ``PeftModel.from_pretrained(base, adapter_dir)``, for inference (eval mode), once every tensor of
+    the adapter file is one its config declares (:mod:`sc2tune.runs.declared`)."""
     from peft import PeftModel
+
+    check_adapter_folder(Path(adapter_dir))
 
     return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=False).eval()
 

@@ -18,8 +18,9 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from sc2tune.errors import UserError
+from sc2tune.runs import RUN_LOCK
 
-LOCK_NAME = ".sc2tune-train.lock"
+LOCK_NAME = RUN_LOCK
 
 
 @contextlib.contextmanager

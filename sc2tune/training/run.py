@@ -10,6 +10,10 @@ Layout of ``output_dir``::
     loss.png          train and eval loss curves
     summary.json      final_eval metrics, train_tokens_per_second, steps, skipped steps, preempted
     data.json         the prepared data folder the run trains on (``--resume`` reads it, never rebuilds)
+    .sc2tune-train.lock   the run's lock, written first and kept: it marks the folder as a run
+
+``output_dir`` must be a new folder, an empty one, or an earlier run's (:func:`check_output_dir`); any other
+folder is refused before anything is written into it.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ from sc2tune.runs import (
     RUN_ADAPTER,
     RUN_CHECKPOINTS,
     RUN_FULL,
+    is_run_folder,
+    read_json_object,
 )
 from sc2tune.training.callbacks import (
     MetricsFileCallback,
@@ -59,6 +65,7 @@ from sc2tune.training.dropout import use_sparse_lora_dropout
 from sc2tune.training.outlock import output_lock
 from sc2tune.training.portable import save_classifier_files
 from sc2tune.training.precision import keeps_fp32_master, load_spec, save_rounded
+from sc2tune.training.resume import resume_checkpoint, trim_metrics
 from sc2tune.training.trainer import Sc2Trainer
 
 log = logging.getLogger(__name__)
@@ -157,16 +164,51 @@ def _training_arguments(recipe: Recipe, objective: Objective, out: Path, has_eva
     )
 
 
-def _prepare_output(out: Path, resume: bool, *, main_process: bool) -> str | None:
-    """Checkpoint to resume from (or None); refuses to train over an existing run without --resume."""
+def check_output_dir(out: Path) -> None:
+    """Refuse an ``output_dir`` a run may not write into, before anything is written there.
+
+    A run starts only in a new folder, an empty one, or a folder that is already an sc2tune run
+    (:func:`sc2tune.runs.is_run_folder`: it holds ``.sc2tune-train.lock``, which every run writes first, or a
+    ``recipe.yaml`` beside ``adapter/``, ``model/`` or ``checkpoints/``); there ``--resume`` decides as before.
+    Anything else (a file, a user's project folder, ``/``, a home folder) is a UserError naming it.
+    """
+    hint = "give the run a folder of its own: output_dir=runs/NAME (a new or empty folder)"
+    if out.is_symlink() and not out.exists():
+        raise UserError(f"output_dir {out} is a broken symlink", hint=hint)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"output_dir {out} exists and is not a folder", hint=hint)
+    try:
+        names = sorted(p.name for p in out.iterdir())
+    except OSError as err:
+        raise UserError(f"output_dir {out}: cannot list it ({err.strerror})", hint=hint) from None
+    if not names or is_run_folder(out):
+        return
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    raise UserError(
+        f"output_dir {out} is a folder that is not an sc2tune run (it holds {shown}); a run writes only into a "
+        "new folder, an empty one, or an earlier run's folder, so nothing was written there", hint=hint)
+
+
+def _prepare_output(out: Path, resume: bool, *, main_process: bool, max_steps: int | None) -> str | None:
+    """Checkpoint to resume from (or None); refuses to train over an existing run without --resume.
+
+    With ``resume``: the newest intact checkpoint (:mod:`sc2tune.training.resume`); one past
+    ``train.max_steps`` is refused (resuming would train nothing)."""
     checkpoints = out / RUN_CHECKPOINTS
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if resume:
+        last, step = resume_checkpoint(checkpoints, main_process=main_process)
         if last is None:
             log.warning("--resume: no complete checkpoint in %s, starting from the beginning", checkpoints)
+        elif max_steps is not None and step > max_steps:
+            raise UserError(f"--resume: {last} is at step {step}, past train.max_steps={max_steps}: resuming "
+                            "would train nothing", hint=f"set train.max_steps above {step} to train on, or start "
+                            "a new run: output_dir=runs/NEW")
         if main_process:
-            _trim_metrics(out / METRICS_FILE, int(last.rsplit("-", 1)[-1]) if last else -1)
+            trim_metrics(out / METRICS_FILE, step)
         return last
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     leftovers = [name for name in (RUN_ADAPTER, RUN_FULL, METRICS_FILE) if (out / name).exists()]
     if last is not None or leftovers:
         raise UserError(
@@ -175,23 +217,6 @@ def _prepare_output(out: Path, resume: bool, *, main_process: bool) -> str | Non
             "or set output_dir=... to start a new one",
         )
     return None
-
-
-def _trim_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after ``step`` (the resumed run logs them again) and unreadable lines."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by the kill that interrupted the run
-            continue
-        if isinstance(record, dict) and record.get("step", 0) <= step:
-            kept.append(line)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 #: Names the prepared data folder a run trains on, so ``--resume`` reads those very rows (never rebuilt).
@@ -204,10 +229,16 @@ def _pinned_data(out: Path) -> tuple[str | None, str | None]:
     record = out / DATA_RECORD
     if not record.is_file():
         return None, None
-    values = json.loads(record.read_text())
+    try:
+        values = read_json_object(record)
+    except UserError as err:
+        log.warning("--resume: %s; looking the prepared data up by its key (the same inputs rebuild the same "
+                    "rows)", err)
+        return None, None
     folder = values.get("prepared")
-    if folder and (Path(folder) / "meta.json").is_file():
-        return folder, values.get("checksum")
+    checksum = values.get("checksum")
+    if isinstance(folder, str) and folder and (Path(folder) / "meta.json").is_file():
+        return folder, checksum if isinstance(checksum, str) else None
     log.warning("--resume: the prepared data this run started with (%s) is gone; looking it up by its key "
                 "(the same inputs rebuild the same rows)", folder)
     return None, None
@@ -245,6 +276,7 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
     """
     recipe = _absolute_paths(recipe)
     out = Path(recipe.output_dir)
+    check_output_dir(out)
     main_process = _is_main_process()
     with output_lock(out, main_process=main_process):
         return _train(recipe, out, resume=resume, show_progress=show_progress, main_process=main_process)
@@ -269,7 +301,7 @@ def _is_main_process() -> bool:
 def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main_process: bool) -> TrainResult:
     from sc2tune.data import build_datasets  # noqa: PLC0415 - heavy import, only when training
 
-    checkpoint = _prepare_output(out, resume, main_process=main_process)
+    checkpoint = _prepare_output(out, resume, main_process=main_process, max_steps=recipe.train.max_steps)
     set_seed(recipe.train.seed)
 
     tokenizer = load_tokenizer(recipe.model)
@@ -324,6 +356,11 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         (out / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
 
     trainer.train(resume_from_checkpoint=checkpoint)
+    if checkpoint is not None and trainer.state.global_step > trainer.state.max_steps:
+        raise UserError(f"--resume: {checkpoint} is at step {trainer.state.global_step}, past the end of this run "
+                        f"({trainer.state.max_steps} steps): nothing was trained and no adapter was written",
+                        hint="raise train.epochs or train.max_steps to train on, or start a new run: "
+                        "output_dir=runs/NEW")
 
     tokens = torch.tensor(float(trainer.input_tokens), device=trainer.accelerator.device)
     if trainer.accelerator.num_processes > 1:

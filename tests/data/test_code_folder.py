@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import pytest
 
 from sc2tune.data import build_datasets
-from sc2tune.data.code_folder import scan_folder
+from sc2tune.data.code_folder import list_files, scan_folder
 from sc2tune.errors import DataError
 from sc2tune.recipe import recipe_from_dict
 
@@ -177,3 +177,47 @@ def test_skips_reach_the_data_statistics(tmp_path, monkeypatch, tokenizer):
     assert stats.examples == 2
     assert stats.skipped["symlink_outside"] == 4 and stats.skipped["fifo"] == 1
     assert stats.skipped_files == sum(stats.skipped.values())
+
+
+def _names_folder(root):
+    """A repository with a file whose name is not UTF-8 (Latin-1 'café.py'), one with a NUL byte after 8 KiB,
+    a hard link to a file outside the folder and a plain file."""
+    repo = os.path.join(os.fsencode(root), b"repo")
+    os.makedirs(repo)
+    with open(os.path.join(repo, b"caf\xe9.py"), "w") as fh:
+        fh.write("def f(x):\n    return x + 1\n")
+    (root / "repo" / "late_nul.py").write_bytes(b"x = 1\n" * 2000 + b"\0\n")
+    outside = root.parent / f"{root.name}-secret.py"
+    outside.write_text("TOKEN = 'not for training'\n")
+    os.link(outside, root / "repo" / "linked.py")
+    (root / "repo" / "ok.py").write_text("def g(x):\n    return x * 2\n")
+
+
+def test_names_nul_bytes_and_hard_links(tmp_path, caplog):
+    _names_folder(tmp_path / "code")
+    with caplog.at_level("WARNING"):
+        scan = scan_folder(tmp_path / "code", include=["*.py"], exclude=[], max_file_bytes=100_000, by_repo=True)
+    assert [d.path for d in scan.docs] == ["linked.py", "ok.py"]  # a hard link is read, and warned about
+    assert dict(scan.skipped) == {"non_utf8_name": 1, "binary": 1}
+    assert scan.examples["non_utf8_name"] == ["repo/caf\\xe9.py"]  # printable, as the stats show it
+    assert "1 file(s) have more than one hard link (e.g. repo/linked.py)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # a key lookup lists without a scan: no lstat of every file, no warning
+        list_files(tmp_path / "code", ["*.py"], [])
+    assert "hard link" not in caplog.text
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["prepared", "in-memory"])
+def test_a_file_name_that_is_not_utf8_does_not_crash_the_fim_build(tmp_path, tokenizer, cache, caplog):
+    """It crashed the repository-context FIM build (the path is tokenised); now it is skipped, counted and
+    warned about, on both build paths; a hard-linked file is read, with a warning."""
+    _names_folder(tmp_path / "code")
+    recipe = recipe_from_dict({"task": "fim", "data": {
+        "train": str(tmp_path / "code"), "eval": None, "max_length": 128, "max_file_bytes": 100_000,
+        "fim": {"rate": 1.0, "repo_context": True}, "cache_dir": str(tmp_path / "cache") if cache else None}})
+    with caplog.at_level("WARNING"):
+        stats = build_datasets(recipe, tokenizer, show_progress=False).stats
+    assert stats.examples == 2
+    assert stats.skipped == {"non_utf8_name": 1, "binary": 1}
+    assert "skipped 1 non_utf8_name file(s), e.g. repo/caf\\xe9.py" in caplog.text
+    assert "1 file(s) have more than one hard link (e.g. repo/linked.py)" in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
@@ -45,4 +46,20 @@ def test_an_adapter_with_nan_weights_is_refused_naming_the_tensor(base: Path, ad
     save_file(weights, broken / "adapter_model.safetensors")
     with pytest.raises(UserError, match=r"'base_model\.model\.model\.layers\.1\.mlp\.c_fc\.lora_B\.weight' holds 1 NaN"):
         merge(broken, tmp_path / "out", base=str(base), progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_adapter_holding_an_undeclared_base_weight_is_refused_naming_it(base: Path, adapter: Path,
+                                                                          tmp_path: Path):
+    """A zeroed ``model.norm.weight`` in the file is no LoRA factor of a target, nor in modules_to_save: PEFT
+    would load it over the base norm, and the merge's verification (against PEFT's loading) would agree."""
+    smuggled = tmp_path / "smuggled"
+    smuggled.mkdir()
+    (smuggled / "adapter_config.json").write_text((adapter / "adapter_config.json").read_text())
+    weights = load_file(adapter / "adapter_model.safetensors")
+    hidden = next(v for k, v in weights.items() if k.endswith("q_proj.lora_A.weight")).shape[1]
+    weights["base_model.model.model.norm.weight"] = torch.zeros(hidden)
+    save_file(weights, smuggled / "adapter_model.safetensors")
+    with pytest.raises(UserError, match=r"does not declare.*'base_model\.model\.model\.norm\.weight'"):
+        merge(smuggled, tmp_path / "out", base=str(base), progress=False)
     assert not (tmp_path / "out").exists()

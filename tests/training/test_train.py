@@ -171,6 +171,7 @@ def test_run_outputs(tmp_path):
 def test_leftover_logs_of_a_failed_run_are_not_appended_to(tmp_path):
     recipe = fim_recipe(tmp_path, max_steps=2, logging_steps=1)
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".sc2tune-train.lock").touch()  # what every run writes first: the folder is a run's
     (tmp_path / "run" / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\n')
     with pytest.raises(UserError, match="metrics.jsonl"):
         train(recipe_from_dict(recipe), show_progress=False)
