@@ -6,7 +6,8 @@ Who decides a pass (:func:`run_judged`): three processes, started by ``_launcher
   to the entry point (``_candidate.py``);
 * the **judge** process, started first and under its own uid when the sandbox can drop privileges,
   runs the problem's tests with its own pristine interpreter; each call of ``candidate`` goes to the
-  candidate process as plain data and comes back decoded into exact builtin types (``_wire.py``), so
+  candidate process as plain data and comes back decoded into exact builtin or standard-library value
+  types built by the judge (``_wire.py``), so
   an object with a rigged ``__eq__``, patched builtins or a redefined ``check`` cannot exist on the
   judge's side (``_judge.py``);
 * the **evaluator** (this module) reads the verdict only from a pipe whose write end it hands to the
