@@ -1,7 +1,8 @@
 """sc2tune's judge against HumanEval-infilling's own harness, verdict by verdict (issue #23 item 8).
 
     python bench/infilling_verdicts.py [--data ../shared/data/humaneval-infilling] [--sample N]
-        [--workers 2] [--timeout 10] [--middles canonical empty] [--out bench/results/infilling_verdicts.json]
+        [--workers 2] [--timeout 10] [--middles canonical empty] [--subsets SingleLine ...]
+        [--out bench/results/infilling_verdicts.json]
 
 For every problem of the four subsets (SingleLine 1,033, MultiLine 5,815, RandomSpan 1,640,
 RandomSpanLight 164: 8,652) and every middle asked for (the canonical middle, the empty middle), two
@@ -56,6 +57,7 @@ def reference_verdicts(rows: list[dict], middles: list[str], timeout: float, wor
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "humaneval-infilling")
+    parser.add_argument("--subsets", nargs="+", default=list(SUBSETS), choices=SUBSETS)
     parser.add_argument("--sample", type=int, default=None, help="problems per subset (seeded); all by default")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=10.0)
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     from sc2tune.evaluation.sandbox import SandboxLimits
 
     rows, problems = [], {}
-    for subset in SUBSETS:
+    for subset in args.subsets:
         path = _file(args.data, subset)
         chosen = [obj for _, obj in read_jsonl(path)]
         if args.sample is not None:
