@@ -48,6 +48,7 @@ _BIG_INT_BITS = 63
 _FACTORIES = {"int": int, "float": float, "str": str, "bytes": bytes, "bool": bool, "complex": complex,
               "list": list, "tuple": tuple, "dict": dict, "set": set, "frozenset": frozenset}
 _FACTORY_NAMES = {v: k for k, v in _FACTORIES.items()}
+_NAMEDTUPLES = {}  # (typename, fields) -> the receiver's own namedtuple class, built once
 
 
 def _pairs(items, depth):
@@ -181,10 +182,13 @@ def _decode_other(tag, payload, depth):
     if tag == "N" and len(payload) == 3 and type(payload[0]) is str and type(payload[1]) is list \
             and all(type(f) is str for f in payload[1]) and type(payload[2]) is list \
             and len(payload[1]) == len(payload[2]):
-        try:
-            kind = collections.namedtuple(payload[0], payload[1])
-        except (ValueError, TypeError, SyntaxError):
-            raise WireError("malformed namedtuple") from None
+        key = (payload[0], tuple(payload[1]))
+        if key not in _NAMEDTUPLES:
+            try:
+                _NAMEDTUPLES[key] = collections.namedtuple(payload[0], payload[1])
+            except (ValueError, TypeError, SyntaxError):
+                raise WireError("malformed namedtuple") from None
+        kind = _NAMEDTUPLES[key]
         return kind(*[wire_decode(v, depth + 1) for v in payload[2]])
     raise WireError(f"unknown tag {tag!r}")
 
