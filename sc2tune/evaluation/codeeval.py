@@ -60,6 +60,7 @@ class CodeEvalResult:
         statuses = Counter(s.status for s in self.samples)
         return {**self.scores, "tasks": len(self.per_task), "samples": len(self.samples),
                 "status_counts": dict(sorted(statuses.items())),
+                "judged_again": sum(s.attempts > 1 for s in self.samples),
                 "tasks_without_samples": len(self.tasks_without_samples)}
 
     def to_dict(self) -> dict:

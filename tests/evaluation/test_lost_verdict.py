@@ -64,6 +64,7 @@ def test_a_lost_verdict_is_judged_again_and_never_scored_failed(monkeypatch: pyt
     result = evaluate_code({"add": problem}, [Sample("add", "    return a + b\n")], ks=[1], limits=LIMITS,
                            show_progress=False)
     assert [(s.status, s.attempts) for s in result.samples] == [("passed", 2)]
+    assert result.summary()["judged_again"] == 1
     monkeypatch.setattr(sandbox, "_read_verdict", lambda fd, deadline, limit=65536: b"")
     result = evaluate_code({"add": problem}, [Sample("add", "    return a + b\n")], ks=[1], limits=LIMITS,
                            show_progress=False)
