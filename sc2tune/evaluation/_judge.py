@@ -19,7 +19,8 @@ How the tests run: ``context`` (trusted problem text: the prompt, completed by t
 when there is one) and ``test`` are executed here; ``check`` is then called with a proxy in place of
 the candidate (the entry point's name is bound to the same proxy). Each call of the proxy sends its
 arguments as plain data to the candidate process and returns the decoded answer, which can only be
-made of exact builtin types. The verdict is "passed" only when ``check`` returns normally.
+made of exact builtin and standard-library value types that this process builds itself (see
+``_wire.py``: an iterator or generator arrives as an iterator over the items it yielded). The verdict is "passed" only when ``check`` returns normally.
 """
 
 import sys as _sys

@@ -1,8 +1,10 @@
-"""Inside-the-sandbox launcher: runs as ``python -I -S _launcher.py`` (stdlib only), job JSON on stdin.
+"""Inside-the-sandbox launcher: runs as ``python -I -S -c <this file>`` (stdlib only), job JSON on stdin.
 
 Started by :mod:`sc2tune.evaluation.sandbox`, usually as pid 1 of fresh pid + network + mount + IPC
 namespaces (``unshare --net --pid --mount --ipc --fork --kill-child --mount-proc``). The job arrives on
-stdin, not on the command line (``/proc/PID/cmdline`` is readable by every process). Layout of one run:
+stdin, not on the command line (``/proc/PID/cmdline`` is readable by every process), and so do the
+judge's and the candidate's sources (read once by the evaluator: no file of the package is read per run).
+Layout of one run:
 
 1. stop being dumpable (same-uid processes cannot ptrace it or open its ``/proc/PID/fd``); read the job;
 2. ``private_fs`` (a private mount namespace): every mount is re-bound read-only, then a fresh tmpfs
@@ -41,7 +43,6 @@ import signal
 import sys
 import types
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 _MS_REMOUNT, _MS_BIND, _MS_REC = 0x20, 0x1000, 0x4000
@@ -246,14 +247,6 @@ def _spawn(cfg: dict, argv: list[str], fds: dict[int, int], uid: int | None, cwd
     raise AssertionError("unreachable")
 
 
-def _source(*names: str) -> str:
-    parts = []
-    for name in names:
-        with open(os.path.join(_HERE, name), encoding="utf-8") as f:
-            parts.append(f.read())
-    return "\n".join(parts)
-
-
 def _wait(pid: int) -> int:
     while True:
         try:
@@ -322,8 +315,7 @@ def main() -> int:
     signal.signal(signal.SIGALRM, _expire)
     signal.alarm(cfg["wall_seconds"])
     uids = cfg["uids"]
-    # read before the private file system hides /tmp: sc2tune itself may be installed there
-    sources = {"judge": _source("_wire.py", "_judge.py"), "candidate": _source("_wire.py", "_candidate.py")}
+    sources = cfg["sources"]  # sent by the evaluator: nothing here is read from sc2tune's folder
     if cfg["private_fs"]:
         _private_filesystem(cfg["tmpfs_mb"], cfg["max_files"], cfg["view"])
         workdir = _private_dir("/tmp/sample", uids["sample"])

@@ -4,6 +4,11 @@
 :mod:`sc2tune.evaluation.sandbox`: the sample's code and the tests run in separate processes, and only
 the judge process can report a pass) on a bounded pool of worker threads (each waits on one sandbox),
 counts ``c`` passing of ``n`` samples per task and averages the unbiased pass@k over tasks.
+
+A run whose verdict was lost (:data:`~sc2tune.evaluation.sandbox.LOST_VERDICT`: the judge exited 0, as
+it does only after writing a pass, but no record arrived) is an infrastructure fault, not the sample's:
+it is judged again, up to ``_ATTEMPTS`` runs in all. Should every run lose it, the sample's status is
+"error" (never "failed"), the warning at the end counts it, and ``attempts`` says how many runs it took.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sc2tune.evaluation.passk import mean_pass_at_k
 from sc2tune.evaluation.problems import Problem, Sample, candidate_program, judge_job
-from sc2tune.evaluation.sandbox import SandboxLimits, isolation, run_judged
+from sc2tune.evaluation.sandbox import LOST_VERDICT, SandboxLimits, isolation, run_judged
 
 log = logging.getLogger(__name__)
+_ATTEMPTS = 3  #: runs of one sample at most when its verdict is lost
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class SampleResult:
     returncode: int | None
     seconds: float
     error: str  #: why it did not pass: the judge's reason, else the last line of stderr (empty when passed)
+    attempts: int = 1  #: runs it took (more than 1 only when a verdict was lost and the sample judged again)
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class CodeEvalResult:
         statuses = Counter(s.status for s in self.samples)
         return {**self.scores, "tasks": len(self.per_task), "samples": len(self.samples),
                 "status_counts": dict(sorted(statuses.items())),
+                "judged_again": sum(s.attempts > 1 for s in self.samples),
                 "tasks_without_samples": len(self.tasks_without_samples)}
 
     def to_dict(self) -> dict:
@@ -110,16 +118,21 @@ def evaluate_code(
         index_in_task[sample.task_id] += 1
 
     def run(sample: Sample, completion_id: int) -> SampleResult:
-        slot = slots.get()
-        try:
-            problem = problems[sample.task_id]
-            result = run_judged(candidate_program(problem, sample.completion), judge_job(problem), limits,
-                                slot=slot)
-        finally:
-            slots.put(slot)
+        problem = problems[sample.task_id]
+        for attempt in range(1, _ATTEMPTS + 1):
+            slot = slots.get()
+            try:
+                result = run_judged(candidate_program(problem, sample.completion), judge_job(problem), limits,
+                                    slot=slot)
+            finally:
+                slots.put(slot)
+            if result.reason != LOST_VERDICT:
+                break
+            log.warning("%s sample %d: %s (run %d of %d)", sample.task_id, completion_id, LOST_VERDICT, attempt,
+                        _ATTEMPTS)
         error = _explain(result.status, result.returncode, result.stderr_tail, limits.timeout, result.reason)
         return SampleResult(sample.task_id, completion_id, result.status, result.returncode,
-                            round(result.seconds, 3), error)
+                            round(result.seconds, 3), error, attempt)
 
     results: list[SampleResult] = []
     columns = (TextColumn("executing samples"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -11,12 +11,19 @@ Layout of a report folder::
 
 The folder is built in a sibling temporary folder and renamed into place, replacing an older report.
 Plots use matplotlib's Agg backend (no display needed).
+
+Text that comes from a sample, a problems file or a data set (task ids, failure reasons, which quote the
+sample's own error messages, class labels, file names) enters ``report.md`` only through
+:func:`md_text`: every line break becomes a space and every ASCII punctuation character is
+backslash-escaped (CommonMark's escapes), so a ``|``, a backtick, ``<b>``, ``[link](...)`` or a
+``\r`` in it shows as itself and cannot end a table cell, open a code span or inject HTML.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -104,7 +111,8 @@ def plot_confusion(matrix: Sequence[Sequence[int]], labels: Sequence[str], path:
 
 def code_markdown(result: CodeEvalResult, *, problems: str, samples: str) -> str:
     """Markdown report of an execution-based evaluation."""
-    lines = ["# sc2tune eval code", "", f"- problems: `{problems}`", f"- samples: `{samples}`",
+    lines = ["# sc2tune eval code", "", f"- problems: {md_text(problems, None)}",
+             f"- samples: {md_text(samples, None)}",
              f"- sandbox: {result.isolation}", f"- per-sample limits: {_limits_text(result.limits)}", "",
              "| metric | score |", "|---|---|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in result.scores.items()]
@@ -116,7 +124,8 @@ def code_markdown(result: CodeEvalResult, *, problems: str, samples: str) -> str
     failing = [r for r in result.samples if r.status != "passed"][:20]
     if failing:
         lines += ["## First failures", "", "| task | sample | status | reason |", "|---|---|---|---|"]
-        lines += [f"| {r.task_id} | {r.completion_id} | {r.status} | {_cell(r.error)} |" for r in failing]
+        lines += [f"| {md_text(r.task_id)} | {r.completion_id} | {r.status} | {md_text(r.error)} |"
+                  for r in failing]
     if result.tasks_without_samples:
         lines += ["", f"{len(result.tasks_without_samples)} problems had no samples and are not scored."]
     return "\n".join(lines) + "\n"
@@ -127,8 +136,14 @@ def _limits_text(limits: Mapping[str, Any]) -> str:
             f"{limits['max_processes']} processes, {limits['file_size_mb']} MiB files")
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")[:160]
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+
+
+def md_text(text: str, limit: int | None = 160) -> str:
+    """``text`` as literal Markdown inline text: one line (line breaks and other control characters
+    become spaces), cut to ``limit`` characters, each ASCII punctuation character backslash-escaped."""
+    flat = "".join(ch if ch.isprintable() else " " for ch in " ".join(text.splitlines()))
+    return _PUNCTUATION.sub(r"\\\1", flat[:limit])
 
 
 def write_code_report(result: CodeEvalResult, out_dir: str | Path, *, problems: str, samples: str) -> Path:
@@ -186,7 +201,7 @@ def run_markdown(data: Mapping[str, Any], plots: Mapping[str, str]) -> str:
         if per_class:
             lines += ["", f"## {name}: per class", "", "| class | precision | recall | F1 | support |",
                       "|---|---|---|---|---|"]
-            lines += [f"| {c} | {s['precision']:.4f} | {s['recall']:.4f} | {s['f1']:.4f} | {s['support']} |"
+            lines += [f"| {md_text(str(c))} | {s['precision']:.4f} | {s['recall']:.4f} | {s['f1']:.4f} | {s['support']} |"
                       for c, s in per_class.items()]
     for title, file in plots.items():
         lines += ["", f"## {title}", "", f"![{title}]({file})"]

@@ -6,7 +6,8 @@ Who decides a pass (:func:`run_judged`): three processes, started by ``_launcher
   to the entry point (``_candidate.py``);
 * the **judge** process, started first and under its own uid when the sandbox can drop privileges,
   runs the problem's tests with its own pristine interpreter; each call of ``candidate`` goes to the
-  candidate process as plain data and comes back decoded into exact builtin types (``_wire.py``), so
+  candidate process as plain data and comes back decoded into exact builtin or standard-library value
+  types built by the judge (``_wire.py``), so
   an object with a rigged ``__eq__``, patched builtins or a redefined ``check`` cannot exist on the
   judge's side (``_judge.py``);
 * the **evaluator** (this module) reads the verdict only from a pipe whose write end it hands to the
@@ -60,11 +61,11 @@ fail: the evaluator waits at most ``timeout`` (+ a small start-up grace) per run
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -86,8 +87,31 @@ from sc2tune.evaluation.confinement import (
 
 log = logging.getLogger(__name__)
 
-_LAUNCHER = Path(__file__).with_name("_launcher.py")
+
+
+
+def _read_sources() -> dict[str, str]:
+    """The code of the sandbox's own processes, read once when this module is imported.
+
+    Every run gets it from here (the launcher as ``python -c``, the judge and candidate sources in its
+    job), never from the package folder: a run that started while that folder was being rewritten (a
+    checkout or merge of the tree the evaluation runs from) used to run an empty or cut launcher or
+    judge, which exits 0 without a verdict (issue #23 item 8b), and an evaluation now judges every
+    sample with the same code however long it runs."""
+    here = Path(__file__).parent
+
+    def read(*names: str) -> str:
+        return "\n".join((here / name).read_text(encoding="utf-8") for name in names)
+
+    return {"launcher": read("_launcher.py"), "judge": read("_wire.py", "_judge.py"),
+            "candidate": read("_wire.py", "_candidate.py")}
+
+
+_SOURCES = _read_sources()
 _STARTUP_GRACE = 0.5
+#: reason of a run whose judge exited 0 (it does so only after writing a pass) but left no record
+LOST_VERDICT = "the judge's verdict was lost (an infrastructure fault, not the sample's)"
+_VERDICT_GRACE = 5.0  #: seconds to wait for the verdict pipe's end once the launcher has exited
 _MB = 1024 * 1024
 
 
@@ -193,16 +217,26 @@ def _sweep_world_writable(uids: set[int]) -> None:
                         os.unlink(entry.path)
 
 
-def _read_available(fd: int, limit: int = 65536) -> bytes:
-    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+def _read_verdict(fd: int, deadline: float, limit: int = 65536) -> bytes:
+    """Everything the judge wrote to the verdict pipe: read until end-of-file (every write end closed:
+    the judge has written and closed it, or is dead), or until ``deadline`` (``time.monotonic()``).
+
+    Reading to the end, not just what is there when the launcher has been reaped, is what keeps a
+    verdict from being lost whatever made that wait return (issue #23 item 8b)."""
     chunks, size = [], 0
-    with contextlib.suppress(BlockingIOError, OSError):
-        while size < limit:
-            chunk = os.read(fd, limit - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+    while size < limit:
+        left = deadline - time.monotonic()
+        try:
+            ready, _, _ = select.select([fd], [], [], max(0.0, left))
+        except InterruptedError:
+            continue
+        if not ready:
+            break
+        chunk = os.read(fd, limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
     return b"".join(chunks)
 
 
@@ -239,6 +273,7 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
             "env": _environment(),
             "network_guard": not iso.namespaces,
             "wall_seconds": int(limits.timeout) + 5,
+            "sources": {"judge": _SOURCES["judge"], "candidate": _SOURCES["candidate"]},
             "limits": {
                 "address_space": limits.memory_mb * _MB,
                 "processes": nproc,
@@ -247,7 +282,7 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
                 "open_files": limits.open_files,
             },
         }
-        cmd = [sys.executable, "-I", "-S", str(_LAUNCHER)]
+        cmd = [sys.executable, "-I", "-S", "-c", _SOURCES["launcher"]]
         if iso.mode == "root-namespaces":
             cmd = [shutil.which("unshare") or "unshare", *NS_FLAGS, *cmd]
         elif iso.mode == "user-namespaces":
@@ -276,7 +311,7 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
             # stragglers of the session (no-namespace mode); a no-op when the pid namespace is gone
             _kill_group(proc)
         seconds = time.monotonic() - start
-        verdict = _read_available(verdict_r)
+        verdict = _read_verdict(verdict_r, time.monotonic() + (0.0 if timed_out else _VERDICT_GRACE))
         if iso.uid_drop and not iso.namespaces:
             _sweep_world_writable({uid for uid in uids.values() if uid is not None})
         return _Outcome(returncode, timed_out, seconds, _tail(host / "stdout"), _tail(host / "stderr"), verdict)
@@ -310,7 +345,9 @@ def run_judged(program: str, job: JudgeJob, limits: SandboxLimits, *, slot: int 
     """Judge ``program`` (the sample's code) with ``job``'s tests; see the module docstring.
 
     The status is "passed" only when the verdict pipe holds the judge's record for this run (its
-    nonce) saying the tests' ``check`` returned normally; no verdict at all is a failure.
+    nonce) saying the tests' ``check`` returned normally. No verdict from a judge that ended badly is a
+    failure; no verdict although everything exited 0 is status "error" with reason :data:`LOST_VERDICT`
+    (an infrastructure fault: the caller retries it, it is never scored as a failure).
     """
     nonce = secrets.token_hex(16)
     payload = {"context": job.context, "test": job.test, "entry_point": job.entry_point, "nonce": nonce}
@@ -331,10 +368,10 @@ def run_judged(program: str, job: JudgeJob, limits: SandboxLimits, *, slot: int 
         status, reason = "failed", f"the judge reported a pass but exited with status {outcome.returncode}"
     elif record.get("verdict") in ("passed", "failed", "error"):
         status = record["verdict"]
+    elif outcome.returncode == 0:  # the judge exits 0 only after writing a pass: the record went missing
+        status, reason = "error", LOST_VERDICT
     else:
-        status = "failed"
-        reason = "no verdict from the judge" + (f" (exit status {outcome.returncode})"
-                                                if outcome.returncode else "")
+        status, reason = "failed", f"no verdict from the judge (exit status {outcome.returncode})"
     return RunResult(status, outcome.returncode, outcome.seconds, outcome.stderr, outcome.stdout, reason)
 
 

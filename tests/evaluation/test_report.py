@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from sc2tune.evaluation.report import plot_confusion, plot_loss_curves, plot_pass_at_k, read_metrics
@@ -67,3 +68,45 @@ def test_read_metrics_splits_train_and_eval(tmp_path: Path) -> None:
              {"step": 2, "eval_loss": 1.5}, {"epoch": 1.0}]
     path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     assert read_metrics(path) == ([(1, 2.0)], [(2, 1.5)])
+
+
+EVIL = ["a | b || c", "line one\r\nline two\rthree\nfour\u2028five", "`code` and ``more`` `", "<b>bold</b> <script>x</script>",
+        "[link](http://example.com) ![img](http://example.com/x.png)", "back\\slash\\| then pipe\\", "*em* _u_ # h",
+        "&lt; &amp; entity", "tab\there\x00nul\x1b[31m", "ends with backslash \\"]
+
+
+def test_sample_text_cannot_break_the_markdown_table() -> None:
+    """The reference is markdown-it (CommonMark + GFM tables, the parser rich ships): each failure row
+    parses back as exactly 4 cells holding only plain text equal to the sample's (one-line) text."""
+    markdown_it = pytest.importorskip("markdown_it")
+    from sc2tune.evaluation.codeeval import CodeEvalResult, SampleResult
+    from sc2tune.evaluation.report import code_markdown
+
+    samples = [SampleResult(f"task{i} {text}", i, "failed", 1, 0.1, text) for i, text in enumerate(EVIL)]
+    result = CodeEvalResult({"pass@1": 0.0}, {s.task_id: {"n": 1, "c": 0} for s in samples}, samples,
+                            "mode test", {"timeout": 1.0, "memory_mb": 1, "max_processes": 1, "file_size_mb": 1})
+    text = code_markdown(result, problems="p`|<i>.jsonl", samples="s.jsonl")
+    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(text)
+    rows, cells, row = [], [], None
+    for token in tokens:
+        if token.type == "tr_open":
+            row = []
+        elif token.type == "inline" and row is not None:
+            row.append(token)
+        elif token.type == "tr_close":
+            rows.append(row)
+            row = None
+    failure_rows = [r for r in rows if r and r[0].content.startswith("task") and r[0].content != "task"]
+    assert len(failure_rows) == len(EVIL)
+    for original, cells in zip(EVIL, failure_rows, strict=True):
+        assert len(cells) == 4, [c.content for c in cells]
+        for cell in (cells[0], cells[3]):
+            assert {child.type for child in cell.children} <= {"text"}, [(c.type, c.content) for c in cell.children]
+        shown = "".join(child.content for child in cells[3].children)
+        flat = "".join(ch if ch.isprintable() else " " for ch in " ".join(original.splitlines()))[:160]
+        assert shown == flat
+        assert "".join(child.content for child in cells[0].children).endswith(flat[:150])
+    html = markdown_it.MarkdownIt("commonmark").enable("table").render(text)
+    for tag in ("<b>", "<script>", "<code>", "<a ", "<em>", "<i>", "example.com/x.png\""):
+        assert tag not in html
+    assert html.count("<img") == 1  # the report's own pass@k plot only
