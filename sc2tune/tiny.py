@@ -92,5 +92,9 @@ def write_tiny_model(out_dir: str | Path, *, overwrite: bool = False) -> Path:
     model = build_tiny_model()
     model.generation_config.pad_token_id = None
     model.save_pretrained(out)
+    if not (out / "model.safetensors").is_file():  # transformers writes weights on rank 0 only under a launcher
+        from safetensors.torch import save_model
+
+        save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
     load_bundled_tokenizer().save_pretrained(out)
     return out

@@ -10,6 +10,8 @@ Layout of ``output_dir``::
     loss.png          train and eval loss curves
     summary.json      final_eval metrics, train_tokens_per_second, steps, skipped steps, preempted
     data.json         the prepared data folder the run trains on (``--resume`` reads it, never rebuilds)
+    engine/rank-N.json  per process: the distributed type accelerate ran and what this rank's optimizer holds
+                      (:mod:`sc2tune.training.distributed`)
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from sc2tune.training.callbacks import (
     ThroughputCallback,
     finite_or_none,
 )
+from sc2tune.training.distributed import ENGINE_DIR, EngineRecordCallback, check_launch, whole_state_dict
 from sc2tune.training.dropout import use_sparse_lora_dropout
 from sc2tune.training.outlock import output_lock
 from sc2tune.training.portable import save_classifier_files
@@ -266,6 +269,7 @@ def _is_main_process() -> bool:
 def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main_process: bool) -> TrainResult:
     from sc2tune.data import build_datasets  # noqa: PLC0415 - heavy import, only when training
 
+    check_launch(quantized=recipe.adapter.quantization is not None)
     checkpoint = _prepare_output(out, resume, main_process=main_process)
     set_seed(recipe.train.seed)
 
@@ -310,7 +314,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     trainer.remove_callback(HFProgressCallback)
     preemption = PreemptionCallback(trainer)
     for callback in (ThroughputCallback(trainer), NanGuardCallback(trainer), preemption,
-                     MetricsFileCallback(out / METRICS_FILE)):
+                     MetricsFileCallback(out / METRICS_FILE), EngineRecordCallback(trainer, out / ENGINE_DIR)):
         trainer.add_callback(callback)
     if show_progress:
         trainer.add_callback(ProgressCallback())
@@ -339,7 +343,11 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         shutil.rmtree(staging)
     trainer.accelerator.wait_for_everyone()
     try:
-        trainer.save_model(str(staging))  # every rank: gathering sharded weights (FSDP, ZeRO-3) is collective
+        whole = whole_state_dict(trainer)  # FSDP: gathered from every rank's shards (collective)
+        if whole is None:
+            trainer.save_model(str(staging))  # every rank: gathering sharded weights (ZeRO-3) is collective
+        elif main_process:
+            trainer._save(str(staging), state_dict=whole)  # noqa: SLF001 - save_model skips it for sharded FSDP
         trainer.accelerator.wait_for_everyone()
         if main_process:
             if initial is not None:  # PiSSA / OLoRA: saved as a rank-2r LoRA on the original base
