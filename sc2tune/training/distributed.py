@@ -11,7 +11,8 @@ launch asks for                         sc2tune runs
 FSDP (v2), CUDA GPUs                    accelerate's FSDP2, unchanged
 FSDP (v2), CPU, 2+ processes            FSDP2 on gloo (:func:`adopt_cpu_fsdp`: accelerate 1.16 would run plain DDP)
 FSDP (v1), CPU                          refused before training (FSDP1 does not initialise on CPU)
-FSDP + 4-bit base, CPU                  refused before training (bitsandbytes' 4-bit weights are not sharded here)
+FSDP (v2) + QLoRA, CPU                  FSDP2 on gloo, the packed 4-bit weights sharded too (stored in the model
+                                        dtype: :func:`sc2tune.modeling.quantization_config`)
 FSDP, one process                       a warning: nothing is sharded
 DeepSpeed, CPU                          refused before training (accelerate starts DeepSpeed only on GPUs)
 ======================================  ==========================================================================
@@ -24,8 +25,9 @@ with gloo. After the Trainer built its ``Accelerator``, and only for an sc2tune 
 config on CPU with several processes, the state is set to what the same launch gets on GPUs: distributed type
 FSDP with the plugin accelerate builds from the launcher's variables. Nothing else is touched: model
 preparation, sharded checkpoints and state-dict gathering are accelerate's own FSDP2 code.
-``tests/training/test_fsdp_cpu.py::test_accelerate_still_gates_fsdp_to_gpus`` fails when a new accelerate
-changes that gate (then this function may be dropped or must be revised).
+``tests/training/test_fsdp_cpu.py::test_fsdp_lora_two_processes_equal_one`` fails when a new accelerate
+changes that gate (then this function may be dropped or must be revised): the 2-process CPU runs there
+assert that the run was FSDP2 *and* that this lift made it so (``cpu_fsdp_gate_lifted`` in the rank records).
 
 Under FSDP every rank writes ``engine/rank-N.json`` into the run folder (:class:`EngineRecordCallback`): the
 distributed type accelerate ran, the world size, and the elements and bytes of the trainable parameters,
@@ -68,7 +70,7 @@ def requested_engine() -> str | None:
     return None
 
 
-def check_launch(*, quantized: bool, num_processes: int | None = None, cpu: bool | None = None) -> None:
+def check_launch(*, num_processes: int | None = None, cpu: bool | None = None) -> None:
     """Refuse, before any data or model is loaded, a launch the engine would not run as configured.
 
     ``num_processes`` and ``cpu`` default to this launch's (accelerate's ``PartialState``, CUDA availability).
@@ -107,21 +109,13 @@ def check_launch(*, quantized: bool, num_processes: int | None = None, cpu: bool
             hint="set fsdp_config.fsdp_version: 2 in the accelerate config (as recipes/accelerate/fsdp.yaml has) "
             "to rehearse on CPU, or run it on CUDA GPUs",
         )
-    if quantized:
-        raise UserError(
-            "the launch asks for FSDP with a 4-bit (QLoRA) base on CPU: bitsandbytes' 4-bit weights cannot be "
-            "sharded by FSDP on CPU",
-            hint="rehearse the sharded run with LoRA (remove adapter.quantization) and "
-            "recipes/accelerate/fsdp.yaml on CPU, and run FSDP + QLoRA (recipes/accelerate/fsdp-qlora.yaml) on "
-            "CUDA GPUs",
-        )
 
 
 def adopt_cpu_fsdp(accelerator: Any) -> bool:
     """Lift accelerate's device gate for this run: an FSDP2 launch on CPU runs FSDP2 on gloo (module docstring).
 
     Returns whether the state was changed. Call right after the ``Accelerator`` is built, before anything is
-    prepared; :func:`check_launch` has refused the cases this does not cover (FSDP1, 4-bit bases).
+    prepared; :func:`check_launch` has refused the case this does not cover (FSDP1).
     """
     from accelerate import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
@@ -158,7 +152,9 @@ def _local_bytes(tensor: torch.Tensor) -> int:
 def held_by_rank(model: torch.nn.Module, optimizer: Any) -> dict[str, int]:
     """Trainable elements of the whole model, and the elements / bytes this rank's optimizer steps and keeps.
 
-    ``model_trainable_elements`` counts each trainable parameter whole (a DTensor's global shape);
+    ``model_elements`` counts every parameter whole (a DTensor's global shape), ``model_elements_held`` what
+    this rank stores of them (frozen base weights included: packed 4-bit weights count their storage elements);
+    ``model_trainable_elements`` counts each trainable parameter whole;
     ``optimizer_elements`` counts what this rank's optimizer param groups hold (its shards under FSDP);
     ``gradient_bytes`` and ``optimizer_state_bytes`` likewise (gradients of the last step, Adam's moments).
     """
@@ -170,6 +166,8 @@ def held_by_rank(model: torch.nn.Module, optimizer: Any) -> dict[str, int]:
             if isinstance(value, torch.Tensor) and value.dim() > 0:
                 state_bytes += _local_bytes(value)
     return {
+        "model_elements": sum(p.numel() for p in model.parameters()),
+        "model_elements_held": sum(_local_numel(p) for p in model.parameters()),
         "model_trainable_elements": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "optimizer_elements": sum(_local_numel(p) for p in params),
         "parameter_bytes": sum(_local_bytes(p) for p in params),
@@ -198,6 +196,7 @@ class EngineRecordCallback(TrainerCallback):
         record = {
             "distributed_type": str(accelerator.distributed_type).rsplit(".", 1)[-1],
             "fsdp_version": accelerator.state.fsdp_plugin.fsdp_version if self.trainer.is_fsdp_enabled else None,
+            "cpu_fsdp_gate_lifted": bool(getattr(self.trainer, "cpu_fsdp_adopted", False)),
             "process_index": accelerator.process_index,
             "num_processes": accelerator.num_processes,
             "after_first_step": self.first,

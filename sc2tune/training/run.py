@@ -269,7 +269,7 @@ def _is_main_process() -> bool:
 def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main_process: bool) -> TrainResult:
     from sc2tune.data import build_datasets  # noqa: PLC0415 - heavy import, only when training
 
-    check_launch(quantized=recipe.adapter.quantization is not None)
+    check_launch()
     checkpoint = _prepare_output(out, resume, main_process=main_process)
     set_seed(recipe.train.seed)
 

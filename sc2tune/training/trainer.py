@@ -94,7 +94,8 @@ class Sc2Trainer(Trainer):
         """transformers' accelerator, then an FSDP2 launch on CPU made real FSDP2 on gloo
         (:func:`sc2tune.training.distributed.adopt_cpu_fsdp`: accelerate alone would run plain DDP)."""
         super().create_accelerator_and_postprocess()
-        if adopt_cpu_fsdp(self.accelerator):
+        self.cpu_fsdp_adopted = adopt_cpu_fsdp(self.accelerator)
+        if self.cpu_fsdp_adopted:
             self.is_fsdp_enabled = True
 
     def create_optimizer(self, model: torch.nn.Module | None = None):  # noqa: ANN201 - Trainer's signature
