@@ -107,7 +107,7 @@ def check_launch(*, num_processes: int | None = None, cpu: bool | None = None) -
             f"the launch asks for FSDP version {version} on CPU: FSDP1 does not initialise on CPU "
             "(sync_module_states is GPU-only) and accelerate would silently train as plain data parallelism",
             hint="set fsdp_config.fsdp_version: 2 in the accelerate config (as recipes/accelerate/fsdp.yaml has) "
-            "to rehearse on CPU, or run it on CUDA GPUs",
+            "to rehearse on CPU (LoRA, QLoRA and full fine-tuning run as FSDP2 there), or run it on CUDA GPUs",
         )
 
 
