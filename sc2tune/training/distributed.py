@@ -70,6 +70,15 @@ def requested_engine() -> str | None:
     return None
 
 
+def fsdp_version() -> int:
+    """The FSDP version the launch asks for: the launcher's ``FSDP_VERSION``, read as accelerate's
+    ``FullyShardedDataParallelPlugin`` reads it (default 1). Building that plugin to ask it is no option: under
+    FSDP1 on CPU its constructor raises (``sync_module_states`` is GPU-only)."""
+    import os
+
+    return int(os.environ.get("FSDP_VERSION", "1"))
+
+
 def check_launch(*, num_processes: int | None = None, cpu: bool | None = None) -> None:
     """Refuse, before any data or model is loaded, a launch the engine would not run as configured.
 
@@ -99,13 +108,11 @@ def check_launch(*, num_processes: int | None = None, cpu: bool | None = None) -
         return
     if not cpu:
         return
-    from accelerate.utils import FullyShardedDataParallelPlugin
-
-    version = FullyShardedDataParallelPlugin().fsdp_version  # from the launcher's FSDP_VERSION, as accelerate reads it
+    version = fsdp_version()
     if version != 2:
         raise UserError(
-            f"the launch asks for FSDP version {version} on CPU: FSDP1 does not initialise on CPU "
-            "(sync_module_states is GPU-only) and accelerate would silently train as plain data parallelism",
+            f"the launch asks for FSDP version {version} on CPU: FSDP1 does not run on CPU (accelerate stops on "
+            "sync_module_states there, and without it would silently train as plain data parallelism)",
             hint="set fsdp_config.fsdp_version: 2 in the accelerate config (as recipes/accelerate/fsdp.yaml has) "
             "to rehearse on CPU (LoRA, QLoRA and full fine-tuning run as FSDP2 there), or run it on CUDA GPUs",
         )

@@ -7,6 +7,7 @@ against 1 process x batch 4, plus one LoRA run killed after a checkpoint and res
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -247,7 +249,7 @@ def single_record(run_dir: Path) -> dict:
 
 def test_fsdp_checkpoints_are_sharded(lora):
     _, double = lora
-    checkpoint = double / "checkpoints" / "checkpoint-2"
+    checkpoint = double / "checkpoints" / f"checkpoint-{STEPS}"  # the newest (train.save_total_limit: 2)
     model_shards = sorted((checkpoint / "pytorch_model_fsdp_0").glob("*.distcp"))
     assert [p.name for p in model_shards] == ["__0_0.distcp", "__1_0.distcp"]  # one file per rank
     assert sorted(p.name for p in (checkpoint / "optimizer_0").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
@@ -267,8 +269,15 @@ def test_fsdp_resume_after_sigkill_gives_the_uninterrupted_losses(lora, work):
         assert proc.poll() is None, (work / "killed-stderr.txt").read_text()[-3000:]
         assert time.time() < deadline, "timed out"
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole launch, as a lost node: launcher and both ranks
+    # the whole launch, as a lost node: launcher and both ranks (torchrun starts them in sessions of their own)
+    launcher = psutil.Process(proc.pid)
+    tree = [launcher, *launcher.children(recursive=True)]
+    for process in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.send_signal(signal.SIGKILL)
     proc.wait()
+    _, alive = psutil.wait_procs(tree, timeout=60)
+    assert not alive
     assert not (run_dir / "adapter").exists()
 
     launch(config, recipe, "--resume")
