@@ -141,6 +141,7 @@ def test_fsdp1_on_cpu_is_refused(monkeypatch):
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED", raising=False)
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_VERSION", "1")
+    monkeypatch.setenv("FSDP_SYNC_MODULE_STATES", "true")  # as the launcher sets it for fsdp-qlora.yaml
     with pytest.raises(UserError, match="FSDP version 1 on CPU") as err:
         check_launch(num_processes=2, cpu=True)
     assert "fsdp_version: 2" in err.value.hint
@@ -203,11 +204,10 @@ def test_fsdp_lora_two_processes_equal_one(lora):
                         load_file(double / "adapter" / "adapter_model.safetensors"))
 
 
-def test_fsdp_lora_adapter_merges_and_verifies(lora, work):
+def test_fsdp_lora_adapter_merges_and_verifies(lora, work, run_cli):
     _, double = lora
     out = work / "merged-lora"
-    result = subprocess.run([sys.executable, "-m", "sc2tune", "merge", str(double / "adapter"), "--out", str(out)],
-                            capture_output=True, text=True, env=ENV, timeout=300)
+    result = run_cli("merge", str(double / "adapter"), "--out", str(out))  # merge checks merged == adapter logits
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "config.json").is_file() and list(out.glob("*.safetensors"))
 
@@ -300,13 +300,11 @@ def _losses_or_empty(run_dir: Path) -> dict[int, float]:
 # ---- item 7: the planner against the run --------------------------------------------------------------------
 
 
-def test_planner_sharded_state_matches_what_each_rank_held(full, work):
+def test_planner_sharded_state_matches_what_each_rank_held(full, work, run_cli):
     """``sc2tune plan RECIPE --gpus 2x...`` (device cpu: fp32 weights, as the run) predicts the sharded part
     (weights + gradients + optimizer states) per rank; the 2-process run measured it (engine/rank-N.json)."""
     _, double = full
-    result = subprocess.run([sys.executable, "-m", "sc2tune", "plan", str(work / "full-double.yaml"),
-                             "--gpus", "2xA100-80GB", "--device", "cpu", "--json"],
-                            capture_output=True, text=True, env=ENV, timeout=300)
+    result = run_cli("plan", str(work / "full-double.yaml"), "--gpus", "2xA100-80GB", "--device", "cpu", "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     planned = json.loads(result.stdout)["cluster"]["fsdp"]["sharded_per_gpu"]
     for record in ranks(double):
