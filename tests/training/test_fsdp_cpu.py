@@ -311,3 +311,20 @@ def test_planner_sharded_state_matches_what_each_rank_held(full, work, run_cli):
         held = sum(record["after_first_step"][k] for k in ("parameter_bytes", "gradient_bytes",
                                                            "optimizer_state_bytes"))
         assert abs(planned - held) <= 0.10 * held, (planned, held)
+
+
+# ---- the built-in model under a launcher --------------------------------------------------------------------
+
+
+def test_tiny_model_is_written_whole_by_a_rank_other_than_0(tmp_path, monkeypatch):
+    """Under a launcher transformers' save_pretrained writes weights on rank 0 only; the rank that won the
+    race to publish the tiny model's cache folder was often rank 1, which published it without weights."""
+    from transformers import AutoModelForCausalLM, PreTrainedModel
+
+    from sc2tune.tiny import build_tiny_model, write_tiny_model
+
+    monkeypatch.setattr(PreTrainedModel, "should_save_on_this_rank", lambda self, is_main_process: False)
+    out = write_tiny_model(tmp_path / "tiny")
+    monkeypatch.undo()
+    loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert_same_tensors(build_tiny_model().state_dict(), loaded.state_dict())
