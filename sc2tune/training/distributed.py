@@ -2,15 +2,15 @@
 
 ``accelerate launch --config_file X.yaml`` hands the config to every process as environment variables
 (``ACCELERATE_USE_FSDP`` and ``FSDP_*`` for ``distributed_type: FSDP``, ``ACCELERATE_USE_DEEPSPEED`` for
-DeepSpeed); they are read here through accelerate's own parsers and plugin constructors, never by sc2tune's own
-names. What each launch gets:
+DeepSpeed, ``FSDP_VERSION``); they are read here as accelerate reads them (its flag parser, its plugin), never
+under names of sc2tune's own. What each launch gets:
 
 ======================================  ==========================================================================
 launch asks for                         sc2tune runs
 ======================================  ==========================================================================
 FSDP (v2), CUDA GPUs                    accelerate's FSDP2, unchanged
 FSDP (v2), CPU, 2+ processes            FSDP2 on gloo (:func:`adopt_cpu_fsdp`: accelerate 1.16 would run plain DDP)
-FSDP (v1), CPU                          refused before training (FSDP1 does not initialise on CPU)
+FSDP (v1), CPU                          refused before training (accelerate stops FSDP1 on CPU with a traceback)
 FSDP (v2) + QLoRA, CPU                  FSDP2 on gloo, the packed 4-bit weights sharded too (stored in the model
                                         dtype: :func:`sc2tune.modeling.quantization_config`)
 FSDP, one process                       a warning: nothing is sharded
@@ -29,10 +29,15 @@ preparation, sharded checkpoints and state-dict gathering are accelerate's own F
 changes that gate (then this function may be dropped or must be revised): the 2-process CPU runs there
 assert that the run was FSDP2 *and* that this lift made it so (``cpu_fsdp_gate_lifted`` in the rank records).
 
-Under FSDP every rank writes ``engine/rank-N.json`` into the run folder (:class:`EngineRecordCallback`): the
-distributed type accelerate ran, the world size, and the elements and bytes of the trainable parameters,
-gradients and optimizer state this rank holds (its DTensor shards), next to the whole model's trainable
-elements: under full sharding each rank holds about 1/N of them.
+Every process writes ``engine/rank-N.json`` into the run folder (:class:`EngineRecordCallback`): the
+distributed type accelerate ran, the world size, and the elements and bytes of the parameters, gradients and
+optimizer state this rank holds (its DTensor shards under FSDP), next to the whole model's elements: under full
+sharding each rank holds about 1/N of them; its peak resident memory.
+
+A sharded FSDP model is saved whole at the end of the run (:func:`whole_state_dict`: gathered from the shards,
+written by rank 0); Trainer's ``save_model`` writes nothing under ``SHARDED_STATE_DICT`` and its
+``FULL_STATE_DICT`` path is where other tools saved only rank 0's slice (accelerate #4206). Checkpoints stay
+sharded (each rank writes its own ``.distcp`` files; no rank gathers the model).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 processes (gloo) is real FSDP2, equals one process with twice the batch, saves whole, resumes; what cannot run on
 CPU stops before training with an error. (Issue 24, items 0-4 and 7.)
 
-The launches share module-scoped runs (CI time): one LoRA run and one full fine-tune, each 2 processes x batch 2
-against 1 process x batch 4, plus one LoRA run killed after a checkpoint and resumed."""
+The launches share module-scoped runs (CI time): LoRA, full fine-tune and QLoRA, each 2 processes x batch 2
+against 1 process x batch 4, one LoRA run killed after a checkpoint and resumed, one refused launch."""
 
 from __future__ import annotations
 
