@@ -223,8 +223,10 @@ def quantization_config(quant: QuantSpec, model_dtype: torch.dtype, *, skip: lis
                         ) -> BitsAndBytesConfig:
     """bitsandbytes config: 4-bit (NF4/FP4, double quant, compute dtype) or 8-bit.
 
-    Under FSDP the packed 4-bit weights are stored in the model dtype so FSDP can flatten them with the
-    other parameters; otherwise they are stored as uint8.
+    Under FSDP the packed 4-bit weights are stored in the model dtype (``bnb_4bit_quant_storage``) so FSDP can
+    flatten (FSDP1) or shard (FSDP2) them with the other parameters, which are in that dtype: the compute dtype
+    by default (``compute_dtype: auto``); an explicit other compute dtype only changes the de-quantised matmul.
+    Otherwise they are stored as uint8.
     """
     import torch
     from transformers import BitsAndBytesConfig

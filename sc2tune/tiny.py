@@ -92,5 +92,11 @@ def write_tiny_model(out_dir: str | Path, *, overwrite: bool = False) -> Path:
     model = build_tiny_model()
     model.generation_config.pad_token_id = None
     model.save_pretrained(out)
+    if not (out / "model.safetensors").is_file():  # under a launcher transformers writes on rank 0 only
+        from safetensors.torch import save_model
+
+        model.config.save_pretrained(out)
+        model.generation_config.save_pretrained(out)
+        save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
     load_bundled_tokenizer().save_pretrained(out)
     return out

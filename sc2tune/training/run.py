@@ -11,6 +11,8 @@ Layout of ``output_dir``::
     summary.json      final_eval metrics, train_tokens_per_second, steps, skipped steps, preempted
     data.json         the prepared data folder the run trains on (``--resume`` reads it, never rebuilds)
     .sc2tune-train.lock   the run's lock, written first and kept: it marks the folder as a run
+    engine/rank-N.json  per process: the distributed type accelerate ran and what this rank's optimizer holds
+                      (:mod:`sc2tune.training.distributed`)
 
 ``output_dir`` must be a new folder, an empty one, or an earlier run's (:func:`check_output_dir`); any other
 folder is refused before anything is written into it.
@@ -61,6 +63,7 @@ from sc2tune.training.callbacks import (
     ThroughputCallback,
     finite_or_none,
 )
+from sc2tune.training.distributed import ENGINE_DIR, EngineRecordCallback, check_launch, whole_state_dict
 from sc2tune.training.dropout import use_sparse_lora_dropout
 from sc2tune.training.outlock import output_lock
 from sc2tune.training.portable import save_classifier_files
@@ -301,6 +304,7 @@ def _is_main_process() -> bool:
 def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main_process: bool) -> TrainResult:
     from sc2tune.data import build_datasets  # noqa: PLC0415 - heavy import, only when training
 
+    check_launch()
     checkpoint = _prepare_output(out, resume, main_process=main_process, max_steps=recipe.train.max_steps)
     set_seed(recipe.train.seed)
 
@@ -346,7 +350,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     trainer.remove_callback(HFProgressCallback)
     preemption = PreemptionCallback(trainer)
     for callback in (ThroughputCallback(trainer), NanGuardCallback(trainer), preemption,
-                     MetricsFileCallback(out / METRICS_FILE)):
+                     MetricsFileCallback(out / METRICS_FILE), EngineRecordCallback(trainer, out / ENGINE_DIR)):
         trainer.add_callback(callback)
     if show_progress:
         trainer.add_callback(ProgressCallback())
@@ -380,11 +384,15 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         shutil.rmtree(staging)
     trainer.accelerator.wait_for_everyone()
     try:
-        if keeps_fp32_master(recipe):  # fp32 master rounded once to the recipe's dtype (no sharding here)
+        whole = whole_state_dict(trainer)  # FSDP: gathered from every rank's shards (collective)
+        if whole is not None:
+            if main_process:
+                trainer._save(str(staging), state_dict=whole)  # noqa: SLF001 - save_model skips it for sharded FSDP
+        elif keeps_fp32_master(recipe):  # fp32 master rounded once to the recipe's dtype (never under FSDP/ZeRO)
             if main_process:
                 save_rounded(trainer.accelerator.unwrap_model(trainer.model), staging, resolve_dtype(recipe.model.dtype))
         else:
-            trainer.save_model(str(staging))  # every rank: gathering sharded weights (FSDP, ZeRO-3) is collective
+            trainer.save_model(str(staging))  # every rank: gathering sharded weights (ZeRO-3) is collective
         trainer.accelerator.wait_for_everyone()
         if main_process:
             if initial is not None:  # PiSSA / OLoRA: saved as a rank-2r LoRA on the original base

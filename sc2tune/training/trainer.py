@@ -41,6 +41,7 @@ from transformers.trainer_utils import rotate_checkpoints
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES, Objective
 from sc2tune.training.attention import use_packed_attention
+from sc2tune.training.distributed import adopt_cpu_fsdp
 from sc2tune.training.loss import linear_cross_entropy_sum, output_layer, shifted_trained_positions
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,14 @@ class Sc2Trainer(Trainer):
         self.step_seconds = 0.0  # filled in by ThroughputCallback
         self.step_cpu_seconds = 0.0  # process CPU time of the same steps (all threads)
         self._eval_totals: list[float] | None = None  # [sum of row losses, sum of row counts] during evaluation
+
+    def create_accelerator_and_postprocess(self) -> None:
+        """transformers' accelerator, then an FSDP2 launch on CPU made real FSDP2 on gloo
+        (:func:`sc2tune.training.distributed.adopt_cpu_fsdp`: accelerate alone would run plain DDP)."""
+        super().create_accelerator_and_postprocess()
+        self.cpu_fsdp_adopted = adopt_cpu_fsdp(self.accelerator)
+        if self.cpu_fsdp_adopted:
+            self.is_fsdp_enabled = True
 
     def create_optimizer(self, model: torch.nn.Module | None = None):  # noqa: ANN201 - Trainer's signature
         """LoRA+ (``adapter.loraplus_lr_ratio``): PEFT's ``create_loraplus_optimizer`` puts every LoRA B in a
