@@ -105,5 +105,5 @@ def test_a_malformed_data_record_is_looked_up_by_key_with_a_warning(tmp_path: Pa
 
     (tmp_path / DATA_RECORD).write_text(text)
     with caplog.at_level(logging.WARNING):
-        assert _pinned_data(tmp_path) is None  # before: json.loads' traceback, or .get of a list
+        assert _pinned_data(tmp_path) == (None, None)  # before: json.loads' traceback, or .get of a list
     assert "looking" in caplog.text
