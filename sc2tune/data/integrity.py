@@ -13,7 +13,8 @@ The cache folder and every folder above it are checked before the cache is read 
 (:func:`check_cache_folder`), and each prepared folder and file before it is used (:func:`check_owned`):
 one that fails is **refused** with an error naming it, its owner and mode, and what to do - never
 read, never overwritten (a shared cache is a folder with the sticky bit, each user then trusting only
-the entries they own).
+the entries they own). On a platform without POSIX owners (Windows: no ``os.geteuid``, ``st_uid`` always
+0) there is nothing to check and every path is trusted; the checksums below still apply.
 
 *What.* Every prepared Arrow file gets two checksums when written (:func:`file_sums`):
 
@@ -47,6 +48,8 @@ ENDS_BYTES = 64 * 1024
 
 def untrusted(path: Path) -> str | None:
     """Why ``path`` (folder or file) is not trusted (module doc), or None when it is (or does not exist)."""
+    if not hasattr(os, "geteuid"):  # no POSIX owners (module doc)
+        return None
     try:
         st = path.lstat()
     except FileNotFoundError:

@@ -162,6 +162,10 @@ def _clear_leftovers(root: Path, key: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host may still run (signal 0 on POSIX; elsewhere, where ``os.kill``
+    would end the process, it is assumed alive and its leftover is kept)."""
+    if os.name != "posix":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -271,3 +271,30 @@ def test_a_part_without_a_checksum_or_outside_the_cache_is_refused(tmp_path):
         folder, _ = build_once(root, "k", lambda staging, parts=parts: {"parts": {"train": parts}, "files": {}})
         with pytest.raises(DataError, match="naming a part it has no checksum for, or outside the cache folder"):
             verified_meta(root, folder, full=False)
+
+
+def test_without_posix_owners_the_trust_check_passes_instead_of_crashing(tmp_path, monkeypatch):
+    # Windows has no os.geteuid (and st_uid is always 0): a cache folder there must not raise AttributeError.
+    from sc2tune.data import integrity
+
+    (tmp_path / "cache").mkdir()
+    monkeypatch.delattr(os, "geteuid")
+    assert integrity.untrusted(tmp_path / "cache") is None
+    integrity.check_cache_folder(tmp_path / "cache")
+
+
+def test_leftover_probe_never_signals_a_process_outside_posix(monkeypatch):
+    # On Windows os.kill(pid, 0) terminates pid: the leftover probe must not call it there.
+    from sc2tune.data import store
+
+    def kill(pid, sig):
+        raise AssertionError(f"os.kill({pid}, {sig}) called")
+
+    monkeypatch.setattr(os, "kill", kill)
+    with monkeypatch.context() as m:  # os.name back before pytest reports (its paths depend on it)
+        m.setattr(os, "name", "nt")
+        try:
+            alive: object = store._alive(4242)
+        except AssertionError as err:
+            alive = err
+    assert alive is True, alive
