@@ -13,7 +13,7 @@ The cache folder and every folder above it are checked before the cache is read 
 (:func:`check_cache_folder`), and each prepared folder and file before it is used (:func:`check_owned`):
 one that fails is **refused** with an error naming it, its owner and mode, and what to do - never
 read, never overwritten (a shared cache is a folder with the sticky bit, each user then trusting only
-the entries they own). On a platform without POSIX owners (Windows: no ``os.geteuid``, ``st_uid`` always
+the entries they own, kept in their own sub-folder: :func:`sc2tune.data.store.own_part`). On a platform without POSIX owners (Windows: no ``os.geteuid``, ``st_uid`` always
 0) there is nothing to check and every path is trusted; the checksums below still apply.
 
 *What.* Every prepared Arrow file gets two checksums when written (:func:`file_sums`):

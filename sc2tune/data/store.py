@@ -1,6 +1,6 @@
 """Prepared data on disk: one folder per content key, written atomically, built by one process at a time.
 
-Layout under the cache folder (``data.cache_dir``)::
+Layout under the cache folder (``data.cache_dir``; in a shared one, ``user-UID/`` of it: :func:`own_part`)::
 
     KEY/                        a complete prepared folder (only ever renamed into place whole)
         meta.json               task, statistics, label names, the key's inputs, the parts of each split,
@@ -39,6 +39,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -62,12 +63,28 @@ ROWS = "rows.arrow"
 
 def cache_root(spec: str) -> Path:
     """The cache folder of ``data.cache_dir``: ``auto`` = ``<sc2tune cache>/data`` (``$SC2TUNE_CACHE``
-    or ``~/.cache/sc2tune``, the folder the built-in model is kept in), else the path given."""
+    or ``~/.cache/sc2tune``, the folder the built-in model is kept in), else the path given; in a shared
+    folder, this user's own sub-folder of it (:func:`own_part`)."""
     if spec == "auto":
         from sc2tune.modeling import cache_dir  # light: modeling imports torch only inside its loaders
 
-        return cache_dir() / "data"
-    return Path(spec).expanduser()
+        return own_part(cache_dir() / "data")
+    return own_part(Path(spec).expanduser())
+
+
+def own_part(root: Path) -> Path:
+    """``root/user-UID`` when ``root`` is a shared folder (sticky bit, writable by group or others: ``chmod
+    1777``), else ``root``. Each user trusts only the entries they own (:mod:`sc2tune.data.integrity`), so in
+    one shared folder a key another user built first (and its lock file, which they own) would stop this
+    user's run; in their own sub-folder each user builds and reads their own entries."""
+    try:
+        st = root.stat()
+    except OSError:
+        return root
+    shared = st.st_mode & stat.S_ISVTX and st.st_mode & (stat.S_IWOTH | stat.S_IWGRP)
+    if not shared or not hasattr(os, "geteuid"):
+        return root
+    return root / f"user-{os.geteuid()}"
 
 
 def is_complete(folder: Path) -> bool:

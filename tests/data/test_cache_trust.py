@@ -298,3 +298,22 @@ def test_leftover_probe_never_signals_a_process_outside_posix(monkeypatch):
         except AssertionError as err:
             alive = err
     assert alive is True, alive
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_two_users_of_one_shared_sticky_cache_each_get_their_own_entries(tmp_path, tokenizer, monkeypatch):
+    # The README's shared cache (chmod 1777, each user trusting only what they own): another user's build of
+    # the same recipe must not make ours fail on their entries (it was refused: 'owned by uid 65534').
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    recipe = _recipe(tmp_path, cache="shared")
+    with monkeypatch.context() as m:  # user 65534 builds first (files chowned to it below)
+        m.setattr(os, "geteuid", lambda: NOBODY)
+        theirs = build_datasets(recipe, tokenizer, show_progress=False)
+    for dirpath, dirnames, filenames in os.walk(shared):
+        for name in [*dirnames, *filenames]:
+            os.chown(Path(dirpath) / name, NOBODY, NOBODY)
+    ours = build_datasets(recipe, tokenizer, show_progress=False)  # as root: builds its own copy
+    assert Path(ours.prepared).stat().st_uid == 0 and ours.prepared != theirs.prepared
+    assert ours.train["input_ids"] == theirs.train["input_ids"]
