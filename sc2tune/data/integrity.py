@@ -66,6 +66,15 @@ def untrusted(path: Path) -> str | None:
     return None
 
 
+def drop_shared_write(path: Path) -> None:
+    """Make ``path`` and everything under it writable by its owner alone (``chmod -R go-w``), so what sc2tune
+    writes passes its own check whatever the umask and the group a setgid folder hands down."""
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in paths:
+        if not item.is_symlink():
+            item.chmod(stat.S_IMODE(item.stat().st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
+
+
 def check_cache_folder(root: Path) -> None:
     """Refuse a cache folder that is, or lies under, a folder someone else could write (module doc)."""
     path = Path(os.path.realpath(root.expanduser()))  # links resolved: the folders that really hold it

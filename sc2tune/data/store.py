@@ -45,7 +45,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sc2tune.data.integrity import check_cache_folder, check_owned, check_sealed, file_sums, seal, verify_file
+from sc2tune.data.integrity import (
+    check_cache_folder,
+    check_owned,
+    check_sealed,
+    drop_shared_write,
+    file_sums,
+    seal,
+    verify_file,
+)
 from sc2tune.data.stats import DataStats, SplitStats
 from sc2tune.errors import DataError
 
@@ -239,10 +247,13 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]], *,
     if is_complete(final):
         return final, True
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        if not root.is_dir():
+            root.mkdir(parents=True)
+            drop_shared_write(root)
     except OSError as err:
-        raise DataError(f"data.cache_dir: cannot create {root} ({err.strerror})",
-                        hint="set data.cache_dir to a writable folder, or null to build in memory") from None
+        if not root.is_dir():  # else made meanwhile by another process
+            raise DataError(f"data.cache_dir: cannot create {root} ({err.strerror})",
+                            hint="set data.cache_dir to a writable folder, or null to build in memory") from None
     check_cache_folder(root)
     lock_path = root / f"{key}.lock"
     holder = root / f"{key}.lock.holder"
@@ -274,6 +285,7 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]], *,
         try:
             meta = _seal_entry(staging, key, build(staging))
             (staging / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            drop_shared_write(staging)
             os.replace(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -304,7 +316,10 @@ def put_chunk(root: Path, ckey: str, table: pa.Table, counts: dict[str, int]) ->
     """Write chunk ``ckey`` (rows and sealed meta with its counts and checksums), renamed into place whole;
     when another process got there first, its copy stays and ours is dropped. Returns the meta."""
     chunks = root / CHUNKS
-    chunks.mkdir(exist_ok=True)
+    if not chunks.exists():
+        with contextlib.suppress(FileExistsError):
+            chunks.mkdir()
+            drop_shared_write(chunks)
     final = chunks / ckey
     staging = chunks / f".{ckey}.staging-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -313,6 +328,7 @@ def put_chunk(root: Path, ckey: str, table: pa.Table, counts: dict[str, int]) ->
         write_rows(staging / ROWS, table)
         meta = seal({"counts": counts, "files": {chunk_rel(ckey): file_sums(staging / ROWS)}})
         (staging / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        drop_shared_write(staging)
         if final.exists() and not is_complete(final):
             shutil.rmtree(final)
         try:

@@ -317,3 +317,20 @@ def test_two_users_of_one_shared_sticky_cache_each_get_their_own_entries(tmp_pat
     ours = build_datasets(recipe, tokenizer, show_progress=False)  # as root: builds its own copy
     assert Path(ours.prepared).stat().st_uid == 0 and ours.prepared != theirs.prepared
     assert ours.train["input_ids"] == theirs.train["input_ids"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chgrp to another group needs root")
+def test_a_group_shared_cache_with_umask_002_is_usable(tmp_path, tokenizer):
+    # A project folder shared by a group (setgid + sticky, group-writable) and a user with umask 002: the
+    # folder sc2tune creates for this user in it inherits the group; it must not come out group-writable
+    # (its own trust check then refused it: 'writable by group 65534').
+    shared = tmp_path / "team"
+    shared.mkdir()
+    os.chown(shared, 0, NOBODY)
+    os.chmod(shared, 0o3775)
+    old = os.umask(0o002)
+    try:
+        bundle = build_datasets(_recipe(tmp_path, cache="team"), tokenizer, show_progress=False)
+    finally:
+        os.umask(old)
+    assert Path(bundle.prepared).parent.parent == shared and len(bundle.train) > 0
