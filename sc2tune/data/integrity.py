@@ -13,7 +13,8 @@ The cache folder and every folder above it are checked before the cache is read 
 (:func:`check_cache_folder`), and each prepared folder and file before it is used (:func:`check_owned`):
 one that fails is **refused** with an error naming it, its owner and mode, and what to do - never
 read, never overwritten (a shared cache is a folder with the sticky bit, each user then trusting only
-the entries they own).
+the entries they own, kept in their own sub-folder: :func:`sc2tune.data.store.own_part`). On a platform without POSIX owners (Windows: no ``os.geteuid``, ``st_uid`` always
+0) there is nothing to check and every path is trusted; the checksums below still apply.
 
 *What.* Every prepared Arrow file gets two checksums when written (:func:`file_sums`):
 
@@ -47,6 +48,8 @@ ENDS_BYTES = 64 * 1024
 
 def untrusted(path: Path) -> str | None:
     """Why ``path`` (folder or file) is not trusted (module doc), or None when it is (or does not exist)."""
+    if not hasattr(os, "geteuid"):  # no POSIX owners (module doc)
+        return None
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -61,6 +64,15 @@ def untrusted(path: Path) -> str | None:
     if st.st_mode & stat.S_IWGRP and not sticky and st.st_gid != os.getegid():
         return f"writable by group {st.st_gid}, not this user's own group ({mode}) and without the sticky bit"
     return None
+
+
+def drop_shared_write(path: Path) -> None:
+    """Make ``path`` and everything under it writable by its owner alone (``chmod -R go-w``), so what sc2tune
+    writes passes its own check whatever the umask and the group a setgid folder hands down."""
+    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
+    for item in paths:
+        if not item.is_symlink():
+            item.chmod(stat.S_IMODE(item.stat().st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
 
 
 def check_cache_folder(root: Path) -> None:

@@ -1,6 +1,6 @@
 """Prepared data on disk: one folder per content key, written atomically, built by one process at a time.
 
-Layout under the cache folder (``data.cache_dir``)::
+Layout under the cache folder (``data.cache_dir``; in a shared one, ``user-UID/`` of it: :func:`own_part`)::
 
     KEY/                        a complete prepared folder (only ever renamed into place whole)
         meta.json               task, statistics, label names, the key's inputs, the parts of each split,
@@ -39,12 +39,21 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sc2tune.data.integrity import check_cache_folder, check_owned, check_sealed, file_sums, seal, verify_file
+from sc2tune.data.integrity import (
+    check_cache_folder,
+    check_owned,
+    check_sealed,
+    drop_shared_write,
+    file_sums,
+    seal,
+    verify_file,
+)
 from sc2tune.data.stats import DataStats, SplitStats
 from sc2tune.errors import DataError
 
@@ -62,12 +71,28 @@ ROWS = "rows.arrow"
 
 def cache_root(spec: str) -> Path:
     """The cache folder of ``data.cache_dir``: ``auto`` = ``<sc2tune cache>/data`` (``$SC2TUNE_CACHE``
-    or ``~/.cache/sc2tune``, the folder the built-in model is kept in), else the path given."""
+    or ``~/.cache/sc2tune``, the folder the built-in model is kept in), else the path given; in a shared
+    folder, this user's own sub-folder of it (:func:`own_part`)."""
     if spec == "auto":
         from sc2tune.modeling import cache_dir  # light: modeling imports torch only inside its loaders
 
-        return cache_dir() / "data"
-    return Path(spec).expanduser()
+        return own_part(cache_dir() / "data")
+    return own_part(Path(spec).expanduser())
+
+
+def own_part(root: Path) -> Path:
+    """``root/user-UID`` when ``root`` is a shared folder (sticky bit, writable by group or others: ``chmod
+    1777``), else ``root``. Each user trusts only the entries they own (:mod:`sc2tune.data.integrity`), so in
+    one shared folder a key another user built first (and its lock file, which they own) would stop this
+    user's run; in their own sub-folder each user builds and reads their own entries."""
+    try:
+        st = root.stat()
+    except OSError:
+        return root
+    shared = st.st_mode & stat.S_ISVTX and st.st_mode & (stat.S_IWOTH | stat.S_IWGRP)
+    if not shared or not hasattr(os, "geteuid"):
+        return root
+    return root / f"user-{os.geteuid()}"
 
 
 def is_complete(folder: Path) -> bool:
@@ -162,6 +187,10 @@ def _clear_leftovers(root: Path, key: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host may still run (signal 0 on POSIX; elsewhere, where ``os.kill``
+    would end the process, it is assumed alive and its leftover is kept)."""
+    if os.name != "posix":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -218,10 +247,13 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]], *,
     if is_complete(final):
         return final, True
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        if not root.is_dir():
+            root.mkdir(parents=True)
+            drop_shared_write(root)
     except OSError as err:
-        raise DataError(f"data.cache_dir: cannot create {root} ({err.strerror})",
-                        hint="set data.cache_dir to a writable folder, or null to build in memory") from None
+        if not root.is_dir():  # else made meanwhile by another process
+            raise DataError(f"data.cache_dir: cannot create {root} ({err.strerror})",
+                            hint="set data.cache_dir to a writable folder, or null to build in memory") from None
     check_cache_folder(root)
     lock_path = root / f"{key}.lock"
     holder = root / f"{key}.lock.holder"
@@ -253,6 +285,7 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]], *,
         try:
             meta = _seal_entry(staging, key, build(staging))
             (staging / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            drop_shared_write(staging)
             os.replace(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -283,7 +316,10 @@ def put_chunk(root: Path, ckey: str, table: pa.Table, counts: dict[str, int]) ->
     """Write chunk ``ckey`` (rows and sealed meta with its counts and checksums), renamed into place whole;
     when another process got there first, its copy stays and ours is dropped. Returns the meta."""
     chunks = root / CHUNKS
-    chunks.mkdir(exist_ok=True)
+    if not chunks.exists():
+        with contextlib.suppress(FileExistsError):
+            chunks.mkdir()
+            drop_shared_write(chunks)
     final = chunks / ckey
     staging = chunks / f".{ckey}.staging-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -292,6 +328,7 @@ def put_chunk(root: Path, ckey: str, table: pa.Table, counts: dict[str, int]) ->
         write_rows(staging / ROWS, table)
         meta = seal({"counts": counts, "files": {chunk_rel(ckey): file_sums(staging / ROWS)}})
         (staging / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        drop_shared_write(staging)
         if final.exists() and not is_complete(final):
             shutil.rmtree(final)
         try:

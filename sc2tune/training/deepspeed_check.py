@@ -24,7 +24,10 @@ Hence the policy: a DeepSpeed launch runs on CPU in float32 (to rehearse a ZeRO 
 GPUs) and on GPUs; it is refused before any data or model is loaded when the ``deepspeed`` package is missing,
 when it asks for mixed precision on a machine without a GPU, or when it starts more processes than the
 machine has GPUs. :func:`deepspeed_blocker` says why (or None), and
-:func:`check_deepspeed_launch` raises it as a :class:`~sc2tune.errors.UserError`.
+:func:`check_deepspeed_launch` raises it as a :class:`~sc2tune.errors.UserError`; ``sc2tune.train`` calls
+:func:`check_this_launch` first thing, which does so under a DeepSpeed launch (accelerate's
+``ACCELERATE_USE_DEEPSPEED`` flag) with this node's processes (``LOCAL_WORLD_SIZE``, set for every process
+by torchrun and ``accelerate launch``; 1 without it), each node judged by its own GPUs.
 ``tests/training/test_deepspeed.py::test_two_processes_match_one`` proves the CPU run (where ``deepspeed`` is
 installed; skipped with :func:`deepspeed_blocker`'s reason otherwise) and fails loudly if a new accelerate
 stops running DeepSpeed there (no ZeRO partition files in the checkpoint, or mismatched losses).
@@ -100,3 +103,15 @@ def check_deepspeed_launch(num_processes: int, *, accelerator: tuple[str | None,
     else:
         hint = "set num_processes in the accelerate config (or --num_processes) to at most the number of GPUs"
     raise UserError(f"the launch asks for DeepSpeed, but {reason}", hint=hint)
+
+
+def check_this_launch() -> None:
+    """:func:`check_deepspeed_launch` for this process's launch when it asks for DeepSpeed (module doc); else nothing."""
+    import os
+
+    from accelerate.utils import parse_flag_from_env
+
+    if not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED", default=False):
+        return
+    local = os.environ.get("LOCAL_WORLD_SIZE", "1")  # the launcher's, as accelerate's own flags
+    check_deepspeed_launch(int(local) if local.isdigit() else 1)

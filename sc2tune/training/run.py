@@ -277,6 +277,9 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
     The run holds an exclusive lock on ``output_dir`` throughout (:mod:`sc2tune.training.outlock`): a second
     ``train`` into the same folder stops with an error instead of interleaving with this one.
     """
+    from sc2tune.training.deepspeed_check import check_this_launch
+
+    check_this_launch()  # before any process group, data or model
     recipe = _absolute_paths(recipe)
     out = Path(recipe.output_dir)
     check_output_dir(out)

@@ -271,3 +271,66 @@ def test_a_part_without_a_checksum_or_outside_the_cache_is_refused(tmp_path):
         folder, _ = build_once(root, "k", lambda staging, parts=parts: {"parts": {"train": parts}, "files": {}})
         with pytest.raises(DataError, match="naming a part it has no checksum for, or outside the cache folder"):
             verified_meta(root, folder, full=False)
+
+
+def test_without_posix_owners_the_trust_check_passes_instead_of_crashing(tmp_path, monkeypatch):
+    # Windows has no os.geteuid (and st_uid is always 0): a cache folder there must not raise AttributeError.
+    from sc2tune.data import integrity
+
+    (tmp_path / "cache").mkdir()
+    monkeypatch.delattr(os, "geteuid")
+    assert integrity.untrusted(tmp_path / "cache") is None
+    integrity.check_cache_folder(tmp_path / "cache")
+
+
+def test_leftover_probe_never_signals_a_process_outside_posix(monkeypatch):
+    # On Windows os.kill(pid, 0) terminates pid: the leftover probe must not call it there.
+    from sc2tune.data import store
+
+    def kill(pid, sig):
+        raise AssertionError(f"os.kill({pid}, {sig}) called")
+
+    monkeypatch.setattr(os, "kill", kill)
+    with monkeypatch.context() as m:  # os.name back before pytest reports (its paths depend on it)
+        m.setattr(os, "name", "nt")
+        try:
+            alive: object = store._alive(4242)
+        except AssertionError as err:
+            alive = err
+    assert alive is True, alive
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_two_users_of_one_shared_sticky_cache_each_get_their_own_entries(tmp_path, tokenizer, monkeypatch):
+    # The README's shared cache (chmod 1777, each user trusting only what they own): another user's build of
+    # the same recipe must not make ours fail on their entries (it was refused: 'owned by uid 65534').
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    recipe = _recipe(tmp_path, cache="shared")
+    with monkeypatch.context() as m:  # user 65534 builds first (files chowned to it below)
+        m.setattr(os, "geteuid", lambda: NOBODY)
+        theirs = build_datasets(recipe, tokenizer, show_progress=False)
+    for dirpath, dirnames, filenames in os.walk(shared):
+        for name in [*dirnames, *filenames]:
+            os.chown(Path(dirpath) / name, NOBODY, NOBODY)
+    ours = build_datasets(recipe, tokenizer, show_progress=False)  # as root: builds its own copy
+    assert Path(ours.prepared).stat().st_uid == 0 and ours.prepared != theirs.prepared
+    assert ours.train["input_ids"] == theirs.train["input_ids"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chgrp to another group needs root")
+def test_a_group_shared_cache_with_umask_002_is_usable(tmp_path, tokenizer):
+    # A project folder shared by a group (setgid + sticky, group-writable) and a user with umask 002: the
+    # folder sc2tune creates for this user in it inherits the group; it must not come out group-writable
+    # (its own trust check then refused it: 'writable by group 65534').
+    shared = tmp_path / "team"
+    shared.mkdir()
+    os.chown(shared, 0, NOBODY)
+    os.chmod(shared, 0o3775)
+    old = os.umask(0o002)
+    try:
+        bundle = build_datasets(_recipe(tmp_path, cache="team"), tokenizer, show_progress=False)
+    finally:
+        os.umask(old)
+    assert Path(bundle.prepared).parent.parent == shared and len(bundle.train) > 0

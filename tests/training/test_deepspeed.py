@@ -60,6 +60,22 @@ def test_mixed_precision_is_read_from_accelerate_launch(monkeypatch: pytest.Monk
     assert deepspeed_blocker(2, accelerator=(None, 0), installed=True) is None
 
 
+def test_train_refuses_a_deepspeed_launch_up_front(tiny_model_dir: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``accelerate launch`` with the shipped bf16 DeepSpeed config hands a process on a machine without a
+    GPU: ``sc2tune.train`` refuses it before anything is loaded or written (it used to run on into transformers'
+    'ds bf16.enabled=True vs hf bf16=False' traceback)."""
+    expected = deepspeed_blocker(1, mixed_precision="bf16")
+    if expected is None:
+        pytest.skip("this machine runs a bf16 DeepSpeed launch (a GPU is here)")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    recipe = recipe_from_dict(_recipe(tiny_model_dir, tmp_path, "refused", 2))
+    with pytest.raises(UserError, match="the launch asks for DeepSpeed"):
+        train(recipe, show_progress=False)
+    assert not (tmp_path / "refused").exists()  # nothing written
+
+
 def test_refused_with_fewer_devices_than_processes() -> None:
     with pytest.raises(UserError, match="starts 8 processes but this machine has 2 cuda device"):
         check_deepspeed_launch(8, accelerator=("cuda", 2), installed=True)

@@ -29,10 +29,10 @@ printf 'gpu-node-7\\ngpu-node-8\\n'
 """
 
 
-def _run(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
+def _run(tmp_path: Path, scontrol: str = SCONTROL, **env: str) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in {"accelerate": RECORD, "torchrun": RECORD, "srun": SRUN, "scontrol": SCONTROL}.items():
+    for name, text in {"accelerate": RECORD, "torchrun": RECORD, "srun": SRUN, "scontrol": scontrol}.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     log = tmp_path / "argv"
@@ -76,3 +76,20 @@ def test_recipe_argument_is_required(tmp_path: Path) -> None:
     done = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "SLURM_NNODES": "2"})
     assert done.returncode != 0 and "usage: sbatch --nodes N" in done.stderr
+
+
+def test_a_long_node_list_gives_its_first_host(tmp_path: Path) -> None:
+    """A large job's host list is more than a pipe holds: the script must read it all (``| head -n 1`` under
+    ``set -o pipefail`` stopped the script: scontrol, writing on after head exited, died of SIGPIPE)."""
+    many = """#!/bin/bash
+printf 'gpu-node-7\\n'
+for ((i = 0; i < 20000; i++)); do echo "gpu-node-x$i"; done
+"""
+    done, argv = _run(tmp_path, scontrol=many)
+    assert done.returncode == 0, done.stderr
+    assert [a[a.index("--main_process_ip") + 1] for a in argv] == ["gpu-node-7", "gpu-node-7"]
+
+
+def test_a_failing_scontrol_stops_the_script(tmp_path: Path) -> None:
+    done, argv = _run(tmp_path, scontrol="#!/bin/bash\nexit 4\n")
+    assert done.returncode != 0 and argv == []
