@@ -98,10 +98,7 @@ def check_launch(*, num_processes: int | None = None, cpu: bool | None = None) -
         num_processes = PartialState().num_processes
     if cpu is None:
         cpu = not torch.cuda.is_available()
-    if engine == "deepspeed":  # the package, mixed precision on CPU and the device count (deepspeed_check)
-        from sc2tune.training.deepspeed_check import check_deepspeed_launch
-
-        check_deepspeed_launch(num_processes)
+    if engine == "deepspeed":  # checked first thing in train() (deepspeed_check.check_this_launch: per node)
         return
     if engine != "fsdp":
         return

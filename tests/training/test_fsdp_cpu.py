@@ -126,19 +126,6 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 # ---- item 0: what is refused (the gate's guard is in assert_really_fsdp) ------------------------------------------------------------------
 
 
-def test_deepspeed_launch_goes_through_the_deepspeed_checks(monkeypatch):
-    """check_launch hands a DeepSpeed launch to deepspeed_check: bf16 on a CPU is refused before training
-    (the shipped configs ask for it; DeepSpeed itself runs on CPU in fp32, tests/training/test_deepspeed.py)."""
-    from sc2tune.training.distributed import check_launch
-
-    monkeypatch.delenv("ACCELERATE_USE_FSDP", raising=False)
-    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
-    with pytest.raises(UserError, match="DeepSpeed") as err:
-        check_launch(num_processes=2, cpu=True)
-    assert "mixed_precision" in str(err.value) + err.value.hint
-
-
 def test_fsdp1_on_cpu_is_refused(monkeypatch):
     from sc2tune.training.distributed import check_launch
 
