@@ -69,6 +69,10 @@ class CodeEvalResult:
                 "judged_again": sum(s.attempts > 1 for s in self.samples),
                 "tasks_without_samples": len(self.tasks_without_samples)}
 
+    def to_dict(self) -> dict:
+        return {"kind": "code", **self.summary(), "per_task": self.per_task, "isolation": self.isolation,
+                "limits": self.limits, "results": [asdict(s) for s in self.samples]}
+
 
 def per_task_pass_at_k(per_task: dict[str, dict[str, int]], key: str) -> list[float]:
     """The unbiased pass@k of each task (sorted by task id) for ``key`` = ``"pass@k"``: the bootstrap's units."""
@@ -88,10 +92,6 @@ def pass_at_k_differences(a: CodeEvalResult, b: CodeEvalResult) -> dict[str, dic
         raise ValueError("a paired difference needs both results scored on the same tasks")
     return {key: paired_difference(per_task_pass_at_k(a.per_task, key), per_task_pass_at_k(b.per_task, key))
             for key in a.scores if key in b.scores}
-
-    def to_dict(self) -> dict:
-        return {"kind": "code", **self.summary(), "per_task": self.per_task, "isolation": self.isolation,
-                "limits": self.limits, "results": [asdict(s) for s in self.samples]}
 
 
 def _last_line(text: str) -> str:
