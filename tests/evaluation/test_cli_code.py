@@ -67,3 +67,20 @@ def test_eval_code_generates_samples_with_a_model(tmp_path: Path, tiny_model_dir
     assert all(isinstance(r["completion"], str) for r in rows)
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["samples"] == 4 and set(last) >= {"pass@1", "pass@2"}
+
+
+def test_eval_code_json_keeps_its_keys_and_adds_ci95(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    problems = _write(tmp_path / "p.jsonl", [PROBLEM, {**PROBLEM, "task_id": "t/1"}])
+    samples = _write(tmp_path / "s.jsonl", [{"task_id": "t/0", "completion": "    return x + 1\n"},
+                                             {"task_id": "t/1", "completion": "    return x\n"}])
+    assert main(["eval", "code", "--problems", str(problems), "--samples", str(samples), "--k", "1",
+                 "--timeout", "5", "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last) == {"pass@1", "ci95", "tasks", "samples", "status_counts", "judged_again",
+                         "tasks_without_samples"}
+    assert last["pass@1"] == pytest.approx(0.5) and last["tasks"] == 2 and last["samples"] == 2
+    # two tasks scoring 1 and 0: resampled means 0, 1/2, 1 (chances 1/4, 1/2, 1/4), so the 95% interval is [0, 1]
+    assert last["ci95"] == {"pass@1": [0.0, 1.0]}
+    assert main(["eval", "code", "--problems", str(problems), "--samples", str(samples), "--k", "1",
+                 "--timeout", "5"]) == 0
+    assert "pass@1: 0.5000  (95% interval 0.0000 to 1.0000" in capsys.readouterr().out

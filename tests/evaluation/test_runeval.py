@@ -98,6 +98,12 @@ def test_fim_run_three_models_side_by_side(fim_run: Path, tmp_path: Path, capsys
     for row in models.values():
         assert row["perplexity"] == pytest.approx(np.exp(row["loss"]), rel=1e-6)
         assert 0.0 <= row["infill_span_edit_similarity"] <= 1.0 and "infill_lines_exact_match" in row
+        lo, hi = row["ci95"]["infill_span_edit_similarity"]
+        assert lo <= row["infill_span_edit_similarity"] <= hi
+    diff = summary["differences"]["adapter-base"]["infill_span_edit_similarity"]
+    assert diff["value"] == pytest.approx(models["adapter"]["infill_span_edit_similarity"]
+                                          - models["base"]["infill_span_edit_similarity"])
+    assert set(summary["differences"]) == {"adapter-base", "merged-base"}
     assert {p.name for p in out.iterdir()} == {"results.json", "report.md", "loss.png"}
     report = (out / "report.md").read_text()
     assert "| metric | base | adapter | merged |" in report and "infill span: edit similarity" in report
