@@ -2,8 +2,8 @@
 
 Run here so that CI's one test command (the README line tagged ``# test-command``) checks the contracts.
 The layers (top to bottom, sideways imports allowed within one) are those of ARCHITECTURE.md's table; a
-second test breaks a copy of the package on purpose and checks that ``lint-imports`` notices, so the
-contracts cannot silently become empty.
+second test breaks a copy of the package on purpose, once per contract, and checks that ``lint-imports``
+notices, so no contract can silently become empty.
 """
 
 from __future__ import annotations
@@ -34,11 +34,13 @@ def lint_imports() -> str:
     return found
 
 
-def run_lint(root: Path) -> subprocess.CompletedProcess[str]:
-    """``lint-imports`` on the package under ``root`` against ``root/pyproject.toml``, writing no cache."""
+def run_lint(root: Path, *contracts: str) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` on the package under ``root`` against ``root/pyproject.toml`` (only the contracts with
+    the ids ``contracts``, all when none), writing no cache."""
     env = {**os.environ, "PYTHONPATH": str(root), "NO_COLOR": "1"}
-    return subprocess.run([lint_imports(), "--no-cache", str(root / "pyproject.toml")], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120)
+    chosen = [arg for contract in contracts for arg in ("--contract", contract)]
+    return subprocess.run([lint_imports(), "--no-cache", *chosen, str(root / "pyproject.toml")], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_import_contracts_are_kept():
@@ -47,18 +49,31 @@ def test_import_contracts_are_kept():
     assert "0 broken" in result.stdout, result.stdout
 
 
-def test_an_upward_import_breaks_the_layers(tmp_path: Path):
-    """A function-level import of the commands layer from the ground layer must be reported, with its line."""
+LATE = "\n\ndef _late() -> None:\n    {}  # noqa: F401\n"
+
+
+@pytest.mark.parametrize("path, added, contract, reported", [
+    # a function-level import of the commands layer from the ground layer
+    ("errors.py", LATE.format("import sc2tune.commands"), "layers", "sc2tune.errors -> sc2tune.commands (l."),
+    # a part that is in no layer
+    ("newpart.py", "X = 1\n", "layers", "- sc2tune.newpart"),
+    # two modules of one subpackage importing each other (data.build imports data.stats)
+    ("data/stats.py", LATE.format("from sc2tune.data import build"), "no-cycles", "- .stats -> .build"),
+    # generation reaching into the merge, although both are in one layer
+    ("generation.py", LATE.format("from sc2tune.merging import adapter"), "generation-not-merging",
+     "sc2tune.generation -> sc2tune.merging.adapter (l."),
+])
+def test_each_contract_reports_its_breakage(tmp_path: Path, path: str, added: str, contract: str, reported: str):
+    """A copy of the package, broken on purpose: ``lint-imports`` fails that contract and names the import."""
     shutil.copytree(ROOT / "sc2tune", tmp_path / "sc2tune", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    errors = tmp_path / "sc2tune" / "errors.py"
-    lines = errors.read_text(encoding="utf-8").splitlines()
-    lines += ["", "", "def _upward() -> None:", "    import sc2tune.commands  # noqa: F401"]
-    errors.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    broken = tmp_path / "sc2tune" / path
+    with broken.open("a", encoding="utf-8") as file:
+        file.write(added)
 
-    result = run_lint(tmp_path)
+    result = run_lint(tmp_path, contract)
     assert result.returncode != 0, result.stdout
-    assert f"sc2tune.errors -> sc2tune.commands (l.{len(lines)})" in result.stdout, result.stdout
+    assert reported in result.stdout, result.stdout
 
 
 def test_the_contract_states_architecture_md_layers():
