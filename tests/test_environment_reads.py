@@ -13,6 +13,12 @@ READ = re.compile(r"os\.environ|os\.getenv|getenv\(|environ\.get|environ\[")
 #: file -> the reads allowed there
 ALLOWED = {
     "modeling.py": ['os.environ.get("SC2TUNE_CACHE"'],  # cache_dir(): the documented cache setting, like HF_HOME
+    # the launcher's own variables, read as accelerate reads them (building accelerate's FSDP plugin to ask it
+    # raises under FSDP1 on CPU, which is the case being refused)
+    "training/distributed.py": ['os.environ.get("FSDP_VERSION"'],
+    # torchrun / accelerate launch's per-node process count: DeepSpeed is checked against this node's GPUs
+    # before any process group (or accelerate state) exists
+    "training/deepspeed_check.py": ['os.environ.get("LOCAL_WORLD_SIZE"'],
 }
 #: not library code: the sandbox's child processes, and the command line (its own engineer's business)
 OUT_OF_SCOPE = ("evaluation/_", "cli.py")

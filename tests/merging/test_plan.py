@@ -40,6 +40,9 @@ def test_refuses_an_adapter_for_another_architecture(tied_base: Path, tmp_path: 
     from safetensors.torch import save_file
 
     save_file(renamed, adapter / "adapter_model.safetensors")
+    # the config declares the renamed module too (else the declared-tensor check refuses it first)
+    targets = config["target_modules"]
+    config["target_modules"] = [*(targets if isinstance(targets, list) else [targets]), "c_attn"]
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="does not have"):
         merge(adapter, tmp_path / "out", base=str(tied_base), progress=False)
