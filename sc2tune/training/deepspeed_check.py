@@ -109,9 +109,9 @@ def check_this_launch() -> None:
     """:func:`check_deepspeed_launch` for this process's launch when it asks for DeepSpeed (module doc); else nothing."""
     import os
 
-    from accelerate.utils import parse_flag_from_env
+    from sc2tune.training.distributed import requested_engine
 
-    if not parse_flag_from_env("ACCELERATE_USE_DEEPSPEED", default=False):
+    if requested_engine() != "deepspeed":
         return
     local = os.environ.get("LOCAL_WORLD_SIZE", "1")  # the launcher's, as accelerate's own flags
     check_deepspeed_launch(int(local) if local.isdigit() else 1)

@@ -53,6 +53,7 @@ import torch
 from transformers import TrainerCallback
 
 from sc2tune.errors import UserError
+from sc2tune.modeling import running_under_fsdp
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +61,14 @@ log = logging.getLogger(__name__)
 ENGINE_DIR = "engine"
 
 
-def _flag(name: str) -> bool:
+def requested_engine() -> str | None:
+    """``"fsdp"``, ``"deepspeed"`` or None: the sharding engine ``accelerate launch`` was configured with (the
+    launcher's flags, read by accelerate's own parser; the one place sc2tune asks)."""
     from accelerate.utils import parse_flag_from_env
 
-    return parse_flag_from_env(name, default=False)
-
-
-def requested_engine() -> str | None:
-    """``"fsdp"``, ``"deepspeed"`` or None: the sharding engine ``accelerate launch`` was configured with."""
-    if _flag("ACCELERATE_USE_DEEPSPEED"):
+    if parse_flag_from_env("ACCELERATE_USE_DEEPSPEED", default=False):
         return "deepspeed"
-    if _flag("ACCELERATE_USE_FSDP"):
+    if running_under_fsdp():
         return "fsdp"
     return None
 

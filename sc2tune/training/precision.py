@@ -28,23 +28,17 @@ from pathlib import Path
 
 import torch
 
-from sc2tune.modeling import resolve_dtype, running_under_fsdp
+from sc2tune.modeling import resolve_dtype
 from sc2tune.recipe import ModelSpec, Recipe
 
 
 def keeps_fp32_master(recipe: Recipe) -> bool:
     """True for a full fine-tune in a 16-bit dtype outside FSDP and DeepSpeed: load fp32, compute 16-bit
-    (module doc)."""
+    (module doc). The engine is the launcher's (the model is loaded before accelerate's state exists)."""
+    from sc2tune.training.distributed import requested_engine
+
     return (recipe.adapter.method == "full" and resolve_dtype(recipe.model.dtype) != torch.float32
-            and not running_under_fsdp() and not _running_under_deepspeed())
-
-
-def _running_under_deepspeed() -> bool:
-    """True when launched by ``accelerate launch`` with a DeepSpeed config (accelerate's own flag parser, as
-    :func:`sc2tune.modeling.running_under_fsdp` asks it; the model is loaded before accelerate's state exists)."""
-    from accelerate.utils import parse_flag_from_env
-
-    return parse_flag_from_env("ACCELERATE_USE_DEEPSPEED", default=False)
+            and requested_engine() is None)
 
 
 def load_spec(recipe: Recipe) -> ModelSpec:
