@@ -14,7 +14,8 @@ How a block runs:
 
 - shell (bash, sh, console: the ``$ `` lines): the whole block is one ``bash`` script (``set -eo pipefail``),
   so variables, heredocs, pipes and redirections work as for a reader. ``sc2tune`` in it is a shell function
-  that hands its arguments (as bash expanded them) to this test process, which runs the command line
+  that hands its arguments (as bash expanded them) to this test process and waits on a fifo for the
+  answer; this process runs the command line
   in-process (``sc2tune.cli.main``: the same entry point as the console script, without a fresh
   interpreter importing torch for every line) and hands back its output and exit status;
 - python: executed in this process, in the page's folder.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shutil
@@ -116,6 +118,8 @@ def test_markers_attach_to_the_block_below_and_stray_ones_are_refused(tmp_path: 
                 "<!-- docs-test: skip (x) -->\n", "```bash\nls\n"):
         with pytest.raises(ValueError, match="p.md:1"):
             parse_blocks(page, bad)
+    console = parse_blocks(page, "```console\n$ sc2tune schema\n{\n$ ls\nrecipes\n```\n")[0]
+    assert shell_script(console) == "sc2tune schema\nls\n"  # the prompts' lines, not the output
 
 
 def test_every_block_is_run_or_marked():
@@ -140,15 +144,31 @@ def test_every_block_is_run_or_marked():
 
 _PRELUDE = r"""set -eo pipefail
 sc2tune() {
-  local id="$BASHPID-$RANDOM$RANDOM"
+  local id="$BASHPID-$RANDOM$RANDOM" status
+  mkfifo "$DOCS_TEST_IPC/status-$id"
   printf '%s\0' "$@" > "$DOCS_TEST_IPC/req-$id.tmp"
   mv "$DOCS_TEST_IPC/req-$id.tmp" "$DOCS_TEST_IPC/req-$id"
-  while [ ! -e "$DOCS_TEST_IPC/status-$id" ]; do sleep 0.02; done
+  read -r status < "$DOCS_TEST_IPC/status-$id"
   cat "$DOCS_TEST_IPC/out-$id"
   cat "$DOCS_TEST_IPC/err-$id" >&2
-  return "$(cat "$DOCS_TEST_IPC/status-$id")"
+  return "$status"
 }
 """
+
+
+def _answer(fifo: Path, status: int, proc: subprocess.Popen) -> None:
+    """Write ``status`` into the fifo the waiting shell function reads (its reader may open it a moment later)."""
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            if proc.poll() is not None:
+                return
+            time.sleep(0.01)
+            continue
+        with os.fdopen(fd, "w") as answer:
+            answer.write(f"{status}\n")
+        return
 
 
 def _in_process(argv: list[str]) -> tuple[int, str, str]:
@@ -188,8 +208,7 @@ def _run_shell(block: Block, cwd: Path, ipc: Path) -> str:
                     tracebacks.append(f"sc2tune {' '.join(argv)}:\n{err}")
                 (ipc / f"out-{name}").write_text(out)
                 (ipc / f"err-{name}").write_text(err)
-                (ipc / f"status-{name}.tmp").write_text(str(status))
-                (ipc / f"status-{name}.tmp").rename(ipc / f"status-{name}")
+                _answer(ipc / f"status-{name}", status, proc)
             if not requests:
                 if proc.poll() is not None:
                     break
@@ -201,6 +220,18 @@ def _run_shell(block: Block, cwd: Path, ipc: Path) -> str:
     assert proc.returncode == 0, f"{block.where} exited {proc.returncode}:\n{block.code}\n--- output ---\n{output[-6000:]}"
     assert not tracebacks, f"{block.where} printed a traceback:\n" + "\n".join(tracebacks)[-6000:]
     return output
+
+
+def test_a_shell_block_hands_sc2tune_lines_to_the_cli_with_their_output_and_status(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = ("sc2tune schema > schema.json\n"
+            "sc2tune validate $'no such\\nrecipe.yaml' 2> err.txt || echo \"status $?\" > status.txt\n")
+    ipc = tmp_path / "ipc"
+    ipc.mkdir()
+    _run_shell(Block(ROOT / "README.md", 1, "bash", code, None), tmp_path, ipc)
+    assert {"model", "adapter", "task", "data", "train"} <= set(json.loads((tmp_path / "schema.json").read_text())["properties"])
+    assert (tmp_path / "status.txt").read_text() in ("status 1\n", "status 2\n")
+    assert "no such\nrecipe.yaml" in (tmp_path / "err.txt").read_text()  # one argument, as bash expanded it
 
 
 def _run_python(block: Block) -> str:
