@@ -1,7 +1,8 @@
 """Judge side of a judged run: runs the problem's tests against the candidate process (stdlib only).
 
-Runs as ``python -I -c <_wire.py + this file>`` in its own process, under its own uid when the
-sandbox can drop privileges, started (and made ready) before the sample's process exists. No code of
+Runs as ``python -I -c <_wire.py + this file>`` in its own process (in a warm sandbox: ``_judge()``
+in a process forked from the zygote, which never ran sample code; ``_zygote.py``), under its own uid when
+the sandbox can drop privileges, started (and made ready) before the sample's process exists. No code of
 the sample ever runs in this process, so the tests execute with this interpreter's own builtins,
 ``AssertionError``, ``isinstance``, import system and test names, whatever the sample does to its own.
 
