@@ -225,7 +225,6 @@ def main():
     import collections  # noqa: F401 - what the wire code imports on first use: once, here
     import decimal  # noqa: F401
     import fractions  # noqa: F401
-
     import gc
 
     gc.collect()
