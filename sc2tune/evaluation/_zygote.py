@@ -64,6 +64,23 @@ def _read_all(fd):
         chunks.append(chunk)
 
 
+def _receive(control):
+    """One request and the descriptors that came with it (``socket.recv_fds``, spelled out for Pythons
+    before 3.9); a truncated set of descriptors is closed and reported as none."""
+    import array
+
+    fds = array.array("i")
+    message, ancillary, flags, _ = control.recvmsg(1 << 16, socket.CMSG_SPACE(_RUN_FDS * fds.itemsize))
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - (len(data) % fds.itemsize)])
+    if flags & socket.MSG_CTRUNC:
+        for fd in fds:
+            os.close(fd)
+        return message, []
+    return message, list(fds)
+
+
 def _finish(code):
     """Leave a forked judge or candidate as an interpreter would at its end (exit handlers, streams
     flushed), without running anything of the zygote's own frames."""
@@ -232,7 +249,7 @@ def main():
     control = socket.socket(fileno=_CONTROL_FD)
     control.send(json.dumps({"ready": True}).encode())
     while True:
-        message, fds, _, _ = socket.recv_fds(control, 1 << 16, _RUN_FDS)
+        message, fds = _receive(control)
         if not message:
             return 0
         if len(fds) != _RUN_FDS:

@@ -52,10 +52,15 @@ class WarmSandbox:
             self._proc.stdin.write(job)
         with contextlib.suppress(BrokenPipeError):
             self._proc.stdin.close()
-        reply = self._receive(time.monotonic() + start_timeout)
+        try:
+            reply = self._receive(time.monotonic() + start_timeout)
+        except WarmSandboxError:
+            reply = None
         if reply is None or reply.get("ready") is not True:
+            why = self.log_tail()
             self.kill()
-            raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox did not start: {self.log_tail()}")
+            os.close(self._log)
+            raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox did not start: {why}")
 
     @property
     def alive(self) -> bool:
