@@ -110,11 +110,12 @@ def test_the_next_sample_in_a_warm_sandbox_finds_nothing_the_last_one_left(pool:
 
 def test_a_sample_past_its_time_does_not_hold_up_the_next(pool: JudgePool) -> None:
     hang = "def add(a, b):\n    import time\n    time.sleep(60)\n"
-    limits = pool.limits
-    start = time.monotonic()
-    stuck = pool.run_judged(hang, JOB, slot=0)
-    assert stuck.status == "timeout" and time.monotonic() - start < limits.timeout + 5, stuck
-    after = pool.run_judged(CORRECT, JOB, slot=0)
+    limits = SandboxLimits(timeout=1.0, memory_mb=512, max_processes=24)
+    with JudgePool(limits) as judges:
+        start = time.monotonic()
+        stuck = judges.run_judged(hang, JOB, slot=0)
+        assert stuck.status == "timeout" and time.monotonic() - start < limits.timeout + 5, stuck
+        after = judges.run_judged(CORRECT, JOB, slot=0)
     assert after.status == "passed", after
 
 
