@@ -2,7 +2,8 @@
 
 A sample writes through every channel it has (files in each writable folder and its working folder,
 a global, a patched builtin and module, the environment, a POSIX message queue, an abstract unix
-socket); the next sample judged in the same warm sandbox looks for all of it and must find nothing.
+socket; the kernel keyring is refused outright); the next sample judged in the same warm sandbox
+looks for all of it and must find nothing.
 That both ran in the same warm sandbox is checked on the side (the device of the sandbox's root, a
 tmpfs made once per warm sandbox, is the same in both runs), so the test cannot pass by accident of a
 restarted sandbox. The expected values are the writer's own: what it reads back in its own run.
@@ -77,7 +78,12 @@ WRITER = CORRECT + _LOOK + textwrap.dedent("""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind("\\0" + NAME)
     server.listen(1)
-    print(json.dumps({"root": root, "seen": look()}), flush=True)
+    ADD_KEY = {"x86_64": 248, "aarch64": 217}.get(os.uname().machine)  # the kernel's syscall tables
+    key = None
+    if ADD_KEY is not None:  # a uid's user keyring outlives its processes: refused (seccomp)
+        serial = libc.syscall(ADD_KEY, b"user", NAME.encode(), b"x", 1, ctypes.c_long(-4))
+        key = "added" if serial > 0 else os.strerror(ctypes.get_errno())
+    print(json.dumps({"root": root, "seen": look(), "add_key": key}), flush=True)
 """)
 
 READER = CORRECT + _LOOK + "print(json.dumps({'root': root, 'seen': look()}), flush=True)\n"
@@ -105,6 +111,7 @@ def test_the_next_sample_in_a_warm_sandbox_finds_nothing_the_last_one_left(pool:
     expected = {f"/tmp/{NAME}", f"/var/tmp/{NAME}", f"/dev/shm/{NAME}", f"/tmp/sample/{NAME}",
                 "builtins.sc2tune_leak", "builtins.abs", "math.pi", "environ", "sys.modules", "abstract socket"}
     assert expected <= set(wrote["seen"]), wrote
+    assert wrote["add_key"] in (None, "Operation not permitted"), wrote
     assert found["seen"] == [], found
 
 
