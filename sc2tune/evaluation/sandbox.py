@@ -420,24 +420,6 @@ def run_program(source: str, limits: SandboxLimits, *, slot: int = 0) -> RunResu
     return RunResult(status, outcome.returncode, outcome.seconds, outcome.stderr, outcome.stdout)
 
 
-def _memfd(name: str, data: bytes = b"") -> int:
-    """An anonymous in-memory file holding ``data``, at offset 0 (a run's job, program or output)."""
-    fd = os.memfd_create(f"sc2tune-{name}", os.MFD_CLOEXEC)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
-
-
-def _tail_fd(fd: int, limit: int = 4000) -> str:
-    try:
-        size = os.fstat(fd).st_size
-        return os.pread(fd, min(limit, size), max(0, size - limit)).decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
 class JudgePool:
     """Judges samples (:meth:`run_judged`) on worker slots; a context manager (closing ends its processes).
 
@@ -508,32 +490,14 @@ class JudgePool:
             sandbox = self._sandbox(slot)
         except WarmSandboxError as err:
             return _Outcome(None, False, 0.0, "", str(err), b"")
-        fds = [-1] * 6
+        header = {"entry_point": payload["entry_point"], "processes": _processes(self.isolation, self.limits)}
         try:
-            verdict_r, fds[0] = os.pipe()
-            fds[5] = verdict_r
-            fds[1] = _memfd("job", json.dumps(payload).encode("utf-8"))
-            fds[2] = _memfd("program", program.encode("utf-8"))
-            fds[3], fds[4] = _memfd("stdout"), _memfd("stderr")
-            header = {"entry_point": payload["entry_point"], "processes": _processes(self.isolation, self.limits)}
-            start = time.monotonic()
-            try:
-                returncode = sandbox.run(header, fds[:5], self.limits.timeout + _STARTUP_GRACE)
-                gone = ""
-            except WarmSandboxError as err:
-                returncode, gone = None, str(err)
-            seconds = time.monotonic() - start
-            os.close(fds[0])  # the judge's end: what is left of it, the verdict pipe ends with the run
-            fds[0] = -1
-            timed_out = returncode is None and not gone
-            verdict = _read_verdict(verdict_r, time.monotonic() + (0.0 if returncode is None else _VERDICT_GRACE))
-            stderr = _tail_fd(fds[4]) + (f"\n{gone}" if gone else "")
-            return _Outcome(returncode, timed_out, seconds, _tail_fd(fds[3]), stderr, verdict)
+            run = sandbox.judge(program.encode("utf-8"), json.dumps(payload).encode("utf-8"), header,
+                                timeout=self.limits.timeout + _STARTUP_GRACE, read_verdict=_read_verdict,
+                                verdict_grace=_VERDICT_GRACE)
         finally:
-            for fd in fds:
-                if fd >= 0:
-                    os.close(fd)
             self._keep(slot, sandbox)
+        return _Outcome(run.returncode, run.timed_out, run.seconds, run.stdout, run.stderr, run.verdict)
 
 
 def _judged_result(outcome: _Outcome, nonce: str, limits: SandboxLimits) -> RunResult:

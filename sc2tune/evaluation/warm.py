@@ -3,8 +3,10 @@
 The evaluator's side of ``_zygote.py`` (where the protocol and what one run gets are described): the
 launcher is started once (``unshare`` + ``python -I -S -c <_launcher.py>``, ``mode == "warm"``, the job
 on its stdin), builds the private root once and starts the zygote on one end of an ``AF_UNIX``
-``SOCK_SEQPACKET`` socket pair; the other end stays here. :meth:`WarmSandbox.run` sends one run's
-request with its five descriptors and waits for its exit status. Closing the socket (this process
+``SOCK_SEQPACKET`` socket pair; the other end stays here. :meth:`WarmSandbox.judge` makes one run's
+five descriptors (the verdict pipe's write end; the job, the program, stdout and stderr as in-memory
+files: nothing of a run is written to disk), :meth:`WarmSandbox.run` sends them with the request and
+waits for the run's exit status. Closing the socket (this process
 ending included) makes the zygote, then the launcher, exit; :meth:`WarmSandbox.kill` ends the whole
 process group at once (a run past its time: the next run gets a new warm sandbox).
 
@@ -22,8 +24,40 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 _MESSAGE_BYTES = 1 << 16
+
+
+def _memfd(name: str, data: bytes = b"") -> int:
+    """An anonymous in-memory file holding ``data``, at offset 0 (a run's job, program or output)."""
+    fd = os.memfd_create(f"sc2tune-{name}", os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _tail_fd(fd: int, limit: int = 4000) -> str:
+    try:
+        size = os.fstat(fd).st_size
+        return os.pread(fd, min(limit, size), max(0, size - limit)).decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class WarmRun:
+    """What came out of one run."""
+
+    returncode: int | None  #: the judge's exit status (128 + N for signal N); None: timed out or sandbox gone
+    timed_out: bool
+    seconds: float
+    stdout: str  #: tails of the run's stdout and stderr (the sandbox's own words appended when it ended)
+    stderr: str
+    verdict: bytes  #: what the judge wrote to the verdict pipe
 
 
 class WarmSandboxError(RuntimeError):
@@ -113,6 +147,32 @@ class WarmSandbox:
             self.kill()
             raise WarmSandboxError("sc2tune sandbox: malformed status from the warm sandbox")
         return status
+
+    def judge(self, program: bytes, job: bytes, header: dict, *, timeout: float,
+              read_verdict: Callable[[int, float], bytes], verdict_grace: float) -> WarmRun:
+        """One judged run: the verdict pipe and the run's in-memory files (job, program, stdout, stderr)
+        made here and handed over; the verdict read with ``read_verdict(fd, deadline)`` once the run has
+        ended (to the pipe's end, ``verdict_grace`` seconds at most; at once after a timeout)."""
+        fds = [-1] * 6
+        try:
+            fds[5], fds[0] = os.pipe()
+            fds[1], fds[2] = _memfd("job", job), _memfd("program", program)
+            fds[3], fds[4] = _memfd("stdout"), _memfd("stderr")
+            start = time.monotonic()
+            try:
+                returncode, gone = self.run(header, fds[:5], timeout), ""
+            except WarmSandboxError as err:
+                returncode, gone = None, str(err)
+            seconds = time.monotonic() - start
+            os.close(fds[0])  # our copy of the judge's end: the pipe ends with the run
+            fds[0] = -1
+            verdict = read_verdict(fds[5], time.monotonic() + (0.0 if returncode is None else verdict_grace))
+            stderr = _tail_fd(fds[4]) + (f"\n{gone}" if gone else "")
+            return WarmRun(returncode, returncode is None and not gone, seconds, _tail_fd(fds[3]), stderr, verdict)
+        finally:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
 
     def log_tail(self, limit: int = 2000) -> str:
         with contextlib.suppress(OSError):  # closed: nothing
