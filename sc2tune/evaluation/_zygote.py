@@ -21,9 +21,10 @@ One run, forked from the zygote (so every run starts from the same pristine stat
 
 1. the fork puts the run's stdout/stderr on fds 1/2 and enters fresh mount, IPC, network and pid
    namespaces (``unshare``), then forks the run's init (pid 1 of the new pid namespace) and waits;
-2. the init makes the mounts private, mounts a new ``/proc`` (this run's pids only) and fresh size- and
-   inode-capped tmpfs on ``/tmp``, ``/var/tmp`` and ``/dev/shm`` (nothing a previous sample wrote is
-   there), writes ``/tmp/sample/program.py``, arms the wall-clock alarm;
+2. the init makes the mounts private, mounts a new read-only ``/proc`` (this run's pids only, read-only
+   as in a cold run) and fresh size- and inode-capped tmpfs on ``/tmp``, ``/var/tmp`` and ``/dev/shm``
+   (nothing a previous sample wrote is there), writes ``/tmp/sample/program.py``, arms the wall-clock
+   alarm;
 3. as a cold launcher does (``_launcher.py`` steps 3-5): the judge is forked first with the job on fd 0
    and the verdict pipe on fd 3; once it is ready, the candidate, with only its call/answer pipes. Each
    is confined by the launcher's own ``_confine`` (descriptors closed, rlimits, its uid or a nested user
@@ -45,7 +46,7 @@ import types
 
 _CONTROL_FD = 3
 _CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWNET, _CLONE_NEWPID = 0x20000, 0x08000000, 0x40000000, 0x20000000
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
+_MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 0x1, 0x2, 0x4, 0x8, 0x4000, 0x40000
 _RUN_FDS = 5  # verdict, job, program, stdout, stderr
 
 
@@ -158,7 +159,7 @@ def _init(cfg, mods, header, fds):
     signal.signal(signal.SIGALRM, expire)
     signal.alarm(cfg["wall_seconds"])
     launcher._mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)
-    launcher._mount(b"proc", "/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
+    launcher._mount(b"proc", "/proc", b"proc", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
     launcher._mount_tmpfs("/tmp", cfg["tmpfs_mb"], cfg["max_files"])
     for extra in ("/var/tmp", "/dev/shm"):
         launcher._mount_tmpfs(extra, min(8, cfg["tmpfs_mb"]), 64)
