@@ -67,8 +67,8 @@ whose judge and candidate are confined exactly as a cold run's (limits, uids or 
 session keyring, seccomp filter, the verdict pipe held by the judge alone) but run the judge's and
 candidate's code in the forked interpreter instead of starting a new one; the run's pid namespace ends
 with it, so nothing of a sample survives into the next. That is about 5x less work per sample (about
-20 ms of CPU instead of 100 ms on HumanEval-infilling; ``bench/judge_speed.py`` times it). Without namespaces, and in :func:`run_program`, every
-run is cold: a launcher started for it alone, as described above.
+20 ms of CPU instead of 100 ms on HumanEval-infilling; ``bench/judge_speed.py`` times it). Without
+namespaces, and in :func:`run_program`, every run is cold: a launcher started for it alone, as above.
 """
 
 from __future__ import annotations
