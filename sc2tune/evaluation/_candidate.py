@@ -1,6 +1,7 @@
 """Candidate side of a judged run: executes the sample, then answers the judge's calls (stdlib only).
 
-Runs as ``python -I -c <_wire.py + this file> [guard]`` in the sample's process, as the sample's uid,
+Runs as ``python -I -c <_wire.py + this file> [guard]`` in the sample's process (in a warm sandbox:
+``_serve()`` in a process forked from the zygote, with the same ``sys.argv``; ``_zygote.py``), as the sample's uid,
 with the working folder holding ``program.py`` (prompt + completion + suffix: never the tests). Channel:
 fd 3 carries calls from the judge, fd 4 carries answers back. Protocol, one message each way:
 

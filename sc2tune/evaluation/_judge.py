@@ -1,7 +1,8 @@
 """Judge side of a judged run: runs the problem's tests against the candidate process (stdlib only).
 
-Runs as ``python -I -c <_wire.py + this file>`` in its own process, under its own uid when the
-sandbox can drop privileges, started (and made ready) before the sample's process exists. No code of
+Runs as ``python -I -c <_wire.py + this file>`` in its own process (in a warm sandbox: ``_judge()``
+in a process forked from the zygote, which never ran sample code; ``_zygote.py``), under its own uid when
+the sandbox can drop privileges, started (and made ready) before the sample's process exists. No code of
 the sample ever runs in this process, so the tests execute with this interpreter's own builtins,
 ``AssertionError``, ``isinstance``, import system and test names, whatever the sample does to its own.
 
@@ -21,6 +22,10 @@ the candidate (the entry point's name is bound to the same proxy). Each call of 
 arguments as plain data to the candidate process and returns the decoded answer, which can only be
 made of exact builtin and standard-library value types that this process builds itself (see
 ``_wire.py``: an iterator or generator arrives as an iterator over the items it yielded). The verdict is "passed" only when ``check`` returns normally.
+
+The judge's own int <-> decimal str conversions have no digit limit (``sys.set_int_max_str_digits(0)``):
+the tests are trusted code, and a test that builds or prints an int of more than Python's default 4,300
+digits must not fail the sample. ``SandboxLimits.max_int_digits`` limits the sample's process only.
 """
 
 import sys as _sys
@@ -65,7 +70,15 @@ def _judge():
     import os
 
     _no_longer_dumpable()
-    job = json.loads(_sys.stdin.buffer.read().decode("utf-8"))
+    if hasattr(_sys, "set_int_max_str_digits"):  # Python >= 3.11: the tests' own int <-> str conversions
+        _sys.set_int_max_str_digits(0)  # have no digit limit (the sample's limit is the sample's, see above)
+    chunks = []
+    while True:  # fd 0 to its end, below Python's stdin object (a warm judge inherits the zygote's)
+        chunk = os.read(0, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    job = json.loads(b"".join(chunks).decode("utf-8"))
     os.write(_READY_FD, b"R")
     os.close(_READY_FD)
     calls = 0

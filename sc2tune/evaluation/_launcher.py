@@ -29,8 +29,15 @@ Layout of one run:
    (128 + signal); after ``wall_seconds`` everything is killed, so a sandbox whose evaluator died still
    ends. Exiting tears the pid namespace down: the kernel kills whatever the sample left behind.
 
+``mode == "warm"`` (a warm sandbox, see ``_zygote.py``): steps 1-2 once, then the zygote is started as
+this process's child (``python -I`` with the job's sources, as root of the namespaces) on the control socket
+``control_fd``; it forks one fresh, separately namespaced run per sample, so steps 3-5 happen per run
+inside it. The launcher waits for the zygote and exits with its status.
+
 Exit statuses of its own: 125 = the launcher failed before exec, 126 = exec failed.
 """
+
+from __future__ import annotations
 
 import contextlib
 import ctypes
@@ -203,41 +210,48 @@ def _private_dir(path: str, uid: int | None) -> str:
     return path
 
 
+def _confine(cfg: dict, fds: dict[int, int], uid: int | None, cwd: str, *, sample: bool) -> dict[str, str]:
+    """In a freshly forked child: keep exactly ``fds`` (target -> source) besides stdout/stderr (fd 0 is
+    /dev/null unless given), close every other descriptor, enter ``cwd``, set the hard resource limits,
+    drop to ``uid`` (or enter a nested user namespace), join a fresh session keyring and install the
+    seccomp filter (``sample``: one process, no fork). Returns the environment the child must run with
+    (``cfg["env"]`` with HOME = TMPDIR = ``cwd``)."""
+    # first out of the way of the targets, then into place
+    moved = {target: fcntl.fcntl(source, fcntl.F_DUPFD, 64) for target, source in fds.items()}
+    for target, source in moved.items():
+        os.dup2(source, target)
+    if 0 not in fds:
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+    os.closerange(max([2, *fds]) + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    os.chdir(cwd)
+    limits = cfg["limits"]
+    _limit("RLIMIT_AS", limits["address_space"])
+    _limit("RLIMIT_NPROC", limits["processes"])
+    _limit("RLIMIT_FSIZE", limits["file_size"])
+    _limit("RLIMIT_CPU", limits["cpu_seconds"])
+    _limit("RLIMIT_NOFILE", limits["open_files"])
+    _limit("RLIMIT_CORE", 0)
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    elif cfg["nested_userns"] and _LIBC.unshare(_CLONE_NEWUSER) != 0:
+        raise OSError(ctypes.get_errno(), "cannot enter a nested user namespace")
+    if _SECCOMP is not None:
+        _SECCOMP.join_fresh_session_keyring()
+        _SECCOMP.install(deny_processes=sample)
+    os.umask(0o077)
+    return dict(cfg["env"], HOME=cwd, TMPDIR=cwd)
+
+
 def _spawn(cfg: dict, argv: list[str], fds: dict[int, int], uid: int | None, cwd: str, *, sample: bool) -> int:
-    """Fork a child with exactly ``fds`` (target -> source) besides stdout/stderr, limited and
-    de-privileged, and exec ``argv`` in it, under the seccomp filter (``sample``: one process, no fork).
-    Returns the child's pid."""
+    """Fork a child, :func:`_confine` it and exec ``argv`` in it. Returns the child's pid."""
     pid = os.fork()
     if pid:
         return pid
     try:
-        # first out of the way of the targets, then into place
-        moved = {target: fcntl.fcntl(source, fcntl.F_DUPFD, 64) for target, source in fds.items()}
-        for target, source in moved.items():
-            os.dup2(source, target)
-        if 0 not in fds:
-            null = os.open(os.devnull, os.O_RDONLY)
-            os.dup2(null, 0)
-        os.closerange(max([2, *fds]) + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        os.chdir(cwd)
-        limits = cfg["limits"]
-        _limit("RLIMIT_AS", limits["address_space"])
-        _limit("RLIMIT_NPROC", limits["processes"])
-        _limit("RLIMIT_FSIZE", limits["file_size"])
-        _limit("RLIMIT_CPU", limits["cpu_seconds"])
-        _limit("RLIMIT_NOFILE", limits["open_files"])
-        _limit("RLIMIT_CORE", 0)
-        if uid is not None:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-        elif cfg["nested_userns"] and _LIBC.unshare(_CLONE_NEWUSER) != 0:
-            raise OSError(ctypes.get_errno(), "cannot enter a nested user namespace")
-        if _SECCOMP is not None:
-            _SECCOMP.join_fresh_session_keyring()
-            _SECCOMP.install(deny_processes=sample)
-        os.umask(0o077)
-        env = dict(cfg["env"], HOME=cwd, TMPDIR=cwd)
+        env = _confine(cfg, fds, uid, cwd, sample=sample)
         os.execve(argv[0], argv, env)
     except BaseException as err:  # noqa: BLE001 - report anything, then leave without cleanup
         try:
@@ -294,6 +308,33 @@ def _judged(cfg: dict, workdir: str, judgedir: str, children: list[int], sources
     return _wait(children[0])
 
 
+def _warm(cfg: dict, children: list[int]) -> int:
+    """Start the zygote (``_zygote.py``) on the control socket, hand it the job, wait for it to end."""
+    config_r, config_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            control = fcntl.fcntl(cfg["control_fd"], fcntl.F_DUPFD, 64)
+            os.dup2(config_r, 0)
+            os.dup2(control, 3)
+            os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+            os.execve(cfg["python"], [cfg["python"], "-I", "-c", cfg["sources"]["zygote"]], cfg["env"])
+        except BaseException as err:  # noqa: BLE001
+            try:
+                os.write(2, f"sc2tune sandbox: cannot start the zygote: {err}\n".encode())
+            finally:
+                os._exit(126)
+    children.append(pid)
+    os.close(config_r)
+    os.close(cfg["control_fd"])  # only the zygote holds its end: the evaluator sees it end
+    with contextlib.suppress(BrokenPipeError):
+        view = memoryview(json.dumps(cfg).encode("utf-8"))
+        while view:
+            view = view[os.write(config_w, view):]
+    os.close(config_w)
+    return _wait(pid)
+
+
 _SECCOMP = None  # the _seccomp module when the filter applies (its source comes with the job)
 
 
@@ -319,6 +360,10 @@ def main() -> int:
     sources = cfg["sources"]  # sent by the evaluator: nothing here is read from sc2tune's folder
     if cfg["private_fs"]:
         _private_filesystem(cfg["tmpfs_mb"], cfg["max_files"], cfg["view"])
+    if cfg["mode"] == "warm":
+        signal.alarm(0)  # lives as long as the evaluator keeps the control socket open
+        return _warm(cfg, children)
+    if cfg["private_fs"]:
         workdir = _private_dir("/tmp/sample", uids["sample"])
         judgedir = _private_dir("/tmp/judge", uids["judge"])
     else:

@@ -1,8 +1,9 @@
 """Execution-based scoring of code completions: every sample runs in the sandbox, then pass@k.
 
-``evaluate_code`` judges each (task, completion) pair in its own sandbox (see
+``evaluate_code`` judges each (task, completion) pair in its own sandboxed run (see
 :mod:`sc2tune.evaluation.sandbox`: the sample's code and the tests run in separate processes, and only
-the judge process can report a pass) on a bounded pool of worker threads (each waits on one sandbox),
+the judge process can report a pass) on a bounded pool of worker threads, each with its worker slot's
+warm sandbox (:class:`~sc2tune.evaluation.sandbox.JudgePool`: set up once, a fresh run per sample),
 counts ``c`` passing of ``n`` samples per task and averages the unbiased pass@k over tasks.
 
 A run whose verdict was lost (:data:`~sc2tune.evaluation.sandbox.LOST_VERDICT`: the judge exited 0, as
@@ -30,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sc2tune.evaluation.intervals import bootstrap_interval, paired_difference
 from sc2tune.evaluation.passk import mean_pass_at_k, pass_at_k
 from sc2tune.evaluation.problems import Problem, Sample, candidate_program, judge_job
-from sc2tune.evaluation.sandbox import LOST_VERDICT, SandboxLimits, isolation, run_judged
+from sc2tune.evaluation.sandbox import LOST_VERDICT, JudgePool, SandboxLimits
 
 log = logging.getLogger(__name__)
 _ATTEMPTS = 3  #: runs of one sample at most when its verdict is lost
@@ -132,7 +133,8 @@ def evaluate_code(
     samples of any task are left out of ``scores``.
     """
     limits = limits or SandboxLimits()
-    iso = isolation(limits.python, limits.namespaces)
+    judges = JudgePool(limits)
+    iso = judges.isolation
     log.info("sandbox: %s", iso.describe())
     slots: queue.Queue[int] = queue.Queue()
     for slot in range(max(1, workers)):
@@ -148,8 +150,8 @@ def evaluate_code(
         for attempt in range(1, _ATTEMPTS + 1):
             slot = slots.get()
             try:
-                result = run_judged(candidate_program(problem, sample.completion), judge_job(problem), limits,
-                                    slot=slot)
+                result = judges.run_judged(candidate_program(problem, sample.completion), judge_job(problem),
+                                           slot=slot)
             finally:
                 slots.put(slot)
             if result.reason != LOST_VERDICT:
@@ -162,7 +164,7 @@ def evaluate_code(
 
     results: list[SampleResult] = []
     columns = (TextColumn("executing samples"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, disable=not show_progress, transient=True) as progress, \
+    with judges, Progress(*columns, disable=not show_progress, transient=True) as progress, \
             ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         bar = progress.add_task("samples", total=len(jobs))
         futures = [pool.submit(run, sample, cid) for sample, cid in jobs]
