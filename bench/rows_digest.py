@@ -33,8 +33,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 QUICKSTART = ["alpaca", "classify", "fim"]
-WORDS = ("alpha beta gamma delta list sort merge parse token file path value index count sum map filter "
-         "reduce string number return print loop class method async await yield tree graph node edge").split()
+WORDS = ["alpha", "beta", "gamma", "delta", "list", "sort", "merge", "parse", "token", "file", "path", "value",
+         "index", "count", "sum", "map", "filter", "reduce", "string", "number", "return", "print", "loop", "class",
+         "method", "async", "await", "yield", "tree", "graph", "node", "edge"]
+
 
 
 def digest(ds) -> tuple[int, str]:

@@ -69,7 +69,7 @@ def build_datasets(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, *, show_p
     The tokenizer gets ``<fim_pad>`` as its pad token when it has none (never eos).
     """
     from sc2tune.data.build import BUILDERS, Progress
-    from sc2tune.modeling import set_pad_token
+    from sc2tune.tokens import set_pad_token
 
     set_pad_token(tokenizer)
     progress = Progress(show_progress)

@@ -24,7 +24,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from sc2tune.data.build import DataBundle, Progress
-from sc2tune.data.cache_key import data_key, key_inputs, tokenizer_fingerprint
+from sc2tune.data.cache_key import data_key, key_inputs, tokenizer_fingerprint, tokenizer_folder
 from sc2tune.data.chunked import build_fim_prepared
 from sc2tune.data.collate import CausalCollator, ClassifyCollator
 from sc2tune.data.integrity import check_cache_folder
@@ -41,6 +41,7 @@ from sc2tune.data.store import (
 from sc2tune.data.stream import build_records_prepared
 from sc2tune.errors import DataError
 from sc2tune.recipe import Recipe
+from sc2tune.tokens import set_pad_token
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +94,23 @@ _OWN_FINGERPRINTS: dict[str, str] = {}
 
 
 def _own_fingerprint(recipe: Recipe, folder: Path, files: dict[str, Any]) -> str:
-    """The fingerprint of the tokenizer the recipe's ``files`` load (``folder``: the prepared folder of
-    the files-only key, whose meta.json keeps it once built; else loaded once per process)."""
+    """The fingerprint of the tokenizer the recipe's ``files`` load, pad token set (``folder``: the prepared
+    folder of the files-only key, whose meta.json keeps it once built; else loaded from the folder or hub id
+    the files are in (:func:`~sc2tune.data.cache_key.tokenizer_folder`), once per process)."""
     if is_complete(folder):
         known = read_meta(folder).get("tokenizer_object")
         if known:
             return known
     memo = json.dumps(files, sort_keys=True)
     if memo not in _OWN_FINGERPRINTS:
-        from sc2tune.modeling import load_tokenizer
+        from transformers import AutoTokenizer
 
-        _OWN_FINGERPRINTS[memo] = tokenizer_fingerprint(load_tokenizer(recipe.model))
+        folder_or_id = tokenizer_folder(recipe.model)  # the files are local: in a folder or the hub cache
+        tokenizer = AutoTokenizer.from_pretrained(str(folder_or_id[0] or folder_or_id[1]), local_files_only=True,
+                                                  revision=recipe.model.revision,
+                                                  trust_remote_code=recipe.model.trust_remote_code)
+        set_pad_token(tokenizer)
+        _OWN_FINGERPRINTS[memo] = tokenizer_fingerprint(tokenizer)
     return _OWN_FINGERPRINTS[memo]
 
 

@@ -74,7 +74,7 @@ def cache_root(spec: str) -> Path:
     or ``~/.cache/sc2tune``, the folder the built-in model is kept in), else the path given; in a shared
     folder, this user's own sub-folder of it (:func:`own_part`)."""
     if spec == "auto":
-        from sc2tune.modeling import cache_dir  # light: modeling imports torch only inside its loaders
+        from sc2tune.tiny import cache_dir  # light: tiny imports torch only inside its builders
 
         return own_part(cache_dir() / "data")
     return own_part(Path(spec).expanduser())
