@@ -1,5 +1,9 @@
 """Prepared data: find the recipe's rows on disk under their content key, or build them there once.
 
+This is the one road from a recipe to rows, for every task. With ``data.cache_dir: null`` the rows are
+prepared the same way into a temporary folder of this process (:func:`~sc2tune.data.store.temporary_root`,
+removed when it exits), and the bundle names no prepared folder (a resumed run prepares them again).
+
 ``prepared_bundle`` computes the key (:mod:`sc2tune.data.cache_key`), and on a miss builds the rows into
 a staging folder that :func:`~sc2tune.data.store.build_once` renames into place: task fim through the
 chunked builder (:mod:`sc2tune.data.chunked`), instruct and classify through the streaming record builder
@@ -15,20 +19,23 @@ the key, so its rows never land where :func:`~sc2tune.data.lookup.lookup_prepare
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import PreTrainedTokenizerBase
 
-from sc2tune.data.build import DataBundle, Progress
 from sc2tune.data.cache_key import data_key, key_inputs, tokenizer_fingerprint, tokenizer_folder
 from sc2tune.data.chunked import build_fim_prepared
 from sc2tune.data.collate import CausalCollator, ClassifyCollator
 from sc2tune.data.integrity import check_cache_folder
-from sc2tune.data.stats import no_rows_error
+from sc2tune.data.progress import Progress
+from sc2tune.data.stats import DataStats, no_rows_error
 from sc2tune.data.store import (
     build_once,
     cache_root,
@@ -36,6 +43,7 @@ from sc2tune.data.store import (
     open_split,
     read_meta,
     stats_from_dict,
+    temporary_root,
     verified_meta,
 )
 from sc2tune.data.stream import build_records_prepared
@@ -43,7 +51,26 @@ from sc2tune.errors import DataError
 from sc2tune.recipe import Recipe
 from sc2tune.tokens import set_pad_token
 
+if TYPE_CHECKING:
+    import datasets
+    import torch
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """What the trainer consumes (formats: :mod:`sc2tune.data.collate`). ``prepared`` is the cache folder the
+    rows are memory-mapped from (None for the temporary one of ``data.cache_dir: null``), ``checksum`` its
+    meta.json's checksum."""
+
+    train: datasets.Dataset
+    eval: datasets.Dataset | None
+    collator: Callable[[list[dict]], dict[str, torch.Tensor]]
+    stats: DataStats
+    id2label: dict[int, str] | None = None
+    prepared: str | None = None
+    checksum: str | None = None  # the prepared folder's meta.json checksum (a run's data.json records it)
 
 
 def _build(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress, inputs: dict[str, Any],
@@ -132,10 +159,15 @@ def prepared_key(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> str:
 
 def prepared_bundle(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress) -> DataBundle:
     """The recipe's rows from ``data.cache_dir`` (built there first on a miss; see module doc)."""
-    assert recipe.data.cache_dir is not None
-    root = cache_root(recipe.data.cache_dir)
+    temporary = recipe.data.cache_dir is None
+    root = temporary_root() if temporary else cache_root(recipe.data.cache_dir)
     fingerprint = tokenizer_fingerprint(tokenizer)
-    inputs = _inputs(recipe, tokenizer, fingerprint)
+    if temporary:  # never looked up: the tokenizer object stands for itself, no need to load the recipe's
+        inputs = key_inputs(recipe, tokenizer)
+        assert inputs is not None  # given a tokenizer, key_inputs always answers
+        inputs["tokenizer"] = {**inputs["tokenizer"], "object": fingerprint}
+    else:
+        inputs = _inputs(recipe, tokenizer, fingerprint)
     key = data_key(inputs)
     start = time.perf_counter()
     with progress.running():
@@ -145,4 +177,5 @@ def prepared_bundle(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress
         log.info("data: cache hit, prepared data in %s", folder)
     else:
         log.info("data: prepared %s in %.1f s", folder, time.perf_counter() - start)
-    return open_prepared(folder, tokenizer.pad_token_id, full=recipe.data.cache_check == "content")
+    bundle = open_prepared(folder, tokenizer.pad_token_id, full=recipe.data.cache_check == "content")
+    return dataclasses.replace(bundle, prepared=None, checksum=None) if temporary else bundle
