@@ -52,7 +52,7 @@ import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from sc2tune.data.cache_key import chunk_key, file_identity
-from sc2tune.data.code_folder import WARN_REASONS, FolderScan, classify_text, list_files, read_regular_file
+from sc2tune.data.code_folder import WARN_REASONS, FolderScan, list_files, read_code_file
 from sc2tune.data.fim import CodeDoc, build_fim
 from sc2tune.data.packing import IGNORE, pack, unpacked
 from sc2tune.data.progress import Progress
@@ -105,18 +105,9 @@ def _init(job: _Job) -> None:
     _JOB = job
 
 
-def _read(f: FileDoc, max_file_bytes: int) -> tuple[str | None, str]:
-    """(skip reason or None, text) by :mod:`sc2tune.data.code_folder`'s rules: only a regular file inside the
-    folder, read with a bound (:func:`~sc2tune.data.code_folder.read_regular_file`), then checked for text."""
-    reason, data = read_regular_file(Path(f.root) / f.rel, f.root, max_file_bytes)
-    if reason is not None:
-        return reason, ""
-    return classify_text(data)
-
-
 def _scan(batch: list[FileDoc]) -> list[str | None]:
     assert _JOB is not None
-    return [_read(f, _JOB.max_file_bytes)[0] for f in batch]
+    return [read_code_file(f.root, f.rel, _JOB.max_file_bytes)[0] for f in batch]
 
 
 def _chunk(task: tuple[str, int, list[Item]]) -> dict[str, Any]:
@@ -129,7 +120,7 @@ def _chunk(task: tuple[str, int, list[Item]]) -> dict[str, Any]:
         if isinstance(item, CodeDoc):
             docs.append(item)
             continue
-        reason, text = _read(item, job.max_file_bytes)
+        reason, text = read_code_file(item.root, item.rel, job.max_file_bytes)
         if reason is None:
             docs.append(CodeDoc(text, item.path, item.repo))
     seqs, counts = build_fim(docs, job.tokenizer, job.fim, job.max_length, seed)
