@@ -30,9 +30,8 @@ are then rebuilt: the price of rows byte-identical to a build from scratch). Add
 shifts the chunks after it the same way, and with ``data.eval`` a fraction changes the held-out draw.
 
 Chunks and seeds depend on the data alone, never on ``data.num_proc``, so the rows are the same for any
-number of workers. A worker
-holds one chunk's text and tokens at a time: peak memory is set by :data:`CHUNK_BYTES` and the number
-of workers, not by the size of the corpus.
+number of workers. A worker holds one chunk's text and tokens at a time: peak memory is set by
+:data:`CHUNK_BYTES` and the number of workers, not by the size of the corpus.
 """
 
 from __future__ import annotations
