@@ -57,16 +57,18 @@ def _stdlib() -> Path:
 
 def prepare_corpus(source: Path, out: Path) -> tuple[int, int]:
     """Copy the files sc2tune accepts (include *.py, exclude site-packages) to ``out``; (files, bytes)."""
-    from sc2tune.data.code_folder import scan_folder
+    from sc2tune.data.code_folder import list_files, read_code_file
 
-    scan = scan_folder(source, include=["*.py"], exclude=["site-packages"], max_file_bytes=1_000_000)
-    size = 0
-    for doc in scan.docs:
-        target = out / doc.path
+    files = size = 0
+    for rel in list_files(source, ["*.py"], ["site-packages"]):
+        reason, text = read_code_file(source, rel, 1_000_000)
+        if reason is not None:
+            continue
+        target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(doc.text, encoding="utf-8")
-        size += len(doc.text.encode("utf-8"))
-    return len(scan.docs), size
+        target.write_text(text, encoding="utf-8")
+        files, size = files + 1, size + len(text.encode("utf-8"))
+    return files, size
 
 
 def timed(cmd: list[str]) -> tuple[float, str]:

@@ -2,7 +2,8 @@
 
 The planner never loads weights. A name resolves to a ``transformers`` config in this order:
 
-1. the built-in ``sc2tune/tiny-starcoder2`` -> :func:`sc2tune.tiny.tiny_config`;
+1. the built-in ``sc2tune/tiny-starcoder2`` -> its config.json in ``sc2tune/assets/configs`` (what
+   :mod:`sc2tune.tiny` builds the model from; not imported here, so validate and plan import no torch);
 2. a local folder with ``config.json`` (or the path of a ``config.json`` file);
 3. a config shipped in ``sc2tune/assets/configs`` (StarCoder2 3B/7B/15B, StarCoder, StarCoderBase 15.5B and 7B),
    so the usual models plan offline; matched by the hub id (``bigcode/starcoder2-7b``) or its last part;
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from sc2tune.architectures import ModelLayout, analytic_layout, layout_of_model
 from sc2tune.errors import UserError
 from sc2tune.hub import ensure_hub_reachable
-from sc2tune.tiny import ASSETS, TINY_CONFIG, is_tiny, tiny_config
+from sc2tune.recipe import TINY_MODEL
 
 if TYPE_CHECKING:
     import torch
@@ -37,7 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONFIGS_DIR = ASSETS / "configs"
+CONFIGS_DIR = Path(__file__).parent / "assets" / "configs"
+#: The built-in model's config.json (``sc2tune.tiny.TINY_CONFIG_FILE``).
+TINY_CONFIG_FILE = CONFIGS_DIR / "tiny-starcoder2.json"
 
 #: Hub ids whose config ships with sc2tune (file stem in ``assets/configs``).
 SHIPPED: dict[str, str] = {
@@ -78,8 +81,8 @@ def _read_json(path: Path) -> dict:
 def load_config(name_or_path: str, *, revision: str | None = None,
                 trust_remote_code: bool = False) -> PretrainedConfig:
     """The transformers config of ``name_or_path`` (see the module docstring for the lookup order)."""
-    if is_tiny(name_or_path):
-        return tiny_config()
+    if name_or_path == TINY_MODEL:
+        return _from_dict(_read_json(TINY_CONFIG_FILE), name_or_path)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -143,8 +146,8 @@ def meta_model(config: PretrainedConfig, *, head: str = "causal-lm", dtype: torc
 def _local_config_data(name_or_path: str, revision: str | None) -> dict[str, Any] | None:
     """config.json of the built-in model, a local folder or file, or a bundled config, as :func:`load_config`
     finds it; None when it would come from the hub or cannot be read (then :func:`load_config` decides)."""
-    if is_tiny(name_or_path):
-        return {"model_type": "starcoder2", **TINY_CONFIG}
+    if name_or_path == TINY_MODEL:
+        return _read_json(TINY_CONFIG_FILE)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         path = path / "config.json"

@@ -213,7 +213,7 @@ def generate(model: InferenceModel | str | Path, prompt: str, sampling: Sampling
 
     Special tokens written in the prompt (``<repo_name>``, ``<file_sep>``) are read as special tokens.
     """
-    from sc2tune.modeling import special_tokens
+    from sc2tune.tokens import special_tokens
 
     lm = _ensure(model, classifier=False)
     eos = special_tokens(lm.tokenizer, need_fim=False).eos
@@ -231,7 +231,7 @@ def infill_prompt_ids(lm: InferenceModel, prefix: str, suffix: str, repo: RepoCo
 
     ``PATH\\n`` is tokenised apart from the code that follows it, as in training.
     """
-    from sc2tune.modeling import special_tokens
+    from sc2tune.tokens import special_tokens
 
     st = special_tokens(lm.tokenizer, need_fim=True)
     enc = lambda text: _encode(lm, text, literal=True)  # noqa: E731
@@ -251,7 +251,7 @@ def infill(model: InferenceModel | str | Path, prefix: str, suffix: str, samplin
            repo: RepoContext | None = None) -> str:
     """Fill in the middle between ``prefix`` and ``suffix`` (PSM, :func:`infill_prompt_ids`); returns only
     the middle. ``repo`` puts the file in its repository as StarCoder2 was trained (module doc)."""
-    from sc2tune.modeling import special_tokens
+    from sc2tune.tokens import special_tokens
 
     lm = _ensure(model, classifier=False)
     st = special_tokens(lm.tokenizer, need_fim=True)

@@ -1,11 +1,8 @@
 """Load the tokenizer and the base model a recipe names.
 
-* Tokenizer: StarCoder2's has no pad token, nor has StarCoder(Base)'s (a different vocabulary with the same
-  end and FIM token names). sc2tune pads with ``<fim_pad>``, never with eos, so the closing ``<|endoftext|>`` is
-  always trained; ``model.config.pad_token_id`` is set to the same id (the classification head finds the last
-  real token through it). Every special token is looked up by name in the model folder's own tokenizer (ids
-  are never assumed); the repository tokens are StarCoder2's ``<repo_name>``/``<file_sep>``, which
-  StarCoder(Base) has not got (it has ``<reponame>``/``<filename>``), so they are optional.
+* Tokenizer: its pad token is ``<fim_pad>``, never eos (:mod:`sc2tune.tokens`, where special tokens are
+  looked up by name); ``model.config.pad_token_id`` is set to the same id (the classification head finds
+  the last real token through it).
 * Model: a hub id, a local folder, or the built-in tiny StarCoder2 (materialised once into a cache folder
   so every code path, quantised loading and streaming merge included, sees an ordinary checkpoint).
   dtype ``auto`` is bfloat16 on a GPU that supports it, else float32. 4-bit NF4 (double quant) or 8-bit
@@ -15,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -25,16 +21,14 @@ from typing import TYPE_CHECKING, Literal
 from sc2tune.errors import UserError
 from sc2tune.hub import ensure_hub_reachable
 from sc2tune.recipe import TASK_HEADS, Dtype, Head, ModelSpec, QuantSpec, Task
-from sc2tune.tiny import TINY_SEED, is_tiny, write_tiny_model
+from sc2tune.tiny import TINY_SEED, cache_dir, is_tiny, write_tiny_model
+from sc2tune.tokens import set_pad_token, special_tokens
 
 if TYPE_CHECKING:  # torch and transformers load where they are used (validate and plan do not need them)
     import torch
     from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-#: Pad token used for every StarCoder-family tokenizer (it has none of its own).
-PAD_TOKEN = "<fim_pad>"
 
 #: Default LoRA targets per architecture (``config.model_type``). StarCoder2 has no gate/up/down
 #: projections: its MLP is c_fc -> GELU -> c_proj. GPTBigCode (StarCoder/StarCoderBase) fuses q, k, v
@@ -43,67 +37,6 @@ DEFAULT_TARGETS: dict[str, list[str]] = {
     "starcoder2": ["q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj"],
     "gpt_bigcode": ["c_attn", "c_proj", "c_fc"],
 }
-
-
-@dataclass(frozen=True)
-class SpecialTokens:
-    """Ids of the StarCoder-family special tokens, looked up by name in the tokenizer (None: not in it)."""
-
-    eos: int
-    fim_prefix: int | None
-    fim_middle: int | None
-    fim_suffix: int | None
-    fim_pad: int | None
-    repo_name: int | None
-    file_sep: int | None
-
-
-def token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int:
-    """Id of ``token`` in ``tokenizer``; a clear error when the tokenizer does not have it."""
-    tid = tokenizer.convert_tokens_to_ids(token)
-    if tid is None or (tokenizer.unk_token_id is not None and tid == tokenizer.unk_token_id
-                       and token != tokenizer.unk_token):
-        raise UserError(
-            f"the tokenizer has no '{token}' token",
-            hint="FIM and padding need the StarCoder/StarCoder2 special tokens; use a StarCoder-family tokenizer",
-        )
-    return int(tid)
-
-
-def optional_token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | None:
-    """Id of ``token``, or None when the tokenizer does not have it."""
-    try:
-        return token_id(tokenizer, token)
-    except UserError:
-        return None
-
-
-def special_tokens(tokenizer: PreTrainedTokenizerBase, *, need_fim: bool = True) -> SpecialTokens:
-    """Look up eos and the FIM/repository tokens by name (never by hard-coded id).
-
-    With ``need_fim`` a missing FIM token is an error; otherwise it is returned as None.
-    """
-    if tokenizer.eos_token_id is None:
-        raise UserError("the tokenizer has no eos token", hint="StarCoder's and StarCoder2's is <|endoftext|>")
-    fim = token_id if need_fim else optional_token_id
-    return SpecialTokens(
-        eos=int(tokenizer.eos_token_id),
-        fim_prefix=fim(tokenizer, "<fim_prefix>"),
-        fim_middle=fim(tokenizer, "<fim_middle>"),
-        fim_suffix=fim(tokenizer, "<fim_suffix>"),
-        fim_pad=fim(tokenizer, PAD_TOKEN),
-        repo_name=optional_token_id(tokenizer, "<repo_name>"),
-        file_sep=optional_token_id(tokenizer, "<file_sep>"),
-    )
-
-
-def cache_dir() -> Path:
-    """Where sc2tune keeps materialised assets (``$SC2TUNE_CACHE`` or ``~/.cache/sc2tune``).
-
-    ``SC2TUNE_CACHE`` is a user setting like ``HF_HOME`` (README, "Where"); this is the one place that reads
-    it (the prepared-data cache, ``data.cache_dir: auto``, is ``cache_dir() / "data"``).
-    """
-    return Path(os.environ.get("SC2TUNE_CACHE", Path.home() / ".cache" / "sc2tune"))
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -159,19 +92,6 @@ def load_tokenizer(spec: ModelSpec) -> PreTrainedTokenizerBase:
         ) from None
     set_pad_token(tokenizer)
     return tokenizer
-
-
-def set_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
-    """Give the tokenizer a pad token distinct from eos: ``<fim_pad>`` when it has one."""
-    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
-        return
-    if PAD_TOKEN in tokenizer.get_vocab():
-        tokenizer.pad_token = PAD_TOKEN
-        return
-    raise UserError(
-        "the tokenizer has no pad token and no <fim_pad> to use as one",
-        hint="padding with eos would stop the model from learning to end; add a pad token to the tokenizer",
-    )
 
 
 def resolve_dtype(dtype: Dtype) -> torch.dtype:

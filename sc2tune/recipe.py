@@ -290,7 +290,7 @@ class DataSpec(_Strict):
         "auto",
         description="Folder of prepared data (Arrow, memory-mapped; one sub-folder per content key, built once "
         "and shared by every process of a job). auto = $SC2TUNE_CACHE/data, else ~/.cache/sc2tune/data; "
-        "null = no cache (build in memory on every run).",
+        "null = no cache (prepared the same way into a temporary folder, removed when the process ends).",
     )
     cache_check: Literal["stat", "content"] = Field(
         "stat",

@@ -8,6 +8,8 @@ randomly initialised from a fixed seed, and the real StarCoder2 tokenizer (49152
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,28 +26,11 @@ TOKENIZER_DIR = ASSETS / "tokenizer"
 TINY_SEED = 1234
 
 
+#: The tiny model's config.json, shipped with the bundled configs (:mod:`sc2tune.configs` reads it there too).
+TINY_CONFIG_FILE = ASSETS / "configs" / "tiny-starcoder2.json"
 #: The tiny model's ``Starcoder2Config`` arguments (its config.json, less ``model_type``).
-TINY_CONFIG: dict[str, Any] = {
-    "vocab_size": 49152,
-    "hidden_size": 128,
-    "intermediate_size": 512,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 16384,
-    "sliding_window": 4096,
-    "rope_theta": 100000.0,
-    "hidden_act": "gelu_pytorch_tanh",
-    "use_bias": True,
-    "norm_epsilon": 1e-5,
-    "bos_token_id": 0,
-    "eos_token_id": 0,
-    "tie_word_embeddings": True,
-    "residual_dropout": 0.0,
-    "embedding_dropout": 0.0,
-    "attention_dropout": 0.0,
-    "torch_dtype": "float32",
-}
+TINY_CONFIG: dict[str, Any] = {k: v for k, v in json.loads(TINY_CONFIG_FILE.read_text(encoding="utf-8")).items()
+                               if k != "model_type"}
 
 
 def tiny_config(*, num_labels: int | None = None) -> Starcoder2Config:
@@ -54,6 +39,15 @@ def tiny_config(*, num_labels: int | None = None) -> Starcoder2Config:
 
     kwargs = {} if num_labels is None else {"num_labels": num_labels}
     return Starcoder2Config(**TINY_CONFIG, **kwargs)
+
+
+def cache_dir() -> Path:
+    """Where sc2tune keeps materialised assets (``$SC2TUNE_CACHE`` or ``~/.cache/sc2tune``): the built-in
+    model written as a checkpoint, and the prepared data of ``data.cache_dir: auto`` (``cache_dir() / "data"``).
+
+    ``SC2TUNE_CACHE`` is a user setting like ``HF_HOME`` (README, "Where"); this is the one place that reads it.
+    """
+    return Path(os.environ.get("SC2TUNE_CACHE", Path.home() / ".cache" / "sc2tune"))
 
 
 def is_tiny(name_or_path: str) -> bool:

@@ -12,7 +12,7 @@ READ = re.compile(r"os\.environ|os\.getenv|getenv\(|environ\.get|environ\[")
 
 #: file -> the reads allowed there
 ALLOWED = {
-    "modeling.py": ['os.environ.get("SC2TUNE_CACHE"'],  # cache_dir(): the documented cache setting, like HF_HOME
+    "tiny.py": ['os.environ.get("SC2TUNE_CACHE"'],  # cache_dir(): the documented cache setting, like HF_HOME
     # the launcher's own variables, read as accelerate reads them (building accelerate's FSDP plugin to ask it
     # raises under FSDP1 on CPU, which is the case being refused)
     "training/distributed.py": ['os.environ.get("FSDP_VERSION"'],

@@ -57,11 +57,17 @@ LATE = "\n\ndef _late() -> None:\n    {}  # noqa: F401\n"
     ("errors.py", LATE.format("import sc2tune.commands"), "layers", "sc2tune.errors -> sc2tune.commands (l."),
     # a part that is in no layer
     ("newpart.py", "X = 1\n", "layers", "- sc2tune.newpart"),
-    # two modules of one subpackage importing each other (data.build imports data.stats)
-    ("data/stats.py", LATE.format("from sc2tune.data import build"), "no-cycles", "- .stats -> .build"),
+    # two modules of one subpackage importing each other (data.prepare imports data.stats)
+    ("data/stats.py", LATE.format("from sc2tune.data import prepare"), "no-cycles", "- .stats -> .prepare"),
     # generation reaching into the merge, although both are in one layer
     ("generation.py", LATE.format("from sc2tune.merging import adapter"), "generation-not-merging",
      "sc2tune.generation -> sc2tune.merging.adapter (l."),
+    # the data package reaching for the model loader (a tokenizer and sc2tune.tokens are all it needs)
+    ("data/fim.py", LATE.format("from sc2tune.modeling import load_model"), "data-not-modeling",
+     "sc2tune.data.fim -> sc2tune.modeling (l."),
+    # configs reaching for the built-in model's builder (which imports torch where it builds)
+    ("configs.py", LATE.format("from sc2tune.tiny import tiny_config"), "configs-not-tiny",
+     "sc2tune.configs -> sc2tune.tiny (l."),
 ])
 def test_each_contract_reports_its_breakage(tmp_path: Path, path: str, added: str, contract: str, reported: str):
     """A copy of the package, broken on purpose: ``lint-imports`` fails that contract and names the import."""
@@ -86,3 +92,11 @@ def test_the_contract_states_architecture_md_layers():
                        flags=re.MULTILINE)
     documented = [{name.strip("`/") for name in re.findall(r"`[^`]+`", row)} for row in table]
     assert stated == documented[::-1]
+
+
+def test_configs_and_architectures_import_no_torch():
+    """What validate and plan read (configs, layouts) stays torch-free at import, in a fresh interpreter."""
+    code = "import sc2tune.configs, sc2tune.architectures; import sys; assert 'torch' not in sys.modules"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -17,10 +17,9 @@ from sc2tune.modeling import (
     local_process_index,
     objective_for,
     running_under_fsdp,
-    special_tokens,
-    token_id,
 )
 from sc2tune.recipe import ModelSpec
+from sc2tune.tokens import special_tokens, token_id
 
 SHARED_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "starcoder2-tokenizer"
 

@@ -20,10 +20,11 @@ import pytest
 from transformers import AutoTokenizer
 
 from sc2tune.errors import UserError
-from sc2tune.modeling import check_tokenizer, load_tokenizer, special_tokens
+from sc2tune.modeling import check_tokenizer, load_tokenizer
 from sc2tune.recipe import ModelSpec
 from sc2tune.tiny import TOKENIZER_DIR
 from sc2tune.tokenizer_files import TokenizerFiles
+from sc2tune.tokens import special_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 

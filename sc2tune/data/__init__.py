@@ -7,7 +7,8 @@ on are in :mod:`sc2tune.data.collate`). Where the rows come from:
   (:mod:`sc2tune.data.prepare`; key in :mod:`sc2tune.data.cache_key`, folders and locks in
   :mod:`sc2tune.data.store`, built in bounded chunks by :mod:`sc2tune.data.chunked` (fim) and
   :mod:`sc2tune.data.stream` (instruct, classify); a hit found light by :mod:`sc2tune.data.lookup`);
-* ``data.cache_dir: null``: built in memory on every call (:mod:`sc2tune.data.build`);
+* ``data.cache_dir: null``: prepared the same way into a temporary folder of this process, removed when it
+  exits (:func:`sc2tune.data.store.temporary_root`);
 * ``prepared=FOLDER``: exactly that prepared folder (a resumed run reads the rows it started with).
 
 Tasks: instruct (template, response-only labels), fim (character-level PSM/SPM FIM on code), classify
@@ -34,12 +35,12 @@ from sc2tune.recipe import Recipe
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from sc2tune.data.build import DataBundle
+    from sc2tune.data.prepare import DataBundle
 
 log = logging.getLogger(__name__)
 
 _LAZY = {"CausalCollator": "collate", "ClassifyCollator": "collate",
-         "DataBundle": "build", "split_fraction": "build", "Template": "templates", "load_template": "templates"}
+         "DataBundle": "prepare", "split_fraction": "split", "Template": "templates", "load_template": "templates"}
 
 
 def __getattr__(name: str) -> Any:
@@ -68,27 +69,19 @@ def build_datasets(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, *, show_p
 
     The tokenizer gets ``<fim_pad>`` as its pad token when it has none (never eos).
     """
-    from sc2tune.data.build import BUILDERS, Progress
-    from sc2tune.modeling import set_pad_token
+    from sc2tune.data.prepare import open_prepared, prepared_bundle, prepared_key
+    from sc2tune.data.progress import Progress
+    from sc2tune.tokens import set_pad_token
 
     set_pad_token(tokenizer)
-    progress = Progress(show_progress)
     if prepared is not None and is_complete(Path(prepared)):
-        from sc2tune.data.prepare import open_prepared, prepared_key
-
         log.info("data: prepared data of the run in %s (not rebuilt)", prepared)
         if prepared_key(recipe, tokenizer) != Path(prepared).name:
             log.warning("data: a source file, the tokenizer or a data key changed since this run started; "
                         "it goes on with the rows it started with (%s)", prepared)
         return open_prepared(Path(prepared), tokenizer.pad_token_id, full=recipe.data.cache_check == "content",
                              expected=prepared_checksum)
-    if recipe.data.cache_dir is not None:
-        from sc2tune.data.prepare import prepared_bundle
-
-        bundle = prepared_bundle(recipe, tokenizer, progress)
-    else:
-        with progress.running():
-            bundle = BUILDERS[recipe.task](recipe, tokenizer, progress)
+    bundle = prepared_bundle(recipe, tokenizer, Progress(show_progress))
     if len(bundle.train) == 0:
         raise no_rows_error(bundle.stats, recipe.data.train)
     s = bundle.stats

@@ -16,9 +16,8 @@ given another one) is told apart by :mod:`sc2tune.data.prepare`, which then adds
 to the key.
 
 Row-shaping code: the data package's own source (``sc2tune/data/*.py``), and outside it the definitions
-rows depend on (:data:`ROW_CODE`: the pad-token rule and the special-token lookup of ``sc2tune.modeling``,
-with every top-level name they use, and the whole source of any sc2tune module they import from), so an
-edited builder never reads rows an older one wrote. Library versions (:data:`ROW_LIBRARIES`: transformers
+rows depend on (:data:`ROW_CODE`: :mod:`sc2tune.tokens`, the pad-token rule and the special-token lookup), so
+an edited builder never reads rows an older one wrote. Library versions (:data:`ROW_LIBRARIES`: transformers
 and tokenizers tokenise, numpy draws the FIM and packing choices, datasets writes the Arrow files) count
 by their installed version (``importlib.metadata``, nothing imported).
 
@@ -48,7 +47,6 @@ The prepared rows of task fim are also keyed per chunk of files (:func:`chunk_ke
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import hashlib
 import json
@@ -78,59 +76,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 BUNDLED_TOKENIZER = Path(__file__).resolve().parents[1] / "assets" / "tokenizer"
 
 
-#: Row-shaping definitions outside ``sc2tune/data``: module file (relative to the package) -> top-level names.
-ROW_CODE: dict[str, tuple[str, ...]] = {"modeling.py": ("set_pad_token", "PAD_TOKEN", "special_tokens")}
+#: sc2tune modules outside ``sc2tune/data`` whose source shapes rows (the pad-token rule, the special-token lookup).
+ROW_CODE = ("tokens.py",)
 #: Installed distributions whose version is part of the key (module doc).
 ROW_LIBRARIES = ("transformers", "tokenizers", "numpy", "datasets")
 _PACKAGE = Path(__file__).resolve().parents[1]
-
-
-def _top_level(tree: ast.Module) -> dict[str, ast.stmt]:
-    """name -> the top-level statement that defines it (def, class, assignment, import)."""
-    out: dict[str, ast.stmt] = {}
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            out[node.name] = node
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for t in targets:
-                if isinstance(t, ast.Name):
-                    out[t.id] = node
-        elif isinstance(node, ast.ImportFrom):
-            for alias in node.names:
-                out[alias.asname or alias.name] = node
-    return out
-
-
-def _definitions(module: str, names: tuple[str, ...]) -> str:
-    """The source of ``names`` in ``sc2tune/<module>`` and of every top-level name they use, transitively;
-    an sc2tune module they import a name from counts by its whole source (read, never imported)."""
-    source = (_PACKAGE / module).read_text(encoding="utf-8")
-    defs = _top_level(ast.parse(source))
-    seen: list[ast.stmt] = []
-    todo = [n for n in names if n in defs]
-    done: set[str] = set()
-    while todo:
-        name = todo.pop()
-        if name in done:
-            continue
-        done.add(name)
-        node = defs[name]
-        if node not in seen:
-            seen.append(node)
-        if isinstance(node, ast.ImportFrom):
-            continue
-        todo.extend(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in defs)
-    parts = []
-    for node in sorted(seen, key=lambda n: n.lineno):
-        if isinstance(node, ast.ImportFrom):
-            if node.module and node.module.startswith("sc2tune."):
-                other = _PACKAGE.joinpath(*node.module.split(".")[1:])
-                path = other / "__init__.py" if other.is_dir() else other.with_suffix(".py")
-                parts.append(f"{node.module}\0" + path.read_text(encoding="utf-8"))
-            continue
-        parts.append(ast.get_source_segment(source, node) or "")
-    return "\n".join(parts)
 
 
 def _code_hash() -> str:
@@ -138,8 +88,8 @@ def _code_hash() -> str:
     digest = hashlib.sha256()
     for path in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    for module, names in sorted(ROW_CODE.items()):
-        digest.update(module.encode() + b"\0" + _definitions(module, names).encode())
+    for module in ROW_CODE:
+        digest.update(module.encode() + b"\0" + (_PACKAGE / module).read_bytes())
     return digest.hexdigest()
 
 
@@ -156,7 +106,7 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
-def _tokenizer_folder(spec: ModelSpec) -> tuple[Path | None, str | None]:
+def tokenizer_folder(spec: ModelSpec) -> tuple[Path | None, str | None]:
     """(local folder, None) or (None, hub id) where ``spec``'s tokenizer files are."""
     if spec.name_or_path == TINY_MODEL:
         return BUNDLED_TOKENIZER, None
@@ -169,7 +119,7 @@ def _tokenizer_folder(spec: ModelSpec) -> tuple[Path | None, str | None]:
 def tokenizer_files(spec: ModelSpec) -> list[list[str]] | None:
     """[name, sha256] of each tokenizer file of ``spec`` (see module doc); None when none can be found
     without downloading (a hub id not in the local cache)."""
-    folder, hub_id = _tokenizer_folder(spec)
+    folder, hub_id = tokenizer_folder(spec)
     found: list[tuple[str, Path]] = []
     if folder is not None:
         found = [(name, folder / name) for name in TOKENIZER_FILES if (folder / name).is_file()]

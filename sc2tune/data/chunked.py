@@ -3,10 +3,10 @@
 1. *List.* The files of each folder of code (``list_files``: include/exclude, sorted) become file
    references; record sources (a text column) become documents. Nothing is read yet.
 2. *Scan.* Workers read and classify every file (``classify_text``: binary, non-UTF-8, generated, ...)
-   and report only the skip reason; kept files are ordered as the in-memory path orders them
-   (by repository, then path, with ``fim.repo_context``).
-3. *Split.* ``data.eval`` as a fraction holds out the same documents (or whole repositories) as the
-   in-memory path: :func:`~sc2tune.data.build.split_documents` over the kept documents.
+   and report only the skip reason; kept files are ordered by repository, then path, with
+   ``fim.repo_context`` (else as listed: sorted paths).
+3. *Split.* ``data.eval`` as a fraction holds out documents (or whole repositories):
+   :func:`~sc2tune.data.split.split_documents` over the kept documents.
 4. *Chunks.* Each split is cut into runs of consecutive documents of at most :data:`CHUNK_BYTES` (a
    larger document is a chunk alone). Chunk ``c`` of a split with seed ``s`` (train: ``data.fim.seed``, else ``train.seed``,
    eval: ``train.seed + 1``) draws its FIM choices and packs with
@@ -30,9 +30,8 @@ are then rebuilt: the price of rows byte-identical to a build from scratch). Add
 shifts the chunks after it the same way, and with ``data.eval`` a fraction changes the held-out draw.
 
 Chunks and seeds depend on the data alone, never on ``data.num_proc``, so the rows are the same for any
-number of workers, and a corpus of one chunk gives exactly the rows of the in-memory path. A worker
-holds one chunk's text and tokens at a time: peak memory is set by :data:`CHUNK_BYTES` and the number
-of workers, not by the size of the corpus.
+number of workers. A worker holds one chunk's text and tokens at a time: peak memory is set by
+:data:`CHUNK_BYTES` and the number of workers, not by the size of the corpus.
 """
 
 from __future__ import annotations
@@ -51,12 +50,13 @@ from typing import Any
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from sc2tune.data.build import Progress, record_docs, split_documents
 from sc2tune.data.cache_key import chunk_key, file_identity
-from sc2tune.data.code_folder import WARN_REASONS, FolderScan, classify_text, list_files, read_regular_file
+from sc2tune.data.code_folder import WARN_REASONS, FolderScan, list_files, read_code_file
 from sc2tune.data.fim import CodeDoc, build_fim
 from sc2tune.data.packing import IGNORE, pack, unpacked
-from sc2tune.data.sources import resolve_sources
+from sc2tune.data.progress import Progress
+from sc2tune.data.sources import Source, load_records, resolve_sources
+from sc2tune.data.split import split_documents
 from sc2tune.data.stats import DataStats, SplitStats
 from sc2tune.data.store import chunk_rel, clear_chunk_leftovers, load_chunk, put_chunk
 from sc2tune.errors import DataError
@@ -104,18 +104,9 @@ def _init(job: _Job) -> None:
     _JOB = job
 
 
-def _read(f: FileDoc, max_file_bytes: int) -> tuple[str | None, str]:
-    """(skip reason or None, text) by the in-memory path's rules: only a regular file inside the folder,
-    read with a bound (:func:`~sc2tune.data.code_folder.read_regular_file`), then checked for text."""
-    reason, data = read_regular_file(Path(f.root) / f.rel, f.root, max_file_bytes)
-    if reason is not None:
-        return reason, ""
-    return classify_text(data)
-
-
 def _scan(batch: list[FileDoc]) -> list[str | None]:
     assert _JOB is not None
-    return [_read(f, _JOB.max_file_bytes)[0] for f in batch]
+    return [read_code_file(f.root, f.rel, _JOB.max_file_bytes)[0] for f in batch]
 
 
 def _chunk(task: tuple[str, int, list[Item]]) -> dict[str, Any]:
@@ -128,7 +119,7 @@ def _chunk(task: tuple[str, int, list[Item]]) -> dict[str, Any]:
         if isinstance(item, CodeDoc):
             docs.append(item)
             continue
-        reason, text = _read(item, job.max_file_bytes)
+        reason, text = read_code_file(item.root, item.rel, job.max_file_bytes)
         if reason is None:
             docs.append(CodeDoc(text, item.path, item.repo))
     seqs, counts = build_fim(docs, job.tokenizer, job.fim, job.max_length, seed)
@@ -186,6 +177,27 @@ def chunks(items: list[Item], limit: int | None = None) -> list[list[Item]]:
     if current:
         out.append(current)
     return out
+
+
+def record_docs(recipe: Recipe, src: Source, key: str, stats: DataStats) -> list[CodeDoc]:
+    """FIM documents from a record source (``data.text_column`` of each record); empty texts are counted
+    as skipped. Repository context needs a folder, so it is an error here."""
+    d = recipe.data
+    if d.fim.repo_context:
+        raise DataError(f"{key}: {src.path}: fim.repo_context needs a folder of repositories",
+                        hint="point data.train at a folder whose sub-folders are repositories")
+    value = src.path if src.kind != "hub" else (f"hub:{src.path}" + (f":{src.split}" if src.split else "")
+                                                + (f"@{src.revision}" if src.revision else ""))
+    rec = load_records(value, key, required=[d.text_column],
+                       text_fields=[d.text_column], column_map=d.column_map, purpose="task fim",
+                       max_record_bytes=d.max_record_bytes)
+    docs = []
+    for i, text in enumerate(rec.columns[d.text_column]):
+        if text.strip():
+            docs.append(CodeDoc(text, rec.where(i)))
+        else:
+            stats.skipped["empty"] = stats.skipped.get("empty", 0) + 1
+    return docs
 
 
 def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats,

@@ -40,11 +40,6 @@ def _is_int(name: str) -> bool:
     return name.lstrip("-").isdigit()
 
 
-def label_ids(records: Records, column: str, num_labels: int | None) -> dict[int, str]:
-    """id2label for the training labels (see module doc)."""
-    return label_ids_of({label_name(v) for v in records.columns[column]}, column, num_labels)
-
-
 def label_ids_of(names: set[str], column: str, num_labels: int | None) -> dict[int, str]:
     """id2label for the set of training label names (see module doc)."""
     integer = all(_is_int(n) for n in names)
@@ -58,18 +53,6 @@ def label_ids_of(names: set[str], column: str, num_labels: int | None) -> dict[i
         raise DataError(f"data.train has {len(ordered)} labels ({', '.join(ordered[:20])}) but model.num_labels "
                         f"is {num_labels}", hint="fix model.num_labels or leave it unset to infer it")
     return dict(enumerate(ordered))
-
-
-def check_eval_labels(records: Records, column: str, id2label: dict[int, str]) -> None:
-    """An eval label that training never saw is an error naming where it first appears."""
-    known = set(id2label.values())
-    unseen: dict[str, int] = {}
-    for i, v in enumerate(records.columns[column]):
-        name = label_name(v)
-        if name not in known and name not in unseen:
-            unseen[name] = i
-    if unseen:
-        raise unseen_labels_error({n: records.where(i) for n, i in unseen.items()}, id2label)
 
 
 def unseen_labels_error(unseen: dict[str, str], id2label: dict[int, str]) -> DataError:
@@ -130,15 +113,13 @@ class _Tokenize:
 
 
 def tokenize_classify(records: Records, tokenizer: PreTrainedTokenizerBase, *, text: str, pair: str | None,
-                      label: str, id2label: dict[int, str], max_length: int, side: str,
-                      num_proc: int | None, desc: str = "tokenize"
+                      label: str, id2label: dict[int, str], max_length: int, side: str
                       ) -> tuple[datasets.Dataset, SplitStats, dict[str, int]]:
     """(dataset with input_ids and labels, counts, examples per label name)."""
     label2id = {name: i for i, name in id2label.items()}
     ds = datasets.Dataset.from_dict(records.columns)
     fn = _Tokenize(tokenizer, text, pair, label, label2id, max_length, side)
-    mapped = ds.map(fn, batched=True, batch_size=1000, num_proc=num_proc, remove_columns=ds.column_names,
-                    desc=desc, load_from_cache_file=False)
+    mapped = ds.map(fn, batched=True, batch_size=1000, remove_columns=ds.column_names, load_from_cache_file=False)
     cut = np.asarray(mapped["_cut"], dtype=np.int64)
     mapped = mapped.remove_columns("_cut")
     lengths = np.diff(mapped.data.table.column("input_ids").combine_chunks().offsets.to_numpy())

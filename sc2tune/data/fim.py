@@ -55,8 +55,8 @@ from transformers import PreTrainedTokenizerBase
 
 from sc2tune.data.packing import TokenSeqs
 from sc2tune.errors import DataError, UserError
-from sc2tune.modeling import special_tokens
 from sc2tune.recipe import FimSpec
+from sc2tune.tokens import special_tokens
 
 #: Spare tokens per window for the re-tokenisation around the two cut points.
 FIM_SLACK = 8

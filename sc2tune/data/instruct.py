@@ -59,13 +59,11 @@ class _Tokenize:
 
 
 def tokenize_instruct(records: Records, template: Template, tokenizer: PreTrainedTokenizerBase, *,
-                      max_length: int, train_on_prompt: bool, num_proc: int | None,
-                      desc: str = "tokenize") -> tuple[TokenSeqs, SplitStats]:
+                      max_length: int, train_on_prompt: bool) -> tuple[TokenSeqs, SplitStats]:
     """Token sequences for instruction records (see module doc) and their counts."""
     ds = datasets.Dataset.from_dict(records.columns)
     fn = _Tokenize(template, tokenizer, max_length, train_on_prompt)
-    mapped = ds.map(fn, batched=True, batch_size=1000, num_proc=num_proc, remove_columns=ds.column_names,
-                    desc=desc, load_from_cache_file=False)
+    mapped = ds.map(fn, batched=True, batch_size=1000, remove_columns=ds.column_names, load_from_cache_file=False)
     table = mapped.data.table
     keep = table.column("_keep").to_numpy(zero_copy_only=False).astype(bool)
     cut = table.column("_cut").to_numpy(zero_copy_only=False).astype(np.int64)

@@ -85,7 +85,7 @@ def check_cache_folder(root: Path) -> None:
             raise DataError(f"data.cache_dir: the prepared-data cache {root}{where} is not safe to use: "
                             f"{folder} is {reason}",
                             hint="use a folder only you can write (chmod go-w, or chmod +t for a shared one), "
-                            "or set data.cache_dir to another folder, or null to build in memory")
+                            "or set data.cache_dir to another folder, or null for a temporary one")
 
 
 def check_owned(paths: list[Path], folder: Path) -> None:

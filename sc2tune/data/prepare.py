@@ -1,5 +1,9 @@
 """Prepared data: find the recipe's rows on disk under their content key, or build them there once.
 
+This is the one road from a recipe to rows, for every task. With ``data.cache_dir: null`` the rows are
+prepared the same way into a temporary folder of this process (:func:`~sc2tune.data.store.temporary_root`,
+removed when it exits), and the bundle names no prepared folder (a resumed run prepares them again).
+
 ``prepared_bundle`` computes the key (:mod:`sc2tune.data.cache_key`), and on a miss builds the rows into
 a staging folder that :func:`~sc2tune.data.store.build_once` renames into place: task fim through the
 chunked builder (:mod:`sc2tune.data.chunked`), instruct and classify through the streaming record builder
@@ -15,20 +19,23 @@ the key, so its rows never land where :func:`~sc2tune.data.lookup.lookup_prepare
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import PreTrainedTokenizerBase
 
-from sc2tune.data.build import DataBundle, Progress
-from sc2tune.data.cache_key import data_key, key_inputs, tokenizer_fingerprint
+from sc2tune.data.cache_key import data_key, key_inputs, tokenizer_fingerprint, tokenizer_folder
 from sc2tune.data.chunked import build_fim_prepared
 from sc2tune.data.collate import CausalCollator, ClassifyCollator
 from sc2tune.data.integrity import check_cache_folder
-from sc2tune.data.stats import no_rows_error
+from sc2tune.data.progress import Progress
+from sc2tune.data.stats import DataStats, no_rows_error
 from sc2tune.data.store import (
     build_once,
     cache_root,
@@ -36,13 +43,34 @@ from sc2tune.data.store import (
     open_split,
     read_meta,
     stats_from_dict,
+    temporary_root,
     verified_meta,
 )
 from sc2tune.data.stream import build_records_prepared
 from sc2tune.errors import DataError
 from sc2tune.recipe import Recipe
+from sc2tune.tokens import set_pad_token
+
+if TYPE_CHECKING:
+    import datasets
+    import torch
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    """What the trainer consumes (formats: :mod:`sc2tune.data.collate`). ``prepared`` is the cache folder the
+    rows are memory-mapped from (None for the temporary one of ``data.cache_dir: null``), ``checksum`` its
+    meta.json's checksum."""
+
+    train: datasets.Dataset
+    eval: datasets.Dataset | None
+    collator: Callable[[list[dict]], dict[str, torch.Tensor]]
+    stats: DataStats
+    id2label: dict[int, str] | None = None
+    prepared: str | None = None
+    checksum: str | None = None  # the prepared folder's meta.json checksum (a run's data.json records it)
 
 
 def _build(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress, inputs: dict[str, Any],
@@ -93,17 +121,23 @@ _OWN_FINGERPRINTS: dict[str, str] = {}
 
 
 def _own_fingerprint(recipe: Recipe, folder: Path, files: dict[str, Any]) -> str:
-    """The fingerprint of the tokenizer the recipe's ``files`` load (``folder``: the prepared folder of
-    the files-only key, whose meta.json keeps it once built; else loaded once per process)."""
+    """The fingerprint of the tokenizer the recipe's ``files`` load, pad token set (``folder``: the prepared
+    folder of the files-only key, whose meta.json keeps it once built; else loaded from the folder or hub id
+    the files are in (:func:`~sc2tune.data.cache_key.tokenizer_folder`), once per process)."""
     if is_complete(folder):
         known = read_meta(folder).get("tokenizer_object")
         if known:
             return known
     memo = json.dumps(files, sort_keys=True)
     if memo not in _OWN_FINGERPRINTS:
-        from sc2tune.modeling import load_tokenizer
+        from transformers import AutoTokenizer
 
-        _OWN_FINGERPRINTS[memo] = tokenizer_fingerprint(load_tokenizer(recipe.model))
+        folder_or_id = tokenizer_folder(recipe.model)  # the files are local: in a folder or the hub cache
+        tokenizer = AutoTokenizer.from_pretrained(str(folder_or_id[0] or folder_or_id[1]), local_files_only=True,
+                                                  revision=recipe.model.revision,
+                                                  trust_remote_code=recipe.model.trust_remote_code)
+        set_pad_token(tokenizer)
+        _OWN_FINGERPRINTS[memo] = tokenizer_fingerprint(tokenizer)
     return _OWN_FINGERPRINTS[memo]
 
 
@@ -125,10 +159,15 @@ def prepared_key(recipe: Recipe, tokenizer: PreTrainedTokenizerBase) -> str:
 
 def prepared_bundle(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress) -> DataBundle:
     """The recipe's rows from ``data.cache_dir`` (built there first on a miss; see module doc)."""
-    assert recipe.data.cache_dir is not None
-    root = cache_root(recipe.data.cache_dir)
+    temporary = recipe.data.cache_dir is None
+    root = temporary_root() if temporary else cache_root(recipe.data.cache_dir)
     fingerprint = tokenizer_fingerprint(tokenizer)
-    inputs = _inputs(recipe, tokenizer, fingerprint)
+    if temporary:  # never looked up: the tokenizer object stands for itself, no need to load the recipe's
+        inputs = key_inputs(recipe, tokenizer)
+        assert inputs is not None  # given a tokenizer, key_inputs always answers
+        inputs["tokenizer"] = {**inputs["tokenizer"], "object": fingerprint}
+    else:
+        inputs = _inputs(recipe, tokenizer, fingerprint)
     key = data_key(inputs)
     start = time.perf_counter()
     with progress.running():
@@ -138,4 +177,5 @@ def prepared_bundle(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress
         log.info("data: cache hit, prepared data in %s", folder)
     else:
         log.info("data: prepared %s in %.1f s", folder, time.perf_counter() - start)
-    return open_prepared(folder, tokenizer.pad_token_id, full=recipe.data.cache_check == "content")
+    bundle = open_prepared(folder, tokenizer.pad_token_id, full=recipe.data.cache_check == "content")
+    return dataclasses.replace(bundle, prepared=None, checksum=None) if temporary else bundle

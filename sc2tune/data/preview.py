@@ -70,7 +70,7 @@ FIM_SCAN = 2000
 
 def fim_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int] | None:
     """Ids of ``<fim_prefix>`` and ``<fim_suffix>`` (None when the tokenizer lacks them)."""
-    from sc2tune.modeling import special_tokens
+    from sc2tune.tokens import special_tokens
 
     st = special_tokens(tokenizer, need_fim=False)
     return (st.fim_prefix, st.fim_suffix) if st.fim_prefix is not None and st.fim_suffix is not None else None

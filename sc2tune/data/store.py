@@ -1,6 +1,7 @@
 """Prepared data on disk: one folder per content key, written atomically, built by one process at a time.
 
-Layout under the cache folder (``data.cache_dir``; in a shared one, ``user-UID/`` of it: :func:`own_part`)::
+Layout under the cache folder (``data.cache_dir``; in a shared one, ``user-UID/`` of it: :func:`own_part`;
+with ``data.cache_dir: null`` a temporary folder of this process alone: :func:`temporary_root`)::
 
     KEY/                        a complete prepared folder (only ever renamed into place whole)
         meta.json               task, statistics, label names, the key's inputs, the parts of each split,
@@ -33,6 +34,7 @@ Nothing is ever garbage-collected: delete the cache folder (or old ``KEY/`` and 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -40,6 +42,7 @@ import os
 import shutil
 import socket
 import stat
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,6 +70,8 @@ META = "meta.json"
 SPLITS = ("train", "eval")
 CHUNKS = "chunks"
 ROWS = "rows.arrow"
+#: Name prefix of the temporary cache folders of ``data.cache_dir: null`` (:func:`temporary_root`).
+TEMPORARY = "sc2tune-data-"
 
 
 def cache_root(spec: str) -> Path:
@@ -74,7 +79,7 @@ def cache_root(spec: str) -> Path:
     or ``~/.cache/sc2tune``, the folder the built-in model is kept in), else the path given; in a shared
     folder, this user's own sub-folder of it (:func:`own_part`)."""
     if spec == "auto":
-        from sc2tune.modeling import cache_dir  # light: modeling imports torch only inside its loaders
+        from sc2tune.tiny import cache_dir  # light: tiny imports torch only inside its builders
 
         return own_part(cache_dir() / "data")
     return own_part(Path(spec).expanduser())
@@ -200,14 +205,39 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _owner_gone(tag: str) -> bool:
+    """Whether ``tag`` = ``HOST-PID`` names a process of this host that has ended."""
+    host, _, pid = tag.rpartition("-")
+    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+
+
 def clear_chunk_leftovers(root: Path) -> None:
     """Remove the chunk staging folders of builds on this host whose process is gone."""
-    host = socket.gethostname()
     for stale in (root / CHUNKS).glob(".*.staging-*"):
-        owner_host, _, pid = stale.name.rsplit(".staging-", 1)[1].rpartition("-")
-        if owner_host == host and pid.isdigit() and not _alive(int(pid)):
+        if _owner_gone(stale.name.rsplit(".staging-", 1)[1]):
             log.info("removing %s, left by an interrupted build", stale)
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def temporary_root() -> Path:
+    """The cache folder of ``data.cache_dir: null``: a fresh private folder (mode 0700) in the system's
+    temporary folder, ``sc2tune-data-HOST-PID-XXXXXXXX``, removed when this process exits (``atexit``; the
+    rows are memory-mapped from it until then). Each process gets its own (the ranks of a launch each
+    prepare theirs), and one left by a killed process of this host is removed by the next one made."""
+    base = Path(tempfile.gettempdir())
+    for stale in base.glob(f"{TEMPORARY}*"):
+        with contextlib.suppress(OSError):
+            if stale.lstat().st_uid == os.geteuid() and _owner_gone(stale.name[len(TEMPORARY):].rpartition("-")[0]):
+                log.info("removing %s, left by a process that was killed", stale)
+                shutil.rmtree(stale, ignore_errors=True)  # a link is refused, not followed
+    root = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY}{socket.gethostname()}-{os.getpid()}-", dir=base))
+    atexit.register(_remove_own, root, os.getpid())
+    return root
+
+
+def _remove_own(root: Path, pid: int) -> None:
+    if os.getpid() == pid:  # not in a forked child that inherited the handler
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _holder(path: Path) -> str:
@@ -253,7 +283,7 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]], *,
     except OSError as err:
         if not root.is_dir():  # else made meanwhile by another process
             raise DataError(f"data.cache_dir: cannot create {root} ({err.strerror})",
-                            hint="set data.cache_dir to a writable folder, or null to build in memory") from None
+                            hint="set data.cache_dir to a writable folder, or null for a temporary one") from None
     check_cache_folder(root)
     lock_path = root / f"{key}.lock"
     holder = root / f"{key}.lock.holder"

@@ -1,10 +1,10 @@
 """Tasks instruct and classify in bounded memory: records -> tokens -> (packed) rows -> Arrow, a chunk at a time.
 
-1. *Split.* ``data.eval`` as a fraction holds out the records the in-memory path holds out:
-   :func:`~sc2tune.data.build.split_fraction` over the record count, which a first pass over the sources
-   counts (classify: the same pass collects each record's label as a small integer code; id2label comes
-   from the training records' labels exactly as :func:`~sc2tune.data.classification.label_ids` gives it,
-   and an eval label training never saw is the same error, naming the record).
+1. *Split.* ``data.eval`` as a fraction holds out records: :func:`~sc2tune.data.split.split_fraction`
+   over the record count, which a first pass over the sources counts (classify: the same pass collects
+   each record's label as a small integer code; id2label comes from the training records' label names,
+   :func:`~sc2tune.data.classification.label_ids_of`, and an eval label training never saw is an error
+   naming the record).
 2. *Encode.* Each split is read again, :data:`~sc2tune.data.sources.CHUNK_RECORDS` records at a time
    (:func:`~sc2tune.data.sources.iter_records`: the same checks and ``file:line`` errors), the held-out
    records of the other split left out. ``data.num_proc`` workers template + tokenize (instruct,
@@ -18,8 +18,8 @@
    Rows go to ``SPLIT/00000.arrow`` through one Arrow writer per split.
 
 Chunks and pack buffers are cut by the data alone, never by ``data.num_proc``: the rows are the same for
-any number of workers, and data of one pack buffer gives exactly the rows of the in-memory path (more
-than one: the same sequences and counts, packed within each buffer). Memory holds one chunk of records
+any number of workers (more than one pack buffer: the same sequences and counts as one, packed within each
+buffer). Memory holds one chunk of records
 per worker in flight, one pack buffer, and one int32 label code per record (classify); it does not grow
 with the number of records otherwise.
 """
@@ -41,12 +41,13 @@ import datasets
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
-from sc2tune.data.build import Progress, split_fraction
 from sc2tune.data.chunked import chunk_seed
 from sc2tune.data.classification import label_ids_of, label_name, tokenize_classify, unseen_labels_error
 from sc2tune.data.instruct import tokenize_instruct
 from sc2tune.data.packing import IGNORE, TokenSeqs, pack, unpacked
+from sc2tune.data.progress import Progress
 from sc2tune.data.sources import Records, iter_records
+from sc2tune.data.split import split_fraction
 from sc2tune.data.stats import DataStats, SplitStats
 from sc2tune.data.store import part_writer
 from sc2tune.data.templates import Template, load_template
@@ -95,12 +96,11 @@ def _encode(records: Records) -> dict[str, Any]:
     if job.task == "instruct":
         assert job.template is not None
         seqs, split = tokenize_instruct(records, job.template, job.tokenizer, max_length=job.max_length,
-                                        train_on_prompt=job.train_on_prompt, num_proc=None)
+                                        train_on_prompt=job.train_on_prompt)
         return {"seqs": seqs, "split": split, "n": len(records)}
     assert job.id2label is not None
     ds, split, counts = tokenize_classify(records, job.tokenizer, text=job.text, pair=job.pair, label=job.label,
-                                          id2label=job.id2label, max_length=job.max_length, side=job.side,
-                                          num_proc=None)
+                                          id2label=job.id2label, max_length=job.max_length, side=job.side)
     return {"table": ds.data.table, "split": split, "counts": counts, "n": len(records)}
 
 

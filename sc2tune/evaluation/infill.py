@@ -35,7 +35,7 @@ from transformers import PreTrainedTokenizerBase
 from sc2tune.evaluation.intervals import bootstrap_interval
 from sc2tune.evaluation.problems import fim_cut
 from sc2tune.metrics import edit_similarity, exact_match, text_scores
-from sc2tune.modeling import special_tokens
+from sc2tune.tokens import special_tokens
 
 
 @dataclass(frozen=True)

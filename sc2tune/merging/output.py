@@ -257,7 +257,7 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, ad
     names them, so the folder loads as they do. ``trust_remote_code``: a tokenizer from its own code may be
     loaded to copy it (without it such a tokenizer is a UserError; :func:`sc2tune.merging.merge` checks
     :func:`tokenizer_source` before streaming, so this is only a backstop)."""
-    from sc2tune.modeling import set_pad_token
+    from sc2tune.tokens import set_pad_token
 
     tok_dir = tokenizer_source(adapter_dir, base_dir)
     tokenizer = None

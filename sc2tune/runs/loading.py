@@ -137,7 +137,8 @@ def trained_tokenizer(folder: TrainedFolder, which: Which = "adapter", *, trust_
     (the caller's say) or the recipe's (confirmed) ``model.trust_remote_code``."""
     from transformers import AutoTokenizer
 
-    from sc2tune.modeling import load_tokenizer, set_pad_token
+    from sc2tune.modeling import load_tokenizer
+    from sc2tune.tokens import set_pad_token
 
     candidates = [folder.merged_dir] if which == "merged" else []
     candidates += [folder.adapter_dir, folder.full_dir, folder.merged_dir]

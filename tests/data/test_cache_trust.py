@@ -168,22 +168,13 @@ def test_key_sees_library_versions(tmp_path, monkeypatch):
 def test_key_sees_row_shaping_code_outside_the_data_package(tmp_path, monkeypatch):
     package = tmp_path / "pkg"
     package.mkdir()
-    (package / "helpers.py").write_text("def token_id(t, name):\n    return 1\n")
-    modeling = ("from sc2tune.helpers import token_id\nPAD_TOKEN = '<fim_pad>'\n"
-                "def unrelated():\n    return 0\n"
-                "def _fim(t):\n    return token_id(t, '<fim_prefix>')\n"
-                "def special_tokens(t):\n    return _fim(t)\n"
-                "def set_pad_token(t):\n    t.pad_token = PAD_TOKEN\n")
-    (package / "modeling.py").write_text(modeling)
+    (package / "tokens.py").write_text("PAD_TOKEN = '<fim_pad>'\n")
     monkeypatch.setattr(cache_key, "_PACKAGE", package)
     base = cache_key._code_hash()
-    (package / "modeling.py").write_text(modeling.replace("return 0", "return 1"))  # not used by rows
+    (package / "tokens.py").write_text("PAD_TOKEN = '<|endoftext|>'\n")  # another pad rule: other rows
+    assert cache_key._code_hash() != base
+    (package / "tokens.py").write_text("PAD_TOKEN = '<fim_pad>'\n")
     assert cache_key._code_hash() == base
-    (package / "modeling.py").write_text(modeling.replace("'<fim_prefix>'", "'<fim_suffix>'"))  # a helper it calls
-    assert cache_key._code_hash() != base
-    (package / "modeling.py").write_text(modeling)
-    (package / "helpers.py").write_text("def token_id(t, name):\n    return 2\n")  # the module it imports from
-    assert cache_key._code_hash() != base
 
 
 def test_key_sees_the_hub_datasets_resolved_revision(tmp_path, monkeypatch):

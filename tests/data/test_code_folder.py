@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 from contextlib import contextmanager
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 
 from sc2tune.data import build_datasets
-from sc2tune.data.code_folder import list_files, scan_folder
+from sc2tune.data.code_folder import FolderScan, list_files, read_code_file
 from sc2tune.errors import DataError
 from sc2tune.recipe import recipe_from_dict
 
@@ -36,21 +39,47 @@ def _tree(root):
     (root / "repo_b/big.py").write_text("y = 2\n" * 100)
 
 
+@dataclass
+class _Doc:
+    path: str
+    text: str
+
+
+def _scan(root, *, include, exclude, max_file_bytes) -> SimpleNamespace:
+    """What the fim pipeline reads of a folder (sc2tune.data.chunked, one file at a time): the documents, in
+    path order, and the skips of the listing and of the reads."""
+    scan, docs = FolderScan(), []
+    for rel in list_files(root, include, exclude, scan):
+        reason, text = read_code_file(root, rel, max_file_bytes)
+        if reason is None:
+            docs.append(_Doc(rel.as_posix(), text))
+        else:
+            scan.skip(reason, rel)
+    return SimpleNamespace(docs=docs, skipped=scan.skipped, examples=scan.examples)
+
+
 def test_scan_skips_and_counts(tmp_path):
     _tree(tmp_path)
-    scan = scan_folder(tmp_path, include=["*.py"], exclude=["tests"], max_file_bytes=500)
+    scan = _scan(tmp_path, include=["*.py"], exclude=["tests"], max_file_bytes=500)
     assert sorted(d.path for d in scan.docs) == ["repo_a/main.py", "repo_a/util.py", "repo_b/pkg/mod.py", "top.py"]
     assert dict(scan.skipped) == {"generated": 2, "empty": 1, "binary": 1, "non_utf8": 1, "too_large": 1}
 
 
-def test_scan_by_repository(tmp_path):
-    _tree(tmp_path)
-    scan = scan_folder(tmp_path, include=["*.py", "*.md"], exclude=[], max_file_bytes=10_000, by_repo=True)
-    got = [(d.repo, d.path) for d in scan.docs]
-    assert got == [("repo_a", "README.md"), ("repo_a", "main.py"), ("repo_a", "tests/test_x.py"),
-                   ("repo_a", "util.py"), ("repo_b", "big.py"), ("repo_b", "pkg/mod.py"), (tmp_path.name, "top.py")]
-    exclusive = scan_folder(tmp_path, include=["repo_a/*.py"], exclude=["repo_a/util.py"], max_file_bytes=10_000)
-    assert [d.path for d in exclusive.docs] == ["repo_a/main.py"]
+def test_repositories_are_the_sub_folders(tmp_path, tokenizer):
+    _tree(tmp_path / "code")
+    recipe = recipe_from_dict({"task": "fim", "data": {
+        "train": str(tmp_path / "code"), "include": ["*.py", "*.md"], "eval": None, "max_length": 2048,
+        "packing": False, "max_file_bytes": 10_000, "fim": {"rate": 0.0, "repo_context": True}}})
+    got = []
+    for ids in build_datasets(recipe, tokenizer, show_progress=False).train["input_ids"]:
+        text = tokenizer.decode(ids)
+        got += [(text.split("<file_sep>")[0].removeprefix("<repo_name>"), path)
+                for path in re.findall(r"<file_sep>([^\n]*)\n", text)]
+    # sorted by repository, then path; a file directly in the folder is in a repository named after it
+    assert got == [("code", "top.py"), ("repo_a", "README.md"), ("repo_a", "main.py"), ("repo_a", "tests/test_x.py"),
+                   ("repo_a", "util.py"), ("repo_b", "big.py"), ("repo_b", "pkg/mod.py")]
+    exclusive = list_files(tmp_path / "code", ["repo_a/*.py"], ["repo_a/util.py"])
+    assert [p.as_posix() for p in exclusive] == ["repo_a/main.py"]  # * does not cross /
 
 
 def test_fim_recipe_on_a_folder(tmp_path, monkeypatch, tokenizer):
@@ -114,7 +143,7 @@ def test_hostile_entries_are_skipped_and_counted(tmp_path):
     code, sock = _hostile(tmp_path)
     try:
         with _deadline(20):
-            scan = scan_folder(code, include=["*.py"], exclude=[], max_file_bytes=1000)
+            scan = _scan(code, include=["*.py"], exclude=[], max_file_bytes=1000)
     finally:
         if sock is not None:
             sock.close()
@@ -140,7 +169,7 @@ def test_a_file_growing_past_the_limit_is_not_read_past_it(tmp_path, monkeypatch
         monkeypatch.setattr(code_folder.os, name, lying(name))
     reads = []
     monkeypatch.setattr(code_folder.os, "read", lambda fd, n: reads.append(n) or real["read"](fd, n))
-    scan = scan_folder(tmp_path, include=["*.py"], exclude=[], max_file_bytes=100)
+    scan = _scan(tmp_path, include=["*.py"], exclude=[], max_file_bytes=100)
     assert dict(scan.skipped) == {"too_large": 1} and sum(reads) <= 101
 
 
@@ -158,7 +187,7 @@ def test_unreadable_folder_is_counted(tmp_path, monkeypatch):
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", scandir)
-    scan = scan_folder(tmp_path, include=["*.py"], exclude=[], max_file_bytes=1000)
+    scan = _scan(tmp_path, include=["*.py"], exclude=[], max_file_bytes=1000)
     assert [d.path for d in scan.docs] == ["ok/a.py"]
     assert dict(scan.skipped) == {"unreadable_dir": 1} and scan.examples["unreadable_dir"] == ["locked"]
 
@@ -196,8 +225,8 @@ def _names_folder(root):
 def test_names_nul_bytes_and_hard_links(tmp_path, caplog):
     _names_folder(tmp_path / "code")
     with caplog.at_level("WARNING"):
-        scan = scan_folder(tmp_path / "code", include=["*.py"], exclude=[], max_file_bytes=100_000, by_repo=True)
-    assert [d.path for d in scan.docs] == ["linked.py", "ok.py"]  # a hard link is read, and warned about
+        scan = _scan(tmp_path / "code", include=["*.py"], exclude=[], max_file_bytes=100_000)
+    assert [d.path for d in scan.docs] == ["repo/linked.py", "repo/ok.py"]  # a hard link is read, and warned about
     assert dict(scan.skipped) == {"non_utf8_name": 1, "binary": 1}
     assert scan.examples["non_utf8_name"] == ["repo/caf\\xe9.py"]  # printable, as the stats show it
     assert "1 file(s) have more than one hard link (e.g. repo/linked.py)" in caplog.text
@@ -207,14 +236,13 @@ def test_names_nul_bytes_and_hard_links(tmp_path, caplog):
     assert "hard link" not in caplog.text
 
 
-@pytest.mark.parametrize("cache", [True, False], ids=["prepared", "in-memory"])
-def test_a_file_name_that_is_not_utf8_does_not_crash_the_fim_build(tmp_path, tokenizer, cache, caplog):
+def test_a_file_name_that_is_not_utf8_does_not_crash_the_fim_build(tmp_path, tokenizer, caplog):
     """It crashed the repository-context FIM build (the path is tokenised); now it is skipped, counted and
-    warned about, on both build paths; a hard-linked file is read, with a warning."""
+    warned about; a hard-linked file is read, with a warning."""
     _names_folder(tmp_path / "code")
     recipe = recipe_from_dict({"task": "fim", "data": {
         "train": str(tmp_path / "code"), "eval": None, "max_length": 128, "max_file_bytes": 100_000,
-        "fim": {"rate": 1.0, "repo_context": True}, "cache_dir": str(tmp_path / "cache") if cache else None}})
+        "fim": {"rate": 1.0, "repo_context": True}, "cache_dir": str(tmp_path / "cache")}})
     with caplog.at_level("WARNING"):
         stats = build_datasets(recipe, tokenizer, show_progress=False).stats
     assert stats.examples == 2

@@ -1,11 +1,9 @@
 """``data.fim.seed``: the training split's FIM draws come from it (else ``train.seed``); the eval split keeps
-``train.seed + 1`` whatever it is. Both builders: in memory (``cache_dir: null``) and prepared on disk."""
+``train.seed + 1`` whatever it is."""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import pytest
 
 from sc2tune.data import build_datasets
 from sc2tune.recipe import recipe_from_dict
@@ -13,7 +11,7 @@ from sc2tune.recipe import recipe_from_dict
 FILES = {f"m{i}.py": "".join(f"def f{i}_{k}(x):\n    return x * {k} + {i}\n" for k in range(6)) for i in range(12)}
 
 
-def _rows(tmp_path: Path, tokenizer, cache: str | None, **fim: object) -> tuple[list, list]:
+def _rows(tmp_path: Path, tokenizer, cache: str, **fim: object) -> tuple[list, list]:
     code = tmp_path / "code"
     if not code.exists():
         code.mkdir()
@@ -26,9 +24,8 @@ def _rows(tmp_path: Path, tokenizer, cache: str | None, **fim: object) -> tuple[
     return data.train["input_ids"], data.eval["input_ids"]
 
 
-@pytest.mark.parametrize("on_disk", [False, True])
-def test_fim_seed_redraws_the_training_spans_only(tmp_path: Path, tokenizer, on_disk: bool):
-    cache = str(tmp_path / "cache") if on_disk else None
+def test_fim_seed_redraws_the_training_spans_only(tmp_path: Path, tokenizer):
+    cache = str(tmp_path / "cache")
     default = _rows(tmp_path, tokenizer, cache)
     assert _rows(tmp_path, tokenizer, cache, seed=7) == default  # null = train.seed
     train, evaluation = _rows(tmp_path, tokenizer, cache, seed=8)

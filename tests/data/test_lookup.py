@@ -57,7 +57,7 @@ def test_lookup_imports_no_torch_transformers_or_datasets(tmp_path, tokenizer):
 
 
 def test_auto_cache_folder_is_the_models_cache_folder(monkeypatch, tmp_path):
-    from sc2tune.modeling import cache_dir
+    from sc2tune.tiny import cache_dir
 
     monkeypatch.setenv("SC2TUNE_CACHE", str(tmp_path))
     assert cache_root("auto") == cache_dir() / "data" == tmp_path / "data"

@@ -1,5 +1,6 @@
-"""Prepared data on disk: the content key, atomic builds, one build under concurrency, the same rows as the
-in-memory path (the independent reference: today's builder, ``data.cache_dir: null``), any worker count."""
+"""Prepared data on disk: the content key, atomic builds, one build under concurrency, the same rows with
+``data.cache_dir: null`` (a temporary folder, gone when the process ends) and with any worker count. The
+rows themselves are checked against plain tokenizer calls in test_rows.py."""
 
 from __future__ import annotations
 
@@ -90,43 +91,37 @@ def test_key_changes_with_files_tokenizer_and_data_keys_only(tmp_path, tokenizer
     assert _key(recipe, tokenizer) != key
 
 
-@pytest.mark.parametrize("data", [
-    {},  # repository-less folder, eval fraction
-    {"fim": {"repo_context": True}, "eval": None},
-    {"packing": False, "fim": {"rate": 0.9}},
-])
-def test_same_rows_and_statistics_as_the_in_memory_path(tmp_path, tokenizer, data):
-    recipe = _recipe(tmp_path, **data)
-    memory = build_datasets(recipe.model_copy(update={"data": recipe.data.model_copy(update={"cache_dir": None})}),
-                            tokenizer, show_progress=False)
-    disk = build_datasets(recipe, tokenizer, show_progress=False)
-    assert disk.prepared is not None and memory.prepared is None
-    assert disk.stats.to_dict() == memory.stats.to_dict()
-    assert disk.stats.skipped == {"binary": 1}
-    assert _rows(disk.train) == _rows(memory.train)
-    assert _rows(disk.eval) == _rows(memory.eval)
-    hit = build_datasets(recipe, tokenizer, show_progress=False)
-    assert hit.prepared == disk.prepared and _rows(hit.train) == _rows(memory.train)
-
-
-def test_instruct_and_classify_take_the_same_road(tmp_path, tokenizer):
+def _records(tmp_path: Path) -> dict[str, dict]:
     (tmp_path / "i.jsonl").write_text("".join(
         json.dumps({"instruction": f"Say {i}.", "output": f"{i} " * (i % 7 + 1)}) + "\n" for i in range(20)))
     (tmp_path / "c.jsonl").write_text("".join(
         json.dumps({"text": f"text {i} " * (i % 5 + 1), "label": ["a", "b"][i % 2]}) + "\n" for i in range(20)))
-    cases = [("instruct", {"train": str(tmp_path / "i.jsonl")}, {}),
-             ("classify", {"train": str(tmp_path / "c.jsonl"), "packing": False},
-              {"head": "sequence-classification"})]
-    for task, data, model in cases:
-        spec = {"eval": 0.25, "max_length": 64, "packing": True, "cache_dir": str(tmp_path / "cache"), **data}
-        recipe = recipe_from_dict({"task": task, "data": spec, "model": model})
-        off = recipe_from_dict({"task": task, "data": {**spec, "cache_dir": None}, "model": model})
-        disk, memory = (build_datasets(r, tokenizer, show_progress=False) for r in (recipe, off))
-        assert disk.prepared is not None
-        assert disk.stats.to_dict() == memory.stats.to_dict()
-        assert disk.id2label == memory.id2label
-        assert _rows(disk.train) == _rows(memory.train) and _rows(disk.eval) == _rows(memory.eval)
-        assert type(disk.collator) is type(memory.collator)
+    return {"instruct": {"train": str(tmp_path / "i.jsonl")},
+            "classify": {"train": str(tmp_path / "c.jsonl"), "packing": False}}
+
+
+@pytest.mark.parametrize("task", ["fim", "instruct", "classify"])
+def test_without_a_cache_the_same_rows_come_from_a_temporary_folder(tmp_path, tokenizer, task, caplog):
+    import logging
+
+    data = {"fim": {}, **_records(tmp_path)}[task]
+    model = {"head": "sequence-classification"} if task == "classify" else {}
+    recipe = recipe_from_dict({"task": task, "model": model, "train": {"seed": 5}, "data": {
+        "train": str(_code(tmp_path)), "eval": 0.2, "max_length": 96, "packing": True,
+        "cache_dir": str(tmp_path / "cache"), **data}})
+    disk = build_datasets(recipe, tokenizer, show_progress=False)
+    off = recipe.model_copy(update={"data": recipe.data.model_copy(update={"cache_dir": None})})
+    with caplog.at_level(logging.INFO, logger="sc2tune.data"):
+        temporary = build_datasets(off, tokenizer, show_progress=False)
+    assert disk.prepared is not None and temporary.prepared is None and temporary.checksum is None
+    assert str(tmp_path / "cache") not in caplog.text  # nothing read from (or written to) the cache folder
+    assert temporary.stats.to_dict() == disk.stats.to_dict() and temporary.id2label == disk.id2label
+    assert _rows(temporary.train) == _rows(disk.train) and _rows(temporary.eval) == _rows(disk.eval)
+    assert type(temporary.collator) is type(disk.collator)
+    if task == "fim":
+        assert disk.stats.skipped == {"binary": 1}
+    hit = build_datasets(recipe, tokenizer, show_progress=False)
+    assert hit.prepared == disk.prepared and _rows(hit.train) == _rows(disk.train)
 
 
 def test_rows_do_not_depend_on_the_number_of_workers(tmp_path, tokenizer, monkeypatch):
@@ -138,10 +133,7 @@ def test_rows_do_not_depend_on_the_number_of_workers(tmp_path, tokenizer, monkey
     assert one.prepared != two.prepared and Path(one.prepared).name == Path(two.prepared).name  # same key
     assert _rows(one.train) == _rows(two.train)
     assert one.stats.to_dict() == two.stats.to_dict()
-    # chunking keeps every document and window of the in-memory path (only FIM draws are seeded per chunk)
-    memory = build_datasets(_recipe(tmp_path, eval=None, cache_dir=None), tokenizer, show_progress=False)
-    assert (one.stats.examples, one.stats.windows) == (memory.stats.examples, memory.stats.windows)
-    assert one.stats.rows < 1.1 * memory.stats.rows
+    assert one.stats.examples == 30  # every file but the binary one
 
 
 KILLER = """
@@ -175,8 +167,9 @@ def test_a_killed_prepare_leaves_nothing_a_later_run_uses(tmp_path, tokenizer):
     assert any(name.startswith(".") and ".staging-" in name for name in leftovers)
 
     disk = build_datasets(recipe, tokenizer, show_progress=False)
-    memory = build_datasets(_recipe(tmp_path, eval=None, cache_dir=None), tokenizer, show_progress=False)
-    assert _rows(disk.train) == _rows(memory.train)
+    clean = build_datasets(_recipe(tmp_path, eval=None, cache_dir=str(tmp_path / "clean")), tokenizer,
+                           show_progress=False)
+    assert _rows(disk.train) == _rows(clean.train)  # the killed build's chunks are whole, or not there
     assert not [p for p in (tmp_path / "cache").iterdir() if ".staging-" in p.name]  # the leftover is gone
     assert not [p for p in (tmp_path / "cache" / "chunks").iterdir() if ".staging-" in p.name]
 
@@ -256,12 +249,51 @@ def test_train_resume_uses_the_prepared_data_of_the_run(tmp_path, caplog):
     assert "cache miss" not in caplog.text and len(_prepared(tmp_path)) == 1
 
 
-def test_unreadable_entries_are_skipped_like_the_in_memory_path(tmp_path, tokenizer):
+def test_unreadable_entries_are_skipped(tmp_path, tokenizer):
     recipe = _recipe(tmp_path, eval=None)
     (tmp_path / "code" / "dangling.py").symlink_to(tmp_path / "nowhere.py")
     os.mkfifo(tmp_path / "code" / "pipe.py")  # reading it would block forever
     disk = build_datasets(recipe, tokenizer, show_progress=False)
     assert disk.stats.skipped == {"binary": 1, "symlink_outside": 1, "fifo": 1}  # the link leads out of code/
-    memory = build_datasets(_recipe(tmp_path, eval=None, cache_dir=None), tokenizer, show_progress=False)
-    assert memory.stats.skipped == disk.stats.skipped
-    assert _rows(disk.train) == _rows(memory.train)
+    assert disk.stats.examples == 30
+
+
+_TEMPORARY = """
+import sys
+from sc2tune.data.store import temporary_root
+root = temporary_root()
+(root / "rows.arrow").write_bytes(b"x")
+print(root, flush=True)
+if sys.argv[1] == "kill":
+    import os, signal
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_temporary_folder_is_gone_when_its_process_ends(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
+    run = lambda how: subprocess.run([sys.executable, "-c", _TEMPORARY, how], capture_output=True, text=True,  # noqa: E731
+                                     env=env, timeout=120)
+    ended = run("exit")
+    assert ended.returncode == 0, ended.stderr
+    folder = Path(ended.stdout.strip())
+    assert folder.parent == tmp_path and folder.name.startswith("sc2tune-data-") and not folder.exists()
+    killed = run("kill")
+    left = Path(killed.stdout.strip())
+    assert killed.returncode == -9 and (left / "rows.arrow").is_file()  # atexit never ran
+    again = run("exit")  # the next one made removes what a dead process of this host left
+    assert again.returncode == 0 and not left.exists()
+
+
+def test_each_process_has_its_own_temporary_folder(tmp_path, monkeypatch):
+    import socket
+    import tempfile
+
+    from sc2tune.data.store import temporary_root
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    parent = tmp_path / f"sc2tune-data-{socket.gethostname()}-{os.getppid()}-abcdefgh"  # a live process's
+    parent.mkdir()
+    first, second = temporary_root(), temporary_root()
+    assert first != second and first.is_dir() and second.is_dir() and parent.is_dir()
+    assert oct(first.stat().st_mode & 0o777) == "0o700"

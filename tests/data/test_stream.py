@@ -1,7 +1,7 @@
-"""Instruct and classify data streamed into the prepared cache (sc2tune.data.stream) against the independent
-reference, today's in-memory builder (``data.cache_dir: null``): the same rows and statistics with chunks
-small enough to force many, with 1 and 2 workers; errors still name file:line; at most a chunk or two of
-records alive at a time."""
+"""Instruct and classify data streamed into prepared rows (sc2tune.data.stream): the same rows and statistics
+whether the records come in one chunk or in many, with 1 or 2 workers (the rows themselves are checked against
+plain tokenizer calls in test_rows.py); errors still name file:line; at most a chunk or two of records alive
+at a time."""
 
 from __future__ import annotations
 
@@ -36,11 +36,12 @@ def _classify_csv(tmp_path: Path, n: int = 24) -> Path:
 
 
 def _recipes(tmp_path: Path, task: str, train: Path, **data):
+    """(recipe, the same recipe with its own cache folder, each call a fresh one)."""
     model = {"head": "sequence-classification"} if task == "classify" else {}
     spec = {"train": str(train), "eval": 0.2, "max_length": 64, "cache_dir": str(tmp_path / "cache"), **data}
     on = recipe_from_dict({"task": task, "data": spec, "model": model, "train": {"seed": 3}})
-    off = recipe_from_dict({"task": task, "data": {**spec, "cache_dir": None}, "model": model, "train": {"seed": 3}})
-    return on, off
+    fresh = len(list(tmp_path.glob("cache*")))
+    return on, on.model_copy(update={"data": on.data.model_copy(update={"cache_dir": str(tmp_path / f"cache{fresh}")})})
 
 
 def _rows(ds) -> dict | None:
@@ -55,46 +56,26 @@ CASES = [  # (task, data keys, also with 2 workers)
 
 
 @pytest.mark.parametrize("task, data, workers", CASES)
-def test_streamed_rows_equal_the_in_memory_builder(tmp_path, tokenizer, monkeypatch, task, data, workers):
-    monkeypatch.setattr(sources, "CHUNK_RECORDS", 3)  # many chunks; one pack buffer
+def test_rows_do_not_depend_on_chunks_or_workers(tmp_path, tokenizer, monkeypatch, task, data, workers):
     train = _instruct_jsonl(tmp_path) if task == "instruct" else _classify_csv(tmp_path)
-    on, off = _recipes(tmp_path, task, train, **data)
-    memory = build_datasets(off, tokenizer, show_progress=False)
-    disk = build_datasets(on, tokenizer, show_progress=False)
-    assert disk.prepared is not None
-    assert disk.stats.to_dict() == memory.stats.to_dict()
-    assert disk.id2label == memory.id2label
-    assert _rows(disk.train) == _rows(memory.train) and _rows(disk.eval) == _rows(memory.eval)
+    on, _ = _recipes(tmp_path, task, train, **data)
+    whole = build_datasets(on, tokenizer, show_progress=False)  # one chunk of records
+    monkeypatch.setattr(sources, "CHUNK_RECORDS", 3)  # many chunks; one pack buffer
+    _, other = _recipes(tmp_path, task, train, **data)
+    many = build_datasets(other, tokenizer, show_progress=False)
+    assert many.prepared != whole.prepared
+    assert many.stats.to_dict() == whole.stats.to_dict()
+    assert many.id2label == whole.id2label
+    assert _rows(many.train) == _rows(whole.train) and _rows(many.eval) == _rows(whole.eval)
     if task == "instruct" and not data["packing"]:
-        assert memory.stats.truncated and memory.stats.dropped_examples  # the case covers both
+        assert whole.stats.truncated and whole.stats.dropped_examples  # the case covers both
     if not workers:
         return
-    two = build_datasets(on.model_copy(update={"data": on.data.model_copy(
-        update={"num_proc": 2, "cache_dir": str(tmp_path / "cache2")})}), tokenizer, show_progress=False)
-    assert _rows(two.train) == _rows(disk.train) and _rows(two.eval) == _rows(disk.eval)
-    assert two.stats.to_dict() == disk.stats.to_dict()
-
-
-def _documents(ds) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """Every (input_ids, labels) document of packed rows (split where position ids restart), sorted."""
-    docs = []
-    for row in ds:
-        starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["input_ids"])]
-        docs += [(tuple(row["input_ids"][a:b]), tuple(row["labels"][a:b])) for a, b in zip(starts, starts[1:], strict=False)]
-    return sorted(docs)
-
-
-def test_several_pack_buffers_pack_the_same_documents(tmp_path, tokenizer, monkeypatch):
-    monkeypatch.setattr(sources, "CHUNK_RECORDS", 5)
-    monkeypatch.setattr(stream, "PACK_TOKENS", 200)  # several pack buffers
-    on, off = _recipes(tmp_path, "instruct", _instruct_jsonl(tmp_path, 60), packing=True, eval=None)
-    memory = build_datasets(off, tokenizer, show_progress=False)
-    disk = build_datasets(on, tokenizer, show_progress=False)
-    assert _documents(disk.train) == _documents(memory.train)
-    same = ("examples", "windows", "tokens", "trained_tokens", "truncated", "dropped_tokens", "dropped_examples")
-    assert {k: getattr(disk.stats, k) for k in same} == {k: getattr(memory.stats, k) for k in same}
-    assert all(len(r) <= 64 for r in disk.train["input_ids"])
-    assert disk.stats.rows == len(disk.train) >= memory.stats.rows
+    _, other = _recipes(tmp_path, task, train, **data)
+    two = build_datasets(other.model_copy(update={"data": other.data.model_copy(update={"num_proc": 2})}),
+                         tokenizer, show_progress=False)
+    assert _rows(two.train) == _rows(many.train) and _rows(two.eval) == _rows(many.eval)
+    assert two.stats.to_dict() == many.stats.to_dict()
 
 
 def test_a_bad_record_in_a_later_chunk_names_its_file_and_line(tmp_path, tokenizer, monkeypatch):
@@ -118,12 +99,10 @@ def test_an_eval_label_training_never_has_is_named_where_it_appears(tmp_path, to
     train, other = _classify_csv(tmp_path), tmp_path / "e.jsonl"
     other.write_text("".join(json.dumps({"body": f"t{i}", "label": "pos" if i != 6 else "odd"}) + "\n"
                              for i in range(10)))
-    on, off = _recipes(tmp_path, "classify", train, packing=False, text_column="body", eval=str(other))
-    with pytest.raises(DataError) as memory:
-        build_datasets(off, tokenizer, show_progress=False)
-    with pytest.raises(DataError) as disk:
+    on, _ = _recipes(tmp_path, "classify", train, packing=False, text_column="body", eval=str(other))
+    with pytest.raises(DataError) as err:
         build_datasets(on, tokenizer, show_progress=False)
-    assert f"'odd' (first at {other}:7)" in str(disk.value) and str(disk.value) == str(memory.value)
+    assert f"data.eval has label(s) the training data never has: 'odd' (first at {other}:7)" in str(err.value)
 
 
 def test_at_most_two_chunks_of_records_are_alive(tmp_path, tokenizer, monkeypatch):

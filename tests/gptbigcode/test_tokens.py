@@ -15,8 +15,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from sc2tune.errors import UserError
-from sc2tune.modeling import check_tokenizer, load_tokenizer, special_tokens
+from sc2tune.modeling import check_tokenizer, load_tokenizer
 from sc2tune.recipe import ModelSpec, recipe_from_dict
+from sc2tune.tokens import special_tokens
 
 #: StarCoder(Base)'s special tokens in its own order (ids 0..18 there; 300..318 here).
 STARCODER_SPECIALS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<filename>",
