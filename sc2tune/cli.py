@@ -11,11 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer import _click as click  # typer vendors click (8.3)
+from typer._click.exceptions import UsageError
+from typer.core import TyperCommand, TyperGroup
 
 from sc2tune.commands import COMMANDS
+from sc2tune.commands.derive import Command
 from sc2tune.errors import UserError
 
 
@@ -48,16 +52,48 @@ def _setup(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="debug 
         _quiet_third_parties()
 
 
+class CommandTable(TyperGroup):
+    """The commands of :data:`~sc2tune.commands.COMMANDS`: listed by name and help, each built only when it runs
+    or shows its help (its API module may import torch). A route word picks another command (``eval code``),
+    and an option of that other command given to this one is a usage error naming it."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        for name, command in COMMANDS.items():
+            self.add_command(TyperCommand(name, help=command.help))  # listed only: built on use
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                             list[str]]:
+        if not args or args[0] not in COMMANDS:
+            return super().resolve_command(ctx, args)
+        name, command, rest = args[0], COMMANDS[args[0]], args[1:]
+        variants = {name: command, **{f"{name} {word}": routed for word, routed in command.routes.items()}}
+        if rest and rest[0] in command.routes:
+            name, command, rest = f"{name} {rest[0]}", command.routes[rest[0]], rest[1:]
+        built = {key: _click_command(key, variant) for key, variant in variants.items()}
+        own = {opt for param in built[name].params for opt in param.opts}
+        for key, other in built.items():
+            for arg in rest:
+                flag = arg.split("=", 1)[0]
+                if flag.startswith("--") and flag not in own and flag in {o for p in other.params for o in p.opts}:
+                    raise UsageError(f"{flag} is an option of 'sc2tune {key}', not of 'sc2tune {name}'", ctx)
+        return name, built[name], rest
+
+
+def _click_command(name: str, command: Command) -> click.Command:
+    info = typer.models.CommandInfo(name=name, callback=command.function())
+    return typer.main.get_command_from_info(info, pretty_exceptions_short=True, rich_markup_mode="markdown")
+
+
 def build_app() -> typer.Typer:
-    """The typer app: ``-v/--verbose``, then one command per entry of :data:`~sc2tune.commands.COMMANDS`.
+    """The typer app: ``-v/--verbose``, then the commands of :data:`~sc2tune.commands.COMMANDS` (:class:`CommandTable`).
 
     Help is rendered by rich in markdown mode (option groups as panels, ``[...]`` shown as written): write
     ``<tag>``-like words in help texts as markdown code (backticks), or markdown drops them as HTML."""
-    app = typer.Typer(name="sc2tune", add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
-                      pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+    app = typer.Typer(name="sc2tune", cls=CommandTable, add_completion=False, no_args_is_help=True,
+                      rich_markup_mode="markdown", pretty_exceptions_enable=False,
+                      context_settings={"help_option_names": ["-h", "--help"]})
     app.callback()(_setup)
-    for name, function in COMMANDS.items():
-        app.command(name)(function)
     return app
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
+from sc2tune.clihelp import REMOTE_CODE_HELP
+
 if TYPE_CHECKING:
     from sc2tune.recipe import Recipe
 
@@ -19,10 +21,7 @@ RecipePath = Annotated[str, typer.Argument(metavar="RECIPE", help="path to a rec
 Overrides = Annotated[list[str] | None, typer.Argument(
     metavar="KEY.SUB=VALUE", show_default=False,
     help="override recipe keys, values typed as YAML (train.lr=1e-4, data.eval=null); before or after options")]
-TrustRemoteCode = Annotated[bool, typer.Option(
-    "--trust-remote-code",
-    help="allow the base model's own Python code (hub models with auto_map); a recipe or run folder cannot "
-    "turn this on by itself")]
+TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help=REMOTE_CODE_HELP)]
 JsonOutput = Annotated[bool, typer.Option("--json", help="print a JSON summary as the last stdout line")]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="no progress bar")]
 
