@@ -76,8 +76,15 @@ class CommandTable(TyperGroup):
             for arg in rest:
                 flag = arg.split("=", 1)[0]
                 if flag.startswith("--") and flag not in own and flag in {o for p in other.params for o in p.opts}:
-                    raise UsageError(f"{flag} is an option of 'sc2tune {key}', not of 'sc2tune {name}'", ctx)
+                    raise UsageError(f"{flag} is an option of 'sc2tune {_label(key, other)}', not of "
+                                     f"'sc2tune {_label(name, built[name])}'", ctx)
         return name, built[name], rest
+
+
+def _label(name: str, command: click.Command) -> str:
+    """``eval RECIPE_OR_RUN``: the name and the first argument's metavar (what tells the variants apart)."""
+    first = next((p for p in command.params if p.param_type_name == "argument"), None)
+    return f"{name} {first.metavar or first.name.upper()}" if first is not None else name
 
 
 def _click_command(name: str, command: Command) -> click.Command:

@@ -33,7 +33,7 @@ COMMANDS: dict[str, Command] = {
     "train": train,
     "schema": Command(schema),
     "tiny-model": tiny_model,
-    "eval": Command(evaluate),
+    "eval": evaluate,
     "merge": merge,
     "generate": Command(generate),
     "classify": Command(classify),
