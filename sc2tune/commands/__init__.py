@@ -35,8 +35,8 @@ COMMANDS: dict[str, Command] = {
     "tiny-model": tiny_model,
     "eval": evaluate,
     "merge": merge,
-    "generate": Command(generate),
-    "classify": Command(classify),
+    "generate": generate,
+    "classify": classify,
     "plan": Command(plan),
     "data": Command(data),
 }

@@ -8,7 +8,7 @@ Nothing heavy is imported here: the command layer loads in a fraction of a secon
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,10 +23,6 @@ Overrides = Annotated[list[str] | None, typer.Argument(
     help="override recipe keys, values typed as YAML (train.lr=1e-4, data.eval=null); before or after options")]
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help=REMOTE_CODE_HELP)]
 JsonOutput = Annotated[bool, typer.Option("--json", help="print a JSON summary as the last stdout line")]
-NoProgress = Annotated[bool, typer.Option("--no-progress", help="no progress bar")]
-
-#: Weights dtype of a model loaded for inference (auto: bfloat16 on a GPU that supports it, else float32).
-Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 
 REMOTE_CODE_OVERRIDE = "model.trust_remote_code=true"
 
