@@ -70,7 +70,7 @@ class CommandTable(TyperGroup):
         variants = {name: command, **{f"{name} {word}": routed for word, routed in command.routes.items()}}
         if rest and rest[0] in command.routes:
             name, command, rest = f"{name} {rest[0]}", command.routes[rest[0]], rest[1:]
-        built = {key: _click_command(key, variant) for key, variant in variants.items()}
+        built = {key: click_command(key, variant) for key, variant in variants.items()}
         own = {opt for param in built[name].params for opt in param.opts}
         for key, other in built.items():
             for arg in rest:
@@ -87,7 +87,7 @@ def _label(name: str, command: click.Command) -> str:
     return f"{name} {first.metavar or first.name.upper()}" if first is not None else name
 
 
-def _click_command(name: str, command: Command) -> click.Command:
+def click_command(name: str, command: Command) -> click.Command:
     info = typer.models.CommandInfo(name=name, callback=command.function())
     return typer.main.get_command_from_info(info, pretty_exceptions_short=True, rich_markup_mode="markdown")
 
