@@ -1,7 +1,7 @@
 """The ``sc2tune`` command line: the app assembled from :data:`sc2tune.commands.COMMANDS`, and :func:`main`.
 
-Options come from each command function's signature (typer); this module adds ``-v/--verbose`` and the
-exits: a :class:`~sc2tune.errors.UserError` is printed as ``sc2tune COMMAND: error: MESSAGE`` on stderr
+Each command's options come from its API function's signature (:mod:`sc2tune.commands`); this module adds
+``-v/--verbose``, builds a command only when it runs (:class:`CommandTable`), and maps the exits: a :class:`~sc2tune.errors.UserError` is printed as ``sc2tune COMMAND: error: MESSAGE`` on stderr
 without a traceback and exits with its ``exit_code``; a usage error (unknown option or command, a value
 of the wrong type) prints the usage and exits 2; Ctrl-C exits 130.
 """
@@ -71,13 +71,11 @@ class CommandTable(TyperGroup):
         if rest and rest[0] in command.routes:
             name, command, rest = f"{name} {rest[0]}", command.routes[rest[0]], rest[1:]
         built = {key: click_command(key, variant) for key, variant in variants.items()}
-        own = {opt for param in built[name].params for opt in param.opts}
-        for key, other in built.items():
-            for arg in rest:
-                flag = arg.split("=", 1)[0]
-                if flag.startswith("--") and flag not in own and flag in {o for p in other.params for o in p.opts}:
-                    raise UsageError(f"{flag} is an option of 'sc2tune {_label(key, other)}', not of "
-                                     f"'sc2tune {_label(name, built[name])}'", ctx)
+        flags = {key: {opt for param in cmd.params for opt in param.opts} for key, cmd in built.items()}
+        for flag in (arg.split("=", 1)[0] for arg in rest if arg.startswith("--") and arg != "--"):
+            if flag not in flags[name] and (other := next((k for k in built if flag in flags[k]), None)):
+                raise UsageError(f"{flag} is an option of 'sc2tune {_label(other, built[other])}', not of "
+                                 f"'sc2tune {_label(name, built[name])}'", ctx)
         return name, built[name], rest
 
 

@@ -1,14 +1,8 @@
-"""A command built from its API function: the API's typed parameters are the options, ``show`` prints the result.
+"""A command built from its API function (see :mod:`sc2tune.commands` for the design).
 
-``Command(show, api="module:function")`` reads ``function``'s signature (each parameter ``Annotated[T,
-Help(...)]``, :mod:`sc2tune.clihelp`) and makes one typer option or argument of each, followed by ``show``'s own
-keyword parameters (how to print: ``--json``); a parameter typed :class:`~sc2tune.recipe.Recipe` is read as
-``RECIPE [KEY.SUB=VALUE ...] [--trust-remote-code]`` and loaded by ``load_recipe``. Running the command calls
-``function`` with the values given and then ``show(result, **printing)``; ``pass_on`` may set API parameters
-that are not options from the printing ones (no progress bars with ``--json``). ``Command(function)`` with no
-``api`` is a command whose typer-annotated signature is its own single declaration (``validate``, ``plan``).
-The help is ``show``'s docstring. The API module is imported only when its command runs or shows its help:
-merging, generation and training import torch.
+The typer function of ``Command(show, api="module:function")`` has one option or argument per ``Help``-annotated
+parameter of ``function`` (``Recipe``: the three of :data:`RECIPE_OPTIONS`), then ``show``'s printing options;
+it calls ``function`` with the values given (plus ``pass_on(printing)``) and ``show(result, **printing)``.
 """
 
 from __future__ import annotations
@@ -27,14 +21,16 @@ from sc2tune.clihelp import Help
 from sc2tune.commands.options import Overrides, RecipePath, TrustRemoteCode, load
 
 #: How a ``Recipe`` parameter is read: the recipe file, its overrides and the command line's remote-code say.
-RECIPE_OPTIONS = {"recipe": RecipePath, "overrides": Overrides, "trust_remote_code": TrustRemoteCode}
+RECIPE_OPTIONS = {"recipe": (RecipePath, inspect.Parameter.empty), "overrides": (Overrides, None),
+                  "trust_remote_code": (TrustRemoteCode, False)}
 _KW = inspect.Parameter.KEYWORD_ONLY
 
 
 @dataclass(frozen=True)
 class Command:
-    """One ``sc2tune`` command (see the module docstring); ``routes``: a word after the name that picks another
-    command (``eval code``)."""
+    """A command: ``show`` prints what ``api`` returns (``api`` None: ``show`` is a typer function, its own
+    declaration); ``pass_on`` gives API arguments from the printing options; ``routes``: a word after the name
+    that picks another command (``eval code``). The help is ``show``'s docstring."""
 
     show: Callable[..., None]
     api: str | None = None
@@ -53,58 +49,30 @@ class Command:
         return getattr(importlib.import_module(module), name)
 
     def function(self) -> Callable[..., None]:
-        """The command's typer function: its signature holds the options."""
+        """The typer function: its signature holds the options."""
         return self.show if self.api is None else derive(self.api_function(), self.show, self.pass_on)
 
 
 def parameter_types(function: Callable[..., Any], skip: int = 0) -> dict[str, Any]:
-    """Each parameter's annotation (after the first ``skip``), evaluated where the function is defined; the
-    return annotation is left alone (it may name a ``TYPE_CHECKING`` import)."""
+    """Each parameter's annotation (after the first ``skip``), evaluated in the function's module; the return
+    annotation is left alone (it may name a ``TYPE_CHECKING`` import)."""
     inner = inspect.unwrap(function)
     names = list(inspect.signature(function).parameters)[skip:]
     holder = types.SimpleNamespace(__annotations__={n: inner.__annotations__.get(n, Any) for n in names})
     return typing.get_type_hints(holder, globalns=inner.__globals__, include_extras=True)
 
 
-def is_recipe(kind: Any) -> bool:
-    from sc2tune.recipe import Recipe
-
-    return kind is Recipe
-
-
-def split_help(name: str, kind: Any) -> tuple[Any, Help | None]:
-    """``Annotated[T, Help(...)]`` -> (T, the Help); a parameter without one is no option."""
-    if typing.get_origin(kind) is not Annotated:
-        return kind, None
-    base, *meta = typing.get_args(kind)
-    return base, next((m for m in meta if isinstance(m, Help)), None)
-
-
-def _cli_type(kind: Any) -> Any:
-    """``str | Path`` and ``str | int`` are read as ``str`` (``| None`` kept); other types as they are."""
-    args = typing.get_args(kind)
-    if typing.get_origin(kind) in (typing.Union, types.UnionType) and str in args:
-        return str | None if type(None) in args else str
-    return kind
-
-
 def option(name: str, kind: Any, help_: Help, default: Any) -> tuple[inspect.Parameter, Callable[[Any], Any]]:
-    """The typer parameter of one API parameter and how its parsed value goes back to the API.
-
-    A bool (or ``bool | None``) is a flag that, given, passes the value other than the default (True when the
-    default is None)."""
-    kind, api_default = _cli_type(kind), default
-
-    def back(value: Any) -> Any:
-        return value
-
+    """The typer parameter of one API parameter, and how its parsed value goes back to the API: a bool (or
+    ``bool | None``) is a flag that passes the value other than the default (True for None); a union with
+    ``str`` (``str | Path``) is read as ``str``."""
+    args, api_default = typing.get_args(kind), default
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and str in args:
+        kind = str | None if type(None) in args else str
+    back: Callable[[Any], Any] = lambda value: value  # noqa: E731
     if kind in (bool, bool | None):
         flip = default is not True
-
-        def back(value: Any) -> Any:
-            return flip if value else api_default
-
-        kind, default = bool, False
+        back, kind, default = (lambda given: flip if given else api_default), bool, False  # noqa: E731
     if help_.positional:
         info: Any = typer.Argument(metavar=help_.metavar or name.upper(), help=help_.text, show_default=False)
     else:
@@ -115,20 +83,19 @@ def option(name: str, kind: Any, help_: Help, default: Any) -> tuple[inspect.Par
 
 def derive(api: Callable[..., Any], show: Callable[..., None],
            pass_on: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> Callable[..., None]:
-    """The typer function of ``api`` + ``show`` (see the module docstring)."""
-    params: list[inspect.Parameter] = []
-    backs: dict[str, Callable[[Any], Any]] = {}
-    recipe_param = None
+    """The typer function of ``api`` and ``show`` (see the module docstring)."""
+    from sc2tune.recipe import Recipe
+
+    params, backs, recipe_param = [], {}, None
     for p, kind in zip(inspect.signature(api).parameters.values(), parameter_types(api).values(), strict=True):
-        if is_recipe(kind):
+        if kind is Recipe:
             recipe_param = p.name
-            params += [inspect.Parameter(n, _KW, annotation=a, default=inspect.Parameter.empty if n == "recipe"
-                                         else None if n == "overrides" else False) for n, a in RECIPE_OPTIONS.items()]
-            continue
-        base, help_ = split_help(p.name, kind)
-        if help_ is not None:
-            param, backs[p.name] = option(p.name, base, help_, p.default)
-            params.append(param)
+            params += [inspect.Parameter(n, _KW, annotation=a, default=d) for n, (a, d) in RECIPE_OPTIONS.items()]
+        elif typing.get_origin(kind) is Annotated:
+            help_ = next((m for m in kind.__metadata__ if isinstance(m, Help)), None)
+            if help_ is not None:  # a parameter without Help is no option
+                param, backs[p.name] = option(p.name, typing.get_args(kind)[0], help_, p.default)
+                params.append(param)
     printing = parameter_types(show, skip=1)
     params += [p.replace(kind=_KW, annotation=printing[p.name])
                for p in list(inspect.signature(show).parameters.values())[1:]]
@@ -136,13 +103,11 @@ def derive(api: Callable[..., Any], show: Callable[..., None],
     def command(**given: Any) -> None:
         shown = {name: given.pop(name) for name in printing}
         if recipe_param is not None:
-            loaded = load(given.pop("recipe"), given.pop("overrides"), given.pop("trust_remote_code"))
-            given[recipe_param] = loaded
+            given[recipe_param] = load(given.pop("recipe"), given.pop("overrides"), given.pop("trust_remote_code"))
         arguments = {name: backs[name](value) if name in backs else value for name, value in given.items()}
         show(api(**arguments, **(pass_on(shown) if pass_on else {})), **shown)
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
-    command.__doc__ = inspect.getdoc(show)
-    command.__name__ = command.__qualname__ = getattr(api, "__name__", "command")
+    command.__doc__, command.__name__ = show.__doc__, api.__name__
     return command

@@ -16,7 +16,7 @@ from sc2tune.commands.options import JsonOutput
 
 if TYPE_CHECKING:
     from sc2tune.merging import MergeResult
-    from sc2tune.training import TrainResult
+    from sc2tune.training.run import TrainResult
 
 #: Exit status of a run stopped by SIGTERM after saving its checkpoint (128 + SIGTERM, as shells report it).
 PREEMPTED_EXIT = 143

@@ -94,22 +94,15 @@ def merge(
 ) -> MergeResult:
     """Merge the PEFT LoRA adapter in ``adapter_dir`` into its base and write a plain transformers folder.
 
-    Args:
-        adapter_dir: folder with ``adapter_config.json`` and the adapter weights (any PEFT LoRA adapter).
+    Each parameter's ``Help`` is its ``sc2tune merge`` option and says what it does; in more detail:
         out_dir: folder to create; refused if it exists unless ``overwrite``, and even then unless it holds a
             previous model output (``sc2tune_merge.json``, or ``config.json`` with weights).
-        base: base model folder or hub id; default the adapter's ``base_model_name_or_path``.
-        dtype: output dtype; default the dtype of the base checkpoint's tensors.
-        shard_size: largest output shard (``"2GB"``, ``"500MB"`` or bytes).
         verify: rebuild the merge with PEFT's own float32 merge rounded once to ``dtype`` and require every
             merged tensor within one ``dtype`` step of it, then compare logits on a few prompts (loads base +
             adapter in the checkpoint's dtype, then the merged model, one at a time); see
             :mod:`sc2tune.merging.verify`.
-        merge_into: for QLoRA adapters, ``"quantized"`` merges into the NF4 round trip the adapter was
-            trained against, ``"original"`` into the unquantised base weights.
         qlora: treat the adapter as QLoRA (NF4, double quant, block 64) even without sc2tune's
             ``recipe.yaml``; ``False`` treats it as plain LoRA; None reads ``recipe.yaml``.
-        progress: show a progress bar.
         trust_remote_code: let the base model's own Python code (its config.json's ``auto_map``) build the
             model, and the tokenizer's own code (its tokenizer_config.json's ``auto_map``) load it, as
             ``--trust-remote-code`` does; also confirms a saved recipe's ``model.trust_remote_code``. Never read

@@ -1,12 +1,11 @@
-"""Training: the trainer wrapper, its callbacks and the chunked causal-LM loss.
+"""Training: the trainer wrapper, its callbacks and the chunked causal-LM loss (:mod:`sc2tune.training.run`).
 
-:func:`train` is light to import (``sc2tune train`` reads its signature for its options); the training stack
-(torch, transformers, peft) is imported when it runs, after a hub model is found reachable.
-"""
+:func:`train` is light to import (``sc2tune train`` reads its signature): the training stack (torch,
+transformers, peft) is imported when it runs, after a hub model is found reachable."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 from sc2tune.clihelp import Help
 from sc2tune.recipe import Recipe
@@ -31,12 +30,4 @@ def train(
     return run.train(recipe, resume=resume, show_progress=show_progress)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "TrainResult":
-        from sc2tune.training.run import TrainResult
-
-        return TrainResult
-    raise AttributeError(f"module 'sc2tune.training' has no attribute '{name}'")
-
-
-__all__ = ["TrainResult", "train"]
+__all__ = ["train"]
