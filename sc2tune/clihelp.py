@@ -12,6 +12,7 @@ here imports typer: the layers below the commands only describe their parameters
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 
 @dataclass(frozen=True)
@@ -28,3 +29,4 @@ class Help:
 #: The help of every ``trust_remote_code`` parameter (``--trust-remote-code``).
 REMOTE_CODE_HELP = ("allow the base model's own Python code (hub models with auto_map); a recipe or run folder "
                     "cannot turn this on by itself")
+TrustRemoteCode = Annotated[bool, Help(REMOTE_CODE_HELP, flag="--trust-remote-code")]

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from sc2tune.clihelp import REMOTE_CODE_HELP, Help
+from sc2tune.clihelp import Help, TrustRemoteCode
 from sc2tune.errors import UserError
 from sc2tune.recipe import Dtype
 
@@ -29,7 +29,6 @@ MAX_PROMPT_FILE_BYTES = 8 << 20
 Folder = Annotated[str | Path, Help("model folder, merged folder, adapter folder or run folder", metavar="PATH",
                                     positional=True)]
 WeightsDtype = Annotated[Dtype, Help("weights dtype (auto: bfloat16 on a GPU that supports it, else float32)")]
-TrustRemoteCode = Annotated[bool, Help(REMOTE_CODE_HELP, flag="--trust-remote-code")]
 
 
 def generate_text(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from sc2tune.clihelp import REMOTE_CODE_HELP, Help
+from sc2tune.clihelp import Help, TrustRemoteCode
 from sc2tune.errors import UserError
 from sc2tune.evaluation.sandbox import SandboxLimits
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from sc2tune.evaluation.codeeval import CodeEvalResult
     from sc2tune.evaluation.runeval import RunEvalResult
 
-TrustRemoteCode = Annotated[bool, Help(REMOTE_CODE_HELP, flag="--trust-remote-code")]
 Out = Annotated[str | Path | None, Help("write results.json, report.md and PNG plots here", metavar="DIR")]
 
 

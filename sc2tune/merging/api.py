@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 
 import torch
 
-from sc2tune.clihelp import REMOTE_CODE_HELP, Help
+from sc2tune.clihelp import Help, TrustRemoteCode
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.merging.adapter import Adapter, QuantSettings, load_adapter
 from sc2tune.merging.checkpoint import BaseCheckpoint, open_checkpoint
@@ -90,7 +90,7 @@ def merge(
     qlora: Annotated[bool | None, Help("treat the adapter as QLoRA (NF4, double quant) even without sc2tune's "
                                        "recipe.yaml", flag="--qlora")] = None,
     progress: Annotated[bool, Help("no progress bar", flag="--no-progress")] = True,
-    trust_remote_code: Annotated[bool, Help(REMOTE_CODE_HELP, flag="--trust-remote-code")] = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> MergeResult:
     """Merge the PEFT LoRA adapter in ``adapter_dir`` into its base and write a plain transformers folder.
 
