@@ -1,8 +1,9 @@
 """The ``sc2tune`` command line: the app assembled from :data:`sc2tune.commands.COMMANDS`, and :func:`main`.
 
 Each command's options come from its API function's signature (:mod:`sc2tune.commands`); this module adds
-``-v/--verbose``, builds a command only when it runs (:class:`CommandTable`), and maps the exits: a :class:`~sc2tune.errors.UserError` is printed as ``sc2tune COMMAND: error: MESSAGE`` on stderr
-without a traceback and exits with its ``exit_code``; a usage error (unknown option or command, a value
+``-v/--verbose``, builds a command only when it runs (:class:`CommandTable`), and maps the exits: a
+:class:`~sc2tune.errors.UserError` is printed as ``sc2tune COMMAND: error: MESSAGE`` on stderr without a
+traceback and exits with its ``exit_code``; a usage error (unknown option or command, a value
 of the wrong type) prints the usage and exits 2; Ctrl-C exits 130.
 """
 
@@ -91,7 +92,8 @@ def click_command(name: str, command: Command) -> click.Command:
 
 
 def build_app() -> typer.Typer:
-    """The typer app: ``-v/--verbose``, then the commands of :data:`~sc2tune.commands.COMMANDS` (:class:`CommandTable`).
+    """The typer app: ``-v/--verbose``, then the commands of :data:`~sc2tune.commands.COMMANDS` (a
+    :class:`CommandTable`).
 
     Help is rendered by rich in markdown mode (option groups as panels, ``[...]`` shown as written): write
     ``<tag>``-like words in help texts as markdown code (backticks), or markdown drops them as HTML."""
