@@ -23,7 +23,7 @@ from sc2tune.recipe import Recipe
 VARIANTS = {**{name: c for name, c in COMMANDS.items()},
             **{f"{name} {word}": r for name, c in COMMANDS.items() for word, r in c.routes.items()}}
 #: Commands that are their own declaration (no API function with the same parameters exists).
-OWN = {"validate", "schema", "data", "plan"}
+OWN = {"validate", "schema", "data"}
 
 
 def _expected(command: Command) -> set[str]:

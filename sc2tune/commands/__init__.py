@@ -8,12 +8,12 @@ typed parameters, each ``Annotated[T, Help("text")]`` (:mod:`sc2tune.clihelp`), 
 :func:`sc2tune.merging.merge`, and no second list of them exists (``tests/test_cli.py`` checks this for every
 command). ``eval`` is two commands: ``eval RUN`` (:func:`sc2tune.evaluation.api.eval_run`) and ``eval code``
 (:func:`~sc2tune.evaluation.api.eval_code`), the word ``code`` picking the second (``Command.routes``). A command
-with no API function of its own (``validate``, ``schema``, ``data``, ``plan``) is a typer function whose
+with no API function of its own (``validate``, ``schema``, ``data``) is a typer function whose
 signature is its one declaration.
 
 A :class:`~sc2tune.errors.UserError` propagates to :func:`sc2tune.cli.main`, which prints it. Nothing heavy is
 imported here: an API module (merging and generation import torch) is imported only when its command runs or
-shows its help, so ``sc2tune --help``, ``validate``, ``plan`` and ``schema`` stay fast.
+shows its help, so ``sc2tune --help``, ``validate``, ``plan`` and ``schema`` stay fast (and free of torch).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ COMMANDS: dict[str, Command] = {
     "merge": merge,
     "generate": generate,
     "classify": classify,
-    "plan": Command(plan),
+    "plan": plan,
     "data": Command(data),
 }
 

@@ -24,16 +24,9 @@ Overrides = Annotated[list[str] | None, typer.Argument(
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help=REMOTE_CODE_HELP)]
 JsonOutput = Annotated[bool, typer.Option("--json", help="print a JSON summary as the last stdout line")]
 
-REMOTE_CODE_OVERRIDE = "model.trust_remote_code=true"
-
-
-def with_remote_code(overrides: list[str] | None, trust_remote_code: bool) -> list[str]:
-    """The overrides, plus ``model.trust_remote_code=true`` last when ``--trust-remote-code`` was given."""
-    return [*(overrides or ()), *([REMOTE_CODE_OVERRIDE] if trust_remote_code else [])]
-
-
 def load(recipe: str, overrides: list[str] | None, trust_remote_code: bool) -> Recipe:
-    """The validated recipe of ``recipe`` + ``overrides`` (+ the remote-code say of the command line)."""
-    from sc2tune.recipe import load_recipe
+    """The validated recipe of ``recipe`` + ``overrides``, plus ``model.trust_remote_code=true`` last when
+    ``--trust-remote-code`` was given."""
+    from sc2tune.recipe import REMOTE_CODE_OVERRIDE, load_recipe
 
-    return load_recipe(recipe, with_remote_code(overrides, trust_remote_code))
+    return load_recipe(recipe, [*(overrides or ()), *([REMOTE_CODE_OVERRIDE] if trust_remote_code else [])])
