@@ -69,10 +69,13 @@ def test_top_level_help_lists_every_command_with_its_docstring():
         assert f"{name} {first[:40]}" in out, name
 
 
-@pytest.mark.parametrize("name", sorted(COMMANDS))
+VARIANTS = {**COMMANDS, **{f"{n} {word}": r for n, c in COMMANDS.items() for word, r in c.routes.items()}}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_help_lists_every_parameter_of_the_command_function_with_its_help(name: str):
-    out = _help(name)
-    function = COMMANDS[name].function()
+    out = _help(*name.split())
+    function = VARIANTS[name].function()
     declared = _declared(function)
     assert len(declared) == len(inspect.signature(function).parameters)
     for shown, text in declared:
