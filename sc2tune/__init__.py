@@ -20,7 +20,7 @@ _LAZY = {
     "load_recipe": "sc2tune.recipe",
     "recipe_from_dict": "sc2tune.recipe",
     "train": "sc2tune.training",
-    "TrainResult": "sc2tune.training",
+    "TrainResult": "sc2tune.training.run",
     "build_datasets": "sc2tune.data",
     "merge": "sc2tune.merging",
     "generate": "sc2tune.generation",

@@ -1,8 +1,9 @@
 """The ``sc2tune`` command line: the app assembled from :data:`sc2tune.commands.COMMANDS`, and :func:`main`.
 
-Options come from each command function's signature (typer); this module adds ``-v/--verbose`` and the
-exits: a :class:`~sc2tune.errors.UserError` is printed as ``sc2tune COMMAND: error: MESSAGE`` on stderr
-without a traceback and exits with its ``exit_code``; a usage error (unknown option or command, a value
+Each command's options come from its API function's signature (:mod:`sc2tune.commands`); this module adds
+``-v/--verbose``, builds a command only when it runs (:class:`CommandTable`), and maps the exits: a
+:class:`~sc2tune.errors.UserError` is printed as ``sc2tune COMMAND: error: MESSAGE`` on stderr without a
+traceback and exits with its ``exit_code``; a usage error (unknown option or command, a value
 of the wrong type) prints the usage and exits 2; Ctrl-C exits 130.
 """
 
@@ -11,11 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer import _click as click  # typer vendors click (8.3)
+from typer._click.exceptions import UsageError
+from typer.core import TyperCommand, TyperGroup
 
 from sc2tune.commands import COMMANDS
+from sc2tune.commands.derive import Command
 from sc2tune.errors import UserError
 
 
@@ -48,16 +53,54 @@ def _setup(verbose: Annotated[bool, typer.Option("-v", "--verbose", help="debug 
         _quiet_third_parties()
 
 
+class CommandTable(TyperGroup):
+    """The commands of :data:`~sc2tune.commands.COMMANDS`: listed by name and help, each built only when it runs
+    or shows its help (its API module may import torch). A route word picks another command (``eval code``),
+    and an option of that other command given to this one is a usage error naming it."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        for name, command in COMMANDS.items():
+            self.add_command(TyperCommand(name, help=command.help))  # listed only: built on use
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None,
+                                                                             list[str]]:
+        if not args or args[0] not in COMMANDS:
+            return super().resolve_command(ctx, args)
+        name, command, rest = args[0], COMMANDS[args[0]], args[1:]
+        variants = {name: command, **{f"{name} {word}": routed for word, routed in command.routes.items()}}
+        if rest and rest[0] in command.routes:
+            name, command, rest = f"{name} {rest[0]}", command.routes[rest[0]], rest[1:]
+        built = {key: click_command(key, variant) for key, variant in variants.items()}
+        flags = {key: {opt for param in cmd.params for opt in param.opts} for key, cmd in built.items()}
+        for flag in (arg.split("=", 1)[0] for arg in rest if arg.startswith("--") and arg != "--"):
+            if flag not in flags[name] and (other := next((k for k in built if flag in flags[k]), None)):
+                raise UsageError(f"{flag} is an option of 'sc2tune {_label(other, built[other])}', not of "
+                                 f"'sc2tune {_label(name, built[name])}'", ctx)
+        return name, built[name], rest
+
+
+def _label(name: str, command: click.Command) -> str:
+    """``eval RECIPE_OR_RUN``: the name and the first argument's metavar (what tells the variants apart)."""
+    first = next((p for p in command.params if p.param_type_name == "argument"), None)
+    return f"{name} {first.metavar or first.name.upper()}" if first is not None else name
+
+
+def click_command(name: str, command: Command) -> click.Command:
+    info = typer.models.CommandInfo(name=name, callback=command.function())
+    return typer.main.get_command_from_info(info, pretty_exceptions_short=True, rich_markup_mode="markdown")
+
+
 def build_app() -> typer.Typer:
-    """The typer app: ``-v/--verbose``, then one command per entry of :data:`~sc2tune.commands.COMMANDS`.
+    """The typer app: ``-v/--verbose``, then the commands of :data:`~sc2tune.commands.COMMANDS` (a
+    :class:`CommandTable`).
 
     Help is rendered by rich in markdown mode (option groups as panels, ``[...]`` shown as written): write
     ``<tag>``-like words in help texts as markdown code (backticks), or markdown drops them as HTML."""
-    app = typer.Typer(name="sc2tune", add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
-                      pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+    app = typer.Typer(name="sc2tune", cls=CommandTable, add_completion=False, no_args_is_help=True,
+                      rich_markup_mode="markdown", pretty_exceptions_enable=False,
+                      context_settings={"help_option_names": ["-h", "--help"]})
     app.callback()(_setup)
-    for name, function in COMMANDS.items():
-        app.command(name)(function)
     return app
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+from sc2tune.clihelp import Help
 from sc2tune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -76,7 +78,12 @@ def sample_cut(code_dir: Path) -> tuple[str, str, str]:
     return "".join(lines[:cut]), "".join(lines[cut + 1:]), lines[cut]
 
 
-def quickstart(runs_root: str | Path = "runs", *, show_progress: bool = True) -> QuickstartResult:
+def quickstart(
+    runs_root: Annotated[str | Path, Help("folder for the quickstart run (a fresh sub-folder is made)",
+                                          flag="--runs")] = "runs",
+    *,
+    show_progress: Annotated[bool, Help("no progress bars", flag="--no-progress")] = True,
+) -> QuickstartResult:
     """Train, merge and infill on the built-in tiny model (see module doc)."""
     from sc2tune.generation import Sampling, infill, load_for_inference
     from sc2tune.merging import merge

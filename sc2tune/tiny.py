@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from sc2tune.clihelp import Help
 from sc2tune.errors import UserError
 from sc2tune.recipe import TINY_MODEL
 
@@ -77,7 +78,12 @@ def build_tiny_model() -> Starcoder2ForCausalLM:
     return model
 
 
-def write_tiny_model(out_dir: str | Path, *, overwrite: bool = False) -> Path:
+def write_tiny_model(
+    out_dir: Annotated[str | Path, Help("folder to write (config.json, model.safetensors, tokenizer)",
+                                        metavar="OUT_DIR", positional=True)],
+    *,
+    overwrite: Annotated[bool, Help("write into a non-empty folder", flag="--overwrite")] = False,
+) -> Path:
     """Write the tiny model as an ordinary Hugging Face folder (config, safetensors, tokenizer)."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:

@@ -3,6 +3,7 @@ exits (usage error 2, UserError its code, no traceback), overrides after options
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import re
@@ -63,16 +64,20 @@ def test_readme_has_the_two_setup_commands_ci_runs():
 
 def test_top_level_help_lists_every_command_with_its_docstring():
     out = _help()
-    for name, function in COMMANDS.items():
-        first = " ".join(inspect.getdoc(function).split("\n\n")[0].split())
+    for name, command in COMMANDS.items():
+        first = " ".join(command.help.split("\n\n")[0].split())
         assert f"{name} {first[:40]}" in out, name
 
 
-@pytest.mark.parametrize("name", sorted(COMMANDS))
+VARIANTS = {**COMMANDS, **{f"{n} {word}": r for n, c in COMMANDS.items() for word, r in c.routes.items()}}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
 def test_help_lists_every_parameter_of_the_command_function_with_its_help(name: str):
-    out = _help(name)
-    declared = _declared(COMMANDS[name])
-    assert len(declared) == len(inspect.signature(COMMANDS[name]).parameters)
+    out = _help(*name.split())
+    function = VARIANTS[name].function()
+    declared = _declared(function)
+    assert len(declared) == len(inspect.signature(function).parameters)
     for shown, text in declared:
         assert text.strip(), f"{name}: {shown} has no help"
         visible = " ".join(text.replace("`", "").split())  # help is markdown: `code` shows without backticks
@@ -162,16 +167,16 @@ def test_train_reports_on_the_main_process_only(main_process: bool, preempted: b
     """The train command asks accelerate which process it is (after training); train() itself is faked."""
     seen = {}
 
-    def fake_train(loaded, *, resume, show_progress):
-        seen.update(lr=loaded.train.lr, resume=resume)
+    def fake_train(recipe, *, resume, show_progress):
+        seen.update(lr=recipe.train.lr, resume=resume)
         return SimpleNamespace(preempted=preempted, global_step=5, adapter_dir="OUT/adapter", output_dir="OUT",
                                final_eval={"eval_loss": 1.25}, train_tokens_per_second=None)
 
-    training = ModuleType("sc2tune.training")
-    training.train = fake_train  # type: ignore[attr-defined]
+    import sc2tune.training
+
     accelerate = ModuleType("accelerate")
     accelerate.PartialState = lambda: SimpleNamespace(is_main_process=main_process)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "sc2tune.training", training)
+    monkeypatch.setattr(sc2tune.training, "train", functools.wraps(sc2tune.training.train)(fake_train))
     monkeypatch.setitem(sys.modules, "accelerate", accelerate)
 
     result = run_cli("train", str(recipe), "--resume", "train.lr=0.25")
@@ -188,7 +193,7 @@ def test_train_reports_on_the_main_process_only(main_process: bool, preempted: b
 def test_plan_defaults_are_the_planners():
     from sc2tune.planning.throughput import DEFAULT_MFU
 
-    assert inspect.signature(COMMANDS["plan"]).parameters["mfu"].default == DEFAULT_MFU
+    assert inspect.signature(COMMANDS["plan"].function()).parameters["mfu"].default == DEFAULT_MFU
 
 
 def test_validate_checks_lora_targets_against_the_architecture(run_cli):

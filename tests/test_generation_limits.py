@@ -71,16 +71,16 @@ def test_a_mode_the_run_was_not_trained_for_is_warned_about(tmp_path: Path, monk
     import yaml
 
     import sc2tune.generation as gen
-    from sc2tune.commands.inference import generate
+    from sc2tune.inference import generate_text
 
     monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: "")
     merged = tmp_path / "merged"
     shutil.copytree(short_context_model, merged)
     (merged / "recipe.yaml").write_text(yaml.safe_dump({"task": "fim", "data": {"train": "code/"}}))
-    generate(str(merged), instruction="Reverse a list.", template="alpaca")
+    generate_text(str(merged), instruction="Reverse a list.", template="alpaca")
     assert "trained for task 'fim'" in caplog.text and "--instruction" in caplog.text
     caplog.clear()
-    generate(str(merged), prefix="def f():", suffix="")
+    generate_text(str(merged), prefix="def f():", suffix="")
     assert "trained for task" not in caplog.text  # the mode it was trained for: no warning
 
 

@@ -8,9 +8,11 @@ Nothing heavy is imported here: the command layer loads in a fraction of a secon
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from sc2tune.clihelp import REMOTE_CODE_HELP
 
 if TYPE_CHECKING:
     from sc2tune.recipe import Recipe
@@ -19,26 +21,12 @@ RecipePath = Annotated[str, typer.Argument(metavar="RECIPE", help="path to a rec
 Overrides = Annotated[list[str] | None, typer.Argument(
     metavar="KEY.SUB=VALUE", show_default=False,
     help="override recipe keys, values typed as YAML (train.lr=1e-4, data.eval=null); before or after options")]
-TrustRemoteCode = Annotated[bool, typer.Option(
-    "--trust-remote-code",
-    help="allow the base model's own Python code (hub models with auto_map); a recipe or run folder cannot "
-    "turn this on by itself")]
+TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code", help=REMOTE_CODE_HELP)]
 JsonOutput = Annotated[bool, typer.Option("--json", help="print a JSON summary as the last stdout line")]
-NoProgress = Annotated[bool, typer.Option("--no-progress", help="no progress bar")]
-
-#: Weights dtype of a model loaded for inference (auto: bfloat16 on a GPU that supports it, else float32).
-Dtype = Literal["auto", "bfloat16", "float16", "float32"]
-
-REMOTE_CODE_OVERRIDE = "model.trust_remote_code=true"
-
-
-def with_remote_code(overrides: list[str] | None, trust_remote_code: bool) -> list[str]:
-    """The overrides, plus ``model.trust_remote_code=true`` last when ``--trust-remote-code`` was given."""
-    return [*(overrides or ()), *([REMOTE_CODE_OVERRIDE] if trust_remote_code else [])]
-
 
 def load(recipe: str, overrides: list[str] | None, trust_remote_code: bool) -> Recipe:
-    """The validated recipe of ``recipe`` + ``overrides`` (+ the remote-code say of the command line)."""
-    from sc2tune.recipe import load_recipe
+    """The validated recipe of ``recipe`` + ``overrides``, plus ``model.trust_remote_code=true`` last when
+    ``--trust-remote-code`` was given."""
+    from sc2tune.recipe import REMOTE_CODE_OVERRIDE, load_recipe
 
-    return load_recipe(recipe, with_remote_code(overrides, trust_remote_code))
+    return load_recipe(recipe, [*(overrides or ()), *([REMOTE_CODE_OVERRIDE] if trust_remote_code else [])])

@@ -1,23 +1,26 @@
-"""Commands that set up and check: ``quickstart``, ``validate``, ``schema``, ``tiny-model``."""
+"""Commands that set up and check: ``quickstart``, ``validate``, ``schema``, ``tiny-model``.
+
+``quickstart`` and ``tiny-model`` take the options of :func:`sc2tune.demo.quickstart` and
+:func:`sc2tune.tiny.write_tiny_model`; ``validate`` and ``schema`` are their own declaration.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from sc2tune.commands.derive import Command
 from sc2tune.commands.options import Overrides, RecipePath, TrustRemoteCode, load
 
+if TYPE_CHECKING:
+    from sc2tune.demo import QuickstartResult
 
-def quickstart(
-    runs: Annotated[str, typer.Option(help="folder for the quickstart run (a fresh sub-folder is made)")] = "runs",
-    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
-) -> None:
+
+def show_quickstart(r: QuickstartResult) -> None:
     """Train, merge and infill on the built-in tiny model (a few CPU minutes)."""
-    from sc2tune.demo import quickstart as run_quickstart
-
-    r = run_quickstart(runs, show_progress=not no_progress)
     tail = r.prefix.splitlines()[-1] if r.prefix.strip() else ""
     print(f"\nquickstart done in {r.run_dir}")
     if r.eval_loss_before is not None and r.eval_loss_after is not None:
@@ -60,13 +63,10 @@ def schema() -> None:
     print(json.dumps(recipe_json_schema(), indent=2))
 
 
-def tiny_model(
-    out_dir: Annotated[str, typer.Argument(
-        metavar="OUT_DIR", help="folder to write (config.json, model.safetensors, tokenizer)", show_default=False)],
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="write into a non-empty folder")] = False,
-) -> None:
+def show_tiny_model(written: Path) -> None:
     """Write the built-in tiny StarCoder2 as a Hugging Face folder."""
-    from sc2tune.tiny import write_tiny_model
+    print(f"wrote the built-in tiny StarCoder2 to {written}")
 
-    print(f"wrote the built-in tiny StarCoder2 to {write_tiny_model(out_dir, overwrite=overwrite)}")
 
+quickstart = Command(show_quickstart, api="sc2tune.demo:quickstart")
+tiny_model = Command(show_tiny_model, api="sc2tune.tiny:write_tiny_model")

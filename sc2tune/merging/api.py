@@ -20,10 +20,11 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
+from sc2tune.clihelp import Help, TrustRemoteCode
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.merging.adapter import Adapter, QuantSettings, load_adapter
 from sc2tune.merging.checkpoint import BaseCheckpoint, open_checkpoint
@@ -72,37 +73,36 @@ class MergeResult:
 
 
 def merge(
-    adapter_dir: str | Path,
-    out_dir: str | Path,
+    adapter_dir: Annotated[str | Path, Help("PEFT LoRA/QLoRA adapter folder (adapter_config.json)",
+                                            metavar="ADAPTER_DIR", positional=True)],
+    out_dir: Annotated[str | Path, Help("folder to write (must not exist)", flag="--out", metavar="OUT_DIR")],
     *,
-    base: str | None = None,
-    dtype: MergeDtype | None = None,
-    shard_size: str | int = "2GB",
-    verify: bool = True,
-    overwrite: bool = False,
-    merge_into: MergeInto = "quantized",
-    qlora: bool | None = None,
-    progress: bool = True,
-    trust_remote_code: bool = False,
+    base: Annotated[str | None, Help("base model folder or hub id (default: the adapter's base_model_name_or_path)",
+                                     metavar="PATH_OR_ID")] = None,
+    dtype: Annotated[MergeDtype | None, Help("output dtype (default: the base checkpoint's)")] = None,
+    shard_size: Annotated[str | int, Help("largest output shard, e.g. 2GB, 500MB")] = "2GB",
+    verify: Annotated[bool, Help("skip comparing merged and adapter logits (verification loads base + adapter)",
+                                 flag="--no-verify")] = True,
+    overwrite: Annotated[bool, Help("replace OUT_DIR when it holds an earlier model output (any other folder is "
+                                    "refused)", flag="--overwrite")] = False,
+    merge_into: Annotated[MergeInto, Help("QLoRA adapters: merge into the NF4 round trip they were trained against "
+                                          "or into the original base weights")] = "quantized",
+    qlora: Annotated[bool | None, Help("treat the adapter as QLoRA (NF4, double quant) even without sc2tune's "
+                                       "recipe.yaml", flag="--qlora")] = None,
+    progress: Annotated[bool, Help("no progress bar", flag="--no-progress")] = True,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> MergeResult:
     """Merge the PEFT LoRA adapter in ``adapter_dir`` into its base and write a plain transformers folder.
 
-    Args:
-        adapter_dir: folder with ``adapter_config.json`` and the adapter weights (any PEFT LoRA adapter).
+    Each parameter's ``Help`` is its ``sc2tune merge`` option and says what it does; in more detail:
         out_dir: folder to create; refused if it exists unless ``overwrite``, and even then unless it holds a
             previous model output (``sc2tune_merge.json``, or ``config.json`` with weights).
-        base: base model folder or hub id; default the adapter's ``base_model_name_or_path``.
-        dtype: output dtype; default the dtype of the base checkpoint's tensors.
-        shard_size: largest output shard (``"2GB"``, ``"500MB"`` or bytes).
         verify: rebuild the merge with PEFT's own float32 merge rounded once to ``dtype`` and require every
             merged tensor within one ``dtype`` step of it, then compare logits on a few prompts (loads base +
             adapter in the checkpoint's dtype, then the merged model, one at a time); see
             :mod:`sc2tune.merging.verify`.
-        merge_into: for QLoRA adapters, ``"quantized"`` merges into the NF4 round trip the adapter was
-            trained against, ``"original"`` into the unquantised base weights.
         qlora: treat the adapter as QLoRA (NF4, double quant, block 64) even without sc2tune's
             ``recipe.yaml``; ``False`` treats it as plain LoRA; None reads ``recipe.yaml``.
-        progress: show a progress bar.
         trust_remote_code: let the base model's own Python code (its config.json's ``auto_map``) build the
             model, and the tokenizer's own code (its tokenizer_config.json's ``auto_map``) load it, as
             ``--trust-remote-code`` does; also confirms a saved recipe's ``model.trust_remote_code``. Never read
