@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sc2tune.errors import UserError
+
 log = logging.getLogger(__name__)
 
 #: Trackers logged through transformers' own integration callbacks.
@@ -58,7 +60,14 @@ def tracker_session(report_to: tuple[str, ...], run_name: str, out: Path, *, mai
         import mlflow
 
         if mlflow.active_run() is None:
-            mlflow.start_run(run_name=run_name)
+            try:
+                mlflow.start_run(run_name=run_name)
+            except Exception as err:  # mlflow's own errors (store URI, server) have no common base
+                raise UserError(f"train.report_to: mlflow could not start a run in {mlflow.get_tracking_uri()}: "
+                                f"{str(err).strip().splitlines()[0]}",
+                                hint="check MLFLOW_TRACKING_URI (a local store: file:///ABS/PATH with "
+                                "MLFLOW_ALLOW_FILE_STORE=true, or sqlite:///ABS/PATH.db with the full mlflow "
+                                "package), or drop mlflow from train.report_to") from None
     failed = True
     try:
         yield
