@@ -149,24 +149,32 @@ def log_to_run_trackers(run_dir: Path, figures: Mapping[str, float]) -> list[str
         if importlib.util.find_spec(name) is None:
             log.warning("the run logged to %s, which is not installed here: eval figures not logged there", name)
             continue
-        where = record[name]
-        if name == "wandb":
-            import wandb
-
-            run = wandb.init(project=where["project"], id=where["id"], resume="allow")
-            run.log({**figures, "train/global_step": step})  # the x-axis transformers' callback defined
-            run.finish()
-        elif name == "mlflow":
-            from mlflow.tracking import MlflowClient
-
-            client = MlflowClient(tracking_uri=where["tracking_uri"])
-            for key, value in figures.items():
-                client.log_metric(where["run_id"], key, float(value), step=step or 0)
-        else:
-            import trackio
-
-            trackio.init(project=where["project"], name=where["name"], resume="allow")
-            trackio.log({**figures, "train/global_step": step})
-            trackio.finish()
+        try:
+            _log_one(name, record[name], figures, step)
+        except Exception as err:  # a tracker's failure (network, store) must not cost the eval report
+            log.warning("eval figures not logged to %s: %s", name, err)
+            continue
         done.append(name)
     return done
+
+
+def _log_one(name: str, where: Mapping[str, Any], figures: Mapping[str, float], step: int | None) -> None:
+    """Reopen the recorded run of tracker ``name`` and log ``figures`` at ``step``."""
+    if name == "wandb":
+        import wandb
+
+        run = wandb.init(project=where["project"], id=where["id"], resume="allow")
+        run.log({**figures, "train/global_step": step})  # the x-axis transformers' callback defined
+        run.finish()
+    elif name == "mlflow":
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=where["tracking_uri"])
+        for key, value in figures.items():
+            client.log_metric(where["run_id"], key, float(value), step=step or 0)
+    else:
+        import trackio
+
+        trackio.init(project=where["project"], name=where["name"], resume="allow")
+        trackio.log({**figures, "train/global_step": step})
+        trackio.finish()

@@ -210,3 +210,14 @@ def test_eval_report_figures_for_trackers():
     assert figures["eval_run/adapter/infill_span_edit_similarity"] == 0.75
     assert figures["eval_run/adapter-base/infill_span_exact_match"] == pytest.approx(0.5)  # (1+0)/2 - 0
     assert figures["eval_run/adapter-base/infill_span_edit_similarity"] == pytest.approx(0.25)
+
+
+def test_a_failing_tracker_does_not_cost_the_eval_report(tmp_path, caplog):
+    pytest.importorskip("mlflow")
+    from sc2tune.training.trackers import log_to_run_trackers
+
+    (tmp_path / "trackers.json").write_text(json.dumps(
+        {"mlflow": {"tracking_uri": "nosuchscheme://nowhere", "run_id": "0"}, "step": 3}))
+    assert log_to_run_trackers(tmp_path, {EVAL_FIGURE: 0.25}) == []
+    assert "eval figures not logged to mlflow" in caplog.text
+    assert log_to_run_trackers(tmp_path / "absent", {EVAL_FIGURE: 0.25}) == []  # a run without trackers
