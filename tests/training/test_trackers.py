@@ -181,6 +181,11 @@ def test_missing_tracker_package_names_the_extra_before_any_model_loads(tmp_path
     with pytest.raises(RecipeError, match=r"sc2tune\[trackio\]"):
         train(recipe)
     assert not (tmp_path / "run").exists()  # refused before anything was written
+    from sc2tune.commands.setup import validate
+
+    with pytest.raises(RecipeError, match=r"sc2tune\[trackio\]"):
+        validate(str(RECIPE), ["train.report_to=trackio"])
+    validate(str(RECIPE), ["train.report_to=trackio"], schema_only=True)  # the schema alone is fine
 
 
 def test_unusable_mlflow_store_is_a_user_error(tmp_path, monkeypatch):
