@@ -364,8 +364,9 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     if show_progress:
         trainer.add_callback(ProgressCallback())
     main_process = trainer.is_world_process_zero()  # the trainer's word from here on
-    if main_process and "tensorboard" in recipe.train.report_to:
-        _add_tensorboard(trainer, out / "tensorboard")
+    if main_process:
+        if "tensorboard" in recipe.train.report_to:
+            _add_tensorboard(trainer, out / "tensorboard")
         (out / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
 
     trainer.train(resume_from_checkpoint=checkpoint)

@@ -136,6 +136,7 @@ def test_trackio_local_database_holds_the_loss_at_each_step(tracked_run):
 @pytest.mark.slow
 def test_tensorboard_only_when_named(tracked_run):
     assert not (tracked_run["out"] / "tensorboard").exists()
+    assert (tracked_run["out"] / "recipe.yaml").is_file()  # the run's own files are written whatever the trackers
     assert tracked_run["stdout"].strip().splitlines()[-1] == "['wandb', 'mlflow', 'trackio']"
 
 
