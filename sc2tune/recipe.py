@@ -39,6 +39,14 @@ REMOTE_CODE_OVERRIDE = "model.trust_remote_code=true"
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]
 Task = Literal["instruct", "fim", "classify"]
 Head = Literal["causal-lm", "sequence-classification"]
+Tracker = Literal["tensorboard", "wandb", "mlflow", "trackio", "none"]
+
+#: The trackers that are optional extras: tracker name -> (module whose presence is checked, pip extra).
+TRACKER_EXTRAS: dict[str, tuple[str, str]] = {
+    "wandb": ("wandb", "wandb"),
+    "mlflow": ("mlflow", "mlflow"),  # the mlflow-skinny distribution installs the `mlflow` module
+    "trackio": ("trackio", "trackio"),
+}
 
 #: The model head each task needs: the task alone decides it (``model.head`` is no longer a recipe key).
 TASK_HEADS: dict[str, Head] = {"instruct": "causal-lm", "fim": "causal-lm", "classify": "sequence-classification"}
@@ -360,6 +368,36 @@ class TrainSpec(_Strict):
         description="LoRA dropout on CPU. sparse: draws only the dropped positions (about p x n random numbers "
         "instead of n, the same distribution); peft: PEFT's nn.Dropout. GPUs always use PEFT's.",
     )
+    report_to: tuple[Tracker, ...] = Field(
+        ("tensorboard",),
+        description="Where training metrics go, a list (or one name): tensorboard (OUTPUT_DIR/tensorboard/), "
+        "wandb, mlflow, trackio (transformers' own integrations; optional extras: pip install "
+        "'sc2tune[wandb]', '[mlflow]', '[trackio]' or '[trackers]'), or none alone. The run is named after "
+        "output_dir's folder; project, storage and online/offline are the trackers' own settings "
+        "(WANDB_PROJECT, WANDB_MODE=offline, WANDB_DIR; MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME; "
+        "TRACKIO_DIR; wandb's and trackio's project default to transformers' 'huggingface'). `sc2tune eval "
+        "RUN` logs its figures to the same tracker runs (recorded in OUTPUT_DIR/trackers.json).",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to_names(cls, value: Any) -> Any:
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, (list, tuple)):
+            return value  # pydantic's own type error
+        known = Tracker.__args__
+        for name in names:
+            if isinstance(name, str) and name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                raise ValueError(f"unknown tracker {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                                 + f"; choose from {', '.join(known)}")
+        if not names:
+            raise ValueError("give at least one tracker, or [none] for no tracking")
+        if "none" in names and len(names) > 1:
+            raise ValueError("'none' stands alone: drop it or the other trackers")
+        if len(set(names)) != len(names):
+            raise ValueError("a tracker is named twice")
+        return tuple(names)
 
 
 class Recipe(_Strict):
@@ -686,6 +724,22 @@ def _remote_code_on_command_line(overrides: list[str] | tuple[str, ...]) -> bool
         if path == ["model", "trust_remote_code"]:
             said = value is True  # the last one counts, as when the overrides are applied
     return said
+
+
+def check_trackers_installed(recipe: Recipe) -> None:
+    """Refuse ``train.report_to`` trackers whose package is missing, naming the extra that installs it.
+
+    Called when a run starts, before any data or model is loaded (not at validation: a run folder whose
+    recipe names wandb still merges and generates on a machine without wandb).
+    """
+    import importlib.util
+
+    for name in recipe.train.report_to:
+        if name in TRACKER_EXTRAS:
+            module, extra = TRACKER_EXTRAS[name]
+            if importlib.util.find_spec(module) is None:
+                raise RecipeError(f"train.report_to names {name!r}, but the {module} package is not installed",
+                                  hint=f"pip install 'sc2tune[{extra}]' (or remove {name} from train.report_to)")
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

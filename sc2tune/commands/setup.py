@@ -39,9 +39,9 @@ def validate(
     schema_only: Annotated[bool, typer.Option(
         "--schema-only", help="only check the recipe itself, not the base model's tokenizer and LoRA targets")] = False,
 ) -> None:
-    """Check a recipe (and overrides) without running it: the schema, then the base model's tokenizer and
-    that the LoRA targets exist in its architecture."""
-    from sc2tune.recipe import recipe_to_yaml
+    """Check a recipe (and overrides) without running it: the schema, then the base model's tokenizer,
+    that the LoRA targets exist in its architecture and that train.report_to's trackers are installed."""
+    from sc2tune.recipe import check_trackers_installed, recipe_to_yaml
 
     loaded = load(recipe, overrides, trust_remote_code)  # a bad recipe is reported before any heavy import
     note = ""
@@ -49,6 +49,7 @@ def validate(
         from sc2tune.adapters import check_target_modules
         from sc2tune.modeling import check_tokenizer
 
+        check_trackers_installed(loaded)
         note = f"; {check_tokenizer(loaded.model, loaded.task)}; {check_target_modules(loaded)}"
     if print_:
         print(recipe_to_yaml(loaded), end="")

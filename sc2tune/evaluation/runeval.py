@@ -20,7 +20,9 @@ Infilling exact match and edit similarity carry 95% bootstrap intervals over the
 over the same holes (``differences``: ``{"adapter-base": {"infill_span_exact_match": {"value", "ci95"}}}``,
 see :mod:`sc2tune.evaluation.intervals`).
 
-Models are loaded one at a time and freed before the next.
+Models are loaded one at a time and freed before the next. When the run logged to wandb / mlflow / trackio
+(``train.report_to``, recorded in ``OUTPUT/trackers.json``), the figures are logged to those runs too
+(:meth:`RunEvalResult.tracker_figures`, :func:`sc2tune.training.trackers.log_to_run_trackers`).
 """
 
 from __future__ import annotations
@@ -105,6 +107,16 @@ class RunEvalResult:
         if differences:
             out["differences"] = differences
         return out
+
+    def tracker_figures(self) -> dict[str, float]:
+        """The summary's numbers as tracker metrics: ``eval_run/MODEL/KEY`` (``eval_run/adapter/loss``,
+        ``eval_run/adapter/infill_span_exact_match``, ...) and ``eval_run/A-B/KEY`` for paired differences."""
+        summary = self.summary()
+        figures = {f"eval_run/{name}/{key}": float(value) for name, row in summary["models"].items()
+                   for key, value in row.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
+        for pair, metrics in summary.get("differences", {}).items():
+            figures.update({f"eval_run/{pair}/{key}": float(d["value"]) for key, d in metrics.items()})
+        return figures
 
     def differences(self) -> dict[str, dict[str, dict]]:
         """``{"adapter-base": {"infill_span_exact_match": {"value": d, "ci95": [lo, hi]}, ...}}``: each model
@@ -219,6 +231,7 @@ def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = 
     from sc2tune.evaluation.heldout import classify_predictions, heldout_loss
     from sc2tune.evaluation.infill import infill_scores, make_cases, recover_documents
     from sc2tune.metrics import classification_report
+    from sc2tune.training.trackers import log_to_run_trackers
 
     recipe = run.recipe
     tokenizer = load_run_tokenizer(run)
@@ -258,4 +271,7 @@ def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = 
         result.models[name] = scores
         del model
         gc.collect()
+    logged = log_to_run_trackers(run.run_dir, result.tracker_figures())  # the trackers train.report_to named
+    if logged:
+        log.info("eval figures logged to the run's %s", ", ".join(logged))
     return result

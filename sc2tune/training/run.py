@@ -6,7 +6,8 @@ Layout of ``output_dir``::
                       (``model/`` instead for adapter.method: full)
     checkpoints/      checkpoint-N folders, each renamed into place only when complete
     metrics.jsonl     one JSON object per logged step ({"step", "loss", ...}) and per evaluation
-    tensorboard/      TensorBoard event files
+    tensorboard/      TensorBoard event files (train.report_to: tensorboard, the default)
+    trackers.json     the wandb / mlflow / trackio runs the run logged to (:mod:`sc2tune.training.trackers`)
     loss.png          train and eval loss curves
     summary.json      final_eval metrics, train_tokens_per_second, steps, skipped steps, preempted
     data.json         the prepared data folder the run trains on (``--resume`` reads it, never rebuilds)
@@ -43,7 +44,7 @@ from sc2tune.adapters import (
 )
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.modeling import Objective, load_model, load_tokenizer, objective_for, resolve_dtype
-from sc2tune.recipe import Recipe, recipe_to_yaml
+from sc2tune.recipe import Recipe, check_trackers_installed, recipe_to_yaml
 from sc2tune.runs import (
     ADAPTER_CONFIG,
     LABELS_FILE,
@@ -69,6 +70,7 @@ from sc2tune.training.outlock import output_lock
 from sc2tune.training.portable import save_classifier_files
 from sc2tune.training.precision import keeps_fp32_master, load_spec, save_rounded
 from sc2tune.training.resume import resume_checkpoint, trim_metrics
+from sc2tune.training.trackers import TRACKIO_PROJECT, integrations, tracker_session
 from sc2tune.training.trainer import Sc2Trainer
 
 log = logging.getLogger(__name__)
@@ -150,7 +152,9 @@ def _training_arguments(recipe: Recipe, objective: Objective, out: Path, has_eva
         logging_first_step=True,
         eval_on_start=has_eval and not resuming,  # the untrained model's eval loss: the baseline every later eval is read against
         prediction_loss_only=objective.causal,  # causal evaluation keeps no logits
-        report_to="none",
+        report_to=integrations(t.report_to),  # wandb / mlflow / trackio; TensorBoard is our own writer
+        run_name=out.name,
+        project=TRACKIO_PROJECT,
         save_total_limit=t.save_total_limit,
         bf16=(cuda or keeps_fp32_master(recipe)) and dtype == torch.bfloat16,  # autocast (CPU too for fp32 masters)
         fp16=cuda and dtype == torch.float16,
@@ -280,11 +284,13 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
     from sc2tune.training.deepspeed_check import check_this_launch
 
     check_this_launch()  # before any process group, data or model
+    check_trackers_installed(recipe)
     recipe = _absolute_paths(recipe)
     out = Path(recipe.output_dir)
     check_output_dir(out)
     main_process = _is_main_process()
-    with output_lock(out, main_process=main_process):
+    with output_lock(out, main_process=main_process), \
+            tracker_session(recipe.train.report_to, out.name, out, main_process=main_process):
         return _train(recipe, out, resume=resume, show_progress=show_progress, main_process=main_process)
 
 
@@ -359,7 +365,8 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         trainer.add_callback(ProgressCallback())
     main_process = trainer.is_world_process_zero()  # the trainer's word from here on
     if main_process:
-        _add_tensorboard(trainer, out / "tensorboard")
+        if "tensorboard" in recipe.train.report_to:
+            _add_tensorboard(trainer, out / "tensorboard")
         (out / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
 
     trainer.train(resume_from_checkpoint=checkpoint)
