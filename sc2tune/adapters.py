@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sc2tune.atomic import staged_file
 from sc2tune.errors import RecipeError, UserError
 from sc2tune.modeling import default_target_modules
 from sc2tune.recipe import Recipe
@@ -271,9 +272,8 @@ def save_converted_adapter(model: PeftModel, folder: Path, initial: Path) -> Non
         weights = folder / ADAPTER_WEIGHTS[0]  # save_pretrained writes safetensors by default
         tensors = load_file(str(weights))
         tensors.update(kept)
-        staged = weights.with_suffix(".safetensors.tmp")
-        save_file(tensors, str(staged), metadata={"format": "pt"})
-        staged.replace(weights)
+        with staged_file(weights) as staged:
+            save_file(tensors, str(staged), metadata={"format": "pt"})
 
 
 def base_model_reference(name_or_path: str) -> str:

@@ -8,6 +8,7 @@ import logging
 import re
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +30,105 @@ RUN_ADAPTER, RUN_FULL, RUN_MERGED, RUN_CHECKPOINTS = "adapter", "model", "merged
 METRICS_FILE = "metrics.jsonl"  # a run's logged steps and evaluations (training writes, eval and demo read)
 #: The file every ``sc2tune train`` creates first in its output_dir (and keeps): the run's lock, and its mark.
 RUN_LOCK = ".sc2tune-train.lock"
+
+SUMMARY_FILE = "summary.json"  # final eval, throughput, steps (training writes)
+DATA_RECORD = "data.json"  # the prepared data folder a run trains on (``--resume`` reads it, never rebuilds)
+LOSS_PLOT = "loss.png"  # train and eval loss curves of a run, and of an eval report
+TENSORBOARD_DIR = "tensorboard"
+ENGINE_DIR = "engine"  # one ``rank-N.json`` per process: the distributed engine that ran (training.distributed)
+EVAL_REPORT_DIR = "eval"  # ``sc2tune eval RUN``'s report, unless --out says otherwise
+CHECKPOINT_PREFIX = "checkpoint"  # checkpoints/checkpoint-N, transformers' name
+CHECKPOINT_STAGING = ".staging"  # checkpoints/.staging/checkpoint-N: a checkpoint being written
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Every path of a run folder (``output_dir`` of ``sc2tune train``; layout in :mod:`sc2tune.runs`)::
+
+        ROOT/adapter/ | model/            the trained adapter, or the full fine-tune (:meth:`trained`)
+        ROOT/.adapter.staging/ | ...      the trained folder while it is written (:meth:`trained_staging`)
+        ROOT/merged/                      ``sc2tune merge``'s default output
+        ROOT/checkpoints/checkpoint-N/    checkpoints; ``checkpoints/.staging/checkpoint-N`` while written
+        ROOT/metrics.jsonl, summary.json, data.json, recipe.yaml, loss.png, tensorboard/, engine/rank-N.json
+        ROOT/.sc2tune-train.lock          the run's lock and mark
+        ROOT/eval/                        ``sc2tune eval RUN``'s report
+    """
+
+    root: Path
+
+    def trained(self, method: str) -> Path:
+        """``model/`` for a full fine-tune (``adapter.method: full``), else ``adapter/``."""
+        return self.root / (RUN_FULL if method == "full" else RUN_ADAPTER)
+
+    def trained_staging(self, method: str) -> Path:
+        """Where :meth:`trained` is written before it is renamed into place (``.adapter.staging``)."""
+        return self.root / f".{self.trained(method).name}.staging"
+
+    @property
+    def adapter(self) -> Path:
+        return self.root / RUN_ADAPTER
+
+    @property
+    def full(self) -> Path:
+        return self.root / RUN_FULL
+
+    @property
+    def merged(self) -> Path:
+        return self.root / RUN_MERGED
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / RUN_CHECKPOINTS
+
+    @property
+    def checkpoint_staging(self) -> Path:
+        """The folder transformers writes ``checkpoint-N`` into before it is renamed to :attr:`checkpoints`."""
+        return self.checkpoints / CHECKPOINT_STAGING
+
+    def checkpoint(self, step: int) -> Path:
+        """``checkpoints/checkpoint-{step}``."""
+        return self.checkpoints / f"{CHECKPOINT_PREFIX}-{step}"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS_FILE
+
+    @property
+    def summary(self) -> Path:
+        return self.root / SUMMARY_FILE
+
+    @property
+    def data_record(self) -> Path:
+        return self.root / DATA_RECORD
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / RECIPE_FILE
+
+    @property
+    def lock(self) -> Path:
+        return self.root / RUN_LOCK
+
+    @property
+    def loss_plot(self) -> Path:
+        return self.root / LOSS_PLOT
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD_DIR
+
+    @property
+    def engine(self) -> Path:
+        return self.root / ENGINE_DIR
+
+    def rank_record(self, process_index: int) -> Path:
+        """``engine/rank-{process_index}.json``."""
+        return self.engine / f"rank-{process_index}.json"
+
+    @property
+    def eval_report(self) -> Path:
+        return self.root / EVAL_REPORT_DIR
+
 
 #: Largest metadata file read (recipe, adapter config, labels): real ones are a few kB.
 MAX_METADATA_BYTES = 16 << 20
