@@ -174,13 +174,13 @@ def _eval_run(target: str, overrides: list[str], *, trust_remote_code: bool, mod
     """Score the run's models on its held-out data, write the report, print one column per model."""
     from sc2tune.evaluation.report import write_run_report
     from sc2tune.evaluation.runeval import evaluate_run, parse_models, resolve_run
-    from sc2tune.runs import METRICS_FILE
+    from sc2tune.runs import RunFolder
 
     run = resolve_run(target, overrides, trust_remote_code=trust_remote_code)
     result = evaluate_run(run, parse_models(models, run), max_examples=max_examples, infill_examples=infill_examples,
                           infill_max_new_tokens=infill_max_new_tokens, show_progress=not as_json)
-    written = write_run_report(result.to_dict(), Path(out) if out else run.run_dir / "eval",
-                               metrics_file=run.run_dir / METRICS_FILE)
+    folder = RunFolder(run.run_dir)
+    written = write_run_report(result.to_dict(), Path(out) if out else folder.eval_report, metrics_file=folder.metrics)
     summary = result.summary()
     summary["out"] = str(written)
     if as_json:

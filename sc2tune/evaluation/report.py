@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from sc2tune.atomic import staged_dir
 from sc2tune.errors import UserError
 from sc2tune.reporting import plot_loss_curves, pyplot, read_metrics
+from sc2tune.runs.layout import LOSS_PLOT
 
 if TYPE_CHECKING:
     from sc2tune.evaluation.codeeval import CodeEvalResult
@@ -219,8 +220,8 @@ def write_run_report(data: Mapping[str, Any], out_dir: str | Path, *, metrics_fi
         if metrics_file is not None and metrics_file.is_file():
             train, evals = read_metrics(metrics_file)
             if train or evals:
-                plot_loss_curves(train, evals, tmp / "loss.png", title="training run")
-                plots["loss curves"] = "loss.png"
+                plot_loss_curves(train, evals, tmp / LOSS_PLOT, title="training run")
+                plots["loss curves"] = LOSS_PLOT
         for name, scores in data["models"].items():
             if "confusion" in scores:
                 file = f"confusion-{name}.png"

@@ -39,6 +39,8 @@ ENGINE_DIR = "engine"  # one ``rank-N.json`` per process: the distributed engine
 EVAL_REPORT_DIR = "eval"  # ``sc2tune eval RUN``'s report, unless --out says otherwise
 CHECKPOINT_PREFIX = "checkpoint"  # checkpoints/checkpoint-N, transformers' name
 CHECKPOINT_STAGING = ".staging"  # checkpoints/.staging/checkpoint-N: a checkpoint being written
+INIT_DIR = ".sc2tune-init"  # PiSSA/OLoRA runs: the starting factors, for the conversion at save (adapters)
+INITIAL_ADAPTER = "initial_adapter"  # the folder of those factors inside it (PEFT's temporary adapter name too)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class RunFolder:
         ROOT/checkpoints/checkpoint-N/    checkpoints; ``checkpoints/.staging/checkpoint-N`` while written
         ROOT/metrics.jsonl, summary.json, data.json, recipe.yaml, loss.png, tensorboard/, engine/rank-N.json
         ROOT/.sc2tune-train.lock          the run's lock and mark
+        ROOT/.sc2tune-init/initial_adapter/   PiSSA/OLoRA starting factors (written once, kept across resumes)
         ROOT/eval/                        ``sc2tune eval RUN``'s report
     """
 
@@ -124,6 +127,10 @@ class RunFolder:
     def rank_record(self, process_index: int) -> Path:
         """``engine/rank-{process_index}.json``."""
         return self.engine / f"rank-{process_index}.json"
+
+    @property
+    def initial_adapter(self) -> Path:
+        return self.root / INIT_DIR / INITIAL_ADAPTER
 
     @property
     def eval_report(self) -> Path:

@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from sc2tune.atomic import publish, remove
+from sc2tune.runs.layout import CHECKPOINT_STAGING
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ class AtomicCheckpointCallback(TrainerCallback):
     """Checkpoints renamed into place only when complete.
 
     transformers writes checkpoint N into ``args.output_dir``, the staging folder ``checkpoints/.staging``
-    (:class:`sc2tune.runs.RunFolder`), every process its part; then, on ``on_save``, once every process is done,
+    (:class:`sc2tune.runs.RunFolder`; with any other ``output_dir`` this callback does nothing and checkpoints
+    are transformers' own), every process its part; then, on ``on_save``, once every process is done,
     the main process flushes it and renames it to ``checkpoints/checkpoint-N`` (:func:`sc2tune.atomic.publish`,
     replacing one of the same step), empties the staging folder and keeps the newest ``args.save_total_limit``
     checkpoints there (transformers' ``rotate_checkpoints``, by step). A kill at any moment leaves the
@@ -38,14 +40,17 @@ class AtomicCheckpointCallback(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201 - TrainerCallback's
-        if args.should_save:
-            _empty(Path(args.output_dir))  # a killed run's half checkpoint
+        staging = checkpoint_staging(args)
+        if staging is not None and args.should_save:
+            _empty(staging)  # a killed run's half checkpoint
 
     def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        staging = checkpoint_staging(args)
+        if staging is None:
+            return
         accelerator = self.trainer.accelerator
         accelerator.wait_for_everyone()
         if args.should_save:
-            staging = Path(args.output_dir)
             name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
             publish(staging / name, staging.parent / name, replace=True)
             _empty(staging)
@@ -54,8 +59,15 @@ class AtomicCheckpointCallback(TrainerCallback):
         accelerator.wait_for_everyone()
 
     def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
-        if args.should_save:
-            remove(Path(args.output_dir))
+        staging = checkpoint_staging(args)
+        if staging is not None and args.should_save:
+            remove(staging)
+
+
+def checkpoint_staging(args: Any) -> Path | None:
+    """``args.output_dir`` when it is a run's checkpoint staging folder (named ``.staging``), else None."""
+    staging = Path(args.output_dir)
+    return staging if staging.name == CHECKPOINT_STAGING else None
 
 
 def _empty(folder: Path) -> None:

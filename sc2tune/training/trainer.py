@@ -45,7 +45,7 @@ from sc2tune.atomic import remove
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES, Objective
 from sc2tune.training.attention import use_packed_attention
-from sc2tune.training.callbacks import AtomicCheckpointCallback
+from sc2tune.training.callbacks import AtomicCheckpointCallback, checkpoint_staging
 from sc2tune.training.distributed import adopt_cpu_fsdp
 from sc2tune.training.loss import linear_cross_entropy_sum, output_layer, shifted_trained_positions
 
@@ -363,7 +363,9 @@ class Sc2Trainer(Trainer):
         """The error to raise instead of ``err`` when it came while a checkpoint was being written (one is in
         the staging folder: :class:`~sc2tune.training.callbacks.AtomicCheckpointCallback` empties it after each
         save), after removing the half-written checkpoint; None otherwise."""
-        staging = Path(self.args.output_dir)
+        staging = checkpoint_staging(self.args)
+        if staging is None:
+            return None
         writing = staging.is_dir() and any(staging.iterdir())
         remove(staging)  # never leave half a checkpoint behind
         if not writing or not is_disk_full(err):

@@ -92,3 +92,13 @@ def test_a_checkpoint_is_renamed_into_place_only_when_saved_whole(tmp_path):
     assert sorted(p.name for p in checkpoints.iterdir()) == [".staging", "checkpoint-2", "checkpoint-3"]
     callback.on_train_end(trainer.args, trainer.state, trainer.control)
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-3"]
+
+
+def test_with_another_output_dir_the_callback_touches_nothing(tmp_path):
+    trainer = _trainer(tmp_path)
+    trainer.args.output_dir = str(tmp_path / "mine")  # a Sc2Trainer used outside a run folder
+    (tmp_path / "mine" / "checkpoint-1").mkdir(parents=True)
+    callback = next(c for c in trainer.callback_handler.callbacks if isinstance(c, AtomicCheckpointCallback))
+    for hook in (callback.on_train_begin, callback.on_save, callback.on_train_end):
+        hook(trainer.args, trainer.state, trainer.control)
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["checkpoint-1"]
