@@ -43,6 +43,17 @@ INIT_DIR = ".sc2tune-init"  # PiSSA/OLoRA runs: the starting factors, for the co
 INITIAL_ADAPTER = "initial_adapter"  # the folder of those factors inside it (PEFT's temporary adapter name too)
 
 
+class _At:
+    """A path of a run folder, ``root / *parts`` (a descriptor: ``RunFolder(root).metrics`` is a Path)."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, run: RunFolder | None, owner: type | None = None) -> Path:
+        assert run is not None, "a path of a RunFolder instance"
+        return run.root.joinpath(*self.parts)
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """Every path of a run folder (``output_dir`` of ``sc2tune train``; layout in :mod:`sc2tune.runs`)::
@@ -59,6 +70,22 @@ class RunFolder:
 
     root: Path
 
+    adapter = _At(RUN_ADAPTER)
+    full = _At(RUN_FULL)
+    merged = _At(RUN_MERGED)
+    checkpoints = _At(RUN_CHECKPOINTS)
+    checkpoint_staging = _At(RUN_CHECKPOINTS, CHECKPOINT_STAGING)  # transformers writes checkpoint-N here first
+    metrics = _At(METRICS_FILE)
+    summary = _At(SUMMARY_FILE)
+    data_record = _At(DATA_RECORD)
+    recipe = _At(RECIPE_FILE)
+    lock = _At(RUN_LOCK)
+    loss_plot = _At(LOSS_PLOT)
+    tensorboard = _At(TENSORBOARD_DIR)
+    engine = _At(ENGINE_DIR)
+    initial_adapter = _At(INIT_DIR, INITIAL_ADAPTER)
+    eval_report = _At(EVAL_REPORT_DIR)
+
     def trained(self, method: str) -> Path:
         """``model/`` for a full fine-tune (``adapter.method: full``), else ``adapter/``."""
         return self.root / (RUN_FULL if method == "full" else RUN_ADAPTER)
@@ -67,74 +94,13 @@ class RunFolder:
         """Where :meth:`trained` is written before it is renamed into place (``.adapter.staging``)."""
         return self.root / f".{self.trained(method).name}.staging"
 
-    @property
-    def adapter(self) -> Path:
-        return self.root / RUN_ADAPTER
-
-    @property
-    def full(self) -> Path:
-        return self.root / RUN_FULL
-
-    @property
-    def merged(self) -> Path:
-        return self.root / RUN_MERGED
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / RUN_CHECKPOINTS
-
-    @property
-    def checkpoint_staging(self) -> Path:
-        """The folder transformers writes ``checkpoint-N`` into before it is renamed to :attr:`checkpoints`."""
-        return self.checkpoints / CHECKPOINT_STAGING
-
     def checkpoint(self, step: int) -> Path:
         """``checkpoints/checkpoint-{step}``."""
         return self.checkpoints / f"{CHECKPOINT_PREFIX}-{step}"
 
-    @property
-    def metrics(self) -> Path:
-        return self.root / METRICS_FILE
-
-    @property
-    def summary(self) -> Path:
-        return self.root / SUMMARY_FILE
-
-    @property
-    def data_record(self) -> Path:
-        return self.root / DATA_RECORD
-
-    @property
-    def recipe(self) -> Path:
-        return self.root / RECIPE_FILE
-
-    @property
-    def lock(self) -> Path:
-        return self.root / RUN_LOCK
-
-    @property
-    def loss_plot(self) -> Path:
-        return self.root / LOSS_PLOT
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / TENSORBOARD_DIR
-
-    @property
-    def engine(self) -> Path:
-        return self.root / ENGINE_DIR
-
     def rank_record(self, process_index: int) -> Path:
         """``engine/rank-{process_index}.json``."""
         return self.engine / f"rank-{process_index}.json"
-
-    @property
-    def initial_adapter(self) -> Path:
-        return self.root / INIT_DIR / INITIAL_ADAPTER
-
-    @property
-    def eval_report(self) -> Path:
-        return self.root / EVAL_REPORT_DIR
 
 
 #: Largest metadata file read (recipe, adapter config, labels): real ones are a few kB.
