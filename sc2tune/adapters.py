@@ -31,10 +31,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sc2tune.atomic import staged_dir, staged_file
 from sc2tune.errors import RecipeError, UserError
 from sc2tune.modeling import default_target_modules
 from sc2tune.recipe import Recipe
-from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RunFolder
+from sc2tune.runs.layout import INITIAL_ADAPTER
 
 if TYPE_CHECKING:  # peft, torch and transformers load where they are used: the target check needs none of them
     from peft import LoraConfig, PeftModel
@@ -203,7 +205,6 @@ def _loftq_init(peft_model: PeftModel, recipe: Recipe) -> None:
     log.info("LoftQ: %d layers start at the rank-%d SVD of their 4-bit quantisation error", done, recipe.adapter.r)
 
 
-INITIAL_ADAPTER = "initial_adapter"  # folder name PEFT also uses as the temporary adapter name
 
 
 def save_initial_adapter(model: PeftModel, folder: Path) -> Path:
@@ -230,9 +231,10 @@ def keep_initial_adapter(model: PreTrainedModel | PeftModel, recipe: Recipe, out
 
     if not converts_to_original_base(recipe) or not isinstance(model, PeftModel):
         return None
-    initial = out / ".sc2tune-init" / INITIAL_ADAPTER
+    initial = RunFolder(out).initial_adapter
     if main_process and not (initial / ADAPTER_CONFIG).is_file():
-        save_initial_adapter(model, initial.parent)
+        with staged_dir(initial.parent, replace=True) as tmp:  # replaces a killed run's incomplete one
+            save_initial_adapter(model, tmp)
     return initial
 
 
@@ -271,9 +273,8 @@ def save_converted_adapter(model: PeftModel, folder: Path, initial: Path) -> Non
         weights = folder / ADAPTER_WEIGHTS[0]  # save_pretrained writes safetensors by default
         tensors = load_file(str(weights))
         tensors.update(kept)
-        staged = weights.with_suffix(".safetensors.tmp")
-        save_file(tensors, str(staged), metadata={"format": "pt"})
-        staged.replace(weights)
+        with staged_file(weights) as staged:
+            save_file(tensors, str(staged), metadata={"format": "pt"})
 
 
 def base_model_reference(name_or_path: str) -> str:

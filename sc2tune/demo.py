@@ -89,7 +89,7 @@ def quickstart(
     from sc2tune.merging import merge
     from sc2tune.recipe import load_recipe
     from sc2tune.reporting import read_metrics
-    from sc2tune.runs import METRICS_FILE, RUN_MERGED
+    from sc2tune.runs import RunFolder
     from sc2tune.training import train
 
     run_dir = fresh_run_dir(Path(runs_root))
@@ -98,11 +98,11 @@ def quickstart(
     log.info("quickstart: training %s -> %s", recipe.model.name_or_path, run_dir)
     result = train(recipe, show_progress=show_progress)
     assert result.adapter_dir is not None
-    merged_dir = run_dir / RUN_MERGED
+    merged_dir = RunFolder(run_dir).merged
     merge(result.adapter_dir, merged_dir, progress=show_progress)
     prefix, suffix, middle = sample_cut(code)
     model = load_for_inference(merged_dir)
     text = infill(model, prefix, suffix, Sampling(max_new_tokens=48, temperature=0.0))
-    _, evals = read_metrics(run_dir / METRICS_FILE)
+    _, evals = read_metrics(RunFolder(run_dir).metrics)
     return QuickstartResult(run_dir, result.adapter_dir, merged_dir, prefix, suffix, middle, text,
                             evals[0][1] if evals else None, evals[-1][1] if evals else None)

@@ -12,12 +12,11 @@
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from sc2tune.atomic import staged_dir
 from sc2tune.errors import UserError
 from sc2tune.hub import ensure_hub_reachable
 from sc2tune.recipe import TASK_HEADS, Dtype, Head, ModelSpec, QuantSpec, Task
@@ -44,19 +43,17 @@ def resolve_model_path(name_or_path: str) -> str:
     if not is_tiny(name_or_path):
         return name_or_path
     target = cache_dir() / f"tiny-starcoder2-s{TINY_SEED}"
-    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+    def complete() -> bool:
+        return (target / "config.json").is_file() and (target / "model.safetensors").is_file()
+
+    if complete():
         return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
-        write_tiny_model(tmp, overwrite=True)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process won the race; its copy is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with staged_dir(target) as tmp:
+            write_tiny_model(tmp, overwrite=True)
+    except OSError:  # another process won the race (its copy is identical); ours is dropped
+        if not complete():
+            raise
     return str(target)
 
 

@@ -20,9 +20,9 @@ with ``data.cache_dir: null`` a temporary folder of this process alone: :func:`t
 ``meta.json`` lists the parts of each split as paths relative to the cache folder (``KEY/train/00000.arrow``
 or ``chunks/CKEY/rows.arrow``), concatenated in that order, with their checksums
 (:mod:`sc2tune.data.integrity`). A reader takes ``KEY/`` only when ``KEY/meta.json`` exists, and the
-folder gets its name only after every file in it is complete (``os.replace`` of the staging folder), so a
-build killed at any moment leaves nothing a later run would use (chunks completed before the kill are
-whole, and reused). Builders of one key take ``KEY.lock`` in turn: the first builds, the others wait (at
+folder gets its name only after every file in it is complete and flushed (:func:`sc2tune.atomic.publish` of
+the staging folder), so a build killed at any moment leaves nothing a later run would use (chunks completed
+before the kill are whole, and reused). Builders of one key take ``KEY.lock`` in turn: the first builds, the others wait (at
 most ``data.cache_lock_timeout`` seconds, then an error naming the holder), then find the folder and
 read it; across processes, ranks and (on a shared file system) nodes, a key is built once.
 
@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sc2tune.atomic import publish, write_file
 from sc2tune.data.integrity import (
     check_cache_folder,
     check_owned,
@@ -301,10 +302,8 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]], *,
                             hint="let it finish and run again, or raise data.cache_lock_timeout; if that "
                             f"process is gone (a host sharing the folder died), delete {lock_path}") from None
     try:
-        tmp = holder.with_name(f".{holder.name}.{os.getpid()}")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                   "since": time.strftime("%Y-%m-%d %H:%M:%S")}), encoding="utf-8")
-        os.replace(tmp, holder)
+        write_file(holder, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                       "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
         if is_complete(final):
             return final, True
         _clear_leftovers(root, key)
@@ -316,7 +315,7 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]], *,
             meta = _seal_entry(staging, key, build(staging))
             (staging / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
             drop_shared_write(staging)
-            os.replace(staging, final)
+            publish(staging, final)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -362,7 +361,7 @@ def put_chunk(root: Path, ckey: str, table: pa.Table, counts: dict[str, int]) ->
         if final.exists() and not is_complete(final):
             shutil.rmtree(final)
         try:
-            os.replace(staging, final)
+            publish(staging, final)
         except OSError:
             if not is_complete(final):
                 raise

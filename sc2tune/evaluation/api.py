@@ -64,13 +64,13 @@ def eval_run(
     """Score the run's models on its held-out data and write the report (``out``, default ``RUN/eval``)."""
     from sc2tune.evaluation.report import write_run_report
     from sc2tune.evaluation.runeval import evaluate_run, parse_models, resolve_run
-    from sc2tune.runs import METRICS_FILE
+    from sc2tune.runs import RunFolder
 
     run = resolve_run(target, overrides or [], trust_remote_code=trust_remote_code)
     result = evaluate_run(run, parse_models(models, run), max_examples=max_examples, infill_examples=infill_examples,
                           infill_max_new_tokens=infill_max_new_tokens, show_progress=show_progress)
-    written = write_run_report(result.to_dict(), Path(out) if out else run.run_dir / "eval",
-                               metrics_file=run.run_dir / METRICS_FILE)
+    folder = RunFolder(run.run_dir)
+    written = write_run_report(result.to_dict(), Path(out) if out else folder.eval_report, metrics_file=folder.metrics)
     return RunEvaluation(result, written)
 
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from sc2tune.atomic import staged_file
 from sc2tune.errors import DataError, UserError
 from sc2tune.evaluation.sandbox import JudgeJob
 
@@ -229,14 +230,12 @@ def make_fim_problems(problems: dict[str, Problem], mode: FimMode, seed: int = 0
 
 
 def write_problems(problems: dict[str, Problem], path: str | Path) -> Path:
-    """Write problems as JSONL, gzipped for a ``.gz`` name (atomically: temp file + rename)."""
+    """Write problems as JSONL, gzipped for a ``.gz`` name (atomically: :func:`sc2tune.atomic.staged_file`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(tmp, "wt", encoding="utf-8") as f:
+    with staged_file(path) as tmp, opener(tmp, "wt", encoding="utf-8") as f:
         for problem in problems.values():
             row = {k: v for k, v in asdict(problem).items() if v is not None}
             f.write(json.dumps(row) + "\n")
-    tmp.replace(path)
     return path

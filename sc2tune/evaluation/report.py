@@ -9,7 +9,8 @@ Layout of a report folder::
     loss.png              training loss and eval loss against step, from OUTPUT/metrics.jsonl (eval RUN)
     confusion-<model>.png confusion matrix per model (classification)
 
-The folder is built in a sibling temporary folder and renamed into place, replacing an older report.
+The folder is built in a hidden sibling folder and renamed into place whole, replacing an older report
+(:mod:`sc2tune.atomic`).
 Plots use matplotlib's Agg backend (no display needed).
 
 Text that comes from a sample, a problems file or a data set (task ids, failure reasons, which quote the
@@ -24,39 +25,27 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sc2tune.atomic import staged_dir
 from sc2tune.errors import UserError
 from sc2tune.reporting import plot_loss_curves, pyplot, read_metrics
+from sc2tune.runs.layout import LOSS_PLOT
 
 if TYPE_CHECKING:
     from sc2tune.evaluation.codeeval import CodeEvalResult
 
 
 def write_report_dir(out_dir: str | Path, build: Callable[[Path], None]) -> Path:
-    """Run ``build(tmp)`` in a temporary sibling folder, then move it to ``out_dir`` (replacing it)."""
+    """Run ``build(tmp)`` in a hidden sibling folder, then publish it as ``out_dir``, replacing an older report
+    (:func:`sc2tune.atomic.staged_dir`: flushed, renamed into place whole; removed if ``build`` fails)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out, replace=True) as tmp:
         build(tmp)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -231,8 +220,8 @@ def write_run_report(data: Mapping[str, Any], out_dir: str | Path, *, metrics_fi
         if metrics_file is not None and metrics_file.is_file():
             train, evals = read_metrics(metrics_file)
             if train or evals:
-                plot_loss_curves(train, evals, tmp / "loss.png", title="training run")
-                plots["loss curves"] = "loss.png"
+                plot_loss_curves(train, evals, tmp / LOSS_PLOT, title="training run")
+                plots["loss curves"] = LOSS_PLOT
         for name, scores in data["models"].items():
             if "confusion" in scores:
                 file = f"confusion-{name}.png"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from sc2tune.atomic import staged_file
 from sc2tune.errors import UserError
 from sc2tune.evaluation.problems import Problem
 
@@ -51,23 +52,18 @@ def generate_samples(problems: dict[str, Problem], model: str, out_file: str | P
     lm = load_for_inference(model, trust_remote_code=trust_remote_code)
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     columns = (TextColumn("generating samples"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    try:
-        with open(tmp, "w", encoding="utf-8") as f, \
-                Progress(*columns, disable=not show_progress, transient=True) as progress:
-            bar = progress.add_task("generate", total=len(problems) * n_samples)
-            for problem in problems.values():
-                for i in range(n_samples):
-                    if problem.suffix:
-                        completion = infill(lm, problem.prompt, problem.suffix,
-                                            dataclasses.replace(sampling, seed=seed + i))
-                    else:
-                        completion = generate(lm, problem.prompt, dataclasses.replace(
-                            sampling, stop=(*STOP_STRINGS, *sampling.stop), seed=seed + i))
-                    f.write(json.dumps({"task_id": problem.task_id, "completion": completion}) + "\n")
-                    progress.advance(bar)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with staged_file(out) as tmp, open(tmp, "w", encoding="utf-8") as f, \
+            Progress(*columns, disable=not show_progress, transient=True) as progress:
+        bar = progress.add_task("generate", total=len(problems) * n_samples)
+        for problem in problems.values():
+            for i in range(n_samples):
+                if problem.suffix:
+                    completion = infill(lm, problem.prompt, problem.suffix,
+                                        dataclasses.replace(sampling, seed=seed + i))
+                else:
+                    completion = generate(lm, problem.prompt, dataclasses.replace(
+                        sampling, stop=(*STOP_STRINGS, *sampling.stop), seed=seed + i))
+                f.write(json.dumps({"task_id": problem.task_id, "completion": completion}) + "\n")
+                progress.advance(bar)
     return out

@@ -9,8 +9,9 @@ Layout of a merged folder (what ``save_pretrained`` writes, so plain transformer
     recipe.yaml                   the run's recipe when the adapter folder has one (instruction template)
     sc2tune_merge.json            provenance: adapter, base, dtype, round trip, verification figures
 
-Atomicity: everything is written into ``.NAME.tmp-XXXX`` in the same parent folder, then renamed to
-``NAME``. A crash or kill leaves only that hidden temporary folder (never a complete-looking ``NAME``);
+Atomicity: everything is written into ``.NAME.tmp-XXXX`` in the same parent folder, flushed to disk, then
+renamed to ``NAME`` (the renames and flushes are :mod:`sc2tune.atomic`'s; the owner-file protocol below is the
+merge's own, because a merge's leftovers are hours of work that are restored, not only removed). A crash or kill leaves only that hidden temporary folder (never a complete-looking ``NAME``);
 an existing ``NAME`` is replaced only with ``overwrite``, only when it holds a previous model output
 (``sc2tune_merge.json``, or ``config.json`` plus weights), and only once the new folder is complete. The rule
 is checked before the merge and again at publishing: what appeared at ``NAME`` meanwhile and may not be
@@ -43,6 +44,7 @@ from typing import Any
 
 from transformers import AutoTokenizer, GenerationConfig, PretrainedConfig
 
+from sc2tune.atomic import fsync_tree, move
 from sc2tune.errors import UserError
 from sc2tune.runs import (
     MODEL_CONFIG,
@@ -175,7 +177,7 @@ def clean_stale(parent: Path) -> list[str]:
         kind, target = match["kind"], parent / match["name"]
         if kind == "old" and not target.exists():
             try:
-                folder.rename(target)
+                move(folder, target)
             except OSError:  # NAME appeared meanwhile: leave both for the next run
                 continue
             (target / OWNER).unlink(missing_ok=True)
@@ -208,7 +210,7 @@ def _keep_aside(tmp: Path, out: Path, why: str) -> UserError:
     """``tmp`` renamed to a visible ``NAME.merged-*`` beside ``out`` (hours of merging are not thrown away), and
     the error that says why it was not published and where it is."""
     kept = _sibling(out, "merged", hidden=False)
-    tmp.rename(kept)
+    move(tmp, kept)
     (kept / OWNER).unlink(missing_ok=True)
     return UserError(f"--out {out} was not replaced: {why}", hint=f"the merged model is in {kept}; move it where "
                      "you want it")
@@ -226,18 +228,19 @@ def publish(tmp: Path, out: Path, *, overwrite: bool = False) -> None:
     if occupied and (not overwrite or not out.is_dir() or not is_model_output(out)):
         raise _keep_aside(tmp, out, "it appeared while the merge ran" + (
             "" if overwrite else " (pass --overwrite to replace a previous model output)"))
+    fsync_tree(tmp)
     old = None
     if out.exists():
         old = _sibling(out, "old")
         (out / OWNER).write_text(_owner(), encoding="utf-8")
-        out.rename(old)
+        move(out, old)
     try:
-        tmp.rename(out)
+        move(tmp, out)
     except OSError as err:
         if old is None:
             raise _keep_aside(tmp, out, f"it could not be written ({err})") from None
         try:
-            old.rename(out)
+            move(old, out)
         except OSError:  # another merge published NAME meanwhile
             raise _keep_aside(tmp, out, f"another merge published it at the same time; the output this merge "
                               f"found there is set aside in {old}") from None
@@ -246,7 +249,7 @@ def publish(tmp: Path, out: Path, *, overwrite: bool = False) -> None:
     (out / OWNER).unlink(missing_ok=True)
     if old is not None:
         doomed = old.with_name(old.name.replace(".old-", ".del-", 1))
-        old.rename(doomed)
+        move(old, doomed)
         _remove(doomed)
 
 

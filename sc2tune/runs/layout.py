@@ -8,6 +8,7 @@ import logging
 import re
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +30,78 @@ RUN_ADAPTER, RUN_FULL, RUN_MERGED, RUN_CHECKPOINTS = "adapter", "model", "merged
 METRICS_FILE = "metrics.jsonl"  # a run's logged steps and evaluations (training writes, eval and demo read)
 #: The file every ``sc2tune train`` creates first in its output_dir (and keeps): the run's lock, and its mark.
 RUN_LOCK = ".sc2tune-train.lock"
+
+SUMMARY_FILE = "summary.json"  # final eval, throughput, steps (training writes)
+DATA_RECORD = "data.json"  # the prepared data folder a run trains on (``--resume`` reads it, never rebuilds)
+LOSS_PLOT = "loss.png"  # train and eval loss curves of a run, and of an eval report
+TENSORBOARD_DIR = "tensorboard"
+ENGINE_DIR = "engine"  # one ``rank-N.json`` per process: the distributed engine that ran (training.distributed)
+EVAL_REPORT_DIR = "eval"  # ``sc2tune eval RUN``'s report, unless --out says otherwise
+CHECKPOINT_PREFIX = "checkpoint"  # checkpoints/checkpoint-N, transformers' name
+CHECKPOINT_STAGING = ".staging"  # checkpoints/.staging/checkpoint-N: a checkpoint being written
+INIT_DIR = ".sc2tune-init"  # PiSSA/OLoRA runs: the starting factors, for the conversion at save (adapters)
+INITIAL_ADAPTER = "initial_adapter"  # the folder of those factors inside it (PEFT's temporary adapter name too)
+
+
+class _At:
+    """A path of a run folder, ``root / *parts`` (a descriptor: ``RunFolder(root).metrics`` is a Path)."""
+
+    def __init__(self, *parts: str) -> None:
+        self.parts = parts
+
+    def __get__(self, run: RunFolder | None, owner: type | None = None) -> Path:
+        assert run is not None, "a path of a RunFolder instance"
+        return run.root.joinpath(*self.parts)
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """Every path of a run folder (``output_dir`` of ``sc2tune train``; layout in :mod:`sc2tune.runs`)::
+
+        ROOT/adapter/ | model/            the trained adapter, or the full fine-tune (:meth:`trained`)
+        ROOT/.adapter.staging/ | ...      the trained folder while it is written (:meth:`trained_staging`)
+        ROOT/merged/                      ``sc2tune merge``'s default output
+        ROOT/checkpoints/checkpoint-N/    checkpoints; ``checkpoints/.staging/checkpoint-N`` while written
+        ROOT/metrics.jsonl, summary.json, data.json, recipe.yaml, loss.png, tensorboard/, engine/rank-N.json
+        ROOT/.sc2tune-train.lock          the run's lock and mark
+        ROOT/.sc2tune-init/initial_adapter/   PiSSA/OLoRA starting factors (written once, kept across resumes)
+        ROOT/eval/                        ``sc2tune eval RUN``'s report
+    """
+
+    root: Path
+
+    adapter = _At(RUN_ADAPTER)
+    full = _At(RUN_FULL)
+    merged = _At(RUN_MERGED)
+    checkpoints = _At(RUN_CHECKPOINTS)
+    checkpoint_staging = _At(RUN_CHECKPOINTS, CHECKPOINT_STAGING)  # transformers writes checkpoint-N here first
+    metrics = _At(METRICS_FILE)
+    summary = _At(SUMMARY_FILE)
+    data_record = _At(DATA_RECORD)
+    recipe = _At(RECIPE_FILE)
+    lock = _At(RUN_LOCK)
+    loss_plot = _At(LOSS_PLOT)
+    tensorboard = _At(TENSORBOARD_DIR)
+    engine = _At(ENGINE_DIR)
+    initial_adapter = _At(INIT_DIR, INITIAL_ADAPTER)
+    eval_report = _At(EVAL_REPORT_DIR)
+
+    def trained(self, method: str) -> Path:
+        """``model/`` for a full fine-tune (``adapter.method: full``), else ``adapter/``."""
+        return self.root / (RUN_FULL if method == "full" else RUN_ADAPTER)
+
+    def trained_staging(self, method: str) -> Path:
+        """Where :meth:`trained` is written before it is renamed into place (``.adapter.staging``)."""
+        return self.root / f".{self.trained(method).name}.staging"
+
+    def checkpoint(self, step: int) -> Path:
+        """``checkpoints/checkpoint-{step}``."""
+        return self.checkpoints / f"{CHECKPOINT_PREFIX}-{step}"
+
+    def rank_record(self, process_index: int) -> Path:
+        """``engine/rank-{process_index}.json``."""
+        return self.engine / f"rank-{process_index}.json"
+
 
 #: Largest metadata file read (recipe, adapter config, labels): real ones are a few kB.
 MAX_METADATA_BYTES = 16 << 20

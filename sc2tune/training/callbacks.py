@@ -1,4 +1,4 @@
-"""Trainer callbacks: metrics log, progress bar, NaN guard hook and SIGTERM (preemption) handling."""
+"""Trainer callbacks: atomic checkpoints, metrics log, progress bar, NaN guard hook and SIGTERM (preemption)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,66 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from sc2tune.atomic import publish, remove
+from sc2tune.runs.layout import CHECKPOINT_STAGING
 
 log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointCallback(TrainerCallback):
+    """Checkpoints renamed into place only when complete.
+
+    transformers writes checkpoint N into ``args.output_dir``, the staging folder ``checkpoints/.staging``
+    (:class:`sc2tune.runs.RunFolder`; with any other ``output_dir`` this callback does nothing and checkpoints
+    are transformers' own), every process its part; then, on ``on_save``, once every process is done,
+    the main process flushes it and renames it to ``checkpoints/checkpoint-N`` (:func:`sc2tune.atomic.publish`,
+    replacing one of the same step), empties the staging folder and keeps the newest ``args.save_total_limit``
+    checkpoints there (transformers' ``rotate_checkpoints``, by step). A kill at any moment leaves the
+    checkpoints already in place whole; what it leaves in the staging folder is removed when training begins
+    again, and at its end.
+    """
+
+    def __init__(self, trainer: Any) -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201 - TrainerCallback's
+        staging = checkpoint_staging(args)
+        if staging is not None and args.should_save:
+            _empty(staging)  # a killed run's half checkpoint
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        staging = checkpoint_staging(args)
+        if staging is None:
+            return
+        accelerator = self.trainer.accelerator
+        accelerator.wait_for_everyone()
+        if args.should_save:
+            name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            publish(staging / name, staging.parent / name, replace=True)
+            _empty(staging)
+            rotate_checkpoints(output_dir=str(staging.parent), save_total_limit=args.save_total_limit,
+                               use_mtime=False)
+        accelerator.wait_for_everyone()
+
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
+        staging = checkpoint_staging(args)
+        if staging is not None and args.should_save:
+            remove(staging)
+
+
+def checkpoint_staging(args: Any) -> Path | None:
+    """``args.output_dir`` when it is a run's checkpoint staging folder (named ``.staging``), else None."""
+    staging = Path(args.output_dir)
+    return staging if staging.name == CHECKPOINT_STAGING else None
+
+
+def _empty(folder: Path) -> None:
+    """Remove everything inside ``folder`` (kept: transformers made it and writes the next checkpoint there)."""
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            remove(entry)
 
 
 class MetricsFileCallback(TrainerCallback):

@@ -46,20 +46,17 @@ import json
 import logging
 import resource
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainerCallback
 
+from sc2tune.atomic import write_file
 from sc2tune.errors import UserError
 from sc2tune.modeling import running_under_fsdp
+from sc2tune.runs import RunFolder
 
 log = logging.getLogger(__name__)
-
-#: Folder of a run holding one ``rank-N.json`` per process under FSDP (see module docstring).
-ENGINE_DIR = "engine"
-
 
 def requested_engine() -> str | None:
     """``"fsdp"``, ``"deepspeed"`` or None: the sharding engine ``accelerate launch`` was configured with (the
@@ -190,9 +187,9 @@ def peak_rss_bytes() -> int:
 class EngineRecordCallback(TrainerCallback):
     """Writes ``engine/rank-N.json`` (module docstring) after the first optimizer step and at the end."""
 
-    def __init__(self, trainer: Any, folder: Path) -> None:
+    def __init__(self, trainer: Any, run: RunFolder) -> None:
         self.trainer = trainer
-        self.folder = folder
+        self.run = run
         self.first: dict[str, int] | None = None
         self.gradient_bytes: int | None = None
 
@@ -207,11 +204,9 @@ class EngineRecordCallback(TrainerCallback):
             "after_first_step": self.first,
             "peak_rss_bytes": peak_rss_bytes(),
         }
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"rank-{accelerator.process_index}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2) + "\n")
-        tmp.replace(path)
+        path = self.run.rank_record(accelerator.process_index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file(path, json.dumps(record, indent=2) + "\n")
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201 - TrainerCallback's
         if self.gradient_bytes is None:

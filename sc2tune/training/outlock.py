@@ -18,7 +18,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from sc2tune.errors import UserError
-from sc2tune.runs import RUN_LOCK
+from sc2tune.runs import RUN_LOCK, RunFolder
 
 LOCK_NAME = RUN_LOCK
 
@@ -39,11 +39,12 @@ def output_lock(out: Path, *, main_process: bool) -> Iterator[None]:
     except OSError as err:
         raise UserError(f"cannot create output_dir {out}: {err.strerror}",
                         hint="choose a writable folder: output_dir=...") from None
-    lock = FileLock(str(out / LOCK_NAME), timeout=0, thread_local=False)
+    lock_file = RunFolder(out).lock
+    lock = FileLock(str(lock_file), timeout=0, thread_local=False)
     try:
         lock.acquire()
     except Timeout:
-        raise UserError(f"{out} is being written by another sc2tune train (it holds {out / LOCK_NAME})",
+        raise UserError(f"{out} is being written by another sc2tune train (it holds {lock_file})",
                         hint="wait for that run to finish, or give this one its own folder: "
                         "output_dir=runs/NEW") from None
     ok = False
@@ -52,5 +53,5 @@ def output_lock(out: Path, *, main_process: bool) -> Iterator[None]:
         ok = True
     finally:
         lock.release()
-        if not ok and created and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+        if not ok and created and [p.name for p in out.iterdir()] == [lock_file.name]:
             shutil.rmtree(out, ignore_errors=True)

@@ -22,12 +22,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
 from transformers import TrainerState
 
+from sc2tune.atomic import move, write_file
 from sc2tune.errors import UserError
 from sc2tune.runs import read_metadata_text
 from sc2tune.runs.declared import safetensors_names
@@ -98,7 +98,7 @@ def resume_checkpoint(checkpoints: Path, *, main_process: bool) -> tuple[str | N
                 log.warning("--resume: skipped %s (%s: %s); resuming from %s; the broken one is renamed %s",
                             bad.name, file, why, folder.name, aside.name)
                 if main_process:
-                    os.replace(bad, aside)
+                    move(bad, aside)
             return str(folder), step
         broken.append((folder, *problem))
     if broken:
@@ -145,6 +145,4 @@ def trim_metrics(path: Path, step: int) -> None:
     if dropped:
         log.warning("--resume: dropped %d line(s) of %s that are not metric records (cut short, not JSON "
                     "objects, or a step that is not a whole number)", dropped, path)
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_file(path, "".join(line + "\n" for line in kept))

@@ -4,7 +4,7 @@ Layout of ``output_dir``::
 
     adapter/          PEFT adapter (adapter_config.json names the base), tokenizer, recipe.yaml, labels.json
                       (``model/`` instead for adapter.method: full)
-    checkpoints/      checkpoint-N folders, each renamed into place only when complete
+    checkpoints/      checkpoint-N folders, each renamed into place only when complete (and flushed)
     metrics.jsonl     one JSON object per logged step ({"step", "loss", ...}) and per evaluation
     tensorboard/      TensorBoard event files (train.report_to: tensorboard, the default)
     trackers.json     the wandb / mlflow / trackio runs the run logged to (:mod:`sc2tune.training.trackers`)
@@ -15,8 +15,10 @@ Layout of ``output_dir``::
     engine/rank-N.json  per process: the distributed type accelerate ran and what this rank's optimizer holds
                       (:mod:`sc2tune.training.distributed`)
 
-``output_dir`` must be a new folder, an empty one, or an earlier run's (:func:`check_output_dir`); any other
-folder is refused before anything is written into it.
+Every path is :class:`sc2tune.runs.RunFolder`'s; every file is written atomically (:mod:`sc2tune.atomic`), except
+``metrics.jsonl``, appended to line by line (``--resume`` drops a line cut short). ``output_dir`` must be a new
+folder, an empty one, or an earlier run's (:func:`check_output_dir`); any other folder is refused before anything
+is written into it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,20 +43,19 @@ from sc2tune.adapters import (
     keep_initial_adapter,
     save_converted_adapter,
 )
+from sc2tune.atomic import publish, remove, write_file
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.modeling import Objective, load_model, load_tokenizer, objective_for, resolve_dtype
 from sc2tune.recipe import Recipe, check_trackers_installed, recipe_to_yaml
 from sc2tune.runs import (
     ADAPTER_CONFIG,
     LABELS_FILE,
-    METRICS_FILE,
     RECIPE_FILE,
-    RUN_ADAPTER,
-    RUN_CHECKPOINTS,
-    RUN_FULL,
+    RunFolder,
     is_run_folder,
     read_json_object,
 )
+from sc2tune.runs.layout import DATA_RECORD  # noqa: F401 - named here before runs.layout held it
 from sc2tune.training.callbacks import (
     MetricsFileCallback,
     NanGuardCallback,
@@ -64,7 +64,7 @@ from sc2tune.training.callbacks import (
     ThroughputCallback,
     finite_or_none,
 )
-from sc2tune.training.distributed import ENGINE_DIR, EngineRecordCallback, check_launch, whole_state_dict
+from sc2tune.training.distributed import EngineRecordCallback, check_launch, whole_state_dict
 from sc2tune.training.dropout import use_sparse_lora_dropout
 from sc2tune.training.outlock import output_lock
 from sc2tune.training.portable import save_classifier_files
@@ -117,6 +117,9 @@ def _class_weights(recipe: Recipe, counts: dict[str, int] | None, id2label: dict
 
 def _training_arguments(recipe: Recipe, objective: Objective, out: Path, has_eval: bool, *,
                         resuming: bool = False) -> TrainingArguments:
+    """The recipe as transformers' arguments. ``output_dir`` is where transformers writes a checkpoint:
+    ``checkpoints/.staging``, from which :class:`~sc2tune.training.trainer.Sc2Trainer` renames each complete one
+    into ``checkpoints/``."""
     t = recipe.train
     dtype = resolve_dtype(recipe.model.dtype)
     cuda = torch.cuda.is_available()
@@ -134,7 +137,7 @@ def _training_arguments(recipe: Recipe, objective: Objective, out: Path, has_eva
     else:
         sampling = "random"
     return TrainingArguments(
-        output_dir=str(out / RUN_CHECKPOINTS),
+        output_dir=str(RunFolder(out).checkpoint_staging),
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size or t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
@@ -203,7 +206,8 @@ def _prepare_output(out: Path, resume: bool, *, main_process: bool, max_steps: i
 
     With ``resume``: the newest intact checkpoint (:mod:`sc2tune.training.resume`); one past
     ``train.max_steps`` is refused (resuming would train nothing)."""
-    checkpoints = out / RUN_CHECKPOINTS
+    run = RunFolder(out)
+    checkpoints = run.checkpoints
     if resume:
         last, step = resume_checkpoint(checkpoints, main_process=main_process)
         if last is None:
@@ -213,27 +217,23 @@ def _prepare_output(out: Path, resume: bool, *, main_process: bool, max_steps: i
                             "would train nothing", hint=f"set train.max_steps above {step} to train on, or start "
                             "a new run: output_dir=runs/NEW")
         if main_process:
-            trim_metrics(out / METRICS_FILE, step)
+            trim_metrics(run.metrics, step)
         return last
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    leftovers = [name for name in (RUN_ADAPTER, RUN_FULL, METRICS_FILE) if (out / name).exists()]
+    leftovers = [path.name for path in (run.adapter, run.full, run.metrics) if path.exists()]
     if last is not None or leftovers:
         raise UserError(
-            f"{out} already holds a run ({'checkpoints' if last else leftovers[0]})",
+            f"{out} already holds a run ({checkpoints.name if last else leftovers[0]})",
             hint="pass --resume to continue it (or to restart it in place when it has no checkpoint), "
             "or set output_dir=... to start a new one",
         )
     return None
 
 
-#: Names the prepared data folder a run trains on, so ``--resume`` reads those very rows (never rebuilt).
-DATA_RECORD = "data.json"
-
-
 def _pinned_data(out: Path) -> tuple[str | None, str | None]:
     """(the prepared data folder the run in ``out`` started with if it is still there, the checksum
     data.json recorded for it)."""
-    record = out / DATA_RECORD
+    record = RunFolder(out).data_record
     if not record.is_file():
         return None, None
     try:
@@ -323,8 +323,9 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     if len(data.train) == 0:
         raise UserError(f"data.train produced no training examples ({recipe.data.train})")
     out.mkdir(parents=True, exist_ok=True)  # only once the data is known to be good
-    if data.prepared is not None and main_process:
-        (out / DATA_RECORD).write_text(json.dumps({"prepared": data.prepared, "checksum": data.checksum}) + "\n")
+    run = RunFolder(out)
+    if data.prepared is not None and main_process:  # names the prepared rows, so --resume reads those very rows
+        write_file(run.data_record, json.dumps({"prepared": data.prepared, "checksum": data.checksum}) + "\n")
     set_seed(recipe.train.seed)  # same head / LoRA initialisation whatever the data step consumed
     model = load_model(load_spec(recipe), quant=recipe.adapter.quantization, id2label=data.id2label,
                        pad_token_id=tokenizer.pad_token_id)
@@ -359,15 +360,15 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     trainer.remove_callback(HFProgressCallback)
     preemption = PreemptionCallback(trainer)
     for callback in (ThroughputCallback(trainer), NanGuardCallback(trainer), preemption,
-                     MetricsFileCallback(out / METRICS_FILE), EngineRecordCallback(trainer, out / ENGINE_DIR)):
+                     MetricsFileCallback(run.metrics), EngineRecordCallback(trainer, run)):
         trainer.add_callback(callback)
     if show_progress:
         trainer.add_callback(ProgressCallback())
     main_process = trainer.is_world_process_zero()  # the trainer's word from here on
     if main_process:
         if "tensorboard" in recipe.train.report_to:
-            _add_tensorboard(trainer, out / "tensorboard")
-        (out / RECIPE_FILE).write_text(recipe_to_yaml(recipe))
+            _add_tensorboard(trainer, run.tensorboard)
+        write_file(run.recipe, recipe_to_yaml(recipe))
 
     trainer.train(resume_from_checkpoint=checkpoint)
     if checkpoint is not None and trainer.state.global_step > trainer.state.max_steps:
@@ -388,16 +389,16 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
                            model=trainer.model)
 
     final_eval = _final_evaluation(trainer) if data.eval is not None else {}
-    adapter_dir = out / (RUN_FULL if recipe.adapter.method == "full" else RUN_ADAPTER)
-    staging = out / f".{adapter_dir.name}.staging"
-    if main_process and staging.exists():
-        shutil.rmtree(staging)
+    adapter_dir = run.trained(recipe.adapter.method)
+    staging = run.trained_staging(recipe.adapter.method)
+    if main_process:
+        remove(staging)  # a killed run's leftover
     trainer.accelerator.wait_for_everyone()
     try:
         whole = whole_state_dict(trainer)  # FSDP: gathered from every rank's shards (collective)
         if whole is not None:
             if main_process:
-                trainer._save(str(staging), state_dict=whole)  # noqa: SLF001 - save_model skips it for sharded FSDP
+                trainer.save_whole(staging, whole)
         elif keeps_fp32_master(recipe):  # fp32 master rounded once to the recipe's dtype (never under FSDP/ZeRO)
             if main_process:
                 save_rounded(trainer.accelerator.unwrap_model(trainer.model), staging, resolve_dtype(recipe.model.dtype))
@@ -410,16 +411,14 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
             _finish_output(staging, tokenizer, recipe, data.id2label, trainer.model.config)
     except Exception as err:
         if main_process:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove(staging)
         if is_disk_full(err):
             raise DiskFullError(f"the disk filled up while saving the trained {adapter_dir.name} in {out}",
                                 hint="free some space and run the same command with --resume: the last "
                                 "checkpoint in checkpoints/ is complete") from None
         raise
     if main_process:
-        if adapter_dir.exists():
-            shutil.rmtree(adapter_dir)
-        os.replace(staging, adapter_dir)
+        publish(staging, adapter_dir, replace=True)
         summary = {
             "task": recipe.task,
             "method": recipe.adapter.method,
@@ -430,8 +429,8 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
             "skipped_steps": trainer.skipped_steps,
             "data": data.stats.to_dict(),
         }
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        _plot(out, f"{recipe.task}, {recipe.adapter.method}")
+        write_file(run.summary, json.dumps(summary, indent=2))
+        _plot(run, f"{recipe.task}, {recipe.adapter.method}")
     trainer.accelerator.wait_for_everyone()
     return TrainResult(out, adapter_dir, trainer.state.global_step, False, final_eval, tokens_per_second,
                        trainer.skipped_steps, model=trainer.model)
@@ -464,13 +463,13 @@ def _finish_output(folder: Path, tokenizer, recipe: Recipe, id2label: dict[int, 
     folder.chmod(0o755)
 
 
-def _plot(out: Path, title: str) -> None:
+def _plot(run: RunFolder, title: str) -> None:
     """``loss.png`` from ``metrics.jsonl`` (train and eval loss against the step)."""
     from sc2tune.reporting import plot_loss_curves, read_metrics
 
-    train_points, eval_points = read_metrics(out / METRICS_FILE)
+    train_points, eval_points = read_metrics(run.metrics)
     if train_points or eval_points:
-        plot_loss_curves(train_points, eval_points, out / "loss.png", title=title)
+        plot_loss_curves(train_points, eval_points, run.loss_plot, title=title)
 
 
 def _add_tensorboard(trainer: Sc2Trainer, folder: Path) -> None:

@@ -20,33 +20,50 @@ A non-finite loss is never back-propagated: the micro-batch contributes nothing,
 window is skipped (gradients dropped) and counted; after ``train.nan_patience`` such steps in a row the run
 stops with :class:`NonFiniteLossError` and the last good checkpoint stays as it is.
 
-Checkpoints are written to ``checkpoints/.staging/checkpoint-N`` and renamed to ``checkpoints/checkpoint-N``
-only when complete, so ``--resume`` never picks up a half-written one.
+Checkpoints: transformers writes each one into ``args.output_dir``, which is ``checkpoints/.staging``; the
+:class:`~sc2tune.training.callbacks.AtomicCheckpointCallback` this trainer installs renames it to
+``checkpoints/checkpoint-N`` once it is complete and flushed (``on_save``), so ``--resume`` never picks up a
+half-written one.
+
+Public hooks only, except the transformers methods named in :data:`PRIVATE_TRAINER_METHODS` (called, never
+overridden; ``tests/training/test_trainer_hooks.py`` fails when their signatures change).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from peft import PeftModel
 from transformers import Trainer
-from transformers.trainer_utils import rotate_checkpoints
 
+from sc2tune.atomic import remove
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES, Objective
 from sc2tune.training.attention import use_packed_attention
+from sc2tune.training.callbacks import AtomicCheckpointCallback, checkpoint_staging
 from sc2tune.training.distributed import adopt_cpu_fsdp
 from sc2tune.training.loss import linear_cross_entropy_sum, output_layer, shifted_trained_positions
 
 log = logging.getLogger(__name__)
 
-STAGING = ".staging"
+#: The private transformers.Trainer methods sc2tune calls (it overrides none), with the parameters it relies
+#: on, and why no public hook does the job. ``tests/training/test_trainer_hooks.py`` compares them with the
+#: installed transformers, so an upgrade that changes one fails there, loudly, not at a user's first run.
+PRIVATE_TRAINER_METHODS: dict[str, tuple[str, ...]] = {
+    # get_train_dataloader (public) builds the loader through it; the only public way to hand it a sampler
+    # would be to copy its body (collator, workers, seeding, accelerator.prepare), which resuming relies on.
+    "_get_dataloader": ("self", "dataset", "description", "batch_size", "sampler_fn", "is_training",
+                        "dataloader_key"),
+    # training_step (public, overridden for the NaN guard) must prepare inputs as transformers does.
+    "_prepare_inputs": ("self", "inputs"),
+    # save_model writes nothing whole for a sharded FSDP model; the gathered state dict is saved through it.
+    "_save": ("self", "output_dir", "state_dict"),
+}
 
 
 class NonFiniteLossError(UserError):
@@ -98,6 +115,7 @@ class Sc2Trainer(Trainer):
         self.step_seconds = 0.0  # filled in by ThroughputCallback
         self.step_cpu_seconds = 0.0  # process CPU time of the same steps (all threads)
         self._eval_totals: list[float] | None = None  # [sum of row losses, sum of row counts] during evaluation
+        self.add_callback(AtomicCheckpointCallback(self))
 
     def create_accelerator_and_postprocess(self) -> None:
         """transformers' accelerator, then an FSDP2 launch on CPU made real FSDP2 on gloo
@@ -140,19 +158,27 @@ class Sc2Trainer(Trainer):
 
     # ---- attention ----------------------------------------------------------------------------------
 
-    def _get_train_sampler(self, train_dataset=None):  # noqa: ANN001, ANN202 - Trainer's signature
-        """Length-grouped batches without reading every row. transformers reads each length through the
-        dataset (its length column as a lazy ``datasets`` column, or each row's ``input_ids``): 6 ms a row on a
-        memory-mapped table, 5 minutes for 52k rows before the first step. :func:`row_lengths` reads one Arrow
-        column instead."""
+    def get_train_dataloader(self):  # noqa: ANN201 - Trainer's signature
+        """transformers' training loader, with :meth:`length_grouped_sampler` for ``group_by_length`` over a
+        ``datasets.Dataset`` (transformers' own sampler reads every row's length first)."""
         import datasets
+
+        if self.args.train_sampling_strategy != "group_by_length" or not isinstance(self.train_dataset,
+                                                                                   datasets.Dataset):
+            return super().get_train_dataloader()
+        return self._get_dataloader(dataset=self.train_dataset, description="Training",  # PRIVATE_TRAINER_METHODS
+                                    batch_size=self._train_batch_size, sampler_fn=self.length_grouped_sampler,
+                                    is_training=True)
+
+    def length_grouped_sampler(self, dataset: Any) -> Any:
+        """transformers' ``LengthGroupedSampler`` (the same order as its ``group_by_length``), given the lengths
+        without reading every row. transformers reads each length through the dataset (its length column as a
+        lazy ``datasets`` column, or each row's ``input_ids``): 6 ms a row on a memory-mapped table, 5 minutes
+        for 52k rows before the first step. :func:`row_lengths` reads one Arrow column instead."""
         from transformers.trainer_pt_utils import LengthGroupedSampler
 
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self.args.train_sampling_strategy == "group_by_length" and isinstance(dataset, datasets.Dataset):
-            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                        dataset=dataset, lengths=row_lengths(dataset, self.args.length_column_name))
-        return super()._get_train_sampler(train_dataset)
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    dataset=dataset, lengths=row_lengths(dataset, self.args.length_column_name))
 
     def _attention(self):
         """On CPU, causal tasks attend per document without a dense mask (:mod:`sc2tune.training.attention`),
@@ -163,9 +189,16 @@ class Sc2Trainer(Trainer):
         return use_packed_attention(self._inner_causal_lm().config)
 
     def train(self, *args: Any, **kwargs: Any):
-        """transformers' ``train``, with per-document attention on CPU for its duration."""
-        with self._attention():
-            return super().train(*args, **kwargs)
+        """transformers' ``train``, with per-document attention on CPU for its duration; a full disk while a
+        checkpoint is written is a :class:`DiskFullError` (the half checkpoint removed, the others intact)."""
+        try:
+            with self._attention():
+                return super().train(*args, **kwargs)
+        except Exception as err:
+            replaced = self._checkpoint_failed(err)
+            if replaced is not None:
+                raise replaced from None
+            raise
 
     def evaluate(self, *args: Any, **kwargs: Any):
         """transformers' ``evaluate``, with per-document attention on CPU for its duration."""
@@ -321,35 +354,25 @@ class Sc2Trainer(Trainer):
 
     # ---- atomic checkpoints --------------------------------------------------------------------------
 
-    def _save_checkpoint(self, model, trial):
-        """Write the checkpoint under a staging name, then rename it into place when complete."""
-        run_dir = self.args.output_dir
-        staging_root = os.path.join(run_dir, STAGING)
-        name = f"checkpoint-{self.state.global_step}"
-        original_output_dir = self.args.output_dir
-        limit = self.args.save_total_limit
-        try:
-            self.args.output_dir = staging_root
-            self.args.save_total_limit = None
-            super()._save_checkpoint(model, trial)
-        except Exception as err:
-            shutil.rmtree(staging_root, ignore_errors=True)  # never leave half a checkpoint behind
-            if is_disk_full(err):
-                raise DiskFullError(
-                    f"the disk filled up while saving checkpoint {name} in {run_dir}",
-                    hint="free some space (or set train.save_total_limit lower); the checkpoints already in "
-                    "place are complete: run the same command with --resume to continue from the last one",
-                ) from None
-            raise
-        finally:
-            self.args.output_dir = original_output_dir
-            self.args.save_total_limit = limit
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            final = os.path.join(run_dir, name)
-            if os.path.exists(final):
-                shutil.rmtree(final)
-            os.replace(os.path.join(staging_root, name), final)
-            shutil.rmtree(staging_root, ignore_errors=True)
-            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit, use_mtime=False)
-        self.accelerator.wait_for_everyone()
+    def save_whole(self, folder: Path, state_dict: dict[str, torch.Tensor]) -> None:
+        """Save the model with ``state_dict`` (an FSDP model's whole state dict, gathered from its shards) into
+        ``folder`` as ``save_model`` would; ``save_model`` itself saves nothing whole for a sharded model."""
+        self._save(str(folder), state_dict=state_dict)  # private: see PRIVATE_TRAINER_METHODS
+
+    def _checkpoint_failed(self, err: Exception) -> Exception | None:
+        """The error to raise instead of ``err`` when it came while a checkpoint was being written (one is in
+        the staging folder: :class:`~sc2tune.training.callbacks.AtomicCheckpointCallback` empties it after each
+        save), after removing the half-written checkpoint; None otherwise."""
+        staging = checkpoint_staging(self.args)
+        if staging is None:
+            return None
+        writing = staging.is_dir() and any(staging.iterdir())
+        remove(staging)  # never leave half a checkpoint behind
+        if not writing or not is_disk_full(err):
+            return None
+        run_dir = staging.parent
+        return DiskFullError(
+            f"the disk filled up while saving checkpoint checkpoint-{self.state.global_step} in {run_dir}",
+            hint="free some space (or set train.save_total_limit lower); the checkpoints already in "
+            "place are complete: run the same command with --resume to continue from the last one",
+        )

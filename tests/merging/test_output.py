@@ -211,7 +211,7 @@ from sc2tune.merging import output
 
 out, at = Path(sys.argv[1]), sys.argv[2]
 calls = {"rename": 0, "unlink": 0}
-real_rename, real_unlink = Path.rename, Path.unlink
+real_rename, real_unlink = os.replace, Path.unlink  # every rename is sc2tune.atomic.move's os.replace
 KILL = {"between-renames": ("rename", 2),   # the old output set aside, the new one not yet in its place
         "owner-in-output": ("unlink", 1),   # the new one published, its owner file not yet removed
         "mid-delete": ("unlink", 3)}[at]    # the old output being deleted, one of its files gone
@@ -227,7 +227,7 @@ def counted(kind, real):
 with output.staging_dir(out) as tmp:  # the merge: its staging folder and owner file are this process's
     (tmp / "model.safetensors").write_bytes(b"new")
     (tmp / output.MARKER).write_bytes(b"{}")
-    Path.rename, Path.unlink = counted("rename", real_rename), counted("unlink", real_unlink)
+    os.replace, Path.unlink = counted("rename", real_rename), counted("unlink", real_unlink)
     output.publish(tmp, out, overwrite=True)
 """
 

@@ -36,7 +36,7 @@ def test_the_sampler_gets_the_lengths_without_reading_rows(tmp_path, monkeypatch
 
     original = datasets.Dataset.__getitem__
     monkeypatch.setattr(datasets.Dataset, "__getitem__", no_row_reads)
-    sampler = trainer._get_train_sampler()
+    sampler = trainer.length_grouped_sampler(ds)
     assert sampler.lengths == [5, 1, 9, 3, 3, 12, 2, 8]
     assert sorted(sampler) == list(range(len(ds)))
 
@@ -52,5 +52,5 @@ def test_a_length_column_is_read_as_one_column(tmp_path, monkeypatch: pytest.Mon
     monkeypatch.setattr(datasets.Dataset, "__getitem__",
                         lambda self, key: (_ for _ in ()).throw(AssertionError("row read")) if isinstance(key, int)
                         else original(self, key))
-    sampler = trainer._get_train_sampler()
+    sampler = trainer.length_grouped_sampler(ds)
     assert sampler.lengths == [5, 1, 9, 3, 3, 12, 2, 8] and sorted(sampler) == list(range(len(ds)))

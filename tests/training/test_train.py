@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from sc2tune.errors import UserError
 from sc2tune.recipe import recipe_from_dict
+from sc2tune.runs import RunFolder
 from sc2tune.training import train
 
 pytestmark = pytest.mark.slow
@@ -162,6 +163,11 @@ def test_run_outputs(tmp_path):
     assert (out / "loss.png").stat().st_size > 1000
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert not list((out / "checkpoints").glob(".staging*"))
+    run = RunFolder(out)  # every entry of the run folder is one of the paths RunFolder names, at those names
+    assert set(out.iterdir()) <= {run.adapter, run.checkpoints, run.metrics, run.summary, run.data_record, run.recipe,
+                                  run.lock, run.loss_plot, run.tensorboard, run.engine}
+    assert json.loads((out / "engine" / "rank-0.json").read_text())["process_index"] == 0
+    assert run.rank_record(0) == out / "engine" / "rank-0.json" and run.checkpoint(6) == out / "checkpoints" / "checkpoint-6"
     with pytest.raises(UserError, match="--resume"):
         train(recipe_from_dict(recipe), show_progress=False)
     saved = (out / "adapter" / "recipe.yaml").read_text()
