@@ -17,15 +17,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 #: 40 short functions; with ``max_length: 64`` and packing each is one packed row, so the reference's
 #: STEPS x 4 rows stay inside the first epoch (a new epoch's shuffle is drawn by each sampler its own way).
 SNIPPETS = [
     f"def f{i}(x):\n    total = 0\n    for k in range({i % 5 + 2}):\n        total += x * k + {i}\n    return total\n"
     for i in range(40)
 ]
-#: Optimizer steps of the shared reference recipe (checkpoints at every second step: resume tests kill a run
-#: after step 3 and resume from checkpoint-2).
+#: Optimizer steps of the shared recipe (a resume test kills a run after step 3 and resumes from checkpoint-2,
+#: with steps to spare before the run would finish).
 STEPS = 6
+#: Steps of the launches that need no more: step 1's loss is the untouched model's, steps 2 and 3 show one and
+#: two updates, under a learning rate that decays from step to step (no warm-up: a warm-up step has rate 0).
+SHORT_STEPS = 3
 
 
 def free_port() -> int:
@@ -72,10 +77,9 @@ def losses(run_dir: Path) -> dict[int, float]:
     return {row["step"]: row["loss"] for row in rows if "loss" in row}
 
 
-def assert_same_losses(one: dict[int, float], two: dict[int, float], steps: int = STEPS,
-                       tolerance: float = 1e-4) -> None:
-    """Both runs logged steps 1..steps and every loss agrees within ``tolerance`` (absolute)."""
-    assert sorted(one) == sorted(two) == list(range(1, steps + 1))
+def assert_same_losses(one: dict[int, float], two: dict[int, float], tolerance: float = 1e-4) -> None:
+    """Both runs logged the same steps 1..N and every loss agrees within ``tolerance`` (absolute)."""
+    assert sorted(one) == sorted(two) == list(range(1, len(one) + 1))
     for step in one:
         assert abs(two[step] - one[step]) <= tolerance, (step, one[step], two[step])
 
@@ -90,20 +94,21 @@ def write_code(folder: Path) -> Path:
     return code
 
 
-def fim_recipe(folder: Path, name: str, *, batch_size: int, **changes: object) -> dict:
+def fim_recipe(folder: Path, name: str, *, batch_size: int, code: Path | None = None, **changes: object) -> dict:
     """The distributed tests' recipe: FIM LoRA on the built-in tiny model in float32, no dropout (each rank
-    would draw its own masks), STEPS steps, a checkpoint every 2 steps, output in ``folder/name``.
+    would draw its own masks), STEPS steps, no checkpoint (``train.save_steps`` where a test reads one), output
+    in ``folder/name``, data from ``code`` (default: :func:`write_code` in ``folder``).
 
-    ``changes`` are dotted keys (``{"data.cache_dir": ...}``, ``{"adapter.method": "full"}``). Nothing that
+    ``changes`` are dotted keys (``**{"data.cache_dir": ...}``, ``**{"adapter.method": "full"}``). Nothing that
     changes the losses may differ between a launch and the reference it is compared with, except how the batch
-    of 4 rows is split over processes."""
+    of 4 rows is split over processes (where checkpoints are written and where the data is cached do not)."""
     recipe: dict = {
         "model": {"dtype": "float32"},
         "task": "fim",
         "adapter": {"r": 8, "alpha": 16, "dropout": 0.0},
-        "data": {"train": str(write_code(folder)), "eval": None, "max_length": 64, "packing": True},
-        "train": {"max_steps": STEPS, "batch_size": batch_size, "lr": 2e-3, "logging_steps": 1, "save_steps": 2,
-                  "warmup_ratio": 0.1, "seed": 7, "max_grad_norm": 1.0},
+        "data": {"train": str(code or write_code(folder)), "eval": None, "max_length": 64, "packing": True},
+        "train": {"max_steps": STEPS, "batch_size": batch_size, "lr": 2e-3, "logging_steps": 1, "save_steps": 10_000,
+                  "warmup_ratio": 0.0, "seed": 7, "max_grad_norm": 1.0},
         "output_dir": str(folder / name),
     }
     for dotted, value in changes.items():
@@ -113,3 +118,9 @@ def fim_recipe(folder: Path, name: str, *, batch_size: int, **changes: object) -
             section = section.setdefault(part, {})
         section[key] = value
     return recipe
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    """``recipe`` as a YAML file at ``path`` (what a launched ``sc2tune train`` reads)."""
+    path.write_text(yaml.safe_dump(recipe))
+    return path
