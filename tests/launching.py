@@ -105,7 +105,7 @@ def fim_recipe(folder: Path, name: str, *, batch_size: int, code: Path | None = 
     recipe: dict = {
         "model": {"dtype": "float32"},
         "task": "fim",
-        "adapter": {"r": 8, "alpha": 16, "dropout": 0.0},
+        "adapter": {"dropout": 0.0},  # rank and alpha: the defaults (docs/several-gpus.md counts their elements)
         "data": {"train": str(code or write_code(folder)), "eval": None, "max_length": 64, "packing": True},
         "train": {"max_steps": STEPS, "batch_size": batch_size, "lr": 2e-3, "logging_steps": 1, "save_steps": 10_000,
                   "warmup_ratio": 0.0, "seed": 7, "max_grad_norm": 1.0},

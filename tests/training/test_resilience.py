@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from launching import losses
 
 from sc2tune.errors import UserError
 from sc2tune.recipe import recipe_from_dict
@@ -70,15 +71,6 @@ class Run:
 def train_here(recipe: Path, *, resume: bool = False) -> None:
     """The same run in this process (where a separate process is not what the test is about)."""
     train(recipe_from_dict(yaml.safe_load(recipe.read_text())), resume=resume, show_progress=False)
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            out[record["step"]] = record["loss"]
-    return out
 
 
 def wait_for_step(run_dir: Path, step: int, run: Run, timeout: float = 240) -> None:
