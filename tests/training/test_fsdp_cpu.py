@@ -20,7 +20,17 @@ import psutil
 import pytest
 import torch
 import yaml
-from launching import STEPS, accelerate_command, assert_same_losses, launch_env, losses, run_ok, train_command
+from launching import (
+    STEPS,
+    accelerate_command,
+    assert_same_losses,
+    fim_recipe,
+    launch_env,
+    losses,
+    run_ok,
+    train_command,
+    write_recipe,
+)
 from safetensors.torch import load_file
 
 from sc2tune.errors import UserError
@@ -139,10 +149,11 @@ def test_fsdp1_on_cpu_is_refused(monkeypatch):
     check_launch(num_processes=2, cpu=False)  # on GPUs accelerate runs it as configured
 
 
-def test_fsdp_qlora_on_cpu_stops_before_training_with_an_error(reference_run, work):
+def test_fsdp_qlora_on_cpu_stops_before_training_with_an_error(reference_code, work):
     """Item 4: the shipped fsdp-qlora.yaml on 2 CPU processes with a QLoRA recipe: an error naming what to use,
     before any data is prepared or model loaded; no traceback from sc2tune."""
-    recipe = reference_run.recipe_file(work, "qlora", **_method("qlora"), **{"train.max_steps": 2})
+    recipe = write_recipe(work / "qlora.yaml", fim_recipe(work, "qlora", batch_size=2, code=reference_code,
+                                                          **_method("qlora"), **{"train.max_steps": 2}))
     result = subprocess.run(launch_command(cpu_copy("fsdp-qlora.yaml", work), recipe), capture_output=True,
                             text=True, env=launch_env(), timeout=300)
     assert result.returncode != 0
