@@ -27,7 +27,11 @@ def pyplot():
 
 def read_metrics(path: str | Path) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     """``(train, eval)`` lists of ``(step, loss)`` from a metrics.jsonl with lines ``{step, loss}`` and
-    ``{step, eval_loss}`` (other keys and non-finite values are ignored)."""
+    ``{step, eval_loss}`` (other keys and non-finite values are ignored).
+
+    A line that is not JSON, or whose ``step`` is not a whole number (``"abc"``, ``2.5``, ``true``, ``null``), is a
+    :class:`DataError` naming the file and line: a training run writes only integer steps, so such a line was
+    written by something else, and a curve drawn through it would be wrong."""
     train, evals = [], []
     path = Path(path)
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -39,11 +43,27 @@ def read_metrics(path: str | Path) -> tuple[list[tuple[int, float]], list[tuple[
             raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
         if not isinstance(row, dict) or "step" not in row:
             continue
+        step = _step(row["step"])
+        if step is None:
+            raise DataError(f"{path}:{number}: step is {json.dumps(row['step'])[:40]}, not a whole number",
+                            hint="fix or delete that line (training writes whole-number steps only)")
         for key, target in (("loss", train), ("eval_loss", evals)):
             value = row.get(key)
             if isinstance(value, (int, float)) and math.isfinite(value):
-                target.append((int(row["step"]), float(value)))
+                target.append((step, float(value)))
     return train, evals
+
+
+def _step(value: object) -> int | None:
+    """``value`` as a step: an int, or a float with no fractional part (``3.0``); None for anything else
+    (bools, strings, fractions, non-finite numbers, null)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
 
 
 def plot_loss_curves(train: Sequence[tuple[int, float]], evals: Sequence[tuple[int, float]], path: Path,

@@ -280,6 +280,9 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
 
     The run holds an exclusive lock on ``output_dir`` throughout (:mod:`sc2tune.training.outlock`): a second
     ``train`` into the same folder stops with an error instead of interleaving with this one.
+
+    Under a launcher (``accelerate launch``, ``torchrun``) the run initialises the process group itself; it ends
+    it when it returns or raises (:func:`_end_process_group`). A group the caller initialised is left as it is.
     """
     from sc2tune.training.deepspeed_check import check_this_launch
 
@@ -288,10 +291,33 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
     recipe = _absolute_paths(recipe)
     out = Path(recipe.output_dir)
     check_output_dir(out)
-    main_process = _is_main_process()
-    with output_lock(out, main_process=main_process), \
-            tracker_session(recipe.train.report_to, out.name, out, main_process=main_process):
-        return _train(recipe, out, resume=resume, show_progress=show_progress, main_process=main_process)
+    callers_group = _process_group_initialised()
+    try:
+        main_process = _is_main_process()
+        with output_lock(out, main_process=main_process), \
+                tracker_session(recipe.train.report_to, out.name, out, main_process=main_process):
+            return _train(recipe, out, resume=resume, show_progress=show_progress, main_process=main_process)
+    finally:
+        if not callers_group:
+            _end_process_group()
+
+
+def _process_group_initialised() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _end_process_group() -> None:
+    """``torch.distributed.destroy_process_group()`` when a group is up. Without it the group outlives the run:
+    gloo's threads still running at interpreter exit abort the process ("terminate called without an active
+    exception"), and NCCL warns that the group was not destroyed. accelerate's state is kept (rank and world
+    size stay readable: the CLI asks whether this process prints the report); a later ``train`` in the same
+    process starts a new group. A failure here is logged, never raised over the run's own result or error."""
+    if not _process_group_initialised():
+        return
+    try:
+        torch.distributed.destroy_process_group()
+    except Exception as err:  # noqa: BLE001 - the run is over; its outcome matters more than the teardown
+        log.warning("could not end the process group: %s", err)
 
 
 def _is_main_process() -> bool:

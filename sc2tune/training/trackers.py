@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sc2tune.atomic import write_file
 from sc2tune.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,7 @@ def tracker_session(report_to: tuple[str, ...], run_name: str, out: Path, *, mai
         _finish(chosen, mlflow, failed=failed)
         if record and not failed:
             record["step"] = _last_step(out)
-            staging = out / f".{TRACKERS_FILE}.tmp"
-            staging.write_text(json.dumps(record, indent=2) + "\n")
-            os.replace(staging, out / TRACKERS_FILE)
+            write_file(out / TRACKERS_FILE, json.dumps(record, indent=2) + "\n")
 
 
 def _record(chosen: list[str], run_name: str, mlflow: Any) -> dict[str, Any]:

@@ -3,25 +3,30 @@
 * the refusal policy, from given facts (no DeepSpeed, fewer GPUs than processes; CPU is not refused);
 * the equality through ``accelerate launch --config_file recipes/accelerate/deepspeed-zero{2,3}.yaml -m sc2tune
   train`` (only ``num_processes: 2`` and ``mixed_precision: 'no'`` changed): 2 processes x batch 2 give the
-  per-step losses of 1 process x batch 4, the adapter is saved whole (ZeRO-3 gathers it), and the checkpoint
-  holds one ZeRO optimizer partition per rank, half of the trainable elements each (so DeepSpeed, not a
-  fallback, trained). Runs on CPU (gloo) or on 2+ GPUs wherever the ``deepspeed`` extra is installed; skipped
-  with :func:`deepspeed_blocker`'s reason, detected at run time, elsewhere.
+  per-step losses of 1 process x batch 4 (``short_reference_run``, tests/training/conftest.py), the adapter is
+  saved whole (ZeRO-3 gathers it), and the checkpoint holds one ZeRO optimizer partition per rank, half of the
+  trainable elements each (so DeepSpeed, not a fallback, trained). Runs on CPU (gloo) or on 2+ GPUs wherever the
+  ``deepspeed`` extra is installed; skipped with :func:`deepspeed_blocker`'s reason, detected at run time,
+  elsewhere.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from launching import (
+    SHORT_STEPS,
+    accelerate_command,
+    assert_same_losses,
+    fim_recipe,
+    losses,
+    run_ok,
+    train_command,
+)
 from safetensors import safe_open
 
 from sc2tune.errors import UserError
@@ -60,8 +65,7 @@ def test_mixed_precision_is_read_from_accelerate_launch(monkeypatch: pytest.Monk
     assert deepspeed_blocker(2, accelerator=(None, 0), installed=True) is None
 
 
-def test_train_refuses_a_deepspeed_launch_up_front(tiny_model_dir: str, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_refuses_a_deepspeed_launch_up_front(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """What ``accelerate launch`` with the shipped bf16 DeepSpeed config hands a process on a machine without a
     GPU: ``sc2tune.train`` refuses it before anything is loaded or written (it used to run on into transformers'
     'ds bf16.enabled=True vs hf bf16=False' traceback)."""
@@ -70,7 +74,7 @@ def test_train_refuses_a_deepspeed_launch_up_front(tiny_model_dir: str, tmp_path
         pytest.skip("this machine runs a bf16 DeepSpeed launch (a GPU is here)")
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
-    recipe = recipe_from_dict(_recipe(tiny_model_dir, tmp_path, "refused", 2))
+    recipe = recipe_from_dict(fim_recipe(tmp_path, "refused", batch_size=2))
     with pytest.raises(UserError, match="the launch asks for DeepSpeed"):
         train(recipe, show_progress=False)
     assert not (tmp_path / "refused").exists()  # nothing written
@@ -89,16 +93,6 @@ def test_this_machine_is_judged_by_its_devices() -> None:
 
 
 # --- the equality through sc2tune, where DeepSpeed can run ----------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-
 
 def partition_elements(checkpoint: Path) -> dict[int, int]:
     """Elements of the flat fp32 partition in each rank's ZeRO optimizer file of a DeepSpeed checkpoint
@@ -123,33 +117,6 @@ def _two_process_copy(name: str, folder: Path, **changes: object) -> Path:
     return path
 
 
-SNIPPETS = [f"def z{i}(x):\n    out = []\n    for k in range({i % 3 + 2}):\n        out.append(x * k + {i})\n    return out\n"
-            for i in range(16)]
-STEPS = 3
-
-
-def _recipe(model_dir: str, tmp_path: Path, name: str, batch_size: int) -> dict:
-    code = tmp_path / "code"
-    if not code.exists():
-        code.mkdir()
-        for i, text in enumerate(SNIPPETS):
-            (code / f"m{i}.py").write_text(text)
-    return {
-        "model": {"name_or_path": model_dir, "dtype": "float32"},
-        "task": "fim",
-        "adapter": {"r": 8, "alpha": 16, "dropout": 0.0},
-        "data": {"train": str(code), "eval": None, "max_length": 64, "packing": True},
-        "train": {"max_steps": STEPS, "batch_size": batch_size, "lr": 2e-3, "logging_steps": 1,
-                  "save_steps": STEPS, "warmup_ratio": 0.0, "seed": 5, "max_grad_norm": 1.0},
-        "output_dir": str(tmp_path / name),
-    }
-
-
-def _losses(run: Path) -> dict[int, float]:
-    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in rows if "loss" in r}
-
-
 def _tensors(adapter: Path) -> dict[str, tuple[int, ...]]:
     with safe_open(str(adapter / "adapter_model.safetensors"), "pt") as f:
         return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 - safe_open has no iter
@@ -159,25 +126,16 @@ def _tensors(adapter: Path) -> dict[str, tuple[int, ...]]:
 @pytest.mark.skipif(deepspeed_blocker(2, mixed_precision="no") is not None,
                     reason=f"DeepSpeed cannot run here: {deepspeed_blocker(2, mixed_precision='no')}")
 @pytest.mark.parametrize("config", ["deepspeed-zero2.yaml", "deepspeed-zero3.yaml"])
-def test_two_processes_match_one(config: str, tiny_model_dir: str, tmp_path: Path) -> None:
-    train(recipe_from_dict(_recipe(tiny_model_dir, tmp_path, "single", 4)), show_progress=False)
-    path = tmp_path / "double.yaml"
-    path.write_text(yaml.safe_dump(_recipe(tiny_model_dir, tmp_path, "double", 2)))
-    launch = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(_two_process_copy(config, tmp_path)),
-         "--main_process_port", str(_free_port()), "-m", "sc2tune", "train", str(path), "--no-progress"],
-        capture_output=True, text=True, env=_env(), timeout=600)
-    assert launch.returncode == 0, launch.stderr[-3000:]
-    one, two = _losses(tmp_path / "single"), _losses(tmp_path / "double")
-    assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
-    for step in one:
-        assert abs(two[step] - one[step]) <= 1e-4, (step, one[step], two[step])
+def test_two_processes_match_one(config: str, short_reference_run, tmp_path: Path) -> None:
+    path = short_reference_run.recipe_file(tmp_path, "double", **{"train.save_steps": SHORT_STEPS})  # one, at the end
+    run_ok(accelerate_command(*train_command(path), config=_two_process_copy(config, tmp_path)))
+    assert_same_losses(short_reference_run.losses(), losses(tmp_path / "double"))
     # whole adapter: the one-process run's tensor names and shapes (ZeRO-3 gathers on save; none is empty)
-    whole = _tensors(tmp_path / "single" / "adapter")
+    whole = _tensors(short_reference_run.run / "adapter")
     assert _tensors(tmp_path / "double" / "adapter") == whole
     # one optimizer partition per rank, about half of the trainable elements each (alignment padding aside)
     trainable = sum(int(torch.tensor(shape).prod()) for shape in whole.values())
-    checkpoint = tmp_path / "double" / "checkpoints" / f"checkpoint-{STEPS}"
+    checkpoint = tmp_path / "double" / "checkpoints" / f"checkpoint-{SHORT_STEPS}"
     assert not (checkpoint / "optimizer.pt").exists()  # the plain (DDP) Trainer's optimizer file
     parts = partition_elements(checkpoint)
     assert sorted(parts) == [0, 1]

@@ -8,8 +8,6 @@ over the trained targets, divided by their number.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -106,18 +104,14 @@ def test_classification_eval_loss_is_the_weighted_mean_over_the_set(tmp_path: Pa
 def test_eval_loss_is_the_same_on_two_processes(tmp_path: Path):
     """accelerate launch --multi_gpu --num_processes 2 on CPU (gloo): 7 rows, eval batch 2 per process, so the
     last step repeats rows to keep the processes even; the figure is still the one-process per-token mean."""
+    # imported here: this file is also the launched script, which runs without tests/ on its path
+    from launching import accelerate_command, run_ok
+
     rows = eval_rows()
     single = trainer_for(rows, 1, "chunked", str(tmp_path / "one"))
     expected = per_token_mean(single.model, rows)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     out = tmp_path / "two.json"
-    launch = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         __file__, str(tmp_path / "two"), str(out)],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    assert launch.returncode == 0, launch.stderr[-3000:]
+    run_ok(accelerate_command(__file__, str(tmp_path / "two"), str(out)))
     assert json.loads(out.read_text())["eval_loss"] == pytest.approx(expected, abs=1e-5)
 
 

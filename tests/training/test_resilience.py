@@ -1,4 +1,8 @@
-"""Exact resume after SIGKILL, SIGTERM preemption, the NaN guard, and 2-process DDP (gloo on CPU)."""
+"""Exact resume after SIGKILL, SIGTERM preemption and the NaN guard.
+
+2-process DDP against one process (gloo on CPU) is in test_multinode.py (torchrun and two accelerate "nodes" on the
+tiny StarCoder2, against the session's shared one-process run) and tests/gptbigcode/test_ddp.py
+(``accelerate launch --multi_gpu --num_processes 2``)."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from launching import losses
 
 from sc2tune.errors import UserError
 from sc2tune.recipe import recipe_from_dict
@@ -66,15 +71,6 @@ class Run:
 def train_here(recipe: Path, *, resume: bool = False) -> None:
     """The same run in this process (where a separate process is not what the test is about)."""
     train(recipe_from_dict(yaml.safe_load(recipe.read_text())), resume=resume, show_progress=False)
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "loss" in record:
-            out[record["step"]] = record["loss"]
-    return out
 
 
 def wait_for_step(run_dir: Path, step: int, run: Run, timeout: float = 240) -> None:
@@ -166,28 +162,3 @@ def test_nan_loss_is_skipped_then_stops_with_last_checkpoint_intact(tmp_path, mo
     logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert all(v == v for r in logged for k, v in r.items() if k == "loss")  # no NaN reached the log
     assert max(r.get("skipped_steps", 0) for r in logged) >= 1
-
-
-def test_two_process_ddp_matches_one_process(tmp_path):
-    """accelerate launch --multi_gpu --num_processes 2 on a CPU machine (torchrun, gloo), batch 2 each == one
-    process with batch 4. (accelerate's ``--cpu`` flag starts a single process unless it is given an mpirun
-    hostfile; ``--multi_gpu`` without GPUs gives DistributedType.MULTI_CPU.)"""
-    # no dropout: the ranks draw their own dropout masks, which one process would draw differently
-    single = make_recipe(tmp_path, "single", dropout=0.0, batch_size=4, max_steps=6, save_steps=100)
-    double = make_recipe(tmp_path, "double", dropout=0.0, batch_size=2, max_steps=6, save_steps=100)
-    train_here(single)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    launch = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         "-m", "sc2tune", "train", str(double), "--no-progress"],
-        capture_output=True, text=True, env=env, timeout=600,
-    )
-    assert launch.returncode == 0, launch.stderr[-3000:]
-    state = json.loads((tmp_path / "double" / "summary.json").read_text())
-    assert state["global_step"] == 6
-    one, two = losses(tmp_path / "single"), losses(tmp_path / "double")
-    assert sorted(one) == sorted(two) == list(range(1, 7))
-    for step in one:
-        assert two[step] == pytest.approx(one[step], rel=1e-5), step
-    assert (tmp_path / "double" / "adapter" / "adapter_model.safetensors").is_file()
