@@ -14,18 +14,14 @@ def quickstart(
     runs: Annotated[str, typer.Option(help="folder for the quickstart run (a fresh sub-folder is made)")] = "runs",
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
 ) -> None:
-    """Train, merge and infill on the built-in tiny model (a few CPU minutes)."""
+    """Fine-tune the built-in tiny model on sample code and show it working: the untrained and the trained
+    model fill the same lines of the trained code (recall) and of held-out code (about a CPU minute)."""
     from sc2tune.demo import quickstart as run_quickstart
+    from sc2tune.demo import report_lines
 
     r = run_quickstart(runs, show_progress=not no_progress)
-    tail = r.prefix.splitlines()[-1] if r.prefix.strip() else ""
-    print(f"\nquickstart done in {r.run_dir}")
-    if r.eval_loss_before is not None and r.eval_loss_after is not None:
-        print(f"  eval loss: {r.eval_loss_before:.3f} (untrained) -> {r.eval_loss_after:.3f} (trained)")
-    print(f"  adapter:   {r.adapter_dir}\n  merged:    {r.merged_dir} (plain transformers folder)")
-    print(f"  infill after  {tail!r}:\n    expected {r.expected_middle.rstrip()!r}\n    got      {r.infill.rstrip()!r}")
-    print("  (the tiny model starts from random weights: this shows the path, not the quality of a real model)")
-    print(f"next: sc2tune generate {r.merged_dir} --prefix 'def add(a, b):' --suffix '' --temperature 0")
+    print("\n" + "\n".join(report_lines(r)))
+    print(f"next: sc2tune generate {r.model_dir} --prefix 'def add(a, b):' --suffix '' --temperature 0")
 
 
 def validate(
