@@ -3,9 +3,13 @@
 1. train the FIM quickstart recipe on the bundled sample repository ``TRAIN_REPOS`` with the quickstart's
    own settings (``QUICKSTART_OVERRIDES``; the recipe file and the library defaults stay as they are), the
    other sample repositories ``HELD_OUT_REPOS`` being the eval split (never trained on);
-2. recall: cut ``N_HOLES`` seeded lines out of the trained files, let the untrained base and the trained model
-   fill each, and score both with :mod:`sc2tune.metrics` (exact match, edit similarity); the same on
-   ``N_HELD_OUT`` lines of the held-out repositories.
+2. let the untrained base and the trained model fill the same holes, greedy, and score both with
+   :mod:`sc2tune.metrics` (exact match, edit similarity), on three sets:
+
+   * recall (:func:`row_holes`): ``N_HOLES`` seeded lines inside the FIM middles of the very rows trained on,
+     the prompt being that row up to the line (honest recall of trained examples);
+   * new prompt (:func:`draw_holes`): ``N_HOLES`` lines of the trained files cut into a fresh SPM prompt;
+   * held out: ``N_HELD_OUT`` lines of the held-out repositories in the same kind of prompt.
 
 The quickstart trains every weight (``adapter.method=full``): the tiny model is random, its output layer is
 its embedding matrix (tied, std 0.02, every logit capped near 2.6), and a LoRA that can lift that cap must
@@ -16,10 +20,10 @@ and no line recalled; r 64-128, 1.0-1.2 CPU s a step; full fine-tuning 0.4 CPU s
 falls much faster. LoRA, QLoRA and the merge are the recipes' path (``recipes/quickstart/fim.yaml``).
 
 The tiny model starts from random weights: what it can learn in a minute is to *recall the code it was
-trained on*. The recall figures measure exactly that (memorisation of the training files); the held-out
-figures say honestly how little carries over to code it has not seen.
+trained on*. The recall figures measure exactly that (memorisation of the training rows); the new-prompt and
+held-out figures say honestly how little carries over to a prompt or to code it has not seen.
 
-A hole is the line ``L`` (at least ``MIN_LINE_CHARS`` non-blank characters) of a file ``PATH`` of
+A file hole is the line ``L`` (at least ``MIN_LINE_CHARS`` non-blank characters) of a file ``PATH`` of
 repository ``NAME``, cut where the whole file's tokens are cut: from the end of the last non-blank character
 before ``L`` to the end of ``L`` (its newline excluded)::
 
@@ -43,6 +47,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -61,10 +66,10 @@ N_HOLES, N_HELD_OUT, HOLE_SEED = 12, 6, 0
 MIN_LINE_CHARS = 8
 
 #: The quickstart's own training settings (module doc): every weight trained, a constant learning rate after
-#: the warm-up, and the FIM windows in SPM order, the order the holes are filled in.
+#: the warm-up, every file window FIM'd in SPM order (the recall holes are lines of those FIM middles).
 QUICKSTART_OVERRIDES = [
     "adapter.method=full", "train.max_steps=100", "train.batch_size=2", "train.lr=5e-3",
-    "train.scheduler=constant_with_warmup", "data.fim.spm_rate=1.0", "train.logging_steps=5",
+    "train.scheduler=constant_with_warmup", "data.fim.rate=1.0", "data.fim.spm_rate=1.0", "train.logging_steps=5",
     "train.eval_steps=100", "train.save_steps=100",
 ]
 
@@ -91,7 +96,7 @@ class Hole:
 class HoleScores:
     """The same holes filled by the untrained base (before) and the trained model (after), scored."""
 
-    holes: tuple[Hole, ...]
+    holes: tuple[Hole, ...] | tuple[RowHole, ...]
     before: tuple[str, ...]
     after: tuple[str, ...]
     exact_match_before: float  # mean of sc2tune.metrics.exact_match
@@ -102,21 +107,17 @@ class HoleScores:
 
 @dataclass(frozen=True)
 class QuickstartResult:
-    """Folders written, the loss curve, one before/after infill and the recall / held-out scores."""
+    """Where the run went, its loss curve, and the untrained vs trained scores on the three sets of holes."""
 
     run_dir: Path
     model_dir: Path  # the trained weights (every weight trained): a plain transformers folder
-    prefix: str
-    suffix: str
-    expected_middle: str
-    infill: str  # the trained model's fill of the sample hole
-    eval_loss_before: float | None
+    recall: HoleScores  # lines inside the FIM middles of the training rows, prompt = the row up to the line
+    new_prompt: HoleScores  # lines of the trained files in a new SPM prompt (not one it was trained on)
+    held_out: HoleScores  # lines of HELD_OUT_REPOS in the same kind of prompt
+    train_losses: tuple[tuple[int, float], ...]  # (step, logged training loss)
+    loss_png: Path
+    eval_loss_before: float | None  # on HELD_OUT_REPOS (the eval split)
     eval_loss_after: float | None
-    infill_before: str = ""  # the untrained base's fill of the same hole
-    loss_png: Path | None = None
-    train_losses: tuple[tuple[int, float], ...] = ()  # (step, logged training loss)
-    recall: HoleScores | None = None  # lines of the trained files (TRAIN_REPOS)
-    held_out: HoleScores | None = None  # lines of HELD_OUT_REPOS
 
 
 def _first_existing(*candidates: Path) -> Path:
@@ -169,15 +170,6 @@ def draw_holes(repo_dir: Path, count: int, seed: int) -> list[Hole]:
     return [candidates[i] for i in sorted(chosen)]
 
 
-def sample_hole(code_dir: Path) -> Hole:
-    """The hole shown before/after: the middle hole of the largest file of the trained repositories."""
-    files = [p for repo in TRAIN_REPOS for p in (code_dir / repo).rglob("*.py")]
-    path = sorted(files, key=lambda p: (-p.stat().st_size, str(p)))[0]
-    rel = path.relative_to(code_dir)
-    holes = file_holes(rel.parts[0], Path(*rel.parts[1:]).as_posix(), path.read_text(encoding="utf-8"))
-    return holes[len(holes) // 2]
-
-
 def spm_prompt_ids(tokenizer: Any, hole: Hole, budget: int) -> list[int]:
     """The SPM repository prompt of ``hole`` (module doc) with at most ``budget`` prefix + suffix tokens."""
     from sc2tune.modeling import special_tokens
@@ -198,16 +190,54 @@ def first_line(text: str) -> str:
     return text.lstrip().split("\n", 1)[0].rstrip()
 
 
-def fill_lines(model: Any, tokenizer: Any, holes: list[Hole], max_length: int) -> list[str]:
-    """The model's greedy line for each hole (module doc), all holes in one left-padded batch."""
+@dataclass(frozen=True)
+class RowHole:
+    """A line inside the FIM middle of a training row (module doc): ``prompt_ids`` are that row's own tokens
+    from its document's start to the line, ``line_ids`` the line's tokens (its newline and indentation first)."""
+
+    row: int  # index of the packed training row
+    prompt_ids: tuple[int, ...]
+    line_ids: tuple[int, ...]
+    line: str  # the line's text, stripped
+
+
+def row_holes(rows: Any, tokenizer: Any, count: int, seed: int) -> list[RowHole]:
+    """``count`` lines drawn with ``random.Random(f"{seed}:rows")`` from the FIM middles of ``rows`` (the
+    prepared training rows: ``input_ids`` and ``position_ids``, a document starting at each position 0).
+
+    A line starts at a token whose text starts with a newline and runs to the next such token, or to the
+    next special token; it is a candidate when it lies after a ``<fim_middle>`` and has at least
+    ``MIN_LINE_CHARS`` non-blank characters."""
+    from sc2tune.modeling import special_tokens
+
+    st = special_tokens(tokenizer, need_fim=True)
+    special = set(tokenizer.all_special_ids) | {t for t in st.__dict__.values() if isinstance(t, int)}
+    starts_line = {t: tokenizer.decode([t]).startswith("\n") for t in {t for r in rows for t in r["input_ids"]}}
+    candidates = []
+    for index, row in enumerate(rows):
+        ids, positions = list(row["input_ids"]), list(row["position_ids"])
+        bounds = [i for i, p in enumerate(positions) if p == 0] + [len(ids)]
+        for doc_start, doc_end in pairwise(bounds):
+            for k in (k for k in range(doc_start, doc_end) if ids[k] == st.fim_middle):
+                end = next((j for j in range(k + 1, doc_end) if ids[j] in special), doc_end)
+                cuts = [i for i in range(k + 1, end) if starts_line[ids[i]]] + [end]
+                for a, b in pairwise(cuts):
+                    line = tokenizer.decode(ids[a:b]).strip()
+                    if len(line) >= MIN_LINE_CHARS:
+                        candidates.append(RowHole(index, tuple(ids[doc_start:a]), tuple(ids[a:b]), line))
+    chosen = random.Random(f"{seed}:rows").sample(range(len(candidates)), min(count, len(candidates)))
+    return [candidates[i] for i in sorted(chosen)]
+
+
+def fill_lines(model: Any, tokenizer: Any, prompts: list[list[int]], cap: int) -> list[str]:
+    """The model's greedy line after each prompt (module doc), all prompts in one left-padded batch of at
+    most ``cap`` new tokens."""
     import torch
 
     from sc2tune.modeling import special_tokens
 
     st = special_tokens(tokenizer, need_fim=True)
     stops = [t for t in (st.eos, st.file_sep) if t is not None]
-    cap = max(len(tokenizer(h.middle, add_special_tokens=False)["input_ids"]) for h in holes) + 4
-    prompts = [spm_prompt_ids(tokenizer, h, max_length - cap - 16) for h in holes]
     width = max(map(len, prompts))
     device = next(model.parameters()).device
     ids = torch.tensor([[st.fim_pad] * (width - len(p)) + p for p in prompts], device=device)
@@ -222,12 +252,18 @@ def fill_lines(model: Any, tokenizer: Any, holes: list[Hole], max_length: int) -
     return lines
 
 
-def score_holes(before: Any, after: Any, tokenizer: Any, holes: list[Hole], max_length: int) -> HoleScores:
+def score_holes(before: Any, after: Any, tokenizer: Any, holes: list[Hole] | list[RowHole],
+                max_length: int) -> HoleScores:
     """Fill ``holes`` with both models and score each against its line (:mod:`sc2tune.metrics`)."""
     from sc2tune.metrics import text_scores
 
+    enc = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    sizes = [len(h.line_ids) if isinstance(h, RowHole) else len(enc(h.middle)) for h in holes]
+    cap = max(sizes) + 4
+    prompts = [list(h.prompt_ids) if isinstance(h, RowHole) else spm_prompt_ids(tokenizer, h, max_length - cap - 16)
+               for h in holes]
     lines = [h.line for h in holes]
-    filled = [tuple(fill_lines(m, tokenizer, holes, max_length)) for m in (before, after)]
+    filled = [tuple(fill_lines(m, tokenizer, prompts, cap)) for m in (before, after)]
     b, a = (text_scores(list(f), lines) for f in filled)
     return HoleScores(tuple(holes), filled[0], filled[1], b["exact_match"], a["exact_match"],
                       b["edit_similarity"], a["edit_similarity"])
@@ -247,6 +283,7 @@ def sparkline(values: list[float], width: int = 40) -> str:
 
 def quickstart(runs_root: str | Path = "runs", *, show_progress: bool = True) -> QuickstartResult:
     """Train, then score the untrained and the trained model on the same holes (see module doc)."""
+    from sc2tune.data import build_datasets
     from sc2tune.recipe import load_recipe
     from sc2tune.reporting import read_metrics
     from sc2tune.runs import METRICS_FILE, load_trained
@@ -263,27 +300,37 @@ def quickstart(runs_root: str | Path = "runs", *, show_progress: bool = True) ->
     base = load_trained(result.adapter_dir, "base").model
     loaded = load_trained(result.adapter_dir, "adapter")
     trained, tokenizer, max_length = loaded.model, loaded.tokenizer, recipe.data.max_length
-    sample = sample_hole(code)
-    shown = score_holes(base, trained, tokenizer, [sample], max_length)
-    holes = lambda repos, n: [h for repo in repos for h in draw_holes(code / repo, n // len(repos), HOLE_SEED)]  # noqa: E731
-    recall = score_holes(base, trained, tokenizer, holes(TRAIN_REPOS, N_HOLES), max_length)
-    held_out = score_holes(base, trained, tokenizer, holes(HELD_OUT_REPOS, N_HELD_OUT), max_length)
+    rows = build_datasets(recipe, tokenizer, show_progress=False).train  # prepared once: the rows just trained on
+    recall = score_holes(base, trained, tokenizer, row_holes(rows, tokenizer, N_HOLES, HOLE_SEED), max_length)
+    file_holes_of = lambda repos, n: [h for repo in repos  # noqa: E731
+                                      for h in draw_holes(code / repo, n // len(repos), HOLE_SEED)]
+    new_prompt = score_holes(base, trained, tokenizer, file_holes_of(TRAIN_REPOS, N_HOLES), max_length)
+    held_out = score_holes(base, trained, tokenizer, file_holes_of(HELD_OUT_REPOS, N_HELD_OUT), max_length)
     train_losses, evals = read_metrics(run_dir / METRICS_FILE)
-    return QuickstartResult(
-        run_dir, result.adapter_dir, sample.prefix, sample.suffix, sample.middle, shown.after[0],
-        evals[0][1] if evals else None, evals[-1][1] if evals else None, infill_before=shown.before[0],
-        loss_png=run_dir / "loss.png", train_losses=tuple(train_losses), recall=recall, held_out=held_out)
+    return QuickstartResult(run_dir, result.adapter_dir, recall, new_prompt, held_out, tuple(train_losses),
+                            run_dir / "loss.png", evals[0][1] if evals else None, evals[-1][1] if evals else None)
 
 
-def _score_rows(s: HoleScores) -> list[str]:
+def shown_hole(recall: HoleScores) -> int:
+    """Index of the hole shown before/after: the longest line drawn (chosen by length, not by score)."""
+    return max(range(len(recall.holes)), key=lambda i: (len(recall.holes[i].line), -i))
+
+
+def _score_rows(title: str, s: HoleScores) -> list[str]:
     n = len(s.holes)
-    return ["                       untrained  trained",
-            f"    exact match        {round(s.exact_match_before * n):>5}/{n:<3} {round(s.exact_match_after * n):>5}/{n}",
-            f"    edit similarity    {s.edit_similarity_before:>9.2f} {s.edit_similarity_after:>8.2f}"]
+    return [f"  {title:<46} untrained  trained",
+            f"    exact match                                {round(s.exact_match_before * n):>5}/{n:<3} "
+            f"{round(s.exact_match_after * n):>5}/{n}",
+            f"    edit similarity                            {s.edit_similarity_before:>9.2f} "
+            f"{s.edit_similarity_after:>8.2f}"]
 
 
-def report_lines(r: QuickstartResult) -> list[str]:
-    """What ``sc2tune quickstart`` prints about a finished run."""
+def report_lines(r: QuickstartResult, tokenizer: Any = None) -> list[str]:
+    """What ``sc2tune quickstart`` prints about a finished run (``tokenizer`` decodes the shown hole's
+    context; the bundled one when None)."""
+    from sc2tune.tiny import load_bundled_tokenizer
+
+    tokenizer = tokenizer or load_bundled_tokenizer()
     out = [f"quickstart done in {r.run_dir}"]
     if r.train_losses:
         losses = [v for _, v in r.train_losses]
@@ -293,17 +340,19 @@ def report_lines(r: QuickstartResult) -> list[str]:
         out.append(f"  eval loss   {r.eval_loss_before:.2f} -> {r.eval_loss_after:.2f}  "
                    f"(held-out repositories {', '.join(HELD_OUT_REPOS)}, never trained on)")
     out += [f"  trained:    {r.model_dir} (every weight trained; a plain transformers folder)", "",
-            "  RECALL: the tiny model starts from random weights; what a minute of training teaches it is to",
-            "  recall the code it was trained on (memorisation), not to write new code.",
-            f"  one line cut out of a trained file, after {r.prefix.splitlines()[-1].strip()!r}:",
-            f"    expected   {r.expected_middle.strip()!r}",
-            f"    untrained  {r.infill_before!r}",
-            f"    trained    {r.infill!r}"]
-    if r.recall is not None:
-        out += [f"  {len(r.recall.holes)} lines cut from the trained files ({', '.join(TRAIN_REPOS)}), seed {HOLE_SEED}:",
-                *_score_rows(r.recall)]
-    if r.held_out is not None:
-        out += ["", f"  HELD OUT: {len(r.held_out.holes)} lines of {', '.join(HELD_OUT_REPOS)} (never trained on):",
-                *_score_rows(r.held_out)]
-    out.append("  Holes are filled SPM-style (suffix first, then the prefix is continued), greedy, to the line end.")
+            "  RECALL, not new code: the tiny model starts from random weights, and what a minute of training",
+            "  teaches it is to recall the code it was trained on.",
+            "  A line inside the middle of a trained FIM example, the prompt being that training row up to the line:"]
+    i = shown_hole(r.recall)
+    hole = r.recall.holes[i]
+    context = tokenizer.decode(list(hole.prompt_ids), skip_special_tokens=True).rstrip().splitlines()
+    out += [f"    after      {context[-1].strip() if context else ''!r}",
+            f"    expected   {hole.line!r}",
+            f"    untrained  {r.recall.before[i]!r}",
+            f"    trained    {r.recall.after[i]!r}",
+            *_score_rows(f"{len(r.recall.holes)} such lines (seed {HOLE_SEED}):", r.recall), "",
+            *_score_rows(f"{len(r.new_prompt.holes)} lines of the trained files, new FIM prompt:", r.new_prompt),
+            "    (cut at the line and filled SPM-style, a prompt it was not trained on: the run memorised its rows)",
+            *_score_rows(f"HELD OUT: {len(r.held_out.holes)} lines of {', '.join(HELD_OUT_REPOS)}:", r.held_out),
+            "    (never trained on; same prompt: how little a minute on one repository carries over)"]
     return out

@@ -25,6 +25,8 @@ from sc2tune.demo import (
     fresh_run_dir,
     quickstart,
     report_lines,
+    row_holes,
+    shown_hole,
     sparkline,
     spm_prompt_ids,
 )
@@ -51,55 +53,72 @@ def test_quickstart_trains_and_writes_its_folders(run):
     root, result, _ = run
     assert result.run_dir == root / "quickstart" and result.model_dir == result.run_dir / "model"
     AutoModelForCausalLM.from_pretrained(result.model_dir)  # a plain transformers folder
-    assert result.loss_png is not None and result.loss_png.is_file()
+    assert result.loss_png.is_file()
     logged = [json.loads(line)["loss"] for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
               if '"loss"' in line]
     assert [v for _, v in result.train_losses] == pytest.approx(logged) and logged[-1] < logged[0] / 2
     assert fresh_run_dir(root) == root / "quickstart-2"  # a second quickstart never overwrites
 
 
+def _recomputed(s):
+    """(exact match, edit similarity) before and after, recomputed from the stored predictions."""
+    lines = [h.line for h in s.holes]
+    em = [sum(p.strip() == t for p, t in zip(preds, lines, strict=True)) / len(lines) for preds in (s.before, s.after)]
+    es = [sum(map(edit_similarity, preds, lines)) / len(lines) for preds in (s.before, s.after)]
+    return em[0], em[1], es[0], es[1]
+
+
 @pytest.mark.slow
 def test_trained_model_recalls_trained_lines_the_untrained_one_cannot(run):
     _, result, _ = run
     s = result.recall
-    lines = [h.line for h in s.holes]
-    # exact match recomputed here (stdlib string comparison), edit similarity from the stored predictions
-    em_before = sum(p.strip() == t for p, t in zip(s.before, lines, strict=True)) / len(lines)
-    em_after = sum(p.strip() == t for p, t in zip(s.after, lines, strict=True)) / len(lines)
-    es_before = sum(map(edit_similarity, s.before, lines)) / len(lines)
-    es_after = sum(map(edit_similarity, s.after, lines)) / len(lines)
+    em_before, em_after, es_before, es_after = _recomputed(s)  # exact match by plain string comparison
     assert (em_before, em_after, es_before, es_after) == pytest.approx(
         (s.exact_match_before, s.exact_match_after, s.edit_similarity_before, s.edit_similarity_after))
-    assert em_after > em_before + 0.5, (s.before, s.after, lines)
+    assert len(s.holes) >= 8
+    assert em_after > em_before + 0.5, (s.before, s.after, [h.line for h in s.holes])
     assert es_after > es_before + 0.3
-    assert result.infill != result.infill_before  # the shown hole: the two models fill it differently
 
 
 @pytest.mark.slow
-def test_holes_are_real_lines_of_trained_and_held_out_files(run):
+def test_recall_holes_are_lines_of_the_trained_files_inside_trained_fim_middles(run):
+    _, result, _ = run
+    tok = load_bundled_tokenizer()
+    code = bundled_code()
+    texts = [p.read_text(encoding="utf-8") for repo in TRAIN_REPOS for p in (code / repo).rglob("*.py")]
+    fim_middle = tok.convert_tokens_to_ids("<fim_middle>")
+    for h in result.recall.holes:
+        assert any(h.line in text for text in texts)  # the line is code of a trained file
+        assert fim_middle in h.prompt_ids and tok.decode(list(h.line_ids)).strip() == h.line
+        assert tok.decode(list(h.line_ids)).startswith("\n")  # a whole line: it starts after a newline
+
+
+@pytest.mark.slow
+def test_file_holes_are_real_lines_of_trained_and_held_out_files(run):
     _, result, _ = run
     code = bundled_code()
     saved = yaml.safe_load((result.model_dir / "recipe.yaml").read_text())
     trained = {Path(p).name for p in saved["data"]["train"]}
     assert trained == set(TRAIN_REPOS) and not trained & set(HELD_OUT_REPOS)
-    for scores, repos in ((result.recall, set(TRAIN_REPOS)), (result.held_out, set(HELD_OUT_REPOS))):
+    for scores, repos in ((result.new_prompt, set(TRAIN_REPOS)), (result.held_out, set(HELD_OUT_REPOS))):
         assert len(scores.holes) >= 6 and {h.repo for h in scores.holes} == repos
         for h in scores.holes:
             assert h.prefix + h.middle + h.suffix == (code / h.repo / h.path).read_text(encoding="utf-8")
-    s = result.held_out
-    assert 0.0 <= s.edit_similarity_before <= 1 and 0.0 <= s.edit_similarity_after <= 1
+        assert _recomputed(scores) == pytest.approx((scores.exact_match_before, scores.exact_match_after,
+                                                     scores.edit_similarity_before, scores.edit_similarity_after))
 
 
 @pytest.mark.slow
 def test_report_shows_the_run_figures_and_says_it_is_recall(run):
     _, result, _ = run
     text = "\n".join(report_lines(result))
-    n, m = len(result.recall.holes), len(result.held_out.holes)
-    assert f"{round(result.recall.exact_match_after * n)}/{n}" in text
-    assert f"{round(result.held_out.exact_match_after * m)}/{m}" in text
-    assert f"{result.recall.edit_similarity_after:.2f}" in text and f"{result.held_out.edit_similarity_after:.2f}" in text
+    for s in (result.recall, result.new_prompt, result.held_out):
+        n = len(s.holes)
+        assert f"{round(s.exact_match_after * n):>5}/{n}" in text and f"{s.edit_similarity_after:>8.2f}" in text
     assert str(result.loss_png) in text and "recall the code it was trained on" in text
-    assert repr(result.infill) in text and repr(result.infill_before) in text
+    i = shown_hole(result.recall)
+    assert repr(result.recall.after[i]) in text and repr(result.recall.before[i]) in text
+    assert repr(result.recall.holes[i].line) in text
 
 
 @pytest.mark.slow
@@ -166,3 +185,21 @@ def test_spm_prompt_is_suffix_first_then_path_and_prefix_cut_to_budget():
 def test_first_line_is_the_text_from_its_first_non_blank_character_to_the_newline():
     assert first_line("\n        self.x = 1\n    y") == "self.x = 1"
     assert first_line("  \n") == "" and first_line("abc") == "abc"
+
+
+def test_row_holes_are_the_lines_after_fim_middle_with_the_row_up_to_them_as_prompt():
+    tok = load_bundled_tokenizer()
+    ids = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    sp = {n: tok.convert_tokens_to_ids(n) for n in ("<file_sep>", "<fim_prefix>", "<fim_suffix>", "<fim_middle>")}
+    head = [sp["<file_sep>"], sp["<fim_prefix>"], sp["<fim_suffix>"], *ids("\n    y = 2\n"), sp["<fim_middle>"]]
+    middle = ids("def f():\n    value = compute()\n    short\n    return value")
+    doc1 = [*head, *middle]
+    doc2 = ids("other = document_without_fim\n    not_a_hole = 1")  # no <fim_middle>: no hole
+    rows = [{"input_ids": doc1 + doc2, "position_ids": [*range(len(doc1)), *range(len(doc2))]}]
+    holes = row_holes(rows, tok, 10, 0)
+    # "def f():" follows <fim_middle> directly (no newline before it), "short" has fewer than 8 characters
+    assert [h.line for h in holes] == ["value = compute()", "return value"]
+    first = holes[0]
+    assert list(first.prompt_ids) == doc1[:len(head) + len(ids("def f():"))]
+    assert tok.decode(list(first.line_ids)) == "\n    value = compute()"
+    assert row_holes(rows, tok, 1, 3) == row_holes(rows, tok, 1, 3) and len(row_holes(rows, tok, 1, 3)) == 1
