@@ -211,7 +211,8 @@ def row_holes(rows: Any, tokenizer: Any, count: int, seed: int) -> list[RowHole]
     from sc2tune.modeling import special_tokens
 
     st = special_tokens(tokenizer, need_fim=True)
-    special = set(tokenizer.all_special_ids) | {t for t in st.__dict__.values() if isinstance(t, int)}
+    special = set(tokenizer.all_special_ids) | {t for t in (st.eos, st.fim_prefix, st.fim_middle, st.fim_suffix,
+                                                            st.fim_pad, st.repo_name, st.file_sep) if t is not None}
     starts_line = {t: tokenizer.decode([t]).startswith("\n") for t in {t for r in rows for t in r["input_ids"]}}
     candidates = []
     for index, row in enumerate(rows):
