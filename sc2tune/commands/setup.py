@@ -15,7 +15,7 @@ def quickstart(
     no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bars")] = False,
 ) -> None:
     """Fine-tune the built-in tiny model on sample code and show it working: the untrained and the trained
-    model fill the same lines of the trained code (recall) and of held-out code (about a CPU minute)."""
+    model fill the same lines of the trained code (recall) and of held-out code (a few CPU minutes)."""
     from sc2tune.demo import quickstart as run_quickstart
     from sc2tune.demo import report_lines
 
