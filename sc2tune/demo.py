@@ -14,10 +14,10 @@
 The quickstart trains every weight (``adapter.method=full``): the tiny model is random, its output layer is
 its embedding matrix (tied, std 0.02, every logit capped near 2.6), and a LoRA that can lift that cap must
 wrap the output layer, which takes the training off the fused output-layer loss
-(:mod:`sc2tune.training.loss`). Measured on the quickstart's data (2 CPU cores shared with other jobs): LoRA
-r 32 on the six layers and ``lm_head``, 100 steps at lr 1e-2, 1.8 CPU s a step, training loss 10.81 -> 4.64
-and no line recalled; r 64-128, 1.0-1.2 CPU s a step; full fine-tuning 0.4 CPU s a step, and the loss
-falls much faster. LoRA, QLoRA and the merge are the recipes' path (``recipes/quickstart/fim.yaml``).
+(:mod:`sc2tune.training.loss`). Measured on the quickstart's data (one thread, 2 CPU cores shared with other
+jobs): LoRA r 64-128 on the six layers and ``lm_head``, 1.0-1.2 CPU s a step (r 32, 100 steps at lr 1e-2:
+training loss 10.81 -> 4.64, no line recalled); full fine-tuning, 0.4 CPU s a step, 10.81 -> 0.05 in 100 steps.
+LoRA, QLoRA and the merge are the recipes' path (``recipes/quickstart/fim.yaml``).
 
 The tiny model starts from random weights: what it can learn in a minute is to *recall the code it was
 trained on*. The recall figures measure exactly that (memorisation of the training rows); the new-prompt and
