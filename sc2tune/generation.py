@@ -125,14 +125,14 @@ def load_for_inference(path: str | Path, *, dtype: str = "auto", trust_remote_co
     from sc2tune.runs import read_trained
 
     folder = read_trained(path, trust_remote_code=trust_remote_code)
-    return _load(folder, dtype, trust_remote_code=trust_remote_code)
+    return _load(folder, dtype)
 
 
-def _load(folder: TrainedFolder, dtype: str, *, trust_remote_code: bool) -> InferenceModel:
+def _load(folder: TrainedFolder, dtype: str) -> InferenceModel:
     from sc2tune.runs import load_trained
 
     which = "merged" if folder.adapter_dir is None and folder.full_dir is None else "adapter"
-    loaded = load_trained(folder, which, dtype=dtype, trust_remote_code=trust_remote_code)  # type: ignore[arg-type]
+    loaded = load_trained(folder, which, dtype=dtype)  # type: ignore[arg-type]
     data, task = _saved_recipe(folder)
     template = folder.recipe.data.template if folder.recipe is not None else None
     return InferenceModel(loaded.model, loaded.tokenizer, loaded.classifier, folder.trained_dir, template,

@@ -101,9 +101,9 @@ def _own_fingerprint(recipe: Recipe, folder: Path, files: dict[str, Any]) -> str
             return known
     memo = json.dumps(files, sort_keys=True)
     if memo not in _OWN_FINGERPRINTS:
-        from sc2tune.modeling import load_tokenizer
+        from sc2tune.modeling import ModelSource, load_tokenizer
 
-        _OWN_FINGERPRINTS[memo] = tokenizer_fingerprint(load_tokenizer(recipe.model))
+        _OWN_FINGERPRINTS[memo] = tokenizer_fingerprint(load_tokenizer(ModelSource.from_recipe(recipe)))
     return _OWN_FINGERPRINTS[memo]
 
 

@@ -45,12 +45,11 @@ MODEL_NAMES = ("base", "adapter", "merged")
 
 @dataclass(frozen=True)
 class RunInfo:
-    """Where the pieces of one training run are (:class:`sc2tune.runs.TrainedFolder`) and its recipe, and
-    whether the caller let the model's own code run (``--trust-remote-code``: every load of the run gets it)."""
+    """Where the pieces of one training run are (:class:`sc2tune.runs.TrainedFolder`, which also holds
+    whether the caller let the model's own code run) and its recipe."""
 
     folder: TrainedFolder
     recipe: Recipe
-    trust_remote_code: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -146,7 +145,7 @@ def _run_from_dir(run_dir: Path, overrides: list[str], *, trust_remote_code: boo
                         hint="give the output_dir of a finished `sc2tune train`, or the recipe YAML itself")
     folder = read_trained(run_dir, overrides, trust_remote_code=trust_remote_code)
     assert folder.recipe is not None  # the recipe.yaml checked above
-    return RunInfo(folder, folder.recipe, trust_remote_code)
+    return RunInfo(folder, folder.recipe)
 
 
 def resolve_run(target: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
@@ -199,7 +198,7 @@ def load_run_tokenizer(run: RunInfo):
     """The tokenizer saved with the run (pad = <fim_pad>), else the base model's."""
     from sc2tune.runs import trained_tokenizer
 
-    return trained_tokenizer(run.folder, trust_remote_code=run.trust_remote_code)
+    return trained_tokenizer(run.folder)
 
 
 def load_variant(name: str, run: RunInfo, *, tokenizer, id2label: dict[int, str] | None):
@@ -208,8 +207,7 @@ def load_variant(name: str, run: RunInfo, *, tokenizer, id2label: dict[int, str]
     its ``config.pad_token_id`` is the tokenizer's."""
     from sc2tune.runs import load_trained
 
-    return load_trained(run.folder, name, tokenizer=tokenizer, labels=id2label,  # type: ignore[arg-type]
-                        trust_remote_code=run.trust_remote_code).model
+    return load_trained(run.folder, name, tokenizer=tokenizer, labels=id2label).model  # type: ignore[arg-type]
 
 
 def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = None, infill_examples: int = 20,
