@@ -21,7 +21,7 @@ from sc2tune.modeling import (
     special_tokens,
     token_id,
 )
-from sc2tune.recipe import ModelSpec
+from sc2tune.recipe import ModelSpec, recipe_from_dict
 
 SHARED_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "starcoder2-tokenizer"
 
@@ -202,3 +202,15 @@ def test_a_tokenizer_with_its_own_code_is_refused_naming_the_flag(tmp_path: Path
     assert "--trust-remote-code" in (err.value.hint or "") and not marker.exists()
     tokenizer = load_tokenizer(ModelSource(str(folder), trust_remote_code=True))
     assert type(tokenizer).__name__ == "OwnTokenizer" and marker.exists()
+
+
+def test_a_recipes_model_source_is_decided_from_its_sections():
+    """The head from the task, classes from model.num_labels, dtype and QLoRA's 4-bit NF4 from the recipe."""
+    recipe = recipe_from_dict({"task": "classify", "model": {"num_labels": 3, "dtype": "float32"},
+                               "adapter": {"method": "qlora"}, "data": {"train": "x.jsonl"}})
+    source = ModelSource.from_recipe(recipe)
+    assert (source.head, dict(source.labels or {}), source.dtype, source.trust_remote_code) == (
+        "sequence-classification", {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}, "float32", False)
+    assert source.quant is not None and (source.quant.bits, source.quant.quant_type) == (4, "nf4")
+    assert ModelSource.of(recipe.model, labels={0: "no", 1: "yes"}).labels == {0: "no", 1: "yes"}
+    assert ModelSource.from_recipe(recipe_from_dict({"task": "fim", "data": {"train": "x"}})).labels is None

@@ -136,14 +136,14 @@ class RunEvalResult:
         return data
 
 
-def _run_from_dir(run_dir: Path, overrides: list[str], *, trust_remote_code: bool) -> RunInfo:
+def _run_from_dir(run_dir: Path, overrides: list[str]) -> RunInfo:
     from sc2tune.runs import RECIPE_FILE, RUN_ADAPTER, RUN_FULL, folder_kind, read_trained
 
     if folder_kind(run_dir) != "run" or not any((run_dir / sub / RECIPE_FILE).is_file()
                                                 for sub in (RUN_ADAPTER, RUN_FULL)):
         raise UserError(f"{run_dir} is not a training run: no adapter/recipe.yaml (or model/recipe.yaml) inside",
                         hint="give the output_dir of a finished `sc2tune train`, or the recipe YAML itself")
-    folder = read_trained(run_dir, overrides, trust_remote_code=trust_remote_code)
+    folder = read_trained(run_dir, overrides)  # --trust-remote-code is the override model.trust_remote_code=true
     assert folder.recipe is not None  # the recipe.yaml checked above
     return RunInfo(folder, folder.recipe)
 
@@ -162,14 +162,14 @@ def resolve_run(target: str | Path, overrides: list[str] | tuple[str, ...] = (),
     if path.is_dir():
         if (path / RECIPE_FILE).is_file() and path.name in (RUN_ADAPTER, RUN_FULL):
             path = path.parent
-        return _run_from_dir(path, overrides, trust_remote_code=trust_remote_code)
+        return _run_from_dir(path, overrides)
     if path.is_file():
         recipe = load_recipe(path, overrides)
         run_dir = Path(recipe.output_dir)
         if not run_dir.is_dir():
             raise UserError(f"{path}: output_dir {run_dir} does not exist (nothing trained yet)",
                             hint=f"train first: sc2tune train {path}")
-        return _run_from_dir(run_dir, overrides, trust_remote_code=trust_remote_code)
+        return _run_from_dir(run_dir, overrides)
     raise UserError(f"{target}: no such run folder or recipe file")
 
 

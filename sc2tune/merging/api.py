@@ -98,13 +98,10 @@ def merge(
         qlora: treat the adapter as QLoRA (NF4, double quant, block 64) even without sc2tune's
             ``recipe.yaml``; ``False`` treats it as plain LoRA; None reads ``recipe.yaml``.
         progress: show a progress bar.
-        trust_remote_code: let the base model's own Python code (its config.json's ``auto_map``) build the
-            model, and the tokenizer's own code (its tokenizer_config.json's ``auto_map``) load it, as
-            ``--trust-remote-code`` does; also confirms a saved recipe's ``model.trust_remote_code``. Never read
-            from the folders: without it, a merge whose base config or tokenizer (the adapter's, else the base's)
-            needs its own code is refused before any of that code runs and before any weight is streamed. (A
-            base of a model_type transformers has built in is built by transformers' own class, its auto_map
-            unused: see :func:`sc2tune.merging.checkpoint.open_checkpoint`.)
+        trust_remote_code: ``--trust-remote-code``: the base's and its tokenizer's own code (``auto_map``) may
+            run (:class:`~sc2tune.modeling.ModelSource`), and a saved recipe's ``model.trust_remote_code`` is
+            confirmed. Never read from the folders: without it, a base or tokenizer (the adapter's, else the
+            base's) that needs its own code is refused before any of it runs and before any weight is streamed.
     """
     start = time.perf_counter()
     if merge_into not in ("quantized", "original"):

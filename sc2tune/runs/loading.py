@@ -84,10 +84,11 @@ def model_source(folder: TrainedFolder, which: Which, *, dtype: Dtype, labels: d
                  ) -> ModelSource:
     """The :class:`~sc2tune.modeling.ModelSource` of one model of ``folder`` (see :func:`load_trained`); an
     adapter is checked (:func:`~sc2tune.runs.declared.check_adapter_folder`) before it is named."""
-    spec = folder.recipe.model if folder.recipe is not None else None
-    attn = spec.attn_implementation if spec is not None else None
-    common: dict[str, Any] = {"dtype": dtype, "labels": labels, "trust_remote_code": folder.trust_remote_code,
-                              "head": "sequence-classification" if folder.classifier else "causal-lm"}
+    recipe = folder.recipe
+    attn = recipe.model.attn_implementation if recipe is not None else None
+    common: dict[str, Any] = {"dtype": dtype, "trust_remote_code": folder.trust_remote_code}
+    if folder.classifier:
+        common.update(head="sequence-classification", labels=labels)
     if which == "merged":
         if folder.merged_dir is None:
             where = folder.run_dir / RUN_MERGED if folder.run_dir is not None else folder.path
@@ -101,12 +102,13 @@ def model_source(folder: TrainedFolder, which: Which, *, dtype: Dtype, labels: d
         return ModelSource(str(folder.full_dir), attn=attn, **common)
     if which not in ("base", "adapter"):
         raise UserError(f"unknown model '{which}'", hint="choose from base, adapter, merged")
-    if folder.kind == "model" and folder.recipe is None:
+    if folder.kind == "model" and recipe is None:
         raise UserError(f"{folder.path} is a model folder without recipe.yaml: it names no base model",
                         hint="load it as it is (merged), or give the adapter or run folder")
     if which == "adapter":
         check_adapter_folder(folder.adapter_dir)  # type: ignore[arg-type]
-    return ModelSource(str(folder.base_dir()), quant=folder.quantization, attn=attn,
+    quant = recipe.adapter.quantization if recipe is not None else None  # the base as trained
+    return ModelSource(str(folder.base_dir()), quant=quant, attn=attn,
                        adapter=folder.adapter_dir if which == "adapter" else None, **common)
 
 

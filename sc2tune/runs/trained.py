@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from sc2tune.errors import UserError
 from sc2tune.modeling import load_peft_config
-from sc2tune.recipe import REMOTE_CODE_OVERRIDE, QuantSpec, Recipe
+from sc2tune.recipe import REMOTE_CODE_OVERRIDE, Recipe
 from sc2tune.runs.layout import (
     ADAPTER_CONFIG,
     MODEL_CONFIG,
@@ -76,11 +76,6 @@ class TrainedFolder:
             config = read_json_object(self.path / MODEL_CONFIG)
             return any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or [])
         return False
-
-    @property
-    def quantization(self) -> QuantSpec | None:
-        """How the base was quantised in training (the recipe's ``adapter.quantization``; None without one)."""
-        return None if self.recipe is None else self.recipe.adapter.quantization
 
     def base_dir(self) -> Path:
         """The base model's local folder (:func:`resolve_base`; a hub base with its Python files only when
