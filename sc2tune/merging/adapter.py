@@ -157,11 +157,6 @@ class Adapter:
             return None
         return self.recipe.model.dtype
 
-    @property
-    def template(self) -> str | None:
-        """The instruction template the run used (``data.template`` in ``recipe.yaml``)."""
-        return self.recipe.data.template if self.recipe is not None else None
-
 
 def _check_supported(config: dict[str, Any], cfg_file: Path) -> None:
     peft_type = str(config.get("peft_type", "")).upper()
