@@ -41,10 +41,10 @@ def keeps_fp32_master(recipe: Recipe) -> bool:
             and requested_engine() is None)
 
 
-def training_source(recipe: Recipe, labels: dict[int, str] | None = None) -> ModelSource:
-    """The base as training loads it (:meth:`ModelSource.from_recipe`, a classifier with ``labels``): fp32
-    weights for :func:`keeps_fp32_master` runs, else the recipe's dtype."""
-    source = ModelSource.of(recipe.model, quant=recipe.adapter.quantization, labels=labels)
+def training_source(recipe: Recipe) -> ModelSource:
+    """The base as training loads it (:meth:`ModelSource.from_recipe`): fp32 weights for
+    :func:`keeps_fp32_master` runs, else the recipe's dtype."""
+    source = ModelSource.from_recipe(recipe)
     return source.replace(dtype="float32") if keeps_fp32_master(recipe) else source
 
 

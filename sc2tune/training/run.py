@@ -42,7 +42,7 @@ from sc2tune.adapters import (
     save_converted_adapter,
 )
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
-from sc2tune.modeling import ModelSource, Objective, load_model, load_tokenizer, objective_for, resolve_dtype
+from sc2tune.modeling import Objective, load_model, load_tokenizer, objective_for, resolve_dtype
 from sc2tune.recipe import Recipe, recipe_to_yaml
 from sc2tune.runs import (
     ADAPTER_CONFIG,
@@ -311,7 +311,8 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     checkpoint = _prepare_output(out, resume, main_process=main_process, max_steps=recipe.train.max_steps)
     set_seed(recipe.train.seed)
 
-    tokenizer = load_tokenizer(ModelSource.from_recipe(recipe))
+    source = training_source(recipe)  # decided once: the recipe, --trust-remote-code confirmed in it
+    tokenizer = load_tokenizer(source)
     pinned, checksum = _pinned_data(out) if resume else (None, None)
     data = build_datasets(recipe, tokenizer, show_progress=show_progress, prepared=pinned, prepared_checksum=checksum)
     if len(data.train) == 0:
@@ -320,7 +321,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     if data.prepared is not None and main_process:
         (out / DATA_RECORD).write_text(json.dumps({"prepared": data.prepared, "checksum": data.checksum}) + "\n")
     set_seed(recipe.train.seed)  # same head / LoRA initialisation whatever the data step consumed
-    model = load_model(training_source(recipe, data.id2label), pad_token_id=tokenizer.pad_token_id)
+    model = load_model(source.replace(labels=data.id2label or source.labels), pad_token_id=tokenizer.pad_token_id)
     model = attach_adapter(model, recipe)
     initial = keep_initial_adapter(model, recipe, out, main_process=main_process)
     if not torch.cuda.is_available() and recipe.train.lora_dropout_impl == "sparse":
