@@ -125,7 +125,7 @@ class LoadedModel:
 
 def load_trained(path: str | Path | TrainedFolder, which: Which, *, dtype: Dtype | torch.dtype | None = None,
                  device: str | None = None, overrides: Sequence[str] = (), tokenizer: Any = None,
-                 labels: dict[int, str] | None = None, trust_remote_code: bool = False) -> LoadedModel:
+                 labels: dict[int, str] | None = None) -> LoadedModel:
     """Load one model of a trained folder, with its tokenizer, in eval mode.
 
     * ``base``: the base model as trained (the recipe's quantisation, e.g. 4-bit NF4 for QLoRA);
@@ -137,14 +137,12 @@ def load_trained(path: str | Path | TrainedFolder, which: Which, *, dtype: Dtype
     available, else CPU. ``tokenizer`` and ``labels`` replace the folder's own (e.g. the labels a data set
     names); a classifier's ``config.pad_token_id`` becomes the tokenizer's pad token.
 
-    ``trust_remote_code`` (reading ``path``; a :class:`TrainedFolder` was read with it) is the caller's say
-    (``--trust-remote-code``) that the model's own Python code may run: see :func:`read_trained` and
-    :class:`~sc2tune.modeling.ModelSource`.
+    The model's own Python code runs only as the folder was read to allow (:func:`read_trained`: pass it a
+    :class:`TrainedFolder` read with ``trust_remote_code``, or a path with ``overrides`` confirming the recipe's).
     """
     import torch
 
-    folder = path if isinstance(path, TrainedFolder) else read_trained(path, overrides,
-                                                                        trust_remote_code=trust_remote_code)
+    folder = path if isinstance(path, TrainedFolder) else read_trained(path, overrides)
     if dtype is not None and not isinstance(dtype, str):
         dtype = str(dtype).removeprefix("torch.")  # type: ignore[assignment]
     dtype = dtype or (folder.recipe.model.dtype if folder.recipe is not None else "auto")
