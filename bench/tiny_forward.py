@@ -18,8 +18,8 @@ import time
 import torch
 from transformers import AutoModelForCausalLM
 
-from sc2tune.modeling import load_model, load_tokenizer, resolve_model_path
-from sc2tune.recipe import TINY_MODEL, ModelSpec
+from sc2tune.modeling import ModelSource, load_model, load_tokenizer, resolve_model_path
+from sc2tune.recipe import TINY_MODEL
 
 PROMPT = "def add(a, b):\n    return a + b\n"
 
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    spec = ModelSpec(dtype="float32")
+    spec = ModelSource(dtype="float32")
     tokenizer = load_tokenizer(spec)
     ids = tokenizer(PROMPT, return_tensors="pt").input_ids
     ours = load_model(spec, pad_token_id=tokenizer.pad_token_id).eval()

@@ -122,17 +122,11 @@ def load_for_inference(path: str | Path, *, dtype: str = "auto", trust_remote_co
     names its own code (``auto_map``: a merged one carries its base's) and a hub id fetched with its code load
     only with ``trust_remote_code`` (the caller's explicit say; the folder alone cannot turn it on).
     """
-    from sc2tune.runs import read_trained
+    from sc2tune.runs import load_trained, read_trained
 
     folder = read_trained(path, trust_remote_code=trust_remote_code)
-    return _load(folder, dtype, trust_remote_code=trust_remote_code)
-
-
-def _load(folder: TrainedFolder, dtype: str, *, trust_remote_code: bool) -> InferenceModel:
-    from sc2tune.runs import load_trained
-
     which = "merged" if folder.adapter_dir is None and folder.full_dir is None else "adapter"
-    loaded = load_trained(folder, which, dtype=dtype, trust_remote_code=trust_remote_code)  # type: ignore[arg-type]
+    loaded = load_trained(folder, which, dtype=dtype)  # type: ignore[arg-type]
     data, task = _saved_recipe(folder)
     template = folder.recipe.data.template if folder.recipe is not None else None
     return InferenceModel(loaded.model, loaded.tokenizer, loaded.classifier, folder.trained_dir, template,

@@ -7,10 +7,9 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from sc2tune.modeling import load_tokenizer
-    from sc2tune.recipe import ModelSpec
+    from sc2tune.modeling import ModelSource, load_tokenizer
 
-    return load_tokenizer(ModelSpec())
+    return load_tokenizer(ModelSource())
 
 
 @pytest.fixture(scope="session")

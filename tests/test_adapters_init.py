@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainingArgum
 from sc2tune.adapters import attach_adapter, keep_initial_adapter, save_converted_adapter
 from sc2tune.errors import RecipeError, UserError
 from sc2tune.merging import merge
-from sc2tune.modeling import load_model, objective_for, resolve_model_path
+from sc2tune.modeling import ModelSource, load_model, objective_for, resolve_model_path
 from sc2tune.recipe import Recipe, recipe_from_dict, recipe_to_yaml
 from sc2tune.training.trainer import Sc2Trainer
 
@@ -53,7 +53,7 @@ def _train_a_little(model: torch.nn.Module, seed: int = 0) -> None:
 def test_residual_inits_are_saved_to_apply_to_the_original_base(init: str, tmp_path: Path):
     recipe = _recipe(init=init, r=4, alpha=8)
     base_logits = _logits(AutoModelForCausalLM.from_pretrained(TINY, dtype=torch.float32))
-    model = attach_adapter(load_model(recipe.model, pad_token_id=4), recipe)
+    model = attach_adapter(load_model(ModelSource.of(recipe.model), pad_token_id=4), recipe)
     assert not torch.equal(model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight,
                            AutoModelForCausalLM.from_pretrained(TINY).model.layers[0].self_attn.q_proj.weight)
     assert (_logits(model) - base_logits).abs().max() < 1e-3  # base residual + B0 A0 = W at step 0
@@ -96,7 +96,7 @@ def _no_bf16_kernel(model: torch.nn.Module) -> None:
 def test_loftq_starts_nearer_the_unquantised_model_and_merges(tmp_path: Path):
     recipe = _recipe(method="qlora", init="loftq", r=8, alpha=16)
     full = _logits(AutoModelForCausalLM.from_pretrained(TINY, dtype=torch.float32))
-    model = attach_adapter(load_model(recipe.model, quant=recipe.adapter.quantization, pad_token_id=4), recipe)
+    model = attach_adapter(load_model(ModelSource.from_recipe(recipe), pad_token_id=4), recipe)
     _no_bf16_kernel(model)
     start = _logits(model)
     with model.disable_adapter():
@@ -121,7 +121,7 @@ def test_loftq_starts_nearer_the_unquantised_model_and_merges(tmp_path: Path):
 
 def test_loraplus_gives_lora_b_ratio_times_the_learning_rate(tmp_path: Path):
     recipe = _recipe(loraplus_lr_ratio=16)
-    model = attach_adapter(load_model(recipe.model, pad_token_id=4), recipe)
+    model = attach_adapter(load_model(ModelSource.of(recipe.model), pad_token_id=4), recipe)
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, weight_decay=0.01, report_to=[],
                              use_cpu=True)
     trainer = Sc2Trainer(model=model, args=args, objective=objective_for("fim"), pad_token_id=4,

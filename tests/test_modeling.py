@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sc2tune.errors import UserError
 from sc2tune.modeling import (
+    ModelSource,
     default_target_modules,
     load_model,
     load_tokenizer,
@@ -18,7 +19,7 @@ from sc2tune.modeling import (
     objective_for,
     running_under_fsdp,
 )
-from sc2tune.recipe import ModelSpec
+from sc2tune.recipe import ModelSpec, recipe_from_dict
 from sc2tune.tokens import special_tokens, token_id
 
 SHARED_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "starcoder2-tokenizer"
@@ -98,7 +99,7 @@ def test_tiny_model_is_deterministic():
 
 def test_tiny_model_forward_equals_transformers_own_load(tokenizer, tiny_model_dir):
     # its speed is measured in bench/tiny_forward.py, not here
-    model = load_model(ModelSpec(), pad_token_id=tokenizer.pad_token_id).eval()
+    model = load_model(ModelSource(), pad_token_id=tokenizer.pad_token_id).eval()
     reference = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     ids = tokenizer("def add(a, b):\n    return a + b\n", return_tensors="pt").input_ids
     with torch.no_grad():
@@ -110,14 +111,14 @@ def test_tiny_model_forward_equals_transformers_own_load(tokenizer, tiny_model_d
 
 
 def test_tiny_model_default_lora_targets_exist():
-    model = load_model(ModelSpec())
+    model = load_model(ModelSource())
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     assert set(default_target_modules("starcoder2")) <= names
     assert not {"gate_proj", "up_proj", "down_proj"} & names
 
 
 def test_classification_head(tokenizer):
-    model = load_model(ModelSpec(head="sequence-classification"), id2label={0: "neg", 1: "pos", 2: "meh"},
+    model = load_model(ModelSource(head="sequence-classification", labels={0: "neg", 1: "pos", 2: "meh"}),
                        pad_token_id=tokenizer.pad_token_id)
     assert model.score.out_features == 3
     assert model.config.id2label == {0: "neg", 1: "pos", 2: "meh"}
@@ -196,7 +197,19 @@ def test_a_tokenizer_with_its_own_code_is_refused_naming_the_flag(tmp_path: Path
                                    "from transformers import PreTrainedTokenizerFast\n"
                                    "class OwnTokenizer(PreTrainedTokenizerFast):\n    pass\n")
     with pytest.raises(UserError, match="its own Python code") as err:
-        load_tokenizer(ModelSpec(name_or_path=str(folder)))
+        load_tokenizer(ModelSource(str(folder)))
     assert "--trust-remote-code" in (err.value.hint or "") and not marker.exists()
-    tokenizer = load_tokenizer(ModelSpec(name_or_path=str(folder), trust_remote_code=True))
+    tokenizer = load_tokenizer(ModelSource(str(folder), trust_remote_code=True))
     assert type(tokenizer).__name__ == "OwnTokenizer" and marker.exists()
+
+
+def test_a_recipes_model_source_is_decided_from_its_sections():
+    """The head from the task, classes from model.num_labels, dtype and QLoRA's 4-bit NF4 from the recipe."""
+    recipe = recipe_from_dict({"task": "classify", "model": {"num_labels": 3, "dtype": "float32"},
+                               "adapter": {"method": "qlora"}, "data": {"train": "x.jsonl"}})
+    source = ModelSource.from_recipe(recipe)
+    assert (source.head, dict(source.labels or {}), source.dtype, source.trust_remote_code) == (
+        "sequence-classification", {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}, "float32", False)
+    assert source.quant is not None and (source.quant.bits, source.quant.quant_type) == (4, "nf4")
+    assert ModelSource.of(recipe.model, labels={0: "no", 1: "yes"}).labels == {0: "no", 1: "yes"}
+    assert ModelSource.from_recipe(recipe_from_dict({"task": "fim", "data": {"train": "x"}})).labels is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from transformers import AutoModelForCausalLM
 from sc2tune.cli import main
 from sc2tune.errors import RecipeError, UserError
 from sc2tune.recipe import TINY_MODEL, load_recipe, recipe_to_yaml
-from sc2tune.runs import folder_kind, load_trained, read_trained
+from sc2tune.runs import folder_kind, load_trained, model_source, read_trained
 
 IDS = torch.tensor([[1, 17, 300, 42, 5, 999, 123, 7]])
 
@@ -154,3 +155,20 @@ def test_a_saved_remote_code_recipe_needs_the_command_lines_word(run: Path, tmp_
     confirmed = read_trained(folder, ["model.trust_remote_code=true"])
     assert confirmed.recipe is not None and confirmed.recipe.model.trust_remote_code
     assert os.path.samefile(confirmed.adapter_dir, folder)
+    assert confirmed.trust_remote_code and model_source(confirmed, "adapter", dtype="auto", labels=None).trust_remote_code
+
+
+def test_one_model_source_per_model_of_a_run(run: Path, tiny_model_dir: str):
+    """Each model of a run folder is one ModelSource, decided from the folder and the caller's word: the base as
+    the recipe loaded it with the adapter on top, the merged folder as it is; remote code only when said."""
+    folder = read_trained(run)
+    adapter = model_source(folder, "adapter", dtype="float32", labels=None)
+    assert (os.path.samefile(adapter.name_or_path, tiny_model_dir), os.path.samefile(adapter.adapter, run / "adapter"),
+            adapter.dtype, adapter.quant, adapter.head, adapter.trust_remote_code) == (True, True, "float32", None,
+                                                                                       "causal-lm", False)
+    assert model_source(folder, "base", dtype="auto", labels=None).adapter is None
+    merged = model_source(folder, "merged", dtype="bfloat16", labels=None)
+    assert (os.path.samefile(merged.name_or_path, run / "merged"), merged.adapter, merged.attn) == (True, None, None)
+    assert read_trained(run, trust_remote_code=True).trust_remote_code and not folder.trust_remote_code
+    with pytest.raises(FrozenInstanceError):
+        merged.trust_remote_code = True  # type: ignore[misc]

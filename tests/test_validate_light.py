@@ -20,7 +20,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from sc2tune.errors import UserError
-from sc2tune.modeling import check_tokenizer, load_tokenizer
+from sc2tune.modeling import ModelSource, check_tokenizer, load_tokenizer
 from sc2tune.recipe import ModelSpec
 from sc2tune.tiny import TOKENIZER_DIR
 from sc2tune.tokenizer_files import TokenizerFiles
@@ -49,7 +49,7 @@ def test_validate_and_plan_import_no_torch() -> None:
 
 def _reference(folder: Path, task: str) -> str:
     """The check through transformers (what check_tokenizer did before reading files directly)."""
-    tokenizer = load_tokenizer(ModelSpec(name_or_path=str(folder)))
+    tokenizer = load_tokenizer(ModelSource(str(folder)))
     special_tokens(tokenizer, need_fim=task == "fim")
     return f"tokenizer ok ({len(tokenizer)} tokens, pad {tokenizer.pad_token})"
 
@@ -100,7 +100,7 @@ def test_files_answer_as_transformers(key: str, tmp_path: Path) -> None:
 
 def test_built_in_model_note_is_unchanged() -> None:
     spec = ModelSpec(name_or_path="sc2tune/tiny-starcoder2")
-    assert check_tokenizer(spec, "fim") == _reference(Path(load_tokenizer(spec).name_or_path), "fim")
+    assert check_tokenizer(spec, "fim") == _reference(Path(load_tokenizer(ModelSource.of(spec)).name_or_path), "fim")
 
 
 def test_folders_only_transformers_can_read_fall_back(tmp_path: Path) -> None:

@@ -56,9 +56,9 @@ def data(
 
     from sc2tune.data import build_datasets
     from sc2tune.data.preview import CLOSE, OPEN, fim_tokens, preview_order, render_example
-    from sc2tune.modeling import load_tokenizer
+    from sc2tune.modeling import ModelSource, load_tokenizer
 
-    tokenizer = load_tokenizer(loaded.model)
+    tokenizer = load_tokenizer(ModelSource.from_recipe(loaded))
     bundle = build_datasets(loaded, tokenizer, show_progress=sys.stderr.isatty())
     dataset = bundle.train if split == "train" else bundle.eval
     if dataset is None:

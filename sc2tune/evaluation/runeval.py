@@ -47,12 +47,11 @@ MODEL_NAMES = ("base", "adapter", "merged")
 
 @dataclass(frozen=True)
 class RunInfo:
-    """Where the pieces of one training run are (:class:`sc2tune.runs.TrainedFolder`) and its recipe, and
-    whether the caller let the model's own code run (``--trust-remote-code``: every load of the run gets it)."""
+    """Where the pieces of one training run are (:class:`sc2tune.runs.TrainedFolder`, which also holds
+    whether the caller let the model's own code run) and its recipe."""
 
     folder: TrainedFolder
     recipe: Recipe
-    trust_remote_code: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -149,16 +148,16 @@ class RunEvalResult:
         return data
 
 
-def _run_from_dir(run_dir: Path, overrides: list[str], *, trust_remote_code: bool) -> RunInfo:
+def _run_from_dir(run_dir: Path, overrides: list[str]) -> RunInfo:
     from sc2tune.runs import RECIPE_FILE, RUN_ADAPTER, RUN_FULL, folder_kind, read_trained
 
     if folder_kind(run_dir) != "run" or not any((run_dir / sub / RECIPE_FILE).is_file()
                                                 for sub in (RUN_ADAPTER, RUN_FULL)):
         raise UserError(f"{run_dir} is not a training run: no adapter/recipe.yaml (or model/recipe.yaml) inside",
                         hint="give the output_dir of a finished `sc2tune train`, or the recipe YAML itself")
-    folder = read_trained(run_dir, overrides, trust_remote_code=trust_remote_code)
+    folder = read_trained(run_dir, overrides)  # --trust-remote-code is the override model.trust_remote_code=true
     assert folder.recipe is not None  # the recipe.yaml checked above
-    return RunInfo(folder, folder.recipe, trust_remote_code)
+    return RunInfo(folder, folder.recipe)
 
 
 def resolve_run(target: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
@@ -175,14 +174,14 @@ def resolve_run(target: str | Path, overrides: list[str] | tuple[str, ...] = (),
     if path.is_dir():
         if (path / RECIPE_FILE).is_file() and path.name in (RUN_ADAPTER, RUN_FULL):
             path = path.parent
-        return _run_from_dir(path, overrides, trust_remote_code=trust_remote_code)
+        return _run_from_dir(path, overrides)
     if path.is_file():
         recipe = load_recipe(path, overrides)
         run_dir = Path(recipe.output_dir)
         if not run_dir.is_dir():
             raise UserError(f"{path}: output_dir {run_dir} does not exist (nothing trained yet)",
                             hint=f"train first: sc2tune train {path}")
-        return _run_from_dir(run_dir, overrides, trust_remote_code=trust_remote_code)
+        return _run_from_dir(run_dir, overrides)
     raise UserError(f"{target}: no such run folder or recipe file")
 
 
@@ -211,7 +210,7 @@ def load_run_tokenizer(run: RunInfo):
     """The tokenizer saved with the run (pad = <fim_pad>), else the base model's."""
     from sc2tune.runs import trained_tokenizer
 
-    return trained_tokenizer(run.folder, trust_remote_code=run.trust_remote_code)
+    return trained_tokenizer(run.folder)
 
 
 def load_variant(name: str, run: RunInfo, *, tokenizer, id2label: dict[int, str] | None):
@@ -220,8 +219,7 @@ def load_variant(name: str, run: RunInfo, *, tokenizer, id2label: dict[int, str]
     its ``config.pad_token_id`` is the tokenizer's."""
     from sc2tune.runs import load_trained
 
-    return load_trained(run.folder, name, tokenizer=tokenizer, labels=id2label,  # type: ignore[arg-type]
-                        trust_remote_code=run.trust_remote_code).model
+    return load_trained(run.folder, name, tokenizer=tokenizer, labels=id2label).model  # type: ignore[arg-type]
 
 
 def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = None, infill_examples: int = 20,

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from sc2tune.errors import UserError
-from sc2tune.recipe import Recipe
+from sc2tune.recipe import QuantSpec, Recipe
 from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_declared, read_adapter_json
 
 log = logging.getLogger(__name__)
@@ -46,16 +46,6 @@ PREFIX = "base_model.model."
 _LINEAR_A, _LINEAR_B = ".lora_A.weight", ".lora_B.weight"
 _EMBED_A, _EMBED_B = ".lora_embedding_A", ".lora_embedding_B"
 _MAGNITUDE = (".lora_magnitude_vector", ".lora_magnitude_vector.weight")
-
-
-@dataclass(frozen=True)
-class QuantSettings:
-    """How the base was quantised during QLoRA training (bitsandbytes 4-bit)."""
-
-    quant_type: str = "nf4"
-    double_quant: bool = True
-    blocksize: int = 64
-    dtype: str | None = None  # dtype the base was loaded in before quantisation (None: the checkpoint's)
 
 
 @dataclass(frozen=True)
@@ -151,22 +141,21 @@ class Adapter:
         return any(name.split(".")[-2:-1] == ["score"] for name in self.full)
 
     @property
-    def quant(self) -> QuantSettings | None:
-        """QLoRA settings from ``recipe.yaml`` (``adapter.method: qlora``), or None for a plain LoRA run."""
+    def quant(self) -> QuantSpec | None:
+        """The 4-bit settings of a QLoRA run's ``recipe.yaml`` (``adapter.method: qlora``; its quant type and
+        double quantisation), or None for a plain LoRA run."""
         if self.recipe is None or self.recipe.adapter.method != "qlora":
             return None
-        q = self.recipe.adapter.quantization
-        dtype = self.recipe.model.dtype
-        return QuantSettings(
-            quant_type=q.quant_type if q is not None else "nf4",
-            double_quant=q.double_quant if q is not None else True,
-            dtype=None if dtype == "auto" else dtype,
-        )
+        q = self.recipe.adapter.quantization or QuantSpec()
+        return QuantSpec(quant_type=q.quant_type, double_quant=q.double_quant)
 
     @property
-    def template(self) -> str | None:
-        """The instruction template the run used (``data.template`` in ``recipe.yaml``)."""
-        return self.recipe.data.template if self.recipe is not None else None
+    def quant_dtype(self) -> str | None:
+        """The dtype a QLoRA run loaded its base in before quantising it (``model.dtype``); None for ``auto``,
+        a plain LoRA run or no recipe (the checkpoint's own)."""
+        if self.quant is None or self.recipe is None or self.recipe.model.dtype == "auto":
+            return None
+        return self.recipe.model.dtype
 
 
 def _check_supported(config: dict[str, Any], cfg_file: Path) -> None:

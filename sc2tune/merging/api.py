@@ -26,7 +26,7 @@ import torch
 
 from sc2tune.clihelp import Help, TrustRemoteCode
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
-from sc2tune.merging.adapter import Adapter, QuantSettings, load_adapter
+from sc2tune.merging.adapter import Adapter, load_adapter
 from sc2tune.merging.checkpoint import BaseCheckpoint, open_checkpoint
 from sc2tune.merging.output import (
     check_out_dir,
@@ -38,18 +38,13 @@ from sc2tune.merging.output import (
     write_provenance,
 )
 from sc2tune.merging.plan import MergePlan, build_plan
+from sc2tune.merging.quant import BLOCKSIZE
 from sc2tune.merging.stream import StreamStats, stream_merge
 from sc2tune.merging.verify import Verification, verify_merge
 from sc2tune.merging.writer import parse_size
-from sc2tune.recipe import REMOTE_CODE_OVERRIDE
-from sc2tune.runs import (
-    TOKENIZER_CONFIG,
-    own_code_refused,
-    read_labels,
-    read_saved_recipe,
-    resolve_base,
-    tokenizer_names_own_code,
-)
+from sc2tune.modeling import TOKENIZER_CONFIG, ModelSource, own_code_refused, tokenizer_names_own_code
+from sc2tune.recipe import REMOTE_CODE_OVERRIDE, QuantSpec
+from sc2tune.runs import read_labels, read_saved_recipe, resolve_base
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +98,11 @@ def merge(
             :mod:`sc2tune.merging.verify`.
         qlora: treat the adapter as QLoRA (NF4, double quant, block 64) even without sc2tune's
             ``recipe.yaml``; ``False`` treats it as plain LoRA; None reads ``recipe.yaml``.
-        trust_remote_code: let the base model's own Python code (its config.json's ``auto_map``) build the
-            model, and the tokenizer's own code (its tokenizer_config.json's ``auto_map``) load it, as
-            ``--trust-remote-code`` does; also confirms a saved recipe's ``model.trust_remote_code``. Never read
-            from the folders: without it, a merge whose base config or tokenizer (the adapter's, else the base's)
-            needs its own code is refused before any of that code runs and before any weight is streamed. (A
-            base of a model_type transformers has built in is built by transformers' own class, its auto_map
-            unused: see :func:`sc2tune.merging.checkpoint.open_checkpoint`.)
+        progress: show a progress bar.
+        trust_remote_code: ``--trust-remote-code``: the base's and its tokenizer's own code (``auto_map``) may
+            run (:class:`~sc2tune.modeling.ModelSource`), and a saved recipe's ``model.trust_remote_code`` is
+            confirmed. Never read from the folders: without it, a base or tokenizer (the adapter's, else the
+            base's) that needs its own code is refused before any of it runs and before any weight is streamed.
     """
     start = time.perf_counter()
     if merge_into not in ("quantized", "original"):
@@ -123,19 +116,19 @@ def merge(
         raise UserError(f"{adapter_path}: the adapter does not name its base model",
                         hint="pass --base with the base model folder or hub id")
     base_dir = resolve_base(base_name, trust_remote_code=trust_remote_code)  # a hub base's *.py only if trusted
-    ckpt = open_checkpoint(base_dir, trust_remote_code=trust_remote_code)
+    head = "sequence-classification" if adapter.is_classifier else "causal-lm"
+    ckpt = open_checkpoint(ModelSource(str(base_dir), head=head, attn=None, trust_remote_code=trust_remote_code))
     # the tokenizer the merged folder gets (adapter's, else base's) may name its own code too: refused now,
     # not by write_metadata after hours of streaming
     tok_dir = tokenizer_source(adapter_path, base_dir)
     if not trust_remote_code and tok_dir is not None and tokenizer_names_own_code(tok_dir):
-        raise own_code_refused(tok_dir, python="merge(..., trust_remote_code=True)", file=TOKENIZER_CONFIG)
+        raise own_code_refused(tok_dir, file=TOKENIZER_CONFIG)
     out_dtype = getattr(torch, dtype) if dtype else ckpt.dtype
-    trained_quant = adapter.quant if qlora is None else (adapter.quant or QuantSettings()) if qlora else None
+    trained_quant = adapter.quant if qlora is None else (adapter.quant or QuantSpec()) if qlora else None
     quant = None if merge_into == "original" else trained_quant
     cleaned = clean_stale(out.parent)  # first: a dead merge's set-aside output may be NAME again
     check_out_dir(out, overwrite=overwrite, inputs=[adapter_path, base_dir])
-    plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=read_labels(adapter_path),
-                      trust_remote_code=trust_remote_code)
+    plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=read_labels(adapter_path))
     if trained_quant is not None and quant is None:
         plan.notes.append("merged into the original (unquantised) weights, not the 4-bit round trip the adapter "
                           "was trained against: the result is not the model as trained (verification measures "
@@ -146,9 +139,8 @@ def merge(
     total = sum(s.out.nbytes for s in plan.sources)
     _check_free_space(out, total)
     try:
-        return _merge_into_folder(start, adapter, adapter_path, out, base_name, base_dir, ckpt, plan, out_dtype,
-                                  quant, trained_quant, shard_size, verify, progress,
-                                  trust_remote_code=trust_remote_code, overwrite=overwrite)
+        return _merge_into_folder(start, adapter, adapter_path, out, base_name, ckpt, plan, out_dtype,
+                                  trained_quant, shard_size, verify, progress, overwrite=overwrite)
     except OSError as err:
         if not is_disk_full(err):
             raise
@@ -172,22 +164,23 @@ def _check_free_space(out: Path, needed: int) -> None:
 
 
 def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: Path, base_name: str,
-                       base_dir: Path, ckpt: BaseCheckpoint, plan: MergePlan, out_dtype: torch.dtype,
-                       quant: QuantSettings | None, trained_quant: QuantSettings | None, shard_size: str | int,
-                       verify: bool, progress: bool, *, trust_remote_code: bool, overwrite: bool
-                       ) -> MergeResult:
+                       ckpt: BaseCheckpoint, plan: MergePlan, out_dtype: torch.dtype, trained_quant: QuantSpec | None,
+                       shard_size: str | int, verify: bool, progress: bool, *, overwrite: bool) -> MergeResult:
     """Stream, describe and verify the merge in a staging folder beside ``out``, then publish it."""
     verification = None
+    quant = plan.quant
+    round_trip = quant and {"quant_type": quant.quant_type, "double_quant": quant.double_quant,
+                            "blocksize": BLOCKSIZE, "dtype": plan.quant_dtype}
     with staging_dir(out) as tmp:
         stats = stream_merge(plan, adapter, ckpt, tmp, shard_bytes=parse_size(shard_size), progress=progress)
         provenance = {
-            "adapter": str(adapter_path.resolve()), "base": base_name, "base_dir": str(base_dir),
-            "dtype": str(out_dtype).removeprefix("torch."), "round_trip": quant and asdict(quant),
+            "adapter": str(adapter_path.resolve()), "base": base_name, "base_dir": str(ckpt.path),
+            "dtype": str(out_dtype).removeprefix("torch."), "round_trip": round_trip,
             "untied_embeddings": plan.untied, "tensors": stats.tensors, "lora_merged": stats.lora_merged,
             "changed_tensors": stats.changed, "notes": plan.notes,
         }
-        write_metadata(tmp, plan.config, base_dir=base_dir, adapter_dir=adapter_path,
-                       classifier=plan.classifier, provenance=provenance, trust_remote_code=trust_remote_code)
+        write_metadata(tmp, plan.config, base=ckpt.source, adapter_dir=adapter_path, classifier=plan.classifier,
+                       provenance=provenance)
         if stats.changed == 0:
             msg = "the merged weights equal the base's: the adapter changes nothing (an untrained adapter " \
                   f"with all-zero lora_B, or an update below {out_dtype} rounding)"
@@ -195,9 +188,8 @@ def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: 
                 raise UserError(msg, hint="nothing was written; pass --no-verify to write it anyway")
             log.warning("%s", msg)
         if verify:
-            verification = verify_merge(tmp, base_dir, adapter_path, classifier=plan.classifier,
-                                        dtype=out_dtype, quant=quant, trained_quant=trained_quant,
-                                        base_dtype=ckpt.dtype, trust_remote_code=trust_remote_code)
+            verification = verify_merge(tmp, plan, ckpt.source, adapter_path, dtype=out_dtype,
+                                        trained_quant=trained_quant, base_dtype=ckpt.dtype)
             log.debug("verification: %s", verification.summary())
             if not verification.passed:
                 raise UserError(

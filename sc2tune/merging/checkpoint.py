@@ -14,15 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
-    PretrainedConfig,
-)
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PretrainedConfig
 
 from sc2tune.errors import UserError
-from sc2tune.runs import names_own_code, own_code_refused, warn_own_code_unused
+from sc2tune.modeling import ModelSource, load_config
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +48,7 @@ class BaseCheckpoint:
     path: Path
     config: PretrainedConfig
     tensors: dict[str, TensorInfo]
+    source: ModelSource  #: how the base is loaded (its head, whether its own code may run)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -90,25 +86,18 @@ def _numel(shape: tuple[int, ...]) -> int:
     return n
 
 
-def open_checkpoint(path: Path, *, trust_remote_code: bool = False) -> BaseCheckpoint:
-    """List the tensors of a checkpoint folder from the safetensors headers (no tensor data read).
+def open_checkpoint(source: ModelSource) -> BaseCheckpoint:
+    """List the tensors of ``source``'s checkpoint folder from the safetensors headers (no tensor data read).
 
-    A config.json whose ``auto_map`` names the model's own code is read with that code only when
-    ``trust_remote_code``. Without it, a ``model_type`` only that code defines is a UserError naming
-    ``--trust-remote-code`` (none of the code ran); a ``model_type`` transformers has built in (e.g.
-    ``starcoder2``) is read by transformers' own config class, the folder's code unused (and unrun), with a
-    warning saying so: the merge then follows transformers' class, not the folder's code.
+    Its config.json is read by :func:`sc2tune.modeling.load_config`: a ``model_type`` only the model's own code
+    (``auto_map``) defines needs :attr:`~sc2tune.modeling.ModelSource.trust_remote_code`; a built-in one (e.g.
+    ``starcoder2``) without it is read by transformers' own config class (the folder's code unused and unrun,
+    with a warning): the merge then follows transformers' class, not the folder's code.
     """
     from safetensors import safe_open
 
-    try:
-        config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        if not trust_remote_code and names_own_code(path):
-            raise own_code_refused(path, python="merge(..., trust_remote_code=True)") from None
-        raise UserError(f"{path}: cannot read the base model's config.json ({err})") from None
-    if not trust_remote_code:
-        warn_own_code_unused(path, type(config).__name__)
+    path = Path(source.name_or_path)
+    config = load_config(source)
     if getattr(config, "quantization_config", None):
         raise UserError(
             f"{path} is a quantised checkpoint (config.json has a quantization_config)",
@@ -146,7 +135,7 @@ def open_checkpoint(path: Path, *, trust_remote_code: bool = False) -> BaseCheck
     if any(k.endswith((".absmax", ".quant_map", ".SCB")) or "quant_state" in k for k in tensors):
         raise UserError(f"{path} holds bitsandbytes-quantised weights",
                         hint="pass --base with the original 16/32-bit checkpoint")
-    return BaseCheckpoint(path, config, tensors)
+    return BaseCheckpoint(path, config, tensors, source)
 
 
 def skeleton(config: PretrainedConfig, *, classifier: bool, trust_remote_code: bool = False) -> Skeleton:

@@ -42,19 +42,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer, GenerationConfig, PretrainedConfig
+from transformers import GenerationConfig, PretrainedConfig
 
 from sc2tune.atomic import fsync_tree, move
 from sc2tune.errors import UserError
-from sc2tune.runs import (
-    MODEL_CONFIG,
-    MODEL_WEIGHTS,
-    RECIPE_FILE,
-    TOKENIZER_CONFIG,
-    has_tokenizer,
-    own_code_refused,
-    tokenizer_names_own_code,
-)
+from sc2tune.modeling import ModelSource, load_generation_config, load_tokenizer, tokenizer_names_own_code
+from sc2tune.runs import MODEL_CONFIG, MODEL_WEIGHTS, RECIPE_FILE, has_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -253,29 +246,24 @@ def publish(tmp: Path, out: Path, *, overwrite: bool = False) -> None:
         _remove(doomed)
 
 
-def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, adapter_dir: Path,
-                   classifier: bool, provenance: dict[str, Any], trust_remote_code: bool = False) -> None:
+def write_metadata(folder: Path, config: PretrainedConfig, *, base: ModelSource, adapter_dir: Path,
+                   classifier: bool, provenance: dict[str, Any]) -> None:
     """Write config, generation config, tokenizer and provenance next to the weights, and the base's own
     Python files when its config names them (``auto_map``), and the tokenizer folder's when its tokenizer
-    names them, so the folder loads as they do. ``trust_remote_code``: a tokenizer from its own code may be
-    loaded to copy it (without it such a tokenizer is a UserError; :func:`sc2tune.merging.merge` checks
+    names them, so the folder loads as they do. A tokenizer from its own code is loaded (to copy it) only when
+    ``base`` may run its code (without it such a tokenizer is a UserError; :func:`sc2tune.merging.merge` checks
     :func:`tokenizer_source` before streaming, so this is only a backstop)."""
     from sc2tune.tokens import set_pad_token
 
+    base_dir = Path(base.name_or_path)
     tok_dir = tokenizer_source(adapter_dir, base_dir)
     tokenizer = None
     if tok_dir is not None:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(tok_dir), trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as err:
-            if not trust_remote_code and tokenizer_names_own_code(tok_dir):
-                raise own_code_refused(tok_dir, python="merge(..., trust_remote_code=True)",
-                                       file=TOKENIZER_CONFIG) from None
-            raise UserError(f"{tok_dir}: cannot load its tokenizer ({err})") from None
+        tokenizer = load_tokenizer(base.replace(name_or_path=str(tok_dir)), pad=False)
         with contextlib.suppress(UserError):
             set_pad_token(tokenizer)
         tokenizer.save_pretrained(str(folder))
-        if trust_remote_code and tokenizer_names_own_code(tok_dir):
+        if base.trust_remote_code and tokenizer_names_own_code(tok_dir):
             _copy_model_code(tok_dir, folder)
     else:
         log.warning("no tokenizer in %s or %s: the merged folder has none", adapter_dir, base_dir)
@@ -286,10 +274,7 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base_dir: Path, ad
     if getattr(config, "auto_map", None):
         _copy_model_code(base_dir, folder)
     if not classifier:
-        try:
-            gen = GenerationConfig.from_pretrained(str(base_dir))
-        except (OSError, ValueError):
-            gen = GenerationConfig.from_model_config(config)
+        gen = load_generation_config(base_dir) or GenerationConfig.from_model_config(config)
         gen.save_pretrained(str(folder))
     if (adapter_dir / RECIPE_FILE).is_file():  # the run's recipe: generate finds its template here
         shutil.copyfile(adapter_dir / RECIPE_FILE, folder / RECIPE_FILE)

@@ -22,9 +22,10 @@ import torch
 from transformers import PretrainedConfig
 
 from sc2tune.errors import UserError
-from sc2tune.merging.adapter import Adapter, LoraFactors, QuantSettings
+from sc2tune.merging.adapter import Adapter, LoraFactors
 from sc2tune.merging.checkpoint import BaseCheckpoint, Skeleton, skeleton
 from sc2tune.merging.writer import OutTensor
+from sc2tune.recipe import QuantSpec
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ class MergePlan:
     config: PretrainedConfig  # config of the output model
     classifier: bool
     untied: bool
-    quant: QuantSettings | None  # set when merging into the 4-bit round trip
+    quant: QuantSpec | None  # set when merging into the 4-bit round trip
+    quant_dtype: str | None = None  # the dtype the round trip starts from (None: each weight's own)
     notes: list[str] = field(default_factory=list)
 
 
@@ -104,16 +106,18 @@ def _output_config(ckpt: BaseCheckpoint, adapter: Adapter, dtype: torch.dtype,
     return config
 
 
-def build_plan(adapter: Adapter, ckpt: BaseCheckpoint, *, dtype: torch.dtype, quant: QuantSettings | None,
-               id2label: dict[int, str] | None = None, trust_remote_code: bool = False) -> MergePlan:
+def build_plan(adapter: Adapter, ckpt: BaseCheckpoint, *, dtype: torch.dtype, quant: QuantSpec | None,
+               id2label: dict[int, str] | None = None) -> MergePlan:
     """Match the adapter to the base, decide tying and the round trip, and order the output tensors.
 
-    ``quant`` set = merge into the 4-bit round trip of every Linear weight QLoRA quantised.
-    ``trust_remote_code``: the model's own code may build its layout (:func:`~sc2tune.merging.checkpoint.skeleton`).
+    ``quant`` set = merge into the 4-bit round trip of every Linear weight QLoRA quantised, starting from the
+    dtype the run loaded its base in (:attr:`Adapter.quant_dtype`). The layout is built as the checkpoint's
+    source allows (its own code only when trusted: :func:`~sc2tune.merging.checkpoint.skeleton`).
     """
     classifier = adapter.is_classifier
+    trust = ckpt.source.trust_remote_code
     config = _output_config(ckpt, adapter, dtype, id2label)
-    sk = skeleton(config, classifier=classifier, trust_remote_code=trust_remote_code)
+    sk = skeleton(config, classifier=classifier, trust_remote_code=trust)
     notes: list[str] = []
     untied = False
     if sk.tied:
@@ -123,7 +127,7 @@ def build_plan(adapter: Adapter, ckpt: BaseCheckpoint, *, dtype: torch.dtype, qu
         if changes and not _same_tied_update(adapter, sk):
             untied = True
             config.tie_word_embeddings = False
-            sk = skeleton(config, classifier=classifier, trust_remote_code=trust_remote_code)
+            sk = skeleton(config, classifier=classifier, trust_remote_code=trust)
             notes.append(f"untied {sk.output_embedding}.weight from {sk.input_embedding}.weight: the adapter "
                          "changes them differently (tie_word_embeddings: false in the output)")
     aliases: dict[str, str] = {}
@@ -193,4 +197,4 @@ def build_plan(adapter: Adapter, ckpt: BaseCheckpoint, *, dtype: torch.dtype, qu
     if quant is not None:
         notes.append(f"merged into the {quant.quant_type.upper()} round trip of the base Linear weights "
                      "(what the QLoRA adapter was trained against)")
-    return MergePlan(sources, config, classifier, untied, quant, notes)
+    return MergePlan(sources, config, classifier, untied, quant, adapter.quant_dtype, notes)

@@ -16,20 +16,22 @@ from __future__ import annotations
 import torch
 
 from sc2tune.errors import UserError
-from sc2tune.merging.adapter import QuantSettings
+from sc2tune.recipe import QuantSpec
+
+#: bitsandbytes' 4-bit block size, the one transformers quantises a QLoRA base with.
+BLOCKSIZE = 64
 
 
-def nf4_round_trip(weight: torch.Tensor, settings: QuantSettings) -> torch.Tensor:
-    """``dequant(quant(weight))`` with bitsandbytes (4-bit codes never leave this function)."""
+def nf4_round_trip(weight: torch.Tensor, quant: QuantSpec, dtype: str | None = None) -> torch.Tensor:
+    """``dequant(quant(weight))`` with bitsandbytes (4-bit codes never leave this function), from ``weight`` in
+    ``dtype`` (the dtype the run loaded its base in; None: the weight's own)."""
     try:
         import bitsandbytes.functional as bnbf
     except ImportError as err:  # pragma: no cover - bitsandbytes is a dependency
         raise UserError(f"merging a QLoRA adapter into its 4-bit round trip needs bitsandbytes ({err})",
                         hint="pip install bitsandbytes, or pass --merge-into original") from None
-    dtype = getattr(torch, settings.dtype) if settings.dtype else weight.dtype
-    source = weight.to("cpu", dtype).contiguous()
+    source = weight.to("cpu", getattr(torch, dtype) if dtype else weight.dtype).contiguous()
     codes, state = bnbf.quantize_4bit(
-        source, blocksize=settings.blocksize, compress_statistics=settings.double_quant,
-        quant_type=settings.quant_type,
+        source, blocksize=BLOCKSIZE, compress_statistics=quant.double_quant, quant_type=quant.quant_type,
     )
     return bnbf.dequantize_4bit(codes, state).reshape(weight.shape)

@@ -54,7 +54,7 @@ def merge_tensor(src: Source, base: torch.Tensor | None, adapter: Adapter, plan:
         return weight.to(src.out.dtype)
     if src.round_trip:
         assert plan.quant is not None
-        work = nf4_round_trip(weight, plan.quant).to(torch.float32)
+        work = nf4_round_trip(weight, plan.quant, plan.quant_dtype).to(torch.float32)
     else:
         work = weight.to(torch.float32, copy=True)
     if src.lora is not None:

@@ -43,9 +43,10 @@ from pathlib import Path
 
 import torch
 
-from sc2tune.merging.adapter import QuantSettings
+from sc2tune.merging.plan import MergePlan
+from sc2tune.modeling import ModelSource, load_model, load_tokenizer, with_adapter
 from sc2tune.recipe import QuantSpec
-from sc2tune.runs import attach_adapter, has_tokenizer, load_pretrained, quiet_transformers
+from sc2tune.runs import has_tokenizer, quiet_transformers
 
 log = logging.getLogger(__name__)
 
@@ -99,26 +100,13 @@ def _logits(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> l
         return [model(**b).logits.float() for b in batches]
 
 
-def _load(path: Path, *, classifier: bool, dtype: torch.dtype, labels: dict[int, str] | None,
-          pad_token_id: int | None, quant: QuantSettings | None, trust_remote_code: bool) -> torch.nn.Module:
-    """A model folder on the CPU in eval mode (:func:`sc2tune.runs.load_pretrained`), 4-bit with ``quant``."""
-    spec = None if quant is None else QuantSpec(bits=4, quant_type=quant.quant_type,  # type: ignore[arg-type]
-                                                double_quant=quant.double_quant)
-    return load_pretrained(path, classifier=classifier, dtype=dtype, device="cpu", labels=labels,
-                           pad_token_id=pad_token_id if classifier and labels is not None else None, quant=spec,
-                           trust_remote_code=trust_remote_code)
-
-
-def _prompt_batches(merged_dir: Path, prompts: tuple[str, ...], vocab_size: int,
-                    trust_remote_code: bool) -> list[dict[str, torch.Tensor]]:
+def _prompt_batches(merged: ModelSource, prompts: tuple[str, ...], vocab_size: int) -> list[dict[str, torch.Tensor]]:
     """Tokenised prompts: the merged folder's tokenizer, else the bundled StarCoder2 one (same vocabulary),
     else fixed pseudo-random token ids (a model with another vocabulary and no tokenizer)."""
-    from transformers import AutoTokenizer
-
     from sc2tune.tiny import load_bundled_tokenizer
 
-    if has_tokenizer(merged_dir):
-        tokenizer = AutoTokenizer.from_pretrained(str(merged_dir), trust_remote_code=trust_remote_code)
+    if has_tokenizer(Path(merged.name_or_path)):
+        tokenizer = load_tokenizer(merged, pad=False)
     elif vocab_size >= 49152:
         tokenizer = load_bundled_tokenizer()
     else:
@@ -127,22 +115,21 @@ def _prompt_batches(merged_dir: Path, prompts: tuple[str, ...], vocab_size: int,
     return [dict(tokenizer(p, return_tensors="pt")) for p in prompts]
 
 
-def verify_merge(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: bool, dtype: torch.dtype,
-                 quant: QuantSettings | None, trained_quant: QuantSettings | None = None,
-                 base_dtype: torch.dtype | None = None, prompts: tuple[str, ...] = PROMPTS,
-                 trust_remote_code: bool = False) -> Verification:
+def verify_merge(merged_dir: Path, plan: MergePlan, base: ModelSource, adapter_dir: Path, *, dtype: torch.dtype,
+                 trained_quant: QuantSpec | None = None, base_dtype: torch.dtype | None = None,
+                 prompts: tuple[str, ...] = PROMPTS) -> Verification:
     """Run the adapter model, PEFT's rounded merge and the merged model on ``prompts``; compare their logits.
 
-    ``quant``: the 4-bit round trip the merge used (None: the base weights as stored). ``trained_quant``: the
-    QLoRA settings the adapter was trained with; when it is set and ``quant`` is not (merged into the original
-    weights), the merged model is also compared with the model as trained. ``base_dtype``: the checkpoint's
-    dtype, the precision the adapter model and PEFT's merge start from (default ``dtype``).
-    ``trust_remote_code``: the models may be built by their own code (``auto_map``), as the merge's were.
+    ``plan``: the merge's (its output config, head, and ``quant``: the 4-bit round trip the merge used, None for
+    the base weights as stored). ``base``: the base the merge read (its folder, head, and whether its own
+    code may run: the merged folder is loaded the same way). ``trained_quant``: the QLoRA settings the
+    adapter was trained with; when it is set and ``plan.quant`` is not (merged into the original weights), the
+    merged model is also compared with the model as trained. ``base_dtype``: the checkpoint's dtype, the
+    precision the adapter model and PEFT's merge start from (default ``dtype``).
     """
     with quiet_transformers():
-        return _verify(merged_dir, base_dir, adapter_dir, classifier=classifier, dtype=dtype, quant=quant,
-                       trained_quant=trained_quant, base_dtype=base_dtype or dtype, prompts=prompts,
-                       trust_remote_code=trust_remote_code)
+        return _verify(merged_dir, plan, base, adapter_dir, dtype=dtype, trained_quant=trained_quant,
+                       base_dtype=base_dtype or dtype, prompts=prompts)
 
 
 def rounded_reference(model: torch.nn.Module, adapter_dir: Path, dtype: torch.dtype,
@@ -157,7 +144,7 @@ def rounded_reference(model: torch.nn.Module, adapter_dir: Path, dtype: torch.dt
     if quantized:
         base = model.unload()
         base.dequantize()
-        model = attach_adapter(base, adapter_dir)
+        model = with_adapter(base, adapter_dir)
     _untie_adapted_embeddings(model)
     for module in model.modules():
         if isinstance(module, LoraLayer):
@@ -256,20 +243,21 @@ def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
 
 
-def _verify(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: bool, dtype: torch.dtype,
-            quant: QuantSettings | None, trained_quant: QuantSettings | None, base_dtype: torch.dtype,
-            prompts: tuple[str, ...], trust_remote_code: bool) -> Verification:
-    from transformers import AutoConfig
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
-    merged_config = AutoConfig.from_pretrained(str(merged_dir), trust_remote_code=trust_remote_code)
-    batches = _prompt_batches(merged_dir, prompts, merged_config.vocab_size, trust_remote_code)
-    labels = {int(k): v for k, v in merged_config.id2label.items()} if classifier else None
 
-    def adapter_model(q: QuantSettings | None) -> torch.nn.Module:
-        load_dtype = getattr(torch, q.dtype) if q is not None and q.dtype else base_dtype
-        base = _load(base_dir, classifier=classifier, dtype=load_dtype, labels=labels,
-                     pad_token_id=merged_config.pad_token_id, quant=q, trust_remote_code=trust_remote_code)
-        return attach_adapter(base, adapter_dir)
+def _verify(merged_dir: Path, plan: MergePlan, base: ModelSource, adapter_dir: Path, *, dtype: torch.dtype,
+            trained_quant: QuantSpec | None, base_dtype: torch.dtype, prompts: tuple[str, ...]) -> Verification:
+    config, classifier, quant = plan.config, plan.classifier, plan.quant  # the merged folder's config.json
+    merged = base.replace(name_or_path=str(merged_dir), dtype=_dtype_name(dtype), attn=None)
+    batches = _prompt_batches(merged, prompts, config.vocab_size)
+    labels = {int(k): v for k, v in config.id2label.items()} if classifier else None
+
+    def adapter_model(q: QuantSpec | None) -> torch.nn.Module:
+        load_dtype = plan.quant_dtype if q is not None and plan.quant_dtype else _dtype_name(base_dtype)
+        source = base.replace(dtype=load_dtype, quant=q, labels=labels, attn=None, adapter=adapter_dir)
+        return load_model(source, device="cpu", pad_token_id=config.pad_token_id if classifier else None)
 
     trained = None
     if trained_quant is not None and quant is None:  # merged into the original weights: vs as trained
@@ -291,10 +279,9 @@ def _verify(merged_dir: Path, base_dir: Path, adapter_dir: Path, *, classifier: 
     del reference_model
     gc.collect()
 
-    merged = _load(merged_dir, classifier=classifier, dtype=dtype, labels=None, pad_token_id=None, quant=None,
-                   trust_remote_code=trust_remote_code)
-    got = _logits(merged, batches)
-    del merged
+    merged_model = load_model(merged, device="cpu")
+    got = _logits(merged_model, batches)
+    del merged_model
     gc.collect()
 
     diff = _max_diff(got, expected)

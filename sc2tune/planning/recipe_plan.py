@@ -30,11 +30,11 @@ def data_tokens(recipe: Recipe) -> tuple[int, int, int, str]:
     hub id), else the bundled StarCoder2 tokenizer (same 49152-token size; counts are then approximate).
     """
     from sc2tune.data import build_datasets
-    from sc2tune.modeling import load_tokenizer
+    from sc2tune.modeling import ModelSource, load_tokenizer
     from sc2tune.tiny import load_bundled_tokenizer
 
     try:
-        tokenizer, which = load_tokenizer(recipe.model), f"{recipe.model.name_or_path}'s tokenizer"
+        tokenizer, which = load_tokenizer(ModelSource.from_recipe(recipe)), f"{recipe.model.name_or_path}'s tokenizer"
     except UserError:
         tokenizer = load_bundled_tokenizer()
         which = f"the bundled StarCoder2 tokenizer ({recipe.model.name_or_path}'s not reachable; approximate)"

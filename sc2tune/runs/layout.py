@@ -255,48 +255,6 @@ def read_labels(folder: Path) -> dict[int, str] | None:
     return None
 
 
-def names_own_code(folder: Path) -> bool:
-    """Whether ``folder/config.json`` has an ``auto_map`` naming the model's own Python code (read as JSON:
-    nothing of the model runs); False when there is no readable config.json."""
-    try:
-        return "auto_map" in read_json_object(folder / MODEL_CONFIG)
-    except UserError:
-        return False
-
-
-def tokenizer_names_own_code(folder: Path) -> bool:
-    """Whether the tokenizer in ``folder`` names its own Python code, as ``AutoTokenizer`` reads it: an
-    ``auto_map`` in ``tokenizer_config.json``, or an ``AutoTokenizer`` entry in config.json's ``auto_map``
-    (read as JSON: nothing runs); False for unreadable files."""
-    for file, key in ((TOKENIZER_CONFIG, None), (MODEL_CONFIG, "AutoTokenizer")):
-        try:
-            auto_map = read_json_object(folder / file).get("auto_map")
-        except UserError:
-            continue
-        if auto_map and (key is None or (isinstance(auto_map, dict) and key in auto_map)):
-            return True
-    return False
-
-
-def own_code_refused(folder: Path, *, python: str = "trust_remote_code=True", file: str = MODEL_CONFIG) -> UserError:
-    """The error for a model (or, with ``file`` ``tokenizer_config.json``, a tokenizer) that names its own code
-    (``auto_map``) when the caller has not said to run it: what is wrong and the flag that says so (``python``:
-    the same say in the Python API)."""
-    whose = "tokenizer" if file == TOKENIZER_CONFIG else "model"
-    return UserError(f"{folder}: its {file} names the {whose}'s own Python code (auto_map), which sc2tune "
-                     "runs only when you ask for it",
-                     hint=f"if you trust the {whose}'s code, add --trust-remote-code (Python: {python})")
-
-
-def warn_own_code_unused(folder: Path, built: str) -> None:
-    """Log once that ``folder``'s config.json names its own code (``auto_map``) but, without
-    ``--trust-remote-code``, transformers built its own class ``built`` for the config's (built-in)
-    ``model_type`` instead: safe (none of the folder's code ran), but the model may differ from its code's."""
-    if names_own_code(folder):
-        log.warning("%s: config.json names the model's own code in auto_map; it was not used (transformers' "
-                    "built-in %s was loaded instead); pass --trust-remote-code to use it", folder, built)
-
-
 #: What a hub base's snapshot holds: config, weights, tokenizer files; its Python files only when trusted.
 HUB_PATTERNS = ("*.json", "*.safetensors", "tokenizer*", "*.txt", "*.model")
 HUB_CODE_PATTERNS = ("*.py",)

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sc2tune.errors import UserError
-from sc2tune.recipe import REMOTE_CODE_OVERRIDE, QuantSpec, Recipe
+from sc2tune.modeling import load_peft_config
+from sc2tune.recipe import REMOTE_CODE_OVERRIDE, Recipe
 from sc2tune.runs.layout import (
     ADAPTER_CONFIG,
     MODEL_CONFIG,
@@ -47,6 +48,8 @@ class TrainedFolder:
     recipe: Recipe | None  #: the saved recipe.yaml, validated
     adapter_config: PeftConfig | None  #: adapter_config.json as PEFT reads it
     labels: dict[int, str] | None  #: class names saved with a classifier adapter
+    #: the model's own code may run: the caller's say (``--trust-remote-code``) or the recipe's, confirmed by it
+    trust_remote_code: bool = False
 
     @property
     def trained_dir(self) -> Path:
@@ -74,29 +77,22 @@ class TrainedFolder:
             return any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or [])
         return False
 
-    @property
-    def quantization(self) -> QuantSpec | None:
-        """How the base was quantised in training (the recipe's ``adapter.quantization``; None without one)."""
-        return None if self.recipe is None else self.recipe.adapter.quantization
-
-    def base_dir(self, *, trust_remote_code: bool = False) -> Path:
-        """The base model's local folder (:func:`resolve_base`; a hub base with its Python files only when the
-        caller ``trust_remote_code``); a UserError when the folder names none."""
+    def base_dir(self) -> Path:
+        """The base model's local folder (:func:`resolve_base`; a hub base with its Python files only when
+        :attr:`trust_remote_code`); a UserError when the folder names none."""
         name = self.base_name
         if not name:
             raise UserError(f"{self.trained_dir}: the adapter does not name its base model",
                             hint="merge it with --base first, or fix base_model_name_or_path in adapter_config.json")
         revision = self.recipe.model.revision if self.recipe is not None else None
-        return resolve_base(str(name), revision=revision, trust_remote_code=trust_remote_code)
+        return resolve_base(str(name), revision=revision, trust_remote_code=self.trust_remote_code)
 
 
 def _peft_config(folder: Path) -> PeftConfig:
     """PEFT's own reading of ``adapter_config.json`` (checked first to be a small JSON object with peft_type)."""
-    from peft import PeftConfig
-
     read_adapter_json(folder)
     try:
-        return PeftConfig.from_pretrained(str(folder))
+        return load_peft_config(folder)
     except (TypeError, ValueError, KeyError, AttributeError) as err:
         raise UserError(f"{folder / ADAPTER_CONFIG}: PEFT cannot read it ({err})",
                         hint="replace it with the adapter_config.json PEFT's save_pretrained wrote") from None
@@ -137,7 +133,9 @@ def read_trained(path: str | Path, overrides: Sequence[str] = (), *, trust_remot
     recipe = read_saved_recipe(trained, overrides)
     adapter_config = _peft_config(adapter_dir) if adapter_dir is not None else None
     labels = read_labels(adapter_dir) if adapter_dir is not None else None
-    return TrainedFolder(folder, kind, run_dir, adapter_dir, full_dir, merged_dir, recipe, adapter_config, labels)
+    trusted = trust_remote_code or (recipe is not None and recipe.model.trust_remote_code)
+    return TrainedFolder(folder, kind, run_dir, adapter_dir, full_dir, merged_dir, recipe, adapter_config, labels,
+                         trusted)
 
 
 def _named_model(path: str | Path, *, trust_remote_code: bool) -> Path:

@@ -24,16 +24,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoTokenizer, PretrainedConfig
+from transformers import PretrainedConfig
 
+from sc2tune.modeling import ModelSource, load_tokenizer
 from sc2tune.recipe import DataSpec
 from sc2tune.runs import CLASSIFIER_DIR
 
 
 def save_classifier_files(folder: Path, config: PretrainedConfig, data: DataSpec) -> None:
     """Rewrite the tokenizer saved in ``folder`` to encode as training did and add ``classifier/``."""
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(folder), add_eos_token=True, split_special_tokens=True, padding_side="right",
+    tokenizer = load_tokenizer(
+        ModelSource(str(folder)), pad=False, add_eos_token=True, split_special_tokens=True, padding_side="right",
         truncation_side=data.truncation_side, model_max_length=data.max_length,
     )
     tokenizer.save_pretrained(str(folder))

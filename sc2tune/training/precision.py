@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from sc2tune.modeling import resolve_dtype
-from sc2tune.recipe import ModelSpec, Recipe
+from sc2tune.modeling import ModelSource, resolve_dtype
+from sc2tune.recipe import Recipe
 
 
 def keeps_fp32_master(recipe: Recipe) -> bool:
@@ -41,11 +41,11 @@ def keeps_fp32_master(recipe: Recipe) -> bool:
             and requested_engine() is None)
 
 
-def load_spec(recipe: Recipe) -> ModelSpec:
-    """The model spec to load: fp32 weights for :func:`keeps_fp32_master` runs, else the recipe's own."""
-    if not keeps_fp32_master(recipe):
-        return recipe.model
-    return recipe.model.model_copy(update={"dtype": "float32"})  # the head (private) is copied with it
+def training_source(recipe: Recipe) -> ModelSource:
+    """The base as training loads it (:meth:`ModelSource.from_recipe`): fp32 weights for
+    :func:`keeps_fp32_master` runs, else the recipe's dtype."""
+    source = ModelSource.from_recipe(recipe)
+    return source.replace(dtype="float32") if keeps_fp32_master(recipe) else source
 
 
 def save_rounded(model: torch.nn.Module, folder: Path, dtype: torch.dtype) -> None:

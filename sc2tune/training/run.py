@@ -68,7 +68,7 @@ from sc2tune.training.distributed import EngineRecordCallback, check_launch, who
 from sc2tune.training.dropout import use_sparse_lora_dropout
 from sc2tune.training.outlock import output_lock
 from sc2tune.training.portable import save_classifier_files
-from sc2tune.training.precision import keeps_fp32_master, load_spec, save_rounded
+from sc2tune.training.precision import keeps_fp32_master, save_rounded, training_source
 from sc2tune.training.resume import resume_checkpoint, trim_metrics
 from sc2tune.training.trackers import TRACKIO_PROJECT, integrations, tracker_session
 from sc2tune.training.trainer import Sc2Trainer
@@ -343,7 +343,8 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     checkpoint = _prepare_output(out, resume, main_process=main_process, max_steps=recipe.train.max_steps)
     set_seed(recipe.train.seed)
 
-    tokenizer = load_tokenizer(recipe.model)
+    source = training_source(recipe)  # decided once: the recipe, --trust-remote-code confirmed in it
+    tokenizer = load_tokenizer(source)
     pinned, checksum = _pinned_data(out) if resume else (None, None)
     data = build_datasets(recipe, tokenizer, show_progress=show_progress, prepared=pinned, prepared_checksum=checksum)
     if len(data.train) == 0:
@@ -353,8 +354,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     if data.prepared is not None and main_process:  # names the prepared rows, so --resume reads those very rows
         write_file(run.data_record, json.dumps({"prepared": data.prepared, "checksum": data.checksum}) + "\n")
     set_seed(recipe.train.seed)  # same head / LoRA initialisation whatever the data step consumed
-    model = load_model(load_spec(recipe), quant=recipe.adapter.quantization, id2label=data.id2label,
-                       pad_token_id=tokenizer.pad_token_id)
+    model = load_model(source.replace(labels=data.id2label or source.labels), pad_token_id=tokenizer.pad_token_id)
     model = attach_adapter(model, recipe)
     initial = keep_initial_adapter(model, recipe, out, main_process=main_process)
     if not torch.cuda.is_available() and recipe.train.lora_dropout_impl == "sparse":

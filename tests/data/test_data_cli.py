@@ -11,7 +11,7 @@ import pytest
 
 from sc2tune.cli import main
 from sc2tune.data import build_datasets
-from sc2tune.modeling import load_tokenizer
+from sc2tune.modeling import ModelSource, load_tokenizer
 from sc2tune.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,7 @@ def test_quickstart_recipes_build(in_root, name):
     recipe = load_recipe(ROOT / "recipes" / "quickstart" / f"{name}.yaml")
     text = (ROOT / "recipes" / "quickstart" / f"{name}.yaml").read_text()
     assert text.startswith("#") and f"recipes/quickstart/{name}.yaml" in text.split("\nmodel:")[0]
-    bundle = build_datasets(recipe, load_tokenizer(recipe.model), show_progress=False)
+    bundle = build_datasets(recipe, load_tokenizer(ModelSource.from_recipe(recipe)), show_progress=False)
     assert len(bundle.train) > 0 and bundle.eval is not None and len(bundle.eval) > 0
     assert bundle.stats.truncated == 0 and bundle.stats.dropped_tokens == 0
     if name == "classify":

@@ -16,7 +16,7 @@ from sc2tune.evaluation.infill import (
     make_cases,
     recover_documents,
 )
-from sc2tune.modeling import load_model
+from sc2tune.modeling import ModelSource, load_model
 from sc2tune.recipe import ModelSpec
 
 TEXTS = ["def add(a, b):\n    return a + b\n", "x = 1\n", "class A:\n    pass\n\nprint(A())\n"]
@@ -41,7 +41,7 @@ def _pad_collator(pad: int):
 @pytest.fixture(scope="module")
 def lora_model(tokenizer):
     torch.manual_seed(0)
-    model = load_model(ModelSpec(dtype="float32"), pad_token_id=tokenizer.pad_token_id)
+    model = load_model(ModelSource(dtype="float32"), pad_token_id=tokenizer.pad_token_id)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "c_fc"], init_lora_weights=False)
     return get_peft_model(model, config).eval()
 
@@ -76,7 +76,7 @@ def test_heldout_loss_is_token_weighted_mean_of_hf_losses(tokenizer, lora_model)
 def test_classification_predictions_match_unpadded_rows(tokenizer) -> None:
     torch.manual_seed(0)
     spec = ModelSpec(head="sequence-classification", dtype="float32", num_labels=3)
-    model = load_model(spec, pad_token_id=tokenizer.pad_token_id).eval()
+    model = load_model(ModelSource.of(spec), pad_token_id=tokenizer.pad_token_id).eval()
     rows = [{"input_ids": tokenizer(t)["input_ids"] + [tokenizer.eos_token_id], "labels": i % 3}
             for i, t in enumerate(TEXTS * 2)]
 

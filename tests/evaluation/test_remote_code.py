@@ -382,17 +382,15 @@ def unused_code_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @pytest.mark.parametrize("auto_map", [True, False], ids=["auto-map", "plain"])
-def test_load_pretrained_warns_once_that_a_builtin_types_own_code_was_not_used(
+def test_load_model_warns_once_that_a_builtin_types_own_code_was_not_used(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, auto_map: bool):
     """starcoder2 with an auto_map, loaded without the flag: transformers' Starcoder2ForCausalLM (the folder's code
     never ran), and one warning saying the code in auto_map was not used; a folder without auto_map: none."""
-    import torch
-
-    from sc2tune.runs import load_pretrained
+    from sc2tune.modeling import ModelSource, load_model
 
     folder, marker = builtin_type_with_own_code(tmp_path, auto_map=auto_map)
     with caplog.at_level("WARNING"):
-        model = load_pretrained(folder, classifier=False, dtype=torch.float32, device="cpu")
+        model = load_model(ModelSource(str(folder), dtype="float32", attn=None), device="cpu")
     assert type(model).__name__ == "Starcoder2ForCausalLM" and not marker.exists()
     warnings = unused_code_warnings(caplog)
     if auto_map:
@@ -405,13 +403,14 @@ def test_open_checkpoint_warns_once_that_a_builtin_types_own_code_was_not_used(
         tmp_path: Path, caplog: pytest.LogCaptureFixture):
     """The merge's base read without the flag: transformers' Starcoder2Config, the code unrun, one warning."""
     from sc2tune.merging.checkpoint import open_checkpoint
+    from sc2tune.modeling import ModelSource
 
     folder, marker = builtin_type_with_own_code(tmp_path)
     with caplog.at_level("WARNING"):
-        ckpt = open_checkpoint(folder)
+        ckpt = open_checkpoint(ModelSource(str(folder)))
     assert type(ckpt.config).__name__ == "Starcoder2Config" and not marker.exists()
     warnings = unused_code_warnings(caplog)
     assert len(warnings) == 1 and str(folder) in warnings[0] and "not used" in warnings[0], warnings
     caplog.clear()
-    open_checkpoint(folder)
+    open_checkpoint(ModelSource(str(folder)))
     assert len(unused_code_warnings(caplog)) == 1  # once per load, not once per process

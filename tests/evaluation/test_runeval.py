@@ -21,7 +21,7 @@ from PIL import Image
 from sc2tune.cli import main
 from sc2tune.errors import UserError
 from sc2tune.evaluation.runeval import parse_models, resolve_run
-from sc2tune.modeling import load_model
+from sc2tune.modeling import ModelSource, load_model
 from sc2tune.recipe import load_recipe, recipe_to_yaml
 
 CODE = [
@@ -40,7 +40,7 @@ def _make_run(tmp: Path, recipe_data: dict, tokenizer, *, classify: bool) -> Pat
     run = Path(recipe.output_dir)
     torch.manual_seed(0)
     id2label = {0: "neg", 1: "pos"} if classify else None
-    model = load_model(recipe.model, id2label=id2label, pad_token_id=tokenizer.pad_token_id)
+    model = load_model(ModelSource.of(recipe.model, labels=id2label), pad_token_id=tokenizer.pad_token_id)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "c_fc", "c_proj"],
                         init_lora_weights=False, modules_to_save=["score"] if classify else None,
                         task_type=TaskType.SEQ_CLS if classify else TaskType.CAUSAL_LM)

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from sc2tune.errors import UserError
-from sc2tune.modeling import check_tokenizer, load_tokenizer
+from sc2tune.modeling import ModelSource, check_tokenizer, load_tokenizer
 from sc2tune.recipe import ModelSpec, recipe_from_dict
 from sc2tune.tokens import special_tokens
 
@@ -43,7 +43,7 @@ def starcoder_style_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_ids_come_from_the_names(starcoder_style_dir: Path) -> None:
-    tokenizer = load_tokenizer(ModelSpec(name_or_path=str(starcoder_style_dir)))
+    tokenizer = load_tokenizer(ModelSource(str(starcoder_style_dir)))
     assert tokenizer.pad_token == "<fim_pad>" and tokenizer.pad_token_id == OFFSET + 4
     sp = special_tokens(tokenizer)
     assert (sp.eos, sp.fim_prefix, sp.fim_middle, sp.fim_suffix, sp.fim_pad) == tuple(OFFSET + i for i in range(5))
@@ -63,7 +63,7 @@ def test_fim_rows_use_this_tokenizers_ids(starcoder_style_dir: Path, tmp_path: P
               "data": {"train": str(tmp_path / "code"), "eval": None, "max_length": 256,
                        "fim": {"rate": 1.0, "spm_rate": 0.0, "repo_context": False}},
               "output_dir": str(tmp_path / "run")}
-    tokenizer = load_tokenizer(ModelSpec(name_or_path=str(starcoder_style_dir)))
+    tokenizer = load_tokenizer(ModelSource(str(starcoder_style_dir)))
     ids = build_datasets(recipe_from_dict(recipe), tokenizer, show_progress=False).train[0]["input_ids"]
     # PSM: <fim_prefix> pre <fim_suffix> suf <fim_middle> mid <|endoftext|>, at this tokenizer's ids
     assert [t for t in ids if t >= OFFSET] == [OFFSET + 1, OFFSET + 3, OFFSET + 2, OFFSET]

@@ -14,6 +14,7 @@ from transformers import Starcoder2ForCausalLM
 
 from sc2tune.errors import UserError
 from sc2tune.merging.checkpoint import open_checkpoint, skeleton
+from sc2tune.modeling import ModelSource
 from sc2tune.tiny import tiny_config
 
 
@@ -26,7 +27,7 @@ def test_lists_and_reads_what_save_pretrained_wrote(tmp_path: Path) -> None:
     weight_map = json.loads((tmp_path / "model.safetensors.index.json").read_text())["weight_map"]
     assert len(set(weight_map.values())) > 1  # really sharded
 
-    ckpt = open_checkpoint(tmp_path)
+    ckpt = open_checkpoint(ModelSource(str(tmp_path)))
     state = model.state_dict()
     assert set(ckpt.tensors) == set(state) - {"lm_head.weight"}  # tied: saved once, as the embedding
     for name, info in ckpt.tensors.items():
@@ -40,7 +41,7 @@ def test_dtype_is_the_floating_dtype_holding_most_elements(tmp_path: Path) -> No
     save_file({"ids": torch.zeros(1000, dtype=torch.int64), "big": torch.ones(300, dtype=torch.float16),
                "small": torch.ones(200, dtype=torch.float32), "also_small": torch.ones(200, dtype=torch.float32)},
               tmp_path / "model.safetensors")
-    ckpt = open_checkpoint(tmp_path)
+    ckpt = open_checkpoint(ModelSource(str(tmp_path)))
     assert ckpt.dtype == torch.float32  # 400 float32 elements against 300 float16; int64 is not a weight dtype
     assert {n: i.file.name for n, i in ckpt.tensors.items()} == dict.fromkeys(
         ["also_small", "big", "ids", "small"], "model.safetensors")
@@ -82,14 +83,14 @@ def _no_config(folder: Path) -> None:
     (_missing_shard, "shard model-00002-of-00002.safetensors named in model.safetensors.index.json is missing"),
     (_truncated, "cannot read the safetensors header"),
     (_bitsandbytes_tensors, "holds bitsandbytes-quantised weights"),
-    (_no_config, "cannot read the base model's config.json"),
+    (_no_config, "cannot read the model's config.json"),
 ], ids=["no-weights", "quantised-config", "missing-shard", "truncated", "bitsandbytes-tensors", "no-config"])
 def test_refuses_a_checkpoint_it_cannot_stream(breakage: Callable[[Path], None], message: str, tmp_path: Path) -> None:
     tiny_config().save_pretrained(tmp_path)
     save_file({"a": torch.ones(4), "b": torch.ones(2)}, tmp_path / "model.safetensors")
     breakage(tmp_path)
     with pytest.raises(UserError, match=message):
-        open_checkpoint(tmp_path)
+        open_checkpoint(ModelSource(str(tmp_path)))
 
 
 def test_skeleton_of_the_tiny_starcoder2_by_hand() -> None:

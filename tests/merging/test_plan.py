@@ -13,9 +13,11 @@ from transformers import Starcoder2ForCausalLM
 
 from sc2tune.errors import UserError
 from sc2tune.merging import merge
-from sc2tune.merging.adapter import Adapter, LoraFactors, QuantSettings
+from sc2tune.merging.adapter import Adapter, LoraFactors
 from sc2tune.merging.checkpoint import open_checkpoint
 from sc2tune.merging.plan import build_plan
+from sc2tune.modeling import ModelSource
+from sc2tune.recipe import QuantSpec
 from sc2tune.tiny import tiny_config
 
 from .merge_helpers import make_adapter
@@ -60,7 +62,7 @@ def _adapter(lora: dict[str, tuple[int, int]] | None = None, full: dict[str, tor
 
 def test_each_weight_is_planned_once_with_its_own_update(base: Path):
     adapter = _adapter({"model.layers.0.self_attn.k_proj": (32, 64), "model.layers.1.mlp.c_fc": (256, 64)})
-    plan = build_plan(adapter, open_checkpoint(base), dtype=torch.bfloat16, quant=None)
+    plan = build_plan(adapter, open_checkpoint(ModelSource(str(base))), dtype=torch.bfloat16, quant=None)
     stored = {}  # the checkpoint as safetensors reads it
     for file in base.glob("model*.safetensors"):
         stored.update({k: tuple(t.shape) for k, t in load_file(file).items()})
@@ -78,8 +80,8 @@ def test_qlora_round_trips_exactly_the_linears_bitsandbytes_quantised(untied_fp3
     import bitsandbytes as bnb
 
     quantised = {f"{n}.weight" for n, m in nf4_model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
-    plan = build_plan(_adapter({"model.layers.0.self_attn.q_proj": (64, 64)}), open_checkpoint(untied_fp32_base),
-                      dtype=torch.float32, quant=QuantSettings())
+    plan = build_plan(_adapter({"model.layers.0.self_attn.q_proj": (64, 64)}), open_checkpoint(ModelSource(str(untied_fp32_base))),
+                      dtype=torch.float32, quant=QuantSpec())
     assert {s.out.name for s in plan.sources if s.round_trip} == quantised
     assert len(quantised) == 12 and "lm_head.weight" in {s.out.name for s in plan.sources}  # written, not rounded
     assert any("round trip" in note for note in plan.notes)
@@ -88,7 +90,7 @@ def test_qlora_round_trips_exactly_the_linears_bitsandbytes_quantised(untied_fp3
 def test_an_adapter_that_changes_the_tied_embedding_unties_the_output(base: Path):
     """The adapter model computes with its own embedding and the base's output layer: two matrices, both written."""
     changed = torch.zeros(512, 64)
-    plan = build_plan(_adapter(full={"model.embed_tokens.weight": changed}), open_checkpoint(base),
+    plan = build_plan(_adapter(full={"model.embed_tokens.weight": changed}), open_checkpoint(ModelSource(str(base))),
                       dtype=torch.float32, quant=None)
     sources = {s.out.name: s for s in plan.sources}
     assert plan.untied and plan.config.tie_word_embeddings is False and any("untied" in n for n in plan.notes)
@@ -106,4 +108,4 @@ def test_an_adapter_that_changes_the_tied_embedding_unties_the_output(base: Path
 ], ids=["unknown-module", "unknown-saved-tensor", "resized-vocabulary", "classifier-without-head"])
 def test_refuses_an_adapter_that_does_not_fit_the_base(adapter: Adapter, message: str, base: Path):
     with pytest.raises(UserError, match=message):
-        build_plan(adapter, open_checkpoint(base), dtype=torch.float32, quant=None)
+        build_plan(adapter, open_checkpoint(ModelSource(str(base))), dtype=torch.float32, quant=None)

@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from sc2tune.errors import UserError
 from sc2tune.merging import merge
-from sc2tune.merging.adapter import QuantSettings
 from sc2tune.merging.quant import nf4_round_trip
+from sc2tune.recipe import QuantSpec
 
 from .merge_helpers import (
     adapter_logits,
@@ -82,7 +82,7 @@ def test_round_trip_is_the_nearest_nf4_code_times_the_block_absmax() -> None:
     absmax = blocks.abs().amax(dim=1, keepdim=True)
     nearest = ((blocks / absmax).unsqueeze(-1) - NF4_CODES).abs().argmin(dim=-1)
     expected = (NF4_CODES[nearest] * absmax).reshape(weight.shape)
-    got = nf4_round_trip(weight, QuantSettings(double_quant=False))
+    got = nf4_round_trip(weight, QuantSpec(double_quant=False))
     assert got.shape == weight.shape and got.dtype == torch.float32
     assert torch.equal(got, expected)
     assert not torch.equal(got, weight)
@@ -102,7 +102,7 @@ def test_round_trip_is_the_weight_a_4bit_transformers_model_computes_with(untied
     assert len(linears) == 12  # q, k, v, o, c_fc, c_proj in each of the 2 layers
     for name, module in linears.items():
         trained_on = bnbf.dequantize_4bit(module.weight.data, module.weight.quant_state)
-        assert torch.equal(nf4_round_trip(stored[f"{name}.weight"], QuantSettings()), trained_on), name
+        assert torch.equal(nf4_round_trip(stored[f"{name}.weight"], QuantSpec()), trained_on), name
 
 
 def test_round_trip_starts_from_the_dtype_training_loaded() -> None:
@@ -111,7 +111,7 @@ def test_round_trip_starts_from_the_dtype_training_loaded() -> None:
     weight = torch.randn(4, 64, generator=torch.Generator().manual_seed(1))
     as_loaded = weight.to(torch.bfloat16).float()
     absmax = as_loaded.abs().amax(dim=1, keepdim=True)
-    got = nf4_round_trip(weight, QuantSettings(double_quant=False, dtype="bfloat16"))
+    got = nf4_round_trip(weight, QuantSpec(double_quant=False), "bfloat16")
     assert got.dtype == torch.bfloat16 and got.shape == weight.shape
     # each row is one block: its largest value is kept exactly (code 1.0 or -1.0 times the absmax)
     assert torch.equal(got.float().abs().amax(dim=1, keepdim=True), absmax)
@@ -121,5 +121,5 @@ def test_round_trip_starts_from_the_dtype_training_loaded() -> None:
 def test_without_bitsandbytes_the_error_names_the_way_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "bitsandbytes.functional", None)  # import fails as if not installed
     with pytest.raises(UserError, match="needs bitsandbytes") as err:
-        nf4_round_trip(torch.ones(2, 64), QuantSettings())
+        nf4_round_trip(torch.ones(2, 64), QuantSpec())
     assert "--merge-into original" in str(err.value.hint)

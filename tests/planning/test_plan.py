@@ -59,12 +59,12 @@ def test_bf16_full_fine_tuning_is_planned_as_the_run_holds_it() -> None:
     import torch
 
     from sc2tune.modeling import load_model
-    from sc2tune.training.precision import load_spec
+    from sc2tune.training.precision import training_source
 
     recipe = recipe_from_dict({"task": "instruct", "model": {"dtype": "bfloat16"}, "adapter": {"method": "full"},
                                "data": {"train": "x.jsonl", "max_length": 16}})
     parts = {c.name: c.bytes for c in plan_recipe(recipe).components}
-    model = load_model(load_spec(recipe), pad_token_id=4)
+    model = load_model(training_source(recipe), pad_token_id=4)
     params = list(model.parameters())  # tied weights once
     assert parts["weights"] == model.get_memory_footprint()
     assert all(p.dtype == torch.float32 for p in params)

@@ -37,18 +37,17 @@ def trainer_for(rows: list[dict], eval_batch_size: int, loss_impl: str, output_d
     from transformers import TrainingArguments
 
     from sc2tune.data.collate import CausalCollator, ClassifyCollator
-    from sc2tune.modeling import load_model, objective_for
-    from sc2tune.recipe import ModelSpec
+    from sc2tune.modeling import ModelSource, load_model, objective_for
     from sc2tune.training.trainer import Sc2Trainer
 
     torch.manual_seed(0)
     if classify:
-        model = load_model(ModelSpec(dtype="float32", head="sequence-classification"),
-                           id2label=dict(enumerate(LABELS)), pad_token_id=4)
+        model = load_model(ModelSource(dtype="float32", head="sequence-classification", labels=dict(enumerate(LABELS))),
+                           pad_token_id=4)
         table = [{"input_ids": r["input_ids"], "labels": r["class"]} for r in rows]
         collator = ClassifyCollator(pad_id=4)
     else:
-        model = load_model(ModelSpec(dtype="float32"), pad_token_id=4)
+        model = load_model(ModelSource(dtype="float32"), pad_token_id=4)
         table = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
         collator = CausalCollator(pad_id=4)
     args = TrainingArguments(output_dir=output_dir, per_device_eval_batch_size=eval_batch_size, report_to="none",

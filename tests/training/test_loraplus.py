@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 
 from sc2tune.adapters import attach_adapter
 from sc2tune.errors import RecipeError
-from sc2tune.modeling import load_model, objective_for
+from sc2tune.modeling import ModelSource, load_model, objective_for
 from sc2tune.recipe import recipe_from_dict
 from sc2tune.training.trainer import Sc2Trainer
 
@@ -24,7 +24,7 @@ def _learning_rates(tmp_path: Path, **adapter: object) -> dict[str, float]:
     recipe = recipe_from_dict({"task": "fim", "data": {"train": "unused"}, "model": {"dtype": "float32"},
                                "adapter": {"target_modules": ["q_proj", "embed_tokens"], "dropout": 0.0,
                                            "loraplus_lr_ratio": RATIO, **adapter}})
-    model = attach_adapter(load_model(recipe.model, pad_token_id=4), recipe)
+    model = attach_adapter(load_model(ModelSource.of(recipe.model), pad_token_id=4), recipe)
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=LR, report_to=[], use_cpu=True)
     trainer = Sc2Trainer(model=model, args=args, objective=objective_for("fim"), pad_token_id=4,
                          loraplus_lr_ratio=recipe.adapter.loraplus_lr_ratio,

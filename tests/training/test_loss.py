@@ -86,10 +86,9 @@ def test_ignored_positions_are_excluded_and_labels_shifted():
 
 def test_equals_the_models_own_loss_on_the_tiny_model():
     """Hidden state + lm_head path equals transformers' own (mean) causal-LM loss."""
-    from sc2tune.modeling import load_model
-    from sc2tune.recipe import ModelSpec
+    from sc2tune.modeling import ModelSource, load_model
 
-    model = load_model(ModelSpec()).eval()
+    model = load_model(ModelSource()).eval()
     g = torch.Generator().manual_seed(2)
     ids = torch.randint(10, 5000, (2, 16), generator=g)
     labels = ids.clone()

@@ -8,15 +8,15 @@ import bitsandbytes.functional as bnbf
 import pytest
 import torch
 
-from sc2tune.modeling import load_model
-from sc2tune.recipe import ModelSpec, QuantSpec, load_recipe
+from sc2tune.modeling import ModelSource, load_model
+from sc2tune.recipe import QuantSpec, load_recipe
 from sc2tune.training import train
 
 RECIPE = Path(__file__).parents[2] / "recipes" / "quickstart" / "alpaca.yaml"
 
 
 def test_a_4bit_layer_in_eval_mode_computes_the_training_path():
-    model = load_model(ModelSpec(dtype="float32"), quant=QuantSpec()).eval()
+    model = load_model(ModelSource(dtype="float32", quant=QuantSpec())).eval()
     layer = model.model.layers[0].self_attn.q_proj
     x = torch.randn(3, 5, layer.in_features)
     with torch.no_grad():

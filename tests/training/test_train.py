@@ -81,13 +81,13 @@ def load_plain_peft(adapter_dir: Path, classify: bool = False):
 def test_fim_lora_memorises_infills_and_stops(tmp_path):
     """Train on a handful of FIM documents; the infill for a trained prefix+suffix is the trained middle + eos."""
     from sc2tune.data import build_datasets
-    from sc2tune.modeling import load_tokenizer
+    from sc2tune.modeling import ModelSource, load_tokenizer
 
     recipe = recipe_from_dict(fim_recipe(tmp_path))
     result = train(recipe, show_progress=False)
     assert result.adapter_dir is not None and (result.adapter_dir / "adapter_model.safetensors").is_file()
 
-    tokenizer = load_tokenizer(recipe.model)
+    tokenizer = load_tokenizer(ModelSource.from_recipe(recipe))
     rows = build_datasets(recipe, tokenizer, show_progress=False).train
     model = load_plain_peft(result.adapter_dir)
     middle_id = tokenizer.convert_tokens_to_ids("<fim_middle>")
@@ -102,7 +102,7 @@ def test_fim_lora_memorises_infills_and_stops(tmp_path):
 
 def test_alpaca_lora_answers_trained_instruction_and_stops(tmp_path):
     from sc2tune.data import build_datasets
-    from sc2tune.modeling import load_tokenizer
+    from sc2tune.modeling import ModelSource, load_tokenizer
 
     recipe = recipe_from_dict({
         "task": "instruct",
@@ -113,7 +113,7 @@ def test_alpaca_lora_answers_trained_instruction_and_stops(tmp_path):
         "output_dir": str(tmp_path / "run"),
     })
     result = train(recipe, show_progress=False)
-    tokenizer = load_tokenizer(recipe.model)
+    tokenizer = load_tokenizer(ModelSource.from_recipe(recipe))
     model = load_plain_peft(result.adapter_dir)
     for record in ALPACA:
         from sc2tune.data.templates import load_template
