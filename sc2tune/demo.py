@@ -173,7 +173,7 @@ def draw_holes(repo_dir: Path, count: int, seed: int) -> list[Hole]:
 
 def spm_prompt_ids(tokenizer: Any, hole: Hole, budget: int) -> list[int]:
     """The SPM repository prompt of ``hole`` (module doc) with at most ``budget`` prefix + suffix tokens."""
-    from sc2tune.modeling import special_tokens
+    from sc2tune.tokens import special_tokens
 
     st = special_tokens(tokenizer, need_fim=True)
     if st.repo_name is None or st.file_sep is None:
@@ -209,7 +209,7 @@ def row_holes(rows: Any, tokenizer: Any, count: int, seed: int) -> list[RowHole]
     A line starts at a token whose text starts with a newline and runs to the next such token, or to the
     next special token; it is a candidate when it lies after a ``<fim_middle>`` and has at least
     ``MIN_LINE_CHARS`` non-blank characters."""
-    from sc2tune.modeling import special_tokens
+    from sc2tune.tokens import special_tokens
 
     st = special_tokens(tokenizer, need_fim=True)
     special = set(tokenizer.all_special_ids) | {t for t in (st.eos, st.fim_prefix, st.fim_middle, st.fim_suffix,
@@ -236,7 +236,7 @@ def fill_lines(model: Any, tokenizer: Any, prompts: list[list[int]], cap: int) -
     most ``cap`` new tokens."""
     import torch
 
-    from sc2tune.modeling import special_tokens
+    from sc2tune.tokens import special_tokens
 
     st = special_tokens(tokenizer, need_fim=True)
     stops = [t for t in (st.eos, st.file_sep) if t is not None]
