@@ -20,27 +20,10 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Literal
-
-import torch
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from sc2tune.clihelp import Help, TrustRemoteCode
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
-from sc2tune.merging.adapter import Adapter, QuantSettings, load_adapter
-from sc2tune.merging.checkpoint import BaseCheckpoint, open_checkpoint
-from sc2tune.merging.output import (
-    check_out_dir,
-    clean_stale,
-    publish,
-    staging_dir,
-    tokenizer_source,
-    write_metadata,
-    write_provenance,
-)
-from sc2tune.merging.plan import MergePlan, build_plan
-from sc2tune.merging.stream import StreamStats, stream_merge
-from sc2tune.merging.verify import Verification, verify_merge
-from sc2tune.merging.writer import parse_size
 from sc2tune.recipe import REMOTE_CODE_OVERRIDE
 from sc2tune.runs import (
     TOKENIZER_CONFIG,
@@ -50,6 +33,16 @@ from sc2tune.runs import (
     resolve_base,
     tokenizer_names_own_code,
 )
+
+if TYPE_CHECKING:  # the merge's parts import torch/transformers: imported when a merge runs (``merge --help``
+    # derives its options from :func:`merge`'s signature and must stay light)
+    import torch
+
+    from sc2tune.merging.adapter import Adapter, QuantSettings
+    from sc2tune.merging.checkpoint import BaseCheckpoint
+    from sc2tune.merging.plan import MergePlan
+    from sc2tune.merging.stream import StreamStats
+    from sc2tune.merging.verify import Verification
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +104,13 @@ def merge(
             base of a model_type transformers has built in is built by transformers' own class, its auto_map
             unused: see :func:`sc2tune.merging.checkpoint.open_checkpoint`.)
     """
+    import torch
+
+    from sc2tune.merging.adapter import QuantSettings, load_adapter
+    from sc2tune.merging.checkpoint import open_checkpoint
+    from sc2tune.merging.output import check_out_dir, clean_stale, tokenizer_source
+    from sc2tune.merging.plan import build_plan
+
     start = time.perf_counter()
     if merge_into not in ("quantized", "original"):
         raise UserError(f"merge_into must be 'quantized' or 'original', not '{merge_into}'")
@@ -177,6 +177,11 @@ def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: 
                        verify: bool, progress: bool, *, trust_remote_code: bool, overwrite: bool
                        ) -> MergeResult:
     """Stream, describe and verify the merge in a staging folder beside ``out``, then publish it."""
+    from sc2tune.merging.output import publish, staging_dir, write_metadata, write_provenance
+    from sc2tune.merging.stream import stream_merge
+    from sc2tune.merging.verify import verify_merge
+    from sc2tune.merging.writer import parse_size
+
     verification = None
     with staging_dir(out) as tmp:
         stats = stream_merge(plan, adapter, ckpt, tmp, shard_bytes=parse_size(shard_size), progress=progress)
