@@ -7,6 +7,7 @@
 #
 #   bash bench/gpu_check.sh                 # on the GPU machine, from anywhere
 #   bash bench/gpu_check.sh --cpu-dry-run   # the same steps, tiny, on CPU: checks the script, not a GPU
+#                                           # (a few files of data, the merge unverified: bench/_gpu_check.py)
 #   bash bench/gpu_check.sh --layers 8 --steps 50
 #
 # Install (done here when a package is missing; nothing is fetched when all are there):
@@ -18,7 +19,8 @@
 #     `WHEELS=DIR bash bench/gpu_check.sh` installs from it only.
 # Offline: HF_HUB_OFFLINE=1; the model is built from the config and tokenizer shipped in sc2tune/assets.
 # Settings: PYTHON (default python3), GPU_CHECK_DIR (scratch folder; default a new temporary folder).
-# Exit status: 0 all steps passed, 1 a step failed, 2 no CUDA device (or torch missing), 3 install failed.
+# Exit status: 0 all steps passed, 1 a step failed, 2 no CUDA device (or torch missing), 3 install failed
+# (or sc2tune still does not import after it).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
