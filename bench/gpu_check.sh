@@ -7,6 +7,7 @@
 #
 #   bash bench/gpu_check.sh                 # on the GPU machine, from anywhere
 #   bash bench/gpu_check.sh --cpu-dry-run   # the same steps, tiny, on CPU: checks the script, not a GPU
+#                                           # (a few files of data, the merge unverified: bench/_gpu_check.py)
 #   bash bench/gpu_check.sh --layers 8 --steps 50
 #
 # Install (done here when a package is missing; nothing is fetched when all are there):
@@ -18,7 +19,8 @@
 #     `WHEELS=DIR bash bench/gpu_check.sh` installs from it only.
 # Offline: HF_HUB_OFFLINE=1; the model is built from the config and tokenizer shipped in sc2tune/assets.
 # Settings: PYTHON (default python3), GPU_CHECK_DIR (scratch folder; default a new temporary folder).
-# Exit status: 0 all steps passed, 1 a step failed, 2 no CUDA device (or torch missing), 3 install failed.
+# Exit status: 0 all steps passed, 1 a step failed, 2 no CUDA device (or torch missing), 3 install failed
+# (or sc2tune still does not import after it).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,17 +41,27 @@ if [[ $DRY == 0 ]] && ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is
   exit 2
 fi
 
-# sc2tune and its dependencies (peft, bitsandbytes, accelerate, datasets, pydantic, ...): installed only when
-# this repository's sc2tune does not import with them.
-if ! (cd "$ROOT" && "$PY" -c "import sc2tune.training, peft, bitsandbytes, datasets" 2>/dev/null); then
-  echo "gpu_check: installing sc2tune from $ROOT" >&2
-  if [[ -n "${WHEELS:-}" ]]; then
-    "$PY" -m pip install --no-index --find-links "$WHEELS" -e "$ROOT" || exit 3
-  else
-    "$PY" -m pip install -e "$ROOT" || exit 3
-  fi
-fi
-
 WORK=${GPU_CHECK_DIR:-$(mktemp -d -t sc2tune-gpu-check.XXXXXX)}
 export SC2TUNE_CACHE="$WORK/cache"
-cd "$ROOT" && exec "$PY" bench/_gpu_check.py --work "$WORK" "$@"
+cd "$ROOT" || exit 3
+
+# sc2tune and its dependencies (peft, bitsandbytes, accelerate, datasets, pydantic, ...): the steps' script
+# imports them before anything else and exits 4 (none of its own statuses) when they do not import with this
+# repository's sc2tune; they are installed then and the script is run again (one import, not a probe process
+# and then the script's own).
+"$PY" bench/_gpu_check.py --work "$WORK" "$@"
+status=$?
+[[ $status == 4 ]] || exit $status
+echo "gpu_check: installing sc2tune from $ROOT" >&2
+if [[ -n "${WHEELS:-}" ]]; then
+  "$PY" -m pip install --no-index --find-links "$WHEELS" -e "$ROOT" || exit 3
+else
+  "$PY" -m pip install -e "$ROOT" || exit 3
+fi
+"$PY" bench/_gpu_check.py --work "$WORK" "$@"
+status=$?
+if [[ $status == 4 ]]; then
+  echo "gpu_check: sc2tune still does not import after installing it (the error is above)" >&2
+  exit 3
+fi
+exit $status

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import typer
@@ -69,15 +70,34 @@ class CommandTable(TyperGroup):
             return super().resolve_command(ctx, args)
         name, command, rest = args[0], COMMANDS[args[0]], args[1:]
         variants = {name: command, **{f"{name} {word}": routed for word, routed in command.routes.items()}}
-        if rest and rest[0] in command.routes:
-            name, command, rest = f"{name} {rest[0]}", command.routes[rest[0]], rest[1:]
         built = {key: click_command(key, variant) for key, variant in variants.items()}
+        at = _first_argument(rest, built.values())
+        if at is not None and rest[at] in command.routes:  # the route word may follow options (eval --json code)
+            name, rest = f"{name} {rest[at]}", rest[:at] + rest[at + 1:]
         flags = {key: {opt for param in cmd.params for opt in param.opts} for key, cmd in built.items()}
         for flag in (arg.split("=", 1)[0] for arg in rest if arg.startswith("--") and arg != "--"):
             if flag not in flags[name] and (other := next((k for k in built if flag in flags[k]), None)):
                 raise UsageError(f"{flag} is an option of 'sc2tune {_label(other, built[other])}', not of "
                                  f"'sc2tune {_label(name, built[name])}'", ctx)
         return name, built[name], rest
+
+
+def _first_argument(args: list[str], commands: Iterable[click.Command]) -> int | None:
+    """Index in ``args`` of the first positional argument: options are skipped, with their value when they take
+    one (``--out DIR``; not ``--out=DIR``, a flag or an option none of ``commands`` knows); after ``--`` the next
+    word is positional. None when there is none."""
+    takes_value = {opt: not (getattr(param, "is_flag", False) or getattr(param, "count", False))
+                   for cmd in commands for param in cmd.params if param.param_type_name == "option"
+                   for opt in param.opts}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return i + 1 if i + 1 < len(args) else None
+        if not arg.startswith("-") or arg == "-":
+            return i
+        i += 2 if "=" not in arg and takes_value.get(arg, False) else 1
+    return None
 
 
 def _label(name: str, command: click.Command) -> str:

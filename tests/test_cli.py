@@ -97,6 +97,26 @@ def test_the_command_layer_imports_nothing_heavy():
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr
 
 
+_HELP_PROBE = """
+import contextlib, io, sys
+from sc2tune.cli import main
+from sc2tune.commands import COMMANDS
+names = [[n] for n in COMMANDS] + [[n, w] for n, c in COMMANDS.items() for w in c.routes]
+with contextlib.redirect_stdout(io.StringIO()):
+    codes = {" ".join(n): main([*n, "--help"]) for n in names}
+heavy = {'torch', 'transformers', 'datasets', 'peft', 'accelerate'}
+print("RESULT", sorted(set(codes.values())), "merge" in codes, sorted(heavy & set(sys.modules)))
+"""
+
+
+def test_every_commands_help_imports_nothing_heavy():
+    """``sc2tune merge --help`` (options derived from ``sc2tune.merging.merge``) and the others stay light."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", _HELP_PROBE], capture_output=True, text=True, cwd=ROOT, env=env,
+                            timeout=300)
+    assert "RESULT [0] True []" in result.stdout.splitlines(), result.stdout[-2000:] + result.stderr[-2000:]
+
+
 def test_public_api_names_resolve():
     import sc2tune
 

@@ -69,6 +69,21 @@ def test_an_option_of_the_other_eval_is_a_usage_error_naming_it(args: list[str],
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("before", [["--json"], ["--timeout", "5"], ["--samples=S.jsonl", "--json"]])
+def test_the_route_word_after_options_picks_eval_code(before: list[str], run_cli, tmp_path: Path):
+    missing = tmp_path / "p.jsonl"
+    result = run_cli("eval", *before, "code", "--problems", str(missing), "--samples", str(tmp_path / "s.jsonl"))
+    # eval code ran (and refused the missing problems file); eval RUN would have refused --problems as a usage error
+    assert result.returncode == 1, result.stderr
+    assert f"--problems '{missing}': file not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_option_value_that_reads_like_the_route_word_is_not_it(run_cli, tmp_path: Path):
+    run = tmp_path / "RUN"
+    result = run_cli("eval", "--out", "code", str(run))  # --out takes "code": RUN is the first argument
+    assert result.returncode == 1 and f"{run}: no such run folder or recipe file" in result.stderr, result.stderr
+
+
 seen: dict[str, object] = {}
 
 

@@ -20,31 +20,23 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Literal
-
-import torch
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from sc2tune.clihelp import Help, TrustRemoteCode
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
-from sc2tune.merging.adapter import Adapter, load_adapter
-from sc2tune.merging.checkpoint import BaseCheckpoint, open_checkpoint
-from sc2tune.merging.output import (
-    check_out_dir,
-    clean_stale,
-    publish,
-    staging_dir,
-    tokenizer_source,
-    write_metadata,
-    write_provenance,
-)
-from sc2tune.merging.plan import MergePlan, build_plan
-from sc2tune.merging.quant import BLOCKSIZE
-from sc2tune.merging.stream import StreamStats, stream_merge
-from sc2tune.merging.verify import Verification, verify_merge
-from sc2tune.merging.writer import parse_size
 from sc2tune.modeling import TOKENIZER_CONFIG, ModelSource, own_code_refused, tokenizer_names_own_code
 from sc2tune.recipe import REMOTE_CODE_OVERRIDE, QuantSpec
 from sc2tune.runs import read_labels, read_saved_recipe, resolve_base
+
+if TYPE_CHECKING:  # the merge's parts import torch/transformers: imported when a merge runs (``merge --help``
+    # derives its options from :func:`merge`'s signature and must stay light)
+    import torch
+
+    from sc2tune.merging.adapter import Adapter
+    from sc2tune.merging.checkpoint import BaseCheckpoint
+    from sc2tune.merging.plan import MergePlan
+    from sc2tune.merging.stream import StreamStats
+    from sc2tune.merging.verify import Verification
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +96,13 @@ def merge(
             confirmed. Never read from the folders: without it, a base or tokenizer (the adapter's, else the
             base's) that needs its own code is refused before any of it runs and before any weight is streamed.
     """
+    import torch
+
+    from sc2tune.merging.adapter import load_adapter
+    from sc2tune.merging.checkpoint import open_checkpoint
+    from sc2tune.merging.output import check_out_dir, clean_stale, tokenizer_source
+    from sc2tune.merging.plan import build_plan
+
     start = time.perf_counter()
     if merge_into not in ("quantized", "original"):
         raise UserError(f"merge_into must be 'quantized' or 'original', not '{merge_into}'")
@@ -167,6 +166,12 @@ def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: 
                        ckpt: BaseCheckpoint, plan: MergePlan, out_dtype: torch.dtype, trained_quant: QuantSpec | None,
                        shard_size: str | int, verify: bool, progress: bool, *, overwrite: bool) -> MergeResult:
     """Stream, describe and verify the merge in a staging folder beside ``out``, then publish it."""
+    from sc2tune.merging.output import publish, staging_dir, write_metadata, write_provenance
+    from sc2tune.merging.quant import BLOCKSIZE
+    from sc2tune.merging.stream import stream_merge
+    from sc2tune.merging.verify import verify_merge
+    from sc2tune.merging.writer import parse_size
+
     verification = None
     quant = plan.quant
     round_trip = quant and {"quant_type": quant.quant_type, "double_quant": quant.double_quant,

@@ -35,6 +35,7 @@ SUMMARY_FILE = "summary.json"  # final eval, throughput, steps (training writes)
 DATA_RECORD = "data.json"  # the prepared data folder a run trains on (``--resume`` reads it, never rebuilds)
 LOSS_PLOT = "loss.png"  # train and eval loss curves of a run, and of an eval report
 TENSORBOARD_DIR = "tensorboard"
+TRACKERS_FILE = "trackers.json"  # the wandb / mlflow / trackio runs a run logged to (training.trackers)
 ENGINE_DIR = "engine"  # one ``rank-N.json`` per process: the distributed engine that ran (training.distributed)
 EVAL_REPORT_DIR = "eval"  # ``sc2tune eval RUN``'s report, unless --out says otherwise
 CHECKPOINT_PREFIX = "checkpoint"  # checkpoints/checkpoint-N, transformers' name
@@ -63,6 +64,7 @@ class RunFolder:
         ROOT/merged/                      ``sc2tune merge``'s default output
         ROOT/checkpoints/checkpoint-N/    checkpoints; ``checkpoints/.staging/checkpoint-N`` while written
         ROOT/metrics.jsonl, summary.json, data.json, recipe.yaml, loss.png, tensorboard/, engine/rank-N.json
+        ROOT/trackers.json                the tracker runs it logged to (train.report_to: wandb, mlflow, trackio)
         ROOT/.sc2tune-train.lock          the run's lock and mark
         ROOT/.sc2tune-init/initial_adapter/   PiSSA/OLoRA starting factors (written once, kept across resumes)
         ROOT/eval/                        ``sc2tune eval RUN``'s report
@@ -82,6 +84,7 @@ class RunFolder:
     lock = _At(RUN_LOCK)
     loss_plot = _At(LOSS_PLOT)
     tensorboard = _At(TENSORBOARD_DIR)
+    trackers = _At(TRACKERS_FILE)
     engine = _At(ENGINE_DIR)
     initial_adapter = _At(INIT_DIR, INITIAL_ADAPTER)
     eval_report = _At(EVAL_REPORT_DIR)

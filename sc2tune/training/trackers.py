@@ -31,6 +31,7 @@ from typing import Any
 
 from sc2tune.atomic import write_file
 from sc2tune.errors import UserError
+from sc2tune.runs import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 INTEGRATIONS = ("wandb", "mlflow", "trackio")
 #: trackio's project (TrainingArguments.project, transformers' default); wandb's is WANDB_PROJECT's.
 TRACKIO_PROJECT = "huggingface"
-TRACKERS_FILE = "trackers.json"
 
 
 def integrations(report_to: tuple[str, ...]) -> list[str] | str:
@@ -77,7 +77,7 @@ def tracker_session(report_to: tuple[str, ...], run_name: str, out: Path, *, mai
         _finish(chosen, mlflow, failed=failed)
         if record and not failed:
             record["step"] = _last_step(out)
-            write_file(out / TRACKERS_FILE, json.dumps(record, indent=2) + "\n")
+            write_file(RunFolder(out).trackers, json.dumps(record, indent=2) + "\n")
 
 
 def _record(chosen: list[str], run_name: str, mlflow: Any) -> dict[str, Any]:
@@ -112,10 +112,8 @@ def _finish(chosen: list[str], mlflow: Any, *, failed: bool) -> None:
 
 def _last_step(out: Path) -> int | None:
     """The run's last logged step (``metrics.jsonl``), the step eval figures are logged at."""
-    from sc2tune.runs import METRICS_FILE
-
     step = None
-    path = out / METRICS_FILE
+    path = RunFolder(out).metrics
     if path.is_file():
         for line in path.read_text().splitlines():
             try:
@@ -131,7 +129,7 @@ def log_to_run_trackers(run_dir: Path, figures: Mapping[str, float]) -> list[str
     package is missing here is skipped with a warning (the report itself is written either way)."""
     import importlib.util
 
-    path = run_dir / TRACKERS_FILE
+    path = RunFolder(run_dir).trackers
     if not path.is_file() or not figures:
         return []
     try:

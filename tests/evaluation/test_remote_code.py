@@ -314,12 +314,12 @@ def test_merge_refuses_a_tokenizer_with_its_own_code_before_streaming(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli, where: str):
     """Without the flag: refused naming --trust-remote-code before any weight is streamed (it used to fail with
     a traceback in write_metadata, after the whole merge); nothing written, the code never ran."""
-    import sc2tune.merging.api
+    import sc2tune.merging.stream  # merge imports stream_merge from it when it runs
 
     adapter, marker = own_code_tokenizer_adapter(tmp_path, where=where)
     streamed: list[bool] = []
-    real = sc2tune.merging.api.stream_merge
-    monkeypatch.setattr(sc2tune.merging.api, "stream_merge", lambda *a, **k: streamed.append(True) or real(*a, **k))
+    real = sc2tune.merging.stream.stream_merge
+    monkeypatch.setattr(sc2tune.merging.stream, "stream_merge", lambda *a, **k: streamed.append(True) or real(*a, **k))
     out = tmp_path / "merged"
     result = run_cli("merge", str(adapter), "--out", str(out), "--no-progress")
     assert result.returncode == 1, result.stderr

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import Starcoder2ForCausalLM
 
-import sc2tune.merging.api as merge_module
+import sc2tune.merging.adapter as adapter_module
 from sc2tune.errors import UserError
 from sc2tune.merging import describe_merge, merge
 from sc2tune.merging.adapter import load_adapter
@@ -110,7 +110,7 @@ def test_a_wrong_merge_is_refused(mistake: str, small: tuple[Path, Path], tmp_pa
             parsed.lora[q] = dataclasses.replace(parsed.lora[q], fan_in_fan_out=True)
         return parsed
 
-    monkeypatch.setattr(merge_module, "load_adapter", wrong)
+    monkeypatch.setattr(adapter_module, "load_adapter", wrong)  # merge imports it when it runs
     with pytest.raises(UserError, match="does not reproduce the adapter model") as err:
         merge(adapter, tmp_path / "merged", base=str(base), dtype="bfloat16", progress=False)
     assert "tensors within one step" in str(err.value)

@@ -200,6 +200,21 @@ def test_unusable_mlflow_store_is_a_user_error(tmp_path, monkeypatch):
     assert not (tmp_path / "trackers.json").exists()
 
 
+def test_the_record_is_the_run_folders_trackers_file(tmp_path):
+    """``RunFolder.trackers`` names ``trackers.json``; the session writes its record there (trackio: no store is
+    opened when no run is current) with the last step of ``metrics.jsonl``."""
+    pytest.importorskip("trackio")
+    from sc2tune.runs import RunFolder
+    from sc2tune.training.trackers import tracker_session
+
+    assert RunFolder(tmp_path).trackers == tmp_path / "trackers.json"
+    (tmp_path / "metrics.jsonl").write_text('{"step": 2, "loss": 1.0}\n{"step": 5, "eval_loss": 0.5}\n')
+    with tracker_session(("trackio",), "r", tmp_path, main_process=True):
+        pass
+    assert json.loads((tmp_path / "trackers.json").read_text()) == {
+        "trackio": {"project": "huggingface", "name": "r"}, "step": 5}
+
+
 def test_eval_report_figures_for_trackers():
     from sc2tune.evaluation.runeval import RunEvalResult
 
