@@ -19,6 +19,9 @@ from pathlib import Path
 
 import yaml
 
+#: The repository root (this file is tests/launching.py).
+REPO = Path(__file__).resolve().parents[1]
+
 #: 40 short functions; with ``max_length: 64`` and packing each is one packed row, so the reference's
 #: STEPS x 4 rows stay inside the first epoch (a new epoch's shuffle is drawn by each sampler its own way).
 SNIPPETS = [
@@ -42,8 +45,10 @@ def free_port() -> int:
 
 def launch_env(**extra: str) -> dict[str, str]:
     """This environment for a launched process: unbuffered output, one OpenMP thread per process (2 processes
-    on a 2-core machine), plus ``extra``."""
-    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **extra}
+    on a 2-core machine), this checkout's sc2tune first on the path (a launched script's own folder is its
+    ``sys.path[0]``, not the repository: without it the installed package would be imported), plus ``extra``."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **extra}
 
 
 def accelerate_command(*args: str, config: Path | None = None, processes: int = 2) -> list[str]:
