@@ -1,4 +1,4 @@
-"""``sc2tune quickstart``: fine-tuning shown working on the built-in tiny model, in a few CPU minutes.
+"""``sc2tune quickstart``: fine-tuning shown working on the built-in tiny model, in under a minute on 2 CPU cores.
 
 1. train the FIM quickstart recipe on the bundled sample repository ``TRAIN_REPOS`` with the quickstart's
    own settings (``QUICKSTART_OVERRIDES``; the recipe file and the library defaults stay as they are), the

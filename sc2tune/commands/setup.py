@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def show_quickstart(r: QuickstartResult) -> None:
     """Fine-tune the built-in tiny model on sample code and show it working: the untrained and the trained
-    model fill the same lines of the trained code (recall) and of held-out code (a few CPU minutes)."""
+    model fill the same lines of the trained code (recall) and of held-out code (under a minute on 2 CPU cores)."""
     from sc2tune.demo import report_lines
 
     print("\n" + "\n".join(report_lines(r)))
