@@ -49,6 +49,7 @@ import resource
 import signal
 import sys
 import types
+from typing import NoReturn
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
@@ -254,11 +255,18 @@ def _spawn(cfg: dict, argv: list[str], fds: dict[int, int], uid: int | None, cwd
         env = _confine(cfg, fds, uid, cwd, sample=sample)
         os.execve(argv[0], argv, env)
     except BaseException as err:  # noqa: BLE001 - report anything, then leave without cleanup
-        try:
-            os.write(2, f"sc2tune sandbox: cannot start {argv[-1][:40]!r}: {err}\n".encode())
-        finally:
-            os._exit(126)
+        _die(f"sc2tune sandbox: cannot start {argv[-1][:40]!r}: {err}", 126)
     raise AssertionError("unreachable")
+
+
+def _die(message: str, code: int) -> NoReturn:
+    """Say ``message`` on stderr (fd 2, unbuffered) and leave at once with ``code``: the end of a forked child
+    or launcher that failed. ``os._exit`` runs no clean-up of the parent's and raises nothing, even when the
+    write itself fails."""
+    try:
+        os.write(2, f"{message}\n".encode())
+    finally:
+        os._exit(code)
 
 
 def _wait(pid: int) -> int:
@@ -320,10 +328,7 @@ def _warm(cfg: dict, children: list[int]) -> int:
             os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
             os.execve(cfg["python"], [cfg["python"], "-I", "-c", cfg["sources"]["zygote"]], cfg["env"])
         except BaseException as err:  # noqa: BLE001
-            try:
-                os.write(2, f"sc2tune sandbox: cannot start the zygote: {err}\n".encode())
-            finally:
-                os._exit(126)
+            _die(f"sc2tune sandbox: cannot start the zygote: {err}", 126)
     children.append(pid)
     os.close(config_r)
     os.close(cfg["control_fd"])  # only the zygote holds its end: the evaluator sees it end
@@ -389,8 +394,5 @@ if __name__ == "__main__":
     try:
         code = main()
     except BaseException as error:  # noqa: BLE001
-        try:
-            os.write(2, f"sc2tune sandbox launcher: {error}\n".encode())
-        finally:
-            os._exit(125)
+        _die(f"sc2tune sandbox launcher: {error}", 125)
     os._exit(code)

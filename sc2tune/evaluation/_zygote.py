@@ -126,10 +126,7 @@ def _fork_child(cfg, launcher, fds, uid, cwd, *, sample, argv, body):
         if "random" in sys.modules:  # a fresh interpreter seeds it from the OS
             sys.modules["random"].seed()
     except BaseException as err:  # noqa: BLE001
-        try:
-            os.write(2, f"sc2tune sandbox: cannot start {argv[:1]!r}: {err}\n".encode())
-        finally:
-            os._exit(126)
+        launcher._die(f"sc2tune sandbox: cannot start {argv[:1]!r}: {err}", 126)
     try:
         body()
     except SystemExit as exit_:
@@ -219,10 +216,7 @@ def _run(cfg, mods, header, fds):
                 os.close(fd)
             code = launcher._wait(init)
         except BaseException as err:  # noqa: BLE001
-            try:
-                os.write(2, f"sc2tune sandbox: cannot start the run: {err}\n".encode())
-            finally:
-                os._exit(125)
+            launcher._die(f"sc2tune sandbox: cannot start the run: {err}", 125)
         os._exit(code)
     for fd in fds:
         os.close(fd)
