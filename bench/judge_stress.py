@@ -40,10 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     problem = Problem("add", "def add(a, b):\n", "def check(candidate):\n    assert candidate(2, 3) == 5\n", "add")
     stop, threads = threading.Event(), []
     with tempfile.TemporaryDirectory() as tmp:
-        if args.rewrite:  # where the sandbox used to read its code from on every run
+        if args.rewrite:  # the sandbox used to read its code from the package on every run; it reads it once now
             copy = Path(tmp) / "evaluation"
             shutil.copytree(Path(sandbox.__file__).parent, copy)
-            sandbox._LAUNCHER = copy / "_launcher.py"  # type: ignore[attr-defined]
             texts = {p: p.read_text() for p in copy.glob("_*.py")}
 
             def rewrite() -> None:
@@ -64,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                                    limits=SandboxLimits(timeout=10.0), workers=args.workers, show_progress=False)
         finally:
             stop.set()
+            for thread in threads:  # before the temporary folder goes: a rewrite under rmtree made it fail
+                thread.join()
             for process in busy:
                 process.kill()
                 process.wait()
