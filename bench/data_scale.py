@@ -1,4 +1,4 @@
-"""Data at the scale of a real codebase: prepared on disk in bounded memory vs today's in-memory build.
+"""Data at the scale of a real codebase: prepared into a cache folder in bounded memory vs with the cache off.
 
     /work/venv/bin/python bench/data_scale.py [--copies 1 10] [--workers 2] [--baseline-max-copies 3]
         [--workload fim instruct]
@@ -17,8 +17,9 @@ with "(k)" appended to each instruction), task instruct, packing on, max_length 
 
 For each N, whole processes of ``python -m sc2tune data RECIPE --json``:
 
-* baseline: today's path, everything in memory (``data.cache_dir=null``); only up to
-  ``--baseline-max-copies`` (it grows ~25 bytes of RAM per byte of code: 10x needs ~14 GB);
+* baseline: the cache off (``data.cache_dir=null``: the same pipeline into a temporary folder, removed at
+  exit; until issue 25 it was a separate in-memory build, ~25 bytes of RAM per byte of code); only up to
+  ``--baseline-max-copies``;
 * prepare: ``--prepare`` into a fresh cache folder, one worker (``data.num_proc`` unset);
 * prepare, ``--workers`` workers (``data.num_proc=W``), fresh cache folder;
 * hit: ``--prepare`` again on the first cache folder;
@@ -241,7 +242,7 @@ def main() -> int:
     parser.add_argument("--copies", type=int, nargs="*", default=[1, 10], help="corpus sizes, in stdlib copies")
     parser.add_argument("--workers", type=int, default=2, help="data.num_proc of the parallel run")
     parser.add_argument("--baseline-max-copies", type=int, default=3,
-                        help="run today's in-memory path only up to this many copies (it needs ~25x the corpus in RAM)")
+                        help="run the cache-off baseline (data.cache_dir=null) only up to this many copies")
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--source", type=Path, default=Path(sysconfig.get_paths()["stdlib"]))
     parser.add_argument("--train-copies", type=int, default=0,
@@ -292,7 +293,7 @@ def main() -> int:
                 print(f"\n{workload} {n}x ({what}):", flush=True)
                 if n <= args.baseline_max_copies:
                     runs["baseline"] = measure([*data, "data.cache_dir=null", "--json"])
-                    print(row("baseline (in memory)", runs["baseline"]), flush=True)
+                    print(row("baseline (cache off)", runs["baseline"]), flush=True)
                 cache = work / f"cache-{n}x"
                 runs["prepare"] = measure([*data, f"data.cache_dir={cache}", "--prepare", "--json"])
                 print(row("prepare, 1 worker", runs["prepare"]), flush=True)
