@@ -73,7 +73,7 @@ def plan(
     model: Annotated[str | None, Help("hub id, local folder or config.json: its weight footprint per load mode "
                                       "(with a recipe: plan the recipe on this model)")] = None,
     gpu_memory: Annotated[str | None, Help(
-        "device memory to check against, e.g. 24GB, 40GB, 80GB (binary GiB)")] = None,
+        "device memory to check against, e.g. 80GiB: 24GiB = 24 x 2^30 bytes, 24GB = 24 x 10^9 bytes")] = None,
     device: Annotated[Device, Help(
         "plan for a CUDA GPU (dtype auto = bfloat16) or for this CPU (auto = float32)")] = "cuda",
     gpus: Annotated[str | None, Help(

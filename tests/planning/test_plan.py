@@ -36,6 +36,16 @@ def test_parse_size(text: str, expected: int) -> None:
     assert parse_size(text) == expected
 
 
+def test_gpu_memory_help_says_how_its_sizes_are_read() -> None:
+    from typing import get_type_hints
+
+    from sc2tune.planning import plan
+
+    text = get_type_hints(plan, include_extras=True)["gpu_memory"].__metadata__[0].text
+    assert "24GiB = 24 x 2^30 bytes" in text and "24GB = 24 x 10^9 bytes" in text  # it said "binary GiB" once
+    assert (parse_size("24GiB"), parse_size("24GB")) == (24 * 2**30, 24 * 10**9)
+
+
 def test_parse_size_rejects_garbage() -> None:
     for text in ("lots", "40"):  # a bare number is refused: GB or GiB?
         with pytest.raises(UserError, match="not a size"):
