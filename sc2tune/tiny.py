@@ -46,7 +46,7 @@ def cache_dir() -> Path:
     """Where sc2tune keeps materialised assets (``$SC2TUNE_CACHE`` or ``~/.cache/sc2tune``): the built-in
     model written as a checkpoint, and the prepared data of ``data.cache_dir: auto`` (``cache_dir() / "data"``).
 
-    ``SC2TUNE_CACHE`` is a user setting like ``HF_HOME`` (README, "Where"); this is the one place that reads it.
+    ``SC2TUNE_CACHE`` is a user setting like ``HF_HOME`` (docs/data.md, "Where"); this is the one place that reads it.
     """
     return Path(os.environ.get("SC2TUNE_CACHE", Path.home() / ".cache" / "sc2tune"))
 

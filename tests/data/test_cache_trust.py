@@ -293,7 +293,7 @@ def test_leftover_probe_never_signals_a_process_outside_posix(monkeypatch):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
 def test_two_users_of_one_shared_sticky_cache_each_get_their_own_entries(tmp_path, tokenizer, monkeypatch):
-    # The README's shared cache (chmod 1777, each user trusting only what they own): another user's build of
+    # docs/data.md's shared cache (chmod 1777, each user trusting only what they own): another user's build of
     # the same recipe must not make ours fail on their entries (it was refused: 'owned by uid 65534').
     shared = tmp_path / "shared"
     shared.mkdir()
