@@ -60,7 +60,10 @@ def test_a_write_that_fails_part_way_leaves_the_old_file_and_no_half_file(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
 
 
-def test_a_failed_flush_publishes_nothing(tmp_path, monkeypatch):
+@pytest.mark.parametrize("replace", [True, False])
+def test_a_failed_write_keeps_the_old_folder_and_drops_the_staging(tmp_path, monkeypatch, replace):
+    """replace=True: the flush fails (EIO) and nothing is published; replace=False: an existing folder is not
+    replaced (the rename onto it fails)."""
     target = tmp_path / "out"
     target.mkdir()
     (target / "a.txt").write_text("old")
@@ -68,8 +71,10 @@ def test_a_failed_flush_publishes_nothing(tmp_path, monkeypatch):
     def fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(os, "fsync", fsync)
-    with pytest.raises(OSError, match="Input/output"), atomic.staged_dir(target, replace=True) as staging:
+    if replace:
+        monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError, match="Input/output" if replace else None), \
+            atomic.staged_dir(target, replace=replace) as staging:
         (staging / "a.txt").write_text("new")
     assert (target / "a.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
@@ -88,16 +93,6 @@ def test_staged_dir_replaces_an_existing_folder_whole(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # no staging, no old copy
     staged = atomic.sibling(target)
     assert str(staged / "sub" / "results.json") in synced and str(staged / "sub") in synced
-
-
-def test_without_replace_an_existing_folder_is_kept_and_the_staging_dropped(tmp_path):
-    target = tmp_path / "tiny"
-    target.mkdir()
-    (target / "config.json").write_text("theirs")
-    with pytest.raises(OSError), atomic.staged_dir(target) as staging:
-        (staging / "config.json").write_text("ours")
-    assert (target / "config.json").read_text() == "theirs"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
 
 
 def test_a_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
