@@ -36,9 +36,12 @@ def sibling(target: Path, tag: str = STAGED) -> Path:
     return target.with_name(f".{target.name}.{tag}-{socket.gethostname()}-{os.getpid()}")
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host may still run (signal 0; an error other than "no such process"
-    counts as alive)."""
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host may still run: signal 0 on POSIX, where an error other than "no such
+    process" (another user's process) counts as alive; elsewhere, where ``os.kill`` would end the process, it is
+    assumed alive (its leftovers are kept). The one liveness probe of every leftover clean-up."""
+    if os.name != "posix":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -57,7 +60,7 @@ def clear_leftovers(target: Path, tag: str = STAGED) -> list[Path]:
     with contextlib.suppress(OSError):
         for stale in parent.iterdir():
             pid = stale.name[len(prefix):] if stale.name.startswith(prefix) else ""
-            if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            if not pid.isdigit() or int(pid) == os.getpid() or alive(int(pid)):
                 continue
             remove(stale)
             removed.append(stale)

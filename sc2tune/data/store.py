@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sc2tune.atomic import publish, write_file
+from sc2tune.atomic import alive, publish, write_file
 from sc2tune.data.integrity import (
     check_cache_folder,
     check_owned,
@@ -192,24 +192,10 @@ def _clear_leftovers(root: Path, key: str) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host may still run (signal 0 on POSIX; elsewhere, where ``os.kill``
-    would end the process, it is assumed alive and its leftover is kept)."""
-    if os.name != "posix":
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists, not ours to signal
-        return True
-    return True
-
-
 def _owner_gone(tag: str) -> bool:
     """Whether ``tag`` = ``HOST-PID`` names a process of this host that has ended."""
     host, _, pid = tag.rpartition("-")
-    return host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+    return host == socket.gethostname() and pid.isdigit() and not alive(int(pid))
 
 
 def clear_chunk_leftovers(root: Path) -> None:

@@ -44,7 +44,7 @@ from typing import Any
 
 from transformers import GenerationConfig, PretrainedConfig
 
-from sc2tune.atomic import fsync_tree, move
+from sc2tune.atomic import alive, fsync_tree, move
 from sc2tune.errors import UserError
 from sc2tune.modeling import ModelSource, load_generation_config, load_tokenizer, tokenizer_names_own_code
 from sc2tune.runs import MODEL_CONFIG, MODEL_WEIGHTS, RECIPE_FILE, has_tokenizer
@@ -91,16 +91,6 @@ def _owner() -> str:
     return f"{os.getpid()}@{socket.gethostname()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's live process
-        return True
-    return True
-
-
 def _dead_owner(folder: Path, host: str) -> int | None:
     """The pid in ``folder``'s owner file when it names a process of ``host`` that no longer runs."""
     owner = folder / OWNER
@@ -111,7 +101,7 @@ def _dead_owner(folder: Path, host: str) -> int | None:
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    return None if owner_host != host or _alive(pid) else pid
+    return None if owner_host != host or alive(pid) else pid
 
 
 def _size_gb(folder: Path) -> float:

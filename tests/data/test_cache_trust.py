@@ -275,8 +275,9 @@ def test_without_posix_owners_the_trust_check_passes_instead_of_crashing(tmp_pat
 
 
 def test_leftover_probe_never_signals_a_process_outside_posix(monkeypatch):
-    # On Windows os.kill(pid, 0) terminates pid: the leftover probe must not call it there.
-    from sc2tune.data import store
+    # On Windows os.kill(pid, 0) terminates pid: the leftover probe (the one of sc2tune.atomic that the data
+    # cache, merge outputs and every staged write use) must not call it there.
+    from sc2tune import atomic
 
     def kill(pid, sig):
         raise AssertionError(f"os.kill({pid}, {sig}) called")
@@ -285,7 +286,7 @@ def test_leftover_probe_never_signals_a_process_outside_posix(monkeypatch):
     with monkeypatch.context() as m:  # os.name back before pytest reports (its paths depend on it)
         m.setattr(os, "name", "nt")
         try:
-            alive: object = store._alive(4242)
+            alive: object = atomic.alive(4242)
         except AssertionError as err:
             alive = err
     assert alive is True, alive
