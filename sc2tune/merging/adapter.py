@@ -38,6 +38,7 @@ import torch
 from sc2tune.errors import UserError
 from sc2tune.recipe import QuantSpec, Recipe
 from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_declared, read_adapter_json
+from sc2tune.runs.trained import TrainedFolder, read_trained
 
 log = logging.getLogger(__name__)
 
@@ -115,23 +116,19 @@ class Adapter:
     """A parsed adapter folder: LoRA factors per module, full replacement tensors, and its metadata.
 
     ``config`` is ``adapter_config.json`` key by key, as saved (the merge checks keys PEFT versions add or
-    drop); ``recipe`` the run's saved ``recipe.yaml`` (:func:`sc2tune.runs.read_saved_recipe`;
-    :func:`~sc2tune.merging.merge` reads it before the adapter, with the caller's say on remote code).
+    drop); ``folder`` the folder as :func:`sc2tune.runs.read_trained` reads it (saved recipe, labels, base).
     """
 
     path: Path
     config: dict[str, Any]
     lora: dict[str, LoraFactors]
     full: dict[str, torch.Tensor]
-    recipe: Recipe | None = None
+    folder: TrainedFolder | None = None
 
     @property
-    def base_name(self) -> str | None:
-        """Base model named by the adapter (``base_model_name_or_path``, else the recipe's model)."""
-        name = self.config.get("base_model_name_or_path")
-        if not name and self.recipe is not None:
-            name = self.recipe.model.name_or_path
-        return name or None
+    def recipe(self) -> Recipe | None:
+        """The run's saved ``recipe.yaml``, validated (None without one)."""
+        return self.folder.recipe if self.folder is not None else None
 
     @property
     def is_classifier(self) -> bool:
@@ -244,14 +241,15 @@ def check_finite(folder: Path, tensors: dict[str, torch.Tensor]) -> None:
             )
 
 
-def load_adapter(path: str | Path) -> Adapter:
+def load_adapter(path: str | Path, *, trust_remote_code: bool = False) -> Adapter:
     """Read and check an adapter folder's config and tensors; every problem is a :class:`UserError` naming the
-    file and key. Its saved recipe is the caller's to read and attach as ``recipe``
-    (:func:`sc2tune.runs.read_saved_recipe`, with the caller's say on remote code)."""
+    file and key. Its metadata is read by :func:`sc2tune.runs.read_trained` before any tensor: a saved recipe
+    saying ``model.trust_remote_code: true`` stops there unless ``trust_remote_code`` (the caller's say)."""
     folder = Path(path)
     config = read_adapter_json(folder)
     cfg_file = folder / ADAPTER_CONFIG
     _check_supported(config, cfg_file)
+    trained = read_trained(folder, trust_remote_code=trust_remote_code)
     tensors = _load_weights(folder)
     check_declared(folder, config, tensors)
     check_finite(folder, tensors)
@@ -307,4 +305,4 @@ def load_adapter(path: str | Path) -> Adapter:
     if not lora and not full:
         raise UserError(f"{folder}: the adapter holds no tensors")
     log.debug("adapter %s: %d LoRA modules, %d full tensors", folder, len(lora), len(full))
-    return Adapter(folder, config, lora, full)
+    return Adapter(folder, config, lora, full, trained)

@@ -18,15 +18,15 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from sc2tune.clihelp import Help, TrustRemoteCode
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.modeling import TOKENIZER_CONFIG, ModelSource, own_code_refused, tokenizer_names_own_code
-from sc2tune.recipe import REMOTE_CODE_OVERRIDE, QuantSpec
-from sc2tune.runs import read_labels, read_saved_recipe, resolve_base
+from sc2tune.recipe import QuantSpec
+from sc2tune.runs import resolve_base
 
 if TYPE_CHECKING:  # the merge's parts import torch/transformers: imported when a merge runs (``merge --help``
     # derives its options from :func:`merge`'s signature and must stay light)
@@ -107,10 +107,10 @@ def merge(
     if merge_into not in ("quantized", "original"):
         raise UserError(f"merge_into must be 'quantized' or 'original', not '{merge_into}'")
     adapter_path, out = Path(adapter_dir), Path(out_dir)
-    # the saved recipe first: one saying model.trust_remote_code: true stops here unless the caller said so
-    recipe = read_saved_recipe(adapter_path, (REMOTE_CODE_OVERRIDE,) if trust_remote_code else ())
-    adapter = replace(load_adapter(adapter_path), recipe=recipe)
-    base_name = base or adapter.base_name
+    # its saved recipe before its tensors: one saying model.trust_remote_code: true stops there unless trusted
+    adapter = load_adapter(adapter_path, trust_remote_code=trust_remote_code)
+    assert adapter.folder is not None
+    base_name = base or adapter.folder.base_name
     if not base_name:
         raise UserError(f"{adapter_path}: the adapter does not name its base model",
                         hint="pass --base with the base model folder or hub id")
@@ -127,7 +127,7 @@ def merge(
     quant = None if merge_into == "original" else trained_quant
     cleaned = clean_stale(out.parent)  # first: a dead merge's set-aside output may be NAME again
     check_out_dir(out, overwrite=overwrite, inputs=[adapter_path, base_dir])
-    plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=read_labels(adapter_path))
+    plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=adapter.folder.labels)
     if trained_quant is not None and quant is None:
         plan.notes.append("merged into the original (unquantised) weights, not the 4-bit round trip the adapter "
                           "was trained against: the result is not the model as trained (verification measures "

@@ -99,8 +99,8 @@ def test_a_wrong_merge_is_refused(mistake: str, small: tuple[Path, Path], tmp_pa
         adapter = peft_adapter(base, tmp_path / "dora", use_dora=True, std=0.05)
     real = load_adapter
 
-    def wrong(path):  # noqa: ANN001, ANN202
-        parsed = real(path)
+    def wrong(path, **options):  # noqa: ANN001, ANN003, ANN202
+        parsed = real(path, **options)
         if mistake == "plain-scale-for-rslora":  # alpha / r instead of alpha / sqrt(r)
             parsed.lora = {m: dataclasses.replace(f, scale=16 / 8) for m, f in parsed.lora.items()}
         elif mistake == "missed-module":
