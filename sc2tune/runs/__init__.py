@@ -32,59 +32,44 @@ of at most :data:`MAX_METADATA_BYTES`; anything else is a :class:`~sc2tune.error
 An adapter file is used only when every tensor in it is one its config declares (:mod:`sc2tune.runs.declared`).
 """
 
-from sc2tune.runs.declared import check_adapter_folder, check_declared, undeclared
+from sc2tune.runs.declared import check_declared, undeclared
 from sc2tune.runs.layout import (
     ADAPTER_CONFIG,
     ADAPTER_WEIGHTS,
-    CLASSIFIER_CONFIG,
     CLASSIFIER_DIR,
     LABELS_FILE,
     MAX_METADATA_BYTES,
-    METRICS_FILE,
     MODEL_CONFIG,
     MODEL_WEIGHTS,
     RECIPE_FILE,
     RUN_ADAPTER,
-    RUN_CHECKPOINTS,
     RUN_FULL,
     RUN_LOCK,
-    RUN_MERGED,
-    TOKENIZER_CONFIG,
-    TOKENIZER_FILES,
     Kind,
     RunFolder,
     folder_kind,
     has_tokenizer,
-    is_adapter_dir,
     is_run_folder,
     read_adapter_json,
     read_json_object,
-    read_labels,
     read_metadata_text,
-    read_saved_recipe,
     resolve_base,
 )
 from sc2tune.runs.loading import (
     LoadedModel,
     Which,
-    class_labels,
     load_trained,
     model_source,
     quiet_transformers,
-    score_rows,
     trained_tokenizer,
 )
 from sc2tune.runs.trained import TrainedFolder, read_trained
 
 __all__ = [
-    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "CLASSIFIER_CONFIG", "CLASSIFIER_DIR", "LABELS_FILE", "MAX_METADATA_BYTES",
-    "METRICS_FILE", "MODEL_CONFIG", "MODEL_WEIGHTS", "RECIPE_FILE", "RUN_ADAPTER", "RUN_CHECKPOINTS", "RUN_FULL",
-    "RUN_LOCK", "RUN_MERGED", "TOKENIZER_CONFIG", "TOKENIZER_FILES",
-    "Kind", "LoadedModel", "RunFolder", "TrainedFolder", "Which", "check_adapter_folder",
-    "check_declared", "class_labels", "folder_kind",
-    "has_tokenizer", "is_adapter_dir", "is_run_folder", "load_trained", "model_source",
-    "quiet_transformers",
-    "read_adapter_json", "read_json_object", "read_labels", "read_metadata_text", "read_saved_recipe",
-    "read_trained", "resolve_base", "score_rows", "trained_tokenizer",
-    "undeclared",
+    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "CLASSIFIER_DIR", "LABELS_FILE", "MAX_METADATA_BYTES",
+    "MODEL_CONFIG", "MODEL_WEIGHTS", "RECIPE_FILE", "RUN_ADAPTER", "RUN_FULL", "RUN_LOCK",
+    "Kind", "LoadedModel", "RunFolder", "TrainedFolder", "Which", "check_declared", "folder_kind",
+    "has_tokenizer", "is_run_folder", "load_trained", "model_source", "quiet_transformers",
+    "read_adapter_json", "read_json_object", "read_metadata_text", "read_trained", "resolve_base",
+    "trained_tokenizer", "undeclared",
 ]

@@ -119,11 +119,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # ---- layout ----------------------------------------------------------------------------------------
 
 
-def is_adapter_dir(path: str | Path) -> bool:
-    """True when ``path`` is a folder with PEFT's ``adapter_config.json``."""
-    return (Path(path) / ADAPTER_CONFIG).is_file()
-
-
 def _looks_adapter(folder: Path) -> bool:
     return any((folder / name).exists() for name in (ADAPTER_CONFIG, *ADAPTER_WEIGHTS))
 
