@@ -36,13 +36,9 @@ number of workers. A worker holds one chunk's text and tokens at a time: peak me
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import multiprocessing
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -59,6 +55,7 @@ from sc2tune.data.sources import Source, load_records, resolve_sources
 from sc2tune.data.split import split_documents
 from sc2tune.data.stats import DataStats, SplitStats
 from sc2tune.data.store import chunk_rel, clear_chunk_leftovers, load_chunk, put_chunk
+from sc2tune.data.workers import Map, job, workers
 from sc2tune.errors import DataError
 from sc2tune.recipe import FimSpec, Recipe
 
@@ -96,56 +93,31 @@ class _Job:
     root: str  # the cache folder
 
 
-_JOB: _Job | None = None
-
-
-def _init(job: _Job) -> None:
-    global _JOB
-    _JOB = job
-
-
 def _scan(batch: list[FileDoc]) -> list[str | None]:
-    assert _JOB is not None
-    return [read_code_file(f.root, f.rel, _JOB.max_file_bytes)[0] for f in batch]
+    return [read_code_file(f.root, f.rel, job().max_file_bytes)[0] for f in batch]
 
 
 def _chunk(task: tuple[str, int, list[Item]]) -> dict[str, Any]:
     """Build chunk ``task = (key, seed, items)`` and write it to the cache; returns its meta (counts, files)."""
     ckey, seed, items = task
-    job = _JOB
-    assert job is not None
+    settings: _Job = job()
     docs: list[CodeDoc] = []
     for item in items:
         if isinstance(item, CodeDoc):
             docs.append(item)
             continue
-        reason, text = read_code_file(item.root, item.rel, job.max_file_bytes)
+        reason, text = read_code_file(item.root, item.rel, settings.max_file_bytes)
         if reason is None:
             docs.append(CodeDoc(text, item.path, item.repo))
-    seqs, counts = build_fim(docs, job.tokenizer, job.fim, job.max_length, seed)
-    if job.packing:
-        ds, rows = pack(seqs, job.max_length, seed)
+    seqs, counts = build_fim(docs, settings.tokenizer, settings.fim, settings.max_length, seed)
+    if settings.packing:
+        ds, rows = pack(seqs, settings.max_length, seed)
     else:
         ds, rows = unpacked(seqs), len(seqs)
     out = {k: int(counts[k]) for k in ("psm", "spm", "plain", "fallback", "windows")}
     out.update(examples=len(docs), changed=len(items) - len(docs), rows=rows, tokens=int(len(seqs.ids)),
                trained_tokens=int((seqs.labels != IGNORE).sum()))
-    return put_chunk(Path(job.root), ckey, ds.data.table, out)
-
-
-@contextlib.contextmanager
-def _workers(num_proc: int | None, job: _Job) -> Iterator[Callable[[Callable, Iterable], Iterator]]:
-    """``map`` over ``num_proc`` forked worker processes (in this process when 1 or unset)."""
-    if not num_proc or num_proc <= 1:
-        _init(job)
-        try:
-            yield map
-        finally:
-            _init(None)  # type: ignore[arg-type]
-        return
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init, initargs=(job,)) as pool:
-        yield pool.map
+    return put_chunk(Path(settings.root), ckey, ds.data.table, out)
 
 
 def identity(item: Item, check: str) -> list[Any]:
@@ -200,8 +172,8 @@ def record_docs(recipe: Recipe, src: Source, key: str, stats: DataStats) -> list
     return docs
 
 
-def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats,
-          run: Callable[[Callable, Iterable], Iterator], progress: Progress) -> list[Item]:
+def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats, run: Map,
+          progress: Progress) -> list[Item]:
     """The documents of ``value`` in order (steps 1 and 2 of the module doc), skips counted in ``stats``."""
     d = recipe.data
     items: list[Item] = []
@@ -271,8 +243,8 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, root:
     stats = DataStats(task="fim", max_length=d.max_length, packing=d.packing)
     out = ChunkParts({}, {})
     clear_chunk_leftovers(root)
-    job = _Job(tokenizer, d.fim, d.max_length, d.packing, d.max_file_bytes, str(root))
-    with _workers(d.num_proc, job) as run:
+    settings = _Job(tokenizer, d.fim, d.max_length, d.packing, d.max_file_bytes, str(root))
+    with workers(d.num_proc, settings) as run:
         train = _list(recipe, d.train, "data.train", stats, run, progress)
         evaluation: list[Item] | None = None
         if isinstance(d.eval, float):

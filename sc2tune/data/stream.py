@@ -27,11 +27,9 @@ with the number of records otherwise.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 from array import array
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -51,6 +49,7 @@ from sc2tune.data.split import split_fraction
 from sc2tune.data.stats import DataStats, SplitStats
 from sc2tune.data.store import part_writer
 from sc2tune.data.templates import Template, load_template
+from sc2tune.data.workers import job, workers
 from sc2tune.errors import RecipeError
 from sc2tune.recipe import Recipe
 
@@ -59,8 +58,6 @@ log = logging.getLogger(__name__)
 #: Tokens gathered, at most, before they are packed (best fit within this many: ~8 MB of int32 ids and
 #: labels, ~500 rows of 2048; a chunk of more tokens is packed alone).
 PACK_TOKENS = 2**20
-#: Chunks in flight per worker.
-IN_FLIGHT = 2
 
 Load = Callable[[str | list[str], str], Iterator[Records]]
 
@@ -81,48 +78,18 @@ class _Job:
     side: str = "right"
 
 
-_JOB: _Job | None = None
-
-
-def _init(job: _Job | None) -> None:
-    global _JOB
-    _JOB = job
-
-
 def _encode(records: Records) -> dict[str, Any]:
     """One chunk of records -> instruct token sequences, or classify rows and label counts; with counts."""
-    job = _JOB
-    assert job is not None
-    if job.task == "instruct":
-        assert job.template is not None
-        seqs, split = tokenize_instruct(records, job.template, job.tokenizer, max_length=job.max_length,
-                                        train_on_prompt=job.train_on_prompt)
+    settings: _Job = job()
+    if settings.task == "instruct":
+        assert settings.template is not None
+        seqs, split = tokenize_instruct(records, settings.template, settings.tokenizer, max_length=settings.max_length,
+                                        train_on_prompt=settings.train_on_prompt)
         return {"seqs": seqs, "split": split, "n": len(records)}
-    assert job.id2label is not None
-    ds, split, counts = tokenize_classify(records, job.tokenizer, text=job.text, pair=job.pair, label=job.label,
-                                          id2label=job.id2label, max_length=job.max_length, side=job.side)
+    assert settings.id2label is not None
+    ds, split, counts = tokenize_classify(records, settings.tokenizer, text=settings.text, pair=settings.pair, label=settings.label,
+                                          id2label=settings.id2label, max_length=settings.max_length, side=settings.side)
     return {"table": ds.data.table, "split": split, "counts": counts, "n": len(records)}
-
-
-def _ordered(items: Iterable[Records], num_proc: int | None, job: _Job) -> Iterator[dict[str, Any]]:
-    """``_encode`` over ``items`` in order, on ``num_proc`` forked workers (here when 1 or unset), with at
-    most :data:`IN_FLIGHT` chunks per worker submitted ahead (a pool's ``map`` would read them all)."""
-    if not num_proc or num_proc <= 1:
-        _init(job)
-        try:
-            yield from map(_encode, items)
-        finally:
-            _init(None)
-        return
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(num_proc, mp_context=context, initializer=_init, initargs=(job,)) as pool:
-        pending: deque = deque()
-        for item in items:
-            pending.append(pool.submit(_encode, item))
-            if len(pending) >= IN_FLIGHT * num_proc:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def _select(parts: Iterable[Records], keep: np.ndarray | None) -> Iterator[Records]:
@@ -282,7 +249,7 @@ def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, s
     datasets.disable_progress_bars()  # one bar per chunk would be noise; ours counts records
     try:
         train_mask, eval_mask, id2label = _plan(recipe, load, label)
-        job = _Job(recipe.task, tokenizer, d.max_length, template=template, train_on_prompt=d.train_on_prompt,
+        settings = _Job(recipe.task, tokenizer, d.max_length, template=template, train_on_prompt=d.train_on_prompt,
                    text=d.text_column, pair=d.text_pair_column, label=d.label_column, id2label=id2label,
                    side=d.truncation_side)
         splits: list[tuple[str, Iterable[Records]]] = [("train", _select(load(d.train, "data.train"), train_mask))]
@@ -291,9 +258,10 @@ def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, s
         elif d.eval is not None:
             splits.append(("eval", load(d.eval, "data.eval")))
         for name, parts in splits:
-            results = _ordered(parts, d.num_proc, job)
-            split, counts = _write_split(results, staging, name, packing=packing, max_length=d.max_length,
-                                         seed=recipe.train.seed, advance=progress.task(f"tokenize {name}"))
+            with workers(d.num_proc, settings) as run:
+                split, counts = _write_split(run(_encode, parts), staging, name, packing=packing,
+                                             max_length=d.max_length, seed=recipe.train.seed,
+                                             advance=progress.task(f"tokenize {name}"))
             class_counts = {n: counts.get(n, 0) for n in id2label.values()} if id2label is not None else None
             if name == "train":
                 for field, value in split.to_dict().items():
