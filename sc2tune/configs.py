@@ -78,24 +78,31 @@ def _read_json(path: Path) -> dict:
         raise UserError(f"cannot read {path}: {err}", hint="the file must be a JSON config") from None
 
 
-def load_config(name_or_path: str, *, revision: str | None = None,
-                trust_remote_code: bool = False) -> PretrainedConfig:
-    """The transformers config of ``name_or_path`` (see the module docstring for the lookup order)."""
+def _local_config_file(name_or_path: str, revision: str | None) -> tuple[Path, str] | None:
+    """(config.json, the name errors give it) of the built-in model, a local folder or file, or a bundled config
+    (module doc, steps 1-3); None for a hub id (step 4); a UserError for a path that does not exist."""
     if name_or_path == TINY_MODEL:
-        return _from_dict(_read_json(TINY_CONFIG_FILE), name_or_path)
+        return TINY_CONFIG_FILE, name_or_path
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserError(f"{path} has no config.json", hint="point at a Hugging Face model folder")
-        return _from_dict(_read_json(path / "config.json"), str(path / "config.json"))
+        return path / "config.json", str(path / "config.json")
     if path.is_file():
-        return _from_dict(_read_json(path), str(path))
+        return path, str(path)
     if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
         raise UserError(f"model folder not found: {name_or_path}",
                         hint="give an existing folder with config.json, or a hub id like bigcode/starcoder2-3b")
     shipped = shipped_config_path(name_or_path)
-    if shipped is not None and revision is None:
-        return _from_dict(_read_json(shipped), f"{name_or_path} (bundled config)")
+    return (shipped, f"{name_or_path} (bundled config)") if shipped is not None and revision is None else None
+
+
+def load_config(name_or_path: str, *, revision: str | None = None,
+                trust_remote_code: bool = False) -> PretrainedConfig:
+    """The transformers config of ``name_or_path`` (see the module docstring for the lookup order)."""
+    local = _local_config_file(name_or_path, revision)
+    if local is not None:
+        if not local[0].is_file():
+            raise UserError(f"{local[0].parent} has no config.json", hint="point at a Hugging Face model folder")
+        return _from_dict(_read_json(local[0]), local[1])
     ensure_hub_reachable(name_or_path)
     from transformers import AutoConfig
 
@@ -146,19 +153,9 @@ def meta_model(config: PretrainedConfig, *, head: str = "causal-lm", dtype: torc
 def _local_config_data(name_or_path: str, revision: str | None) -> dict[str, Any] | None:
     """config.json of the built-in model, a local folder or file, or a bundled config, as :func:`load_config`
     finds it; None when it would come from the hub or cannot be read (then :func:`load_config` decides)."""
-    if name_or_path == TINY_MODEL:
-        return _read_json(TINY_CONFIG_FILE)
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        path = path / "config.json"
-    elif not path.is_file():
-        shipped = shipped_config_path(name_or_path)
-        if shipped is None or revision is not None or name_or_path.startswith(("/", ".", "~")) \
-                or name_or_path.count("/") > 1:
-            return None
-        path = shipped
+    local = _local_config_file(name_or_path, revision)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(local[0].read_text(encoding="utf-8")) if local is not None else None
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
