@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 LoadMode = Literal["fp32", "bf16", "fp16", "int8", "nf4", "fp4"]
-LOAD_MODES: tuple[LoadMode, ...] = ("fp32", "bf16", "fp16", "int8", "nf4", "fp4")
 
 #: bitsandbytes block sizes: 4-bit weights, and the second (double-quant) level over the absmax values.
 BLOCKSIZE_4BIT = 64
@@ -85,14 +84,6 @@ def nf4_state_bytes(numel: int, *, double_quant: bool) -> int:
     if double_quant:
         return blocks + 4 * math.ceil(blocks / BLOCKSIZE_NESTED) + 4 + CODE_NESTED_BYTES + CODE_4BIT_BYTES
     return 4 * blocks + CODE_4BIT_BYTES
-
-
-def is_quantizable(module: nn.Module) -> bool:
-    """bitsandbytes replaces exactly ``nn.Linear`` (not subclasses) and transformers' ``Conv1D``."""
-    from torch import nn
-    from transformers.pytorch_utils import Conv1D
-
-    return type(module) is nn.Linear or isinstance(module, Conv1D)
 
 
 def default_skip_modules(model: ModelLayout | nn.Module) -> list[str]:
