@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from tokenizers.pre_tokenizers import ByteLevel
 from transformers import PreTrainedTokenizerBase
 
 from sc2tune.data.packing import TokenSeqs
@@ -75,19 +76,6 @@ class CodeDoc:
 
 # ---- tokenisation with character positions ---------------------------------------------------------
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """The byte-level BPE alphabet: printable Latin-1 bytes map to themselves, the rest to U+0100 onwards."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    mapping, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            mapping[b] = chr(b)
-        else:
-            mapping[b] = chr(256 + extra)
-            extra += 1
-    return mapping
-
-
 _TABLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -98,7 +86,8 @@ def byte_lengths(tokenizer: PreTrainedTokenizerBase) -> np.ndarray:
     if cached is not None and cached[0] == vocab_size:
         return cached[1]
     vocab = tokenizer.get_vocab()
-    alphabet = set(_bytes_to_unicode().values())
+    # the byte-level BPE alphabet: one character per byte (printable Latin-1 as itself, the rest from U+0100)
+    alphabet = set(ByteLevel.alphabet())
     table = np.full(max(vocab.values()) + 1, -1, dtype=np.int64)
     for token, index in vocab.items():
         if token and all(ch in alphabet for ch in token):
