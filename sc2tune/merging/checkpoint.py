@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class BaseCheckpoint:
         counts: dict[torch.dtype, int] = {}
         for info in self.tensors.values():
             if info.dtype.is_floating_point:
-                counts[info.dtype] = counts.get(info.dtype, 0) + _numel(info.shape)
+                counts[info.dtype] = counts.get(info.dtype, 0) + math.prod(info.shape)
         return max(counts, key=counts.__getitem__) if counts else torch.float32
 
     def read(self, name: str) -> torch.Tensor:
@@ -77,13 +78,6 @@ class Skeleton:
     input_embedding: str  # module name, e.g. model.embed_tokens
     output_embedding: str | None  # module name, e.g. lm_head (None for classifiers)
     tied: bool  # output embedding shares the input embedding's weight
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def open_checkpoint(source: ModelSource) -> BaseCheckpoint:
