@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sc2tune.data.code_folder import list_files
+from sc2tune.data.integrity import sha256_file
 from sc2tune.data.sources import resolve_sources
 from sc2tune.recipe import TINY_MODEL, ModelSpec, Recipe
 
@@ -159,11 +160,7 @@ def _content_digest(path: Path, st: os.stat_result) -> str:
     chunk keys read each file once)."""
     memo = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
     if memo not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(2**20), b""):
-                digest.update(block)
-        _DIGESTS[memo] = digest.hexdigest()
+        _DIGESTS[memo] = sha256_file(path)
     return _DIGESTS[memo]
 
 

@@ -108,7 +108,8 @@ def _ends(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes, read a MiB at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(2**20), b""):
@@ -119,7 +120,7 @@ def _sha256(path: Path) -> str:
 def file_sums(path: Path) -> dict[str, Any]:
     """{size, ends, sha256} of a file just written (module doc)."""
     size = path.stat().st_size
-    return {"size": size, "ends": _ends(path, size), "sha256": _sha256(path)}
+    return {"size": size, "ends": _ends(path, size), "sha256": sha256_file(path)}
 
 
 def verify_file(path: Path, sums: dict[str, Any], *, full: bool) -> str | None:
@@ -132,7 +133,7 @@ def verify_file(path: Path, sums: dict[str, Any], *, full: bool) -> str | None:
         return f"has {size} bytes, {sums['size']} were written"
     if _ends(path, size) != sums["ends"]:
         return "differs from what was written (its first or last bytes)"
-    if full and _sha256(path) != sums["sha256"]:
+    if full and sha256_file(path) != sums["sha256"]:
         return "differs from what was written (sha256)"
     return None
 
