@@ -79,21 +79,6 @@ class TokenSeqs:
         cat = (lambda xs: np.concatenate(xs).astype(np.int32)) if ids else (lambda xs: np.zeros(0, np.int32))
         return TokenSeqs._owned(cat(ids), cat(labels), offsets)
 
-    @staticmethod
-    def from_dataset(ds: datasets.Dataset) -> TokenSeqs:
-        """Flat arrays from a dataset with ``input_ids`` and ``labels`` list columns (zero copy where possible)."""
-        def flat(name: str) -> tuple[np.ndarray, np.ndarray]:
-            col = ds.data.table.column(name).combine_chunks()
-            offsets = col.offsets.to_numpy().astype(np.int64)
-            values = col.values.to_numpy(zero_copy_only=False).astype(np.int32)
-            return values[offsets[0]:offsets[-1]], offsets - offsets[0]
-
-        ids, offsets = flat("input_ids")
-        labels, label_offsets = flat("labels")
-        if not np.array_equal(offsets, label_offsets):
-            raise ValueError("input_ids and labels are not aligned")
-        return TokenSeqs._owned(ids, labels, offsets)
-
 
 def document_starts(offsets: np.ndarray) -> np.ndarray:
     """Flat positions of the first token of every non-empty sequence (``offsets[i]`` where length > 0)."""
