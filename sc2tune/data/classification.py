@@ -18,8 +18,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-import datasets
-import numpy as np
+import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
 from sc2tune.data.sources import Records
@@ -90,43 +89,24 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[l
     return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
 
-class _Tokenize:
-    """Batched ``datasets.map`` function (a class so it pickles for num_proc > 1)."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, text: str, pair: str | None, label: str,
-                 label2id: dict[str, int], max_length: int, side: str) -> None:
-        self.tokenizer, self.text, self.pair, self.label = tokenizer, text, pair, label
-        self.label2id, self.max_length, self.side = label2id, max_length, side
-        self.eos = int(tokenizer.eos_token_id)
-
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        a_ids = encode_texts(self.tokenizer, batch[self.text])
-        b_ids = (encode_texts(self.tokenizer, [t or "" for t in batch[self.pair]]) if self.pair
-                 else [None] * len(a_ids))
-        out: dict[str, list[Any]] = {"input_ids": [], "labels": [], "_cut": []}
-        for a, b, y in zip(a_ids, b_ids, batch[self.label], strict=True):
-            ids, cut = classification_ids(a, b, self.max_length, self.side, self.eos)
-            out["input_ids"].append(ids)
-            out["labels"].append(self.label2id[label_name(y)])
-            out["_cut"].append(cut)
-        return out
-
-
 def tokenize_classify(records: Records, tokenizer: PreTrainedTokenizerBase, *, text: str, pair: str | None,
                       label: str, id2label: dict[int, str], max_length: int, side: str
-                      ) -> tuple[datasets.Dataset, SplitStats, dict[str, int]]:
-    """(dataset with input_ids and labels, counts, examples per label name)."""
+                      ) -> tuple[pa.Table, SplitStats, dict[str, int]]:
+    """(rows with input_ids and labels, counts, examples per label name)."""
     label2id = {name: i for i, name in id2label.items()}
-    ds = datasets.Dataset.from_dict(records.columns)
-    fn = _Tokenize(tokenizer, text, pair, label, label2id, max_length, side)
-    mapped = ds.map(fn, batched=True, batch_size=1000, remove_columns=ds.column_names, load_from_cache_file=False)
-    cut = np.asarray(mapped["_cut"], dtype=np.int64)
-    mapped = mapped.remove_columns("_cut")
-    lengths = np.diff(mapped.data.table.column("input_ids").combine_chunks().offsets.to_numpy())
-    counts = Counter(id2label[int(y)] for y in mapped["labels"])
-    class_counts = {name: counts.get(name, 0) for name in id2label.values()}
-    tokens = int(lengths.sum())
-    stats = SplitStats(examples=len(mapped), windows=len(mapped), tokens=tokens, trained_tokens=len(mapped),
-                       rows=len(mapped), truncated=int((cut > 0).sum()), dropped_tokens=int(cut.sum()),
-                       packing_efficiency=tokens / max(1, len(mapped) * max_length))
-    return mapped, stats, class_counts
+    eos = int(tokenizer.eos_token_id)
+    a_ids = encode_texts(tokenizer, records.columns[text]) if len(records) else []
+    b_ids = encode_texts(tokenizer, [t or "" for t in records.columns[pair]]) if pair and len(records) else None
+    rows, labels, cuts = [], [], []
+    for i, (a, y) in enumerate(zip(a_ids, records.columns[label], strict=True)):
+        ids, cut = classification_ids(a, b_ids[i] if b_ids is not None else None, max_length, side, eos)
+        rows.append(ids)
+        labels.append(label2id[label_name(y)])
+        cuts.append(cut)
+    table = pa.table({"input_ids": pa.array(rows, pa.list_(pa.int32())), "labels": pa.array(labels, pa.int64())})
+    counts = Counter(id2label[y] for y in labels)
+    tokens = sum(map(len, rows))
+    stats = SplitStats(examples=len(rows), windows=len(rows), tokens=tokens, trained_tokens=len(rows),
+                       rows=len(rows), truncated=sum(c > 0 for c in cuts), dropped_tokens=sum(cuts),
+                       packing_efficiency=tokens / max(1, len(rows) * max_length))
+    return table, stats, {name: counts.get(name, 0) for name in id2label.values()}

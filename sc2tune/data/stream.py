@@ -83,13 +83,14 @@ def _encode(records: Records) -> dict[str, Any]:
     settings: _Job = job()
     if settings.task == "instruct":
         assert settings.template is not None
-        seqs, split = tokenize_instruct(records, settings.template, settings.tokenizer, max_length=settings.max_length,
-                                        train_on_prompt=settings.train_on_prompt)
+        seqs, split = tokenize_instruct(records, settings.template, settings.tokenizer,
+                                        max_length=settings.max_length, train_on_prompt=settings.train_on_prompt)
         return {"seqs": seqs, "split": split, "n": len(records)}
     assert settings.id2label is not None
-    ds, split, counts = tokenize_classify(records, settings.tokenizer, text=settings.text, pair=settings.pair, label=settings.label,
-                                          id2label=settings.id2label, max_length=settings.max_length, side=settings.side)
-    return {"table": ds.data.table, "split": split, "counts": counts, "n": len(records)}
+    table, split, counts = tokenize_classify(records, settings.tokenizer, text=settings.text, pair=settings.pair,
+                                             label=settings.label, id2label=settings.id2label,
+                                             max_length=settings.max_length, side=settings.side)
+    return {"table": table, "split": split, "counts": counts, "n": len(records)}
 
 
 def _select(parts: Iterable[Records], keep: np.ndarray | None) -> Iterator[Records]:
