@@ -88,3 +88,9 @@ def set_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
         "the tokenizer has no pad token and no <fim_pad> to use as one",
         hint="padding with eos would stop the model from learning to end; add a pad token to the tokenizer",
     )
+
+
+def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    """Plain token ids of texts (no special tokens added; special-token strings inside a text stay text, as
+    ``split_special_tokens`` tokenises them)."""
+    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []

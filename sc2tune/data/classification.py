@@ -24,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from sc2tune.data.sources import Records
 from sc2tune.data.stats import SplitStats
 from sc2tune.errors import DataError
+from sc2tune.tokens import encode_texts
 
 
 def label_name(value: Any) -> str:
@@ -84,19 +85,14 @@ def classification_ids(a: list[int], b: list[int] | None, max_length: int, side:
     return ids, len(a) + len(b) - (len(ids) - 2)
 
 
-def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
-    """Plain token ids of texts (no special tokens added; special-token strings inside text stay text)."""
-    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-
-
 def tokenize_classify(records: Records, tokenizer: PreTrainedTokenizerBase, *, text: str, pair: str | None,
                       label: str, id2label: dict[int, str], max_length: int, side: str
                       ) -> tuple[pa.Table, SplitStats, dict[str, int]]:
     """(rows with input_ids and labels, counts, examples per label name)."""
     label2id = {name: i for i, name in id2label.items()}
     eos = int(tokenizer.eos_token_id)
-    a_ids = encode_texts(tokenizer, records.columns[text]) if len(records) else []
-    b_ids = encode_texts(tokenizer, [t or "" for t in records.columns[pair]]) if pair and len(records) else None
+    a_ids = encode_texts(tokenizer, records.columns[text])
+    b_ids = encode_texts(tokenizer, [t or "" for t in records.columns[pair]]) if pair else None
     rows, labels, cuts = [], [], []
     for i, (a, y) in enumerate(zip(a_ids, records.columns[label], strict=True)):
         ids, cut = classification_ids(a, b_ids[i] if b_ids is not None else None, max_length, side, eos)

@@ -23,18 +23,15 @@ from sc2tune.data.packing import IGNORE, TokenSeqs
 from sc2tune.data.sources import Records
 from sc2tune.data.stats import SplitStats
 from sc2tune.data.templates import Template
-
-
-def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
-    return tokenizer(texts, add_special_tokens=False, split_special_tokens=True)["input_ids"] if texts else []
+from sc2tune.tokens import encode_texts
 
 
 def tokenize_instruct(records: Records, template: Template, tokenizer: PreTrainedTokenizerBase, *,
                       max_length: int, train_on_prompt: bool) -> tuple[TokenSeqs, SplitStats]:
     """Token sequences for instruction records (see module doc) and their counts."""
     rows = [dict(zip(records.columns, values, strict=True)) for values in zip(*records.columns.values(), strict=True)]
-    prompts = _encode(tokenizer, [template.render_prompt(r) for r in rows])
-    responses = _encode(tokenizer, [template.render_response(r) for r in rows])
+    prompts = encode_texts(tokenizer, [template.render_prompt(r) for r in rows])
+    responses = encode_texts(tokenizer, [template.render_response(r) for r in rows])
     eos = int(tokenizer.eos_token_id)
     stats = SplitStats()
     ids: list[np.ndarray] = []
