@@ -10,12 +10,12 @@ with ``data.cache_dir: null`` a temporary folder of this process alone: :func:`t
         eval/00000.arrow ...    ArrowWriter, read back memory-mapped (``Dataset.from_file``)
     KEY.lock                    file lock held by the process building KEY
     KEY.lock.holder             who holds it: {"pid", "host", "since"} (named by a waiter that gives up)
-    .KEY.staging-PID/           a build in progress: never read; a killed build's leftover is removed
-                                by the next builder of KEY
+    .KEY.tmp-HOST-PID/          a build in progress (:func:`sc2tune.atomic.staged_dir`): never read; a killed
+                                build's leftover is removed by the next builder of KEY
     chunks/CKEY/                task fim: the rows of one chunk of files (:mod:`sc2tune.data.chunked`),
         meta.json               keyed by that chunk's files alone, shared by every KEY whose corpus holds
         rows.arrow              that chunk; renamed into place whole like KEY/
-    chunks/.CKEY.staging-HOST-PID/   a chunk being written
+    chunks/.CKEY.tmp-HOST-PID/  a chunk being written
 
 ``meta.json`` lists the parts of each split as paths relative to the cache folder (``KEY/train/00000.arrow``
 or ``chunks/CKEY/rows.arrow``), concatenated in that order, with their checksums
@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sc2tune.atomic import alive, publish, write_file
+from sc2tune.atomic import alive, staged_dir, write_file
 from sc2tune.data.integrity import (
     check_cache_folder,
     check_owned,
@@ -187,7 +187,8 @@ def stats_from_dict(values: dict[str, Any]) -> DataStats:
 
 
 def _clear_leftovers(root: Path, key: str) -> None:
-    for stale in root.glob(f".{key}.staging-*"):
+    """Remove every staging of ``key`` (its builder holds the key's lock, so any other one is a dead build's)."""
+    for stale in root.glob(f".{key}.tmp-*"):
         log.info("removing %s, left by an interrupted build", stale)
         shutil.rmtree(stale, ignore_errors=True)
 
@@ -200,8 +201,8 @@ def _owner_gone(tag: str) -> bool:
 
 def clear_chunk_leftovers(root: Path) -> None:
     """Remove the chunk staging folders of builds on this host whose process is gone."""
-    for stale in (root / CHUNKS).glob(".*.staging-*"):
-        if _owner_gone(stale.name.rsplit(".staging-", 1)[1]):
+    for stale in (root / CHUNKS).glob(".*.tmp-*"):
+        if _owner_gone(stale.name.rsplit(".tmp-", 1)[1]):
             log.info("removing %s, left by an interrupted build", stale)
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -295,16 +296,10 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]], *,
         _clear_leftovers(root, key)
         if final.exists():  # a folder without meta.json: not ours to trust
             shutil.rmtree(final)
-        staging = root / f".{key}.staging-{os.getpid()}"
-        staging.mkdir()
-        try:
+        with staged_dir(final) as staging:
             meta = _seal_entry(staging, key, build(staging))
             (staging / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
             drop_shared_write(staging)
-            publish(staging, final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return final, False
     finally:
         with contextlib.suppress(OSError):
@@ -336,24 +331,16 @@ def put_chunk(root: Path, ckey: str, table: pa.Table, counts: dict[str, int]) ->
             chunks.mkdir()
             drop_shared_write(chunks)
     final = chunks / ckey
-    staging = chunks / f".{ckey}.staging-{socket.gethostname()}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     try:
-        write_rows(staging / ROWS, table)
-        meta = seal({"counts": counts, "files": {chunk_rel(ckey): file_sums(staging / ROWS)}})
-        (staging / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        drop_shared_write(staging)
-        if final.exists() and not is_complete(final):
-            shutil.rmtree(final)
-        try:
-            publish(staging, final)
-        except OSError:
-            if not is_complete(final):
-                raise
-            shutil.rmtree(staging, ignore_errors=True)  # built meanwhile by another process: same rows
-            meta = read_meta(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with staged_dir(final) as staging:
+            write_rows(staging / ROWS, table)
+            meta = seal({"counts": counts, "files": {chunk_rel(ckey): file_sums(staging / ROWS)}})
+            (staging / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+            drop_shared_write(staging)
+            if final.exists() and not is_complete(final):
+                shutil.rmtree(final)
+    except OSError:
+        if not is_complete(final):
+            raise
+        meta = read_meta(final)  # built meanwhile by another process (its rows are the same): ours is dropped
     return meta

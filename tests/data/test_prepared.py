@@ -164,14 +164,14 @@ def test_a_killed_prepare_leaves_nothing_a_later_run_uses(tmp_path, tokenizer):
     assert proc.returncode == -9, proc.stderr
     leftovers = [p.name for p in (tmp_path / "cache").iterdir()]
     assert _prepared(tmp_path) == []  # only the staging folder (and the lock file)
-    assert any(name.startswith(".") and ".staging-" in name for name in leftovers)
+    assert any(name.startswith(".") and ".tmp-" in name for name in leftovers)
 
     disk = build_datasets(recipe, tokenizer, show_progress=False)
     clean = build_datasets(_recipe(tmp_path, eval=None, cache_dir=str(tmp_path / "clean")), tokenizer,
                            show_progress=False)
     assert _rows(disk.train) == _rows(clean.train)  # the killed build's chunks are whole, or not there
-    assert not [p for p in (tmp_path / "cache").iterdir() if ".staging-" in p.name]  # the leftover is gone
-    assert not [p for p in (tmp_path / "cache" / "chunks").iterdir() if ".staging-" in p.name]
+    assert not [p for p in (tmp_path / "cache").iterdir() if ".tmp-" in p.name]  # the leftover is gone
+    assert not [p for p in (tmp_path / "cache" / "chunks").iterdir() if ".tmp-" in p.name]
 
 
 def test_concurrent_builders_of_one_key_build_once(tmp_path):
