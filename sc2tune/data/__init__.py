@@ -17,18 +17,17 @@ through restarting position ids) or padded per batch by the collator. The eval s
 fraction of the training examples (``data.eval: 0.1``), another source, or none. Everything random
 derives from ``recipe.train.seed``.
 
-Importing the package imports neither torch nor transformers nor datasets (the names below are loaded
-on first use), so :func:`sc2tune.data.lookup.lookup_prepared` finds prepared data in about a second.
+Importing the package imports neither torch nor transformers nor datasets, so
+:func:`sc2tune.data.lookup.lookup_prepared` finds prepared data in about a second.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sc2tune.data.stats import DataStats, no_rows_error
+from sc2tune.data.stats import no_rows_error
 from sc2tune.data.store import is_complete
 from sc2tune.recipe import Recipe
 
@@ -39,25 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_LAZY = {"CausalCollator": "collate", "ClassifyCollator": "collate",
-         "DataBundle": "prepare", "split_fraction": "split", "Template": "templates", "load_template": "templates"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"sc2tune.data.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-__all__ = [
-    "CausalCollator",
-    "ClassifyCollator",
-    "DataBundle",
-    "DataStats",
-    "Template",
-    "build_datasets",
-    "load_template",
-    "split_fraction",
-]
+__all__ = ["build_datasets"]
 
 
 def build_datasets(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, *, show_progress: bool = True,

@@ -44,7 +44,7 @@ class SplitStats:
 
 @dataclass
 class DataStats(SplitStats):
-    """Statistics of a :class:`~sc2tune.data.DataBundle` (the train split at top level)."""
+    """Statistics of a :class:`~sc2tune.data.prepare.DataBundle` (the train split at top level)."""
 
     task: str = ""
     max_length: int = 0
