@@ -35,7 +35,7 @@ from sc2tune.atomic import staged_dir, staged_file
 from sc2tune.errors import RecipeError, UserError
 from sc2tune.modeling import default_target_modules
 from sc2tune.recipe import Recipe
-from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RunFolder
+from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, RunFolder, resolve_base
 from sc2tune.runs.layout import INITIAL_ADAPTER
 
 if TYPE_CHECKING:  # peft, torch and transformers load where they are used: the target check needs none of them
@@ -159,13 +159,7 @@ def _loftq_init(peft_model: PeftModel, recipe: Recipe) -> None:
     import torch
     from safetensors import safe_open
 
-    from sc2tune.modeling import resolve_model_path
-
-    folder = Path(resolve_model_path(recipe.model.name_or_path))
-    if not folder.is_dir():
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(recipe.model.name_or_path, allow_patterns=["*.safetensors", "*.json"]))
+    folder = resolve_base(recipe.model.name_or_path, revision=recipe.model.revision)  # a hub base: its snapshot
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         import json
@@ -203,8 +197,6 @@ def _loftq_init(peft_model: PeftModel, recipe: Recipe) -> None:
         raise UserError("adapter.init loftq found no 4-bit LoRA layer to initialise",
                         hint="LoftQ needs adapter.method qlora")
     log.info("LoftQ: %d layers start at the rank-%d SVD of their 4-bit quantisation error", done, recipe.adapter.r)
-
-
 
 
 def save_initial_adapter(model: PeftModel, folder: Path) -> Path:
