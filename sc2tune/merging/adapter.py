@@ -38,15 +38,13 @@ import torch
 from sc2tune.errors import UserError
 from sc2tune.recipe import QuantSpec, Recipe
 from sc2tune.runs import ADAPTER_CONFIG, ADAPTER_WEIGHTS, check_declared, read_adapter_json
+from sc2tune.runs.declared import MAGNITUDE, PREFIX
 from sc2tune.runs.trained import TrainedFolder, read_trained
 
 log = logging.getLogger(__name__)
 
-PREFIX = "base_model.model."
-
 _LINEAR_A, _LINEAR_B = ".lora_A.weight", ".lora_B.weight"
 _EMBED_A, _EMBED_B = ".lora_embedding_A", ".lora_embedding_B"
-_MAGNITUDE = (".lora_magnitude_vector", ".lora_magnitude_vector.weight")
 
 
 @dataclass(frozen=True)
@@ -257,7 +255,7 @@ def load_adapter(path: str | Path, *, trust_remote_code: bool = False) -> Adapte
     full: dict[str, torch.Tensor] = {}
     magnitudes: dict[str, torch.Tensor] = {}
     for key, tensor in tensors.items():
-        magnitude_suffix = next((m for m in _MAGNITUDE if key.endswith(m)), None)
+        magnitude_suffix = next((m for m in MAGNITUDE if key.endswith(m)), None)
         if magnitude_suffix is not None:
             magnitudes[key.removeprefix(PREFIX)[: -len(magnitude_suffix)]] = tensor
             continue

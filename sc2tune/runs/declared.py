@@ -44,7 +44,7 @@ PREFIX = "base_model.model."
 EMBEDDING_LAYERS = ("embed_tokens", "lm_head")
 _CLASSIFIER_HEADS = ("classifier", "score")
 _LORA = (".lora_A.weight", ".lora_B.weight", ".lora_embedding_A", ".lora_embedding_B")
-_MAGNITUDE = (".lora_magnitude_vector", ".lora_magnitude_vector.weight")
+MAGNITUDE = (".lora_magnitude_vector", ".lora_magnitude_vector.weight")  # DoRA, as PEFT versions save it
 #: Largest safetensors header read (real adapter headers are a few hundred kB at most).
 _MAX_HEADER = 64 << 20
 
@@ -111,7 +111,7 @@ def _declared(config: dict[str, Any], ns: SimpleNamespace, saved: list[str], bia
     for suffix in _LORA:
         if name.endswith(suffix):
             return _targeted(config, ns, name[: -len(suffix)])
-    for suffix in _MAGNITUDE:
+    for suffix in MAGNITUDE:
         if name.endswith(suffix):
             return bool(config.get("use_dora")) and _targeted(config, ns, name[: -len(suffix)])
     if name.endswith(".lora_B.bias"):
