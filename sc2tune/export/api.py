@@ -117,6 +117,14 @@ def export_gguf(path: str | Path, out: str | Path, *, dtype: str = "f16", force:
     return export(path, out=out, dtype=dtype, force=force, trust_remote_code=trust_remote_code).out  # type: ignore[arg-type]
 
 
+def export_gguf_lora(path: str | Path, out: str | Path, *, dtype: str = "f32", force: bool = False,
+                     trust_remote_code: bool = False) -> Path:
+    """Write the LoRA adapter of ``path`` (an adapter or run folder) as a GGUF-LoRA ``out`` for llama.cpp's
+    ``--lora`` (:mod:`sc2tune.export.gguf_lora`); returns ``out``."""
+    return export(path, out=out, format="gguf-lora", dtype=dtype, force=force,  # type: ignore[arg-type]
+                  trust_remote_code=trust_remote_code).out
+
+
 def export(
     path: Annotated[str | Path, Help("model, merged, adapter or run folder", metavar="PATH", positional=True)],
     *,
