@@ -69,13 +69,13 @@ def write_lora(path: str | Path, file: Path, dtype: str, *, trust_remote_code: b
     if cfg.get("use_dora"):
         raise UserError(f"{config_file}: a DoRA adapter (use_dora): llama.cpp's --lora cannot apply its "
                         "magnitude vectors", hint=_MERGED)
+    if str(cfg.get("bias") or "none") != "none":
+        raise UserError(f"{config_file}: bias is '{cfg.get('bias')}': llama.cpp's --lora cannot apply trained "
+                        "biases", hint=_MERGED)
     if cfg.get("modules_to_save") or adapter.full:
         what = ", ".join(sorted(cfg.get("modules_to_save") or [])) or ", ".join(sorted(adapter.full)[:3])
         raise UserError(f"{config_file}: the adapter saves whole modules ({what}): llama.cpp's --lora applies "
                         "only low-rank updates", hint=_MERGED)
-    if str(cfg.get("bias") or "none") != "none":
-        raise UserError(f"{config_file}: bias is '{cfg.get('bias')}': llama.cpp's --lora cannot apply trained "
-                        "biases", hint=_MERGED)
     if cfg.get("fan_in_fan_out"):
         raise UserError(f"{config_file}: fan_in_fan_out layers are not exported as GGUF-LoRA", hint=_MERGED)
     base = load_config(ModelSource(str(folder.base_dir()), trust_remote_code=folder.trust_remote_code))
