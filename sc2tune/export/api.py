@@ -86,6 +86,7 @@ def export(
     verify: Annotated[bool, Help("run the file in llama.cpp against the training-side model and report "
                                  "agreement", flag="--verify")] = False,
     prompts: Annotated[int, Help("--verify: held-out prompts to compare", min=1)] = 8,
+    new_tokens: Annotated[int, Help("--verify: greedy tokens generated per prompt", min=1)] = 64,
     force: Annotated[bool, Help("replace an existing FILE", flag="--force")] = False,
     trust_remote_code: TrustRemoteCode = False,
 ) -> ExportResult:
@@ -109,7 +110,8 @@ def export(
         if verify:
             from sc2tune.export.verify import verify_lora
 
-            report = verify_lora(path, target, prompts=prompts, trust_remote_code=trust_remote_code)
+            report = verify_lora(path, target, prompts=prompts, new_tokens=new_tokens,
+                                 trust_remote_code=trust_remote_code)
         return ExportResult(target, format, dtype, lora.source, lora.tensors, target.stat().st_size,
                             time.perf_counter() - start, False, report, lora.notes)
     from sc2tune.export.model_file import describe_source, write_gguf
@@ -126,7 +128,8 @@ def export(
     if verify:
         from sc2tune.export.verify import verify_gguf
 
-        report = verify_gguf(path, target, prompts=prompts, trust_remote_code=trust_remote_code)
+        report = verify_gguf(path, target, prompts=prompts, new_tokens=new_tokens,
+                                 trust_remote_code=trust_remote_code)
     return ExportResult(target, format, dtype, describe_source(weights), count, target.stat().st_size,
                         time.perf_counter() - start, templated, report)
 
