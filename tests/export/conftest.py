@@ -58,3 +58,11 @@ def tiny_dir() -> Path:
 def tiny_lora(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA adapter (r 4, alpha 8, every Linear) on the tiny model."""
     return make_lora(tiny_dir, tmp_path_factory.mktemp("lora") / "adapter")
+
+
+@pytest.fixture(scope="session")
+def tiny_f32_gguf(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model exported as an F32 GGUF (once per session)."""
+    from sc2tune.export.api import export_gguf
+
+    return export_gguf(tiny_dir, tmp_path_factory.mktemp("tiny-f32") / "tiny.gguf", dtype="f32")

@@ -71,6 +71,7 @@ def instruct_adapter(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     return make_lora(tiny_dir, tmp_path_factory.mktemp("instruct") / "adapter", recipe=recipe_to_yaml(recipe))
 
 
+@pytest.mark.slow
 def test_the_gguf_and_the_merged_folder_carry_the_chat_template(instruct_adapter: Path, tmp_path: Path,
                                                                 tokenizer) -> None:
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from sc2tune.errors import UserError
-from sc2tune.export.api import export_gguf, export_gguf_lora
+from sc2tune.export.api import export_gguf_lora
 
 from .conftest import make_lora, require_llama_cpp
 
@@ -51,7 +51,8 @@ def test_factors_carry_the_peft_scale_in_b_and_alpha_is_zero(rslora: Path, rslor
     np.testing.assert_allclose(got["blk.1.ffn_up.weight.lora_b"].reshape(b.shape), (b * scale).numpy(), rtol=1e-6)
 
 
-def test_llama_cpp_applies_it_as_peft_does(tiny_dir: Path, rslora: Path, rslora_gguf: Path, tmp_path: Path,
+@pytest.mark.slow
+def test_llama_cpp_applies_it_as_peft_does(tiny_dir: Path, rslora: Path, rslora_gguf: Path, tiny_f32_gguf: Path,
                                            tokenizer) -> None:
     """Logits of base GGUF + --lora against PEFT's base + adapter, and against the base alone (which must be
     far off: the update is real)."""
@@ -59,7 +60,7 @@ def test_llama_cpp_applies_it_as_peft_does(tiny_dir: Path, rslora: Path, rslora_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base_gguf = export_gguf(tiny_dir, tmp_path / "base.gguf", dtype="f32")
+    base_gguf = tiny_f32_gguf
     ids = tokenizer("def mean(values):\n    return sum(values) / len(values)\n")["input_ids"]
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=torch.float32),
                                       rslora).eval()

@@ -39,8 +39,8 @@ def tensors(reader: gguf.GGUFReader) -> dict[str, gguf.ReaderTensor]:
 
 
 @pytest.fixture(scope="module")
-def tiny_f32(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> gguf.GGUFReader:
-    return gguf.GGUFReader(export_gguf(tiny_dir, tmp_path_factory.mktemp("f32") / "tiny.gguf", dtype="f32"))
+def tiny_f32(tiny_f32_gguf: Path) -> gguf.GGUFReader:
+    return gguf.GGUFReader(tiny_f32_gguf)
 
 
 def test_f32_tensors_are_the_checkpoint_under_llama_cpp_names(tiny_dir: Path, tiny_f32: gguf.GGUFReader) -> None:

@@ -33,6 +33,7 @@ def tiny_gptbigcode(folder: Path, **overrides: object) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_gptbigcode_runs_in_llama_cpp_as_in_transformers(tmp_path: Path, tokenizer) -> None:
     llama_cpp = require_llama_cpp()
     from transformers import AutoModelForCausalLM

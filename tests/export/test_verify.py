@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sc2tune.export.api import export_gguf
 from sc2tune.export.verify import NEAR_TIE, _gap, verify_gguf
 
 from .conftest import require_llama_cpp
@@ -25,14 +24,9 @@ def test_gap_is_the_top_two_logit_difference() -> None:
     assert _gap(np.array([1.0, 0.0, 0.5])) == pytest.approx(0.5)
 
 
-@pytest.fixture(scope="module")
-def tiny_gguf(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_gguf(tiny_dir, tmp_path_factory.mktemp("verify") / "tiny.gguf", dtype="f32")
-
-
-def test_f32_export_agrees_with_transformers(tiny_dir: Path, tiny_gguf: Path) -> None:
+def test_f32_export_agrees_with_transformers(tiny_dir: Path, tiny_f32_gguf: Path) -> None:
     require_llama_cpp()
-    report = verify_gguf(tiny_dir, tiny_gguf, prompts=2, new_tokens=16)
+    report = verify_gguf(tiny_dir, tiny_f32_gguf, prompts=2, new_tokens=16)
     assert report.prompts == 2 and report.kinds == {"fim": 1, "l2r": 1}
     assert report.tokenizer_agreement == 1.0
     assert report.greedy_exact_match == 1.0 and report.other_divergences == 0
@@ -40,7 +34,8 @@ def test_f32_export_agrees_with_transformers(tiny_dir: Path, tiny_gguf: Path) ->
     assert report.top1_positions > 2 * 16 and 0 < report.max_logit_diff < 0.05
 
 
-def test_cli_json_is_one_object_with_the_figures(tiny_dir: Path, tiny_gguf: Path, tmp_path: Path, run_cli) -> None:
+@pytest.mark.slow
+def test_cli_json_is_one_object_with_the_figures(tiny_dir: Path, tiny_f32_gguf: Path, tmp_path: Path, run_cli) -> None:
     require_llama_cpp()
     out = tmp_path / "again.gguf"
     result = run_cli("export", str(tiny_dir), "--out", str(out), "--dtype", "f32", "--verify", "--prompts", "1",
@@ -49,4 +44,4 @@ def test_cli_json_is_one_object_with_the_figures(tiny_dir: Path, tiny_gguf: Path
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"prompts", "greedy_exact_match", "top1_agreement", "near_tie_divergences", "max_logit_diff"} <= set(payload)
     assert payload["prompts"] == 1 and payload["export"]["out"] == str(out)
-    assert out.read_bytes() == tiny_gguf.read_bytes()  # the same model gives the same file
+    assert out.read_bytes() == tiny_f32_gguf.read_bytes()  # the same model gives the same file
