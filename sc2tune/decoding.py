@@ -22,14 +22,17 @@ Decoding runs through the model's own ``generate`` (its KV cache, its per-step p
 
 A row stops at its first token in ``stop_ids`` (that token and what follows are not returned) or after
 ``max_new_tokens``; a stopped row is filled with ``pad_id`` while the others go on, and the batch ends when
-every row has stopped. StarCoder2 has no pad token: pass ``<fim_pad>`` (:data:`sc2tune.tokens.PAD_TOKEN`),
+every row has stopped. With ``stop_strings`` (and the ``tokenizer`` that decodes the ids) a row also stops
+once its new text contains one of them (transformers' ``StopStringCriteria``); its ids are returned up to the
+token that completed the string (trailing ``pad_id`` fill removed): the caller cuts the decoded text at the
+string. StarCoder2 has no pad token: pass ``<fim_pad>`` (:data:`sc2tune.tokens.PAD_TOKEN`),
 never eos (it is a stop id). The model is run in ``eval()`` mode (dropout off) and put back in the mode it
 was in. Prompts plus new tokens must fit the model's context (``max_position_embeddings``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -71,6 +74,14 @@ def cut_at_stop(ids: Sequence[int], stop_ids: Sequence[int]) -> list[int]:
     return next((list(ids[:i]) for i, t in enumerate(ids) if t in stops), list(ids))
 
 
+def _trim(ids: list[int], pad_id: int) -> list[int]:
+    """``ids`` without the ``pad_id`` fill after a row stopped by a stop string."""
+    end = len(ids)
+    while end and ids[end - 1] == pad_id:
+        end -= 1
+    return ids[:end]
+
+
 def _check(prompts: Sequence[Sequence[int]], stop_ids: Sequence[int], max_new_tokens: int, batch_size: int,
            temperature: float, top_p: float, context: int | None) -> None:
     if max_new_tokens < 1:
@@ -94,14 +105,18 @@ def _check(prompts: Sequence[Sequence[int]], stop_ids: Sequence[int], max_new_to
 
 def generate_batch(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int, stop_ids: Sequence[int],
                    max_new_tokens: int, batch_size: int = 16, temperature: float = 0.0, top_p: float = 1.0,
-                   seed: int | None = None) -> list[list[int]]:
+                   seed: int | None = None, stop_strings: Sequence[str] = (),
+                   tokenizer: Any = None, on_batch: Callable[[int], None] | None = None) -> list[list[int]]:
     """The new token ids of each prompt, cut before its first stop id, in the order of ``prompts``.
 
     ``model`` is a causal LM with ``generate`` (a transformers model or a PEFT model over one); layout,
-    stopping and sampling are in the module doc. ``seed`` None draws from seed 0.
+    stopping and sampling are in the module doc. ``seed`` None draws from seed 0. ``on_batch(rows)`` is
+    called after each batch (a progress bar).
     """
     context = _context(model.get_base_model() if hasattr(model, "get_base_model") else model)
     _check(prompts, stop_ids, max_new_tokens, batch_size, temperature, top_p, context)
+    if stop_strings and tokenizer is None:
+        raise UserError("stop_strings need the tokenizer that decodes the ids")
     if not prompts:
         return []
     device = _device(model)
@@ -113,6 +128,8 @@ def generate_batch(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int,
         kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if stop_strings:
+        kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
     was_training = model.training
     model.eval()
     devices = [device] if device.type == "cuda" else []
@@ -124,7 +141,10 @@ def generate_batch(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int,
                 ids, mask, positions = left_pad([prompts[i] for i in rows], pad_id, device)
                 out = model.generate(input_ids=ids, attention_mask=mask, position_ids=positions, **kwargs)
                 for row, new in zip(rows, out[:, ids.shape[1]:].tolist(), strict=True):
-                    results[row] = cut_at_stop(new, stop_ids)
+                    results[row] = _trim(cut_at_stop(new, stop_ids), pad_id) if stop_strings else cut_at_stop(
+                        new, stop_ids)
+                if on_batch is not None:
+                    on_batch(len(rows))
     finally:
         model.train(was_training)
     return results
