@@ -47,7 +47,8 @@ def test_summary_keys_and_paired_differences():
     base = ModelScores("base", [], result({"a": (1, 0), "b": (1, 0)}), *text_scores(P, [Sample("a", ""), Sample("b", "")]))
     tuned = ModelScores("adapter", [], result({"a": (1, 1), "b": (1, 0)}),
                         *text_scores(P, [Sample("a", "    return 1"), Sample("b", "")]))
-    summary = ModelComparison("run", "p", {"base": base, "adapter": tuned}).summary()
+    comparison = ModelComparison("run", "p", {"base": base, "adapter": tuned})
+    summary = comparison.summary()
     assert summary["model"] == "adapter" and summary["pass@1"] == 0.5  # the trained model's keys at the top
     assert set(summary["models"]) == {"base", "adapter"}
     assert set(summary["models"]["base"]["ci95"]) == {"pass@1", "exact_match", "edit_similarity"}
@@ -57,6 +58,9 @@ def test_summary_keys_and_paired_differences():
     assert diff["edit_similarity"]["value"] == pytest.approx(0.5)
     lo, hi = diff["pass@1"]["ci95"]
     assert 0.0 <= lo <= 0.5 <= hi <= 1.0
+    figures = comparison.tracker_figures()  # what goes to the run's wandb / mlflow / trackio
+    assert figures["eval_code/adapter/pass@1"] == 0.5 and figures["eval_code/base/exact_match"] == 0.0
+    assert figures["eval_code/adapter-base/edit_similarity"] == pytest.approx(0.5)
 
 
 def folder(**kw) -> SimpleNamespace:
