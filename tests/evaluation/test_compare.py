@@ -164,3 +164,15 @@ def test_bad_input_is_a_clear_error(lora_run: Path, tmp_path: Path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path / 'empty'}: not a model" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+    other = tmp_path / "p.jsonl"  # a samples file given as the problems
+    other.write_text(json.dumps({"task_id": "HumanEval/0", "completion": "    return 1\n"}) + "\n")
+    assert main(["eval", "code", "--problems", str(other), "--model", str(lora_run), "--out", str(tmp_path / "o")]) != 0
+    err = capsys.readouterr().err
+    assert f"{other}:1: 'prompt' must be a string (missing)" in err and "Traceback" not in err
+    assert main(["eval", "code", "--problems", "humaneval", "--samples", str(other), "--limit", "3"]) == 0
+    capsys.readouterr()
+    other.write_text(json.dumps({"task_id": "HumanEval/999", "completion": "x"}) + "\n")
+    assert main(["eval", "code", "--problems", "humaneval", "--samples", str(other)]) != 0
+    err = capsys.readouterr().err
+    assert f"{other}:1: task_id 'HumanEval/999' is not in the problems file" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
