@@ -41,7 +41,8 @@ def show_run(evaluation: RunEvaluation, as_json: JsonOutput = False) -> None:
 
 def show_code(evaluation: CodeEvaluation, as_json: JsonOutput = False) -> None:
     """Score HumanEval-format samples by execution (pass@k) in the sandbox: sc2tune eval code --problems F
-    --samples F [--k 1,10] [--model PATH]."""
+    --samples F [--k 1,10] [--model PATH]; base against the fine-tuned model, one column each: sc2tune eval code
+    --problems humaneval-infilling-single-line --model RUN [--models base,adapter] [--limit N] --out DIR."""
     if evaluation.problems_written:
         path, count = evaluation.problems_written
         print(f"wrote {count} problems to {path}")
