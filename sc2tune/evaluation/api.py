@@ -150,10 +150,13 @@ def eval_code(
         table = tables.make_fim_problems(table, fim, seed)
     if limit is not None:
         table = dict(list(table.items())[:limit])
-    written = (tables.write_problems(table, write_problems), len(table)) if write_problems else None
     if models is not None and (model is None or samples is not None):
         raise UserError("--models compares the models of --model RUN; it takes no --samples FILE",
                         hint="e.g. --model runs/quickstart --models base,trained --out DIR")
+    if model is not None and samples is None and out is None:
+        raise UserError("--model without --samples compares the run's models: give --out DIR for the report and "
+                        "each model's samples", hint="or --samples FILE to generate with one model")
+    written = (tables.write_problems(table, write_problems), len(table)) if write_problems else None
     if model is not None and samples is None:
         return _compare(table, model, models, problems=problems, out=out, written=written, n_samples=n_samples,
                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
@@ -189,9 +192,7 @@ def _compare(table: dict, model: str, models: str | None, *, problems: str, out:
     from sc2tune.evaluation.report import write_comparison_report
     from sc2tune.generation import Sampling
 
-    if out is None:
-        raise UserError("--model without --samples compares the run's models: give --out DIR for the report and "
-                        "each model's samples", hint="or --samples FILE to generate with one model")
+    assert out is not None  # checked by eval_code
     sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
     comparison = compare_models(model, table, problems_name=problems, models=models, n_samples=n_samples,
                                 sampling=sampling, batch_size=batch_size, ks=tuple(ks), limits=limits,
