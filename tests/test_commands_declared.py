@@ -55,14 +55,14 @@ def test_the_options_are_exactly_the_api_functions_parameters(name: str):
 
 def test_eval_run_and_eval_code_have_their_own_options():
     run, code = (_expected(VARIANTS[n]) for n in ("eval", "eval code"))
-    assert {"models", "max_examples"} <= run - code and {"samples", "k", "problems"} <= code - run
+    assert {"max_examples", "infill_examples"} <= run - code and {"samples", "k", "problems"} <= code - run
 
 
 @pytest.mark.parametrize("args, message", [
     (["eval", "RUN", "--samples", "s.jsonl"], "--samples is an option of 'sc2tune eval code', not of 'sc2tune eval "
                                               "RECIPE_OR_RUN'"),
-    (["eval", "code", "--models=base"], "--models is an option of 'sc2tune eval RECIPE_OR_RUN', not of "
-                                        "'sc2tune eval code'"),
+    (["eval", "code", "--max-examples=3"], "--max-examples is an option of 'sc2tune eval RECIPE_OR_RUN', not of "
+                                           "'sc2tune eval code'"),
 ])
 def test_an_option_of_the_other_eval_is_a_usage_error_naming_it(args: list[str], message: str, run_cli):
     result = run_cli(*args)

@@ -41,12 +41,16 @@ def show_run(evaluation: RunEvaluation, as_json: JsonOutput = False) -> None:
 
 def show_code(evaluation: CodeEvaluation, as_json: JsonOutput = False) -> None:
     """Score HumanEval-format samples by execution (pass@k) in the sandbox: sc2tune eval code --problems F
-    --samples F [--k 1,10] [--model PATH]."""
+    --samples F [--k 1,10] [--model PATH]; base against the fine-tuned model, one column each: sc2tune eval code
+    --problems humaneval-infilling-single-line --model RUN [--models base,adapter] [--limit N] --out DIR."""
     if evaluation.problems_written:
         path, count = evaluation.problems_written
         print(f"wrote {count} problems to {path}")
     result = evaluation.result
     if result is None:
+        return
+    if evaluation.comparison is not None:
+        _show_comparison(evaluation, as_json)
         return
     summary = result.summary()
     if evaluation.report:
@@ -61,6 +65,28 @@ def show_code(evaluation: CodeEvaluation, as_json: JsonOutput = False) -> None:
     print(f"{summary['tasks']} tasks, {summary['samples']} samples ({counts}); sandbox {result.isolation}")
     if evaluation.report:
         print(f"report: {evaluation.report}")
+
+
+def _show_comparison(evaluation: CodeEvaluation, as_json: bool) -> None:
+    """One column per model, each score with its 95% interval below it, then the paired differences."""
+    assert evaluation.comparison is not None
+    summary = evaluation.comparison.summary()
+    summary["out"] = str(evaluation.report)
+    if as_json:
+        print(json.dumps(summary))
+        return
+    rows = summary["models"]
+    first = next(iter(rows.values()))
+    keys = [k for k in first if k.startswith("pass@")] + [k for k in ("exact_match", "edit_similarity") if k in first]
+    print(f"{'metric':24s}" + "".join(f"{n:>22s}" for n in rows))
+    for key in keys:
+        print(f"{key:24s}" + "".join(f"{rows[n][key]:>22.4f}" for n in rows))
+        print(f"{'  95% interval':24s}" + "".join(f"{_span(rows[n]['ci95'].get(key)):>22s}" for n in rows))
+    for pair, metrics in summary.get("differences", {}).items():
+        for key, diff in metrics.items():
+            print(f"{pair}: {key} {diff['value']:+.4f} (95% interval {_span(diff['ci95'])}, paired bootstrap)")
+    print(f"{first['tasks']} tasks; sandbox {evaluation.comparison.models[summary['model']].result.isolation}")
+    print(f"report: {evaluation.report}")
 
 
 def _span(bounds: list[float] | None) -> str:

@@ -4,7 +4,9 @@
 * :func:`eval_run`: a run (or a recipe's ``output_dir``) scored side by side per model on its held-out data
   (:func:`sc2tune.evaluation.runeval.evaluate_run`); the report goes to ``out`` (default ``RUN/eval``).
 * :func:`eval_code`: optional FIM problems (``lines`` or ``span`` holes, seeded), optional generation of the
-  samples first (``model``), then pass@k in the sandbox (:func:`sc2tune.evaluation.codeeval.evaluate_code`).
+  samples first (``model``), then pass@k in the sandbox (:func:`sc2tune.evaluation.codeeval.evaluate_code`);
+  ``model`` without ``samples`` compares the models of a run (base against adapter, ...) on the same problems,
+  one column per model (:mod:`sc2tune.evaluation.compare`).
 
 Light to import (the command line reads these signatures); the heavy parts are imported when they run.
 """
@@ -21,6 +23,7 @@ from sc2tune.evaluation.sandbox import SandboxLimits
 
 if TYPE_CHECKING:
     from sc2tune.evaluation.codeeval import CodeEvalResult
+    from sc2tune.evaluation.compare import ModelComparison
     from sc2tune.evaluation.runeval import RunEvalResult
 
 Out = Annotated[str | Path | None, Help("write results.json, report.md and PNG plots here", metavar="DIR")]
@@ -37,11 +40,13 @@ class RunEvaluation:
 @dataclass(frozen=True)
 class CodeEvaluation:
     """What :func:`eval_code` did: the problems file written (with their count), the scores and the report
-    (None where not asked: only ``write_problems``, no ``out``)."""
+    (None where not asked: only ``write_problems``, no ``out``); with several models (``model`` without
+    ``samples``) ``comparison`` holds them all and ``result`` is the primary model's (the trained one)."""
 
     problems_written: tuple[Path, int] | None
     result: CodeEvalResult | None
     report: Path | None
+    comparison: ModelComparison | None = None
 
 
 def eval_run(
@@ -90,7 +95,9 @@ def eval_code(
     problems: Annotated[str, Help(
         "HumanEval-format problems JSONL(.gz), or a shipped benchmark: humaneval, "
         "humaneval-infilling-single-line|-multi-line|-random-span|-random-span-light")] = "humaneval",
-    samples: Annotated[str | None, Help("samples JSONL (task_id, completion); the output file with --model")] = None,
+    samples: Annotated[str | None, Help(
+        "samples JSONL (task_id, completion); the output file with --model (one model); without it --model RUN "
+        "compares the run's models, their samples written to --out")] = None,
     k: Annotated[str, Help("comma list of k for pass@k (k above n is left out)")] = "1,10,100",
     timeout: Annotated[float, Help("wall seconds per sample")] = SandboxLimits.timeout,
     memory_mb: Annotated[int, Help("address-space limit per sample process")] = SandboxLimits.memory_mb,
@@ -106,7 +113,14 @@ def eval_code(
         "samples are then the infills")] = None,
     seed: Annotated[int, Help("seed of the FIM holes and of sampling")] = 0,
     write_problems: Annotated[str | None, Help("write the (FIM) problems used to FILE", metavar="FILE")] = None,
-    model: Annotated[str | None, Help("generate the samples first with this model/adapter/run folder")] = None,
+    model: Annotated[str | None, Help(
+        "generate the samples first with this model/adapter/run folder (prompts as the run trained: FIM in its "
+        "layout, an instruct run's template)")] = None,
+    models: Annotated[str | None, Help(
+        "with --model RUN and no --samples: comma list of base, adapter (LoRA/QLoRA run), trained (full "
+        "fine-tune), merged (default: base and the run's trained model)")] = None,
+    limit: Annotated[int | None, Help("score only the first N problems", min=1)] = None,
+    batch_size: Annotated[int, Help("prompts generated at once (--model)", min=1)] = 16,
     n_samples: Annotated[int, Help("samples per task to generate (--model)", min=1)] = 1,
     max_new_tokens: Annotated[int, Help("generation length (--model)")] = 384,
     temperature: Annotated[float, Help("0 = greedy (--model)")] = 0.2,
@@ -134,22 +148,54 @@ def eval_code(
     table = tables.load_problems(problems)
     if fim is not None:
         table = tables.make_fim_problems(table, fim, seed)
+    if limit is not None:
+        table = dict(list(table.items())[:limit])
+    if models is not None and (model is None or samples is not None):
+        raise UserError("--models compares the models of --model RUN; it takes no --samples FILE",
+                        hint="e.g. --model runs/quickstart --models base,trained --out DIR")
+    if model is not None and samples is None and out is None:
+        raise UserError("--model without --samples compares the run's models: give --out DIR for the report and "
+                        "each model's samples", hint="or --samples FILE to generate with one model")
     written = (tables.write_problems(table, write_problems), len(table)) if write_problems else None
+    if model is not None and samples is None:
+        return _compare(table, model, models, problems=problems, out=out, written=written, n_samples=n_samples,
+                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                        batch_size=batch_size, ks=ks, limits=limits, workers=workers,
+                        trust_remote_code=trust_remote_code, show_progress=show_progress)
     if model is not None:
         from sc2tune.evaluation.sampling import generate_samples
         from sc2tune.generation import Sampling
 
-        if samples is None:
-            raise UserError("--model needs --samples FILE: where the generated samples are written")
         sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
         generate_samples(table, model, samples, n_samples=n_samples, sampling=sampling, show_progress=show_progress,
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, batch_size=batch_size)
     if samples is None:
         if written:
             return CodeEvaluation(written, None, None)
         raise UserError("eval code needs --samples FILE (JSONL with task_id, completion)",
                         hint="or --model PATH --samples OUT to generate them first")
-    result = evaluate_code(table, tables.load_samples(samples, table), ks=ks, limits=limits, workers=workers,
+    loaded = tables.load_samples(samples, table if limit is None else tables.load_problems(problems))
+    if limit is not None:  # samples of the problems past --limit are left out
+        loaded = [s for s in loaded if s.task_id in table]
+    result = evaluate_code(table, loaded, ks=ks, limits=limits, workers=workers,
                            show_progress=show_progress)
     report = write_code_report(result, out, problems=problems, samples=samples) if out else None
     return CodeEvaluation(written, result, report)
+
+
+def _compare(table: dict, model: str, models: str | None, *, problems: str, out: str | Path | None,
+             written: tuple[Path, int] | None, n_samples: int, max_new_tokens: int, temperature: float, top_p: float,
+             seed: int, batch_size: int, ks: list[int], limits: SandboxLimits, workers: int,
+             trust_remote_code: bool, show_progress: bool) -> CodeEvaluation:
+    """``--model RUN`` without ``--samples``: every model of the run on ``table``, the report in ``out``."""
+    from sc2tune.evaluation.compare import compare_models
+    from sc2tune.evaluation.report import write_comparison_report
+    from sc2tune.generation import Sampling
+
+    assert out is not None  # checked by eval_code
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    comparison = compare_models(model, table, problems_name=problems, models=models, n_samples=n_samples,
+                                sampling=sampling, batch_size=batch_size, ks=tuple(ks), limits=limits,
+                                workers=workers, trust_remote_code=trust_remote_code, show_progress=show_progress)
+    report = write_comparison_report(comparison, out)
+    return CodeEvaluation(written, comparison.models[comparison.primary].result, report, comparison)

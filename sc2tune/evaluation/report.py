@@ -5,7 +5,9 @@ Layout of a report folder::
     results.json          every number (scores, per-task/per-class detail, settings)
     report.md             the same for people, plots linked
     passk.png             pass@k bars (eval code)
-    samples.jsonl         one line per executed sample (eval code)
+    samples.jsonl         one line per executed sample (eval code of one samples file)
+    samples-<model>.jsonl the samples each model wrote (eval code --model RUN: one column per model)
+    results-<model>.jsonl each of those samples' verdict, completion, exact match and edit similarity
     loss.png              training loss and eval loss against step, from OUTPUT/metrics.jsonl (eval RUN)
     confusion-<model>.png confusion matrix per model (classification)
 
@@ -36,6 +38,7 @@ from sc2tune.runs.layout import LOSS_PLOT
 
 if TYPE_CHECKING:
     from sc2tune.evaluation.codeeval import CodeEvalResult
+    from sc2tune.evaluation.compare import ModelComparison
 
 
 def write_report_dir(out_dir: str | Path, build: Callable[[Path], None]) -> Path:
@@ -154,6 +157,69 @@ def write_code_report(result: CodeEvalResult, out_dir: str | Path, *, problems: 
             plot_pass_at_k(result.scores, tmp / "passk.png")
         (tmp / "report.md").write_text(code_markdown(result, problems=problems, samples=samples),
                                        encoding="utf-8")
+
+    return write_report_dir(out_dir, build)
+
+
+# ---- several models on the same problems -----------------------------------------------------------
+
+_METRIC_LABELS = {"exact_match": "exact match (infill vs canonical middle)",
+                  "edit_similarity": "edit similarity (infill vs canonical middle)"}
+
+
+def comparison_markdown(comparison: ModelComparison, summary: Mapping[str, Any]) -> str:
+    """Markdown of ``eval code --model RUN``: one table, a column per model, then the paired differences."""
+    models = summary["models"]
+    names = list(models)
+    first = models[names[0]]
+    keys = [k for k in first if k.startswith("pass@")] + [k for k in ("exact_match", "edit_similarity") if k in first]
+    lines = ["# sc2tune eval code", "", f"- model: {md_text(comparison.target, None)}",
+             f"- problems: {md_text(comparison.problems, None)} ({first['tasks']} tasks, "
+             f"{first['samples'] // max(1, first['tasks'])} sample(s) per task per model)",
+             f"- sandbox: {comparison.models[names[0]].result.isolation}",
+             f"- per-sample limits: {_limits_text(comparison.models[names[0]].result.limits)}", "",
+             "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for key in keys:
+        lines.append(f"| {_METRIC_LABELS.get(key, key)} | " + " | ".join(f"{models[n][key]:.4f}" for n in names) + " |")
+        lines.append("| 95% interval | " + " | ".join(_interval(models[n]["ci95"].get(key)) for n in names) + " |")
+    for status in sorted({s for n in names for s in models[n]["status_counts"]}):
+        lines.append(f"| samples {status} | " + " | ".join(str(models[n]["status_counts"].get(status, 0))
+                                                            for n in names) + " |")
+    lines += ["", "95% intervals: percentile bootstrap over tasks (seed 0, 1000 resamples)."]
+    differences = summary.get("differences", {})
+    if differences:
+        lines += ["", "## Paired differences", "", "Same tasks for both models; 95% interval of the paired "
+                  "bootstrap over tasks (an interval that excludes 0 is unlikely to be noise).", "",
+                  "| comparison | metric | difference | 95% interval |", "|---|---|---|---|"]
+        lines += [f"| {md_text(pair)} | {md_text(key)} | {d['value']:+.4f} | {_interval(d['ci95'])} |"
+                  for pair, metrics in differences.items() for key, d in metrics.items()]
+    lines += ["", "## First samples", "", "| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    firsts = {n: {} for n in names}
+    for n in names:
+        for sample in comparison.models[n].samples:
+            firsts[n].setdefault(sample.task_id, sample.completion)
+    for task in list(firsts[names[0]])[:5]:
+        lines.append(f"| {md_text(task)} | " + " | ".join(md_text(firsts[n].get(task, ""), 80) for n in names) + " |")
+    lines += ["", "Samples: " + ", ".join(f"`samples-{n}.jsonl`" for n in names) + "; verdicts and scores per "
+              "sample: " + ", ".join(f"`results-{n}.jsonl`" for n in names) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison_report(comparison: ModelComparison, out_dir: str | Path) -> Path:
+    """results.json, report.md, samples-<model>.jsonl and results-<model>.jsonl for ``eval code --model RUN``."""
+
+    def build(tmp: Path) -> None:
+        summary = comparison.summary()
+        dump_json({"kind": "code", **summary, "problems": comparison.problems, "target": comparison.target,
+                   "per_task": {n: s.result.per_task for n, s in comparison.models.items()}}, tmp / "results.json")
+        for name, scores in comparison.models.items():
+            with open(tmp / f"samples-{name}.jsonl", "w", encoding="utf-8") as f:
+                for sample in scores.samples:
+                    f.write(json.dumps({"task_id": sample.task_id, "completion": sample.completion}) + "\n")
+            with open(tmp / f"results-{name}.jsonl", "w", encoding="utf-8") as f:
+                for row in comparison.per_sample_rows(name):
+                    f.write(json.dumps(row) + "\n")
+        (tmp / "report.md").write_text(comparison_markdown(comparison, summary), encoding="utf-8")
 
     return write_report_dir(out_dir, build)
 
