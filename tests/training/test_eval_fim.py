@@ -113,12 +113,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"folder": folder, "on": on, "off": off, "calls": calls}
 
 
-def _probe(folder: Path):
+def _probe(folder: Path, name: str = "on"):
+    """The probe a run of ``_recipe(folder, name)`` draws, with the run's tokenizer."""
     from sc2tune.data import build_datasets
     from sc2tune.modeling import ModelSource, load_tokenizer
     from sc2tune.training.fimprobe import build_probe
 
-    recipe = recipe_from_dict(_recipe(folder, "on", eval_fim=HOLES))
+    recipe = recipe_from_dict(_recipe(folder, name, eval_fim=HOLES))
     tokenizer = load_tokenizer(ModelSource())
     return build_probe(recipe, build_datasets(recipe, tokenizer, show_progress=False).eval, tokenizer), tokenizer
 
@@ -148,12 +149,12 @@ def test_the_same_holes_at_every_evaluation(runs: dict):
     assert runs["calls"][0] == list(probe.prompts)
 
 
-@pytest.mark.slow
-def test_logged_scores_equal_plain_generate_one_hole_at_a_time(runs: dict):
-    probe, tokenizer = _probe(runs["folder"])
-    model = runs["on"].model.eval()
+def independent_scores(model, probe, tokenizer) -> tuple[float, float]:
+    """Mean exact match and edit similarity of ``probe``'s holes filled by plain ``model.generate``, one hole at a
+    time (no padding), the first line of each completion against the hole's line."""
     stops = [tokenizer.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<file_sep>")]
     exact, similarity = [], []
+    model.eval()
     with torch.no_grad():
         for prompt, line in zip(probe.prompts, probe.lines, strict=True):
             ids = torch.tensor([list(prompt)])
@@ -165,11 +166,23 @@ def test_logged_scores_equal_plain_generate_one_hole_at_a_time(runs: dict):
             exact.append(float(predicted.strip() == line.strip()))
             longest = max(len(predicted), len(line))
             similarity.append(1.0 - levenshtein(predicted, line) / longest if longest else 1.0)
-    last = [r for r in _rows(runs["on"].output_dir) if "eval_loss" in r][-1]
+    return sum(exact) / len(exact), sum(similarity) / len(similarity)
+
+
+def assert_last_eval_scores(run: Path, scores: tuple[float, float]) -> None:
+    last = [r for r in _rows(run) if "eval_loss" in r][-1]
     assert last["step"] == STEPS
-    assert last["eval_fim_exact_match"] == pytest.approx(sum(exact) / HOLES, abs=1e-9)
-    assert last["eval_fim_edit_similarity"] == pytest.approx(sum(similarity) / HOLES, abs=1e-9)
-    assert runs["on"].final_eval["eval_fim_edit_similarity"] == last["eval_fim_edit_similarity"]
+    assert last["eval_fim_exact_match"] == pytest.approx(scores[0], abs=1e-9)
+    assert last["eval_fim_edit_similarity"] == pytest.approx(scores[1], abs=1e-9)
+
+
+@pytest.mark.slow
+def test_logged_scores_equal_plain_generate_one_hole_at_a_time(runs: dict):
+    probe, tokenizer = _probe(runs["folder"])
+    scores = independent_scores(runs["on"].model, probe, tokenizer)
+    assert 0 < scores[1] < 1  # a score that tells models apart (not all empty, not all perfect)
+    assert_last_eval_scores(runs["on"].output_dir, scores)
+    assert runs["on"].final_eval["eval_fim_edit_similarity"] == pytest.approx(scores[1], abs=1e-9)
 
 
 @pytest.mark.slow
@@ -189,3 +202,44 @@ def test_scores_reach_tensorboard(runs: dict):
     tags = events.Tags()["scalars"]
     assert {"eval/fim_exact_match", "eval/fim_edit_similarity", "eval/loss"} <= set(tags)
     assert [e.step for e in events.Scalars("eval/fim_edit_similarity")] == list(range(STEPS + 1))
+
+
+# ---- two processes -------------------------------------------------------------------------------------------
+
+
+def _fsdp2_cpu_config(folder: Path) -> Path:
+    """The shipped recipes/accelerate/fsdp.yaml (FSDP2) on 2 CPU processes."""
+    import yaml
+    from launching import REPO
+
+    config = yaml.safe_load((REPO / "recipes" / "accelerate" / "fsdp.yaml").read_text())
+    config.update(use_cpu=True, num_processes=2, mixed_precision="no")
+    path = folder / "fsdp2-cpu.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["ddp", "fsdp2"])
+def test_two_processes_log_the_scores_of_the_trained_model(engine: str, tmp_path: Path):
+    """Each process fills its share of the holes (FSDP2: parameters unsharded first); the gathered scores are
+    those of the saved adapter filling every hole alone. No deadlock: the launch finishes."""
+    from launching import accelerate_command, run_ok, train_command, write_recipe
+    from peft import PeftModel
+
+    from sc2tune.modeling import ModelSource, load_model
+
+    recipe = _recipe(tmp_path, engine, eval_fim=HOLES)
+    recipe["adapter"]["dropout"] = 0.0
+    recipe["train"]["eval_steps"] = STEPS  # eval_on_start and at the end
+    path = write_recipe(tmp_path / f"{engine}.yaml", recipe)
+    config = _fsdp2_cpu_config(tmp_path) if engine == "fsdp2" else None
+    run_ok(accelerate_command(*train_command(path), config=config))
+    run = tmp_path / engine
+    assert [r["step"] for r in _rows(run) if "eval_fim_exact_match" in r] == [0, STEPS]
+    engines = {json.loads(f.read_text())["distributed_type"] for f in (run / "engine").glob("rank-*.json")}
+    assert engines == {"FSDP" if engine == "fsdp2" else "MULTI_CPU"}
+    probe, tokenizer = _probe(tmp_path, engine)
+    model = PeftModel.from_pretrained(load_model(ModelSource(dtype="float32"), pad_token_id=tokenizer.pad_token_id),
+                                      str(run / "adapter"))
+    assert_last_eval_scores(run, independent_scores(model, probe, tokenizer))
