@@ -38,10 +38,11 @@ def _write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def _recipe(folder: Path, name: str, **train: object) -> dict:
+def _recipe(folder: Path, name: str, method: str = "qlora", **train: object) -> dict:
+    """A QLoRA run (a PEFT model over a 4-bit base: the hardest model to decode from) unless ``method``."""
     return {
         "task": "fim",
-        "adapter": {"r": 8, "alpha": 16, "dropout": 0.1},  # dropout draws from the RNG the probe must not touch
+        "adapter": {"method": method, "r": 8, "alpha": 16, "dropout": 0.1},  # dropout: RNG the probe must not touch
         "data": {"train": str(_write(folder / "train", TRAIN_FILES)), "eval": [str(_write(folder / "eval",
                  HELD_OUT_FILES))], "max_length": 128, "fim": {"rate": 1.0, "spm_rate": 0.0}},
         "train": {"max_steps": STEPS, "batch_size": 2, "lr": 1e-2, "warmup_ratio": 0.0, "scheduler": "constant",
@@ -114,7 +115,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _probe(folder: Path, name: str = "on"):
-    """The probe a run of ``_recipe(folder, name)`` draws, with the run's tokenizer."""
+    """The probe a run of ``_recipe(folder, name)`` draws (the same for any method), with the run's tokenizer."""
     from sc2tune.data import build_datasets
     from sc2tune.modeling import ModelSource, load_tokenizer
     from sc2tune.training.fimprobe import build_probe
@@ -220,8 +221,8 @@ def _fsdp2_cpu_config(folder: Path) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["ddp", "fsdp2"])
-def test_two_processes_log_the_scores_of_the_trained_model(engine: str, tmp_path: Path):
+@pytest.mark.parametrize("engine", ["fsdp2"])  # "ddp" passes too (the same path without the unsharding); left out
+def test_two_processes_log_the_scores_of_the_trained_model(engine: str, tmp_path: Path):  # for the suite's time
     """Each process fills its share of the holes (FSDP2: parameters unsharded first); the gathered scores are
     those of the saved adapter filling every hole alone. No deadlock: the launch finishes."""
     from launching import accelerate_command, run_ok, train_command, write_recipe
@@ -229,7 +230,7 @@ def test_two_processes_log_the_scores_of_the_trained_model(engine: str, tmp_path
 
     from sc2tune.modeling import ModelSource, load_model
 
-    recipe = _recipe(tmp_path, engine, eval_fim=HOLES)
+    recipe = _recipe(tmp_path, engine, "lora", eval_fim=HOLES)
     recipe["adapter"]["dropout"] = 0.0
     recipe["train"]["eval_steps"] = STEPS  # eval_on_start and at the end
     path = write_recipe(tmp_path / f"{engine}.yaml", recipe)
