@@ -152,13 +152,9 @@ def fresh_run_dir(root: Path) -> Path:
 
 def file_holes(repo: str, path: str, text: str) -> list[Hole]:
     """Every hole of one file (module doc), in line order."""
-    holes, start = [], 0
-    for line in text.splitlines(keepends=True):
-        a, b = len(text[:start].rstrip()), start + len(line.rstrip("\r\n"))
-        if a > 0 and len(line.strip()) >= MIN_LINE_CHARS:
-            holes.append(Hole(repo, path, text[:a], text[a:b], text[b:]))
-        start += len(line)
-    return holes
+    from sc2tune.data.holes import line_cuts
+
+    return [Hole(repo, path, text[:a], text[a:b], text[b:]) for a, b in line_cuts(text, MIN_LINE_CHARS)]
 
 
 def draw_holes(repo_dir: Path, count: int, seed: int) -> list[Hole]:
@@ -188,7 +184,9 @@ def spm_prompt_ids(tokenizer: Any, hole: Hole, budget: int) -> list[int]:
 
 def first_line(text: str) -> str:
     """``text`` from its first non-blank character to the next newline (the predicted line)."""
-    return text.lstrip().split("\n", 1)[0].rstrip()
+    from sc2tune.data.holes import first_line as line
+
+    return line(text)
 
 
 @dataclass(frozen=True)

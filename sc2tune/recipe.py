@@ -48,6 +48,9 @@ TRACKER_EXTRAS: dict[str, tuple[str, str]] = {
     "trackio": ("trackio", "trackio"),
 }
 
+#: ``train.eval_fim`` of a FIM recipe that does not set it: held-out line holes filled at each evaluation
+#: (docs/training.md: what they cost on the quickstart).
+DEFAULT_EVAL_FIM = 16
 #: The model head each task needs: the task alone decides it (``model.head`` is no longer a recipe key).
 TASK_HEADS: dict[str, Head] = {"instruct": "causal-lm", "fim": "causal-lm", "classify": "sequence-classification"}
 
@@ -338,6 +341,12 @@ class TrainSpec(_Strict):
     save_total_limit: int | None = Field(2, gt=0, description="Checkpoints kept (oldest removed).")
     eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps (default: each epoch end).")
     logging_steps: int = Field(10, gt=0, description="Log loss every N steps.")
+    eval_fim: int | None = Field(
+        None, ge=0, description="fim: at every evaluation, fill this many held-out line holes greedily (the same "
+        "seeded holes each time, drawn from the eval split) and log their exact match and edit similarity beside "
+        f"eval_loss (eval_fim_exact_match, eval_fim_edit_similarity); 0: off. Default: {DEFAULT_EVAL_FIM} for "
+        "task fim, 0 otherwise (other tasks allow only 0).",
+    )
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
     class_weights: list[float] | Literal["balanced"] | None = Field(
         None, description="classify: per-class loss weights, or 'balanced' (inverse class frequency)."
@@ -432,6 +441,9 @@ class Recipe(_Strict):
             raise ValueError(f"model.head '{given}' contradicts task '{self.task}', which needs '{implied}': "
                              "delete model.head (the task decides the head)")
         object.__setattr__(self, "model", self.model.for_task(self.task))
+        if self.task != "fim" and self.train.eval_fim:
+            raise ValueError(f"train.eval_fim only applies to task 'fim' (this recipe's task is '{self.task}'): "
+                             "delete it or set it to 0")
         if self.task != "classify" and self.train.class_weights is not None:
             raise ValueError("train.class_weights only applies to task 'classify'")
         if (
@@ -441,6 +453,14 @@ class Recipe(_Strict):
         ):
             raise ValueError("train.class_weights needs one weight per label (model.num_labels)")
         return self
+
+    @property
+    def eval_fim_holes(self) -> int:
+        """``train.eval_fim`` as the run uses it: the recipe's value, else ``DEFAULT_EVAL_FIM`` for task fim and
+        0 for the others."""
+        if self.train.eval_fim is not None:
+            return self.train.eval_fim
+        return DEFAULT_EVAL_FIM if self.task == "fim" else 0
 
 
 # --------------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from sc2tune.data.holes import recover_documents  # noqa: F401 - moved there; this module's name for it
 from sc2tune.evaluation.intervals import bootstrap_interval
 from sc2tune.evaluation.problems import fim_cut
 from sc2tune.metrics import edit_similarity, exact_match, text_scores
@@ -46,64 +47,6 @@ class InfillCase:
     prefix: str
     middle: str
     suffix: str
-
-
-def _index(ids: list[int], token: int | None, start: int = 0) -> int:
-    try:
-        return ids.index(token, start) if token is not None else -1
-    except ValueError:
-        return -1
-
-
-def _unfim(ids: list[int], tokenizer: PreTrainedTokenizerBase) -> str:
-    sp = special_tokens(tokenizer, need_fim=False)
-    dec = lambda part: tokenizer.decode(part, clean_up_tokenization_spaces=False)  # noqa: E731
-    if ids and ids[0] == sp.fim_prefix:
-        i_suf, i_mid = _index(ids, sp.fim_suffix), _index(ids, sp.fim_middle)
-        if 0 < i_suf < i_mid:
-            if i_suf == 1:  # SPM: suffix first, then prefix + middle
-                return dec(ids[i_mid + 1:]) + dec(ids[2:i_mid])
-            return dec(ids[1:i_suf]) + dec(ids[i_mid + 1:]) + dec(ids[i_suf + 1:i_mid])
-    return dec(ids)
-
-
-def recover_documents(dataset, tokenizer: PreTrainedTokenizerBase, *, limit: int = 1000) -> list[str]:
-    """Plain-text held-out documents from tokenized (FIM/packed/repository) eval rows (module doc)."""
-    sp = special_tokens(tokenizer, need_fim=False)
-    drop = {sp.eos, tokenizer.pad_token_id}
-    docs: list[str] = []
-    for row in dataset:
-        ids, pos = list(row["input_ids"]), row.get("position_ids")
-        cuts = [i for i, p in enumerate(pos) if p == 0] if pos is not None else [0]
-        for start, end in zip(cuts, [*cuts[1:], len(ids)], strict=True):
-            segment = ids[start:end]
-            while segment and segment[-1] in drop:
-                segment.pop()
-            pieces = [segment]
-            if sp.file_sep is not None and sp.file_sep in segment:
-                pieces, current = [], []
-                for token in segment:
-                    if token == sp.file_sep:
-                        pieces.append(current)
-                        current = []
-                    else:
-                        current.append(token)
-                pieces.append(current)
-                pieces = [p for p in pieces[1:] if p]  # pieces[0] is <repo_name>name
-                texts = [_drop_path_line(_unfim(p, tokenizer)) for p in pieces]
-            else:
-                texts = [_unfim(p, tokenizer) for p in pieces]
-            for text in texts:
-                if len(text.strip()) >= 20 and text.count("\n") >= 2:
-                    docs.append(text)
-                if len(docs) >= limit:
-                    return docs
-    return docs
-
-
-def _drop_path_line(text: str) -> str:
-    """``PATH\\nCODE`` (a repository file, already un-FIM'd) -> ``CODE``."""
-    return text.split("\n", 1)[1] if "\n" in text else ""
 
 
 def make_cases(docs: list[str], kind: str, count: int, seed: int, *, max_span_chars: int = 200

@@ -42,10 +42,12 @@ sharded (each rank writes its own ``.distcp`` files; no rank gathers the model).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import resource
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -228,3 +230,46 @@ def whole_state_dict(trainer: Any) -> dict[str, torch.Tensor] | None:
     if not trainer.is_fsdp_enabled:
         return None
     return trainer.accelerator.get_state_dict(trainer.model)
+
+
+@contextlib.contextmanager
+def whole_parameters(trainer: Any) -> Iterator[None]:
+    """Within the block every process holds the whole parameters of ``trainer.model`` and may run its forward
+    any number of times on its own (no collective), e.g. to decode (:meth:`Sc2Trainer.fim_scores`). Collective
+    on entry and exit: every process enters and leaves it together.
+
+    * not sharded (one process, DDP, ZeRO-1/2): nothing to do (the caller runs the unwrapped model);
+    * FSDP2: every ``fully_shard`` module is unsharded (all-gathered) with ``reshard_after_forward`` off, so a
+      forward all-gathers nothing; on exit each is resharded and ``reshard_after_forward`` set back to the
+      launch's setting (the root module: off, as FSDP2 keeps it);
+    * FSDP1 and ZeRO-3: refused (:func:`check_whole_parameters`, before training)."""
+    if not trainer.is_fsdp_enabled:
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    root = trainer.model
+    modules = [m for m in root.modules() if isinstance(m, FSDPModule)]
+    if not modules:
+        raise UserError("train.eval_fim: this FSDP model has no FSDP2 module to unshard",
+                        hint="set train.eval_fim=0, or launch with fsdp_config.fsdp_version: 2")
+    after = trainer.accelerator.state.fsdp_plugin.reshard_after_forward
+    for module in modules:
+        module.set_reshard_after_forward(False, recurse=False)
+        module.unshard()
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.reshard()
+            module.set_reshard_after_forward(bool(after) and module is not root, recurse=False)
+
+
+def check_whole_parameters(trainer: Any) -> str | None:
+    """Why :func:`whole_parameters` cannot run for this trainer's engine (FSDP1, DeepSpeed ZeRO-3), else None."""
+    if trainer.is_fsdp_enabled and trainer.accelerator.state.fsdp_plugin.fsdp_version != 2:
+        return "FSDP1 shards parameters in flat buffers that no process can decode from alone"
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if trainer.is_deepspeed_enabled and plugin is not None and plugin.zero_stage == 3:
+        return "DeepSpeed ZeRO-3 keeps no process's parameters whole"
+    return None

@@ -64,8 +64,14 @@ from sc2tune.training.callbacks import (
     ThroughputCallback,
     finite_or_none,
 )
-from sc2tune.training.distributed import EngineRecordCallback, check_launch, whole_state_dict
+from sc2tune.training.distributed import (
+    EngineRecordCallback,
+    check_launch,
+    check_whole_parameters,
+    whole_state_dict,
+)
 from sc2tune.training.dropout import use_sparse_lora_dropout
+from sc2tune.training.fimprobe import MIN_LINE_CHARS, build_probe
 from sc2tune.training.outlock import output_lock
 from sc2tune.training.portable import save_classifier_files
 from sc2tune.training.precision import keeps_fp32_master, save_rounded, training_source
@@ -364,6 +370,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     args = _training_arguments(recipe, objective, out, data.eval is not None, resuming=checkpoint is not None)
     classify = objective.loss == "class-cross-entropy"
     class_counts = getattr(data.stats, "class_counts", None)
+    fim_probe = build_probe(recipe, data.eval, tokenizer)  # the held-out holes, drawn once (train.eval_fim)
     trainer = Sc2Trainer(
         model=model,
         args=args,
@@ -381,7 +388,9 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         class_weights=_class_weights(recipe, class_counts, data.id2label) if classify else None,
         loraplus_lr_ratio=recipe.adapter.loraplus_lr_ratio,
         loraplus_lr_embedding=recipe.adapter.loraplus_lr_embedding,
+        fim_probe=fim_probe,
     )
+    _check_fim_probe(trainer, recipe)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgressCallback)
     preemption = PreemptionCallback(trainer)
@@ -460,6 +469,27 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     trainer.accelerator.wait_for_everyone()
     return TrainResult(out, adapter_dir, trainer.state.global_step, False, final_eval, tokens_per_second,
                        trainer.skipped_steps, model=trainer.model)
+
+
+def _check_fim_probe(trainer: Sc2Trainer, recipe: Recipe) -> None:
+    """Refuse ``train.eval_fim`` where the engine keeps no parameters whole (FSDP1, ZeRO-3); the default is
+    turned off there with a warning."""
+    probe = trainer.fim_probe
+    if probe is None:
+        if recipe.eval_fim_holes and recipe.task == "fim" and trainer.eval_dataset is not None:
+            log.warning("train.eval_fim: the held-out documents hold no line of %d+ characters to fill; no FIM "
+                        "scores are logged", MIN_LINE_CHARS)
+        return
+    why = check_whole_parameters(trainer)
+    if why is None:
+        log.info("train.eval_fim: %d held-out line holes filled at each evaluation", len(probe))
+        return
+    if recipe.train.eval_fim is not None:
+        raise UserError(f"train.eval_fim={recipe.train.eval_fim} cannot run under this launch: {why}",
+                        hint="set train.eval_fim=0 (sc2tune eval RUN scores infilling after training), or launch "
+                        "with DDP or FSDP2 (fsdp_config.fsdp_version: 2)")
+    log.warning("train.eval_fim is off for this launch (%s); sc2tune eval RUN scores infilling after training", why)
+    trainer.fim_probe = None
 
 
 def _final_evaluation(trainer: Sc2Trainer) -> dict[str, float]:

@@ -46,7 +46,8 @@ from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES, Objective
 from sc2tune.training.attention import use_packed_attention
 from sc2tune.training.callbacks import AtomicCheckpointCallback, checkpoint_staging
-from sc2tune.training.distributed import adopt_cpu_fsdp
+from sc2tune.training.distributed import adopt_cpu_fsdp, whole_parameters
+from sc2tune.training.fimprobe import FimProbe
 from sc2tune.training.loss import linear_cross_entropy_sum, output_layer, shifted_trained_positions
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,10 @@ class Sc2Trainer(Trainer):
                  packed_attention: Literal["per-document", "dense"] = "per-document",
                  nan_patience: int = 3, class_weights: torch.Tensor | None = None,
                  loraplus_lr_ratio: float | None = None, loraplus_lr_embedding: float | None = None,
-                 **kwargs: Any) -> None:
+                 fim_probe: FimProbe | None = None, **kwargs: Any) -> None:
         """``objective`` from :func:`sc2tune.modeling.objective_for`; ``loss_impl``, ``packed_attention``:
-        ``train.loss_impl`` and ``train.packed_attention`` of the recipe (see its schema)."""
+        ``train.loss_impl`` and ``train.packed_attention`` of the recipe (see its schema); ``fim_probe``: the
+        held-out holes every evaluation fills (:mod:`sc2tune.training.fimprobe`, ``train.eval_fim``)."""
         self.loraplus_lr_ratio = loraplus_lr_ratio
         self.loraplus_lr_embedding = loraplus_lr_embedding
         super().__init__(*args, **kwargs)
@@ -103,6 +105,7 @@ class Sc2Trainer(Trainer):
         self.packed_attention = packed_attention
         self.nan_patience = nan_patience
         self.class_weights = class_weights
+        self.fim_probe = fim_probe
         causal = objective.loss == "token-cross-entropy"
         # The causal loss is normalised by the accumulated trained-token count (num_items_in_batch).
         self.model_accepts_loss_kwargs = causal
@@ -219,7 +222,37 @@ class Sc2Trainer(Trainer):
         key = f"{metric_key_prefix}_loss"
         if key in output.metrics and count > 0:
             output.metrics[key] = total / count
+        if self.fim_probe is not None and len(self.fim_probe):
+            output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in self.fim_scores().items()})
         return output
+
+    def fim_scores(self) -> dict[str, float]:
+        """The held-out holes of ``fim_probe`` filled by the model as it is now, scored
+        (:mod:`sc2tune.training.fimprobe`): ``{"fim_exact_match", "fim_edit_similarity"}``, the same on every
+        process.
+
+        Hole ``i`` is filled by process ``i mod world_size`` with the unwrapped model, which runs no collective
+        (DDP's forward, with its buffer broadcast, is not called), so processes may take different numbers of
+        decoding steps; then every process reaches the one ``gather_object`` of the predictions. Sharded
+        parameters (FSDP, ZeRO-3) are gathered whole first (:func:`whole_parameters`), on every process alike.
+        Decoding keeps no gradients, leaves the random state of training as it was (its generator is forked)
+        and puts the model back in the mode it was in."""
+        from accelerate.utils import gather_object
+
+        from sc2tune.training.fimprobe import fill
+
+        probe = self.fim_probe
+        assert probe is not None
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        mine = list(range(rank, len(probe), world))
+        model = self.accelerator.unwrap_model(self.model)
+        with whole_parameters(self), torch.no_grad(), self.accelerator.autocast():
+            lines = fill(model, probe, mine, self.processing_class)
+        pairs = list(zip(mine, lines, strict=True))
+        if world > 1:
+            pairs = gather_object(pairs)
+        predictions = dict(pairs)
+        return probe.scores([predictions[i] for i in range(len(probe))])
 
     def _add_eval_rows(self, row_losses: torch.Tensor, row_counts: torch.Tensor) -> None:
         """Add one eval batch's per-row loss sums and counts, gathered from every process."""
