@@ -23,6 +23,7 @@ from sc2tune.commands.derive import Command
 from sc2tune.commands.evaluate import evaluate
 from sc2tune.commands.inference import classify, generate
 from sc2tune.commands.plan import plan
+from sc2tune.commands.serving import serve
 from sc2tune.commands.setup import quickstart, schema, tiny_model, validate
 from sc2tune.commands.training import PREEMPTED_EXIT, merge, train
 
@@ -37,6 +38,7 @@ COMMANDS: dict[str, Command] = {
     "merge": merge,
     "generate": generate,
     "classify": classify,
+    "serve": serve,
     "plan": plan,
     "data": Command(data),
 }
