@@ -21,6 +21,7 @@ from __future__ import annotations
 from sc2tune.commands.data import data
 from sc2tune.commands.derive import Command
 from sc2tune.commands.evaluate import evaluate
+from sc2tune.commands.export import export
 from sc2tune.commands.inference import classify, generate
 from sc2tune.commands.plan import plan
 from sc2tune.commands.serving import serve
@@ -36,6 +37,7 @@ COMMANDS: dict[str, Command] = {
     "tiny-model": tiny_model,
     "eval": evaluate,
     "merge": merge,
+    "export": export,
     "generate": generate,
     "classify": classify,
     "serve": serve,
