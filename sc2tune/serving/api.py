@@ -69,11 +69,11 @@ def serve(
         raise UserError(f"--dtype {dtype} is not one of {', '.join(SERVE_DTYPES)}")
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be at least 1 (got {threads})")
+    check_port_free(host, port)
     from sc2tune.serving.source import gguf_for, read_facts
 
     gguf_path = gguf_for(path, dtype=dtype)
     facts = read_facts(gguf_path, alias=name, n_ctx=n_ctx)
-    check_port_free(host, port)
 
     import uvicorn
 

@@ -47,6 +47,28 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
                             tmp_path_factory.mktemp("gguf") / "tiny-f32.gguf", dtype="f32"))
 
 
+@pytest.fixture(scope="session")
+def instruct_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as an instruction run's model folder (its recipe.yaml: the quickstart Alpaca recipe),
+    exported to an f32 GGUF: the metadata carries the run's template as the chat template."""
+    import shutil
+
+    import yaml
+
+    require("llama_cpp")
+    from launching import REPO
+
+    from sc2tune.export import export_gguf
+    from sc2tune.modeling import resolve_model_path
+
+    folder = tmp_path_factory.mktemp("instruct") / "model"
+    shutil.copytree(resolve_model_path("sc2tune/tiny-starcoder2"), folder)
+    recipe = yaml.safe_load((REPO / "recipes" / "quickstart" / "alpaca.yaml").read_text())
+    recipe["data"]["train"] = str(REPO / "data_templates" / "samples" / "instruct.jsonl")
+    (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return Path(export_gguf(folder, folder.parent / "instruct-f32.gguf", dtype="f32"))
+
+
 @dataclass
 class Server:
     """A running ``sc2tune serve``: its base URL (``.../v1``), key and log file."""
@@ -74,8 +96,8 @@ class Server:
 
     def client(self, key: str | None = "same"):
         openai = require("openai")
-        return openai.OpenAI(base_url=self.url, api_key=self.api_key if key == "same" else key or "none",
-                             max_retries=0, timeout=120)
+        key = self.api_key if key == "same" else key
+        return openai.OpenAI(base_url=self.url, api_key=key or "no-key", max_retries=0, timeout=120)
 
 
 def start_server(gguf: Path, log: Path, *extra: str, api_key: str | None = None) -> Iterator[Server]:
