@@ -47,7 +47,7 @@ def generate_text(
     instruction: Annotated[str | None, Help("answer an instruction through the run's template")] = None,
     input: Annotated[str | None, Help("optional input for --instruction")] = None,
     template: Annotated[str | None, Help("template name or YAML path (default: the run's data.template)")] = None,
-    max_new_tokens: Annotated[int, Help("tokens to generate at most (>= 1)")] = DEFAULTS["max_tokens"],
+    max_new_tokens: Annotated[int, Help("tokens to generate at most")] = DEFAULTS["max_tokens"],
     temperature: Annotated[float, Help("sampling temperature, 0 to 2; 0 = greedy")] = DEFAULTS["temperature"],
     top_p: Annotated[float, Help("nucleus sampling, in (0, 1]")] = DEFAULTS["top_p"],
     top_k: Annotated[int, Help("sample from the k most probable tokens only; 0 = off")] = DEFAULTS["top_k"],
