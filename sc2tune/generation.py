@@ -226,11 +226,12 @@ def _encode(lm: InferenceModel, text: str, *, literal: bool = False) -> list[int
     return lm.tokenizer(text, add_special_tokens=False, split_special_tokens=literal)["input_ids"]
 
 
-def _one(texts: list[str], sampling: Sampling, responses: str) -> str:
+def _single(sampling: Sampling, responses: str) -> Sampling:
+    """``sampling`` for a function that returns one response (``n`` must be 1)."""
     if sampling.n != 1:
         raise UserError(f"n={sampling.n} asks for several responses, and this function returns one",
                         hint=f"call {responses}, which returns a list")
-    return texts[0]
+    return sampling
 
 
 def generate_responses(model: InferenceModel | str | Path, prompt: str, sampling: Sampling = Sampling()) -> list[str]:
@@ -247,7 +248,7 @@ def generate_responses(model: InferenceModel | str | Path, prompt: str, sampling
 
 def generate(model: InferenceModel | str | Path, prompt: str, sampling: Sampling = Sampling()) -> str:
     """Left-to-right completion of ``prompt`` (:func:`generate_responses` with ``n`` 1); returns the continuation."""
-    return _one(generate_responses(model, prompt, sampling), sampling, "generate_responses")
+    return generate_responses(model, prompt, _single(sampling, "generate_responses"))[0]
 
 
 def infill_prompt_ids(lm: InferenceModel, prefix: str, suffix: str, repo: RepoContext | None = None) -> list[int]:
@@ -281,7 +282,7 @@ def infill(model: InferenceModel | str | Path, prefix: str, suffix: str, samplin
            repo: RepoContext | None = None) -> str:
     """Fill in the middle between ``prefix`` and ``suffix`` (PSM, :func:`infill_prompt_ids`); returns only
     the middle. ``repo`` puts the file in its repository as StarCoder2 was trained (module doc)."""
-    return _one(infill_responses(model, prefix, suffix, sampling, repo=repo), sampling, "infill_responses")
+    return infill_responses(model, prefix, suffix, _single(sampling, "infill_responses"), repo=repo)[0]
 
 
 def infill_responses(model: InferenceModel | str | Path, prefix: str, suffix: str, sampling: Sampling = Sampling(),
@@ -299,8 +300,8 @@ def infill_responses(model: InferenceModel | str | Path, prefix: str, suffix: st
 def instruct(model: InferenceModel | str | Path, instruction: str, input: str | None = None, *,
              template: str | None = None, sampling: Sampling = Sampling()) -> str:
     """Answer ``instruction`` (with optional ``input``) through the run's prompt template."""
-    return _one(instruct_responses(model, instruction, input, template=template, sampling=sampling), sampling,
-                "instruct_responses")
+    return instruct_responses(model, instruction, input, template=template,
+                              sampling=_single(sampling, "instruct_responses"))[0]
 
 
 def instruct_responses(model: InferenceModel | str | Path, instruction: str, input: str | None = None, *,

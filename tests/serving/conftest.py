@@ -1,7 +1,9 @@
 """What the serving tests share: the engine and client (required test dependencies: a missing one fails, it is
-never skipped), the tiny model exported to GGUF (f32) once per session, and a real ``sc2tune serve`` process.
+never skipped), the GGUF file (exported once per session), and a real ``sc2tune serve`` process.
 
-A server is started per test module (``python -m sc2tune serve``, a free port, one llama.cpp thread) and
+The served file is the tiny StarCoder2 (random weights, the real tokenizer) as the model folder of an Alpaca
+instruction run, exported to an f32 GGUF by ``sc2tune.export`` (so it has a chat template too). A server is
+started per test module (``python -m sc2tune serve``, a free port, one llama.cpp thread) and
 waited for on ``/health``; the reference is the same GGUF file run directly in ``llama_cpp.Llama``.
 """
 
@@ -34,17 +36,6 @@ def require(module: str):
         return importlib.import_module(module)
     except ImportError:
         pytest.fail(f"{module} is not installed; install the test extra: pip install -e '.[test]'")
-
-
-@pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built-in tiny StarCoder2 (random weights, the real tokenizer) as an f32 GGUF, by ``sc2tune export``."""
-    require("llama_cpp")
-    from sc2tune.export import export_gguf
-    from sc2tune.modeling import resolve_model_path
-
-    return Path(export_gguf(resolve_model_path("sc2tune/tiny-starcoder2"),
-                            tmp_path_factory.mktemp("gguf") / "tiny-f32.gguf", dtype="f32"))
 
 
 @pytest.fixture(scope="session")
