@@ -13,7 +13,11 @@ Measured, each side a whole process with ``--threads`` threads (default 1: the b
   ``usage.completion_tokens``; time = wall time around the requests (HTTP and JSON included);
 * generate: one process loads the folder (``sc2tune.generation.load_for_inference``), warms up on one prompt,
   then ``generate_responses(lm, prompt, Sampling(max_new_tokens=N, temperature=0))`` per prompt; tokens = the
-  token ids of each continuation (re-tokenised); time = wall time around the calls.
+  new tokens of each ``model.generate`` call (counted by a wrapper); time = wall time around the calls.
+
+llama-cpp-python 0.3.36 does not stop at ``max_tokens`` while the text so far ends in an incomplete UTF-8
+character (a random model emits such byte-piece tokens in runs), so the serve side can generate more than N
+tokens per prompt; every token it generates is counted.
 
 Printed: both rates, serve/generate, and how many greedy continuations are identical on the two sides.
 Run: ``python bench/serve_speed.py [--prompts 8] [--max-tokens 64] [--threads 1] [--dtype f32]``.
@@ -70,14 +74,20 @@ GENERATE = textwrap.dedent("""
     lm = load_for_inference(folder, dtype="float32")
     sampling = Sampling(max_new_tokens=max_tokens, temperature=0)
     generate_responses(lm, prompts[0], sampling)  # warm-up
-    texts, tokens = [], 0
+    counts, model_generate = [], lm.model.generate
+
+    def counting_generate(*args, **kwargs):  # the bench's own count of the tokens generate made
+        out = model_generate(*args, **kwargs)
+        counts.append(out.shape[1] - kwargs["input_ids"].shape[1])
+        return out
+
+    lm.model.generate = counting_generate
+    texts = []
     start = time.perf_counter()
     for prompt in prompts:
-        text = generate_responses(lm, prompt, sampling)[0]
-        texts.append(text)
+        texts.append(generate_responses(lm, prompt, sampling)[0])
     seconds = time.perf_counter() - start
-    tokens = sum(len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
-    print("RESULT " + json.dumps({"tokens": tokens, "seconds": seconds, "texts": texts}))
+    print("RESULT " + json.dumps({"tokens": sum(counts), "seconds": seconds, "texts": texts}))
 """)
 
 

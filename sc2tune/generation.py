@@ -72,7 +72,7 @@ class Sampling:
             if err.param != "max_tokens":
                 raise
             raise BadParameter("max_new_tokens", str(err).replace("max_tokens", "max_new_tokens")) from None
-        object.__setattr__(self, "stop", check_stop(list(self.stop)))
+        object.__setattr__(self, "stop", check_stop(self.stop if isinstance(self.stop, str) else list(self.stop)))
 
 
 @dataclass

@@ -60,6 +60,7 @@ def test_sampling_uses_the_same_ranges_and_generates_names():
         Sampling(max_new_tokens=0)
     with pytest.raises(UserError, match="at most 16"):
         Sampling(stop=tuple("abcdefghijklmnopq"))
+    assert Sampling(stop="\n\n").stop == ("\n\n",)  # one string is one stop, not its characters
 
 
 # ---- presence and frequency penalties ----------------------------------------------------------------------

@@ -12,7 +12,8 @@ What a request becomes (OpenAI's names in, llama-cpp-python's out):
 * ``n`` and ``seed`` are taken out: the server runs ``n`` requests of one response each, response ``i`` with
   seed ``seed + i`` (mod 2**32) when a seed is given.
 
-Only the names above are checked here; every other field goes to llama-cpp-python's own request model as it
+A prompt is one string (llama-cpp-python takes no more per request), and ``logprobs`` are refused (the server
+keeps no logits). Only the names above are checked here; every other field goes to llama-cpp-python's own request model as it
 came (its validation answers 422).
 """
 
@@ -68,6 +69,12 @@ def check_request(body: Any, *, chat: bool, context: int) -> Checked:
     check_parameters(body, context=context)
     if "stop" in body:
         body["stop"] = list(check_stop(body["stop"])) or None
+    prompt = body.get("prompt")
+    if not chat and not (isinstance(prompt, str) or (isinstance(prompt, list) and len(prompt) <= 1
+                                                     and all(isinstance(p, str) for p in prompt))):
+        raise BadParameter("prompt", "prompt must be a string (one prompt per request; n asks for more responses)")
+    if body.get("logprobs") not in (None, False):
+        raise BadParameter("logprobs", "logprobs are not served (the server keeps no logits): leave logprobs out")
     suffix = body.get("suffix")
     if suffix is not None and (chat or not isinstance(suffix, str)):
         raise BadParameter("suffix", "suffix must be a string, and only in /v1/completions")

@@ -94,6 +94,12 @@ def test_check_request_names_and_chat_limits():
     with pytest.raises(BadParameter) as err:
         check_request([1, 2], chat=False, context=64)
     assert err.value.param == "body"
+    for body, param in (({"prompt": ["a", "b"]}, "prompt"), ({"prompt": [1, 2]}, "prompt"),
+                        ({"prompt": "x", "logprobs": 2}, "logprobs")):
+        with pytest.raises(BadParameter) as err:
+            check_request(body, chat=False, context=64)
+        assert err.value.param == param
+    assert check_request({"prompt": ["one"]}, chat=False, context=64).body["prompt"] == ["one"]
 
 
 # ---- the command's refusals, before any model is loaded ---------------------------------------------------------
