@@ -58,7 +58,8 @@ def serve(
     n_ctx: Annotated[int, Help("context length in tokens, prompt and output together (0: the model's own)")] = 4096,
     threads: Annotated[int | None, Help("CPU threads (default: llama.cpp's choice)")] = None,
     dtype: Annotated[str, Help(f"export type when PATH is a folder: {', '.join(SERVE_DTYPES)}")] = "f16",
-    name: Annotated[str | None, Help("the model's name in /v1/models (default: the GGUF file's stem)")] = None,
+    name: Annotated[str | None, Help("the model's name in /v1/models (default: the folder's name, or the GGUF "
+                                     "file's stem)")] = None,
     verbose_engine: Annotated[bool, Help("show llama.cpp's own log", flag="--verbose-engine")] = False,
 ) -> None:
     """Serve PATH until interrupted (Ctrl-C): ``/health``, ``/v1/models``, ``/v1/completions`` (``suffix``: FIM),
@@ -73,7 +74,8 @@ def serve(
     from sc2tune.serving.source import gguf_for, read_facts
 
     gguf_path = gguf_for(path, dtype=dtype)
-    facts = read_facts(gguf_path, alias=name, n_ctx=n_ctx)
+    folder_name = Path(path).resolve().name if Path(path).is_dir() else None
+    facts = read_facts(gguf_path, alias=name or folder_name, n_ctx=n_ctx)
 
     import uvicorn
 
