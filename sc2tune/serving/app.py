@@ -169,7 +169,7 @@ class ServeLayer:
     async def _stream_several(self, scope: Scope, receive: Receive, send: Send, checked: Checked) -> None:
         """``n`` streams, one after the other, as one: each event's choices re-indexed and given the first
         stream's id; the ``[DONE]`` event only at the end."""
-        state: dict[str, Any] = {"started": False, "id": None, "buffer": ""}
+        state: dict[str, Any] = {"started": False, "failed": False, "id": None, "buffer": ""}
 
         for index in range(checked.n):
             last = index == checked.n - 1
@@ -177,11 +177,11 @@ class ServeLayer:
             async def relay(message: Message, index: int = index, last: bool = last) -> None:
                 if message["type"] == "http.response.start":
                     if not state["started"]:
-                        state["started"] = True
+                        state["started"], state["failed"] = True, message.get("status", 200) != 200
                         headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-length"]
-                        await send({**message, "headers": headers})
+                        await send(message if state["failed"] else {**message, "headers": headers})
                     return
-                if message["type"] != "http.response.body":
+                if message["type"] != "http.response.body" or state["failed"]:  # an error answer goes as it is
                     return await send(message)
                 state["buffer"] += message.get("body", b"").decode("utf-8")
                 complete, _, state["buffer"] = state["buffer"].rpartition("\n\n")
@@ -194,6 +194,8 @@ class ServeLayer:
                     await send({"type": "http.response.body", "body": out.encode("utf-8"), "more_body": more})
 
             await self._one(scope, receive, relay, checked, index)
+            if state["failed"]:
+                return
 
 
 def _reindex(event: str, index: int, state: dict[str, Any]) -> str:
