@@ -19,10 +19,17 @@ llama-cpp-python turn both on).
 from __future__ import annotations
 
 import json
+import logging
 import string
+from typing import TYPE_CHECKING
 
 from sc2tune.data.templates import Template
 from sc2tune.errors import DataError
+
+if TYPE_CHECKING:
+    from sc2tune.recipe import Recipe
+
+log = logging.getLogger(__name__)
 
 #: The roles a rendered chat may hold.
 ROLES = ("system", "user", "assistant")
@@ -93,3 +100,17 @@ def chat_template(template: Template) -> str:
         "{%- endfor -%}"
         "{%- if add_generation_prompt -%}" + _literal(head) + "{%- endif -%}"
     )
+
+
+def recipe_chat_template(recipe: Recipe | None) -> str | None:
+    """The chat template of an instruction run's recipe (``task: instruct`` with ``data.template``), else None;
+    a template no chat can render (:func:`chat_template`'s DataError) is logged and gives None."""
+    if recipe is None or recipe.task != "instruct" or not recipe.data.template:
+        return None
+    from sc2tune.data.templates import load_template
+
+    try:
+        return chat_template(load_template(recipe.data.template))
+    except DataError as err:
+        log.warning("no chat template: %s", err)
+        return None

@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, get_args
 
-from sc2tune.atomic import clear_leftovers, sibling, staged_file
-from sc2tune.atomic import remove as remove_path
+from sc2tune.atomic import staged_file
 from sc2tune.clihelp import Help, TrustRemoteCode
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 
 if TYPE_CHECKING:
     from sc2tune.export.verify import VerifyReport
-    from sc2tune.export.weights import Weights
 
 log = logging.getLogger(__name__)
 
@@ -62,59 +60,19 @@ def _check_dtype(dtype: str) -> None:
         raise UserError(f"unknown --dtype '{dtype}'", hint=f"choose from {', '.join(EXPORT_DTYPES)}")
 
 
-def describe_source(weights: Weights) -> str:
-    """The exported model in words (the adapter merged into its base, or the model folder)."""
-    folder = weights.folder
-    if weights.merged_adapter is not None:
-        return f"adapter {weights.merged_adapter} merged into {folder.base_name}"
-    return f"model {folder.full_dir or folder.merged_dir or folder.path}"
-
-
-def run_chat_template(weights: Weights) -> str | None:
-    """The chat template of an instruction run (its ``data.template`` as Jinja), else None."""
-    from sc2tune.data.chat_template import chat_template
-    from sc2tune.data.templates import load_template
-    from sc2tune.errors import DataError
-
-    recipe = weights.recipe
-    if recipe is None or recipe.task != "instruct" or not recipe.data.template:
-        return None
-    try:
-        return chat_template(load_template(recipe.data.template))
-    except DataError as err:
-        log.warning("no chat template in the export: %s", err)
-        return None
-
-
-def _write_gguf(weights: Weights, file: Path, dtype: str, name: str) -> tuple[int, bool]:
-    """Write the model GGUF into ``file`` (a staging path): the writer's own types directly, llama.cpp's
-    quantised types through an F32 file quantised by llama.cpp."""
-    from sc2tune.export.gguf_model import WRITER_DTYPES, write_model
-    from sc2tune.export.gguf_tokenizer import gguf_vocab
-
-    vocab = gguf_vocab(weights.tokenizer(), int(weights.config.vocab_size))
-    template = run_chat_template(weights)
-    if dtype in WRITER_DTYPES:
-        return write_model(weights, file, dtype, name=name, vocab=vocab, chat_template=template), \
-            template is not None  # type: ignore[arg-type]
-    from sc2tune.export.quantize import llama_cpp_module, quantize
-
-    llama_cpp_module()  # before the f32 file is written: refuse early
-    f32 = sibling(file, "f32")
-    clear_leftovers(file, "f32")
-    try:
-        count = write_model(weights, f32, "f32", name=name, vocab=vocab, chat_template=template)
-        quantize(f32, file, dtype)
-    finally:
-        remove_path(f32)
-    return count, template is not None
-
-
 def export_gguf(path: str | Path, out: str | Path, *, dtype: str = "f16", force: bool = False,
                 trust_remote_code: bool = False) -> Path:
     """Write the model in ``path`` (model, merged, adapter or run folder) as the GGUF file ``out``; returns
     ``out``. ``dtype``: f32, f16, bf16, q8_0 (the gguf writer) or a llama.cpp type such as q4_k_m."""
     return export(path, out=out, dtype=dtype, force=force, trust_remote_code=trust_remote_code).out  # type: ignore[arg-type]
+
+
+def export_gguf_lora(path: str | Path, out: str | Path, *, dtype: str = "f32", force: bool = False,
+                     trust_remote_code: bool = False) -> Path:
+    """Write the LoRA adapter of ``path`` (an adapter or run folder) as a GGUF-LoRA ``out`` for llama.cpp's
+    ``--lora`` (:mod:`sc2tune.export.gguf_lora`); returns ``out``."""
+    return export(path, out=out, format="gguf-lora", dtype=dtype, force=force,  # type: ignore[arg-type]
+                  trust_remote_code=trust_remote_code).out
 
 
 def export(
@@ -128,6 +86,7 @@ def export(
     verify: Annotated[bool, Help("run the file in llama.cpp against the training-side model and report "
                                  "agreement", flag="--verify")] = False,
     prompts: Annotated[int, Help("--verify: held-out prompts to compare", min=1)] = 8,
+    new_tokens: Annotated[int, Help("--verify: greedy tokens generated per prompt", min=1)] = 64,
     force: Annotated[bool, Help("replace an existing FILE", flag="--force")] = False,
     trust_remote_code: TrustRemoteCode = False,
 ) -> ExportResult:
@@ -151,16 +110,17 @@ def export(
         if verify:
             from sc2tune.export.verify import verify_lora
 
-            report = verify_lora(path, target, prompts=prompts, trust_remote_code=trust_remote_code)
+            report = verify_lora(path, target, prompts=prompts, new_tokens=new_tokens,
+                                 trust_remote_code=trust_remote_code)
         return ExportResult(target, format, dtype, lora.source, lora.tensors, target.stat().st_size,
                             time.perf_counter() - start, False, report, lora.notes)
+    from sc2tune.export.model_file import describe_source, write_gguf
     from sc2tune.export.weights import open_weights
 
     weights = open_weights(path, trust_remote_code=trust_remote_code)
-    name = (weights.folder.run_dir or weights.folder.path).name
     try:
         with staged_file(target) as tmp:
-            count, templated = _write_gguf(weights, tmp, dtype, name)
+            count, templated = write_gguf(weights, tmp, dtype)
     except OSError as err:
         _disk_full(err, target)
         raise
@@ -168,7 +128,8 @@ def export(
     if verify:
         from sc2tune.export.verify import verify_gguf
 
-        report = verify_gguf(path, target, prompts=prompts, trust_remote_code=trust_remote_code)
+        report = verify_gguf(path, target, prompts=prompts, new_tokens=new_tokens,
+                                 trust_remote_code=trust_remote_code)
     return ExportResult(target, format, dtype, describe_source(weights), count, target.stat().st_size,
                         time.perf_counter() - start, templated, report)
 

@@ -21,8 +21,9 @@ header, then each tensor is read (or merged), converted, written and dropped. Pe
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +44,18 @@ log = logging.getLogger(__name__)
 #: File types the gguf writer produces itself (llama.cpp's quantiser makes the others from an f32 file).
 WriterDtype = Literal["f32", "f16", "bf16", "q8_0"]
 WRITER_DTYPES: tuple[str, ...] = ("f32", "f16", "bf16", "q8_0")
+
+
+@contextlib.contextmanager
+def quiet_gguf() -> Iterator[None]:
+    """The gguf writer's INFO lines (file plan, endianness) kept out of sc2tune's output."""
+    logger = logging.getLogger("gguf")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 @dataclass(frozen=True)
@@ -197,11 +210,17 @@ def write_model(weights: Weights, file: Path, dtype: WriterDtype, *, name: str, 
                 chat_template: str | None, extra: Callable[[GGUFWriter], None] | None = None) -> int:
     """Write the GGUF model file ``file`` (not atomic: the caller writes a staging path); returns its tensor
     count."""
+    arch = architecture(weights.config)
+    plans = plan_tensors(weights, arch, dtype)
+    with quiet_gguf():
+        return _write(weights, file, dtype, arch, plans, name, vocab, chat_template, extra)
+
+
+def _write(weights: Weights, file: Path, dtype: WriterDtype, arch: Any, plans: list[TensorPlan], name: str,
+           vocab: GgufVocab, chat_template: str | None, extra: Callable[[GGUFWriter], None] | None) -> int:
     import gguf
     import numpy as np
 
-    arch = architecture(weights.config)
-    plans = plan_tensors(weights, arch, dtype)
     by_name = {p.hf_name: p for p in plans}
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[arch])
     writer.add_type(gguf.GGUFType.MODEL)

@@ -166,6 +166,7 @@ def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: 
                        ckpt: BaseCheckpoint, plan: MergePlan, out_dtype: torch.dtype, trained_quant: QuantSpec | None,
                        shard_size: str | int, verify: bool, progress: bool, *, overwrite: bool) -> MergeResult:
     """Stream, describe and verify the merge in a staging folder beside ``out``, then publish it."""
+    from sc2tune.data.chat_template import recipe_chat_template
     from sc2tune.merging.output import publish, staging_dir, write_metadata, write_provenance
     from sc2tune.merging.quant import BLOCKSIZE
     from sc2tune.merging.stream import stream_merge
@@ -185,7 +186,7 @@ def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: 
             "changed_tensors": stats.changed, "notes": plan.notes,
         }
         write_metadata(tmp, plan.config, base=ckpt.source, adapter_dir=adapter_path, classifier=plan.classifier,
-                       provenance=provenance)
+                       provenance=provenance, chat_template=recipe_chat_template(adapter.recipe))
         if stats.changed == 0:
             msg = "the merged weights equal the base's: the adapter changes nothing (an untrained adapter " \
                   f"with all-zero lora_B, or an update below {out_dtype} rounding)"

@@ -247,12 +247,13 @@ def publish(tmp: Path, out: Path, *, overwrite: bool = False) -> None:
 
 
 def write_metadata(folder: Path, config: PretrainedConfig, *, base: ModelSource, adapter_dir: Path,
-                   classifier: bool, provenance: dict[str, Any]) -> None:
+                   classifier: bool, provenance: dict[str, Any], chat_template: str | None = None) -> None:
     """Write config, generation config, tokenizer and provenance next to the weights, and the base's own
     Python files when its config names them (``auto_map``), and the tokenizer folder's when its tokenizer
     names them, so the folder loads as they do. A tokenizer from its own code is loaded (to copy it) only when
     ``base`` may run its code (without it such a tokenizer is a UserError; :func:`sc2tune.merging.merge` checks
-    :func:`tokenizer_source` before streaming, so this is only a backstop)."""
+    :func:`tokenizer_source` before streaming, so this is only a backstop). ``chat_template`` (an instruction
+    run's, :mod:`sc2tune.data.chat_template`) goes into the tokenizer's config."""
     from sc2tune.tokens import set_pad_token
 
     base_dir = Path(base.name_or_path)
@@ -262,6 +263,8 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base: ModelSource,
         tokenizer = load_tokenizer(base.replace(name_or_path=str(tok_dir)), pad=False)
         with contextlib.suppress(UserError):
             set_pad_token(tokenizer)
+        if chat_template is not None:
+            tokenizer.chat_template = chat_template
         tokenizer.save_pretrained(str(folder))
         if base.trust_remote_code and tokenizer_names_own_code(tok_dir):
             _copy_model_code(tok_dir, folder)
