@@ -18,7 +18,11 @@ Prompts:
   ``instruction`` and ``input``; the response is returned.
 
 Sampling follows the StarCoder2 model card: temperature 0.2, top-p 0.95; temperature 0 is greedy
-decoding (deterministic). ``stop`` strings cut the output at their first occurrence.
+decoding (deterministic). ``stop`` strings cut the output at their first occurrence. The other parameters
+and every range are those of ``sc2tune serve`` (:mod:`sc2tune.sampling`): top-k, the repetition penalty
+(transformers' CTRL penalty over prompt and output), presence and frequency penalties (OpenAI's definition,
+over the output: :mod:`sc2tune.penalties`) and ``n`` responses (``*_responses`` functions; greedy gives ``n``
+copies of the one greedy text).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sc2tune.errors import UserError
+from sc2tune.sampling import DEFAULTS, RANGES, BadParameter, check_parameters, check_stop
 
 if TYPE_CHECKING:
     from sc2tune.recipe import Recipe
@@ -45,21 +50,29 @@ CURSOR = "<cursor>"
 
 @dataclass(frozen=True)
 class Sampling:
-    """Decoding settings (StarCoder2 model card defaults)."""
+    """Decoding settings: the defaults and ranges of :mod:`sc2tune.sampling` (``max_new_tokens`` is its
+    ``max_tokens``), checked there so that ``generate`` and ``serve`` accept exactly the same values."""
 
-    max_new_tokens: int = 128
-    temperature: float = 0.2  # 0 = greedy
-    top_p: float = 0.95
+    max_new_tokens: int = DEFAULTS["max_tokens"]
+    temperature: float = DEFAULTS["temperature"]  # 0 = greedy
+    top_p: float = DEFAULTS["top_p"]
+    top_k: int = DEFAULTS["top_k"]  # 0 = off
+    repetition_penalty: float = DEFAULTS["repetition_penalty"]  # 1 = none
+    presence_penalty: float = DEFAULTS["presence_penalty"]
+    frequency_penalty: float = DEFAULTS["frequency_penalty"]
+    n: int = DEFAULTS["n"]  # responses (the *_responses functions)
     stop: tuple[str, ...] = ()
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise UserError(f"max_new_tokens must be at least 1 (got {self.max_new_tokens})")
-        if self.temperature < 0:
-            raise UserError(f"temperature must be >= 0 (got {self.temperature}); 0 means greedy")
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"top_p must be in (0, 1] (got {self.top_p})")
+        values = {name: getattr(self, name) for name in RANGES if name != "max_tokens"}
+        try:
+            check_parameters({**values, "max_tokens": self.max_new_tokens})
+        except BadParameter as err:  # generate's own name for max_tokens
+            if err.param != "max_tokens":
+                raise
+            raise BadParameter("max_new_tokens", str(err).replace("max_tokens", "max_new_tokens")) from None
+        object.__setattr__(self, "stop", check_stop(self.stop if isinstance(self.stop, str) else list(self.stop)))
 
 
 @dataclass
@@ -145,9 +158,12 @@ def _ensure(model: InferenceModel | str | Path, *, classifier: bool) -> Inferenc
 # ---- generation ----------------------------------------------------------------------------------
 
 
-def _decode(lm: InferenceModel, ids: list[int], sampling: Sampling, stop_ids: list[int]) -> str:
-    """Generate after ``ids``; return the new text before the first stop token or stop string."""
-    from transformers import set_seed
+def _decode(lm: InferenceModel, ids: list[int], sampling: Sampling, stop_ids: list[int]) -> list[str]:
+    """Generate ``sampling.n`` responses after ``ids``; each is the new text before the first stop token or
+    stop string. Greedy decoding (temperature 0) has one answer: it is generated once and given ``n`` times."""
+    from transformers import LogitsProcessorList, set_seed
+
+    from sc2tune.penalties import PresenceFrequencyPenalty
 
     if not ids:
         raise UserError("the prompt is empty: there is nothing to continue",
@@ -168,21 +184,29 @@ def _decode(lm: InferenceModel, ids: list[int], sampling: Sampling, stop_ids: li
         "max_new_tokens": max_new_tokens, "eos_token_id": stop_ids,
         "pad_token_id": lm.tokenizer.pad_token_id, "attention_mask": torch.ones_like(input_ids),
     }
-    if sampling.temperature > 0:
-        kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-    else:
+    greedy = sampling.temperature == 0
+    if greedy:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        kwargs.update(do_sample=True, temperature=float(sampling.temperature), top_p=float(sampling.top_p),
+                      top_k=sampling.top_k, num_return_sequences=sampling.n)  # transformers wants floats
+    kwargs["repetition_penalty"] = float(sampling.repetition_penalty)
+    if sampling.presence_penalty or sampling.frequency_penalty:
+        kwargs["logits_processor"] = LogitsProcessorList([PresenceFrequencyPenalty(
+            len(ids), sampling.presence_penalty, sampling.frequency_penalty)])
     if sampling.stop:
         kwargs.update(stop_strings=list(sampling.stop), tokenizer=lm.tokenizer)
     with torch.inference_mode():
         out = lm.model.generate(input_ids=input_ids, **kwargs)
-    new = out[0, len(ids):].tolist()
-    cut = next((i for i, t in enumerate(new) if t in stop_ids), len(new))
-    text = lm.tokenizer.decode(new[:cut], skip_special_tokens=False)
-    for stop in sampling.stop:
-        if stop in text:
-            text = text[: text.index(stop)]
-    return text
+    texts = []
+    for row in out[:, len(ids):].tolist():
+        cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
+        text = lm.tokenizer.decode(row[:cut], skip_special_tokens=False)
+        for stop in sampling.stop:
+            if stop in text:
+                text = text[: text.index(stop)]
+        texts.append(text)
+    return texts * sampling.n if greedy else texts
 
 
 def context_length(model: Any) -> int:
@@ -202,8 +226,16 @@ def _encode(lm: InferenceModel, text: str, *, literal: bool = False) -> list[int
     return lm.tokenizer(text, add_special_tokens=False, split_special_tokens=literal)["input_ids"]
 
 
-def generate(model: InferenceModel | str | Path, prompt: str, sampling: Sampling = Sampling()) -> str:
-    """Left-to-right completion of ``prompt``; returns the continuation.
+def _single(sampling: Sampling, responses: str) -> Sampling:
+    """``sampling`` for a function that returns one response (``n`` must be 1)."""
+    if sampling.n != 1:
+        raise UserError(f"n={sampling.n} asks for several responses, and this function returns one",
+                        hint=f"call {responses}, which returns a list")
+    return sampling
+
+
+def generate_responses(model: InferenceModel | str | Path, prompt: str, sampling: Sampling = Sampling()) -> list[str]:
+    """``sampling.n`` left-to-right completions of ``prompt`` (the continuations).
 
     Special tokens written in the prompt (``<repo_name>``, ``<file_sep>``) are read as special tokens.
     """
@@ -212,6 +244,11 @@ def generate(model: InferenceModel | str | Path, prompt: str, sampling: Sampling
     lm = _ensure(model, classifier=False)
     eos = special_tokens(lm.tokenizer, need_fim=False).eos
     return _decode(lm, _encode(lm, prompt), sampling, [eos])
+
+
+def generate(model: InferenceModel | str | Path, prompt: str, sampling: Sampling = Sampling()) -> str:
+    """Left-to-right completion of ``prompt`` (:func:`generate_responses` with ``n`` 1); returns the continuation."""
+    return generate_responses(model, prompt, _single(sampling, "generate_responses"))[0]
 
 
 def infill_prompt_ids(lm: InferenceModel, prefix: str, suffix: str, repo: RepoContext | None = None) -> list[int]:
@@ -245,6 +282,12 @@ def infill(model: InferenceModel | str | Path, prefix: str, suffix: str, samplin
            repo: RepoContext | None = None) -> str:
     """Fill in the middle between ``prefix`` and ``suffix`` (PSM, :func:`infill_prompt_ids`); returns only
     the middle. ``repo`` puts the file in its repository as StarCoder2 was trained (module doc)."""
+    return infill_responses(model, prefix, suffix, _single(sampling, "infill_responses"), repo=repo)[0]
+
+
+def infill_responses(model: InferenceModel | str | Path, prefix: str, suffix: str, sampling: Sampling = Sampling(),
+                     *, repo: RepoContext | None = None) -> list[str]:
+    """``sampling.n`` middles between ``prefix`` and ``suffix`` (:func:`infill`)."""
     from sc2tune.tokens import special_tokens
 
     lm = _ensure(model, classifier=False)
@@ -257,6 +300,13 @@ def infill(model: InferenceModel | str | Path, prefix: str, suffix: str, samplin
 def instruct(model: InferenceModel | str | Path, instruction: str, input: str | None = None, *,
              template: str | None = None, sampling: Sampling = Sampling()) -> str:
     """Answer ``instruction`` (with optional ``input``) through the run's prompt template."""
+    return instruct_responses(model, instruction, input, template=template,
+                              sampling=_single(sampling, "instruct_responses"))[0]
+
+
+def instruct_responses(model: InferenceModel | str | Path, instruction: str, input: str | None = None, *,
+                       template: str | None = None, sampling: Sampling = Sampling()) -> list[str]:
+    """``sampling.n`` answers to ``instruction`` (:func:`instruct`)."""
     from sc2tune.data.templates import load_template
 
     lm = _ensure(model, classifier=False)
@@ -265,7 +315,7 @@ def instruct(model: InferenceModel | str | Path, instruction: str, input: str | 
         raise UserError(f"{lm.path} has no recipe.yaml naming its instruction template",
                         hint="pass --template (e.g. alpaca) or a path to a template YAML")
     prompt = load_template(name).render_prompt({"instruction": instruction, "input": input or ""})
-    return generate(lm, prompt, sampling)
+    return generate_responses(lm, prompt, sampling)
 
 
 def split_cursor(text: str) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 from sc2tune.clihelp import Help, TrustRemoteCode
 from sc2tune.errors import UserError
 from sc2tune.recipe import Dtype
+from sc2tune.sampling import DEFAULTS, MAX_N, MAX_STOP
 
 if TYPE_CHECKING:
     from sc2tune.generation import InferenceModel, Prediction
@@ -46,22 +47,31 @@ def generate_text(
     instruction: Annotated[str | None, Help("answer an instruction through the run's template")] = None,
     input: Annotated[str | None, Help("optional input for --instruction")] = None,
     template: Annotated[str | None, Help("template name or YAML path (default: the run's data.template)")] = None,
-    max_new_tokens: Annotated[int, Help("tokens to generate at most")] = 128,
-    temperature: Annotated[float, Help("sampling temperature; 0 = greedy")] = 0.2,
-    top_p: Annotated[float, Help("nucleus sampling")] = 0.95,
-    stop: Annotated[list[str] | None, Help("stop at this text (repeatable)", metavar="TEXT")] = None,
+    max_new_tokens: Annotated[int, Help("tokens to generate at most")] = DEFAULTS["max_tokens"],
+    temperature: Annotated[float, Help("sampling temperature, 0 to 2; 0 = greedy")] = DEFAULTS["temperature"],
+    top_p: Annotated[float, Help("nucleus sampling, in (0, 1]")] = DEFAULTS["top_p"],
+    top_k: Annotated[int, Help("sample from the k most probable tokens only; 0 = off")] = DEFAULTS["top_k"],
+    repetition_penalty: Annotated[float, Help(
+        "divide a seen token's positive logit by this (> 0; 1 = none)")] = DEFAULTS["repetition_penalty"],
+    presence_penalty: Annotated[float, Help(
+        "subtract this from a generated token's logit, -2 to 2")] = DEFAULTS["presence_penalty"],
+    frequency_penalty: Annotated[float, Help(
+        "subtract this per occurrence of a generated token, -2 to 2")] = DEFAULTS["frequency_penalty"],
+    n: Annotated[int, Help(f"responses to generate, 1 to {MAX_N}")] = DEFAULTS["n"],
+    stop: Annotated[list[str] | None, Help(f"stop at this text (repeatable, at most {MAX_STOP})",
+                                           metavar="TEXT")] = None,
     seed: Annotated[int | None, Help("seed for sampling")] = None,
     dtype: WeightsDtype = "auto",
     trust_remote_code: TrustRemoteCode = False,
-) -> str:
-    """The completion, the infill or the answer (see the module docstring) of the model in ``path``."""
+) -> list[str]:
+    """The ``n`` completions, infills or answers (see the module docstring) of the model in ``path``."""
     from sc2tune.generation import (
         CURSOR,
         RepoContext,
         Sampling,
-        generate,
-        infill,
-        instruct,
+        generate_responses,
+        infill_responses,
+        instruct_responses,
         load_for_inference,
         split_cursor,
     )
@@ -76,8 +86,9 @@ def generate_text(
         raise UserError("--input goes with --instruction")
     if template is not None and instruction is None:
         raise UserError("--template goes with --instruction")
-    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                        stop=tuple(stop or ()), seed=seed)
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
+                        repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                        frequency_penalty=frequency_penalty, n=n, stop=tuple(stop or ()), seed=seed)
     if file is not None:
         text = read_prompt_file("--file", file)
         if CURSOR in text:
@@ -96,11 +107,11 @@ def generate_text(
     lm = load_for_inference(path, dtype=dtype, trust_remote_code=trust_remote_code)
     warn_if_untrained_mode(lm, "instruct" if instruction is not None else "fim" if infilling else None)
     if instruction is not None:
-        return instruct(lm, instruction, input, template=template, sampling=sampling)
+        return instruct_responses(lm, instruction, input, template=template, sampling=sampling)
     if infilling:
-        return infill(lm, prefix or "", suffix or "", sampling, repo=repo)
+        return infill_responses(lm, prefix or "", suffix or "", sampling, repo=repo)
     assert prompt is not None
-    return generate(lm, prompt, sampling)
+    return generate_responses(lm, prompt, sampling)
 
 
 def read_prompt_file(flag: str, name: str) -> str:

@@ -79,7 +79,7 @@ def test_infill_returns_only_the_middle_and_stops_at_file_sep(tmp_path: Path):
 
 def test_fim_prompt_is_psm_with_literal_user_text(tiny: gen.InferenceModel, monkeypatch: pytest.MonkeyPatch):
     seen: dict = {}
-    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: seen.update(ids=ids, stops=stops) or "")
+    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: seen.update(ids=ids, stops=stops) or [""])
     infill(tiny, "x = '<file_sep>'\n", "print(x)\n", GREEDY)
     tok = tiny.tokenizer
     expected = (tok.convert_tokens_to_ids(["<fim_prefix>"])
@@ -95,7 +95,7 @@ def test_fim_prompt_with_repository_context_is_the_training_layout(tiny: gen.Inf
                                                                     monkeypatch: pytest.MonkeyPatch):
     """StarCoder2's repository FIM: the file's PATH\\nCODE is the FIM fragment, <file_sep> stays outside."""
     seen: dict = {}
-    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: seen.update(ids=ids) or "")
+    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: seen.update(ids=ids) or [""])
     repo = gen.RepoContext("pkg/a.py", "proj", (("util.py", "X = 1\n"),))
     infill(tiny, "import util\n", "\nprint(y)\n", GREEDY, repo=repo)
     tok = tiny.tokenizer
@@ -133,7 +133,7 @@ def test_instruction_uses_the_runs_template(tmp_path: Path, monkeypatch: pytest.
     (tmp_path / "adapter" / "recipe.yaml").write_text(yaml.safe_dump(
         {"task": "instruct", "data": {"train": "rows.jsonl", "template": "alpaca"}}))
     seen: dict = {}
-    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: seen.update(ids=ids) or "ok")
+    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: seen.update(ids=ids) or ["ok"])
     lm = load_for_inference(tmp_path)  # a run folder: adapter/ inside
     assert lm.template == "alpaca"
     assert instruct(lm, "Reverse a list.", "[1, 2]", sampling=GREEDY) == "ok"

@@ -50,7 +50,7 @@ def test_cli_repository_infill_builds_the_training_layout(tmp_path: Path, monkey
     import sc2tune.generation as gen
 
     seen: dict = {}
-    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: seen.update(ids=ids) or "MID")
+    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: seen.update(ids=ids) or ["MID"])
     monkeypatch.chdir(tmp_path)
     Path("util.py").write_text("X = 1\n")
     Path("a.py").write_text("import util\n<cursor>\nprint(y)\n")
@@ -73,7 +73,7 @@ def test_a_mode_the_run_was_not_trained_for_is_warned_about(tmp_path: Path, monk
     import sc2tune.generation as gen
     from sc2tune.inference import generate_text
 
-    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: "")
+    monkeypatch.setattr(gen, "_decode", lambda lm, ids, sampling, stops: [""])
     merged = tmp_path / "merged"
     shutil.copytree(short_context_model, merged)
     (merged / "recipe.yaml").write_text(yaml.safe_dump({"task": "fim", "data": {"train": "code/"}}))

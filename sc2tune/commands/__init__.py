@@ -24,6 +24,7 @@ from sc2tune.commands.evaluate import evaluate
 from sc2tune.commands.export import export
 from sc2tune.commands.inference import classify, generate
 from sc2tune.commands.plan import plan
+from sc2tune.commands.serving import serve
 from sc2tune.commands.setup import quickstart, schema, tiny_model, validate
 from sc2tune.commands.training import PREEMPTED_EXIT, merge, train
 
@@ -39,6 +40,7 @@ COMMANDS: dict[str, Command] = {
     "export": export,
     "generate": generate,
     "classify": classify,
+    "serve": serve,
     "plan": plan,
     "data": Command(data),
 }

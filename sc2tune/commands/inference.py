@@ -14,10 +14,13 @@ if TYPE_CHECKING:
     from sc2tune.generation import Prediction
 
 
-def show_generate(text: str) -> None:
+def show_generate(texts: list[str]) -> None:
     """Complete, infill (FIM) or follow an instruction: sc2tune generate PATH --prompt ... | --prefix ...
     --suffix ... | --file F | --instruction ..."""
-    print(text)
+    for number, text in enumerate(texts, 1):
+        if len(texts) > 1:
+            print(f"--- response {number} of {len(texts)} ---")
+        print(text)
 
 
 def show_classify(predictions: list[Prediction], as_json: Annotated[bool, typer.Option(

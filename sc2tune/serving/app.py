@@ -1,0 +1,309 @@
+"""The OpenAI-compatible app: llama-cpp-python's own FastAPI server, wrapped in one ASGI layer of sc2tune's.
+
+``create_app`` (llama-cpp-python 0.3.36) serves ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``
+and streaming (server-sent events) on llama.cpp. :class:`ServeLayer` sits in front of it and closes the gaps
+a new user meets:
+
+=====================================  ==================================================================
+request                                what the layer does
+=====================================  ==================================================================
+``GET /health``                        200 ``{"status": "ok", "model": ALIAS}`` (the model is loaded
+                                       before the app exists); no key needed
+any other, with an API key set         401 unless ``Authorization: Bearer KEY``
+completions / chat completions         parameters checked and defaults made neutral
+                                       (:mod:`sc2tune.serving.params`): out of range is a 400 whose body
+                                       names the parameter (``error.param``); the server keeps serving
+``n`` = 2                              two requests of one response each, merged (choices 0 and 1; a
+                                       stream carries both, one after the other)
+completions with ``suffix``            StarCoder2's PSM prompt from token ids (:mod:`sc2tune.serving.fim`),
+                                       run by the same ``Llama`` object under the server's lock
+chat on a model without a template     400 (llama-cpp-python would fall back to Llama-2's format)
+=====================================  ==================================================================
+
+Errors have OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from sc2tune.errors import UserError
+from sc2tune.sampling import BadParameter
+from sc2tune.serving.params import Checked, check_request
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+COMPLETIONS = ("/v1/completions", "/v1/engines/copilot-codex/completions")
+CHAT = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the layer knows of the served model: its alias, the server's context length, whether its GGUF
+    metadata holds a chat template (``tokenizer.chat_template``)."""
+
+    alias: str
+    context: int
+    chat_template: bool
+
+
+def error_body(message: str, param: str | None = None, code: str | None = None,
+               kind: str = "invalid_request_error") -> bytes:
+    """OpenAI's error object as JSON bytes."""
+    return json.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}}).encode()
+
+
+async def respond(send: Send, status: int, body: bytes, content_type: str = "application/json") -> None:
+    """A whole response in two ASGI messages."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` once, then waits on the real one (a disconnect)."""
+    sent = False
+
+    async def receive_again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return receive_again
+
+
+class ServeLayer:
+    """The ASGI layer in front of llama-cpp-python's app (module doc); ``fim`` handles a completion with a
+    suffix (:func:`fim_completion`)."""
+
+    def __init__(self, app: ASGIApp, facts: ModelFacts, *, api_key: str | None,
+                 fim: Callable[[Scope, Receive, Send, dict[str, Any]], Awaitable[None]]) -> None:
+        self.app, self.facts, self.api_key, self.fim = app, facts, api_key, fim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, method = scope["path"], scope["method"]
+        if path == "/health" and method in ("GET", "HEAD"):
+            return await respond(send, 200, json.dumps({"status": "ok", "model": self.facts.alias}).encode())
+        if self.api_key is not None and not self._authorized(scope):
+            return await respond(send, 401, error_body(
+                "invalid or missing API key: send the header 'Authorization: Bearer KEY' (the server's --api-key)",
+                code="invalid_api_key"))
+        if method != "POST" or path not in (*COMPLETIONS, CHAT):
+            return await self.app(scope, receive, send)
+        raw = await read_body(receive)
+        try:
+            checked = check_request(json.loads(raw or b"null"), chat=path == CHAT, context=self.facts.context)
+        except json.JSONDecodeError as err:
+            return await respond(send, 400, error_body(f"the request body is not JSON: {err}", "body"))
+        except BadParameter as err:
+            return await respond(send, 400, error_body(str(err), err.param))
+        if path == CHAT and not self.facts.chat_template:
+            return await respond(send, 400, error_body(
+                f"{self.facts.alias} has no chat template (it was not trained on instructions, or was exported "
+                "without one): use /v1/completions", "messages"))
+        if checked.n == 1:
+            return await self._one(scope, receive, send, checked, 0)
+        if checked.stream:
+            return await self._stream_several(scope, receive, send, checked)
+        return await self._merge_several(scope, receive, send, checked)
+
+    def _authorized(self, scope: Scope) -> bool:
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, token = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
+
+    async def _one(self, scope: Scope, receive: Receive, send: Send, checked: Checked, index: int) -> None:
+        body = checked.body_for(index)
+        if checked.fim:
+            return await self.fim(scope, replay(json.dumps(body).encode(), receive), send, body)
+        await self.app(scope, replay(json.dumps(body).encode(), receive), send)
+
+    async def _merge_several(self, scope: Scope, receive: Receive, send: Send, checked: Checked) -> None:
+        """``n`` responses, one request each, merged: choices re-indexed, completion tokens summed."""
+        merged: dict[str, Any] | None = None
+        for index in range(checked.n):
+            status, headers, raw = await _capture(partial(self._one, scope, receive, checked=checked, index=index))
+            if status != 200:
+                return await _replay_response(send, status, headers, raw)
+            part = json.loads(raw)
+            for choice in part.get("choices", []):
+                choice["index"] = index
+            if merged is None:
+                merged = part
+                continue
+            merged["choices"] += part.get("choices", [])
+            usage, more = merged.get("usage"), part.get("usage")
+            if usage and more:  # the prompt counts once
+                usage["completion_tokens"] += more["completion_tokens"]
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        await respond(send, 200, json.dumps(merged).encode())
+
+    async def _stream_several(self, scope: Scope, receive: Receive, send: Send, checked: Checked) -> None:
+        """``n`` streams, one after the other, as one: each event's choices re-indexed and given the first
+        stream's id; the ``[DONE]`` event only at the end."""
+        state: dict[str, Any] = {"started": False, "failed": False, "id": None, "buffer": ""}
+
+        for index in range(checked.n):
+            last = index == checked.n - 1
+
+            async def relay(message: Message, index: int = index, last: bool = last) -> None:
+                if message["type"] == "http.response.start":
+                    if not state["started"]:
+                        state["started"], state["failed"] = True, message.get("status", 200) != 200
+                        headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-length"]
+                        await send(message if state["failed"] else {**message, "headers": headers})
+                    return
+                if message["type"] != "http.response.body" or state["failed"]:  # an error answer goes as it is
+                    return await send(message)
+                state["buffer"] += message.get("body", b"").decode("utf-8")
+                complete, _, state["buffer"] = state["buffer"].rpartition("\n\n")
+                events = [event for event in complete.split("\n\n") if complete]
+                if not last:  # one [DONE], at the very end
+                    events = [event for event in events if event.strip() != "data: [DONE]"]
+                out = "".join(_reindex(event, index, state) + "\n\n" for event in events)
+                more = message.get("more_body", False) or not last
+                if out or not more:
+                    await send({"type": "http.response.body", "body": out.encode("utf-8"), "more_body": more})
+
+            await self._one(scope, receive, relay, checked, index)
+            if state["failed"]:
+                return
+
+
+def _reindex(event: str, index: int, state: dict[str, Any]) -> str:
+    """One server-sent event with its JSON data's choices given ``index`` and the first stream's id."""
+    lines = []
+    for line in event.split("\n"):
+        if line.startswith("data: ") and line[6:].strip() != "[DONE]":
+            with contextlib.suppress(json.JSONDecodeError):
+                data = json.loads(line[6:])
+                state["id"] = state["id"] or data.get("id")
+                data["id"] = state["id"]
+                for choice in data.get("choices", []):
+                    choice["index"] = index
+                line = "data: " + json.dumps(data)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+async def _capture(run: Callable[[Send], Awaitable[None]]) -> tuple[int, list[Any], bytes]:
+    """Run an ASGI call into memory: its status, headers and whole body."""
+    start: dict[str, Any] = {}
+    chunks: list[bytes] = []
+
+    async def keep(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await run(keep)
+    return int(start.get("status", 500)), list(start.get("headers", [])), b"".join(chunks)
+
+
+async def _replay_response(send: Send, status: int, headers: list[Any], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+# ---- the FIM completion, on llama-cpp-python's own request model, lock and streaming ------------------------
+
+#: Fields of a completion request llama-cpp-python's route leaves out of the ``Llama`` call (as its route does).
+NOT_FOR_LLAMA = {"n", "best_of", "logit_bias_type", "user", "min_tokens"}
+
+
+def _fim_call(llama: Any, *, prompt: str | list[str], suffix: str, **kwargs: Any) -> Any:
+    """``llama.create_completion`` on StarCoder2's PSM prompt ids (:func:`sc2tune.serving.fim.fim_prompt_ids`)."""
+    from sc2tune.serving.fim import fim_prompt_ids
+
+    text = prompt if isinstance(prompt, str) else "".join(prompt[:1])
+    return llama.create_completion(prompt=fim_prompt_ids(llama, text, suffix), **kwargs)
+
+
+async def fim_completion(scope: Scope, receive: Receive, send: Send, body: dict[str, Any]) -> None:
+    """``/v1/completions`` with a ``suffix``: llama-cpp-python's request model and its lock, the prompt built by
+    sc2tune; a stream goes through llama-cpp-python's own event publisher."""
+    import anyio
+    from fastapi.responses import JSONResponse
+    from llama_cpp.server.app import get_event_publisher, get_llama_proxy, prepare_request_resources
+    from llama_cpp.server.types import CreateCompletionRequest
+    from pydantic import ValidationError
+    from sse_starlette.sse import EventSourceResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+
+    try:
+        request_model = CreateCompletionRequest.model_validate(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        param = ".".join(str(part) for part in first.get("loc", ())) or None
+        return await respond(send, 422, error_body(f"{param}: {first.get('msg')}", param))
+    if isinstance(request_model.prompt, list) and len(request_model.prompt) > 1:
+        return await respond(send, 400, error_body("one prompt per request", "prompt"))
+    kwargs = request_model.model_dump(exclude=NOT_FOR_LLAMA)
+    call = partial(_fim_call, prompt=kwargs.pop("prompt"), suffix=kwargs.pop("suffix"))
+    request = Request(scope, receive)
+    if request_model.stream:
+        send_chan, recv_chan = anyio.create_memory_object_stream(10)
+        response: Any = EventSourceResponse(recv_chan, sep="\n", data_sender_callable=partial(
+            get_event_publisher, request=request, inner_send_chan=send_chan, body=request_model,
+            body_model=request_model.model, llama_call=call, kwargs=kwargs))
+        return await response(scope, receive, send)
+    try:
+        async with contextlib.asynccontextmanager(get_llama_proxy)() as proxy:
+            llama = prepare_request_resources(request_model, proxy, request_model.model, kwargs)
+            result = await run_in_threadpool(call, llama, **kwargs)
+    except (UserError, ValueError) as err:  # a prompt longer than the context is a ValueError of llama's
+        return await respond(send, 400, error_body(str(err), "prompt"))
+    await JSONResponse(result)(scope, receive, send)
+
+
+def build_app(model: Path, facts: ModelFacts, *, api_key: str | None, n_ctx: int, n_threads: int | None,
+              verbose: bool = False) -> ServeLayer:
+    """llama-cpp-python's app over the GGUF file ``model`` (loaded now), behind :class:`ServeLayer`.
+
+    The settings are built with ``model_validate`` (pydantic-settings reads environment variables only in a
+    settings object's constructor): what is served is what the arguments say.
+    """
+    from llama_cpp.server.app import create_app
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    model_settings = ModelSettings.model_validate({
+        "model": str(model), "model_alias": facts.alias, "n_ctx": n_ctx, "logits_all": False, "verbose": verbose,
+        **({"n_threads": n_threads, "n_threads_batch": n_threads} if n_threads else {}),
+    })
+    server_settings = ServerSettings.model_validate({"api_key": api_key})
+    try:
+        app = create_app(server_settings=server_settings, model_settings=[model_settings])
+    except ValueError as err:  # llama.cpp could not load the file
+        raise UserError(f"llama.cpp cannot load {model}: {err}",
+                        hint="serve a GGUF file written by `sc2tune export` (or llama.cpp's converter)") from None
+    return ServeLayer(app, facts, api_key=api_key, fim=fim_completion)
