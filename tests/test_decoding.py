@@ -10,8 +10,8 @@ from sc2tune.errors import UserError
 from sc2tune.tiny import build_tiny_model
 
 PAD = 4  # <fim_pad>
-LENGTHS = (5, 17, 9, 30, 1, 12, 23)  # different lengths, not sorted: batches are formed by length
-NEW = 10
+LENGTHS = (5, 17, 9, 30, 1)  # different lengths, not sorted: batches are formed by length
+NEW = 6
 
 
 @pytest.fixture(scope="module")
