@@ -78,6 +78,19 @@ def test_without_the_attention_mask_the_reference_differs(model, greedy):
     assert unmasked != greedy
 
 
+def test_a_stop_string_stops_its_row_only(model, greedy, tokenizer):
+    """A row whose text reaches the stop string ends at the token completing it; the others run on."""
+    row = next(i for i, g in enumerate(greedy) if len(g) == NEW and len(set(g[:3])) == 1)  # repeats one token
+    stop = tokenizer.decode(greedy[row][:2])
+    assert stop not in tokenizer.decode(greedy[row][:1])
+    others = [i for i, g in enumerate(greedy) if i != row]
+    assert all(stop not in tokenizer.decode(greedy[i]) for i in others)
+    got = generate_batch(model, prompts(), pad_id=PAD, stop_ids=[0], max_new_tokens=NEW, batch_size=8,
+                         stop_strings=[stop], tokenizer=tokenizer)
+    assert got[row] == greedy[row][:2]
+    assert [got[i] for i in others] == [greedy[i] for i in others]
+
+
 def test_left_pad_layout():
     ids, mask, positions = left_pad([[7, 8, 9], [5]], PAD)
     assert ids.tolist() == [[7, 8, 9], [PAD, PAD, 5]]
