@@ -10,8 +10,8 @@ from sc2tune.errors import UserError
 from sc2tune.tiny import build_tiny_model
 
 PAD = 4  # <fim_pad>
-LENGTHS = (5, 17, 9, 30, 1, 12, 23)  # different lengths, not sorted: batches are formed by length
-NEW = 10
+LENGTHS = (5, 17, 9, 30, 1)  # different lengths, not sorted: batches are formed by length
+NEW = 6
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,19 @@ def test_without_the_attention_mask_the_reference_differs(model, greedy):
                              max_new_tokens=NEW, do_sample=False, eos_token_id=[0], pad_token_id=PAD)
     unmasked = [cut(row[ids.shape[1]:], [0]) for row in out.tolist()]
     assert unmasked != greedy
+
+
+def test_a_stop_string_stops_its_row_only(model, greedy, tokenizer):
+    """A row whose text reaches the stop string ends at the token completing it; the others run on."""
+    row = next(i for i, g in enumerate(greedy) if len(g) == NEW and len(set(g[:3])) == 1)  # repeats one token
+    stop = tokenizer.decode(greedy[row][:2])
+    assert stop not in tokenizer.decode(greedy[row][:1])
+    others = [i for i, g in enumerate(greedy) if i != row]
+    assert all(stop not in tokenizer.decode(greedy[i]) for i in others)
+    got = generate_batch(model, prompts(), pad_id=PAD, stop_ids=[0], max_new_tokens=NEW, batch_size=8,
+                         stop_strings=[stop], tokenizer=tokenizer)
+    assert got[row] == greedy[row][:2]
+    assert [got[i] for i in others] == [greedy[i] for i in others]
 
 
 def test_left_pad_layout():
