@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--dtype", default="f32", help="GGUF type of the served file (f32, f16, q8_0, ...)")
+    parser.add_argument("--show-differences", action="store_true", help="print the continuations that differ")
     args = parser.parse_args()
     prompts = PROMPTS[: args.prompts]
     with tempfile.TemporaryDirectory(prefix="serve-speed-") as tmp:
@@ -176,6 +177,10 @@ def main() -> None:
           f"{generated['seconds']:6.1f} s = {rate['generate']:7.1f} tokens/s")
     print(f"  ratio serve / generate: {rate['serve'] / rate['generate']:.2f}x")
     print(f"  identical greedy continuations: {same}/{len(prompts)}")
+    if args.show_differences:
+        for prompt, a, b in zip(prompts, served["texts"], generated["texts"], strict=True):
+            if a != b:
+                print(f"  {prompt!r}:\n    serve    {a!r}\n    generate {b!r}")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,13 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from sc2tune.clihelp import Help
 from sc2tune.errors import UserError
+
+if TYPE_CHECKING:
+    from sc2tune.serving.app import ModelFacts, ServeLayer
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,33 @@ def check_port_free(host: str, port: int) -> None:
                             hint="pick another --port, or stop what is listening there") from None
 
 
+def build_app(model: Path, facts: ModelFacts, *, api_key: str | None, n_ctx: int, n_threads: int | None,
+              verbose: bool = False) -> ServeLayer:
+    """llama-cpp-python's app over the GGUF file ``model`` (loaded now), behind sc2tune's layer
+    (:class:`~sc2tune.serving.app.ServeLayer`; completions answered by :mod:`sc2tune.serving.completion`).
+
+    The settings are built with ``model_validate`` (pydantic-settings reads environment variables only in a
+    settings object's constructor): what is served is what the arguments say.
+    """
+    from llama_cpp.server.app import create_app
+    from llama_cpp.server.settings import ModelSettings, ServerSettings
+
+    from sc2tune.serving.app import ServeLayer
+    from sc2tune.serving.completion import complete
+
+    model_settings = ModelSettings.model_validate({
+        "model": str(model), "model_alias": facts.alias, "n_ctx": n_ctx, "logits_all": False, "verbose": verbose,
+        **({"n_threads": n_threads, "n_threads_batch": n_threads} if n_threads else {}),
+    })
+    server_settings = ServerSettings.model_validate({"api_key": api_key})
+    try:
+        app = create_app(server_settings=server_settings, model_settings=[model_settings])
+    except ValueError as err:  # llama.cpp could not load the file
+        raise UserError(f"llama.cpp cannot load {model}: {err}",
+                        hint="serve a GGUF file written by `sc2tune export` (or llama.cpp's converter)") from None
+    return ServeLayer(app, facts, api_key=api_key, complete=complete)
+
+
 def serve(
     path: Annotated[str | Path, Help("a .gguf file, or a run / merged / model folder (exported to FOLDER/export/"
                                      "model-DTYPE.gguf first, and reused)", metavar="PATH", positional=True)],
@@ -78,8 +108,6 @@ def serve(
     facts = read_facts(gguf_path, alias=name or folder_name, n_ctx=n_ctx)
 
     import uvicorn
-
-    from sc2tune.serving.app import build_app
 
     app = build_app(gguf_path, facts, api_key=api_key, n_ctx=facts.context, n_threads=threads,
                     verbose=verbose_engine)

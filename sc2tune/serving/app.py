@@ -15,8 +15,10 @@ completions / chat completions         parameters checked and defaults made neut
                                        names the parameter (``error.param``); the server keeps serving
 ``n`` = 2                              two requests of one response each, merged (choices 0 and 1; a
                                        stream carries both, one after the other)
-completions with ``suffix``            StarCoder2's PSM prompt from token ids (:mod:`sc2tune.serving.fim`),
-                                       run by the same ``Llama`` object under the server's lock
+``/v1/completions``                    answered by :mod:`sc2tune.serving.completion` on the same ``Llama``
+                                       object under the server's lock: with ``suffix``, StarCoder2's PSM
+                                       prompt from token ids (:mod:`sc2tune.serving.fim`); ``max_tokens``
+                                       held (llama-cpp-python's route can run past it to the context's end)
 chat on a model without a template     400 (llama-cpp-python would fall back to Llama-2's format)
 =====================================  ==================================================================
 
@@ -31,10 +33,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
-from sc2tune.errors import UserError
 from sc2tune.sampling import BadParameter
 from sc2tune.serving.params import Checked, check_request
 
@@ -97,13 +97,16 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return receive_again
 
 
-class ServeLayer:
-    """The ASGI layer in front of llama-cpp-python's app (module doc); ``fim`` handles a completion with a
-    suffix (:func:`fim_completion`)."""
+#: Answers one checked completion request: ``complete(scope, receive, send, body)``.
+Complete = Callable[[Scope, Receive, Send, dict[str, Any]], Awaitable[None]]
 
-    def __init__(self, app: ASGIApp, facts: ModelFacts, *, api_key: str | None,
-                 fim: Callable[[Scope, Receive, Send, dict[str, Any]], Awaitable[None]]) -> None:
-        self.app, self.facts, self.api_key, self.fim = app, facts, api_key, fim
+
+class ServeLayer:
+    """The ASGI layer in front of llama-cpp-python's app (module doc); ``complete`` answers completions
+    (:func:`sc2tune.serving.completion.complete`), ``app`` everything else."""
+
+    def __init__(self, app: ASGIApp, facts: ModelFacts, *, api_key: str | None, complete: Complete) -> None:
+        self.app, self.facts, self.api_key, self.complete = app, facts, api_key, complete
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -142,8 +145,8 @@ class ServeLayer:
 
     async def _one(self, scope: Scope, receive: Receive, send: Send, checked: Checked, index: int) -> None:
         body = checked.body_for(index)
-        if checked.fim:
-            return await self.fim(scope, replay(json.dumps(body).encode(), receive), send, body)
+        if scope["path"] != CHAT:
+            return await self.complete(scope, replay(json.dumps(body).encode(), receive), send, body)
         await self.app(scope, replay(json.dumps(body).encode(), receive), send)
 
     async def _merge_several(self, scope: Scope, receive: Receive, send: Send, checked: Checked) -> None:
@@ -232,78 +235,3 @@ async def _capture(run: Callable[[Send], Awaitable[None]]) -> tuple[int, list[An
 async def _replay_response(send: Send, status: int, headers: list[Any], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-# ---- the FIM completion, on llama-cpp-python's own request model, lock and streaming ------------------------
-
-#: Fields of a completion request llama-cpp-python's route leaves out of the ``Llama`` call (as its route does).
-NOT_FOR_LLAMA = {"n", "best_of", "logit_bias_type", "user", "min_tokens"}
-
-
-def _fim_call(llama: Any, *, prompt: str | list[str], suffix: str, **kwargs: Any) -> Any:
-    """``llama.create_completion`` on StarCoder2's PSM prompt ids (:func:`sc2tune.serving.fim.fim_prompt_ids`)."""
-    from sc2tune.serving.fim import fim_prompt_ids
-
-    text = prompt if isinstance(prompt, str) else "".join(prompt[:1])
-    return llama.create_completion(prompt=fim_prompt_ids(llama, text, suffix), **kwargs)
-
-
-async def fim_completion(scope: Scope, receive: Receive, send: Send, body: dict[str, Any]) -> None:
-    """``/v1/completions`` with a ``suffix``: llama-cpp-python's request model and its lock, the prompt built by
-    sc2tune; a stream goes through llama-cpp-python's own event publisher."""
-    import anyio
-    from fastapi.responses import JSONResponse
-    from llama_cpp.server.app import get_event_publisher, get_llama_proxy, prepare_request_resources
-    from llama_cpp.server.types import CreateCompletionRequest
-    from pydantic import ValidationError
-    from sse_starlette.sse import EventSourceResponse
-    from starlette.concurrency import run_in_threadpool
-    from starlette.requests import Request
-
-    try:
-        request_model = CreateCompletionRequest.model_validate(body)
-    except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(part) for part in first.get("loc", ())) or None
-        return await respond(send, 422, error_body(f"{param}: {first.get('msg')}", param))
-    if isinstance(request_model.prompt, list) and len(request_model.prompt) > 1:
-        return await respond(send, 400, error_body("one prompt per request", "prompt"))
-    kwargs = request_model.model_dump(exclude=NOT_FOR_LLAMA)
-    call = partial(_fim_call, prompt=kwargs.pop("prompt"), suffix=kwargs.pop("suffix"))
-    request = Request(scope, receive)
-    if request_model.stream:
-        send_chan, recv_chan = anyio.create_memory_object_stream(10)
-        response: Any = EventSourceResponse(recv_chan, sep="\n", data_sender_callable=partial(
-            get_event_publisher, request=request, inner_send_chan=send_chan, body=request_model,
-            body_model=request_model.model, llama_call=call, kwargs=kwargs))
-        return await response(scope, receive, send)
-    try:
-        async with contextlib.asynccontextmanager(get_llama_proxy)() as proxy:
-            llama = prepare_request_resources(request_model, proxy, request_model.model, kwargs)
-            result = await run_in_threadpool(call, llama, **kwargs)
-    except (UserError, ValueError) as err:  # a prompt longer than the context is a ValueError of llama's
-        return await respond(send, 400, error_body(str(err), "prompt"))
-    await JSONResponse(result)(scope, receive, send)
-
-
-def build_app(model: Path, facts: ModelFacts, *, api_key: str | None, n_ctx: int, n_threads: int | None,
-              verbose: bool = False) -> ServeLayer:
-    """llama-cpp-python's app over the GGUF file ``model`` (loaded now), behind :class:`ServeLayer`.
-
-    The settings are built with ``model_validate`` (pydantic-settings reads environment variables only in a
-    settings object's constructor): what is served is what the arguments say.
-    """
-    from llama_cpp.server.app import create_app
-    from llama_cpp.server.settings import ModelSettings, ServerSettings
-
-    model_settings = ModelSettings.model_validate({
-        "model": str(model), "model_alias": facts.alias, "n_ctx": n_ctx, "logits_all": False, "verbose": verbose,
-        **({"n_threads": n_threads, "n_threads_batch": n_threads} if n_threads else {}),
-    })
-    server_settings = ServerSettings.model_validate({"api_key": api_key})
-    try:
-        app = create_app(server_settings=server_settings, model_settings=[model_settings])
-    except ValueError as err:  # llama.cpp could not load the file
-        raise UserError(f"llama.cpp cannot load {model}: {err}",
-                        hint="serve a GGUF file written by `sc2tune export` (or llama.cpp's converter)") from None
-    return ServeLayer(app, facts, api_key=api_key, fim=fim_completion)

@@ -39,7 +39,6 @@ class Checked:
     n: int
     seed: int | None
     stream: bool
-    fim: bool  # a completion with a ``suffix``: StarCoder2's FIM prompt (sc2tune.serving.fim)
 
     def body_for(self, index: int) -> dict[str, Any]:
         """The body of response ``index``: its seed ``seed + index`` (mod 2**32), if a seed was given."""
@@ -73,6 +72,8 @@ def check_request(body: Any, *, chat: bool, context: int) -> Checked:
     if not chat and not (isinstance(prompt, str) or (isinstance(prompt, list) and len(prompt) <= 1
                                                      and all(isinstance(p, str) for p in prompt))):
         raise BadParameter("prompt", "prompt must be a string (one prompt per request; n asks for more responses)")
+    if not chat and body.get("suffix") is None and prompt in ("", [""], []):
+        raise BadParameter("prompt", "prompt is empty: there is nothing to continue")
     if body.get("logprobs") not in (None, False):
         raise BadParameter("logprobs", "logprobs are not served (the server keeps no logits): leave logprobs out")
     suffix = body.get("suffix")
@@ -89,4 +90,4 @@ def check_request(body: Any, *, chat: bool, context: int) -> Checked:
         body[theirs] = body.pop(ours)
     for name, default in ENGINE_DEFAULTS.items():
         body.setdefault(name, default)
-    return Checked(body, n, seed, stream, fim=suffix is not None)
+    return Checked(body, n, seed, stream)

@@ -20,12 +20,12 @@ FACTS = ModelFacts("m", 256, chat_template=False)
 
 
 class Echo:
-    """A stand-in for llama-cpp-python's app: answers a completion whose text is the body it received."""
+    """A stand-in for the completion handler: answers a completion whose text is the body it received."""
 
     def __init__(self) -> None:
         self.bodies: list[dict] = []
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope, receive, send, checked_body=None) -> None:
         message = await receive()
         body = json.loads(message["body"])
         self.bodies.append(body)
@@ -46,7 +46,7 @@ def post(layer: ServeLayer, path: str, body: dict, headers: dict | None = None) 
 
 def test_the_engine_gets_neutral_defaults_under_its_own_names():
     inner = Echo()
-    layer = ServeLayer(inner, FACTS, api_key=None, fim=None)  # type: ignore[arg-type]
+    layer = ServeLayer(Echo(), FACTS, api_key=None, complete=inner)
     assert post(layer, "/v1/completions", {"prompt": "x"}).status_code == 200
     sent = inner.bodies[-1]
     # llama-cpp-python's own defaults would be repeat_penalty 1.1, top_k 40, min_p 0.05, temperature 0.8, 16 tokens
@@ -61,7 +61,7 @@ def test_the_engine_gets_neutral_defaults_under_its_own_names():
 
 def test_n_two_is_two_requests_merged():
     inner = Echo()
-    layer = ServeLayer(inner, FACTS, api_key=None, fim=None)  # type: ignore[arg-type]
+    layer = ServeLayer(Echo(), FACTS, api_key=None, complete=inner)
     answer = post(layer, "/v1/completions", {"prompt": "x", "n": 2, "seed": 2**32 - 1}).json()
     assert [(c["index"], c["text"]) for c in answer["choices"]] == [(0, f"seed={2**32 - 1}"), (1, "seed=0")]
     assert answer["usage"] == {"prompt_tokens": 3, "completion_tokens": 10, "total_tokens": 13}
@@ -70,7 +70,7 @@ def test_n_two_is_two_requests_merged():
 
 def test_bad_requests_are_400s_and_the_key_a_401():
     inner = Echo()
-    layer = ServeLayer(inner, FACTS, api_key="k", fim=None)  # type: ignore[arg-type]
+    layer = ServeLayer(inner, FACTS, api_key="k", complete=inner)
     auth = {"authorization": "Bearer k"}
     assert post(layer, "/v1/completions", {"prompt": "x"}).status_code == 401
     assert post(layer, "/v1/completions", {"prompt": "x"}, {"authorization": "Bearer no"}).status_code == 401
@@ -94,12 +94,13 @@ def test_check_request_names_and_chat_limits():
     with pytest.raises(BadParameter) as err:
         check_request([1, 2], chat=False, context=64)
     assert err.value.param == "body"
-    for body, param in (({"prompt": ["a", "b"]}, "prompt"), ({"prompt": [1, 2]}, "prompt"),
+    for body, param in (({"prompt": ["a", "b"]}, "prompt"), ({"prompt": [1, 2]}, "prompt"), ({"prompt": ""}, "prompt"),
                         ({"prompt": "x", "logprobs": 2}, "logprobs")):
         with pytest.raises(BadParameter) as err:
             check_request(body, chat=False, context=64)
         assert err.value.param == param
     assert check_request({"prompt": ["one"]}, chat=False, context=64).body["prompt"] == ["one"]
+    assert check_request({"prompt": "", "suffix": "x"}, chat=False, context=64).body["suffix"] == "x"  # FIM
 
 
 # ---- the command's refusals, before any model is loaded ---------------------------------------------------------

@@ -75,6 +75,21 @@ def test_fim_is_starcoder2_psm_from_token_ids(server: Server, llama, tokenizer):
     assert llama(prefix, suffix=suffix, max_tokens=16, temperature=0, **NEUTRAL)["choices"][0]["text"] != expected
 
 
+def test_max_tokens_is_held_where_llama_cpp_python_runs_past_it(server: Server, llama):
+    """The random model repeats a byte-piece token (half a UTF-8 character) after this prompt: llama-cpp-python
+    skips its length check while the text ends mid-character, and runs past max_tokens (to the context's end
+    when the run does not stop)."""
+    direct = llama("def add(a, b):", max_tokens=8, temperature=0, **NEUTRAL)
+    assert direct["usage"]["completion_tokens"] > 8  # the gap, in llama-cpp-python itself
+    client = server.client()
+    answer = client.completions.create(model=MODEL, prompt="def add(a, b):", max_tokens=8, temperature=0)
+    assert answer.usage.completion_tokens == 8
+    assert direct["choices"][0]["text"].startswith(answer.choices[0].text)
+    streamed = client.completions.create(model=MODEL, prompt="def add(a, b):", max_tokens=8, temperature=0,
+                                         stream=True)
+    assert "".join(chunk.choices[0].text for chunk in streamed) == answer.choices[0].text
+
+
 def test_streaming_equals_non_streaming(server: Server):
     client = server.client()
     for extra in ({}, {"suffix": "\n    return x\n"}):
