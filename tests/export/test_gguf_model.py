@@ -126,3 +126,18 @@ def test_q8_0_blocks_dequantise_within_half_a_step(tiny_dir: Path, tmp_path: Pat
     blocks = original.reshape(-1, 32)
     step = np.abs(blocks).max(axis=1, keepdims=True) / 127
     assert (np.abs(values.reshape(-1, 32) - blocks) <= step * (0.5 + 127 * 2.0**-11) + 1e-9).all()
+
+
+def test_q4_k_m_is_llama_cpps_own_quantisation(tiny_dir: Path, tmp_path: Path) -> None:
+    """llama.cpp's quantiser picks the types (K-quants where the 256-value super-blocks fit the rows, else a
+    fallback); the F32 file it starts from is gone afterwards."""
+    from .conftest import require_llama_cpp
+
+    require_llama_cpp()
+    out = export_gguf(tiny_dir, tmp_path / "tiny-q4km.gguf", dtype="q4_k_m")
+    reader = gguf.GGUFReader(out)
+    assert fields(reader)["general.file_type"] == gguf.LlamaFileType.MOSTLY_Q4_K_M
+    types = {t.name: t.tensor_type for t in reader.tensors}
+    assert types["blk.0.ffn_down.weight"] in (gguf.GGMLQuantizationType.Q4_K, gguf.GGMLQuantizationType.Q6_K)
+    assert types["blk.0.attn_norm.weight"] == gguf.GGMLQuantizationType.F32
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-q4km.gguf"]
