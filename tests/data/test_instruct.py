@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from sc2tune.data import build_datasets, load_template
+from sc2tune.data import build_datasets
+from sc2tune.data.templates import load_template
 from sc2tune.errors import DataError
 from sc2tune.recipe import recipe_from_dict
 
