@@ -97,6 +97,9 @@ def export(
     _check_dtype(dtype)
     target = Path(out)
     _check_out(target, force)
+    from sc2tune.export.quantize import LLAMA_TYPES, require_serve_extra
+
+    require_serve_extra("gguf", *(["llama_cpp"] if verify or dtype in LLAMA_TYPES else []))
     if format == "gguf-lora":
         from sc2tune.export.gguf_lora import write_lora
 

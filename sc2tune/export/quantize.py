@@ -27,6 +27,17 @@ def llama_cpp_module() -> object:
     return llama_cpp
 
 
+def require_serve_extra(*modules: str) -> None:
+    """A UserError naming the ``serve`` extra when one of ``modules`` (``gguf``, ``llama_cpp``, ``uvicorn``) is
+    missing: export and serve check this before any work, so a missing extra is never an ImportError."""
+    import importlib.util
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"{', '.join(missing)} not installed: sc2tune export and serve need the serve extra",
+                        hint="pip install 'sc2tune[serve]' (it builds llama.cpp; minutes)")
+
+
 def quantize(source: Path, out: Path, dtype: str, *, threads: int = 0) -> None:
     """Quantise the GGUF ``source`` (F32 or F16) into ``out`` as ``dtype`` (a key of :data:`LLAMA_TYPES`)."""
     llama_cpp = llama_cpp_module()

@@ -101,7 +101,10 @@ def serve(
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be at least 1 (got {threads})")
     check_port_free(host, port)
+    from sc2tune.export.quantize import require_serve_extra
     from sc2tune.serving.source import gguf_for, read_facts
+
+    require_serve_extra("gguf", "llama_cpp", "uvicorn", "fastapi", "sse_starlette")
 
     gguf_path = gguf_for(path, dtype=dtype)
     folder_name = Path(path).resolve().name if Path(path).is_dir() else None
