@@ -50,7 +50,7 @@ TRACKER_EXTRAS: dict[str, tuple[str, str]] = {
 
 #: ``train.eval_fim`` of a FIM recipe that does not set it: held-out line holes filled at each evaluation
 #: (docs/training.md: what they cost on the quickstart).
-DEFAULT_EVAL_FIM = 16
+DEFAULT_EVAL_FIM = 8
 #: The model head each task needs: the task alone decides it (``model.head`` is no longer a recipe key).
 TASK_HEADS: dict[str, Head] = {"instruct": "causal-lm", "fim": "causal-lm", "classify": "sequence-classification"}
 

@@ -233,8 +233,9 @@ class Sc2Trainer(Trainer):
 
         Hole ``i`` is filled by process ``i mod world_size`` with the unwrapped model, which runs no collective
         (DDP's forward, with its buffer broadcast, is not called), so processes may take different numbers of
-        decoding steps; then every process reaches the one ``gather_object`` of the predictions. Sharded
-        parameters (FSDP, ZeRO-3) are gathered whole first (:func:`whole_parameters`), on every process alike.
+        decoding steps; then every process reaches the one ``gather_object`` of the predictions. FSDP2 parameters
+        are unsharded first and resharded after (:func:`whole_parameters`), on every process alike; FSDP1 and
+        ZeRO-3 never get here (refused or turned off before training, :func:`check_whole_parameters`).
         Decoding keeps no gradients, leaves the random state of training as it was (its generator is forked)
         and puts the model back in the mode it was in."""
         from accelerate.utils import gather_object

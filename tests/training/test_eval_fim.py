@@ -244,3 +244,37 @@ def test_two_processes_log_the_scores_of_the_trained_model(engine: str, tmp_path
     model = PeftModel.from_pretrained(load_model(ModelSource(dtype="float32"), pad_token_id=tokenizer.pad_token_id),
                                       str(run / "adapter"))
     assert_last_eval_scores(run, independent_scores(model, probe, tokenizer))
+
+
+# ---- engines that keep no parameters whole -------------------------------------------------------------------
+
+
+def _trainer(*, fsdp_version: int | None = None, zero_stage: int | None = None):
+    from types import SimpleNamespace
+
+    state = SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=fsdp_version),
+                            deepspeed_plugin=SimpleNamespace(zero_stage=zero_stage) if zero_stage else None)
+    return SimpleNamespace(is_fsdp_enabled=fsdp_version is not None, is_deepspeed_enabled=zero_stage is not None,
+                           accelerator=SimpleNamespace(state=state), fim_probe=object(), eval_dataset=[])
+
+
+@pytest.mark.parametrize("engine", [{"fsdp_version": 1}, {"zero_stage": 3}])
+def test_fsdp1_and_zero3_refuse_an_explicit_eval_fim_and_turn_the_default_off(engine: dict, tmp_path: Path, caplog):
+    from sc2tune.errors import UserError
+    from sc2tune.training.run import _check_fim_probe
+
+    with pytest.raises(UserError, match=r"train\.eval_fim=4 cannot run under this launch"):
+        _check_fim_probe(_trainer(**engine), recipe_from_dict(_recipe(tmp_path, "r", eval_fim=4)))
+    trainer = _trainer(**engine)
+    _check_fim_probe(trainer, recipe_from_dict(_recipe(tmp_path, "r")))  # the default
+    assert trainer.fim_probe is None and "train.eval_fim is off for this launch" in caplog.text
+
+
+@pytest.mark.parametrize("engine", [{}, {"fsdp_version": 2}, {"zero_stage": 2}])
+def test_ddp_fsdp2_and_zero2_keep_the_probe(engine: dict, tmp_path: Path):
+    from sc2tune.training.run import _check_fim_probe
+
+    trainer = _trainer(**engine)
+    probe = trainer.fim_probe = type("Probe", (), {"__len__": lambda self: 3})()
+    _check_fim_probe(trainer, recipe_from_dict(_recipe(tmp_path, "r", eval_fim=3)))
+    assert trainer.fim_probe is probe
