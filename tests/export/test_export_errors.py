@@ -56,3 +56,17 @@ def test_a_classifier_is_refused(tiny_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="sequence classifier"):
         export_gguf(folder, tmp_path / "x.gguf")
     assert no_output(tmp_path)
+
+
+@pytest.mark.parametrize("missing", ["gguf", "llama_cpp"])
+def test_a_missing_serve_extra_names_it_before_any_work(tiny_dir: Path, tmp_path: Path, monkeypatch,
+                                                        missing: str) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == missing else real(name, *a))
+    dtype = "q4_k_m" if missing == "llama_cpp" else "f32"
+    with pytest.raises(UserError, match=rf"{missing} not installed") as err:
+        export_gguf(tiny_dir, tmp_path / "x.gguf", dtype=dtype)
+    assert "sc2tune[serve]" in (err.value.hint or "")
+    assert no_output(tmp_path)
