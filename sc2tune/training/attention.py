@@ -125,3 +125,19 @@ def use_packed_attention(config) -> Iterator[bool]:
     finally:
         config._attn_implementation = "sdpa"
         _cache[0] = _cache[1] = None
+
+
+@contextlib.contextmanager
+def plain_attention(config) -> Iterator[None]:
+    """Within the block, plain ``sdpa`` again inside a :func:`use_packed_attention` block: generation (the
+    in-training FIM probe) runs with a KV cache and left padding, where position ids do not mark documents."""
+    if getattr(config, "_attn_implementation", None) != NAME:
+        yield
+        return
+    config._attn_implementation = "sdpa"
+    _cache[0] = _cache[1] = None
+    try:
+        yield
+    finally:
+        config._attn_implementation = NAME
+        _cache[0] = _cache[1] = None

@@ -44,7 +44,7 @@ from transformers import Trainer
 from sc2tune.atomic import remove
 from sc2tune.errors import DiskFullError, UserError, is_disk_full
 from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES, Objective
-from sc2tune.training.attention import use_packed_attention
+from sc2tune.training.attention import plain_attention, use_packed_attention
 from sc2tune.training.callbacks import AtomicCheckpointCallback, checkpoint_staging
 from sc2tune.training.distributed import adopt_cpu_fsdp, whole_parameters
 from sc2tune.training.fimprobe import FimProbe
@@ -247,7 +247,8 @@ class Sc2Trainer(Trainer):
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         mine = list(range(rank, len(probe), world))
         model = self.accelerator.unwrap_model(self.model)
-        with whole_parameters(self), torch.no_grad(), self.accelerator.autocast():
+        with whole_parameters(self), plain_attention(self._inner_causal_lm().config), torch.no_grad(), \
+                self.accelerator.autocast():
             lines = fill(model, probe, mine, self.processing_class)
         pairs = list(zip(mine, lines, strict=True))
         if world > 1:
