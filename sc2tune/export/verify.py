@@ -94,7 +94,7 @@ class VerifyReport(Agreement):
         lines = [f"verified {self.file}{' + --lora ' + self.lora if self.lora else ''} in llama.cpp on "
                  f"{self.prompts} prompts ({', '.join(f'{v} {k}' for k, v in self.kinds.items())}); tokenizer "
                  f"agreement {self.tokenizer_agreement:.3f}{'; tensors ' + types if types else ''}",
-                 f"  against the trained model ({self.reference}):", *self.lines(self.new_tokens, "    ")]
+                 f"  against the trained model, {self.reference}:", *self.lines(self.new_tokens, "    ")]
         if self.engine is not None:
             lines += ["  against the file's own weights in transformers (float32; llama.cpp alone):",
                       *self.engine.lines(self.new_tokens, "    ")]
