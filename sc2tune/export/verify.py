@@ -244,6 +244,11 @@ def _engine(llm: Any, model: Any, file: Path, prompts: list[Any], new_tokens: in
     types = weights.types()
     if not weights.rounded:
         return types, None, "every tensor is F32: the trained model's weights, the block above"
+    import torch
+
+    odd = {str(p.dtype) for p in model.parameters()} - {str(torch.float32)}
+    if odd:  # e.g. a QLoRA reference on its 4-bit base: no float32 weights to replace
+        return types, None, f"not computed (the reference model holds {', '.join(sorted(odd))} weights)"
     try:
         rounded = load_file_weights(model, weights)
     except NotImplementedError as err:  # a type gguf's dequantisers do not read
