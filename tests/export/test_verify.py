@@ -62,6 +62,23 @@ def test_file_weights_are_the_checkpoint_rounded_by_hand(tiny_dir: Path, tiny_f1
     assert torch.equal(loaded["lm_head.weight"], loaded["model.embed_tokens.weight"])  # tied, as in the file
 
 
+def test_q8_0_file_weights_are_blocks_of_int8_times_an_f16_scale(tiny_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from sc2tune.export.api import export_gguf
+
+    weights = GgufWeights(export_gguf(tiny_dir, tmp_path / "q8.gguf", dtype="q8_0"))
+    checkpoint = load_file(tiny_dir / "model.safetensors")
+    w = checkpoint["model.layers.0.mlp.c_fc.weight"].numpy()
+    got = weights.array("blk.0.ffn_up.weight")
+    assert got.shape == w.shape and weights.types()["Q8_0"] == 13
+    blocks, values = w.reshape(-1, 32), got.reshape(-1, 32)  # Q8_0: 32 values per block, along a row
+    scale = (np.abs(blocks).max(axis=1, keepdims=True) / 127).astype(np.float16).astype(np.float32)
+    q = values / scale
+    assert np.array_equal(q, np.round(q)) and np.abs(q).max() <= 127  # int8 times the block's f16 scale
+    assert np.all(np.abs(values - blocks) <= scale * 0.5 + np.abs(blocks) * 2e-3)  # the nearest step (f16 scale)
+
+
 def test_f16_report_has_the_engine_block(tiny_dir: Path, tiny_f16_gguf: Path) -> None:
     require_llama_cpp()
     report = verify_gguf(tiny_dir, tiny_f16_gguf, prompts=2, new_tokens=8)
