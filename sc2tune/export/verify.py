@@ -17,13 +17,24 @@ figures leave the near-tie cases out of both numerator and denominator. The refe
 produced: base + adapter through PEFT for an adapter run, the full fine-tune, or the model folder itself. A
 GGUF-LoRA is verified as llama.cpp runs it: its base exported as an F32 GGUF with the adapter loaded by
 ``--lora`` (``lora_path``).
+
+Two references, two blocks of the same figures. The top-level figures compare the file with **the trained
+model** (what the user gets: the rounding to the chosen ``--dtype`` and llama.cpp together). For a file whose
+weights are rounded (any tensor not F32: f16, bf16, q8_0, llama.cpp's quantised types), ``engine`` compares it
+with **the file's own weights in transformers**: the reference model, once compared, has every parameter
+replaced by the file's tensor read back with ``gguf.GGUFReader`` and dequantised by ``gguf.quants`` to float32
+(:mod:`sc2tune.export.file_weights`: F16/BF16 exactly ``w.to(dtype).float()``, Q8_0 ``d * q`` per block, norms
+and biases the F32 the file keeps), so the only difference left is llama.cpp's arithmetic. The replacement is
+in place, one tensor at a time: verification holds one float32 model (plus one tensor), never two. An all-F32
+file has no engine block (its weights are the trained ones), nor has a ``--lora`` check (``engine_note`` says
+why).
 """
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +47,8 @@ NEW_TOKENS = 64
 
 
 @dataclass(frozen=True)
-class VerifyReport:
-    """The agreement of a GGUF file in llama.cpp with the training-side model (see the module docstring)."""
+class Agreement:
+    """llama.cpp against one transformers reference over the prompts (see the module docstring)."""
 
     prompts: int
     greedy_exact_match: float
@@ -50,25 +61,46 @@ class VerifyReport:
     top1_near_tie_disagreements: int
     max_logit_diff: float
     mean_logit_diff: float
+
+    def lines(self, new_tokens: int, indent: str = "  ") -> list[str]:
+        """The figures as text lines."""
+        return [f"{indent}greedy {new_tokens}-token exact match {self.greedy_exact_match:.3f} "
+                f"({self.near_tie_divergences} near-tie, {self.other_divergences} other divergences; "
+                f"{self.greedy_exact_match_excluding_near_ties:.3f} without near ties)",
+                f"{indent}next-token top-1 agreement {self.top1_agreement:.4f} over {self.top1_positions} positions "
+                f"({self.top1_near_tie_disagreements} near-tie disagreements; "
+                f"{self.top1_agreement_excluding_near_ties:.4f} without)",
+                f"{indent}logit difference max {self.max_logit_diff:.3g}, mean {self.mean_logit_diff:.3g}"]
+
+
+@dataclass(frozen=True)
+class VerifyReport(Agreement):
+    """The agreement of a GGUF file in llama.cpp with the training-side model (the inherited top-level figures:
+    what the user gets) and, for a file with rounded weights, with those very weights (``engine``)."""
+
     tokenizer_agreement: float
     new_tokens: int
     kinds: dict[str, int]  #: prompts per kind (fim, l2r, instruct)
     file: str
     lora: str | None
     reference: str
+    weight_types: dict[str, int] = field(default_factory=dict)  #: the file's tensors per GGUF type
+    engine: Agreement | None = None  #: against the file's own weights in transformers float32 (llama.cpp alone)
+    engine_note: str | None = None  #: why there is no engine block
 
     def summary(self) -> str:
         """The figures in a few lines (``sc2tune export --verify``)."""
-        return (f"verified {self.file}{' + --lora ' + self.lora if self.lora else ''} in llama.cpp against "
-                f"{self.reference} on {self.prompts} prompts ({', '.join(f'{v} {k}' for k, v in self.kinds.items())}):\n"
-                f"  greedy {self.new_tokens}-token exact match {self.greedy_exact_match:.3f} "
-                f"({self.near_tie_divergences} near-tie, {self.other_divergences} other divergences; "
-                f"{self.greedy_exact_match_excluding_near_ties:.3f} without near ties)\n"
-                f"  next-token top-1 agreement {self.top1_agreement:.4f} over {self.top1_positions} positions "
-                f"({self.top1_near_tie_disagreements} near-tie disagreements; "
-                f"{self.top1_agreement_excluding_near_ties:.4f} without)\n"
-                f"  logit difference max {self.max_logit_diff:.3g}, mean {self.mean_logit_diff:.3g}; "
-                f"tokenizer agreement {self.tokenizer_agreement:.3f}")
+        types = ", ".join(f"{count} {name}" for name, count in self.weight_types.items())
+        lines = [f"verified {self.file}{' + --lora ' + self.lora if self.lora else ''} in llama.cpp on "
+                 f"{self.prompts} prompts ({', '.join(f'{v} {k}' for k, v in self.kinds.items())}); tokenizer "
+                 f"agreement {self.tokenizer_agreement:.3f}{'; tensors ' + types if types else ''}",
+                 f"  against the trained model, {self.reference}:", *self.lines(self.new_tokens, "    ")]
+        if self.engine is not None:
+            lines += ["  against the file's own weights in transformers (float32; llama.cpp alone):",
+                      *self.engine.lines(self.new_tokens, "    ")]
+        elif self.engine_note:
+            lines.append(f"  against the file's own weights: {self.engine_note}")
+        return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,20 +151,16 @@ def _llama_logits(llm: Any, ids: list[int]) -> Any:
     return np.array(llm.scores[: len(ids)], dtype=np.float32)
 
 
-def compare(llm: Any, model: Any, tokenizer: Any, prompts: list[Any], *, file: str, lora: str | None,
-            reference: str, new_tokens: int = NEW_TOKENS) -> VerifyReport:
-    """Run every prompt through both engines and collect the figures (see the module docstring)."""
+def agreement(llm: Any, model: Any, prompts: list[Any], new_tokens: int = NEW_TOKENS) -> Agreement:
+    """Run every prompt through llama.cpp and the transformers ``model`` and collect the figures (see the module
+    docstring; near ties are the ``model``'s)."""
     import numpy as np
     import torch
 
     exact = near = other = positions = agree = near_pos = 0
     excluded_agree = excluded_pos = 0
-    max_diff, diff_sum, diff_count, tok_ok = 0.0, 0.0, 0, 0
-    kinds: dict[str, int] = {}
+    max_diff, diff_sum, diff_count = 0.0, 0.0, 0
     for prompt in prompts:
-        kinds[prompt.kind] = kinds.get(prompt.kind, 0) + 1
-        tok_ok += llm.tokenize(prompt.text.encode("utf-8"), add_bos=False, special=True) == \
-            tokenizer(prompt.text, add_special_tokens=False)["input_ids"]
         ref_tokens = _reference_greedy(model, prompt.ids, new_tokens)
         full = prompt.ids + ref_tokens
         with torch.no_grad():
@@ -160,14 +188,19 @@ def compare(llm: Any, model: Any, tokenizer: Any, prompts: list[Any], *, file: s
         excluded_pos += int((~(~same & ties)).sum())
         excluded_agree += int(same.sum())
     count = len(prompts)
-    return VerifyReport(
+    return Agreement(
         prompts=count, greedy_exact_match=exact / count, top1_agreement=agree / positions,
         greedy_exact_match_excluding_near_ties=exact / max(count - near, 1),
         top1_agreement_excluding_near_ties=excluded_agree / max(excluded_pos, 1),
         near_tie_divergences=near, other_divergences=other, top1_positions=positions,
-        top1_near_tie_disagreements=near_pos, max_logit_diff=max_diff, mean_logit_diff=diff_sum / diff_count,
-        tokenizer_agreement=tok_ok / count, new_tokens=new_tokens, kinds=kinds, file=file, lora=lora,
-        reference=reference)
+        top1_near_tie_disagreements=near_pos, max_logit_diff=max_diff, mean_logit_diff=diff_sum / diff_count)
+
+
+def tokenizer_agreement(llm: Any, tokenizer: Any, prompts: list[Any]) -> float:
+    """The share of prompts whose text llama.cpp tokenises as transformers does."""
+    same = sum(llm.tokenize(p.text.encode("utf-8"), add_bos=False, special=True)
+               == tokenizer(p.text, add_special_tokens=False)["input_ids"] for p in prompts)
+    return same / len(prompts)
 
 
 @contextlib.contextmanager
@@ -199,6 +232,30 @@ def _reference(path: str | Path, trust_remote_code: bool) -> tuple[Any, Any, Any
     return loaded.model, loaded.tokenizer, folder.recipe, f"transformers float32 ({what})"
 
 
+def _engine(llm: Any, model: Any, file: Path, prompts: list[Any], new_tokens: int
+            ) -> tuple[dict[str, int], Agreement | None, str | None]:
+    """(the file's tensor types, llama.cpp against the file's own weights in ``model``, or why not).
+
+    ``model`` (the reference, already compared) has its weights replaced in place by the file's dequantised
+    values (:func:`sc2tune.export.file_weights.load_file_weights`): no second copy of the model is loaded."""
+    from sc2tune.export.file_weights import GgufWeights, load_file_weights
+
+    weights = GgufWeights(file)
+    types = weights.types()
+    if not weights.rounded:
+        return types, None, "every tensor is F32: the trained model's weights, the block above"
+    import torch
+
+    odd = {str(p.dtype) for p in model.parameters()} - {str(torch.float32)}
+    if odd:  # e.g. a QLoRA reference on its 4-bit base: no float32 weights to replace
+        return types, None, f"not computed (the reference model holds {', '.join(sorted(odd))} weights)"
+    try:
+        rounded = load_file_weights(model, weights)
+    except NotImplementedError as err:  # a type gguf's dequantisers do not read
+        return types, None, f"not computed ({err})"
+    return types, agreement(llm, rounded, prompts, new_tokens), None
+
+
 def _run(path: str | Path, file: Path, lora: Path | None, prompts: int, new_tokens: int,
          trust_remote_code: bool) -> VerifyReport:
     from sc2tune.export.prompts import verify_prompts
@@ -207,8 +264,18 @@ def _run(path: str | Path, file: Path, lora: Path | None, prompts: int, new_toke
     chosen = verify_prompts(tokenizer, prompts, recipe)
     n_ctx = max(len(p.ids) for p in chosen) + new_tokens + 8
     with open_llama(file, n_ctx=n_ctx, lora=lora) as llm:
-        return compare(llm, model, tokenizer, chosen, file=str(file), lora=str(lora) if lora else None,
-                       reference=what, new_tokens=new_tokens)
+        trained = agreement(llm, model, chosen, new_tokens)
+        tokens = tokenizer_agreement(llm, tokenizer, chosen)
+        types: dict[str, int] = {}
+        engine, note = None, "not computed for --lora (the adapter is applied by llama.cpp at run time)"
+        if lora is None:
+            types, engine, note = _engine(llm, model, file, chosen, new_tokens)
+    kinds: dict[str, int] = {}
+    for prompt in chosen:
+        kinds[prompt.kind] = kinds.get(prompt.kind, 0) + 1
+    return VerifyReport(**asdict(trained), tokenizer_agreement=tokens, new_tokens=new_tokens, kinds=kinds,
+                        file=str(file), lora=str(lora) if lora else None, reference=what, weight_types=types,
+                        engine=engine, engine_note=note)
 
 
 def verify_gguf(path: str | Path, file: str | Path, *, prompts: int = 8, new_tokens: int = NEW_TOKENS,
