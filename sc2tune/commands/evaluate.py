@@ -16,13 +16,19 @@ if TYPE_CHECKING:
     from sc2tune.evaluation.api import CodeEvaluation, RunEvaluation
 
 
+def _printed_json(summary: dict, report: object, as_json: bool) -> bool:
+    """Add the report folder to ``summary`` (key ``out``); with ``--json`` print it as one line and say so."""
+    summary["out"] = str(report)
+    if as_json:
+        print(json.dumps(summary))
+    return as_json
+
+
 def show_run(evaluation: RunEvaluation, as_json: JsonOutput = False) -> None:
     """Evaluate a run: sc2tune eval RUN_OR_RECIPE [--models base,adapter,merged] (sc2tune eval code --problems F
     --samples F [--k 1,10]: execution-based pass@k)."""
     summary = evaluation.result.summary()
-    summary["out"] = str(evaluation.report)
-    if as_json:
-        print(json.dumps(summary))
+    if _printed_json(summary, evaluation.report, as_json):
         return
     rows = summary["models"]
     keys = sorted({key for row in rows.values() for key in row} - {"ci95"})
@@ -71,9 +77,7 @@ def _show_comparison(evaluation: CodeEvaluation, as_json: bool) -> None:
     """One column per model, each score with its 95% interval below it, then the paired differences."""
     assert evaluation.comparison is not None
     summary = evaluation.comparison.summary()
-    summary["out"] = str(evaluation.report)
-    if as_json:
-        print(json.dumps(summary))
+    if _printed_json(summary, evaluation.report, as_json):
         return
     rows = summary["models"]
     first = next(iter(rows.values()))

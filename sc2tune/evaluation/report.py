@@ -123,6 +123,18 @@ def code_markdown(result: CodeEvalResult, *, problems: str, samples: str) -> str
     return "\n".join(lines) + "\n"
 
 
+def _differences_section(differences: dict, units: str, method: str) -> list[str]:
+    """The "Paired differences" section: one row per (comparison, metric), ``{"value", "ci95"}`` each; none
+    without differences."""
+    if not differences:
+        return []
+    return ["", "## Paired differences", "", f"Same {units} for both models; 95% interval of {method} "
+            "(an interval that excludes 0 is unlikely to be noise).", "",
+            "| comparison | metric | difference | 95% interval |", "|---|---|---|---|",
+            *(f"| {md_text(pair)} | {md_text(key)} | {d['value']:+.4f} | {_interval(d['ci95'])} |"
+              for pair, metrics in differences.items() for key, d in metrics.items())]
+
+
 def _interval(bounds: Sequence[float] | None) -> str:
     """``[lo, hi]`` as report text (empty when there is none)."""
     return f"{bounds[0]:.4f} to {bounds[1]:.4f}" if bounds else ""
@@ -186,13 +198,7 @@ def comparison_markdown(comparison: ModelComparison, summary: Mapping[str, Any])
         lines.append(f"| samples {status} | " + " | ".join(str(models[n]["status_counts"].get(status, 0))
                                                             for n in names) + " |")
     lines += ["", "95% intervals: percentile bootstrap over tasks (seed 0, 1000 resamples)."]
-    differences = summary.get("differences", {})
-    if differences:
-        lines += ["", "## Paired differences", "", "Same tasks for both models; 95% interval of the paired "
-                  "bootstrap over tasks (an interval that excludes 0 is unlikely to be noise).", "",
-                  "| comparison | metric | difference | 95% interval |", "|---|---|---|---|"]
-        lines += [f"| {md_text(pair)} | {md_text(key)} | {d['value']:+.4f} | {_interval(d['ci95'])} |"
-                  for pair, metrics in differences.items() for key, d in metrics.items()]
+    lines += _differences_section(summary.get("differences", {}), "tasks", "the paired bootstrap over tasks")
     lines += ["", "## First samples", "", "| task | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     firsts = {n: {} for n in names}
     for n in names:
@@ -259,13 +265,7 @@ def run_markdown(data: Mapping[str, Any], plots: Mapping[str, str]) -> str:
                   for k in kinds}
         lines += ["", "Infilling: greedy generation of the hole between `<fim_prefix>prefix<fim_suffix>suffix"
                   "<fim_middle>`; 95% intervals: percentile bootstrap over holes; " + ", ".join(f"{counts[k]} {k} holes" for k in kinds) + "."]
-    differences = data.get("differences", {})
-    if differences:
-        lines += ["", "## Paired differences", "", "Same held-out holes for both models; 95% interval of the "
-                  "paired bootstrap (an interval that excludes 0 is unlikely to be noise).", "",
-                  "| comparison | metric | difference | 95% interval |", "|---|---|---|---|"]
-        lines += [f"| {md_text(pair)} | {md_text(key)} | {d['value']:+.4f} | {_interval(d['ci95'])} |"
-                  for pair, metrics in differences.items() for key, d in metrics.items()]
+    lines += _differences_section(data.get("differences", {}), "held-out holes", "the paired bootstrap")
     for name in names:
         per_class = models[name].get("per_class")
         if per_class:

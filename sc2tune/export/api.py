@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Literal, TypeVar, get_args
 
 from sc2tune.atomic import staged_file
 from sc2tune.clihelp import Help, TrustRemoteCode
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from sc2tune.export.verify import VerifyReport
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ExportFormat = Literal["gguf", "gguf-lora"]
 ExportDtype = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s", "q3_k_m",
@@ -102,39 +104,34 @@ def export(
     require_serve_extra("gguf", *(["llama_cpp"] if verify or dtype in LLAMA_TYPES else []))
     if format == "gguf-lora":
         from sc2tune.export.gguf_lora import write_lora
+        from sc2tune.export.verify import verify_lora
 
-        try:
-            with staged_file(target) as tmp:
-                lora = write_lora(path, tmp, dtype, trust_remote_code=trust_remote_code)
-        except OSError as err:
-            _disk_full(err, target)
-            raise
-        report = None
-        if verify:
-            from sc2tune.export.verify import verify_lora
-
-            report = verify_lora(path, target, prompts=prompts, new_tokens=new_tokens,
-                                 trust_remote_code=trust_remote_code)
+        lora = _write(target, lambda tmp: write_lora(path, tmp, dtype, trust_remote_code=trust_remote_code))
+        report = verify_lora(path, target, prompts=prompts, new_tokens=new_tokens,
+                             trust_remote_code=trust_remote_code) if verify else None
         return ExportResult(target, format, dtype, lora.source, lora.tensors, target.stat().st_size,
                             time.perf_counter() - start, False, report, lora.notes)
     from sc2tune.export.model_file import describe_source, write_gguf
+    from sc2tune.export.verify import verify_gguf
     from sc2tune.export.weights import open_weights
 
     weights = open_weights(path, trust_remote_code=trust_remote_code)
+    count, templated = _write(target, lambda tmp: write_gguf(weights, tmp, dtype))
+    report = verify_gguf(path, target, prompts=prompts, new_tokens=new_tokens,
+                         trust_remote_code=trust_remote_code) if verify else None
+    return ExportResult(target, format, dtype, describe_source(weights), count, target.stat().st_size,
+                        time.perf_counter() - start, templated, report)
+
+
+def _write(target: Path, write: Callable[[Path], T]) -> T:
+    """``write(tmp)`` into a staged sibling of ``target``, renamed into place when it returns (a full disk is a
+    :class:`DiskFullError` naming ``target``; nothing is left half-written)."""
     try:
         with staged_file(target) as tmp:
-            count, templated = write_gguf(weights, tmp, dtype)
+            return write(tmp)
     except OSError as err:
         _disk_full(err, target)
         raise
-    report = None
-    if verify:
-        from sc2tune.export.verify import verify_gguf
-
-        report = verify_gguf(path, target, prompts=prompts, new_tokens=new_tokens,
-                                 trust_remote_code=trust_remote_code)
-    return ExportResult(target, format, dtype, describe_source(weights), count, target.stat().st_size,
-                        time.perf_counter() - start, templated, report)
 
 
 def _disk_full(err: OSError, target: Path) -> None:
