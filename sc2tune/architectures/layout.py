@@ -114,7 +114,9 @@ def _kind(module: nn.Module) -> str:
     return "other"
 
 
-def _cfg(config: Any, *names: str, default: Any = None) -> Any:
+def config_value(config: Any, *names: str, default: Any = None) -> Any:
+    """The first of the config attributes ``names`` that is set (not None), else ``default``: one reader for the
+    fields architectures spell differently (``n_layer`` / ``num_hidden_layers``, ...)."""
     for name in names:
         value = getattr(config, name, None)
         if value is not None:
@@ -153,16 +155,16 @@ def layout_of_model(model: nn.Module) -> ModelLayout:
     config = getattr(model, "config", None)
     extra: dict[str, Any] = {}
     if config is not None:
-        hidden = int(_cfg(config, "hidden_size", "n_embd"))
-        heads = int(_cfg(config, "num_attention_heads", "n_head"))
-        kv = _cfg(config, "num_key_value_heads")
+        hidden = int(config_value(config, "hidden_size", "n_embd"))
+        heads = int(config_value(config, "num_attention_heads", "n_head"))
+        kv = config_value(config, "num_key_value_heads")
         if kv is None:
             kv = 1 if getattr(config, "multi_query", False) else heads
-        inter = _cfg(config, "intermediate_size", "n_inner")
+        inter = config_value(config, "intermediate_size", "n_inner")
         extra = dict(
-            hidden=hidden, heads=heads, head_dim=int(_cfg(config, "head_dim", default=hidden // heads)),
+            hidden=hidden, heads=heads, head_dim=int(config_value(config, "head_dim", default=hidden // heads)),
             kv_heads=int(kv), intermediate=None if inter is None else int(inter),
-            residual_dropout=float(_cfg(config, "residual_dropout", "resid_pdrop", "hidden_dropout", default=0.0)
+            residual_dropout=float(config_value(config, "residual_dropout", "resid_pdrop", "hidden_dropout", default=0.0)
                                    or 0.0),
             vocab_size=int(config.vocab_size),
         )

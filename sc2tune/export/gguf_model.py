@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from sc2tune.architectures.layout import config_value
 from sc2tune.errors import UserError
 
 if TYPE_CHECKING:
@@ -67,14 +68,6 @@ class TensorPlan:
     shape: tuple[int, ...]
     qtype: GGMLQuantizationType
     nbytes: int
-
-
-def _get(config: PretrainedConfig, *names: str, default: Any = None) -> Any:
-    for name in names:
-        value = getattr(config, name, None)
-        if value is not None:
-            return value
-    return default
 
 
 def _rope(config: PretrainedConfig) -> tuple[float | None, str | None, float | None]:
@@ -129,7 +122,7 @@ def write_hparams(writer: GGUFWriter, config: PretrainedConfig, arch: Any) -> No
     writer.add_embedding_length(int(config.hidden_size))
     writer.add_feed_forward_length(int(config.intermediate_size))
     writer.add_head_count(int(config.num_attention_heads))
-    writer.add_head_count_kv(int(_get(config, "num_key_value_heads", default=config.num_attention_heads)))
+    writer.add_head_count_kv(int(config_value(config, "num_key_value_heads", default=config.num_attention_heads)))
     theta, kind, factor = _rope(config)
     if kind not in (None, "default"):
         if kind != "linear" or factor is None:
@@ -139,7 +132,7 @@ def write_hparams(writer: GGUFWriter, config: PretrainedConfig, arch: Any) -> No
         writer.add_rope_scaling_factor(float(factor))
     if theta is not None:
         writer.add_rope_freq_base(float(theta))
-    writer.add_layer_norm_eps(float(_get(config, "norm_epsilon", "layer_norm_eps", "layer_norm_epsilon")))
+    writer.add_layer_norm_eps(float(config_value(config, "norm_epsilon", "layer_norm_eps", "layer_norm_epsilon")))
     head_dim = getattr(config, "head_dim", None)
     if head_dim is not None and head_dim != config.hidden_size // config.num_attention_heads:
         writer.add_key_length(int(head_dim))
@@ -168,7 +161,7 @@ def plan_tensors(weights: Weights, arch: Any, dtype: WriterDtype) -> list[Tensor
     import gguf
 
     config = weights.config
-    blocks = int(_get(config, "num_hidden_layers", "n_layer"))
+    blocks = int(config_value(config, "num_hidden_layers", "n_layer"))
     names = gguf.get_tensor_name_map(arch, blocks)
     tied = bool(getattr(config, "tie_word_embeddings", False))
     plans: list[TensorPlan] = []

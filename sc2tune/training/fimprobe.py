@@ -36,7 +36,7 @@ from typing import Any
 from sc2tune.data.holes import first_line, line_cuts, recover_documents
 from sc2tune.metrics import edit_similarity, exact_match
 from sc2tune.recipe import Recipe
-from sc2tune.tokens import special_tokens
+from sc2tune.tokens import encode_texts, special_tokens
 
 #: A line is a hole candidate when it has at least this many non-blank characters (the quickstart's rule).
 MIN_LINE_CHARS = 8
@@ -80,8 +80,7 @@ def draw_holes(documents: Sequence[str], count: int, seed: int) -> list[tuple[in
 def prompt_ids(tokenizer: Any, prefix: str, suffix: str, budget: int, *, spm: bool) -> list[int]:
     """The PSM or SPM prompt of one hole with at most ``budget`` prefix + suffix tokens (module doc)."""
     st = special_tokens(tokenizer, need_fim=True)
-    enc = lambda text: tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]  # noqa: E731
-    pre, suf = enc(prefix), enc(suffix)
+    pre, suf = encode_texts(tokenizer, [prefix, suffix])
     keep_suf = min(len(suf), max(budget // 4, budget - len(pre)))
     keep_pre = min(len(pre), budget - keep_suf)
     pre, suf = pre[len(pre) - keep_pre:] if keep_pre > 0 else [], suf[:keep_suf]
@@ -100,8 +99,7 @@ def build_probe(recipe: Recipe, eval_rows: Any, tokenizer: Any) -> FimProbe | No
     holes = draw_holes(documents, count, recipe.train.seed)
     if not holes:
         return None
-    enc = lambda text: tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]  # noqa: E731
-    max_new_tokens = max(len(enc(documents[d][a:b])) for d, a, b in holes) + 4
+    max_new_tokens = max(len(ids) for ids in encode_texts(tokenizer, [documents[d][a:b] for d, a, b in holes])) + 4
     budget = max(8, recipe.data.max_length - max_new_tokens - 3)
     spm = recipe.data.fim.spm_rate > 0.5
     st = special_tokens(tokenizer, need_fim=True)
