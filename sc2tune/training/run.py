@@ -301,7 +301,7 @@ def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -
     try:
         main_process = _is_main_process()
         with output_lock(out, main_process=main_process), \
-                tracker_session(recipe.train.report_to, out.name, out, main_process=main_process):
+                tracker_session(recipe.train.report_to, out.name, out, main_process=main_process, resume=resume):
             return _train(recipe, out, resume=resume, show_progress=show_progress, main_process=main_process)
     finally:
         if not callers_group:
@@ -402,7 +402,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     main_process = trainer.is_world_process_zero()  # the trainer's word from here on
     if main_process:
         if "tensorboard" in recipe.train.report_to:
-            _add_tensorboard(trainer, run.tensorboard)
+            _add_tensorboard(trainer, run.tensorboard, checkpoint)
         write_file(run.recipe, recipe_to_yaml(recipe))
 
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -528,14 +528,18 @@ def _plot(run: RunFolder, title: str) -> None:
         plot_loss_curves(train_points, eval_points, run.loss_plot, title=title)
 
 
-def _add_tensorboard(trainer: Sc2Trainer, folder: Path) -> None:
+def _add_tensorboard(trainer: Sc2Trainer, folder: Path, checkpoint: str | None) -> None:
+    """TensorBoard's writer into ``folder``, one run for the whole training: resuming from ``checkpoint-N``, it
+    marks the new event file with ``purge_step=N+1`` (TensorBoard's restart marker: steps after N logged before
+    a kill are dropped, the resumed run's stand)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
     except ImportError:  # tensorboard is a dependency, but stay usable without it
         log.info("tensorboard not installed: no TensorBoard logs")
         return
-    trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(folder))))
+    purge_step = int(Path(checkpoint).name.rsplit("-", 1)[1]) + 1 if checkpoint else None
+    trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(folder), purge_step=purge_step)))
 
 
 def describe(result: TrainResult) -> dict[str, Any]:

@@ -10,6 +10,11 @@ the same runs:
   it instead of starting and ending its own), and ended here as FINISHED, or FAILED on an error;
 * wandb, trackio: their current runs are finished here (wandb's offline files are complete then).
 
+``--resume`` continues the runs ``trackers.json`` recorded (a preempted run records them too): mlflow's by
+its run id, wandb's by its id (``resume="allow"``, opened here so that transformers' callback logs into it);
+trackio's run is found by its name (transformers opens it with ``resume="allow"``). Steps continue from the
+checkpoint's.
+
 Where each tracker writes is its own setting (``WANDB_MODE``/``WANDB_DIR``/``WANDB_PROJECT``,
 ``MLFLOW_TRACKING_URI``/``MLFLOW_EXPERIMENT_NAME``, ``TRACKIO_DIR``): sc2tune reads none of them.
 
@@ -48,20 +53,30 @@ def integrations(report_to: tuple[str, ...]) -> list[str] | str:
 
 
 @contextmanager
-def tracker_session(report_to: tuple[str, ...], run_name: str, out: Path, *, main_process: bool) -> Iterator[None]:
-    """Open the mlflow run before training, close every tracker's run after it and record them in
-    ``out/trackers.json`` (module docstring). Only the main process talks to trackers."""
+def tracker_session(report_to: tuple[str, ...], run_name: str, out: Path, *, main_process: bool,
+                    resume: bool = False) -> Iterator[None]:
+    """Open the mlflow run (and, resuming, the recorded wandb run) before training, close every tracker's run
+    after it and record them in ``out/trackers.json`` (module docstring). Only the main process talks to
+    trackers."""
     chosen = [name for name in report_to if name in INTEGRATIONS]
     if not chosen or not main_process:
         yield
         return
+    earlier = _read_record(RunFolder(out).trackers) if resume else {}
+    if "wandb" in chosen and "wandb" in earlier:
+        import wandb
+
+        wandb.init(project=earlier["wandb"]["project"], id=earlier["wandb"]["id"], resume="allow")
     mlflow = None
     if "mlflow" in chosen:
         import mlflow
 
         if mlflow.active_run() is None:
             try:
-                mlflow.start_run(run_name=run_name)
+                if "mlflow" in earlier:
+                    mlflow.start_run(run_id=earlier["mlflow"]["run_id"])
+                else:
+                    mlflow.start_run(run_name=run_name)
             except Exception as err:  # mlflow's own errors (store URI, server) have no common base
                 raise UserError(f"train.report_to: mlflow could not start a run in {mlflow.get_tracking_uri()}: "
                                 f"{str(err).strip().splitlines()[0]}",
@@ -78,6 +93,18 @@ def tracker_session(report_to: tuple[str, ...], run_name: str, out: Path, *, mai
         if record and not failed:
             record["step"] = _last_step(out)
             write_file(RunFolder(out).trackers, json.dumps(record, indent=2) + "\n")
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """``trackers.json`` as written by :func:`tracker_session`; ``{}`` (with a warning) when missing or unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        log.warning("%s: unreadable (%s): ignored", path, err)
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def _record(chosen: list[str], run_name: str, mlflow: Any) -> dict[str, Any]:
@@ -129,14 +156,7 @@ def log_to_run_trackers(run_dir: Path, figures: Mapping[str, float]) -> list[str
     package is missing here is skipped with a warning (the report itself is written either way)."""
     import importlib.util
 
-    path = RunFolder(run_dir).trackers
-    if not path.is_file() or not figures:
-        return []
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        log.warning("%s: unreadable (%s): eval figures not logged to the run's trackers", path, err)
-        return []
+    record = _read_record(RunFolder(run_dir).trackers) if figures else {}
     step = record.get("step")
     done = []
     for name in INTEGRATIONS:

@@ -104,6 +104,14 @@ def test_resume_after_sigkill_gives_the_same_losses(tmp_path):
     assert sorted(got) == list(range(1, 15))
     for step in expected:
         assert got[step] == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+    # TensorBoard (report_to's default) as TensorBoard reads it: one run in tensorboard/, each step once, the
+    # killed run's steps 5-6 replaced by the resumed run's
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 15))
+    assert [e.value for e in events.Scalars("train/loss")] == pytest.approx([got[s] for s in range(1, 15)], rel=1e-6)
+    assert [p.name for p in (run_dir / "tensorboard").iterdir() if p.is_dir()] == []
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):

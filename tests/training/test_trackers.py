@@ -1,9 +1,10 @@
 """train.report_to: wandb, mlflow and trackio through transformers' integrations, all offline.
 
 One tiny FIM run logs to the three trackers at once (a subprocess: each tracker's store is chosen by its own
-environment variables, trackio's when it is imported); the loss each tracker holds is read back from its own
-store (wandb's offline run file, mlflow's client on a local file store, trackio's SQLite database) and
-compared with the run's metrics.jsonl. The rest checks the recipe key without training.
+environment variables, trackio's when it is imported); it is preempted (SIGTERM) after step 2, stops at the end
+of step 3 and is resumed (``--resume``) to step 4. The loss each tracker holds is read back from its own store
+(wandb's offline run files, mlflow's client on a local file store, trackio's SQLite database) and compared with
+the run's metrics.jsonl: one tracker run holds all four steps. The rest checks the recipe key without training.
 """
 
 from __future__ import annotations
@@ -28,13 +29,22 @@ RECIPE = ROOT / "recipes" / "quickstart" / "fim.yaml"
 EVAL_FIGURE = "eval_run/adapter/infill_span_exact_match"
 
 SCRIPT = textwrap.dedent("""
+    import signal
     import sys
     from pathlib import Path
     from sc2tune.recipe import load_recipe
-    from sc2tune.training import train
+    from sc2tune.training import callbacks, train
     from sc2tune.training.trackers import log_to_run_trackers
+    on_log = callbacks.MetricsFileCallback.on_log
+    def preempt_after_step_2(self, args, state, control, logs=None, **kwargs):  # SIGTERM, as a scheduler sends it
+        on_log(self, args, state, control, logs=logs, **kwargs)
+        if state.global_step == 2 and logs and "loss" in logs:
+            callbacks.MetricsFileCallback.on_log = on_log
+            signal.raise_signal(signal.SIGTERM)
+    callbacks.MetricsFileCallback.on_log = preempt_after_step_2
     recipe = load_recipe(sys.argv[2], sys.argv[3:])
-    train(recipe, show_progress=False)
+    assert train(recipe, show_progress=False).preempted
+    train(recipe, resume=True, show_progress=False)
     print(log_to_run_trackers(Path(recipe.output_dir), {sys.argv[1]: 0.25}))
 """)
 
@@ -50,8 +60,8 @@ def tracked_run(tmp_path_factory) -> dict:
     (tmp / "wandb").mkdir()
     out = tmp / "tracked"
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT, EVAL_FIGURE, str(RECIPE), "train.max_steps=3", "train.logging_steps=1",
-         "train.save_steps=3", "data.eval=null", "train.report_to=[wandb,mlflow,trackio]", f"output_dir={out}"],
+        [sys.executable, "-c", SCRIPT, EVAL_FIGURE, str(RECIPE), "train.max_steps=4", "train.logging_steps=1",
+         "train.save_steps=100", "data.eval=null", "train.report_to=[wandb,mlflow,trackio]", f"output_dir={out}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     losses = {}
@@ -59,7 +69,8 @@ def tracked_run(tmp_path_factory) -> dict:
         row = json.loads(line)
         if "loss" in row:
             losses[row["step"]] = row["loss"]
-    assert sorted(losses) == [1, 2, 3]
+    assert sorted(losses) == [1, 2, 3, 4]
+    assert (out / "checkpoints" / "checkpoint-3").is_dir()  # the preempted run's
     return {"tmp": tmp, "out": out, "losses": losses, "record": json.loads((out / "trackers.json").read_text()),
             "stdout": proc.stdout}
 
@@ -101,7 +112,7 @@ def test_wandb_offline_holds_the_loss_at_each_step(tracked_run):
     logged = {row["train/global_step"]: row["train/loss"] for row in rows if "train/loss" in row}
     assert logged == pytest.approx(tracked_run["losses"], rel=1e-12)
     # the eval figure, logged afterwards into the same run at the last step
-    assert any(row.get(EVAL_FIGURE) == 0.25 and row["train/global_step"] == 3 for row in rows)
+    assert any(row.get(EVAL_FIGURE) == 0.25 and row["train/global_step"] == 4 for row in rows)
 
 
 @pytest.mark.slow
@@ -118,7 +129,7 @@ def test_mlflow_local_store_holds_the_loss_at_each_step(tracked_run, monkeypatch
     logged = {m.step: m.value for m in client.get_metric_history(where["run_id"], "loss")}
     assert logged == pytest.approx(tracked_run["losses"], rel=1e-6)
     [figure] = client.get_metric_history(where["run_id"], EVAL_FIGURE)
-    assert (figure.step, figure.value) == (3, 0.25)
+    assert (figure.step, figure.value) == (4, 0.25)
     assert len(client.search_runs([run.info.experiment_id])) == 1  # no stray run from the final logs
 
 
@@ -130,7 +141,7 @@ def test_trackio_local_database_holds_the_loss_at_each_step(tracked_run):
         rows = [json.loads(m) for (m,) in con.execute("SELECT metrics FROM metrics WHERE run_name = ?", ("tracked",))]
     logged = {row["train/global_step"]: row["train/loss"] for row in rows if "train/loss" in row}
     assert logged == pytest.approx(tracked_run["losses"], rel=1e-12)
-    assert any(row.get(EVAL_FIGURE) == 0.25 and row["train/global_step"] == 3 for row in rows)
+    assert any(row.get(EVAL_FIGURE) == 0.25 and row["train/global_step"] == 4 for row in rows)
 
 
 @pytest.mark.slow
