@@ -631,8 +631,12 @@ def _yaml_lines(text: str) -> dict[tuple[str, ...], int]:
 
 
 def _format_validation_error(
-    err: ValidationError, source: str, lines: dict[tuple[str, ...], int], overridden: set[tuple[str, ...]]
+    err: ValidationError, source: str, lines: dict[tuple[str, ...], int], overridden: dict[tuple[str, ...], str]
 ) -> str:
+    """One line per error: ``SOURCE:LINE: KEY: what (got VALUE)``, or ``command-line override: ...`` for a value
+    an override gave. A cross-field check (a model validator: its error sits on a section, or the top level)
+    names its keys in its message; it is blamed on the overrides that set one of them, naming them
+    (``command-line override adapter.method=lora: ...``), else on the file line of the first it names."""
     messages = []
     for item in err.errors():
         loc = [str(part) for part in item["loc"]]
@@ -646,15 +650,21 @@ def _format_validation_error(
             if tuple(loc[:depth]) in lines:
                 line = lines[tuple(loc[:depth])]
                 break
-        named = re.match(r"(?:Value error, )?([a-z_]+(?:\.[a-z_]+)+)\b", item["msg"]) if not loc else None
-        if named is not None:  # a cross-field check names its key first (model.head ...): point at its line
-            line = lines.get(tuple(named.group(1).split(".")))
+        kind = item["type"]
+        text = item["msg"].removeprefix("Value error, ")
+        cross = kind == "value_error" and (not loc or isinstance(item.get("input"), dict))
+        if cross:
+            named = [tuple(k.split(".")) for k in re.findall(r"\b[a-z_]+(?:\.[a-z_]+)+", text)]
+            given = [said for path, said in overridden.items()
+                     if any(k[: len(path)] == path or path[: len(k)] == k for k in named)]
+            line = next((lines[k] for k in named if k in lines), line)
+            where = f"command-line override {', '.join(given)}" if given else f"{source}:{line}" if line else where
+            messages.append(f"{where}: {text}")
+            continue
         if loc and any(path[: len(loc)] == tuple(loc) for path in overridden):
             where = "command-line override"
         elif line is not None:
             where = f"{source}:{line}"
-        kind = item["type"]
-        text = item["msg"].removeprefix("Value error, ")
         if kind == "extra_forbidden":
             suggestion = _suggest(loc)
             text = f"unknown key '{key}'" + (f"; {suggestion}" if suggestion else "")
@@ -674,11 +684,11 @@ def recipe_from_dict(
 ) -> Recipe:
     """Validate a recipe given as a mapping (plus overrides) and return the frozen :class:`Recipe`."""
     data = _deep_copy(data)
-    overridden: set[tuple[str, ...]] = set()
+    overridden: dict[tuple[str, ...], str] = {}
     for text in overrides:
         path, value = parse_override(text)
         apply_override(data, path, value)
-        overridden.add(tuple(path))
+        overridden[tuple(path)] = text.strip()
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:

@@ -99,6 +99,20 @@ def test_override_with_bad_value_names_the_override(tmp_path):
     assert "command-line override" in str(err.value) and "train.lr" in str(err.value)
 
 
+@pytest.mark.parametrize("text, overrides, blamed", [
+    (MINIMAL, ["train.class_weights=[1,2]"],  # a Recipe check, the value from the command line
+     "command-line override train.class_weights=[1,2]: train.class_weights only applies to task 'classify'"),
+    (MINIMAL + "adapter:\n  init: loftq\n", ["adapter.method=full"],  # an AdapterSpec check, one key from each
+     "command-line override adapter.method=full: adapter.init 'loftq' initialises LoRA factors"),
+    (MINIMAL + "adapter:\n  init: loftq\n", ["adapter.r=4"],  # an override of an uninvolved key of the section
+     "r.yaml:5: adapter.init 'loftq' fits B A"),
+])
+def test_cross_field_errors_name_the_override_that_set_a_named_key(tmp_path, text, overrides, blamed):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write(tmp_path, text), overrides)
+    assert f"\n  {blamed}" in str(err.value).replace(str(tmp_path) + "/", "")
+
+
 @pytest.mark.parametrize(
     "text, fragments",
     [
