@@ -15,10 +15,11 @@ completions / chat completions         parameters checked and defaults made neut
                                        names the parameter (``error.param``); the server keeps serving
 ``n`` = 2                              two requests of one response each, merged (choices 0 and 1; a
                                        stream carries both, one after the other)
-``/v1/completions``                    answered by :mod:`sc2tune.serving.completion` on the same ``Llama``
+completions / chat completions         answered by :mod:`sc2tune.serving.completion` on the same ``Llama``
                                        object under the server's lock: with ``suffix``, StarCoder2's PSM
                                        prompt from token ids (:mod:`sc2tune.serving.fim`); ``max_tokens``
-                                       held (llama-cpp-python's route can run past it to the context's end)
+                                       held (llama-cpp-python's routes can run past it to the context's
+                                       end); a prompt too long for the context a 400, streamed or not
 chat on a model without a template     400 (llama-cpp-python would fall back to Llama-2's format)
 =====================================  ==================================================================
 
@@ -102,8 +103,8 @@ Complete = Callable[[Scope, Receive, Send, dict[str, Any]], Awaitable[None]]
 
 
 class ServeLayer:
-    """The ASGI layer in front of llama-cpp-python's app (module doc); ``complete`` answers completions
-    (:func:`sc2tune.serving.completion.complete`), ``app`` everything else."""
+    """The ASGI layer in front of llama-cpp-python's app (module doc); ``complete`` answers completions and chat
+    completions (:func:`sc2tune.serving.completion.complete`), ``app`` everything else."""
 
     def __init__(self, app: ASGIApp, facts: ModelFacts, *, api_key: str | None, complete: Complete) -> None:
         self.app, self.facts, self.api_key, self.complete = app, facts, api_key, complete
@@ -145,9 +146,7 @@ class ServeLayer:
 
     async def _one(self, scope: Scope, receive: Receive, send: Send, checked: Checked, index: int) -> None:
         body = checked.body_for(index)
-        if scope["path"] != CHAT:
-            return await self.complete(scope, replay(json.dumps(body).encode(), receive), send, body)
-        await self.app(scope, replay(json.dumps(body).encode(), receive), send)
+        await self.complete(scope, replay(json.dumps(body).encode(), receive), send, body)
 
     async def _merge_several(self, scope: Scope, receive: Receive, send: Send, checked: Checked) -> None:
         """``n`` responses, one request each, merged: choices re-indexed, completion tokens summed."""

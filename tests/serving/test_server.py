@@ -90,6 +90,35 @@ def test_max_tokens_is_held_where_llama_cpp_python_runs_past_it(server: Server, 
     assert "".join(chunk.choices[0].text for chunk in streamed) == answer.choices[0].text
 
 
+def test_a_prompt_longer_than_the_context_is_a_400_streamed_or_not(server: Server, tokenizer):
+    prompt = " x" * (N_CTX + 88)
+    length = len(tokenizer(prompt)["input_ids"])  # the tokenizer the model was trained with (no BOS added)
+    assert length > N_CTX
+    client = server.client()
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.completions.create(model=MODEL, prompt=prompt, max_tokens=4, stream=stream)
+        assert err.value.body["param"] == "prompt", stream
+        message = err.value.body["message"]  # the prompt's length and the context, as llama.cpp's own check says
+        assert str(length) in message and str(N_CTX) in message, (stream, message)
+    assert client.completions.create(model=MODEL, prompt="x", max_tokens=2, temperature=0).choices[0].text
+
+
+def test_chat_max_tokens_is_held_where_llama_cpp_python_runs_past_it(server: Server, llama, tokenizer):
+    """A logit bias on a UTF-8 lead byte (the byte-level piece of 0xE2) makes every token half a character:
+    llama-cpp-python's chat runs to the context's end and fails; the server stops after max_tokens."""
+    lead_byte = str(tokenizer.convert_tokens_to_ids("\u00e2"))  # GPT-2's byte-to-unicode map: 0xE2 is 'â'
+    kwargs = {"messages": [{"role": "user", "content": "Add two numbers."}], "max_tokens": 6, "temperature": 0,
+              "logit_bias": {lead_byte: 100.0}}
+    with pytest.raises(RuntimeError):  # llama_decode fails once the context is full: the gap, in llama-cpp-python
+        llama.create_chat_completion(**kwargs, **NEUTRAL)
+    answer = server.client().chat.completions.create(model=MODEL, **kwargs)
+    assert answer.usage.completion_tokens == 6 and answer.choices[0].finish_reason == "stop"
+    parts = [chunk.choices[0].delta.content or "" for chunk in server.client().chat.completions.create(
+        model=MODEL, stream=True, **kwargs) if chunk.choices]
+    assert "".join(parts) == (answer.choices[0].message.content or "")
+
+
 def test_streaming_equals_non_streaming(server: Server):
     client = server.client()
     for extra in ({}, {"suffix": "\n    return x\n"}):
