@@ -164,6 +164,13 @@ def test_links_between_pages_point_to_files_and_headings_that_exist():
     assert not broken, broken
 
 
+def test_gguf_files_come_from_sc2tune_export():
+    """No page sends users to llama.cpp's converter for a GGUF file (export.md alone names it, as what the export is
+    compared with); the merging page points to the export page."""
+    assert [page.name for page in PAGES if page.name != "export.md" and "convert_hf_to_gguf" in page.read_text()] == []
+    assert "](export.md)" in (ROOT / "docs" / "merging.md").read_text()
+
+
 # ---- running the blocks ------------------------------------------------------------------------------------
 
 _PRELUDE = r"""set -eo pipefail
