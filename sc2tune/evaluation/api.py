@@ -74,7 +74,7 @@ def eval_run(
     run = resolve_run(target, overrides or [], trust_remote_code=trust_remote_code)
     result = evaluate_run(run, parse_models(models, run), max_examples=max_examples, infill_examples=infill_examples,
                           infill_max_new_tokens=infill_max_new_tokens, show_progress=show_progress)
-    folder = RunFolder(run.run_dir)
+    folder = RunFolder(run.run_dir or run.path)
     written = write_run_report(result.to_dict(), Path(out) if out else folder.eval_report, metrics_file=folder.metrics)
     return RunEvaluation(result, written)
 
