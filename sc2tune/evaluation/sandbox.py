@@ -98,7 +98,7 @@ from sc2tune.evaluation.confinement import (
     slot_uid,
     user_task_count,
 )
-from sc2tune.evaluation.warm import WarmSandbox, WarmSandboxError
+from sc2tune.evaluation.warm import Outcome, WarmSandbox, WarmSandboxError, tail
 
 log = logging.getLogger(__name__)
 
@@ -198,17 +198,6 @@ def _environment() -> dict[str, str]:
     }
 
 
-def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            return f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
 def _kill_group(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -226,16 +215,6 @@ class JudgeJob:
     context: str  #: trusted code run before the tests in the judge (prompt [+ canonical solution])
     test: str  #: defines ``check(candidate)``
     entry_point: str  #: the function of the sample's program that ``candidate`` stands for
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    returncode: int | None
-    timed_out: bool
-    seconds: float
-    stdout: str
-    stderr: str
-    verdict: bytes
 
 
 def _sweep_world_writable(uids: set[int]) -> None:
@@ -324,7 +303,7 @@ def _command(iso: Isolation) -> list[str]:
     return cmd
 
 
-def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict | None) -> _Outcome:
+def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict | None) -> Outcome:
     """A cold run: start a launcher on ``program`` (and the judge on ``job``); wait; collect what came out."""
     iso = isolation(limits.python, limits.namespaces)
     config = _config(mode, limits, iso, slot)
@@ -342,13 +321,13 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
                       judgedir=str(host / "judge"))
         cmd = _command(iso)
         start = time.monotonic()
-        with open(host / "stdout", "wb") as out, open(host / "stderr", "wb") as err:
+        with open(host / "stdout", "w+b") as out, open(host / "stderr", "w+b") as err:
             try:
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err,
                                         pass_fds=(verdict_w,), start_new_session=True, close_fds=True,
                                         env=_environment(), cwd=host)
             except OSError as error:
-                return _Outcome(None, False, 0.0, "", f"sc2tune sandbox: cannot start: {error}", b"")
+                return Outcome(None, False, 0.0, "", f"sc2tune sandbox: cannot start: {error}", b"")
             os.close(verdict_w)
             verdict_w = -1
             assert proc.stdin is not None
@@ -364,11 +343,12 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
                 returncode = None
             # stragglers of the session (no-namespace mode); a no-op when the pid namespace is gone
             _kill_group(proc)
-        seconds = time.monotonic() - start
+            seconds = time.monotonic() - start
+            stdout, stderr = tail(out.fileno()), tail(err.fileno())
         verdict = _read_verdict(verdict_r, time.monotonic() + (0.0 if timed_out else _VERDICT_GRACE))
         if iso.uid_drop and not iso.namespaces:
             _sweep_world_writable({uid for uid in uids.values() if uid is not None})
-        return _Outcome(returncode, timed_out, seconds, _tail(host / "stdout"), _tail(host / "stderr"), verdict)
+        return Outcome(returncode, timed_out, seconds, stdout, stderr, verdict)
     finally:
         for fd in (verdict_r, verdict_w):
             if fd >= 0:
@@ -401,7 +381,7 @@ def _limit_reason(reason: str, stderr: str, limits: SandboxLimits) -> str:
     return reason
 
 
-def _sandbox_failed(outcome: _Outcome) -> bool:
+def _sandbox_failed(outcome: Outcome) -> bool:
     return outcome.returncode in (125, 126, None) and "sc2tune sandbox" in outcome.stderr
 
 
@@ -485,22 +465,21 @@ class JudgePool:
                 return
         sandbox.close()
 
-    def _warm_run(self, program: str, payload: dict, slot: int) -> _Outcome:
+    def _warm_run(self, program: str, payload: dict, slot: int) -> Outcome:
         try:
             sandbox = self._sandbox(slot)
         except WarmSandboxError as err:
-            return _Outcome(None, False, 0.0, "", str(err), b"")
+            return Outcome(None, False, 0.0, "", str(err), b"")
         header = {"entry_point": payload["entry_point"], "processes": _processes(self.isolation, self.limits)}
         try:
-            run = sandbox.judge(program.encode("utf-8"), json.dumps(payload).encode("utf-8"), header,
-                                timeout=self.limits.timeout + _STARTUP_GRACE, read_verdict=_read_verdict,
-                                verdict_grace=_VERDICT_GRACE)
+            return sandbox.judge(program.encode("utf-8"), json.dumps(payload).encode("utf-8"), header,
+                                 timeout=self.limits.timeout + _STARTUP_GRACE, read_verdict=_read_verdict,
+                                 verdict_grace=_VERDICT_GRACE)
         finally:
             self._keep(slot, sandbox)
-        return _Outcome(run.returncode, run.timed_out, run.seconds, run.stdout, run.stderr, run.verdict)
 
 
-def _judged_result(outcome: _Outcome, nonce: str, limits: SandboxLimits) -> RunResult:
+def _judged_result(outcome: Outcome, nonce: str, limits: SandboxLimits) -> RunResult:
     """The result of a judged run from what came out of it: only this run's record (``nonce``) counts."""
     record: dict = {}
     for line in outcome.verdict.decode("utf-8", errors="replace").splitlines():

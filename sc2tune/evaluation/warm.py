@@ -40,7 +40,9 @@ def _memfd(name: str, data: bytes = b"") -> int:
     return fd
 
 
-def _tail_fd(fd: int, limit: int = 4000) -> str:
+def tail(fd: int, limit: int = 4000) -> str:
+    """The last ``limit`` bytes of the file open at ``fd`` (a run's stdout or stderr), as text; empty when it
+    cannot be read."""
     try:
         size = os.fstat(fd).st_size
         return os.pread(fd, min(limit, size), max(0, size - limit)).decode("utf-8", errors="replace")
@@ -49,10 +51,10 @@ def _tail_fd(fd: int, limit: int = 4000) -> str:
 
 
 @dataclass(frozen=True)
-class WarmRun:
-    """What came out of one run."""
+class Outcome:
+    """What came out of one run, warm or cold (what it means is :mod:`sc2tune.evaluation.sandbox`'s business)."""
 
-    returncode: int | None  #: the judge's exit status (128 + N for signal N); None: timed out or sandbox gone
+    returncode: int | None  #: the deciding process's exit status (128 + N for signal N); None: timed out or gone
     timed_out: bool
     seconds: float
     stdout: str  #: tails of the run's stdout and stderr (the sandbox's own words appended when it ended)
@@ -149,7 +151,7 @@ class WarmSandbox:
         return status
 
     def judge(self, program: bytes, job: bytes, header: dict, *, timeout: float,
-              read_verdict: Callable[[int, float], bytes], verdict_grace: float) -> WarmRun:
+              read_verdict: Callable[[int, float], bytes], verdict_grace: float) -> Outcome:
         """One judged run: the verdict pipe and the run's in-memory files (job, program, stdout, stderr)
         made here and handed over; the verdict read with ``read_verdict(fd, deadline)`` once the run has
         ended (to the pipe's end, ``verdict_grace`` seconds at most; at once after a timeout)."""
@@ -167,18 +169,15 @@ class WarmSandbox:
             os.close(fds[0])  # our copy of the judge's end: the pipe ends with the run
             fds[0] = -1
             verdict = read_verdict(fds[5], time.monotonic() + (0.0 if returncode is None else verdict_grace))
-            stderr = _tail_fd(fds[4]) + (f"\n{gone}" if gone else "")
-            return WarmRun(returncode, returncode is None and not gone, seconds, _tail_fd(fds[3]), stderr, verdict)
+            stderr = tail(fds[4]) + (f"\n{gone}" if gone else "")
+            return Outcome(returncode, returncode is None and not gone, seconds, tail(fds[3]), stderr, verdict)
         finally:
             for fd in fds:
                 if fd >= 0:
                     os.close(fd)
 
-    def log_tail(self, limit: int = 2000) -> str:
-        with contextlib.suppress(OSError):  # closed: nothing
-            size = os.fstat(self._log).st_size
-            return os.pread(self._log, limit, max(0, size - limit)).decode("utf-8", errors="replace")
-        return ""
+    def log_tail(self) -> str:
+        return tail(self._log, 2000)  # closed (-1): nothing
 
     def kill(self) -> None:
         """End every process of the sandbox now (its pid namespaces go with the launcher)."""
