@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -101,6 +102,12 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     except (OSError, UnicodeDecodeError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
     return rows
+
+
+def write_jsonl(path: Path, rows: Iterable[dict], *, gzipped: bool = False) -> None:
+    """``rows`` as JSONL, one object a line (gzipped: compressed), the format :func:`read_jsonl` reads."""
+    with (gzip.open if gzipped else open)(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def _text(obj: dict, key: str, where: str, *, required: bool = True) -> str | None:
@@ -221,9 +228,7 @@ def write_problems(problems: dict[str, Problem], path: str | Path) -> Path:
     """Write problems as JSONL, gzipped for a ``.gz`` name (atomically: :func:`sc2tune.atomic.staged_file`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with staged_file(path) as tmp, opener(tmp, "wt", encoding="utf-8") as f:
-        for problem in problems.values():
-            row = {k: v for k, v in asdict(problem).items() if v is not None}
-            f.write(json.dumps(row) + "\n")
+    with staged_file(path) as tmp:
+        write_jsonl(tmp, ({k: v for k, v in asdict(p).items() if v is not None} for p in problems.values()),
+                    gzipped=path.suffix == ".gz")
     return path

@@ -28,11 +28,13 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sc2tune.atomic import staged_dir
 from sc2tune.errors import UserError
+from sc2tune.evaluation.problems import write_jsonl
 from sc2tune.reporting import plot_loss_curves, pyplot, read_metrics
 from sc2tune.runs.layout import LOSS_PLOT
 
@@ -162,9 +164,7 @@ def write_code_report(result: CodeEvalResult, out_dir: str | Path, *, problems: 
         data = result.to_dict()
         per_sample = data.pop("results")
         dump_json({**data, "problems": problems, "samples_file": samples}, tmp / "results.json")
-        with open(tmp / "samples.jsonl", "w", encoding="utf-8") as f:
-            for row in per_sample:
-                f.write(json.dumps(row) + "\n")
+        write_jsonl(tmp / "samples.jsonl", per_sample)
         if result.scores:
             plot_pass_at_k(result.scores, tmp / "passk.png")
         (tmp / "report.md").write_text(code_markdown(result, problems=problems, samples=samples),
@@ -219,12 +219,8 @@ def write_comparison_report(comparison: ModelComparison, out_dir: str | Path) ->
         dump_json({"kind": "code", **summary, "problems": comparison.problems, "target": comparison.target,
                    "per_task": {n: s.result.per_task for n, s in comparison.models.items()}}, tmp / "results.json")
         for name, scores in comparison.models.items():
-            with open(tmp / f"samples-{name}.jsonl", "w", encoding="utf-8") as f:
-                for sample in scores.samples:
-                    f.write(json.dumps({"task_id": sample.task_id, "completion": sample.completion}) + "\n")
-            with open(tmp / f"results-{name}.jsonl", "w", encoding="utf-8") as f:
-                for row in comparison.per_sample_rows(name):
-                    f.write(json.dumps(row) + "\n")
+            write_jsonl(tmp / f"samples-{name}.jsonl", map(asdict, scores.samples))
+            write_jsonl(tmp / f"results-{name}.jsonl", comparison.per_sample_rows(name))
         (tmp / "report.md").write_text(comparison_markdown(comparison, summary), encoding="utf-8")
 
     return write_report_dir(out_dir, build)

@@ -12,9 +12,9 @@ The samples file is written atomically (temp file + rename) as JSONL ``{task_id,
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,13 +22,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sc2tune.atomic import staged_file
 from sc2tune.errors import UserError
-from sc2tune.evaluation.problems import Problem, Sample
-from sc2tune.evaluation.prompts import STOP_STRINGS, Prompt, PromptStyle, build_prompt, finish
+from sc2tune.evaluation.problems import Problem, Sample, write_jsonl
+from sc2tune.evaluation.prompts import Prompt, PromptStyle, build_prompt, finish
 
 if TYPE_CHECKING:
     from sc2tune.generation import Sampling
-
-__all__ = ["STOP_STRINGS", "complete_problems", "generate_samples", "write_samples"]
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +79,8 @@ def write_samples(samples: Sequence[Sample], out_file: str | Path) -> Path:
     """``samples`` as JSONL ``{task_id, completion}``, written atomically."""
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with staged_file(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for sample in samples:
-            f.write(json.dumps({"task_id": sample.task_id, "completion": sample.completion}) + "\n")
+    with staged_file(out) as tmp:
+        write_jsonl(tmp, map(asdict, samples))
     return out
 
 
