@@ -185,17 +185,17 @@ class RunResult:
 _SECCOMP_SOURCE = Path(__file__).with_name("_seccomp.py").read_text(encoding="utf-8")
 
 
-def _environment() -> dict[str, str]:
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
+#: the whole environment of the launcher and of every process of a run (nothing of the evaluator's)
+_ENVIRONMENT = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -254,20 +254,16 @@ def _read_verdict(fd: int, deadline: float, limit: int = 65536) -> bytes:
     return b"".join(chunks)
 
 
-def _uids(iso: Isolation, slot: int) -> dict[str, int | None]:
-    """The judge's and the sample's uids of worker ``slot`` (None: no uid drop here)."""
-    if iso.uid_drop:
-        return {"judge": slot_uid(2 * slot), "sample": slot_uid(2 * slot + 1)}
-    return {"judge": None, "sample": None}
-
-
 def _processes(iso: Isolation, limits: SandboxLimits) -> int:
     """RLIMIT_NPROC of a run: per dedicated uid, else on top of the user's current task count."""
     return limits.max_processes if iso.uid_drop else user_task_count() + 2 * limits.max_processes
 
 
 def _config(mode: str, limits: SandboxLimits, iso: Isolation, slot: int) -> dict:
-    """The launcher's job without the run's own parts (program, judge job, descriptors, folders)."""
+    """The launcher's job without the run's own parts (program, judge job, descriptors, folders): ``uids`` are the
+    judge's and the sample's dedicated uids of worker ``slot`` (None: no uid drop here), ``sample_settings`` the
+    candidate's ``key=value`` arguments (``_candidate.py``: only the limits a caller set)."""
+    settings = {"output": _output_limit(limits), "digits": limits.max_int_digits}
     return {
         "mode": mode,
         "private_fs": iso.namespaces,
@@ -276,13 +272,14 @@ def _config(mode: str, limits: SandboxLimits, iso: Isolation, slot: int) -> dict
         "tmpfs_mb": limits.tmpfs_mb,
         "max_files": limits.max_files,
         "python": iso.python,
-        "uids": _uids(iso, slot),
+        "uids": {"judge": slot_uid(2 * slot), "sample": slot_uid(2 * slot + 1)} if iso.uid_drop
+        else {"judge": None, "sample": None},
         "nested_userns": iso.namespaces and not iso.uid_drop,
-        "env": _environment(),
+        "env": _ENVIRONMENT,
         "network_guard": not iso.namespaces,
         "wall_seconds": int(limits.timeout) + 5,
         "sources": {"judge": _SOURCES["judge"], "candidate": _SOURCES["candidate"]},
-        "sample_settings": _sample_settings(limits),
+        "sample_settings": {key: value for key, value in settings.items() if value is not None},
         "limits": {
             "address_space": limits.memory_mb * _MB,
             "processes": _processes(iso, limits),
@@ -325,7 +322,7 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
             try:
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err,
                                         pass_fds=(verdict_w,), start_new_session=True, close_fds=True,
-                                        env=_environment(), cwd=host)
+                                        env=_ENVIRONMENT, cwd=host)
             except OSError as error:
                 return Outcome(None, False, 0.0, "", f"sc2tune sandbox: cannot start: {error}", b"")
             os.close(verdict_w)
@@ -359,12 +356,6 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
 def _output_limit(limits: SandboxLimits) -> int | None:
     """The candidate's output limit in characters (``max_output_mb`` * 2**20), None when unlimited."""
     return None if limits.max_output_mb is None else int(limits.max_output_mb * _MB)
-
-
-def _sample_settings(limits: SandboxLimits) -> dict[str, int]:
-    """The candidate's ``key=value`` arguments (``_candidate.py``): only the limits a caller set."""
-    settings = {"output": _output_limit(limits), "digits": limits.max_int_digits}
-    return {key: value for key, value in settings.items() if value is not None}
 
 
 def _limit_reason(reason: str, stderr: str, limits: SandboxLimits) -> str:
@@ -455,7 +446,7 @@ class JudgePool:
             sandbox = None
         if sandbox is None:
             config = _config("warm", self.limits, self.isolation, slot) | {"sources": _SOURCES}
-            sandbox = WarmSandbox(_command(self.isolation), config, _environment())
+            sandbox = WarmSandbox(_command(self.isolation), config, _ENVIRONMENT)
         return sandbox
 
     def _keep(self, slot: int, sandbox: WarmSandbox) -> None:
