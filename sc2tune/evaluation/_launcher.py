@@ -49,7 +49,10 @@ import resource
 import signal
 import sys
 import types
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
@@ -286,31 +289,26 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _judged(cfg: dict, workdir: str, judgedir: str, children: list[int], sources: dict[str, str]) -> int:
-    python, uids = cfg["python"], cfg["uids"]
-    job_r, job_w = os.pipe()
+def _judged(cfg: dict, job: int, verdict: int, entry_point: str, workdir: str, judgedir: str, children: list[int],
+            start: Callable[..., int]) -> int:
+    """Steps 3 and 5 of a judged run, cold or warm (``_zygote.py``): the judge first, with the job (``job``, a
+    file at offset 0) on its fd 0 and the verdict pipe's write end on fd 3; once it is ready, the candidate with
+    only its call and answer pipes. ``start(fds, uid, cwd, sample=, args=)`` starts each, confined, and returns
+    its pid (a cold run execs ``python -I -c SOURCE ARGS``, a warm one forks the zygote). The judge's status."""
+    uids = cfg["uids"]
     ready_r, ready_w = os.pipe()
     calls_r, calls_w = os.pipe()
     answers_r, answers_w = os.pipe()
-    judge_argv = [python, "-I", "-c", sources["judge"]]
-    children.append(_spawn(cfg, judge_argv, {0: job_r, 3: cfg["verdict_fd"], 4: calls_w, 5: answers_r,
-                                             6: ready_w}, uids["judge"], judgedir, sample=False))
-    for fd in (job_r, ready_w, calls_w, answers_r, cfg["verdict_fd"]):
+    children.append(start({0: job, 3: verdict, 4: calls_w, 5: answers_r, 6: ready_w}, uids["judge"], judgedir,
+                          sample=False, args=[]))
+    for fd in (job, ready_w, calls_w, answers_r, verdict):
         os.close(fd)
-    with contextlib.suppress(BrokenPipeError):
-        view = memoryview(json.dumps(cfg["job"]).encode("utf-8"))
-        while view:
-            view = view[os.write(job_w, view):]
-    os.close(job_w)
     ready = os.read(ready_r, 1)
     os.close(ready_r)
     if ready == b"R":
-        candidate_argv = [python, "-I", "-c", sources["candidate"], cfg["job"]["entry_point"]]
-        if cfg["network_guard"]:
-            candidate_argv.append("guard")
-        candidate_argv += [f"{key}={value}" for key, value in cfg["sample_settings"].items()]
-        children.append(_spawn(cfg, candidate_argv, {3: calls_r, 4: answers_w}, uids["sample"], workdir,
-                               sample=True))
+        args = [entry_point, *(["guard"] if cfg["network_guard"] else []),
+                *[f"{key}={value}" for key, value in cfg["sample_settings"].items()]]
+        children.append(start({3: calls_r, 4: answers_w}, uids["sample"], workdir, sample=True, args=args))
     os.close(calls_r)
     os.close(answers_w)
     return _wait(children[0])
@@ -362,7 +360,6 @@ def main() -> int:
     signal.signal(signal.SIGALRM, _expire)
     signal.alarm(cfg["wall_seconds"])
     uids = cfg["uids"]
-    sources = cfg["sources"]  # sent by the evaluator: nothing here is read from sc2tune's folder
     if cfg["private_fs"]:
         _private_filesystem(cfg["tmpfs_mb"], cfg["max_files"], cfg["view"])
     if cfg["mode"] == "warm":
@@ -379,7 +376,17 @@ def main() -> int:
     if uids["sample"] is not None:
         os.chown(program, uids["sample"], uids["sample"])
     if cfg["mode"] == "judged":
-        status = _judged(cfg, workdir, judgedir, children, sources)
+        job = os.memfd_create("sc2tune-job")
+        view = memoryview(json.dumps(cfg["job"]).encode("utf-8"))
+        while view:
+            view = view[os.write(job, view):]
+        os.lseek(job, 0, os.SEEK_SET)
+
+        def start(fds: dict[int, int], uid: int | None, cwd: str, *, sample: bool, args: list[str]) -> int:
+            source = cfg["sources"]["candidate" if sample else "judge"]  # sent by the evaluator, never read here
+            return _spawn(cfg, [cfg["python"], "-I", "-c", source, *args], fds, uid, cwd, sample=sample)
+
+        status = _judged(cfg, job, cfg["verdict_fd"], cfg["job"]["entry_point"], workdir, judgedir, children, start)
     else:
         argv = [cfg["python"], "-I", *(["-c", _NETWORK_GUARD] if cfg["network_guard"] else ["program.py"])]
         children.append(_spawn(cfg, argv, {}, uids["sample"], workdir, sample=True))

@@ -170,24 +170,12 @@ def _init(cfg, mods, header, fds):
     if uids["sample"] is not None:
         os.chown(path, uids["sample"], uids["sample"])
     run_cfg = dict(cfg, limits=dict(cfg["limits"], processes=header["processes"]))
-    ready_r, ready_w = os.pipe()
-    calls_r, calls_w = os.pipe()
-    answers_r, answers_w = os.pipe()
-    children.append(_fork_child(run_cfg, launcher, {0: job, 3: verdict_w, 4: calls_w, 5: answers_r, 6: ready_w},
-                                uids["judge"], judgedir, sample=False, argv=[], body=judge._judge))
-    for fd in (job, ready_w, calls_w, answers_r, verdict_w):
-        os.close(fd)
-    ready = os.read(ready_r, 1)
-    os.close(ready_r)
-    if ready == b"R":
-        entry_point = header["entry_point"]
-        argv = [entry_point, *(["guard"] if cfg["network_guard"] else []),
-                *[f"{key}={value}" for key, value in cfg["sample_settings"].items()]]
-        children.append(_fork_child(run_cfg, launcher, {3: calls_r, 4: answers_w}, uids["sample"], workdir,
-                                    sample=True, argv=argv, body=candidate._serve))
-    os.close(calls_r)
-    os.close(answers_w)
-    status = launcher._wait(children[0])
+
+    def start(fds, uid, cwd, *, sample, args):
+        return _fork_child(run_cfg, launcher, fds, uid, cwd, sample=sample, argv=args,
+                           body=candidate._serve if sample else judge._judge)
+
+    status = launcher._judged(run_cfg, job, verdict_w, header["entry_point"], workdir, judgedir, children, start)
     for pid in children[1:]:
         launcher._kill(pid)
     return status
