@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sc2tune.atomic import staged_file
 from sc2tune.errors import UserError
 from sc2tune.evaluation.problems import Problem, Sample, write_jsonl
-from sc2tune.evaluation.prompts import Prompt, PromptStyle, build_prompt, finish
+from sc2tune.evaluation.prompts import PromptStyle, build_prompt, finish
 
 if TYPE_CHECKING:
     from sc2tune.generation import Sampling
@@ -32,14 +32,6 @@ log = logging.getLogger(__name__)
 
 #: Prompts generated at once (one left-padded batch).
 BATCH_SIZE = 16
-
-
-def _groups(prompts: Sequence[Prompt]) -> dict[tuple, list[int]]:
-    """Prompt indices by stop rules: one batched pass per group."""
-    groups: dict[tuple, list[int]] = {}
-    for i, p in enumerate(prompts):
-        groups.setdefault((p.stop_ids, p.stop_strings), []).append(i)
-    return groups
 
 
 def complete_problems(model: Any, tokenizer: Any, problems: dict[str, Problem], style: PromptStyle, *,
@@ -57,6 +49,9 @@ def complete_problems(model: Any, tokenizer: Any, problems: dict[str, Problem], 
         raise UserError("the tokenizer has no pad token", hint="load it through sc2tune (pad <fim_pad>)")
     tasks = list(problems.values())
     prompts = [build_prompt(tokenizer, p, style) for p in tasks]
+    groups: dict[tuple, list[int]] = {}  # prompt indices by stop rules: one batched pass per group
+    for r, prompt in enumerate(prompts):
+        groups.setdefault((prompt.stop_ids, prompt.stop_strings), []).append(r)
     passes = 1 if sampling.temperature == 0 else n_samples
     texts: list[list[str]] = [[] for _ in tasks]
     seed = sampling.seed or 0
@@ -64,7 +59,7 @@ def complete_problems(model: Any, tokenizer: Any, problems: dict[str, Problem], 
     with Progress(*columns, disable=not show_progress, transient=True) as progress:
         bar = progress.add_task("generate", total=len(tasks) * passes)
         for i in range(passes):
-            for (stop_ids, stop_strings), rows in _groups(prompts).items():
+            for (stop_ids, stop_strings), rows in groups.items():
                 new = generate_batch(model, [prompts[r].ids for r in rows], pad_id=pad, stop_ids=stop_ids,
                                      max_new_tokens=sampling.max_new_tokens, batch_size=batch_size,
                                      temperature=sampling.temperature, top_p=sampling.top_p, seed=seed + i,
