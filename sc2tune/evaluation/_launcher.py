@@ -273,12 +273,8 @@ def _die(message: str, code: int) -> NoReturn:
 
 
 def _wait(pid: int) -> int:
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
+    """``pid``'s exit status, 128 + N when signal N ended it (``waitpid`` is retried on EINTR: PEP 475)."""
+    _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)

@@ -238,13 +238,8 @@ def _read_verdict(fd: int, deadline: float, limit: int = 65536) -> bytes:
     Reading to the end, not just what is there when the launcher has been reaped, is what keeps a
     verdict from being lost whatever made that wait return (issue #23 item 8b)."""
     chunks, size = [], 0
-    while size < limit:
-        left = deadline - time.monotonic()
-        try:
-            ready, _, _ = select.select([fd], [], [], max(0.0, left))
-        except InterruptedError:
-            continue
-        if not ready:
+    while size < limit:  # select and read are retried by Python itself when a signal interrupts them (PEP 475)
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
             break
         chunk = os.read(fd, limit - size)
         if not chunk:

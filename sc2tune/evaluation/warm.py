@@ -103,30 +103,24 @@ class WarmSandbox:
         return self._proc.poll() is None and self._control.fileno() >= 0
 
     def _receive(self, deadline: float) -> dict | None:
-        """The zygote's next message; None when ``deadline`` passes; :class:`WarmSandboxError` when it ended."""
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            try:
-                ready, _, _ = select.select([self._control], [], [], left)
-            except InterruptedError:
-                continue
-            if not ready:
-                return None
-            try:
-                data = self._control.recv(_MESSAGE_BYTES)
-            except OSError as err:
-                raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox's channel failed: {err}") from None
-            if not data:
-                raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox ended: {self.log_tail()}")
-            try:
-                message = json.loads(data.decode("utf-8"))
-            except ValueError:
-                raise WarmSandboxError("sc2tune sandbox: malformed message from the warm sandbox") from None
-            if isinstance(message, dict):
-                return message
+        """The zygote's next message; None when ``deadline`` passes; :class:`WarmSandboxError` when it ended.
+        (``select`` is retried by Python itself when a signal interrupts it: PEP 475.)"""
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self._control], [], [], left)[0]:
+            return None
+        try:
+            data = self._control.recv(_MESSAGE_BYTES)
+        except OSError as err:
+            raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox's channel failed: {err}") from None
+        if not data:
+            raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox ended: {self.log_tail()}")
+        try:
+            message = json.loads(data.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
+            message = None
+        if not isinstance(message, dict):
             raise WarmSandboxError("sc2tune sandbox: malformed message from the warm sandbox")
+        return message
 
     def run(self, header: dict, fds: list[int], timeout: float) -> int | None:
         """Start one run (``header`` and its descriptors, see ``_zygote.py``); its exit status, or None
