@@ -116,16 +116,6 @@ class RunEvalResult:
         return data
 
 
-def _run_from_dir(run_dir: Path, overrides: list[str]) -> TrainedFolder:
-    from sc2tune.runs import RECIPE_FILE, RUN_ADAPTER, RUN_FULL, folder_kind, read_trained
-
-    if folder_kind(run_dir) != "run" or not any((run_dir / sub / RECIPE_FILE).is_file()
-                                                for sub in (RUN_ADAPTER, RUN_FULL)):
-        raise UserError(f"{run_dir} is not a training run: no adapter/recipe.yaml (or model/recipe.yaml) inside",
-                        hint="give the output_dir of a finished `sc2tune train`, or the recipe YAML itself")
-    return read_trained(run_dir, overrides)  # --trust-remote-code is the override model.trust_remote_code=true
-
-
 def resolve_run(target: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
                 trust_remote_code: bool = False) -> TrainedFolder:
     """A run folder, an adapter folder inside one, or a recipe YAML (its ``output_dir``) -> the run read
@@ -134,22 +124,24 @@ def resolve_run(target: str | Path, overrides: list[str] | tuple[str, ...] = (),
     ``trust_remote_code`` (``--trust-remote-code``) confirms a recipe's ``model.trust_remote_code`` and lets
     the model's own code load every model of the run."""
     from sc2tune.recipe import REMOTE_CODE_OVERRIDE
-    from sc2tune.runs import RECIPE_FILE, RUN_ADAPTER, RUN_FULL
+    from sc2tune.runs import RECIPE_FILE, RUN_ADAPTER, RUN_FULL, folder_kind, read_trained
 
-    path = Path(target)
+    path = run_dir = Path(target)
     overrides = [*overrides, *([REMOTE_CODE_OVERRIDE] if trust_remote_code else [])]
-    if path.is_dir():
-        if (path / RECIPE_FILE).is_file() and path.name in (RUN_ADAPTER, RUN_FULL):
-            path = path.parent
-        return _run_from_dir(path, overrides)
     if path.is_file():
-        recipe = load_recipe(path, overrides)
-        run_dir = Path(recipe.output_dir)
+        run_dir = Path(load_recipe(path, overrides).output_dir)
         if not run_dir.is_dir():
             raise UserError(f"{path}: output_dir {run_dir} does not exist (nothing trained yet)",
                             hint=f"train first: sc2tune train {path}")
-        return _run_from_dir(run_dir, overrides)
-    raise UserError(f"{target}: no such run folder or recipe file")
+    elif not path.is_dir():
+        raise UserError(f"{target}: no such run folder or recipe file")
+    elif (run_dir / RECIPE_FILE).is_file() and run_dir.name in (RUN_ADAPTER, RUN_FULL):
+        run_dir = run_dir.parent
+    if folder_kind(run_dir) != "run" or not any((run_dir / sub / RECIPE_FILE).is_file()
+                                                for sub in (RUN_ADAPTER, RUN_FULL)):
+        raise UserError(f"{run_dir} is not a training run: no adapter/recipe.yaml (or model/recipe.yaml) inside",
+                        hint="give the output_dir of a finished `sc2tune train`, or the recipe YAML itself")
+    return read_trained(run_dir, overrides)  # --trust-remote-code is the override model.trust_remote_code=true
 
 
 def parse_models(text: str | None, run: TrainedFolder) -> list[str]:
