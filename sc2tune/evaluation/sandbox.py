@@ -1,6 +1,6 @@
 """Run untrusted Python under limits: a sample judged by its problem's tests, or a bare program.
 
-Who decides a pass (:func:`run_judged`, :class:`JudgePool`): three processes, started by ``_launcher.py``
+Who decides a pass (:meth:`JudgePool.run_judged`): three processes, started by ``_launcher.py``
 (cold) or forked by ``_zygote.py`` (warm: see "Warm and cold runs" below).
 
 * the **candidate** process runs ``prompt + completion + suffix`` (never the tests) and answers calls
@@ -389,13 +389,9 @@ def run_program(source: str, limits: SandboxLimits, *, slot: int = 0) -> RunResu
 class JudgePool:
     """Judges samples (:meth:`run_judged`) on worker slots; a context manager (closing ends its processes).
 
-    With namespaces, each slot keeps a warm sandbox (:mod:`sc2tune.evaluation.warm`, ``_zygote.py``):
-    the namespaces, the private root and the interpreter with the judge's and candidate's code are set
-    up once per slot, and every sample gets a run forked from that pristine state, in its own fresh
-    mount (new ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/proc``), pid, IPC and network namespaces, with
-    the same limits, uids, seccomp filter and verdict pipe as a cold run; nothing of one run is there for
-    the next. A run past its time kills the slot's sandbox (the next run starts a new one). Without
-    namespaces (or ``warm=False``) every run is a cold one: a launcher started for it alone.
+    With namespaces, each slot keeps a warm sandbox (module doc, "Warm and cold runs"); a run past its time
+    kills the slot's sandbox (the next run starts a new one). Without namespaces (or ``warm=False``) every run
+    is a cold one: a launcher started for it alone.
 
     One slot serves one run at a time (the caller hands slots out, as :func:`evaluate_code` does).
     """
