@@ -91,7 +91,6 @@ from pathlib import Path
 
 from sc2tune.evaluation.confinement import (
     NS_FLAGS,
-    SANDBOX_UID_BASE,
     Isolation,
     isolation,
     runtime_view,
@@ -375,7 +374,7 @@ def run_program(source: str, limits: SandboxLimits, *, slot: int = 0) -> RunResu
     """Run ``source`` as ``program.py`` in a fresh sandboxed process; block until it ends or times out.
 
     Status "passed" means only "exited with status 0": the program decides that itself, so this is
-    not a judge of anything the program could want to fake (use :func:`run_judged` for that).
+    not a judge of anything the program could want to fake (use :meth:`JudgePool.run_judged` for that).
     """
     outcome = _launch("program", source, limits, slot, None)
     if outcome.timed_out:
@@ -418,7 +417,12 @@ class JudgePool:
             sandbox.close()
 
     def run_judged(self, program: str, job: JudgeJob, *, slot: int = 0) -> RunResult:
-        """Judge ``program`` with ``job``'s tests on worker ``slot``: see :func:`run_judged`."""
+        """Judge ``program`` (the sample's code) with ``job``'s tests on worker ``slot`` (module doc).
+
+        The status is "passed" only when the verdict pipe holds the judge's record for this run (its
+        nonce) saying the tests' ``check`` returned normally. No verdict from a judge that ended badly is a
+        failure; no verdict although everything exited 0 is status "error" with reason :data:`LOST_VERDICT`
+        (an infrastructure fault: the caller retries it, it is never scored as a failure)."""
         nonce = secrets.token_hex(16)
         payload = {"context": job.context, "test": job.test, "entry_point": job.entry_point, "nonce": nonce}
         if self._warm:
@@ -487,21 +491,3 @@ def _judged_result(outcome: Outcome, nonce: str, limits: SandboxLimits) -> RunRe
         reason = _limit_reason(reason, outcome.stderr, limits)
     return RunResult(status, outcome.returncode, outcome.seconds, outcome.stderr, outcome.stdout, reason)
 
-
-def run_judged(program: str, job: JudgeJob, limits: SandboxLimits, *, slot: int = 0) -> RunResult:
-    """Judge ``program`` (the sample's code) with ``job``'s tests; see the module docstring.
-
-    The status is "passed" only when the verdict pipe holds the judge's record for this run (its
-    nonce) saying the tests' ``check`` returned normally. No verdict from a judge that ended badly is a
-    failure; no verdict although everything exited 0 is status "error" with reason :data:`LOST_VERDICT`
-    (an infrastructure fault: the caller retries it, it is never scored as a failure).
-
-    One sample: a :class:`JudgePool` of its own (with namespaces, a warm sandbox started for this run and
-    ended after it). To judge many, keep one :class:`JudgePool` open (:func:`evaluate_code` does).
-    """
-    with JudgePool(limits) as pool:
-        return pool.run_judged(program, job, slot=slot)
-
-
-__all__ = ["SANDBOX_UID_BASE", "Isolation", "JudgeJob", "JudgePool", "RunResult", "SandboxLimits", "isolation", "run_judged",
-           "run_program"]
