@@ -161,10 +161,9 @@ def write_code_report(result: CodeEvalResult, out_dir: str | Path, *, problems: 
     """results.json, samples.jsonl, report.md and passk.png for ``eval code``."""
 
     def build(tmp: Path) -> None:
-        data = result.to_dict()
-        per_sample = data.pop("results")
-        dump_json({**data, "problems": problems, "samples_file": samples}, tmp / "results.json")
-        write_jsonl(tmp / "samples.jsonl", per_sample)
+        dump_json({"kind": "code", **result.summary(), "per_task": result.per_task, "isolation": result.isolation,
+                   "limits": result.limits, "problems": problems, "samples_file": samples}, tmp / "results.json")
+        write_jsonl(tmp / "samples.jsonl", map(asdict, result.samples))
         if result.scores:
             plot_pass_at_k(result.scores, tmp / "passk.png")
         (tmp / "report.md").write_text(code_markdown(result, problems=problems, samples=samples),
