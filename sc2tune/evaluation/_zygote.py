@@ -56,15 +56,6 @@ def _module(name, source):
     return module
 
 
-def _read_all(fd):
-    chunks = []
-    while True:
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
 def _receive(control):
     """One request and the descriptors that came with it (``socket.recv_fds``, spelled out for Pythons
     before 3.9); a truncated set of descriptors is closed and reported as none."""
@@ -164,9 +155,8 @@ def _init(cfg, mods, header, fds):
     workdir = launcher._private_dir("/tmp/sample", uids["sample"])
     judgedir = launcher._private_dir("/tmp/judge", uids["judge"])
     path = os.path.join(workdir, "program.py")
-    with open(path, "wb") as f:
-        f.write(_read_all(program))
-    os.close(program)
+    with open(path, "wb") as f, open(program, "rb") as source:  # the memfd, read to its end and closed
+        f.write(source.read())
     if uids["sample"] is not None:
         os.chown(path, uids["sample"], uids["sample"])
     run_cfg = dict(cfg, limits=dict(cfg["limits"], processes=header["processes"]))
@@ -212,7 +202,8 @@ def _run(cfg, mods, header, fds):
 
 
 def main():
-    cfg = json.loads(_read_all(0).decode("utf-8"))
+    with open(0, "rb", closefd=False) as f:
+        cfg = json.loads(f.read().decode("utf-8"))
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
