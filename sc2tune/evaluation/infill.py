@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from sc2tune.decoding import cut_at_stop
 from sc2tune.evaluation.intervals import bootstrap_interval
 from sc2tune.evaluation.problems import fim_cut
 from sc2tune.metrics import edit_similarity, exact_match
@@ -87,8 +88,8 @@ def generate_middles(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
         generated = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                    max_new_tokens=cap, do_sample=False, eos_token_id=stops,
                                    pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
-        cut = next((i for i, t in enumerate(generated) if t in stops), len(generated))
-        out.append(tokenizer.decode(generated[:cut], skip_special_tokens=True, clean_up_tokenization_spaces=False))
+        out.append(tokenizer.decode(cut_at_stop(generated, stops), skip_special_tokens=True,
+                                    clean_up_tokenization_spaces=False))
     return out
 
 
