@@ -127,6 +127,17 @@ def _mount_tmpfs(target: str, size_mb: int, files: int, mode: str = "1777") -> N
     _mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
 
 
+def memfd(data: bytes = b"") -> int:
+    """An anonymous in-memory file holding ``data``, at offset 0 (close-on-exec): a run's job, program or output,
+    the zygote's settings; nothing of a run is written to disk. (:mod:`sc2tune.evaluation.warm` uses it too.)"""
+    fd = os.memfd_create("sc2tune", os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
 def _module(name: str, source: str) -> types.ModuleType:
     """A stdlib-only module of the package, from its source as the evaluator sent it in the job."""
     module = types.ModuleType(name)
@@ -312,25 +323,20 @@ def _judged(cfg: dict, job: int, verdict: int, entry_point: str, workdir: str, j
 
 def _warm(cfg: dict, children: list[int]) -> int:
     """Start the zygote (``_zygote.py``) on the control socket, hand it the job, wait for it to end."""
-    config_r, config_w = os.pipe()
+    config = memfd(json.dumps(cfg).encode("utf-8"))
     pid = os.fork()
     if pid == 0:
         try:
             control = fcntl.fcntl(cfg["control_fd"], fcntl.F_DUPFD, 64)
-            os.dup2(config_r, 0)
+            os.dup2(config, 0)
             os.dup2(control, 3)
             os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
             os.execve(cfg["python"], [cfg["python"], "-I", "-c", cfg["sources"]["zygote"]], cfg["env"])
         except BaseException as err:  # noqa: BLE001
             _die(f"sc2tune sandbox: cannot start the zygote: {err}", 126)
     children.append(pid)
-    os.close(config_r)
+    os.close(config)
     os.close(cfg["control_fd"])  # only the zygote holds its end: the evaluator sees it end
-    with contextlib.suppress(BrokenPipeError):
-        view = memoryview(json.dumps(cfg).encode("utf-8"))
-        while view:
-            view = view[os.write(config_w, view):]
-    os.close(config_w)
     return _wait(pid)
 
 
@@ -372,11 +378,7 @@ def main() -> int:
     if uids["sample"] is not None:
         os.chown(program, uids["sample"], uids["sample"])
     if cfg["mode"] == "judged":
-        job = os.memfd_create("sc2tune-job")
-        view = memoryview(json.dumps(cfg["job"]).encode("utf-8"))
-        while view:
-            view = view[os.write(job, view):]
-        os.lseek(job, 0, os.SEEK_SET)
+        job = memfd(json.dumps(cfg["job"]).encode("utf-8"))
 
         def start(fds: dict[int, int], uid: int | None, cwd: str, *, sample: bool, args: list[str]) -> int:
             source = cfg["sources"]["candidate" if sample else "judge"]  # sent by the evaluator, never read here

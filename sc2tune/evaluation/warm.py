@@ -27,17 +27,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sc2tune.evaluation._launcher import memfd
+
 _MESSAGE_BYTES = 1 << 16
-
-
-def _memfd(name: str, data: bytes = b"") -> int:
-    """An anonymous in-memory file holding ``data``, at offset 0 (a run's job, program or output)."""
-    fd = os.memfd_create(f"sc2tune-{name}", os.MFD_CLOEXEC)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
 
 
 def tail(fd: int, limit: int = 4000) -> str:
@@ -152,8 +144,8 @@ class WarmSandbox:
         fds = [-1] * 6
         try:
             fds[5], fds[0] = os.pipe()
-            fds[1], fds[2] = _memfd("job", job), _memfd("program", program)
-            fds[3], fds[4] = _memfd("stdout"), _memfd("stderr")
+            fds[1], fds[2] = memfd(job), memfd(program)
+            fds[3], fds[4] = memfd(), memfd()
             start = time.monotonic()
             try:
                 returncode, gone = self.run(header, fds[:5], timeout), ""
