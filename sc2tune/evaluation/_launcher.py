@@ -122,9 +122,12 @@ def _remount_everything_read_only() -> None:
             raise
 
 
-def _mount_tmpfs(target: str, size_mb: int, files: int, mode: str = "1777") -> None:
-    options = f"size={size_mb}m,nr_inodes={files},mode={mode}".encode()
-    _mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
+def _mount_scratch(size_mb: int, files: int) -> None:
+    """The run's only writable places: fresh size- and inode-capped tmpfs on /tmp, /var/tmp and /dev/shm."""
+    for target, size, count in (("/tmp", size_mb, files), ("/var/tmp", min(8, size_mb), 64),
+                                ("/dev/shm", min(8, size_mb), 64)):
+        options = f"size={size}m,nr_inodes={count},mode=1777".encode()
+        _mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
 
 
 def memfd(data: bytes = b"") -> int:
@@ -208,9 +211,7 @@ def _private_filesystem(tmpfs_mb: int, max_files: int, view: dict) -> None:
         os.mkdir(root + folder, 0o755)
     _mount(None, root, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None)
     _pivot_into(root)
-    _mount_tmpfs("/tmp", tmpfs_mb, max_files)
-    for extra in ("/var/tmp", "/dev/shm"):
-        _mount_tmpfs(extra, min(8, tmpfs_mb), 64)
+    _mount_scratch(tmpfs_mb, max_files)
 
 
 def _limit(name: str, value: int) -> None:

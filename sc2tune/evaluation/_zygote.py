@@ -148,9 +148,7 @@ def _init(cfg, mods, header, fds):
     signal.alarm(cfg["wall_seconds"])
     launcher._mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)
     launcher._mount(b"proc", "/proc", b"proc", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
-    launcher._mount_tmpfs("/tmp", cfg["tmpfs_mb"], cfg["max_files"])
-    for extra in ("/var/tmp", "/dev/shm"):
-        launcher._mount_tmpfs(extra, min(8, cfg["tmpfs_mb"]), 64)
+    launcher._mount_scratch(cfg["tmpfs_mb"], cfg["max_files"])
     uids = cfg["uids"]
     workdir = launcher._private_dir("/tmp/sample", uids["sample"])
     judgedir = launcher._private_dir("/tmp/judge", uids["judge"])
