@@ -102,8 +102,6 @@ from sc2tune.evaluation.warm import Outcome, WarmSandbox, WarmSandboxError, tail
 log = logging.getLogger(__name__)
 
 
-
-
 def _read_sources() -> dict[str, str]:
     """The code of the sandbox's own processes, read once when this module is imported.
 
@@ -118,7 +116,8 @@ def _read_sources() -> dict[str, str]:
         return "\n".join((here / name).read_text(encoding="utf-8") for name in names)
 
     return {"launcher": read("_launcher.py"), "judge": read("_wire.py", "_judge.py"),
-            "candidate": read("_wire.py", "_candidate.py"), "zygote": read("_zygote.py")}
+            "candidate": read("_wire.py", "_candidate.py"), "zygote": read("_zygote.py"),
+            "seccomp": read("_seccomp.py")}
 
 
 _SOURCES = _read_sources()
@@ -180,10 +179,6 @@ class RunResult:
         return self.status == "passed"
 
 
-#: the seccomp filter's code, read once (the launcher gets it in its job, never from the package folder)
-_SECCOMP_SOURCE = Path(__file__).with_name("_seccomp.py").read_text(encoding="utf-8")
-
-
 #: the whole environment of the launcher and of every process of a run (nothing of the evaluator's)
 _ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -204,7 +199,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
         log.warning("sandbox process %d did not exit after SIGKILL", proc.pid)
-
 
 
 @dataclass(frozen=True)
@@ -262,7 +256,7 @@ def _config(mode: str, limits: SandboxLimits, iso: Isolation, slot: int) -> dict
         "mode": mode,
         "private_fs": iso.namespaces,
         "view": runtime_view(iso.python) if iso.namespaces else None,
-        "seccomp": _SECCOMP_SOURCE if iso.seccomp else None,
+        "seccomp": _SOURCES["seccomp"] if iso.seccomp else None,
         "tmpfs_mb": limits.tmpfs_mb,
         "max_files": limits.max_files,
         "python": iso.python,
