@@ -104,10 +104,14 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def write_jsonl(path: Path, rows: Iterable[dict], *, gzipped: bool = False) -> None:
-    """``rows`` as JSONL, one object a line (gzipped: compressed), the format :func:`read_jsonl` reads."""
-    with (gzip.open if gzipped else open)(path, "wt", encoding="utf-8") as f:
+def write_jsonl(path: str | Path, rows: Iterable[dict], *, gzipped: bool = False) -> Path:
+    """``rows`` as JSONL, one object a line (gzipped: compressed), the format :func:`read_jsonl` reads; written
+    atomically (:func:`sc2tune.atomic.staged_file`), its folder made first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with staged_file(path) as tmp, (gzip.open if gzipped else open)(tmp, "wt", encoding="utf-8") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
+    return path
 
 
 def _text(obj: dict, key: str, where: str, *, required: bool = True) -> str | None:
@@ -226,9 +230,5 @@ def make_fim_problems(problems: dict[str, Problem], mode: FimMode, seed: int = 0
 
 def write_problems(problems: dict[str, Problem], path: str | Path) -> Path:
     """Write problems as JSONL, gzipped for a ``.gz`` name (atomically: :func:`sc2tune.atomic.staged_file`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with staged_file(path) as tmp:
-        write_jsonl(tmp, ({k: v for k, v in asdict(p).items() if v is not None} for p in problems.values()),
-                    gzipped=path.suffix == ".gz")
-    return path
+    return write_jsonl(path, ({k: v for k, v in asdict(p).items() if v is not None} for p in problems.values()),
+                       gzipped=Path(path).suffix == ".gz")

@@ -13,14 +13,12 @@ The samples file is written atomically (temp file + rename) as JSONL ``{task_id,
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sc2tune.atomic import staged_file
 from sc2tune.errors import UserError
 from sc2tune.evaluation.problems import Problem, Sample, write_jsonl
 from sc2tune.evaluation.prompts import PromptStyle, build_prompt, finish
@@ -70,15 +68,6 @@ def complete_problems(model: Any, tokenizer: Any, problems: dict[str, Problem], 
     return [Sample(task.task_id, texts[t][i % passes]) for t, task in enumerate(tasks) for i in range(n_samples)]
 
 
-def write_samples(samples: Sequence[Sample], out_file: str | Path) -> Path:
-    """``samples`` as JSONL ``{task_id, completion}``, written atomically."""
-    out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with staged_file(out) as tmp:
-        write_jsonl(tmp, map(asdict, samples))
-    return out
-
-
 def generate_samples(problems: dict[str, Problem], model: str, out_file: str | Path, *, n_samples: int = 1,
                      sampling: Sampling | None = None, show_progress: bool = True,
                      trust_remote_code: bool = False, batch_size: int = BATCH_SIZE) -> Path:
@@ -98,4 +87,4 @@ def generate_samples(problems: dict[str, Problem], model: str, out_file: str | P
     style = PromptStyle.of(lm.recipe, tuple(sampling.stop))
     samples = complete_problems(lm.model, lm.tokenizer, problems, style, n_samples=n_samples, sampling=sampling,
                                 batch_size=batch_size, show_progress=show_progress)
-    return write_samples(samples, out_file)
+    return write_jsonl(out_file, map(asdict, samples))
