@@ -69,11 +69,9 @@ class RunEvalResult:
             if ci95:
                 row["ci95"] = ci95
             flat[name] = row
-        out: dict[str, Any] = {"run": self.run_dir, "task": self.task, "eval_rows": self.eval_rows, "models": flat}
-        differences = self.differences()
-        if differences:
-            out["differences"] = differences
-        return out
+        out = self.to_dict()
+        del out["kind"]
+        return {**out, "models": flat}  # the keys of results.json, the models' numbers flat
 
     def tracker_figures(self) -> dict[str, float]:
         """The summary's numbers as tracker metrics: ``eval_run/MODEL/KEY`` (``eval_run/adapter/loss``,
@@ -199,8 +197,7 @@ def evaluate_run(run: TrainedFolder, models: list[str], *, max_examples: int | N
             names = id2label or {i: str(i) for i in sorted(set(y_true) | set(y_pred))}
             report = classification_report([names[i] for i in y_true], [names[i] for i in y_pred],
                                            labels=[names[i] for i in sorted(names)])
-            scores.update(loss=loss, **report.to_dict())
-            scores["examples"] = len(y_true)
+            scores.update(loss=loss, **report.to_dict(), examples=len(y_true))
         else:
             scores.update(heldout_loss(model, bundle.eval, bundle.collator, batch_size=batch,
                                        max_examples=max_examples, chunk_size=recipe.train.loss_chunk_size,
