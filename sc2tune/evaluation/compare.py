@@ -64,9 +64,7 @@ class ModelScores:
         """The single-model ``--json`` keys (:meth:`CodeEvalResult.summary`) plus the text scores, their
         intervals beside pass@k's in ``ci95``."""
         out = self.result.summary()
-        out.update(self.text)
-        out["ci95"] = {**out["ci95"], **self.text_ci95}
-        return out
+        return {**out, **self.text, "ci95": {**out["ci95"], **self.text_ci95}}
 
 
 @dataclass
