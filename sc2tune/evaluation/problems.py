@@ -184,12 +184,8 @@ def judge_job(problem: Problem) -> JudgeJob:
     compiles (nothing when none does). The sample's completion is never part of it, and the entry
     point's name is rebound to the candidate proxy, so the canonical solution is never what is tested.
     """
-    options = []
-    if problem.canonical_middle is not None:
-        options.append(problem.prompt + problem.canonical_middle + problem.suffix)
-    if problem.canonical_solution is not None:
-        options.append(problem.prompt + problem.canonical_solution + problem.suffix)
-    options.append(problem.prompt + problem.suffix)
+    options = [problem.prompt + middle + problem.suffix
+               for middle in (problem.canonical_middle, problem.canonical_solution, "") if middle is not None]
     context = next((text for text in options if _compiles(text)), "")
     return JudgeJob(context=context, test=problem.test, entry_point=problem.entry_point)
 
@@ -200,8 +196,7 @@ def fim_cut(code: str, mode: FimMode, rng: random.Random) -> tuple[int, int]:
         a, b = sorted(rng.sample(range(len(code) + 1), 2))
         return a, b
     starts, offset = [], 0
-    lines = code.splitlines(keepends=True)
-    for line in lines:
+    for line in code.splitlines(keepends=True):
         if line.strip():
             starts.append((offset, offset + len(line)))
         offset += len(line)
