@@ -85,7 +85,7 @@ class WarmSandbox:
         except WarmSandboxError:
             reply = None
         if reply is None or reply.get("ready") is not True:
-            why = self.log_tail()
+            why = tail(self._log, 2000)
             self.kill()
             os.close(self._log)
             raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox did not start: {why}")
@@ -105,7 +105,7 @@ class WarmSandbox:
         except OSError as err:
             raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox's channel failed: {err}") from None
         if not data:
-            raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox ended: {self.log_tail()}")
+            raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox ended: {tail(self._log, 2000)}")
         try:
             message = json.loads(data.decode("utf-8"))
         except ValueError:  # UnicodeDecodeError included
@@ -121,7 +121,8 @@ class WarmSandbox:
             socket.send_fds(self._control, [json.dumps(header).encode("utf-8")], fds)
         except OSError as err:
             self.kill()
-            raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox is gone ({err}): {self.log_tail()}") from None
+            raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox is gone ({err}): "
+                                   f"{tail(self._log, 2000)}") from None
         try:
             reply = self._receive(time.monotonic() + timeout)
         except WarmSandboxError:
@@ -161,9 +162,6 @@ class WarmSandbox:
             for fd in fds:
                 if fd >= 0:
                     os.close(fd)
-
-    def log_tail(self) -> str:
-        return tail(self._log, 2000)  # closed (-1): nothing
 
     def kill(self) -> None:
         """End every process of the sandbox now (its pid namespaces go with the launcher)."""
