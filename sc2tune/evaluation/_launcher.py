@@ -208,11 +208,6 @@ def _private_filesystem(tmpfs_mb: int, max_files: int, view: dict) -> None:
     _mount_scratch(tmpfs_mb, max_files)
 
 
-def _limit(name: str, value: int) -> None:
-    kind = getattr(resource, name)
-    resource.setrlimit(kind, (value, value))
-
-
 def _private_dir(path: str, uid: int | None) -> str:
     os.mkdir(path, 0o700)
     if uid is not None:
@@ -236,12 +231,10 @@ def _confine(cfg: dict, fds: dict[int, int], uid: int | None, cwd: str, *, sampl
     os.closerange(max([2, *fds]) + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     os.chdir(cwd)
     limits = cfg["limits"]
-    _limit("RLIMIT_AS", limits["address_space"])
-    _limit("RLIMIT_NPROC", limits["processes"])
-    _limit("RLIMIT_FSIZE", limits["file_size"])
-    _limit("RLIMIT_CPU", limits["cpu_seconds"])
-    _limit("RLIMIT_NOFILE", limits["open_files"])
-    _limit("RLIMIT_CORE", 0)
+    for kind, value in ((resource.RLIMIT_AS, limits["address_space"]), (resource.RLIMIT_NPROC, limits["processes"]),
+                        (resource.RLIMIT_FSIZE, limits["file_size"]), (resource.RLIMIT_CPU, limits["cpu_seconds"]),
+                        (resource.RLIMIT_NOFILE, limits["open_files"]), (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(kind, (value, value))  # hard limits: soft = hard, so the child cannot raise them
     if uid is not None:
         os.setgroups([])
         os.setgid(uid)
