@@ -72,13 +72,8 @@ def _judge():
     _no_longer_dumpable()
     if hasattr(_sys, "set_int_max_str_digits"):  # Python >= 3.11: the tests' own int <-> str conversions
         _sys.set_int_max_str_digits(0)  # have no digit limit (the sample's limit is the sample's, see above)
-    chunks = []
-    while True:  # fd 0 to its end, below Python's stdin object (a warm judge inherits the zygote's)
-        chunk = os.read(0, 1 << 20)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    job = json.loads(b"".join(chunks).decode("utf-8"))
+    with open(0, "rb", closefd=False) as f:  # fd 0 to its end, not Python's stdin (a warm judge inherits the zygote's)
+        job = json.loads(f.read().decode("utf-8"))
     os.write(_READY_FD, b"R")
     os.close(_READY_FD)
     calls = 0

@@ -45,11 +45,15 @@ import errno
 import fcntl
 import json
 import os
+import re
 import resource
 import signal
 import sys
 import types
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
@@ -86,16 +90,9 @@ def _mount(source: bytes | None, target: str, fstype: bytes | None, flags: int, 
 
 
 def _unescape(path: str) -> str:
-    """Mount points in mountinfo escape space, tab, newline and backslash as octal."""
-    out, i = [], 0
-    while i < len(path):
-        if path[i] == "\\" and path[i + 1:i + 4].isdigit():
-            out.append(chr(int(path[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(path[i])
-            i += 1
-    return "".join(out)
+    """Mount points in mountinfo escape space, tab, newline and backslash as octal (``\\040``). (``re`` is
+    loaded anyway: ``json`` imports it.)"""
+    return re.sub(r"\\([0-7]{3})", lambda octal: chr(int(octal.group(1), 8)), path)
 
 
 def _remount_everything_read_only() -> None:
@@ -119,9 +116,23 @@ def _remount_everything_read_only() -> None:
             raise
 
 
-def _mount_tmpfs(target: str, size_mb: int, files: int, mode: str = "1777") -> None:
-    options = f"size={size_mb}m,nr_inodes={files},mode={mode}".encode()
-    _mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
+def _mount_scratch(size_mb: int, files: int) -> None:
+    """The run's only writable places: fresh size- and inode-capped tmpfs on /tmp, /var/tmp and /dev/shm."""
+    for target, size, count in (("/tmp", size_mb, files), ("/var/tmp", min(8, size_mb), 64),
+                                ("/dev/shm", min(8, size_mb), 64)):
+        options = f"size={size}m,nr_inodes={count},mode=1777".encode()
+        _mount(b"tmpfs", target, b"tmpfs", _MS_NOSUID | _MS_NODEV, options)
+
+
+def memfd(data: bytes = b"") -> int:
+    """An anonymous in-memory file holding ``data``, at offset 0 (close-on-exec): a run's job, program or output,
+    the zygote's settings; nothing of a run is written to disk. (:mod:`sc2tune.evaluation.warm` uses it too.)"""
+    fd = os.memfd_create("sc2tune", os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _module(name: str, source: str) -> types.ModuleType:
@@ -194,14 +205,7 @@ def _private_filesystem(tmpfs_mb: int, max_files: int, view: dict) -> None:
         os.mkdir(root + folder, 0o755)
     _mount(None, root, None, _MS_REMOUNT | _MS_BIND | _MS_RDONLY | _MS_NOSUID | _MS_NODEV, None)
     _pivot_into(root)
-    _mount_tmpfs("/tmp", tmpfs_mb, max_files)
-    for extra in ("/var/tmp", "/dev/shm"):
-        _mount_tmpfs(extra, min(8, tmpfs_mb), 64)
-
-
-def _limit(name: str, value: int) -> None:
-    kind = getattr(resource, name)
-    resource.setrlimit(kind, (value, value))
+    _mount_scratch(tmpfs_mb, max_files)
 
 
 def _private_dir(path: str, uid: int | None) -> str:
@@ -227,12 +231,10 @@ def _confine(cfg: dict, fds: dict[int, int], uid: int | None, cwd: str, *, sampl
     os.closerange(max([2, *fds]) + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     os.chdir(cwd)
     limits = cfg["limits"]
-    _limit("RLIMIT_AS", limits["address_space"])
-    _limit("RLIMIT_NPROC", limits["processes"])
-    _limit("RLIMIT_FSIZE", limits["file_size"])
-    _limit("RLIMIT_CPU", limits["cpu_seconds"])
-    _limit("RLIMIT_NOFILE", limits["open_files"])
-    _limit("RLIMIT_CORE", 0)
+    for kind, value in ((resource.RLIMIT_AS, limits["address_space"]), (resource.RLIMIT_NPROC, limits["processes"]),
+                        (resource.RLIMIT_FSIZE, limits["file_size"]), (resource.RLIMIT_CPU, limits["cpu_seconds"]),
+                        (resource.RLIMIT_NOFILE, limits["open_files"]), (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(kind, (value, value))  # hard limits: soft = hard, so the child cannot raise them
     if uid is not None:
         os.setgroups([])
         os.setgid(uid)
@@ -270,12 +272,8 @@ def _die(message: str, code: int) -> NoReturn:
 
 
 def _wait(pid: int) -> int:
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
+    """``pid``'s exit status, 128 + N when signal N ended it (``waitpid`` is retried on EINTR: PEP 475)."""
+    _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)
@@ -286,31 +284,26 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def _judged(cfg: dict, workdir: str, judgedir: str, children: list[int], sources: dict[str, str]) -> int:
-    python, uids = cfg["python"], cfg["uids"]
-    job_r, job_w = os.pipe()
+def _judged(cfg: dict, job: int, verdict: int, entry_point: str, workdir: str, judgedir: str, children: list[int],
+            start: Callable[..., int]) -> int:
+    """Steps 3 and 5 of a judged run, cold or warm (``_zygote.py``): the judge first, with the job (``job``, a
+    file at offset 0) on its fd 0 and the verdict pipe's write end on fd 3; once it is ready, the candidate with
+    only its call and answer pipes. ``start(fds, uid, cwd, sample=, args=)`` starts each, confined, and returns
+    its pid (a cold run execs ``python -I -c SOURCE ARGS``, a warm one forks the zygote). The judge's status."""
+    uids = cfg["uids"]
     ready_r, ready_w = os.pipe()
     calls_r, calls_w = os.pipe()
     answers_r, answers_w = os.pipe()
-    judge_argv = [python, "-I", "-c", sources["judge"]]
-    children.append(_spawn(cfg, judge_argv, {0: job_r, 3: cfg["verdict_fd"], 4: calls_w, 5: answers_r,
-                                             6: ready_w}, uids["judge"], judgedir, sample=False))
-    for fd in (job_r, ready_w, calls_w, answers_r, cfg["verdict_fd"]):
+    children.append(start({0: job, 3: verdict, 4: calls_w, 5: answers_r, 6: ready_w}, uids["judge"], judgedir,
+                          sample=False, args=[]))
+    for fd in (job, ready_w, calls_w, answers_r, verdict):
         os.close(fd)
-    with contextlib.suppress(BrokenPipeError):
-        view = memoryview(json.dumps(cfg["job"]).encode("utf-8"))
-        while view:
-            view = view[os.write(job_w, view):]
-    os.close(job_w)
     ready = os.read(ready_r, 1)
     os.close(ready_r)
     if ready == b"R":
-        candidate_argv = [python, "-I", "-c", sources["candidate"], cfg["job"]["entry_point"]]
-        if cfg["network_guard"]:
-            candidate_argv.append("guard")
-        candidate_argv += [f"{key}={value}" for key, value in cfg["sample_settings"].items()]
-        children.append(_spawn(cfg, candidate_argv, {3: calls_r, 4: answers_w}, uids["sample"], workdir,
-                               sample=True))
+        args = [entry_point, *(["guard"] if cfg["network_guard"] else []),
+                *[f"{key}={value}" for key, value in cfg["sample_settings"].items()]]
+        children.append(start({3: calls_r, 4: answers_w}, uids["sample"], workdir, sample=True, args=args))
     os.close(calls_r)
     os.close(answers_w)
     return _wait(children[0])
@@ -318,25 +311,20 @@ def _judged(cfg: dict, workdir: str, judgedir: str, children: list[int], sources
 
 def _warm(cfg: dict, children: list[int]) -> int:
     """Start the zygote (``_zygote.py``) on the control socket, hand it the job, wait for it to end."""
-    config_r, config_w = os.pipe()
+    config = memfd(json.dumps(cfg).encode("utf-8"))
     pid = os.fork()
     if pid == 0:
         try:
             control = fcntl.fcntl(cfg["control_fd"], fcntl.F_DUPFD, 64)
-            os.dup2(config_r, 0)
+            os.dup2(config, 0)
             os.dup2(control, 3)
             os.closerange(4, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
             os.execve(cfg["python"], [cfg["python"], "-I", "-c", cfg["sources"]["zygote"]], cfg["env"])
         except BaseException as err:  # noqa: BLE001
             _die(f"sc2tune sandbox: cannot start the zygote: {err}", 126)
     children.append(pid)
-    os.close(config_r)
+    os.close(config)
     os.close(cfg["control_fd"])  # only the zygote holds its end: the evaluator sees it end
-    with contextlib.suppress(BrokenPipeError):
-        view = memoryview(json.dumps(cfg).encode("utf-8"))
-        while view:
-            view = view[os.write(config_w, view):]
-    os.close(config_w)
     return _wait(pid)
 
 
@@ -362,7 +350,6 @@ def main() -> int:
     signal.signal(signal.SIGALRM, _expire)
     signal.alarm(cfg["wall_seconds"])
     uids = cfg["uids"]
-    sources = cfg["sources"]  # sent by the evaluator: nothing here is read from sc2tune's folder
     if cfg["private_fs"]:
         _private_filesystem(cfg["tmpfs_mb"], cfg["max_files"], cfg["view"])
     if cfg["mode"] == "warm":
@@ -379,7 +366,13 @@ def main() -> int:
     if uids["sample"] is not None:
         os.chown(program, uids["sample"], uids["sample"])
     if cfg["mode"] == "judged":
-        status = _judged(cfg, workdir, judgedir, children, sources)
+        job = memfd(json.dumps(cfg["job"]).encode("utf-8"))
+
+        def start(fds: dict[int, int], uid: int | None, cwd: str, *, sample: bool, args: list[str]) -> int:
+            source = cfg["sources"]["candidate" if sample else "judge"]  # sent by the evaluator, never read here
+            return _spawn(cfg, [cfg["python"], "-I", "-c", source, *args], fds, uid, cwd, sample=sample)
+
+        status = _judged(cfg, job, cfg["verdict_fd"], cfg["job"]["entry_point"], workdir, judgedir, children, start)
     else:
         argv = [cfg["python"], "-I", *(["-c", _NETWORK_GUARD] if cfg["network_guard"] else ["program.py"])]
         children.append(_spawn(cfg, argv, {}, uids["sample"], workdir, sample=True))

@@ -49,6 +49,10 @@ _FACTORIES = {"int": int, "float": float, "str": str, "bytes": bytes, "bool": bo
               "list": list, "tuple": tuple, "dict": dict, "set": set, "frozenset": frozenset}
 _FACTORY_NAMES = {v: k for k, v in _FACTORIES.items()}
 _NAMEDTUPLES = {}  # (typename, fields) -> the receiver's own namedtuple class, built once
+_KEYS, _VALUES = type({}.keys()), type({}.values())
+#: types that cross as the list of their items (the builtin ones are built back by ``_BUILT``)
+_ITEM_TAGS = {list: "l", tuple: "t", set: "s", frozenset: "f", _KEYS: "K", _VALUES: "V"}
+_BUILT = {"l": list, "t": tuple, "s": set, "f": frozenset}
 
 
 def _pairs(items, depth):
@@ -78,14 +82,8 @@ def wire_encode(value, depth=0):
         return value if value.bit_length() <= _BIG_INT_BITS else ["i", format(value, "x")]
     if value is None or kind is bool or kind is float or kind is str:
         return value
-    if kind is list:
-        return ["l", [wire_encode(v, depth + 1) for v in value]]
-    if kind is tuple:
-        return ["t", [wire_encode(v, depth + 1) for v in value]]
-    if kind is set:
-        return ["s", [wire_encode(v, depth + 1) for v in value]]
-    if kind is frozenset:
-        return ["f", [wire_encode(v, depth + 1) for v in value]]
+    if kind is list or kind is tuple or kind is set or kind is frozenset or kind is _KEYS or kind is _VALUES:
+        return [_ITEM_TAGS[kind], [wire_encode(v, depth + 1) for v in value]]
     if kind is dict:
         return ["d", _pairs(value.items(), depth)]
     if kind is bytes:
@@ -107,10 +105,6 @@ def wire_encode(value, depth=0):
         return ["F", [wire_encode(value.numerator), wire_encode(value.denominator)]]
     if kind is decimal:
         return ["E", str(value)]
-    if kind is type({}.keys()):
-        return ["K", [wire_encode(v, depth + 1) for v in value]]
-    if kind is type({}.values()):
-        return ["V", [wire_encode(v, depth + 1) for v in value]]
     if kind is type({}.items()):
         return ["J", _pairs(value, depth)]
     if _is_namedtuple(value, kind):
@@ -214,14 +208,7 @@ def wire_decode(tree, depth=0):
         raise WireError("malformed value")
     if tag == "d":
         return dict(_decode_pairs(payload, depth))
-    items = [wire_decode(v, depth + 1) for v in payload]
-    if tag == "l":
-        return items
-    if tag == "t":
-        return tuple(items)
-    if tag == "s":
-        return set(items)
-    return frozenset(items)
+    return _BUILT[tag]([wire_decode(v, depth + 1) for v in payload])
 
 
 def wire_send(fd, message):

@@ -56,15 +56,6 @@ def _module(name, source):
     return module
 
 
-def _read_all(fd):
-    chunks = []
-    while True:
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
 def _receive(control):
     """One request and the descriptors that came with it (``socket.recv_fds``, spelled out for Pythons
     before 3.9); a truncated set of descriptors is closed and reported as none."""
@@ -157,37 +148,22 @@ def _init(cfg, mods, header, fds):
     signal.alarm(cfg["wall_seconds"])
     launcher._mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)
     launcher._mount(b"proc", "/proc", b"proc", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
-    launcher._mount_tmpfs("/tmp", cfg["tmpfs_mb"], cfg["max_files"])
-    for extra in ("/var/tmp", "/dev/shm"):
-        launcher._mount_tmpfs(extra, min(8, cfg["tmpfs_mb"]), 64)
+    launcher._mount_scratch(cfg["tmpfs_mb"], cfg["max_files"])
     uids = cfg["uids"]
     workdir = launcher._private_dir("/tmp/sample", uids["sample"])
     judgedir = launcher._private_dir("/tmp/judge", uids["judge"])
     path = os.path.join(workdir, "program.py")
-    with open(path, "wb") as f:
-        f.write(_read_all(program))
-    os.close(program)
+    with open(path, "wb") as f, open(program, "rb") as source:  # the memfd, read to its end and closed
+        f.write(source.read())
     if uids["sample"] is not None:
         os.chown(path, uids["sample"], uids["sample"])
     run_cfg = dict(cfg, limits=dict(cfg["limits"], processes=header["processes"]))
-    ready_r, ready_w = os.pipe()
-    calls_r, calls_w = os.pipe()
-    answers_r, answers_w = os.pipe()
-    children.append(_fork_child(run_cfg, launcher, {0: job, 3: verdict_w, 4: calls_w, 5: answers_r, 6: ready_w},
-                                uids["judge"], judgedir, sample=False, argv=[], body=judge._judge))
-    for fd in (job, ready_w, calls_w, answers_r, verdict_w):
-        os.close(fd)
-    ready = os.read(ready_r, 1)
-    os.close(ready_r)
-    if ready == b"R":
-        entry_point = header["entry_point"]
-        argv = [entry_point, *(["guard"] if cfg["network_guard"] else []),
-                *[f"{key}={value}" for key, value in cfg["sample_settings"].items()]]
-        children.append(_fork_child(run_cfg, launcher, {3: calls_r, 4: answers_w}, uids["sample"], workdir,
-                                    sample=True, argv=argv, body=candidate._serve))
-    os.close(calls_r)
-    os.close(answers_w)
-    status = launcher._wait(children[0])
+
+    def start(fds, uid, cwd, *, sample, args):
+        return _fork_child(run_cfg, launcher, fds, uid, cwd, sample=sample, argv=args,
+                           body=candidate._serve if sample else judge._judge)
+
+    status = launcher._judged(run_cfg, job, verdict_w, header["entry_point"], workdir, judgedir, children, start)
     for pid in children[1:]:
         launcher._kill(pid)
     return status
@@ -224,7 +200,8 @@ def _run(cfg, mods, header, fds):
 
 
 def main():
-    cfg = json.loads(_read_all(0).decode("utf-8"))
+    with open(0, "rb", closefd=False) as f:
+        cfg = json.loads(f.read().decode("utf-8"))
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)

@@ -74,7 +74,7 @@ def eval_run(
     run = resolve_run(target, overrides or [], trust_remote_code=trust_remote_code)
     result = evaluate_run(run, parse_models(models, run), max_examples=max_examples, infill_examples=infill_examples,
                           infill_max_new_tokens=infill_max_new_tokens, show_progress=show_progress)
-    folder = RunFolder(run.run_dir)
+    folder = RunFolder(run.run_dir or run.path)
     written = write_run_report(result.to_dict(), Path(out) if out else folder.eval_report, metrics_file=folder.metrics)
     return RunEvaluation(result, written)
 
@@ -157,16 +157,23 @@ def eval_code(
         raise UserError("--model without --samples compares the run's models: give --out DIR for the report and "
                         "each model's samples", hint="or --samples FILE to generate with one model")
     written = (tables.write_problems(table, write_problems), len(table)) if write_problems else None
-    if model is not None and samples is None:
-        return _compare(table, model, models, problems=problems, out=out, written=written, n_samples=n_samples,
-                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                        batch_size=batch_size, ks=ks, limits=limits, workers=workers,
-                        trust_remote_code=trust_remote_code, show_progress=show_progress)
     if model is not None:
-        from sc2tune.evaluation.sampling import generate_samples
         from sc2tune.generation import Sampling
 
         sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        if samples is None:  # every model of the run on the table, the report and their samples in out
+            from sc2tune.evaluation.compare import compare_models
+            from sc2tune.evaluation.report import write_comparison_report
+
+            assert out is not None  # checked above
+            comparison = compare_models(model, table, problems_name=problems, models=models, n_samples=n_samples,
+                                        sampling=sampling, batch_size=batch_size, ks=tuple(ks), limits=limits,
+                                        workers=workers, trust_remote_code=trust_remote_code,
+                                        show_progress=show_progress)
+            report = write_comparison_report(comparison, out)
+            return CodeEvaluation(written, comparison.models[comparison.primary].result, report, comparison)
+        from sc2tune.evaluation.sampling import generate_samples
+
         generate_samples(table, model, samples, n_samples=n_samples, sampling=sampling, show_progress=show_progress,
                          trust_remote_code=trust_remote_code, batch_size=batch_size)
     if samples is None:
@@ -182,20 +189,3 @@ def eval_code(
     report = write_code_report(result, out, problems=problems, samples=samples) if out else None
     return CodeEvaluation(written, result, report)
 
-
-def _compare(table: dict, model: str, models: str | None, *, problems: str, out: str | Path | None,
-             written: tuple[Path, int] | None, n_samples: int, max_new_tokens: int, temperature: float, top_p: float,
-             seed: int, batch_size: int, ks: list[int], limits: SandboxLimits, workers: int,
-             trust_remote_code: bool, show_progress: bool) -> CodeEvaluation:
-    """``--model RUN`` without ``--samples``: every model of the run on ``table``, the report in ``out``."""
-    from sc2tune.evaluation.compare import compare_models
-    from sc2tune.evaluation.report import write_comparison_report
-    from sc2tune.generation import Sampling
-
-    assert out is not None  # checked by eval_code
-    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
-    comparison = compare_models(model, table, problems_name=problems, models=models, n_samples=n_samples,
-                                sampling=sampling, batch_size=batch_size, ks=tuple(ks), limits=limits,
-                                workers=workers, trust_remote_code=trust_remote_code, show_progress=show_progress)
-    report = write_comparison_report(comparison, out)
-    return CodeEvaluation(written, comparison.models[comparison.primary].result, report, comparison)

@@ -70,10 +70,6 @@ class CodeEvalResult:
                 "judged_again": sum(s.attempts > 1 for s in self.samples),
                 "tasks_without_samples": len(self.tasks_without_samples)}
 
-    def to_dict(self) -> dict:
-        return {"kind": "code", **self.summary(), "per_task": self.per_task, "isolation": self.isolation,
-                "limits": self.limits, "results": [asdict(s) for s in self.samples]}
-
 
 def per_task_pass_at_k(per_task: dict[str, dict[str, int]], key: str) -> list[float]:
     """The unbiased pass@k of each task (sorted by task id) for ``key`` = ``"pass@k"``: the bootstrap's units."""

@@ -64,9 +64,7 @@ class ModelScores:
         """The single-model ``--json`` keys (:meth:`CodeEvalResult.summary`) plus the text scores, their
         intervals beside pass@k's in ``ci95``."""
         out = self.result.summary()
-        out.update(self.text)
-        out["ci95"] = {**out["ci95"], **self.text_ci95}
-        return out
+        return {**out, **self.text, "ci95": {**out["ci95"], **self.text_ci95}}
 
 
 @dataclass
@@ -213,8 +211,7 @@ def compare_models(target: str | Path, problems: dict[str, Problem], *, problems
     scored: dict[str, ModelScores] = {}
     for name, samples in generated.items():
         result = evaluate_code(problems, samples, ks=ks, limits=limits, workers=workers, show_progress=show_progress)
-        means, ci95, per_task, per_sample = text_scores(problems, samples)
-        scored[name] = ModelScores(name, samples, result, means, ci95, per_task, per_sample)
+        scored[name] = ModelScores(name, samples, result, *text_scores(problems, samples))
     comparison = ModelComparison(str(target), problems_name, scored)
     if folder.run_dir is not None:
         from sc2tune.training.trackers import log_to_run_trackers

@@ -120,12 +120,10 @@ def _default_pythons() -> list[str]:
 
 
 def _python_for_uid_drop(requested: str | None) -> str | None:
+    """The interpreter when samples run under dedicated uids: one they can read and run (None: none is)."""
     if requested:
         return requested if _world_usable(requested) else None
-    for candidate in _default_pythons():
-        if _visible(candidate) and _world_usable(candidate):
-            return candidate
-    return None
+    return next((p for p in _default_pythons() if _visible(p) and _world_usable(p)), None)
 
 
 def _python_for_namespaces(requested: str | None) -> str:

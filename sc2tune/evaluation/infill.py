@@ -1,12 +1,7 @@
 """FIM infilling probe on held-out code: cut a hole, let the model fill it greedily, compare.
 
-Held-out documents are recovered from the recipe's tokenized eval rows (so they are exactly the
-held-out split the data pipeline made): rows are split into documents where packed ``position_ids``
-restart, repository rows into files at ``<file_sep>``, and FIM-transformed documents are put back in
-order: PSM ``<fim_prefix>P<fim_suffix>S<fim_middle>M`` -> ``P M S``, SPM ``<fim_prefix><fim_suffix>S<fim_middle>PM``
--> ``PM S``. In a repository row each file is one ``PATH\\nCODE`` fragment, FIM'd as a whole
-(``<file_sep><fim_prefix>PATH\\nPRE<fim_suffix>...``, the path possibly split between the parts, see
-:mod:`sc2tune.data.fim`), so a file is un-FIM'd first and its path line dropped after.
+Held-out documents are recovered from the recipe's tokenized eval rows, so they are exactly the held-out split
+the data pipeline made (:func:`sc2tune.data.holes.recover_documents`, FIM and repository layout undone).
 
 For each probe kind, documents are drawn with ``random.Random(f"{seed}:{kind}")`` and cut into
 ``prefix | middle | suffix``: ``lines`` = 1-3 whole non-blank lines, ``span`` = a random character span
@@ -32,10 +27,10 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from sc2tune.data.holes import recover_documents  # noqa: F401 - moved there; this module's name for it
+from sc2tune.decoding import cut_at_stop
 from sc2tune.evaluation.intervals import bootstrap_interval
 from sc2tune.evaluation.problems import fim_cut
-from sc2tune.metrics import edit_similarity, exact_match, text_scores
+from sc2tune.metrics import edit_similarity, exact_match
 from sc2tune.tokens import special_tokens
 
 
@@ -93,8 +88,8 @@ def generate_middles(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
         generated = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                                    max_new_tokens=cap, do_sample=False, eos_token_id=stops,
                                    pad_token_id=tokenizer.pad_token_id)[0, len(ids):].tolist()
-        cut = next((i for i, t in enumerate(generated) if t in stops), len(generated))
-        out.append(tokenizer.decode(generated[:cut], skip_special_tokens=True, clean_up_tokenization_spaces=False))
+        out.append(tokenizer.decode(cut_at_stop(generated, stops), skip_special_tokens=True,
+                                    clean_up_tokenization_spaces=False))
     return out
 
 
@@ -107,11 +102,10 @@ def infill_scores(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, ca
     result: dict[str, dict] = {}
     for kind in sorted({c.kind for c in cases}):
         pairs = [(p, c) for p, c in zip(predictions, cases, strict=True) if c.kind == kind]
-        scores = text_scores([p for p, _ in pairs], [c.middle for _, c in pairs])
-        scores["examples"] = [{"middle": c.middle, "generated": p} for p, c in pairs[:3]]
         per_case = {"exact_match": [float(exact_match(p, c.middle)) for p, c in pairs],
                     "edit_similarity": [float(edit_similarity(p, c.middle)) for p, c in pairs]}
-        scores["per_case"] = per_case
-        scores["ci95"] = {key: bootstrap_interval(values) for key, values in per_case.items() if values}
-        result[kind] = scores
+        result[kind] = {**{key: sum(values) / len(values) for key, values in per_case.items()},
+                        "count": len(pairs), "examples": [{"middle": c.middle, "generated": p} for p, c in pairs[:3]],
+                        "per_case": per_case,
+                        "ci95": {key: bootstrap_interval(values) for key, values in per_case.items()}}
     return result

@@ -14,6 +14,7 @@ The benchmark score is the mean over tasks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 from sc2tune.errors import UserError
@@ -27,10 +28,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
         raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
     if n - c < k:
         return 1.0
-    fail = 1.0
-    for i in range(n - c + 1, n + 1):
-        fail *= 1.0 - k / i
-    return 1.0 - fail
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
 def mean_pass_at_k(counts: Mapping[str, tuple[int, int]], ks: Iterable[int]) -> dict[str, float]:

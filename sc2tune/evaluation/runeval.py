@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from sc2tune.errors import UserError
 from sc2tune.evaluation.intervals import paired_difference
-from sc2tune.recipe import Recipe, load_recipe
+from sc2tune.recipe import load_recipe
 
 if TYPE_CHECKING:
     from sc2tune.runs import TrainedFolder
@@ -43,38 +43,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MODEL_NAMES = ("base", "adapter", "merged")
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """Where the pieces of one training run are (:class:`sc2tune.runs.TrainedFolder`, which also holds
-    whether the caller let the model's own code run) and its recipe."""
-
-    folder: TrainedFolder
-    recipe: Recipe
-
-    @property
-    def run_dir(self) -> Path:
-        return self.folder.run_dir or self.folder.path
-
-    @property
-    def adapter_dir(self) -> Path | None:
-        """OUTPUT/adapter (LoRA/QLoRA)."""
-        return self.folder.adapter_dir
-
-    @property
-    def full_dir(self) -> Path | None:
-        """OUTPUT/model (adapter.method full)."""
-        return self.folder.full_dir
-
-    @property
-    def merged_dir(self) -> Path | None:
-        """OUTPUT/merged when it exists."""
-        return self.folder.merged_dir
-
-    @property
-    def trained_dir(self) -> Path:
-        return self.folder.trained_dir
 
 
 @dataclass
@@ -101,11 +69,9 @@ class RunEvalResult:
             if ci95:
                 row["ci95"] = ci95
             flat[name] = row
-        out: dict[str, Any] = {"run": self.run_dir, "task": self.task, "eval_rows": self.eval_rows, "models": flat}
-        differences = self.differences()
-        if differences:
-            out["differences"] = differences
-        return out
+        out = self.to_dict()
+        del out["kind"]
+        return {**out, "models": flat}  # the keys of results.json, the models' numbers flat
 
     def tracker_figures(self) -> dict[str, float]:
         """The summary's numbers as tracker metrics: ``eval_run/MODEL/KEY`` (``eval_run/adapter/loss``,
@@ -148,44 +114,35 @@ class RunEvalResult:
         return data
 
 
-def _run_from_dir(run_dir: Path, overrides: list[str]) -> RunInfo:
-    from sc2tune.runs import RECIPE_FILE, RUN_ADAPTER, RUN_FULL, folder_kind, read_trained
-
-    if folder_kind(run_dir) != "run" or not any((run_dir / sub / RECIPE_FILE).is_file()
-                                                for sub in (RUN_ADAPTER, RUN_FULL)):
-        raise UserError(f"{run_dir} is not a training run: no adapter/recipe.yaml (or model/recipe.yaml) inside",
-                        hint="give the output_dir of a finished `sc2tune train`, or the recipe YAML itself")
-    folder = read_trained(run_dir, overrides)  # --trust-remote-code is the override model.trust_remote_code=true
-    assert folder.recipe is not None  # the recipe.yaml checked above
-    return RunInfo(folder, folder.recipe)
-
-
 def resolve_run(target: str | Path, overrides: list[str] | tuple[str, ...] = (), *,
-                trust_remote_code: bool = False) -> RunInfo:
-    """A run folder, an adapter folder inside one, or a recipe YAML (its ``output_dir``) -> :class:`RunInfo`.
+                trust_remote_code: bool = False) -> TrainedFolder:
+    """A run folder, an adapter folder inside one, or a recipe YAML (its ``output_dir``) -> the run read
+    (:class:`sc2tune.runs.TrainedFolder` of kind ``run``: ``run_dir`` and ``recipe`` are set).
 
     ``trust_remote_code`` (``--trust-remote-code``) confirms a recipe's ``model.trust_remote_code`` and lets
     the model's own code load every model of the run."""
     from sc2tune.recipe import REMOTE_CODE_OVERRIDE
-    from sc2tune.runs import RECIPE_FILE, RUN_ADAPTER, RUN_FULL
+    from sc2tune.runs import RECIPE_FILE, RUN_ADAPTER, RUN_FULL, folder_kind, read_trained
 
-    path = Path(target)
+    path = run_dir = Path(target)
     overrides = [*overrides, *([REMOTE_CODE_OVERRIDE] if trust_remote_code else [])]
-    if path.is_dir():
-        if (path / RECIPE_FILE).is_file() and path.name in (RUN_ADAPTER, RUN_FULL):
-            path = path.parent
-        return _run_from_dir(path, overrides)
     if path.is_file():
-        recipe = load_recipe(path, overrides)
-        run_dir = Path(recipe.output_dir)
+        run_dir = Path(load_recipe(path, overrides).output_dir)
         if not run_dir.is_dir():
             raise UserError(f"{path}: output_dir {run_dir} does not exist (nothing trained yet)",
                             hint=f"train first: sc2tune train {path}")
-        return _run_from_dir(run_dir, overrides)
-    raise UserError(f"{target}: no such run folder or recipe file")
+    elif not path.is_dir():
+        raise UserError(f"{target}: no such run folder or recipe file")
+    elif (run_dir / RECIPE_FILE).is_file() and run_dir.name in (RUN_ADAPTER, RUN_FULL):
+        run_dir = run_dir.parent
+    if folder_kind(run_dir) != "run" or not any((run_dir / sub / RECIPE_FILE).is_file()
+                                                for sub in (RUN_ADAPTER, RUN_FULL)):
+        raise UserError(f"{run_dir} is not a training run: no adapter/recipe.yaml (or model/recipe.yaml) inside",
+                        hint="give the output_dir of a finished `sc2tune train`, or the recipe YAML itself")
+    return read_trained(run_dir, overrides)  # --trust-remote-code is the override model.trust_remote_code=true
 
 
-def parse_models(text: str | None, run: RunInfo) -> list[str]:
+def parse_models(text: str | None, run: TrainedFolder) -> list[str]:
     """``base,adapter,merged`` -> a checked list (default: base, adapter, and merged when present)."""
     if text is None:
         return ["base", "adapter"] + (["merged"] if run.merged_dir else [])
@@ -201,43 +158,25 @@ def parse_models(text: str | None, run: RunInfo) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def read_labels(run: RunInfo) -> dict[int, str] | None:
-    """Class names saved with a classification adapter (``labels.json``), if any."""
-    return run.folder.labels
-
-
-def load_run_tokenizer(run: RunInfo):
-    """The tokenizer saved with the run (pad = <fim_pad>), else the base model's."""
-    from sc2tune.runs import trained_tokenizer
-
-    return trained_tokenizer(run.folder)
-
-
-def load_variant(name: str, run: RunInfo, *, tokenizer, id2label: dict[int, str] | None):
-    """Load ``base`` (recipe's base model and quantisation), ``adapter`` (base + PEFT adapter, or the full
-    fine-tune) or ``merged`` (OUTPUT/merged, unquantised), in eval mode (:func:`sc2tune.runs.load_trained`);
-    its ``config.pad_token_id`` is the tokenizer's."""
-    from sc2tune.runs import load_trained
-
-    return load_trained(run.folder, name, tokenizer=tokenizer, labels=id2label).model  # type: ignore[arg-type]
-
-
-def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = None, infill_examples: int = 20,
+def evaluate_run(run: TrainedFolder, models: list[str], *, max_examples: int | None = None, infill_examples: int = 20,
                  infill_max_new_tokens: int = 128, show_progress: bool = True) -> RunEvalResult:
     """Score each named model of ``run`` on the recipe's held-out data (see module docstring)."""
     from sc2tune.data import build_datasets
+    from sc2tune.data.holes import recover_documents
     from sc2tune.evaluation.heldout import classify_predictions, heldout_loss
-    from sc2tune.evaluation.infill import infill_scores, make_cases, recover_documents
+    from sc2tune.evaluation.infill import infill_scores, make_cases
     from sc2tune.metrics import classification_report
+    from sc2tune.runs import load_trained, trained_tokenizer
     from sc2tune.training.trackers import log_to_run_trackers
 
-    recipe = run.recipe
-    tokenizer = load_run_tokenizer(run)
+    recipe, run_dir = run.recipe, run.run_dir or run.path
+    assert recipe is not None  # a run folder (resolve_run)
+    tokenizer = trained_tokenizer(run)  # the tokenizer saved with the run (pad = <fim_pad>), else the base's
     bundle = build_datasets(recipe, tokenizer, show_progress=show_progress)
     if bundle.eval is None or len(bundle.eval) == 0:
-        raise UserError(f"the recipe of {run.run_dir} holds out no data (data.eval is {recipe.data.eval!r})",
+        raise UserError(f"the recipe of {run_dir} holds out no data (data.eval is {recipe.data.eval!r})",
                         hint="add an override, e.g. data.eval=0.1 or data.eval=path/to/heldout.jsonl")
-    id2label = read_labels(run) or bundle.id2label
+    id2label = run.labels or bundle.id2label  # labels.json of a classification adapter first
     batch = recipe.train.eval_batch_size or recipe.train.batch_size
     cases = []
     if recipe.task == "fim" and infill_examples > 0:
@@ -246,10 +185,11 @@ def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = 
                  for c in make_cases(docs, kind, infill_examples, recipe.train.seed)]
         if not cases:
             log.warning("no held-out code document is long enough for the infilling probe")
-    result = RunEvalResult(str(run.run_dir), recipe.task, len(bundle.eval))
+    result = RunEvalResult(str(run_dir), recipe.task, len(bundle.eval))
     for name in models:
         log.info("evaluating %s", name)
-        model = load_variant(name, run, tokenizer=tokenizer, id2label=id2label)
+        # base (quantised as trained), adapter (or the full fine-tune) or merged, in eval mode
+        model = load_trained(run, name, tokenizer=tokenizer, labels=id2label).model  # type: ignore[arg-type]
         scores: dict[str, Any] = {}
         if recipe.task == "classify":
             y_true, y_pred, loss = classify_predictions(model, bundle.eval, bundle.collator, batch_size=batch,
@@ -257,8 +197,7 @@ def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = 
             names = id2label or {i: str(i) for i in sorted(set(y_true) | set(y_pred))}
             report = classification_report([names[i] for i in y_true], [names[i] for i in y_pred],
                                            labels=[names[i] for i in sorted(names)])
-            scores.update(loss=loss, **report.to_dict())
-            scores["examples"] = len(y_true)
+            scores.update(loss=loss, **report.to_dict(), examples=len(y_true))
         else:
             scores.update(heldout_loss(model, bundle.eval, bundle.collator, batch_size=batch,
                                        max_examples=max_examples, chunk_size=recipe.train.loss_chunk_size,
@@ -269,7 +208,7 @@ def evaluate_run(run: RunInfo, models: list[str], *, max_examples: int | None = 
         result.models[name] = scores
         del model
         gc.collect()
-    logged = log_to_run_trackers(run.run_dir, result.tracker_figures())  # the trackers train.report_to named
+    logged = log_to_run_trackers(run_dir, result.tracker_figures())  # the trackers train.report_to named
     if logged:
         log.info("eval figures logged to the run's %s", ", ".join(logged))
     return result

@@ -12,36 +12,24 @@ The samples file is written atomically (temp file + rename) as JSONL ``{task_id,
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sc2tune.atomic import staged_file
 from sc2tune.errors import UserError
-from sc2tune.evaluation.problems import Problem, Sample
-from sc2tune.evaluation.prompts import STOP_STRINGS, Prompt, PromptStyle, build_prompt, finish
+from sc2tune.evaluation.problems import Problem, Sample, write_jsonl
+from sc2tune.evaluation.prompts import PromptStyle, build_prompt, finish
 
 if TYPE_CHECKING:
     from sc2tune.generation import Sampling
-
-__all__ = ["STOP_STRINGS", "complete_problems", "generate_samples", "write_samples"]
 
 log = logging.getLogger(__name__)
 
 #: Prompts generated at once (one left-padded batch).
 BATCH_SIZE = 16
-
-
-def _groups(prompts: Sequence[Prompt]) -> dict[tuple, list[int]]:
-    """Prompt indices by stop rules: one batched pass per group."""
-    groups: dict[tuple, list[int]] = {}
-    for i, p in enumerate(prompts):
-        groups.setdefault((p.stop_ids, p.stop_strings), []).append(i)
-    return groups
 
 
 def complete_problems(model: Any, tokenizer: Any, problems: dict[str, Problem], style: PromptStyle, *,
@@ -59,6 +47,9 @@ def complete_problems(model: Any, tokenizer: Any, problems: dict[str, Problem], 
         raise UserError("the tokenizer has no pad token", hint="load it through sc2tune (pad <fim_pad>)")
     tasks = list(problems.values())
     prompts = [build_prompt(tokenizer, p, style) for p in tasks]
+    groups: dict[tuple, list[int]] = {}  # prompt indices by stop rules: one batched pass per group
+    for r, prompt in enumerate(prompts):
+        groups.setdefault((prompt.stop_ids, prompt.stop_strings), []).append(r)
     passes = 1 if sampling.temperature == 0 else n_samples
     texts: list[list[str]] = [[] for _ in tasks]
     seed = sampling.seed or 0
@@ -66,7 +57,7 @@ def complete_problems(model: Any, tokenizer: Any, problems: dict[str, Problem], 
     with Progress(*columns, disable=not show_progress, transient=True) as progress:
         bar = progress.add_task("generate", total=len(tasks) * passes)
         for i in range(passes):
-            for (stop_ids, stop_strings), rows in _groups(prompts).items():
+            for (stop_ids, stop_strings), rows in groups.items():
                 new = generate_batch(model, [prompts[r].ids for r in rows], pad_id=pad, stop_ids=stop_ids,
                                      max_new_tokens=sampling.max_new_tokens, batch_size=batch_size,
                                      temperature=sampling.temperature, top_p=sampling.top_p, seed=seed + i,
@@ -75,16 +66,6 @@ def complete_problems(model: Any, tokenizer: Any, problems: dict[str, Problem], 
                 for r, ids in zip(rows, new, strict=True):
                     texts[r].append(finish(prompts[r], tokenizer.decode(ids, skip_special_tokens=False)))
     return [Sample(task.task_id, texts[t][i % passes]) for t, task in enumerate(tasks) for i in range(n_samples)]
-
-
-def write_samples(samples: Sequence[Sample], out_file: str | Path) -> Path:
-    """``samples`` as JSONL ``{task_id, completion}``, written atomically."""
-    out = Path(out_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with staged_file(out) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for sample in samples:
-            f.write(json.dumps({"task_id": sample.task_id, "completion": sample.completion}) + "\n")
-    return out
 
 
 def generate_samples(problems: dict[str, Problem], model: str, out_file: str | Path, *, n_samples: int = 1,
@@ -106,4 +87,4 @@ def generate_samples(problems: dict[str, Problem], model: str, out_file: str | P
     style = PromptStyle.of(lm.recipe, tuple(sampling.stop))
     samples = complete_problems(lm.model, lm.tokenizer, problems, style, n_samples=n_samples, sampling=sampling,
                                 batch_size=batch_size, show_progress=show_progress)
-    return write_samples(samples, out_file)
+    return write_jsonl(out_file, map(asdict, samples))

@@ -1,6 +1,6 @@
 """Run untrusted Python under limits: a sample judged by its problem's tests, or a bare program.
 
-Who decides a pass (:func:`run_judged`, :class:`JudgePool`): three processes, started by ``_launcher.py``
+Who decides a pass (:meth:`JudgePool.run_judged`): three processes, started by ``_launcher.py``
 (cold) or forked by ``_zygote.py`` (warm: see "Warm and cold runs" below).
 
 * the **candidate** process runs ``prompt + completion + suffix`` (never the tests) and answers calls
@@ -91,18 +91,15 @@ from pathlib import Path
 
 from sc2tune.evaluation.confinement import (
     NS_FLAGS,
-    SANDBOX_UID_BASE,
     Isolation,
     isolation,
     runtime_view,
     slot_uid,
     user_task_count,
 )
-from sc2tune.evaluation.warm import WarmSandbox, WarmSandboxError
+from sc2tune.evaluation.warm import Outcome, WarmSandbox, WarmSandboxError, tail
 
 log = logging.getLogger(__name__)
-
-
 
 
 def _read_sources() -> dict[str, str]:
@@ -119,7 +116,8 @@ def _read_sources() -> dict[str, str]:
         return "\n".join((here / name).read_text(encoding="utf-8") for name in names)
 
     return {"launcher": read("_launcher.py"), "judge": read("_wire.py", "_judge.py"),
-            "candidate": read("_wire.py", "_candidate.py"), "zygote": read("_zygote.py")}
+            "candidate": read("_wire.py", "_candidate.py"), "zygote": read("_zygote.py"),
+            "seccomp": read("_seccomp.py")}
 
 
 _SOURCES = _read_sources()
@@ -181,32 +179,17 @@ class RunResult:
         return self.status == "passed"
 
 
-#: the seccomp filter's code, read once (the launcher gets it in its job, never from the package folder)
-_SECCOMP_SOURCE = Path(__file__).with_name("_seccomp.py").read_text(encoding="utf-8")
-
-
-def _environment() -> dict[str, str]:
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONHASHSEED": "0",
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-
-
-def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            return f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
+#: the whole environment of the launcher and of every process of a run (nothing of the evaluator's)
+_ENVIRONMENT = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONHASHSEED": "0",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -218,7 +201,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
         log.warning("sandbox process %d did not exit after SIGKILL", proc.pid)
 
 
-
 @dataclass(frozen=True)
 class JudgeJob:
     """What the judge process needs: trusted problem text, the tests, and the name they test."""
@@ -226,16 +208,6 @@ class JudgeJob:
     context: str  #: trusted code run before the tests in the judge (prompt [+ canonical solution])
     test: str  #: defines ``check(candidate)``
     entry_point: str  #: the function of the sample's program that ``candidate`` stands for
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    returncode: int | None
-    timed_out: bool
-    seconds: float
-    stdout: str
-    stderr: str
-    verdict: bytes
 
 
 def _sweep_world_writable(uids: set[int]) -> None:
@@ -259,13 +231,8 @@ def _read_verdict(fd: int, deadline: float, limit: int = 65536) -> bytes:
     Reading to the end, not just what is there when the launcher has been reaped, is what keeps a
     verdict from being lost whatever made that wait return (issue #23 item 8b)."""
     chunks, size = [], 0
-    while size < limit:
-        left = deadline - time.monotonic()
-        try:
-            ready, _, _ = select.select([fd], [], [], max(0.0, left))
-        except InterruptedError:
-            continue
-        if not ready:
+    while size < limit:  # select and read are retried by Python itself when a signal interrupts them (PEP 475)
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
             break
         chunk = os.read(fd, limit - size)
         if not chunk:
@@ -275,35 +242,32 @@ def _read_verdict(fd: int, deadline: float, limit: int = 65536) -> bytes:
     return b"".join(chunks)
 
 
-def _uids(iso: Isolation, slot: int) -> dict[str, int | None]:
-    """The judge's and the sample's uids of worker ``slot`` (None: no uid drop here)."""
-    if iso.uid_drop:
-        return {"judge": slot_uid(2 * slot), "sample": slot_uid(2 * slot + 1)}
-    return {"judge": None, "sample": None}
-
-
 def _processes(iso: Isolation, limits: SandboxLimits) -> int:
     """RLIMIT_NPROC of a run: per dedicated uid, else on top of the user's current task count."""
     return limits.max_processes if iso.uid_drop else user_task_count() + 2 * limits.max_processes
 
 
 def _config(mode: str, limits: SandboxLimits, iso: Isolation, slot: int) -> dict:
-    """The launcher's job without the run's own parts (program, judge job, descriptors, folders)."""
+    """The launcher's job without the run's own parts (program, judge job, descriptors, folders): ``uids`` are the
+    judge's and the sample's dedicated uids of worker ``slot`` (None: no uid drop here), ``sample_settings`` the
+    candidate's ``key=value`` arguments (``_candidate.py``: only the limits a caller set)."""
+    settings = {"output": _output_limit(limits), "digits": limits.max_int_digits}
     return {
         "mode": mode,
         "private_fs": iso.namespaces,
         "view": runtime_view(iso.python) if iso.namespaces else None,
-        "seccomp": _SECCOMP_SOURCE if iso.seccomp else None,
+        "seccomp": _SOURCES["seccomp"] if iso.seccomp else None,
         "tmpfs_mb": limits.tmpfs_mb,
         "max_files": limits.max_files,
         "python": iso.python,
-        "uids": _uids(iso, slot),
+        "uids": {"judge": slot_uid(2 * slot), "sample": slot_uid(2 * slot + 1)} if iso.uid_drop
+        else {"judge": None, "sample": None},
         "nested_userns": iso.namespaces and not iso.uid_drop,
-        "env": _environment(),
+        "env": _ENVIRONMENT,
         "network_guard": not iso.namespaces,
         "wall_seconds": int(limits.timeout) + 5,
         "sources": {"judge": _SOURCES["judge"], "candidate": _SOURCES["candidate"]},
-        "sample_settings": _sample_settings(limits),
+        "sample_settings": {key: value for key, value in settings.items() if value is not None},
         "limits": {
             "address_space": limits.memory_mb * _MB,
             "processes": _processes(iso, limits),
@@ -324,7 +288,7 @@ def _command(iso: Isolation) -> list[str]:
     return cmd
 
 
-def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict | None) -> _Outcome:
+def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict | None) -> Outcome:
     """A cold run: start a launcher on ``program`` (and the judge on ``job``); wait; collect what came out."""
     iso = isolation(limits.python, limits.namespaces)
     config = _config(mode, limits, iso, slot)
@@ -342,13 +306,13 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
                       judgedir=str(host / "judge"))
         cmd = _command(iso)
         start = time.monotonic()
-        with open(host / "stdout", "wb") as out, open(host / "stderr", "wb") as err:
+        with open(host / "stdout", "w+b") as out, open(host / "stderr", "w+b") as err:
             try:
                 proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=out, stderr=err,
                                         pass_fds=(verdict_w,), start_new_session=True, close_fds=True,
-                                        env=_environment(), cwd=host)
+                                        env=_ENVIRONMENT, cwd=host)
             except OSError as error:
-                return _Outcome(None, False, 0.0, "", f"sc2tune sandbox: cannot start: {error}", b"")
+                return Outcome(None, False, 0.0, "", f"sc2tune sandbox: cannot start: {error}", b"")
             os.close(verdict_w)
             verdict_w = -1
             assert proc.stdin is not None
@@ -364,11 +328,12 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
                 returncode = None
             # stragglers of the session (no-namespace mode); a no-op when the pid namespace is gone
             _kill_group(proc)
-        seconds = time.monotonic() - start
+            seconds = time.monotonic() - start
+            stdout, stderr = tail(out.fileno()), tail(err.fileno())
         verdict = _read_verdict(verdict_r, time.monotonic() + (0.0 if timed_out else _VERDICT_GRACE))
         if iso.uid_drop and not iso.namespaces:
             _sweep_world_writable({uid for uid in uids.values() if uid is not None})
-        return _Outcome(returncode, timed_out, seconds, _tail(host / "stdout"), _tail(host / "stderr"), verdict)
+        return Outcome(returncode, timed_out, seconds, stdout, stderr, verdict)
     finally:
         for fd in (verdict_r, verdict_w):
             if fd >= 0:
@@ -379,12 +344,6 @@ def _launch(mode: str, program: str, limits: SandboxLimits, slot: int, job: dict
 def _output_limit(limits: SandboxLimits) -> int | None:
     """The candidate's output limit in characters (``max_output_mb`` * 2**20), None when unlimited."""
     return None if limits.max_output_mb is None else int(limits.max_output_mb * _MB)
-
-
-def _sample_settings(limits: SandboxLimits) -> dict[str, int]:
-    """The candidate's ``key=value`` arguments (``_candidate.py``): only the limits a caller set."""
-    settings = {"output": _output_limit(limits), "digits": limits.max_int_digits}
-    return {key: value for key, value in settings.items() if value is not None}
 
 
 def _limit_reason(reason: str, stderr: str, limits: SandboxLimits) -> str:
@@ -401,7 +360,7 @@ def _limit_reason(reason: str, stderr: str, limits: SandboxLimits) -> str:
     return reason
 
 
-def _sandbox_failed(outcome: _Outcome) -> bool:
+def _sandbox_failed(outcome: Outcome) -> bool:
     return outcome.returncode in (125, 126, None) and "sc2tune sandbox" in outcome.stderr
 
 
@@ -409,7 +368,7 @@ def run_program(source: str, limits: SandboxLimits, *, slot: int = 0) -> RunResu
     """Run ``source`` as ``program.py`` in a fresh sandboxed process; block until it ends or times out.
 
     Status "passed" means only "exited with status 0": the program decides that itself, so this is
-    not a judge of anything the program could want to fake (use :func:`run_judged` for that).
+    not a judge of anything the program could want to fake (use :meth:`JudgePool.run_judged` for that).
     """
     outcome = _launch("program", source, limits, slot, None)
     if outcome.timed_out:
@@ -423,13 +382,9 @@ def run_program(source: str, limits: SandboxLimits, *, slot: int = 0) -> RunResu
 class JudgePool:
     """Judges samples (:meth:`run_judged`) on worker slots; a context manager (closing ends its processes).
 
-    With namespaces, each slot keeps a warm sandbox (:mod:`sc2tune.evaluation.warm`, ``_zygote.py``):
-    the namespaces, the private root and the interpreter with the judge's and candidate's code are set
-    up once per slot, and every sample gets a run forked from that pristine state, in its own fresh
-    mount (new ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/proc``), pid, IPC and network namespaces, with
-    the same limits, uids, seccomp filter and verdict pipe as a cold run; nothing of one run is there for
-    the next. A run past its time kills the slot's sandbox (the next run starts a new one). Without
-    namespaces (or ``warm=False``) every run is a cold one: a launcher started for it alone.
+    With namespaces, each slot keeps a warm sandbox (module doc, "Warm and cold runs"); a run past its time
+    kills the slot's sandbox (the next run starts a new one). Without namespaces (or ``warm=False``) every run
+    is a cold one: a launcher started for it alone.
 
     One slot serves one run at a time (the caller hands slots out, as :func:`evaluate_code` does).
     """
@@ -456,7 +411,12 @@ class JudgePool:
             sandbox.close()
 
     def run_judged(self, program: str, job: JudgeJob, *, slot: int = 0) -> RunResult:
-        """Judge ``program`` with ``job``'s tests on worker ``slot``: see :func:`run_judged`."""
+        """Judge ``program`` (the sample's code) with ``job``'s tests on worker ``slot`` (module doc).
+
+        The status is "passed" only when the verdict pipe holds the judge's record for this run (its
+        nonce) saying the tests' ``check`` returned normally. No verdict from a judge that ended badly is a
+        failure; no verdict although everything exited 0 is status "error" with reason :data:`LOST_VERDICT`
+        (an infrastructure fault: the caller retries it, it is never scored as a failure)."""
         nonce = secrets.token_hex(16)
         payload = {"context": job.context, "test": job.test, "entry_point": job.entry_point, "nonce": nonce}
         if self._warm:
@@ -475,7 +435,7 @@ class JudgePool:
             sandbox = None
         if sandbox is None:
             config = _config("warm", self.limits, self.isolation, slot) | {"sources": _SOURCES}
-            sandbox = WarmSandbox(_command(self.isolation), config, _environment())
+            sandbox = WarmSandbox(_command(self.isolation), config, _ENVIRONMENT)
         return sandbox
 
     def _keep(self, slot: int, sandbox: WarmSandbox) -> None:
@@ -485,22 +445,21 @@ class JudgePool:
                 return
         sandbox.close()
 
-    def _warm_run(self, program: str, payload: dict, slot: int) -> _Outcome:
+    def _warm_run(self, program: str, payload: dict, slot: int) -> Outcome:
         try:
             sandbox = self._sandbox(slot)
         except WarmSandboxError as err:
-            return _Outcome(None, False, 0.0, "", str(err), b"")
+            return Outcome(None, False, 0.0, "", str(err), b"")
         header = {"entry_point": payload["entry_point"], "processes": _processes(self.isolation, self.limits)}
         try:
-            run = sandbox.judge(program.encode("utf-8"), json.dumps(payload).encode("utf-8"), header,
-                                timeout=self.limits.timeout + _STARTUP_GRACE, read_verdict=_read_verdict,
-                                verdict_grace=_VERDICT_GRACE)
+            return sandbox.judge(program.encode("utf-8"), json.dumps(payload).encode("utf-8"), header,
+                                 timeout=self.limits.timeout + _STARTUP_GRACE, read_verdict=_read_verdict,
+                                 verdict_grace=_VERDICT_GRACE)
         finally:
             self._keep(slot, sandbox)
-        return _Outcome(run.returncode, run.timed_out, run.seconds, run.stdout, run.stderr, run.verdict)
 
 
-def _judged_result(outcome: _Outcome, nonce: str, limits: SandboxLimits) -> RunResult:
+def _judged_result(outcome: Outcome, nonce: str, limits: SandboxLimits) -> RunResult:
     """The result of a judged run from what came out of it: only this run's record (``nonce``) counts."""
     record: dict = {}
     for line in outcome.verdict.decode("utf-8", errors="replace").splitlines():
@@ -526,21 +485,3 @@ def _judged_result(outcome: _Outcome, nonce: str, limits: SandboxLimits) -> RunR
         reason = _limit_reason(reason, outcome.stderr, limits)
     return RunResult(status, outcome.returncode, outcome.seconds, outcome.stderr, outcome.stdout, reason)
 
-
-def run_judged(program: str, job: JudgeJob, limits: SandboxLimits, *, slot: int = 0) -> RunResult:
-    """Judge ``program`` (the sample's code) with ``job``'s tests; see the module docstring.
-
-    The status is "passed" only when the verdict pipe holds the judge's record for this run (its
-    nonce) saying the tests' ``check`` returned normally. No verdict from a judge that ended badly is a
-    failure; no verdict although everything exited 0 is status "error" with reason :data:`LOST_VERDICT`
-    (an infrastructure fault: the caller retries it, it is never scored as a failure).
-
-    One sample: a :class:`JudgePool` of its own (with namespaces, a warm sandbox started for this run and
-    ended after it). To judge many, keep one :class:`JudgePool` open (:func:`evaluate_code` does).
-    """
-    with JudgePool(limits) as pool:
-        return pool.run_judged(program, job, slot=slot)
-
-
-__all__ = ["SANDBOX_UID_BASE", "Isolation", "JudgeJob", "JudgePool", "RunResult", "SandboxLimits", "isolation", "run_judged",
-           "run_program"]

@@ -27,20 +27,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sc2tune.evaluation._launcher import memfd
+
 _MESSAGE_BYTES = 1 << 16
 
 
-def _memfd(name: str, data: bytes = b"") -> int:
-    """An anonymous in-memory file holding ``data``, at offset 0 (a run's job, program or output)."""
-    fd = os.memfd_create(f"sc2tune-{name}", os.MFD_CLOEXEC)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.lseek(fd, 0, os.SEEK_SET)
-    return fd
-
-
-def _tail_fd(fd: int, limit: int = 4000) -> str:
+def tail(fd: int, limit: int = 4000) -> str:
+    """The last ``limit`` bytes of the file open at ``fd`` (a run's stdout or stderr), as text; empty when it
+    cannot be read."""
     try:
         size = os.fstat(fd).st_size
         return os.pread(fd, min(limit, size), max(0, size - limit)).decode("utf-8", errors="replace")
@@ -49,10 +43,10 @@ def _tail_fd(fd: int, limit: int = 4000) -> str:
 
 
 @dataclass(frozen=True)
-class WarmRun:
-    """What came out of one run."""
+class Outcome:
+    """What came out of one run, warm or cold (what it means is :mod:`sc2tune.evaluation.sandbox`'s business)."""
 
-    returncode: int | None  #: the judge's exit status (128 + N for signal N); None: timed out or sandbox gone
+    returncode: int | None  #: the deciding process's exit status (128 + N for signal N); None: timed out or gone
     timed_out: bool
     seconds: float
     stdout: str  #: tails of the run's stdout and stderr (the sandbox's own words appended when it ended)
@@ -91,7 +85,7 @@ class WarmSandbox:
         except WarmSandboxError:
             reply = None
         if reply is None or reply.get("ready") is not True:
-            why = self.log_tail()
+            why = tail(self._log, 2000)
             self.kill()
             os.close(self._log)
             raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox did not start: {why}")
@@ -101,30 +95,24 @@ class WarmSandbox:
         return self._proc.poll() is None and self._control.fileno() >= 0
 
     def _receive(self, deadline: float) -> dict | None:
-        """The zygote's next message; None when ``deadline`` passes; :class:`WarmSandboxError` when it ended."""
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            try:
-                ready, _, _ = select.select([self._control], [], [], left)
-            except InterruptedError:
-                continue
-            if not ready:
-                return None
-            try:
-                data = self._control.recv(_MESSAGE_BYTES)
-            except OSError as err:
-                raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox's channel failed: {err}") from None
-            if not data:
-                raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox ended: {self.log_tail()}")
-            try:
-                message = json.loads(data.decode("utf-8"))
-            except ValueError:
-                raise WarmSandboxError("sc2tune sandbox: malformed message from the warm sandbox") from None
-            if isinstance(message, dict):
-                return message
+        """The zygote's next message; None when ``deadline`` passes; :class:`WarmSandboxError` when it ended.
+        (``select`` is retried by Python itself when a signal interrupts it: PEP 475.)"""
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self._control], [], [], left)[0]:
+            return None
+        try:
+            data = self._control.recv(_MESSAGE_BYTES)
+        except OSError as err:
+            raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox's channel failed: {err}") from None
+        if not data:
+            raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox ended: {tail(self._log, 2000)}")
+        try:
+            message = json.loads(data.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
+            message = None
+        if not isinstance(message, dict):
             raise WarmSandboxError("sc2tune sandbox: malformed message from the warm sandbox")
+        return message
 
     def run(self, header: dict, fds: list[int], timeout: float) -> int | None:
         """Start one run (``header`` and its descriptors, see ``_zygote.py``); its exit status, or None
@@ -133,7 +121,8 @@ class WarmSandbox:
             socket.send_fds(self._control, [json.dumps(header).encode("utf-8")], fds)
         except OSError as err:
             self.kill()
-            raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox is gone ({err}): {self.log_tail()}") from None
+            raise WarmSandboxError(f"sc2tune sandbox: the warm sandbox is gone ({err}): "
+                                   f"{tail(self._log, 2000)}") from None
         try:
             reply = self._receive(time.monotonic() + timeout)
         except WarmSandboxError:
@@ -149,15 +138,15 @@ class WarmSandbox:
         return status
 
     def judge(self, program: bytes, job: bytes, header: dict, *, timeout: float,
-              read_verdict: Callable[[int, float], bytes], verdict_grace: float) -> WarmRun:
+              read_verdict: Callable[[int, float], bytes], verdict_grace: float) -> Outcome:
         """One judged run: the verdict pipe and the run's in-memory files (job, program, stdout, stderr)
         made here and handed over; the verdict read with ``read_verdict(fd, deadline)`` once the run has
         ended (to the pipe's end, ``verdict_grace`` seconds at most; at once after a timeout)."""
         fds = [-1] * 6
         try:
             fds[5], fds[0] = os.pipe()
-            fds[1], fds[2] = _memfd("job", job), _memfd("program", program)
-            fds[3], fds[4] = _memfd("stdout"), _memfd("stderr")
+            fds[1], fds[2] = memfd(job), memfd(program)
+            fds[3], fds[4] = memfd(), memfd()
             start = time.monotonic()
             try:
                 returncode, gone = self.run(header, fds[:5], timeout), ""
@@ -167,18 +156,12 @@ class WarmSandbox:
             os.close(fds[0])  # our copy of the judge's end: the pipe ends with the run
             fds[0] = -1
             verdict = read_verdict(fds[5], time.monotonic() + (0.0 if returncode is None else verdict_grace))
-            stderr = _tail_fd(fds[4]) + (f"\n{gone}" if gone else "")
-            return WarmRun(returncode, returncode is None and not gone, seconds, _tail_fd(fds[3]), stderr, verdict)
+            stderr = tail(fds[4]) + (f"\n{gone}" if gone else "")
+            return Outcome(returncode, returncode is None and not gone, seconds, tail(fds[3]), stderr, verdict)
         finally:
             for fd in fds:
                 if fd >= 0:
                     os.close(fd)
-
-    def log_tail(self, limit: int = 2000) -> str:
-        with contextlib.suppress(OSError):  # closed: nothing
-            size = os.fstat(self._log).st_size
-            return os.pread(self._log, limit, max(0, size - limit)).decode("utf-8", errors="replace")
-        return ""
 
     def kill(self) -> None:
         """End every process of the sandbox now (its pid namespaces go with the launcher)."""

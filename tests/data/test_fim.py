@@ -165,8 +165,9 @@ def test_repo_context_with_fim_reconstructs_files(tokenizer):
 
 
 def test_heldout_probe_recovers_repository_files(tokenizer):
-    """sc2tune.evaluation.infill reads the layout back: each file's code, FIM undone, path line dropped."""
-    from sc2tune.evaluation.infill import recover_documents
+    """sc2tune.data.holes reads the layout back (for eval RUN's infilling probe): each file's code, FIM undone,
+    path line dropped."""
+    from sc2tune.data.holes import recover_documents
 
     a, b, c = ("def f(x):\n    return x * 2\n\nprint(f(3))\n", "class A:\n    pass\n\n\nA()\n",
                "import os\nprint(os.sep)\nprint('done')\n")

@@ -8,14 +8,9 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+from sc2tune.data.holes import recover_documents
 from sc2tune.evaluation.heldout import classify_predictions, heldout_loss
-from sc2tune.evaluation.infill import (
-    InfillCase,
-    fim_prompt_ids,
-    infill_scores,
-    make_cases,
-    recover_documents,
-)
+from sc2tune.evaluation.infill import InfillCase, fim_prompt_ids, infill_scores, make_cases
 from sc2tune.modeling import ModelSource, load_model
 from sc2tune.recipe import ModelSpec
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sc2tune.evaluation.infill import InfillCase, fim_prompt_ids, infill_scores, make_cases, recover_documents
+from sc2tune.data.holes import recover_documents
+from sc2tune.evaluation.infill import InfillCase, fim_prompt_ids, infill_scores, make_cases
 
 CODE_A = "def area(r):\n    return 3.14 * r * r\n"
 PRE, MID, SUF = "def inc(x):\n    ", "return x + 1", "\n\nprint(inc(1))\n"

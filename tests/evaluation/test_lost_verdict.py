@@ -24,7 +24,7 @@ import pytest
 import sc2tune.evaluation.sandbox as sandbox
 from sc2tune.evaluation.codeeval import evaluate_code
 from sc2tune.evaluation.problems import Problem, Sample
-from sc2tune.evaluation.sandbox import JudgeJob, SandboxLimits, run_judged
+from sc2tune.evaluation.sandbox import JudgeJob, JudgePool, SandboxLimits
 
 LIMITS = SandboxLimits(timeout=5.0, memory_mb=512, max_processes=24)
 JOB = JudgeJob(context="def add(a, b):\n    return a + b\n", test="def check(candidate):\n    assert candidate(2, 3) == 5\n",
@@ -47,7 +47,8 @@ def test_a_tree_rewritten_during_the_run_does_not_lose_the_verdict(
     copy = _package_copy(tmp_path, monkeypatch)
     for name in emptied:  # the moment a checkout has recreated the file and not yet written it
         (copy / name).write_text("")
-    result = run_judged(CORRECT, JOB, LIMITS)
+    with JudgePool(LIMITS) as pool:
+        result = pool.run_judged(CORRECT, JOB)
     assert (result.status, result.reason) == ("passed", ""), result
 
 

@@ -15,7 +15,8 @@ import sc2tune.decoding as decoding
 import sc2tune.generation as generation
 from sc2tune.errors import UserError
 from sc2tune.evaluation.problems import Problem
-from sc2tune.evaluation.sampling import STOP_STRINGS, generate_samples
+from sc2tune.evaluation.prompts import STOP_STRINGS
+from sc2tune.evaluation.sampling import generate_samples
 
 PROBLEMS = {
     "t/0": Problem("t/0", "def add(a, b):\n", "assert add(1, 2) == 3", "add"),

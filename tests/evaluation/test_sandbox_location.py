@@ -15,12 +15,13 @@ import sc2tune
 SCRIPT = """
 import json
 import sc2tune.evaluation.sandbox as sandbox
-from sc2tune.evaluation.sandbox import JudgeJob, SandboxLimits, run_judged
+from sc2tune.evaluation.sandbox import JudgeJob, JudgePool, SandboxLimits
 limits = SandboxLimits(timeout=5.0, memory_mb=512, max_processes=24)
 job = JudgeJob(context="def add(a, b):\\n    return a + b\\n",
                test="def check(candidate):\\n    assert candidate(2, 3) == 5\\n", entry_point="add")
-good = run_judged("def add(a, b):\\n    return a + b\\n", job, limits)
-bad = run_judged("def add(a, b):\\n    return a - b\\n", job, limits)
+with JudgePool(limits) as pool:
+    good = pool.run_judged("def add(a, b):\\n    return a + b\\n", job)
+    bad = pool.run_judged("def add(a, b):\\n    return a - b\\n", job)
 print(json.dumps([sandbox.__file__, good.status, bad.status]))
 """
 
