@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The roles a rendered chat may hold.
-ROLES = ("system", "user", "assistant")
-
 
 def _literal(text: str) -> str:
     """``text`` as a Jinja expression (a JSON string literal: Jinja reads the same escapes)."""

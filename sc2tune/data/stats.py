@@ -54,7 +54,7 @@ class DataStats(SplitStats):
     unreadable, not regular: fifo/socket/device, symlinks leaving the folder or broken) and folders
     (unreadable_dir, symlinked_dir); see sc2tune.data.code_folder."""
     skipped: dict[str, int] = field(default_factory=dict)
-    """Skipped code-folder entries by reason (the reasons of sc2tune.data.code_folder.SKIP_REASONS)."""
+    """Skipped code-folder entries by reason (the reasons listed in sc2tune.data.code_folder)."""
     fim: dict[str, int] = field(default_factory=lambda: {"psm": 0, "spm": 0, "plain": 0, "fallback": 0})
     """FIM: windows rendered PSM, SPM or plain; ``fallback`` = FIM draws rendered plain because the
     re-tokenised parts would not fit max_length (counted in ``plain`` too)."""
