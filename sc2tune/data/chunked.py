@@ -205,8 +205,7 @@ def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats, ru
                     skipped[reason] += 1
                     if len(examples.setdefault(reason, [])) < 3:
                         examples[reason].append(f.rel)
-                if advance is not None:
-                    advance(len(batch))
+                advance(len(batch))
             for reason, n in skipped.items():
                 stats.skipped[reason] = stats.skipped.get(reason, 0) + n
                 (log.warning if reason in WARN_REASONS else log.info)("%s: skipped %d %s file(s), e.g. %s", root, n, reason, ", ".join(examples[reason]))
@@ -268,8 +267,7 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, root:
                 if meta is None:
                     meta = next(built)
                     out.built += 1
-                    if advance is not None:
-                        advance(1)
+                    advance(1)
                 else:
                     out.reused += 1
                 total.update(meta["counts"])

@@ -35,7 +35,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
@@ -43,7 +42,7 @@ from sc2tune.data.chunked import chunk_seed
 from sc2tune.data.classification import label_ids_of, label_name, tokenize_classify, unseen_labels_error
 from sc2tune.data.instruct import tokenize_instruct
 from sc2tune.data.packing import IGNORE, TokenSeqs, pack, unpacked
-from sc2tune.data.progress import Progress
+from sc2tune.data.progress import Progress, quiet_datasets
 from sc2tune.data.sources import Records, iter_records
 from sc2tune.data.split import split_fraction
 from sc2tune.data.stats import DataStats, SplitStats
@@ -115,7 +114,7 @@ def _concat(parts: list[TokenSeqs]) -> TokenSeqs:
 
 
 def _write_split(results: Iterable[dict[str, Any]], staging: Path, name: str, *, packing: bool, max_length: int,
-                 seed: int, advance: Callable[..., None] | None) -> tuple[SplitStats, Counter]:
+                 seed: int, advance: Callable[[int], None]) -> tuple[SplitStats, Counter]:
     """Write the rows of one split (module doc, step 3); returns its counts and label counts (classify)."""
     total = SplitStats()
     labels: Counter = Counter()
@@ -159,8 +158,7 @@ def _write_split(results: Iterable[dict[str, Any]], staging: Path, name: str, *,
                 else:
                     put(unpacked(seqs).data.table)
                     total.rows += len(seqs)
-            if advance is not None:
-                advance(res["n"])
+            advance(res["n"])
         if buffer:
             flush()
         if not written:  # a split whose every example was dropped: an empty table with the columns
@@ -246,9 +244,7 @@ def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, s
         load = partial(iter_records, required=[*fields, d.label_column], text_fields=fields,
                        column_map=d.column_map, purpose="task classify", max_record_bytes=d.max_record_bytes)
         label, template, packing = d.label_column, None, False
-    was = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # one bar per chunk would be noise; ours counts records
-    try:
+    with quiet_datasets():  # one bar per chunk would be noise; ours counts records
         train_mask, eval_mask, id2label = _plan(recipe, load, label)
         settings = _Job(recipe.task, tokenizer, d.max_length, template=template, train_on_prompt=d.train_on_prompt,
                    text=d.text_column, pair=d.text_pair_column, label=d.label_column, id2label=id2label,
@@ -270,8 +266,5 @@ def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, s
                 stats.class_counts = class_counts
             else:
                 stats.eval, stats.eval_class_counts = split, class_counts
-    finally:
-        if was:
-            datasets.enable_progress_bars()
     return stats, id2label
 
