@@ -51,7 +51,7 @@ from sc2tune.data.code_folder import WARN_REASONS, FolderScan, list_files, read_
 from sc2tune.data.fim import CodeDoc, build_fim
 from sc2tune.data.packing import IGNORE, pack, unpacked
 from sc2tune.data.progress import Progress
-from sc2tune.data.sources import Source, load_records, resolve_sources
+from sc2tune.data.sources import Source, iter_records, resolve_sources
 from sc2tune.data.split import split_documents
 from sc2tune.data.stats import DataStats, SplitStats
 from sc2tune.data.store import chunk_rel, clear_chunk_leftovers, load_chunk, put_chunk
@@ -160,15 +160,14 @@ def record_docs(recipe: Recipe, src: Source, key: str, stats: DataStats) -> list
                         hint="point data.train at a folder whose sub-folders are repositories")
     value = src.path if src.kind != "hub" else (f"hub:{src.path}" + (f":{src.split}" if src.split else "")
                                                 + (f"@{src.revision}" if src.revision else ""))
-    rec = load_records(value, key, required=[d.text_column],
-                       text_fields=[d.text_column], column_map=d.column_map, purpose="task fim",
-                       max_record_bytes=d.max_record_bytes)
     docs = []
-    for i, text in enumerate(rec.columns[d.text_column]):
-        if text.strip():
-            docs.append(CodeDoc(text, rec.where(i)))
-        else:
-            stats.skipped["empty"] = stats.skipped.get("empty", 0) + 1
+    for part in iter_records(value, key, required=[d.text_column], text_fields=[d.text_column],
+                             column_map=d.column_map, purpose="task fim", max_record_bytes=d.max_record_bytes):
+        for i, text in enumerate(part.columns[d.text_column]):
+            if text.strip():
+                docs.append(CodeDoc(text, part.where(i)))
+            else:
+                stats.skipped["empty"] = stats.skipped.get("empty", 0) + 1
     return docs
 
 

@@ -165,10 +165,7 @@ def _read_file(src: Source, limit: int) -> tuple[Iterator[tuple[int, Any]], str]
         if layout == "lines":  # what json.loads calls "Extra data": one object per line
             return _guarded(src, _iter_jsonl(src.path, limit)), "line"
         return _guarded(src, iter_json(src.path, layout, start, limit)), "record"
-    unit = {"jsonl": "line", "csv": "line", "parquet": "row"}.get(src.fmt or "")
-    if unit is None:
-        raise DataError(f"{src.path}: unsupported format {src.fmt}")
-    return _guarded(src, _file_rows(src, limit)), unit
+    return _guarded(src, _file_rows(src, limit)), "row" if src.fmt == "parquet" else "line"
 
 
 def _guarded(src: Source, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
@@ -177,9 +174,7 @@ def _guarded(src: Source, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int
         yield from rows
     except UnicodeDecodeError as err:
         raise DataError(f"{src.path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise DataError(f"{src.path}: cannot read ({err})") from None
-    except (ValueError, ImportError) as err:  # pyarrow errors are ValueErrors
+    except (OSError, ValueError, ImportError) as err:  # pyarrow errors are ValueErrors
         raise DataError(f"{src.path}: cannot read ({err})") from None
 
 
@@ -268,7 +263,8 @@ def iter_records(value: str | list[str], key: str, *, required: Sequence[str], o
                  purpose: str = "this task", chunk: int | None = None,
                  max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Records]:
     """The records of every source of ``value`` in order, ``chunk`` at a time (default
-    :data:`CHUNK_RECORDS`), checked as :func:`load_records` checks them. Sources are read as the chunks
+    :data:`CHUNK_RECORDS`), each checked: it has the ``required`` fields (non-null), its
+    ``text_fields`` are strings, columns renamed by ``column_map`` first, only ``required + optional`` kept. Sources are read as the chunks
     are consumed: at most one chunk of records (and one parquet/dataset batch) is held at a time.
     Every chunk's ``sources`` is the one list of the sources read so far. A JSON line, ``.json`` record or
     CSV row larger than ``max_record_bytes`` (``data.max_record_bytes``) is a DataError naming it, raised
@@ -325,20 +321,3 @@ def iter_records(value: str | list[str], key: str, *, required: Sequence[str], o
     if len(records):
         yield records
 
-
-def load_records(value: str | list[str], key: str, *, required: Sequence[str], optional: Sequence[str] = (),
-                 text_fields: Sequence[str] = (), column_map: dict[str, str] | None = None,
-                 purpose: str = "this task", max_record_bytes: int = MAX_RECORD_BYTES) -> Records:
-    """Read every source of ``value``, rename columns, and check each record has ``required`` fields
-    (non-null) and that ``text_fields`` are strings. Keeps only ``required + optional`` columns.
-    All records at once (the in-memory path); :func:`iter_records` streams them."""
-    keep = list(dict.fromkeys([*required, *optional]))
-    records = Records({k: [] for k in keep})
-    for part in iter_records(value, key, required=required, optional=optional, text_fields=text_fields,
-                             column_map=column_map, purpose=purpose, max_record_bytes=max_record_bytes):
-        for k in keep:
-            records.columns[k].extend(part.columns[k])
-        records.origin.extend(part.origin)
-        records.position.extend(part.position)
-        records.sources = part.sources
-    return records
