@@ -278,8 +278,7 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, root:
                                trained_tokens=total["trained_tokens"], rows=total["rows"],
                                packing_efficiency=total["tokens"] / max(1, total["rows"] * d.max_length))
             if name == "train":
-                for field, value in split.to_dict().items():
-                    setattr(stats, field, value)
+                vars(stats).update(vars(split))  # the train split's counts at the top level
                 stats.fim = {k: int(total[k]) for k in ("psm", "spm", "plain", "fallback")}
             else:
                 stats.eval = split

@@ -39,6 +39,7 @@ class SplitStats:
     """Examples left out entirely (e.g. an instruction prompt that alone fills max_length)."""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (of a DataStats: the ``sc2tune data --json`` object, ``eval`` nested)."""
         return asdict(self)
 
 
@@ -63,12 +64,6 @@ class DataStats(SplitStats):
     eval: SplitStats | None = None
     """The same counts for the eval split (None without one)."""
     eval_class_counts: dict[str, int] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary (the ``sc2tune data --json`` object)."""
-        out = asdict(self)
-        out["eval"] = self.eval.to_dict() if self.eval is not None else None
-        return out
 
 
 def no_rows_error(stats: DataStats, train: str | list[str]) -> DataError:

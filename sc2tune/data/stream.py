@@ -261,8 +261,7 @@ def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, s
                                              advance=progress.task(f"tokenize {name}"))
             class_counts = {n: counts.get(n, 0) for n in id2label.values()} if id2label is not None else None
             if name == "train":
-                for field, value in split.to_dict().items():
-                    setattr(stats, field, value)
+                vars(stats).update(vars(split))  # the train split's counts at the top level
                 stats.class_counts = class_counts
             else:
                 stats.eval, stats.eval_class_counts = split, class_counts
