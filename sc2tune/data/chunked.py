@@ -180,7 +180,7 @@ def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats, ru
         if src.kind == "code":
             root = Path(src.path)
             files = []
-            listing = FolderScan()  # folders that cannot be listed, symlinked folders
+            listing = FolderScan()  # folders that cannot be listed, symlinked folders, then the files the scan skips
             for rel in list_files(root, d.include, d.exclude, listing):
                 if d.fim.repo_context and len(rel.parts) > 1:
                     repo, path = rel.parts[0], PurePosixPath(*rel.parts[1:]).as_posix()
@@ -194,24 +194,20 @@ def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats, ru
             batches = [files[i:i + SCAN_BATCH] for i in range(0, len(files), SCAN_BATCH)]
             advance = progress.task(f"read {root}", total=len(files))
             kept: list[FileDoc] = []
-            skipped: Counter = Counter(listing.skipped)
-            examples: dict[str, list[str]] = {k: list(v) for k, v in listing.examples.items()}
             for batch, reasons in zip(batches, run(_scan, batches), strict=True):
                 for f, reason in zip(batch, reasons, strict=True):
                     if reason is None:
                         kept.append(f)
-                        continue
-                    skipped[reason] += 1
-                    if len(examples.setdefault(reason, [])) < 3:
-                        examples[reason].append(f.rel)
+                    else:
+                        listing.skip(reason, PurePosixPath(f.rel))
                 advance(len(batch))
-            for reason, n in skipped.items():
+            for reason, n in listing.skipped.items():
                 stats.skipped[reason] = stats.skipped.get(reason, 0) + n
-                (log.warning if reason in WARN_REASONS else log.info)("%s: skipped %d %s file(s), e.g. %s", root, n, reason, ", ".join(examples[reason]))
+                (log.warning if reason in WARN_REASONS else log.info)("%s: skipped %d %s file(s), e.g. %s", root, n, reason, ", ".join(listing.examples[reason]))
             if not kept:
                 raise DataError(f"{key}: no code files read from {root}",
                                 hint=f"data.include is {d.include}, data.exclude is {d.exclude}; "
-                                f"skipped: {dict(skipped) or 'none'}")
+                                f"skipped: {dict(listing.skipped) or 'none'}")
             if d.fim.repo_context:
                 kept.sort(key=lambda f: (f.repo or "", f.path))
             items.extend(kept)
