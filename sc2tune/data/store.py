@@ -107,23 +107,13 @@ def is_complete(folder: Path) -> bool:
 
 
 @contextlib.contextmanager
-def part_writer(staging: Path, split: str, index: int) -> Iterator[Callable[[pa.Table], None]]:
-    """Part ``index`` of ``split`` written table by table (same columns each time) as one Arrow stream file."""
+def arrow_writer(path: Path) -> Iterator[Callable[[pa.Table], None]]:
+    """The Arrow stream file ``path`` (a split's part, a chunk's rows) written table by table, same columns each time."""
     from datasets.arrow_writer import ArrowWriter
 
-    folder = staging / split
-    folder.mkdir(parents=True, exist_ok=True)
-    with ArrowWriter(path=str(folder / f"{index:05d}.arrow")) as writer:
-        yield writer.write_table
-        writer.finalize()
-
-
-def write_rows(path: Path, table: pa.Table) -> None:
-    """``table`` as one Arrow stream file at ``path``."""
-    from datasets.arrow_writer import ArrowWriter
-
+    path.parent.mkdir(parents=True, exist_ok=True)
     with ArrowWriter(path=str(path)) as writer:
-        writer.write_table(table)
+        yield writer.write_table
         writer.finalize()
 
 
@@ -333,7 +323,8 @@ def put_chunk(root: Path, ckey: str, table: pa.Table, counts: dict[str, int]) ->
     final = chunks / ckey
     try:
         with staged_dir(final) as staging:
-            write_rows(staging / ROWS, table)
+            with arrow_writer(staging / ROWS) as write:
+                write(table)
             meta = seal({"counts": counts, "files": {chunk_rel(ckey): file_sums(staging / ROWS)}})
             (staging / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
             drop_shared_write(staging)

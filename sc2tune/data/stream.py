@@ -46,7 +46,7 @@ from sc2tune.data.progress import Progress, quiet_datasets
 from sc2tune.data.sources import Records, iter_records
 from sc2tune.data.split import split_fraction
 from sc2tune.data.stats import DataStats, SplitStats
-from sc2tune.data.store import part_writer
+from sc2tune.data.store import arrow_writer
 from sc2tune.data.templates import Template, load_template
 from sc2tune.data.workers import job, workers
 from sc2tune.errors import RecipeError
@@ -120,7 +120,7 @@ def _write_split(results: Iterable[dict[str, Any]], staging: Path, name: str, *,
     labels: Counter = Counter()
     buffer: list[TokenSeqs] = []
     buffered = packs = 0
-    with part_writer(staging, name, 0) as write:
+    with arrow_writer(staging / name / "00000.arrow") as write:
         written = False
 
         def put(table) -> None:
