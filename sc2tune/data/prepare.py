@@ -141,14 +141,16 @@ def _own_fingerprint(recipe: Recipe, folder: Path, files: dict[str, Any]) -> str
     return _OWN_FINGERPRINTS[memo]
 
 
-def _inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, fingerprint: str) -> dict[str, Any]:
-    """:func:`key_inputs`, plus the tokenizer object's fingerprint when it is not the recipe's own."""
+def _inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, fingerprint: str, *, temporary: bool = False
+            ) -> dict[str, Any]:
+    """:func:`key_inputs`, plus the tokenizer object's fingerprint when it is not the recipe's own; with
+    ``temporary`` (``data.cache_dir: null``: never looked up) always, so the recipe's own is never loaded."""
     inputs = key_inputs(recipe, tokenizer)
-    assert inputs is not None
-    if "files" in inputs["tokenizer"]:
-        root = cache_root(recipe.data.cache_dir or "auto")
-        if _own_fingerprint(recipe, root / data_key(inputs), inputs["tokenizer"]) != fingerprint:
-            inputs["tokenizer"] = {**inputs["tokenizer"], "object": fingerprint}
+    assert inputs is not None  # given a tokenizer, key_inputs always answers
+    own = inputs["tokenizer"]
+    if temporary or ("files" in own and _own_fingerprint(recipe, cache_root(recipe.data.cache_dir or "auto")
+                                                             / data_key(inputs), own) != fingerprint):
+        inputs["tokenizer"] = {**own, "object": fingerprint}
     return inputs
 
 
@@ -162,12 +164,7 @@ def prepared_bundle(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress
     temporary = recipe.data.cache_dir is None
     root = temporary_root() if temporary else cache_root(recipe.data.cache_dir)
     fingerprint = tokenizer_fingerprint(tokenizer)
-    if temporary:  # never looked up: the tokenizer object stands for itself, no need to load the recipe's
-        inputs = key_inputs(recipe, tokenizer)
-        assert inputs is not None  # given a tokenizer, key_inputs always answers
-        inputs["tokenizer"] = {**inputs["tokenizer"], "object": fingerprint}
-    else:
-        inputs = _inputs(recipe, tokenizer, fingerprint)
+    inputs = _inputs(recipe, tokenizer, fingerprint, temporary=temporary)
     key = data_key(inputs)
     start = time.perf_counter()
     with progress.running():
