@@ -47,7 +47,7 @@ from __future__ import annotations
 import random
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +61,7 @@ from sc2tune.tokens import special_tokens
 
 #: Spare tokens per window for the re-tokenisation around the two cut points.
 FIM_SLACK = 8
-#: Characters of documents tokenised per batch (bounds memory; one progress step each).
+#: Characters of documents tokenised per batch (bounds memory).
 BATCH_CHARS = 4_000_000
 
 
@@ -108,8 +108,6 @@ class Encoder:
 
     def ids(self, texts: list[str]) -> list[np.ndarray]:
         """Token ids of each text; ``<|endoftext|>`` etc. written in the text are tokenised as text."""
-        if not texts:
-            return []
         old = self.backend.encode_special_tokens
         self.backend.encode_special_tokens = True
         try:
@@ -349,7 +347,7 @@ def _render(ctx: _Ctx, groups: list[list[_Window]], batch: list[CodeDoc], batch_
 
 
 def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimSpec, max_length: int,
-              seed: int, *, progress: Callable[[int], None] | None = None) -> tuple[TokenSeqs, Counter]:
+              seed: int) -> tuple[TokenSeqs, Counter]:
     """FIM training sequences for ``docs`` (see module doc). Returns (sequences, counts) where counts
     has psm, spm, plain, fallback (windows) and windows. Documents go in batches of :data:`BATCH_CHARS`:
     tokenised, planned (:func:`_plan`), rendered (:func:`_render`)."""
@@ -372,7 +370,4 @@ def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimS
         batch = docs[start:stop]
         batch_ids = enc.ids([d.text for d in batch])
         out_ids += _render(ctx, _plan(ctx, batch, batch_ids, start), batch, batch_ids, start, counts)
-        if progress is not None:
-            progress(stop - start)
-    seqs = TokenSeqs.from_lists(out_ids, out_ids)
-    return seqs, counts
+    return TokenSeqs.from_lists(out_ids, out_ids), counts
