@@ -250,24 +250,22 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, root:
             if items is None:
                 continue
             parts = chunks(items)
-            keys = [chunk_key(inputs, chunk_seed(seed, c), [identity(i, d.cache_check) for i in part])
-                    for c, part in enumerate(parts)]
+            seeds = [chunk_seed(seed, c) for c in range(len(parts))]
+            keys = [chunk_key(inputs, s, [identity(i, d.cache_check) for i in part])
+                    for s, part in zip(seeds, parts, strict=True)]
             metas: list[dict[str, Any] | None] = [load_chunk(root, k, full=full) for k in keys]
-            tasks = [(k, chunk_seed(seed, c), part) for c, (k, part, m) in enumerate(zip(keys, parts, metas,
-                                                                                          strict=True)) if m is None]
+            tasks = [(k, s, part) for k, s, part, m in zip(keys, seeds, parts, metas, strict=True) if m is None]
+            out.built, out.reused = out.built + len(tasks), out.reused + len(keys) - len(tasks)
+            out.parts[name] = [chunk_rel(k) for k in keys]
             advance = progress.task(f"FIM {name}", total=len(tasks))
             built = iter(run(_chunk, tasks))
             total: Counter = Counter()
-            for c, meta in enumerate(metas):
+            for meta in metas:
                 if meta is None:
                     meta = next(built)
-                    out.built += 1
                     advance(1)
-                else:
-                    out.reused += 1
                 total.update(meta["counts"])
                 out.files.update(meta["files"])
-                out.parts.setdefault(name, []).append(chunk_rel(keys[c]))
             if total["changed"]:
                 log.warning("data: %d file(s) changed while being read and were left out", total["changed"])
             split = SplitStats(examples=total["examples"], windows=total["windows"], tokens=total["tokens"],
