@@ -145,60 +145,51 @@ def _special(mode: int) -> str | None:
     return "unreadable"
 
 
-def read_regular_file(path: str | Path, root: str | Path, max_bytes: int) -> tuple[str | None, bytes]:
-    """(skip reason or None, content) of the file at ``path``, read only if it is a regular file inside
-    ``root`` (symlinks resolved) of at most ``max_bytes`` bytes (see module doc)."""
+def read_code_file(root: str | Path, rel: str | PurePosixPath, max_file_bytes: int) -> tuple[str | None, str]:
+    """(skip reason or None, text) of the file ``rel`` of the folder ``root`` by the module doc's rules: read only
+    when a regular file inside the folder (symlinks resolved) of at most ``max_file_bytes`` bytes, then checked
+    for text (:func:`classify_text`)."""
     root_real = os.path.realpath(root)
-    path = str(path)
+    path = str(Path(root) / rel)
     try:
         info = os.lstat(path)
         if stat.S_ISLNK(info.st_mode):
             target = os.path.realpath(path)
             if not _inside(target, root_real):
-                return "symlink_outside", b""
+                return "symlink_outside", ""
             try:
                 info = os.lstat(target)
             except FileNotFoundError:
-                return "broken_symlink", b""
+                return "broken_symlink", ""
             if stat.S_ISLNK(info.st_mode):  # a loop: realpath gave up on it
-                return "broken_symlink", b""
+                return "broken_symlink", ""
             path = target
         reason = _special(info.st_mode)
         if reason is not None:
-            return reason, b""
-        if info.st_size > max_bytes:
-            return "too_large", b""
+            return reason, ""
+        if info.st_size > max_file_bytes:
+            return "too_large", ""
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as err:
-        return ("broken_symlink" if err.errno == errno.ELOOP else "unreadable"), b""
+        return ("broken_symlink" if err.errno == errno.ELOOP else "unreadable"), ""
     try:
         info = os.fstat(fd)  # what was opened, not what lstat saw
         reason = _special(info.st_mode)
         if reason is not None:
-            return reason, b""
+            return reason, ""
         data = bytearray()
-        while len(data) <= max_bytes:
-            chunk = os.read(fd, min(_READ_CHUNK, max_bytes + 1 - len(data)))
+        while len(data) <= max_file_bytes:
+            chunk = os.read(fd, min(_READ_CHUNK, max_file_bytes + 1 - len(data)))
             if not chunk:
                 break
             data += chunk
     except OSError:
-        return "unreadable", b""
+        return "unreadable", ""
     finally:
         os.close(fd)
-    if len(data) > max_bytes:
-        return "too_large", b""
-    return None, bytes(data)
-
-
-def read_code_file(root: str | Path, rel: str | PurePosixPath, max_file_bytes: int) -> tuple[str | None, str]:
-    """(skip reason or None, text) of the file ``rel`` (relative to the folder ``root``) by the module doc's
-    rules: read only when a regular file inside the folder, with a bound (:func:`read_regular_file`), then
-    checked for text (:func:`classify_text`)."""
-    reason, data = read_regular_file(Path(root) / rel, root, max_file_bytes)
-    if reason is not None:
-        return reason, ""
-    return classify_text(data)
+    if len(data) > max_file_bytes:
+        return "too_large", ""
+    return classify_text(bytes(data))
 
 
 def list_files(root: Path, include: list[str], exclude: list[str], scan: FolderScan | None = None
