@@ -76,17 +76,11 @@ class FolderScan:
 
     def skip(self, reason: str, rel: PurePosixPath) -> None:
         """Count ``rel`` as skipped for ``reason`` (keeping the first few paths as examples, printable: a
-        name's bytes that are not UTF-8 shown as ``\\xNN``)."""
+        name's bytes that are not UTF-8, which ``os`` hands out as lone surrogates, shown as ``\\xNN``)."""
         self.skipped[reason] += 1
         shown = self.examples.setdefault(reason, [])
         if len(shown) < 3:
-            shown.append(printable(rel.as_posix()))
-
-
-def printable(name: str) -> str:
-    """A file name as text that can be printed and written as UTF-8: the bytes of a name that is not UTF-8
-    (which ``os`` hands out as lone surrogates) shown as ``\\xNN``."""
-    return os.fsencode(name).decode("utf-8", "backslashreplace")
+            shown.append(os.fsencode(rel.as_posix()).decode("utf-8", "backslashreplace"))
 
 
 def _utf8_name(rel: PurePosixPath) -> bool:

@@ -33,11 +33,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def _index(ids: list[int], token: int | None, start: int = 0) -> int:
-    try:
-        return ids.index(token, start) if token is not None else -1
-    except ValueError:
-        return -1
+def _index(ids: list[int], token: int | None) -> int:
+    return ids.index(token) if token in ids else -1
 
 
 def _unfim(ids: list[int], tokenizer: PreTrainedTokenizerBase) -> str:
