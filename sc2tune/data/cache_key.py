@@ -227,9 +227,8 @@ def key_inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase | None = None)
     if recipe.task == "instruct":
         from sc2tune.data.templates import load_template
 
-        t = load_template(d.template)
-        template = [f.name for f in dataclasses.fields(t) if f.name != "source"]
-        template = {name: getattr(t, name) for name in template}
+        template = dataclasses.asdict(load_template(d.template))
+        del template["source"]  # where it was read from: its text counts, not its path
     data = {k: v for k, v in d.model_dump(mode="json").items() if k not in _IGNORED}
     # sources and template count by what they resolve to (files, text), not by how they are written:
     # `sc2tune data` given a relative path and `train` (which makes paths absolute) share one key

@@ -28,8 +28,6 @@ class Prepared:
     """A complete prepared folder and what its meta.json says about the rows in it."""
 
     folder: Path
-    task: str
-    packing: bool
     stats: DataStats
     id2label: dict[int, str] | None
 
@@ -49,4 +47,4 @@ def lookup_prepared(recipe: Recipe) -> Prepared | None:
     meta = verified_meta(root, folder, full=recipe.data.cache_check == "content")
     log.info("data: cache hit, prepared data in %s", folder)
     id2label = {int(k): v for k, v in meta["id2label"].items()} if meta.get("id2label") else None
-    return Prepared(folder, meta["task"], bool(meta["packing"]), stats_from_dict(meta["stats"]), id2label)
+    return Prepared(folder, stats_from_dict(meta["stats"]), id2label)
