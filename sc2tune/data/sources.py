@@ -49,14 +49,10 @@ class Source:
     revision: str | None = None  # hub revision (branch, tag or commit; None: main)
 
 
-def _entries(value: str | list[str]) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
-
-
 def resolve_sources(value: str | list[str], key: str) -> list[Source]:
     """Turn a ``data.train``/``data.eval`` value into sources (see module doc)."""
     out: list[Source] = []
-    for entry in _entries(value):
+    for entry in [value] if isinstance(value, str) else value:
         if entry.startswith("hub:"):
             body, _, revision = entry[4:].partition("@")
             name, _, split = body.partition(":")
@@ -162,9 +158,8 @@ def _read_file(src: Source, limit: int) -> tuple[Iterator[tuple[int, Any]], str]
     record or CSV row larger than ``limit`` bytes is a DataError naming it."""
     if src.fmt == "json":
         layout, start = json_layout(src.path)
-        if layout == "lines":  # what json.loads calls "Extra data": one object per line
-            return _guarded(src, _iter_jsonl(src.path, limit)), "line"
-        return _guarded(src, iter_json(src.path, layout, start, limit)), "record"
+        if layout != "lines":  # "lines", what json.loads calls "Extra data" (one object per line), reads as .jsonl
+            return _guarded(src, iter_json(src.path, layout, start, limit)), "record"
     return _guarded(src, _file_rows(src, limit)), "row" if src.fmt == "parquet" else "line"
 
 
@@ -179,18 +174,15 @@ def _guarded(src: Source, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int
 
 
 def _file_rows(src: Source, limit: int) -> Iterator[tuple[int, Any]]:
-    if src.fmt == "jsonl":
-        yield from _iter_jsonl(src.path, limit)
-    elif src.fmt == "csv":
+    if src.fmt == "csv":
         yield from _csv_rows(src.path, limit)
-    else:  # parquet, a row group batch at a time
+    elif src.fmt == "parquet":  # a row group batch at a time
         import pyarrow.parquet as pq
 
-        n = 0
-        for batch in pq.ParquetFile(src.path).iter_batches(batch_size=BATCH_ROWS):
-            for rec in batch.to_pylist():
-                yield n, rec
-                n += 1
+        batches = pq.ParquetFile(src.path).iter_batches(batch_size=BATCH_ROWS)
+        yield from enumerate(rec for batch in batches for rec in batch.to_pylist())
+    else:  # .jsonl, or a .json file of JSON lines
+        yield from _iter_jsonl(src.path, limit)
 
 
 def _csv_rows(path: str, limit: int) -> Iterator[tuple[int, Any]]:
@@ -251,11 +243,8 @@ def _read_datasets(src: Source, key: str) -> Iterator[tuple[int, Any]]:
         if name is None:
             raise DataError(f"{key}: {src.path} has splits {list(ds)} but none of {wanted}")
         ds = ds[name]
-    n = 0
-    for batch in ds.iter(batch_size=BATCH_ROWS):
-        for values in zip(*batch.values(), strict=True):
-            yield n, dict(zip(batch, values, strict=True))
-            n += 1
+    yield from enumerate(dict(zip(batch, values, strict=True)) for batch in ds.iter(batch_size=BATCH_ROWS)
+                         for values in zip(*batch.values(), strict=True))
 
 
 def iter_records(value: str | list[str], key: str, *, required: Sequence[str], optional: Sequence[str] = (),
