@@ -82,8 +82,7 @@ def _select(parts: Iterable[Records], keep: np.ndarray | None) -> Iterator[Recor
 
 def _concat(parts: list[TokenSeqs]) -> TokenSeqs:
     lengths = np.concatenate([p.lengths for p in parts])
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
     return TokenSeqs(np.concatenate([p.ids for p in parts]), np.concatenate([p.labels for p in parts]), offsets)
 
 
