@@ -88,7 +88,7 @@ def classification_ids(a: list[int], b: list[int] | None, max_length: int, side:
 def tokenize_classify(records: Records, tokenizer: PreTrainedTokenizerBase, *, text: str, pair: str | None,
                       label: str, id2label: dict[int, str], max_length: int, side: str
                       ) -> tuple[pa.Table, SplitStats, dict[str, int]]:
-    """(rows with input_ids and labels, counts, examples per label name)."""
+    """(rows with input_ids and labels, counts (the split's packing efficiency aside), examples per label name)."""
     label2id = {name: i for i, name in id2label.items()}
     eos = int(tokenizer.eos_token_id)
     a_ids = encode_texts(tokenizer, records.columns[text])
@@ -100,9 +100,6 @@ def tokenize_classify(records: Records, tokenizer: PreTrainedTokenizerBase, *, t
         labels.append(label2id[label_name(y)])
         cuts.append(cut)
     table = pa.table({"input_ids": pa.array(rows, pa.list_(pa.int32())), "labels": pa.array(labels, pa.int64())})
-    counts = Counter(id2label[y] for y in labels)
-    tokens = sum(map(len, rows))
-    stats = SplitStats(examples=len(rows), windows=len(rows), tokens=tokens, trained_tokens=len(rows),
-                       rows=len(rows), truncated=sum(c > 0 for c in cuts), dropped_tokens=sum(cuts),
-                       packing_efficiency=tokens / max(1, len(rows) * max_length))
-    return table, stats, {name: counts.get(name, 0) for name in id2label.values()}
+    stats = SplitStats(examples=len(rows), windows=len(rows), tokens=sum(map(len, rows)), trained_tokens=len(rows),
+                       rows=len(rows), truncated=sum(c > 0 for c in cuts), dropped_tokens=sum(cuts))
+    return table, stats, Counter(id2label[y] for y in labels)
