@@ -133,15 +133,14 @@ def chunk_seed(seed: int, index: int) -> int:
     return seed if index == 0 else int(np.random.SeedSequence([abs(seed), index]).generate_state(1)[0])
 
 
-def chunks(items: list[Item], limit: int | None = None) -> list[list[Item]]:
-    """Consecutive runs of items of at most ``limit`` bytes (default :data:`CHUNK_BYTES`; a larger item alone)."""
-    limit = CHUNK_BYTES if limit is None else limit
+def chunks(items: list[Item]) -> list[list[Item]]:
+    """Consecutive runs of items of at most :data:`CHUNK_BYTES` bytes (a larger item alone)."""
     out: list[list[Item]] = []
     current: list[Item] = []
     size = 0
     for item in items:
         n = item.size if isinstance(item, FileDoc) else len(item.text)
-        if current and size + n > limit:
+        if current and size + n > CHUNK_BYTES:
             out.append(current)
             current, size = [], 0
         current.append(item)

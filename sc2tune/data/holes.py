@@ -61,31 +61,18 @@ def recover_documents(dataset: Any, tokenizer: PreTrainedTokenizerBase, *, limit
             segment = ids[start:end]
             while segment and segment[-1] in drop:
                 segment.pop()
-            pieces = [segment]
-            if sp.file_sep is not None and sp.file_sep in segment:
-                pieces, current = [], []
-                for token in segment:
-                    if token == sp.file_sep:
-                        pieces.append(current)
-                        current = []
-                    else:
-                        current.append(token)
-                pieces.append(current)
-                pieces = [p for p in pieces[1:] if p]  # pieces[0] is <repo_name>name
-                texts = [_drop_path_line(_unfim(p, tokenizer)) for p in pieces]
+            if sp.file_sep is not None and sp.file_sep in segment:  # a repository row: <repo_name>NAME, then files
+                seps = [i for i, token in enumerate(segment) if token == sp.file_sep] + [len(segment)]
+                files = [segment[a + 1:b] for a, b in zip(seps, seps[1:], strict=False)]
+                texts = [_unfim(f, tokenizer).partition("\n")[2] for f in files if f]  # PATH\nCODE -> CODE
             else:
-                texts = [_unfim(p, tokenizer) for p in pieces]
+                texts = [_unfim(segment, tokenizer)]
             for text in texts:
                 if len(text.strip()) >= 20 and text.count("\n") >= 2:
                     docs.append(text)
                 if len(docs) >= limit:
                     return docs
     return docs
-
-
-def _drop_path_line(text: str) -> str:
-    """``PATH\\nCODE`` (a repository file, already un-FIM'd) -> ``CODE``."""
-    return text.split("\n", 1)[1] if "\n" in text else ""
 
 
 def line_cuts(text: str, min_chars: int) -> list[tuple[int, int]]:
