@@ -73,28 +73,6 @@ class DataBundle:
     checksum: str | None = None  # the prepared folder's meta.json checksum (a run's data.json records it)
 
 
-def _build(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress, inputs: dict[str, Any],
-           root: Path, key: str, fingerprint: str):
-    def build(staging: Path) -> dict[str, Any]:
-        log.info("data: cache miss, preparing %s", root / key)
-        id2label = None
-        extra: dict[str, Any] = {}
-        if recipe.task == "fim":
-            stats, chunks = build_fim_prepared(recipe, tokenizer, root, inputs, progress)
-            extra = {"parts": chunks.parts, "files": chunks.files,
-                     "chunks": {"built": chunks.built, "reused": chunks.reused}}
-        else:
-            stats, id2label = build_records_prepared(recipe, tokenizer, staging, progress)
-        if stats.rows == 0:
-            raise no_rows_error(stats, recipe.data.train)
-        return {"task": recipe.task, "packing": recipe.data.packing, "stats": stats.to_dict(),
-                "id2label": {str(k): v for k, v in id2label.items()} if id2label is not None else None,
-                "created": time.strftime("%Y-%m-%d %H:%M:%S"), "inputs": inputs, "tokenizer_object": fingerprint,
-                **extra}
-
-    return build
-
-
 def open_prepared(folder: Path, pad_token_id: int, *, full: bool = False, expected: str | None = None
                   ) -> DataBundle:
     """The bundle of a complete prepared folder (rows memory-mapped), after every check of
@@ -166,10 +144,27 @@ def prepared_bundle(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress
     fingerprint = tokenizer_fingerprint(tokenizer)
     inputs = _inputs(recipe, tokenizer, fingerprint, temporary=temporary)
     key = data_key(inputs)
+
+    def build(staging: Path) -> dict[str, Any]:  # on a miss: the rows, and the meta of the prepared folder
+        log.info("data: cache miss, preparing %s", root / key)
+        id2label = None
+        extra: dict[str, Any] = {}
+        if recipe.task == "fim":
+            stats, chunks = build_fim_prepared(recipe, tokenizer, root, inputs, progress)
+            extra = {"parts": chunks.parts, "files": chunks.files,
+                     "chunks": {"built": chunks.built, "reused": chunks.reused}}
+        else:
+            stats, id2label = build_records_prepared(recipe, tokenizer, staging, progress)
+        if stats.rows == 0:
+            raise no_rows_error(stats, recipe.data.train)
+        return {"task": recipe.task, "packing": recipe.data.packing, "stats": stats.to_dict(),
+                "id2label": {str(k): v for k, v in id2label.items()} if id2label is not None else None,
+                "created": time.strftime("%Y-%m-%d %H:%M:%S"), "inputs": inputs, "tokenizer_object": fingerprint,
+                **extra}
+
     start = time.perf_counter()
     with progress.running():
-        folder, hit = build_once(root, key, _build(recipe, tokenizer, progress, inputs, root, key, fingerprint),
-                                 timeout=recipe.data.cache_lock_timeout)
+        folder, hit = build_once(root, key, build, timeout=recipe.data.cache_lock_timeout)
     if hit:
         log.info("data: cache hit, prepared data in %s", folder)
     else:
