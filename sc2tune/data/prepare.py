@@ -42,7 +42,7 @@ from sc2tune.data.store import (
     is_complete,
     open_split,
     read_meta,
-    stats_from_dict,
+    read_stats,
     temporary_root,
     verified_meta,
 )
@@ -88,10 +88,10 @@ def open_prepared(folder: Path, pad_token_id: int, *, full: bool = False, expect
     train = open_split(folder, "train", meta)
     if train is None:
         raise DataError(f"{folder}: prepared data without training rows", hint=f"delete {folder} to rebuild it")
-    id2label = {int(k): v for k, v in meta["id2label"].items()} if meta.get("id2label") else None
+    stats, id2label = read_stats(meta)
     collator = (ClassifyCollator(pad_token_id) if meta["task"] == "classify"
                 else CausalCollator(pad_token_id, packed=meta["packing"]))
-    return DataBundle(train, open_split(folder, "eval", meta), collator, stats_from_dict(meta["stats"]), id2label,
+    return DataBundle(train, open_split(folder, "eval", meta), collator, stats, id2label,
                       prepared=str(folder), checksum=meta["checksum"])
 
 

@@ -167,13 +167,12 @@ def verified_meta(root: Path, folder: Path, *, full: bool) -> dict[str, Any]:
     return meta
 
 
-def stats_from_dict(values: dict[str, Any]) -> DataStats:
-    """The :class:`DataStats` that ``DataStats.to_dict`` wrote."""
-    values = dict(values)
+def read_stats(meta: dict[str, Any]) -> tuple[DataStats, dict[int, str] | None]:
+    """The statistics (as ``DataStats.to_dict`` wrote them) and the label names (classify) of a prepared meta."""
+    values = dict(meta["stats"])
     split = values.pop("eval", None)
-    stats = DataStats(**values)
-    stats.eval = SplitStats(**split) if split is not None else None
-    return stats
+    id2label = {int(k): v for k, v in meta["id2label"].items()} if meta.get("id2label") else None
+    return DataStats(**values, eval=SplitStats(**split) if split is not None else None), id2label
 
 
 def _clear_leftovers(root: Path, key: str) -> None:
