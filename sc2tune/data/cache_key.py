@@ -94,17 +94,12 @@ def _code_hash() -> str:
     return digest.hexdigest()
 
 
-def library_versions() -> dict[str, str | None]:
-    """Installed version of each of :data:`ROW_LIBRARIES` (None when not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
+def library_versions() -> dict[str, str]:
+    """Installed version of each of :data:`ROW_LIBRARIES` (all installed with sc2tune: dependencies of it or of
+    transformers)."""
+    from importlib.metadata import version
 
-    out: dict[str, str | None] = {}
-    for name in ROW_LIBRARIES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
+    return {name: version(name) for name in ROW_LIBRARIES}
 
 
 def tokenizer_folder(spec: ModelSpec) -> tuple[Path | None, str | None]:

@@ -55,15 +55,6 @@ _LAYOUT_HINT = ("a .json file holds an array of records [{...}, ...] (or an obje
                 "one record per line goes in a .jsonl file")
 
 
-def _ijson() -> Any:
-    try:
-        import ijson
-    except ImportError:
-        raise DataError("reading a .json file needs the ijson package",
-                        hint="pip install 'ijson>=3.3' (a dependency of sc2tune)") from None
-    return ijson
-
-
 def json_layout(path: str) -> tuple[str, int]:
     """(``array`` | ``object`` | ``lines``, byte offset of the first non-blank byte) of a ``.json`` file.
     Reads the leading blanks and, for a file that starts with ``{``, its first non-blank line (through
@@ -128,7 +119,7 @@ class _FirstLine:
 
 def _whole_value_on_first_line(fh: Any) -> bool:
     """Whether the line at ``fh`` holds a whole JSON value and non-blank text follows it (JSON lines)."""
-    ijson = _ijson()
+    import ijson  # here: a cache lookup never reads a .json file
     try:
         collections.deque(ijson.basic_parse(_FirstLine(fh), buf_size=READ_BYTES), maxlen=0)
     except ijson.JSONError:  # the value goes on past the line (or is malformed: the object reading says where)
@@ -175,7 +166,7 @@ def iter_json(path: str, layout: str, start: int, max_record_bytes: int | None =
     read as they are consumed. Malformed JSON is a :class:`DataError` naming the file and record, and so is a
     record larger than ``max_record_bytes`` (checked as the file is read, :class:`_Bounded`; ijson then reads
     ``min(READ_BYTES, max_record_bytes // 8)`` bytes at a time, at least 4 KiB)."""
-    ijson = _ijson()
+    import ijson  # here: a cache lookup never reads a .json file
     n = 0
     limit = max_record_bytes if max_record_bytes is not None else 1 << 62
     buf = max(4096, min(READ_BYTES, limit // 8))
