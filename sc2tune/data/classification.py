@@ -36,13 +36,9 @@ def label_name(value: Any) -> str:
     return str(value)
 
 
-def _is_int(name: str) -> bool:
-    return name.lstrip("-").isdigit()
-
-
 def label_ids_of(names: set[str], column: str, num_labels: int | None) -> dict[int, str]:
     """id2label for the set of training label names (see module doc)."""
-    integer = all(_is_int(n) for n in names)
+    integer = all(n.lstrip("-").isdigit() for n in names)
     if num_labels is not None and integer and all(0 <= int(n) < num_labels for n in names):
         return {i: str(i) for i in range(num_labels)}
     ordered = sorted(names, key=int) if integer else sorted(names)
