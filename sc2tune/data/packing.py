@@ -65,18 +65,14 @@ class TokenSeqs:
         return len(self.offsets) - 1
 
     @staticmethod
-    def _owned(ids: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> TokenSeqs:
-        """Build from arrays nobody else holds: the first labels are masked in place (no copy)."""
-        labels[document_starts(offsets)] = IGNORE
-        return TokenSeqs(ids, labels, offsets)
-
-    @staticmethod
     def from_lists(ids: list[np.ndarray], labels: list[np.ndarray]) -> TokenSeqs:
         """Concatenate per-sequence arrays."""
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         cat = (lambda xs: np.concatenate(xs).astype(np.int32)) if ids else (lambda xs: np.zeros(0, np.int32))
-        return TokenSeqs._owned(cat(ids), cat(labels), offsets)
+        flat_labels = cat(labels)
+        flat_labels[document_starts(offsets)] = IGNORE  # an array nobody else holds: masked in place, no copy
+        return TokenSeqs(cat(ids), flat_labels, offsets)
 
 
 def document_starts(offsets: np.ndarray) -> np.ndarray:
