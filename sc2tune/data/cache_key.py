@@ -230,7 +230,7 @@ def key_inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase | None = None)
     del data["train"], data["template"]
     if isinstance(d.eval, (str, list)):
         del data["eval"]
-    inputs: dict[str, Any] = {
+    return {
         "format": FORMAT_VERSION,
         "code": _code_hash(),
         "libraries": library_versions(),
@@ -241,11 +241,8 @@ def key_inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase | None = None)
         "template": template,
         "tokenizer": tok,
         "train_files": source_files(recipe, d.train, "data.train"),
-        "eval_files": None,
+        "eval_files": source_files(recipe, d.eval, "data.eval") if isinstance(d.eval, (str, list)) else None,
     }
-    if isinstance(d.eval, (str, list)):
-        inputs["eval_files"] = source_files(recipe, d.eval, "data.eval")
-    return inputs
 
 
 def data_key(inputs: dict[str, Any]) -> str:
