@@ -48,7 +48,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sc2tune.data.cache_key import chunk_key, file_identity
 from sc2tune.data.code_folder import WARN_REASONS, FolderScan, list_files, read_code_file
-from sc2tune.data.fim import CodeDoc, build_fim
+from sc2tune.data.fim import CodeDoc, build_fim, runs
 from sc2tune.data.packing import IGNORE, pack, unpacked
 from sc2tune.data.progress import Progress
 from sc2tune.data.sources import Source, iter_records, resolve_sources
@@ -131,23 +131,6 @@ def identity(item: Item, check: str) -> list[Any]:
 def chunk_seed(seed: int, index: int) -> int:
     """The seed of chunk ``index`` of a split seeded ``seed`` (see module doc)."""
     return seed if index == 0 else int(np.random.SeedSequence([abs(seed), index]).generate_state(1)[0])
-
-
-def chunks(items: list[Item]) -> list[list[Item]]:
-    """Consecutive runs of items of at most :data:`CHUNK_BYTES` bytes (a larger item alone)."""
-    out: list[list[Item]] = []
-    current: list[Item] = []
-    size = 0
-    for item in items:
-        n = item.size if isinstance(item, FileDoc) else len(item.text)
-        if current and size + n > CHUNK_BYTES:
-            out.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += n
-    if current:
-        out.append(current)
-    return out
 
 
 def record_docs(recipe: Recipe, src: Source, key: str, stats: DataStats) -> list[CodeDoc]:
@@ -248,7 +231,8 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, root:
         for name, items, seed in (("train", train, fim_seed), ("eval", evaluation, recipe.train.seed + 1)):
             if items is None:
                 continue
-            parts = chunks(items)
+            bounds = runs([i.size if isinstance(i, FileDoc) else len(i.text) for i in items], CHUNK_BYTES)
+            parts = [items[a:b] for a, b in bounds]
             seeds = [chunk_seed(seed, c) for c in range(len(parts))]
             keys = [chunk_key(inputs, s, [identity(i, d.cache_check) for i in part])
                     for s, part in zip(seeds, parts, strict=True)]

@@ -47,7 +47,6 @@ from __future__ import annotations
 import random
 import weakref
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,16 +236,19 @@ class _Ctx:
     path_ids: dict[str, np.ndarray]  # repository context: ids of each "PATH\n"
 
 
-def _doc_batches(docs: list[CodeDoc]) -> Iterator[tuple[int, int]]:
-    """[start, stop) runs of documents of at most :data:`BATCH_CHARS` characters (a larger one alone)."""
-    start = 0
-    while start < len(docs):
-        stop, chars = start, 0
-        while stop < len(docs) and (stop == start or chars + len(docs[stop].text) <= BATCH_CHARS):
-            chars += len(docs[stop].text)
-            stop += 1
-        yield start, stop
-        start = stop
+def runs(sizes: list[int], limit: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of consecutive items whose ``sizes`` add up to at most ``limit`` (an item larger than
+    ``limit`` alone), cut greedily: the batches of :func:`build_fim`, the chunks of :mod:`sc2tune.data.chunked`."""
+    out: list[tuple[int, int]] = []
+    start = total = 0
+    for i, n in enumerate(sizes):
+        if i > start and total + n > limit:
+            out.append((start, i))
+            start, total = i, 0
+        total += n
+    if start < len(sizes):
+        out.append((start, len(sizes)))
+    return out
 
 
 def _draw(ctx: _Ctx, w: _Window, doc: CodeDoc, ids: np.ndarray, bpos: np.ndarray, bvalid: np.ndarray) -> None:
@@ -366,7 +368,7 @@ def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimS
                dict(zip([d.path for d in docs], enc.ids([d.path + "\n" for d in docs]), strict=True)) if repo else {})
     counts: Counter = Counter(psm=0, spm=0, plain=0, fallback=0)
     out_ids: list[np.ndarray] = []
-    for start, stop in _doc_batches(docs):
+    for start, stop in runs([len(d.text) for d in docs], BATCH_CHARS):
         batch = docs[start:stop]
         batch_ids = enc.ids([d.text for d in batch])
         out_ids += _render(ctx, _plan(ctx, batch, batch_ids, start), batch, batch_ids, start, counts)
