@@ -175,13 +175,6 @@ def read_stats(meta: dict[str, Any]) -> tuple[DataStats, dict[int, str] | None]:
     return DataStats(**values, eval=SplitStats(**split) if split is not None else None), id2label
 
 
-def _clear_leftovers(root: Path, key: str) -> None:
-    """Remove every staging of ``key`` (its builder holds the key's lock, so any other one is a dead build's)."""
-    for stale in root.glob(f".{key}.tmp-*"):
-        log.info("removing %s, left by an interrupted build", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-
-
 def _owner_gone(tag: str) -> bool:
     """Whether ``tag`` = ``HOST-PID`` names a process of this host that has ended."""
     host, _, pid = tag.rpartition("-")
@@ -282,7 +275,9 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]], *,
                                        "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
         if is_complete(final):
             return final, True
-        _clear_leftovers(root, key)
+        for stale in root.glob(f".{key}.tmp-*"):  # we hold the key's lock: any staging of it is a dead build's
+            log.info("removing %s, left by an interrupted build", stale)
+            shutil.rmtree(stale, ignore_errors=True)
         if final.exists():  # a folder without meta.json: not ours to trust
             shutil.rmtree(final)
         with staged_dir(final) as staging:
