@@ -83,14 +83,6 @@ class FolderScan:
             shown.append(os.fsencode(rel.as_posix()).decode("utf-8", "backslashreplace"))
 
 
-def _utf8_name(rel: PurePosixPath) -> bool:
-    try:
-        rel.as_posix().encode("utf-8")
-    except UnicodeEncodeError:  # os gave the name's undecodable bytes as lone surrogates
-        return False
-    return True
-
-
 def _matches(rel: PurePosixPath, globs: list[str]) -> bool:
     """A glob matches the END of the relative path, component by component (``*`` never crosses '/')."""
     return any(rel.match(g) for g in globs)
@@ -221,7 +213,9 @@ def list_files(root: Path, include: list[str], exclude: list[str], scan: FolderS
             rel = base / name
             if name.startswith(".") or not _matches(rel, include) or _excluded(rel, exclude):
                 continue
-            if not _utf8_name(rel):
+            try:
+                rel.as_posix().encode("utf-8")
+            except UnicodeEncodeError:  # os gave the name's undecodable bytes as lone surrogates
                 scan.skip("non_utf8_name", rel)
                 continue
             found.append(rel)
