@@ -176,11 +176,11 @@ def _cut(bpos: np.ndarray, bvalid: np.ndarray, s: int, e: int, char: int) -> tup
 Part = np.ndarray | str  # token ids, or text still to be tokenised
 
 
-def fim_parts(text: str, ids: np.ndarray, bpos: np.ndarray, bvalid: np.ndarray, s: int, e: int,
-              a: int, b: int) -> tuple[list[Part], list[Part], list[Part]]:
-    """Prefix, middle and suffix of window [s, e) cut at characters a <= b (absolute offsets)."""
-    l1, r1 = _cut(bpos, bvalid, s, e, a)
-    l2, r2 = _cut(bpos, bvalid, s, e, b)
+def fim_parts(t: _Text, s: int, e: int, a: int, b: int) -> tuple[list[Part], list[Part], list[Part]]:
+    """Prefix, middle and suffix of window [s, e) of ``t`` cut at characters a <= b (absolute offsets)."""
+    text, ids, bpos = t.text, t.ids, t.bpos
+    l1, r1 = _cut(bpos, t.bvalid, s, e, a)
+    l2, r2 = _cut(bpos, t.bvalid, s, e, b)
     pre: list[Part] = [ids[s:l1], text[bpos[l1]:a]]
     if r1 <= l2:
         mid: list[Part] = [text[a:bpos[r1]], ids[r1:l2], text[bpos[l2]:b]]
@@ -257,16 +257,13 @@ def _draw(ctx: _Ctx, w: _Window, doc: CodeDoc, ids: np.ndarray, bpos: np.ndarray
         return
     rng = ctx.rng
     w.mode = "spm" if rng.random() < ctx.fim.spm_rate else "psm"
+    t, s, e = _Text(doc.text, ids, bpos, bvalid), w.s, w.e
+    lo, hi = int(bpos[s]), int(bpos[e])
     if ctx.fim.repo_context:  # the whole PATH\nCODE fragment, cut points anywhere in it (module doc)
-        path_text = _Text(doc.path + "\n", w.path, *ctx.enc.boundaries(doc.path + "\n", w.path))
-        f = fragment(path_text, _Text(doc.text, ids, bpos, bvalid), w.s, w.e)
-        n = len(f.text)
-        a, b = sorted((rng.randint(0, n), rng.randint(0, n)))
-        w.parts = fim_parts(f.text, f.ids, f.bpos, f.bvalid, 0, len(f.ids), a, b)
-    else:
-        lo, hi = int(bpos[w.s]), int(bpos[w.e])
-        a, b = sorted((rng.randint(lo, hi), rng.randint(lo, hi)))
-        w.parts = fim_parts(doc.text, ids, bpos, bvalid, w.s, w.e, a, b)
+        t = fragment(_Text(doc.path + "\n", w.path, *ctx.enc.boundaries(doc.path + "\n", w.path)), t, s, e)
+        s, e, lo, hi = 0, len(t.ids), 0, len(t.text)
+    a, b = sorted((rng.randint(lo, hi), rng.randint(lo, hi)))
+    w.parts = fim_parts(t, s, e, a, b)
 
 
 def _plan(ctx: _Ctx, batch: list[CodeDoc], batch_ids: list[np.ndarray], start: int) -> list[list[_Window]]:
