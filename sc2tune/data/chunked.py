@@ -199,25 +199,16 @@ def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats, ru
     return items
 
 
-@dataclass
-class ChunkParts:
-    """What :func:`build_fim_prepared` adds to the prepared folder's meta: the chunks of each split in order
-    (paths relative to the cache folder), their checksums, and how many were built or reused."""
-
-    parts: dict[str, list[str]]
-    files: dict[str, dict[str, Any]]
-    built: int = 0
-    reused: int = 0
-
-
 def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, root: Path, inputs: dict[str, Any],
-                       progress: Progress) -> tuple[DataStats, ChunkParts]:
+                       progress: Progress) -> tuple[DataStats, dict[str, Any]]:
     """The fim rows of ``recipe`` as chunks in the cache folder ``root`` (module doc), each built only when
-    missing; ``inputs`` are the set key's inputs (:func:`~sc2tune.data.cache_key.key_inputs`)."""
+    missing; ``inputs`` are the set key's inputs (:func:`~sc2tune.data.cache_key.key_inputs`). Returns the
+    statistics and what the prepared folder's meta adds: ``parts``, the chunks of each split in order (paths
+    relative to ``root``), ``files``, their checksums, and ``chunks``, how many were built or reused."""
     d = recipe.data
     full = d.cache_check == "content"
     stats = DataStats(task="fim", max_length=d.max_length, packing=d.packing)
-    out = ChunkParts({}, {})
+    out: dict[str, Any] = {"parts": {}, "files": {}, "chunks": {"built": 0, "reused": 0}}
     clear_chunk_leftovers(root)
     settings = _Job(tokenizer, d.fim, d.max_length, d.packing, d.max_file_bytes, str(root))
     with workers(d.num_proc, settings) as run:
@@ -238,8 +229,9 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, root:
                     for s, part in zip(seeds, parts, strict=True)]
             metas: list[dict[str, Any] | None] = [load_chunk(root, k, full=full) for k in keys]
             tasks = [(k, s, part) for k, s, part, m in zip(keys, seeds, parts, metas, strict=True) if m is None]
-            out.built, out.reused = out.built + len(tasks), out.reused + len(keys) - len(tasks)
-            out.parts[name] = [chunk_rel(k) for k in keys]
+            out["chunks"]["built"] += len(tasks)
+            out["chunks"]["reused"] += len(keys) - len(tasks)
+            out["parts"][name] = [chunk_rel(k) for k in keys]
             advance = progress.task(f"FIM {name}", total=len(tasks))
             built = iter(run(_chunk, tasks))
             total: Counter = Counter()
@@ -248,7 +240,7 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, root:
                     meta = next(built)
                     advance(1)
                 total.update(meta["counts"])
-                out.files.update(meta["files"])
+                out["files"].update(meta["files"])
             if total["changed"]:
                 log.warning("data: %d file(s) changed while being read and were left out", total["changed"])
             split = SplitStats(examples=total["examples"], windows=total["windows"], tokens=total["tokens"],
@@ -259,5 +251,5 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, root:
                 stats.fim = {k: int(total[k]) for k in ("psm", "spm", "plain", "fallback")}
             else:
                 stats.eval = split
-    log.info("data: %d chunk(s) built, %d reused from the cache", out.built, out.reused)
+    log.info("data: %d chunk(s) built, %d reused from the cache", out["chunks"]["built"], out["chunks"]["reused"])
     return stats, out

@@ -150,9 +150,7 @@ def prepared_bundle(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress
         id2label = None
         extra: dict[str, Any] = {}
         if recipe.task == "fim":
-            stats, chunks = build_fim_prepared(recipe, tokenizer, root, inputs, progress)
-            extra = {"parts": chunks.parts, "files": chunks.files,
-                     "chunks": {"built": chunks.built, "reused": chunks.reused}}
+            stats, extra = build_fim_prepared(recipe, tokenizer, root, inputs, progress)
         else:
             stats, id2label = build_records_prepared(recipe, tokenizer, staging, progress)
         if stats.rows == 0:
