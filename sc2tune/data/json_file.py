@@ -120,6 +120,7 @@ class _FirstLine:
 def _whole_value_on_first_line(fh: Any) -> bool:
     """Whether the line at ``fh`` holds a whole JSON value and non-blank text follows it (JSON lines)."""
     import ijson  # here: a cache lookup never reads a .json file
+
     try:
         collections.deque(ijson.basic_parse(_FirstLine(fh), buf_size=READ_BYTES), maxlen=0)
     except ijson.JSONError:  # the value goes on past the line (or is malformed: the object reading says where)
@@ -135,21 +136,18 @@ class _Bounded:
     ``mark`` (set after each record is yielded). ijson (yajl2_c) yields every record completed in what it has
     read before it reads again, so at a read the record being parsed began after ``mark`` minus one read: a
     record (with the blanks before it) of at most ``limit`` bytes never trips it, and one larger than
-    ``limit`` plus two reads always does, with at most ``limit`` plus one read held."""
+    ``limit`` plus two reads always does, with at most ``limit`` plus one read held. The refusal names the
+    record being read (``record``, counted by the reader)."""
 
-    def __init__(self, fh: Any, limit: int) -> None:
-        self.fh, self.limit, self.total, self.mark = fh, limit, 0, 0
+    def __init__(self, fh: Any, limit: int, path: str) -> None:
+        self.fh, self.limit, self.path, self.total, self.mark, self.record = fh, limit, path, 0, 0, 0
 
     def read(self, size: int = -1) -> bytes:
         if self.total - self.mark > self.limit:
-            raise _RecordTooLarge
+            raise record_too_large(f"{self.path} record {self.record}", self.limit)
         data = self.fh.read(size)
         self.total += len(data)
         return data
-
-
-class _RecordTooLarge(Exception):
-    pass
 
 
 def record_too_large(where: str, limit: int, what: str = "a record") -> DataError:
@@ -167,25 +165,24 @@ def iter_json(path: str, layout: str, start: int, max_record_bytes: int | None =
     record larger than ``max_record_bytes`` (checked as the file is read, :class:`_Bounded`; ijson then reads
     ``min(READ_BYTES, max_record_bytes // 8)`` bytes at a time, at least 4 KiB)."""
     import ijson  # here: a cache lookup never reads a .json file
+
     n = 0
     limit = max_record_bytes if max_record_bytes is not None else 1 << 62
     buf = max(4096, min(READ_BYTES, limit // 8))
     with open(path, "rb") as fh:
         fh.seek(start)
-        reader = _Bounded(fh, limit)
+        reader = _Bounded(fh, limit, path)
         source = reader if layout == "array" else _held_list(ijson.parse(reader, buf_size=buf), path)
         items = ijson.items(source, "item", buf_size=buf)
         try:
             for record in items:
                 reader.mark = reader.total
                 yield n, _as_json_loads(record)
-                n += 1
+                n = reader.record = n + 1
         except ijson.JSONError as err:
             raise _syntax_error(path, n, err) from None
         except UnicodeDecodeError as err:  # yajl passes some bad UTF-8 on; Python's decode refuses it
             raise _not_utf8(f"{path} record {n}", err) from None
-        except _RecordTooLarge:
-            raise record_too_large(f"{path} record {n}", limit) from None
 
 
 def _held_list(events: Iterator[tuple[str, str, Any]], path: str) -> Iterator[tuple[str, str, Any]]:
