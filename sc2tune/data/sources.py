@@ -251,10 +251,10 @@ def iter_records(value: str | list[str], key: str, *, required: Sequence[str], o
                  text_fields: Sequence[str] = (), column_map: dict[str, str] | None = None,
                  purpose: str = "this task", chunk: int | None = None,
                  max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Records]:
-    """The records of every source of ``value`` in order, ``chunk`` at a time (default
-    :data:`CHUNK_RECORDS`), each checked: it has the ``required`` fields (non-null), its
-    ``text_fields`` are strings, columns renamed by ``column_map`` first, only ``required + optional`` kept. Sources are read as the chunks
-    are consumed: at most one chunk of records (and one parquet/dataset batch) is held at a time.
+    """The records of every source of ``value`` in order, ``chunk`` at a time (default :data:`CHUNK_RECORDS`),
+    each checked: it has the ``required`` fields (non-null), its ``text_fields`` are strings (columns renamed by
+    ``column_map`` first, only ``required + optional`` kept). Sources are read as the chunks are consumed: at
+    most one chunk of records (and one parquet/dataset batch) is held at a time.
     Every chunk's ``sources`` is the one list of the sources read so far. A JSON line, ``.json`` record or
     CSV row larger than ``max_record_bytes`` (``data.max_record_bytes``) is a DataError naming it, raised
     while it is read (Parquet files and datasets are columnar and memory-mapped: not bounded here)."""

@@ -108,7 +108,7 @@ def is_complete(folder: Path) -> bool:
 
 @contextlib.contextmanager
 def arrow_writer(path: Path) -> Iterator[Callable[[pa.Table], None]]:
-    """The Arrow stream file ``path`` (a split's part, a chunk's rows) written table by table, same columns each time."""
+    """The Arrow stream file ``path`` (a split's part, a chunk's rows), written table by table (same columns)."""
     from datasets.arrow_writer import ArrowWriter
 
     path.parent.mkdir(parents=True, exist_ok=True)

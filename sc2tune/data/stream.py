@@ -86,8 +86,8 @@ def _concat(parts: list[TokenSeqs]) -> TokenSeqs:
     return TokenSeqs(np.concatenate([p.ids for p in parts]), np.concatenate([p.labels for p in parts]), offsets)
 
 
-def _write_split(results: Iterable[tuple[tuple[Any, ...], int]], staging: Path, name: str, *, packing: bool, max_length: int,
-                 seed: int, advance: Callable[[int], None]) -> tuple[SplitStats, Counter]:
+def _write_split(results: Iterable[tuple[tuple[Any, ...], int]], staging: Path, name: str, *, packing: bool,
+                 max_length: int, seed: int, advance: Callable[[int], None]) -> tuple[SplitStats, Counter]:
     """Write the rows of one split (module doc, step 3); returns its counts and label counts (classify)."""
     total = SplitStats()
     labels: Counter = Counter()
