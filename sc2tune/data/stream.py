@@ -94,13 +94,9 @@ def _write_split(results: Iterable[tuple[tuple[Any, ...], int]], staging: Path, 
     buffer: list[TokenSeqs] = []
     buffered = packs = 0
     with arrow_writer(staging / name / "00000.arrow") as write:
-        written = False
-
         def put(table) -> None:
-            nonlocal written
             if table.num_rows:
                 write(table)
-                written = True
 
         def flush() -> None:
             nonlocal buffer, buffered, packs
@@ -129,7 +125,7 @@ def _write_split(results: Iterable[tuple[tuple[Any, ...], int]], staging: Path, 
             advance(n)
         if buffer:
             flush()
-        if not written:  # a split whose every example was dropped: an empty table with the columns
+        if not total.rows:  # nothing written (every example dropped): an empty table with the columns
             empty = TokenSeqs(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64))
             write((pack(empty, max_length, seed)[0] if packing else unpacked(empty)).data.table)
     total.packing_efficiency = total.tokens / max(1, total.rows * max_length)
