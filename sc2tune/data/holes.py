@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sc2tune.tokens import special_tokens
+from sc2tune.tokens import SpecialTokens, special_tokens
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -37,8 +37,7 @@ def _index(ids: list[int], token: int | None) -> int:
     return ids.index(token) if token in ids else -1
 
 
-def _unfim(ids: list[int], tokenizer: PreTrainedTokenizerBase) -> str:
-    sp = special_tokens(tokenizer, need_fim=False)
+def _unfim(ids: list[int], tokenizer: PreTrainedTokenizerBase, sp: SpecialTokens) -> str:
     dec = lambda part: tokenizer.decode(part, clean_up_tokenization_spaces=False)  # noqa: E731
     if ids and ids[0] == sp.fim_prefix:
         i_suf, i_mid = _index(ids, sp.fim_suffix), _index(ids, sp.fim_middle)
@@ -64,9 +63,9 @@ def recover_documents(dataset: Any, tokenizer: PreTrainedTokenizerBase, *, limit
             if sp.file_sep is not None and sp.file_sep in segment:  # a repository row: <repo_name>NAME, then files
                 seps = [i for i, token in enumerate(segment) if token == sp.file_sep] + [len(segment)]
                 files = [segment[a + 1:b] for a, b in zip(seps, seps[1:], strict=False)]
-                texts = [_unfim(f, tokenizer).partition("\n")[2] for f in files if f]  # PATH\nCODE -> CODE
+                texts = [_unfim(f, tokenizer, sp).partition("\n")[2] for f in files if f]  # PATH\nCODE -> CODE
             else:
-                texts = [_unfim(segment, tokenizer)]
+                texts = [_unfim(segment, tokenizer, sp)]
             for text in texts:
                 if len(text.strip()) >= 20 and text.count("\n") >= 2:
                     docs.append(text)
