@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sc2tune.data.stats import DataStats
+from sc2tune.tokens import special_tokens
 
 if TYPE_CHECKING:  # a cache hit prints the statistics table without importing transformers or datasets
     from transformers import PreTrainedTokenizerBase
@@ -70,8 +71,6 @@ FIM_SCAN = 2000
 
 def fim_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int] | None:
     """Ids of ``<fim_prefix>`` and ``<fim_suffix>`` (None when the tokenizer lacks them)."""
-    from sc2tune.tokens import special_tokens
-
     st = special_tokens(tokenizer, need_fim=False)
     return (st.fim_prefix, st.fim_suffix) if st.fim_prefix is not None and st.fim_suffix is not None else None
 
