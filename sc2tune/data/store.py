@@ -301,9 +301,7 @@ def chunk_rel(ckey: str) -> str:
 def load_chunk(root: Path, ckey: str, *, full: bool) -> dict[str, Any] | None:
     """The verified meta of chunk ``ckey`` (``counts``, ``files``) when it is in the cache, else None."""
     folder = root / CHUNKS / ckey
-    if not is_complete(folder):
-        return None
-    return verified_meta(root, folder, full=full)
+    return verified_meta(root, folder, full=full) if is_complete(folder) else None
 
 
 def put_chunk(root: Path, ckey: str, table: pa.Table, counts: dict[str, int]) -> dict[str, Any]:
