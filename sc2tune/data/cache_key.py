@@ -102,29 +102,27 @@ def library_versions() -> dict[str, str]:
     return {name: version(name) for name in ROW_LIBRARIES}
 
 
-def tokenizer_folder(spec: ModelSpec) -> tuple[Path | None, str | None]:
-    """(local folder, None) or (None, hub id) where ``spec``'s tokenizer files are."""
+def tokenizer_folder(spec: ModelSpec) -> Path | str:
+    """Where ``spec``'s tokenizer files are: a local folder (a Path), or a hub id (a str)."""
     if spec.name_or_path == TINY_MODEL:
-        return BUNDLED_TOKENIZER, None
+        return BUNDLED_TOKENIZER
     path = Path(spec.name_or_path).expanduser()
-    if path.is_dir():
-        return path, None
-    return None, spec.name_or_path
+    return path if path.is_dir() else spec.name_or_path
 
 
 def tokenizer_files(spec: ModelSpec) -> list[list[str]] | None:
     """[name, sha256] of each tokenizer file of ``spec`` (see module doc); None when none can be found
     without downloading (a hub id not in the local cache)."""
-    folder, hub_id = tokenizer_folder(spec)
+    where = tokenizer_folder(spec)
     found: list[tuple[str, Path]] = []
-    if folder is not None:
-        found = [(name, folder / name) for name in TOKENIZER_FILES if (folder / name).is_file()]
+    if isinstance(where, Path):
+        found = [(name, where / name) for name in TOKENIZER_FILES if (where / name).is_file()]
     else:
         from huggingface_hub import try_to_load_from_cache
 
         for name in TOKENIZER_FILES:
             try:
-                hit = try_to_load_from_cache(hub_id, name, revision=spec.revision)
+                hit = try_to_load_from_cache(where, name, revision=spec.revision)
             except Exception:  # noqa: BLE001 - an id the hub library rejects: no files
                 return None
             if isinstance(hit, str):

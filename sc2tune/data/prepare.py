@@ -110,8 +110,8 @@ def _own_fingerprint(recipe: Recipe, folder: Path, files: dict[str, Any]) -> str
     if memo not in _OWN_FINGERPRINTS:
         from transformers import AutoTokenizer
 
-        folder_or_id = tokenizer_folder(recipe.model)  # the files are local: in a folder or the hub cache
-        tokenizer = AutoTokenizer.from_pretrained(str(folder_or_id[0] or folder_or_id[1]), local_files_only=True,
+        where = tokenizer_folder(recipe.model)  # the files are local: in a folder or the hub cache
+        tokenizer = AutoTokenizer.from_pretrained(str(where), local_files_only=True,
                                                   revision=recipe.model.revision,
                                                   trust_remote_code=recipe.model.trust_remote_code)
         set_pad_token(tokenizer)
