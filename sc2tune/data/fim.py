@@ -120,8 +120,15 @@ class Encoder:
         n = len(ids)
         lengths = self.table[ids] if n else np.zeros(0, np.int64)
         raw = text.encode("utf-8")
-        if n and (lengths.min() < 0 or int(lengths.sum()) != len(raw)):
-            return self._boundaries_from_offsets(text)
+        if n and (lengths.min() < 0 or int(lengths.sum()) != len(raw)):  # not all byte-level: the offsets
+            old = self.backend.encode_special_tokens
+            self.backend.encode_special_tokens = True
+            try:
+                offsets = np.asarray(self.backend.encode(text, add_special_tokens=False).offsets, dtype=np.int64)
+            finally:
+                self.backend.encode_special_tokens = old
+            valid = np.append(offsets[1:, 0] == offsets[:-1, 1], True)
+            return np.concatenate([[0], offsets[:, 1]]), np.concatenate([[True], valid])
         ends = np.cumsum(lengths)
         if text.isascii():
             bpos, valid = ends, np.ones(n, dtype=bool)
@@ -131,18 +138,6 @@ class Encoder:
             bpos = chars[ends - 1] if n else ends
             valid = np.append(starts, True)[ends]
         return np.concatenate([[0], bpos]).astype(np.int64), np.concatenate([[True], valid])
-
-    def _boundaries_from_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        old = self.backend.encode_special_tokens
-        self.backend.encode_special_tokens = True
-        try:
-            offsets = np.asarray(self.backend.encode(text, add_special_tokens=False).offsets, dtype=np.int64)
-        finally:
-            self.backend.encode_special_tokens = old
-        if len(offsets) == 0:
-            return np.zeros(1, np.int64), np.ones(1, bool)
-        valid = np.append(offsets[1:, 0] == offsets[:-1, 1], True)
-        return np.concatenate([[0], offsets[:, 1]]), np.concatenate([[True], valid])
 
 
 # ---- windows and the FIM split ----------------------------------------------------------------------
