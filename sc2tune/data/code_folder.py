@@ -89,10 +89,7 @@ def _matches(rel: PurePosixPath, globs: list[str]) -> bool:
 
 
 def _excluded(rel: PurePosixPath, globs: list[str]) -> bool:
-    if not globs:
-        return False
-    parts = rel.parts
-    return any(_matches(PurePosixPath(*parts[:i]), globs) for i in range(1, len(parts) + 1))
+    return bool(globs) and any(_matches(path, globs) for path in [rel, *rel.parents[:-1]])  # it or a folder above
 
 
 def classify_text(data: bytes) -> tuple[str | None, str]:
