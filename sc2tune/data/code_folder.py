@@ -46,6 +46,7 @@ are relative to it); files directly in the folder belong to a repository named a
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -225,12 +226,10 @@ def _warn_hard_links(root: Path, files: list[PurePosixPath]) -> None:
     """Log one warning for the regular files among ``files`` with more than one hard link (module doc)."""
     linked = []
     for rel in files:
-        try:
+        with contextlib.suppress(OSError):  # gone: the read counts it
             info = os.lstat(root / rel)
-        except OSError:  # gone: the read counts it
-            continue
-        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
-            linked.append(rel.as_posix())
+            if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+                linked.append(rel.as_posix())
     if linked:
         log.warning("%s: %d file(s) have more than one hard link (e.g. %s): the same content under another "
                     "name, possibly outside the folder; they are read (package managers such as uv and conda "
