@@ -25,13 +25,9 @@ OPEN, CLOSE = "⟦", "⟧"
 
 def _segments(row: dict[str, Any]) -> Iterator[tuple[list[int], list[int]]]:
     """(input_ids, labels) of each document in a row (one per row unless packed)."""
-    ids, labels = row["input_ids"], row["labels"]
-    positions = row.get("position_ids")
-    if positions is None:
-        yield ids, labels
-        return
-    starts = [i for i, p in enumerate(positions) if p == 0] + [len(ids)]
-    for a, b in zip(starts, starts[1:], strict=False):
+    ids, labels, positions = row["input_ids"], row["labels"], row.get("position_ids")
+    starts = [i for i, p in enumerate(positions) if p == 0] if positions is not None else [0]
+    for a, b in zip(starts, [*starts[1:], len(ids)], strict=True):
         yield ids[a:b], labels[a:b]
 
 
