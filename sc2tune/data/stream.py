@@ -68,16 +68,15 @@ def _encode(records: Records) -> tuple[tuple[Any, ...], int]:
 
 def _select(parts: Iterable[Records], keep: np.ndarray | None) -> Iterator[Records]:
     """The records whose running index is marked in ``keep`` (all when None), chunk by chunk."""
+    if keep is None:
+        yield from parts
+        return
     start = 0
     for part in parts:
-        n = len(part)
-        if keep is None:
-            yield part
-        else:
-            idx = np.flatnonzero(keep[start:start + n])
-            if len(idx):
-                yield part.select(idx.tolist())
-        start += n
+        idx = np.flatnonzero(keep[start:start + len(part)])
+        if len(idx):
+            yield part.select(idx.tolist())
+        start += len(part)
 
 
 def _concat(parts: list[TokenSeqs]) -> TokenSeqs:
