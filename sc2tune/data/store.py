@@ -225,11 +225,10 @@ def _seal_entry(staging: Path, key: str, meta: dict[str, Any]) -> dict[str, Any]
     parts = {split: list(v) for split, v in (meta.get("parts") or {}).items()}
     files = dict(meta.get("files") or {})
     for split in SPLITS:
-        written = sorted((staging / split).glob("*.arrow"))
-        if written:
-            rels = [f"{key}/{split}/{p.name}" for p in written]
-            parts.setdefault(split, []).extend(rels)
-            files.update({rel: file_sums(p) for rel, p in zip(rels, written, strict=True)})
+        for path in sorted((staging / split).glob("*.arrow")):
+            rel = f"{key}/{split}/{path.name}"
+            parts.setdefault(split, []).append(rel)
+            files[rel] = file_sums(path)
     return seal({**meta, "parts": parts, "files": files})
 
 
