@@ -33,14 +33,11 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def _index(ids: list[int], token: int | None) -> int:
-    return ids.index(token) if token in ids else -1
-
-
 def _unfim(ids: list[int], tokenizer: PreTrainedTokenizerBase, sp: SpecialTokens) -> str:
     dec = lambda part: tokenizer.decode(part, clean_up_tokenization_spaces=False)  # noqa: E731
     if ids and ids[0] == sp.fim_prefix:
-        i_suf, i_mid = _index(ids, sp.fim_suffix), _index(ids, sp.fim_middle)
+        i_suf = ids.index(sp.fim_suffix) if sp.fim_suffix in ids else -1
+        i_mid = ids.index(sp.fim_middle) if sp.fim_middle in ids else -1
         if 0 < i_suf < i_mid:
             if i_suf == 1:  # SPM: suffix first, then prefix + middle
                 return dec(ids[i_mid + 1:]) + dec(ids[2:i_mid])
