@@ -88,13 +88,10 @@ def tokenize_classify(records: Records, tokenizer: PreTrainedTokenizerBase, *, t
     label2id = {name: i for i, name in id2label.items()}
     eos = int(tokenizer.eos_token_id)
     a_ids = encode_texts(tokenizer, records.columns[text])
-    b_ids = encode_texts(tokenizer, [t or "" for t in records.columns[pair]]) if pair else None
-    rows, labels, cuts = [], [], []
-    for i, (a, y) in enumerate(zip(a_ids, records.columns[label], strict=True)):
-        ids, cut = classification_ids(a, b_ids[i] if b_ids is not None else None, max_length, side, eos)
-        rows.append(ids)
-        labels.append(label2id[label_name(y)])
-        cuts.append(cut)
+    b_ids = encode_texts(tokenizer, [t or "" for t in records.columns[pair]]) if pair else [None] * len(a_ids)
+    built = [classification_ids(a, b, max_length, side, eos) for a, b in zip(a_ids, b_ids, strict=True)]
+    rows, cuts = [ids for ids, _ in built], [cut for _, cut in built]
+    labels = [label2id[label_name(y)] for y in records.columns[label]]
     table = pa.table({"input_ids": pa.array(rows, pa.list_(pa.int32())), "labels": pa.array(labels, pa.int64())})
     stats = SplitStats(examples=len(rows), windows=len(rows), tokens=sum(map(len, rows)), trained_tokens=len(rows),
                        rows=len(rows), truncated=sum(c > 0 for c in cuts), dropped_tokens=sum(cuts))
