@@ -259,7 +259,6 @@ def iter_records(value: str | list[str], key: str, *, required: Sequence[str], o
     CSV row larger than ``max_record_bytes`` (``data.max_record_bytes``) is a DataError naming it, raised
     while it is read (Parquet files and datasets are columnar and memory-mapped: not bounded here)."""
     chunk = CHUNK_RECORDS if chunk is None else chunk
-    column_map = column_map or {}
     keep = list(dict.fromkeys([*required, *optional]))
     sources: list[tuple[str, str]] = []
 
