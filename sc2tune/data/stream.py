@@ -189,7 +189,6 @@ def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, s
                              text_fields=[*template.required, *template.optional], column_map=d.column_map,
                              purpose=f"template '{template.name}'", max_record_bytes=d.max_record_bytes)
         label = None
-        packing = d.packing
     else:
         if d.packing:
             raise RecipeError("data.packing applies to the causal tasks (instruct, fim), not to classify",
@@ -197,7 +196,7 @@ def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, s
         fields = [d.text_column, *([d.text_pair_column] if d.text_pair_column else [])]
         load = partial(iter_records, required=[*fields, d.label_column], text_fields=fields,
                        column_map=d.column_map, purpose="task classify", max_record_bytes=d.max_record_bytes)
-        label, template, packing = d.label_column, None, False
+        label, template = d.label_column, None
     with quiet_datasets():  # one bar per chunk would be noise; ours counts records
         train_mask, eval_mask, id2label = _plan(recipe, load, label)
         encode = (partial(tokenize_instruct, template=template, tokenizer=tokenizer, max_length=d.max_length,
@@ -211,7 +210,7 @@ def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, s
             splits.append(("eval", load(d.eval, "data.eval")))
         for name, parts in splits:
             with workers(d.num_proc, encode) as run:
-                split, counts = _write_split(run(_encode, parts), staging, name, packing=packing,
+                split, counts = _write_split(run(_encode, parts), staging, name, packing=d.packing,
                                              max_length=d.max_length, seed=recipe.train.seed,
                                              advance=progress.task(f"tokenize {name}"))
             class_counts = {n: counts.get(n, 0) for n in id2label.values()} if id2label is not None else None
