@@ -274,13 +274,12 @@ def iter_records(value: str | list[str], key: str, *, required: Sequence[str], o
             rows, unit = _read_file(src, max_record_bytes)
         else:
             rows, unit = _read_datasets(src, key), "row"
-        name = src.path
-        sources.append((name, unit))
+        sources.append((src.path, unit))
         src_index = len(sources) - 1
         seen = 0
         for where, rec in rows:
             seen += 1
-            loc = f"{name}:{where}" if unit == "line" else f"{name} {unit} {where}"
+            loc = f"{src.path}:{where}" if unit == "line" else f"{src.path} {unit} {where}"
             if not isinstance(rec, dict):
                 raise DataError(f"{loc}: expected a JSON object (a record), got {type(rec).__name__}")
             if column_map:
@@ -305,7 +304,7 @@ def iter_records(value: str | list[str], key: str, *, required: Sequence[str], o
                 yield records
                 records = empty()
         if not seen:
-            raise DataError(f"{name}: no records", hint=f"{key} must point at data with at least one record")
+            raise DataError(f"{src.path}: no records", hint=f"{key} must point at data with at least one record")
     if len(records):
         yield records
 
