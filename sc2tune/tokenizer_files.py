@@ -32,13 +32,6 @@ def _content(value: Any) -> str | None | bool:
     return False
 
 
-def _int(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
 def _read(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -66,13 +59,8 @@ class TokenizerFiles:
         config = _read(folder / "tokenizer_config.json")
         if config is None or "auto_map" in config or config.get("tokenizer_class") not in FAST_CLASSES:
             return None
-        special: dict[str, str | None] = {}
-        for key in _SPECIAL:
-            value = _content(config.get(key))
-            if value is False:
-                return None
-            special[key] = value  # type: ignore[assignment]
-        if special["eos_token"] is None:
+        special = {key: _content(config.get(key)) for key in _SPECIAL}
+        if False in special.values() or special["eos_token"] is None:  # an unreadable special token, or no eos
             return None
         mapped = folder / "special_tokens_map.json"
         if mapped.exists():
@@ -91,7 +79,7 @@ class TokenizerFiles:
         if any(not isinstance(n, str) or n not in vocab for n in names):
             return None
         decoder = config.get("added_tokens_decoder") or {}
-        if not isinstance(decoder, dict) or any(vocab.get(_content(tok)) != _int(idx)  # type: ignore[arg-type]
+        if not isinstance(decoder, dict) or any(str(vocab.get(_content(tok))) != idx  # type: ignore[arg-type]
                                                 for idx, tok in decoder.items()):
             return None
         return cls(vocab, backend.get_vocab_size(with_added_tokens=True), special)

@@ -27,7 +27,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sc2tune.data.stats import no_rows_error
 from sc2tune.data.store import is_complete
 from sc2tune.recipe import Recipe
 
@@ -62,9 +61,7 @@ def build_datasets(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, *, show_p
                         "it goes on with the rows it started with (%s)", prepared)
         return open_prepared(Path(prepared), tokenizer.pad_token_id, full=recipe.data.cache_check == "content",
                              expected=prepared_checksum)
-    bundle = prepared_bundle(recipe, tokenizer, Progress(show_progress))
-    if len(bundle.train) == 0:
-        raise no_rows_error(bundle.stats, recipe.data.train)
+    bundle = prepared_bundle(recipe, tokenizer, Progress(show_progress))  # rows: a build without any raises
     s = bundle.stats
     log.info("data: %d examples -> %d rows, %d tokens (%d trained), packing efficiency %.3f, %d truncated, "
              "%d skipped files", s.examples, s.rows, s.tokens, s.trained_tokens, s.packing_efficiency,

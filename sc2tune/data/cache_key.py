@@ -94,42 +94,35 @@ def _code_hash() -> str:
     return digest.hexdigest()
 
 
-def library_versions() -> dict[str, str | None]:
-    """Installed version of each of :data:`ROW_LIBRARIES` (None when not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
+def library_versions() -> dict[str, str]:
+    """Installed version of each of :data:`ROW_LIBRARIES` (all installed with sc2tune: dependencies of it or of
+    transformers)."""
+    from importlib.metadata import version
 
-    out: dict[str, str | None] = {}
-    for name in ROW_LIBRARIES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
+    return {name: version(name) for name in ROW_LIBRARIES}
 
 
-def tokenizer_folder(spec: ModelSpec) -> tuple[Path | None, str | None]:
-    """(local folder, None) or (None, hub id) where ``spec``'s tokenizer files are."""
+def tokenizer_folder(spec: ModelSpec) -> Path | str:
+    """Where ``spec``'s tokenizer files are: a local folder (a Path), or a hub id (a str)."""
     if spec.name_or_path == TINY_MODEL:
-        return BUNDLED_TOKENIZER, None
+        return BUNDLED_TOKENIZER
     path = Path(spec.name_or_path).expanduser()
-    if path.is_dir():
-        return path, None
-    return None, spec.name_or_path
+    return path if path.is_dir() else spec.name_or_path
 
 
 def tokenizer_files(spec: ModelSpec) -> list[list[str]] | None:
     """[name, sha256] of each tokenizer file of ``spec`` (see module doc); None when none can be found
     without downloading (a hub id not in the local cache)."""
-    folder, hub_id = tokenizer_folder(spec)
+    where = tokenizer_folder(spec)
     found: list[tuple[str, Path]] = []
-    if folder is not None:
-        found = [(name, folder / name) for name in TOKENIZER_FILES if (folder / name).is_file()]
+    if isinstance(where, Path):
+        found = [(name, where / name) for name in TOKENIZER_FILES if (where / name).is_file()]
     else:
         from huggingface_hub import try_to_load_from_cache
 
         for name in TOKENIZER_FILES:
             try:
-                hit = try_to_load_from_cache(hub_id, name, revision=spec.revision)
+                hit = try_to_load_from_cache(where, name, revision=spec.revision)
             except Exception:  # noqa: BLE001 - an id the hub library rejects: no files
                 return None
             if isinstance(hit, str):
@@ -227,16 +220,15 @@ def key_inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase | None = None)
     if recipe.task == "instruct":
         from sc2tune.data.templates import load_template
 
-        t = load_template(d.template)
-        template = [f.name for f in dataclasses.fields(t) if f.name != "source"]
-        template = {name: getattr(t, name) for name in template}
+        template = dataclasses.asdict(load_template(d.template))
+        del template["source"]  # where it was read from: its text counts, not its path
     data = {k: v for k, v in d.model_dump(mode="json").items() if k not in _IGNORED}
     # sources and template count by what they resolve to (files, text), not by how they are written:
     # `sc2tune data` given a relative path and `train` (which makes paths absolute) share one key
     del data["train"], data["template"]
     if isinstance(d.eval, (str, list)):
         del data["eval"]
-    inputs: dict[str, Any] = {
+    return {
         "format": FORMAT_VERSION,
         "code": _code_hash(),
         "libraries": library_versions(),
@@ -247,11 +239,8 @@ def key_inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase | None = None)
         "template": template,
         "tokenizer": tok,
         "train_files": source_files(recipe, d.train, "data.train"),
-        "eval_files": None,
+        "eval_files": source_files(recipe, d.eval, "data.eval") if isinstance(d.eval, (str, list)) else None,
     }
-    if isinstance(d.eval, (str, list)):
-        inputs["eval_files"] = source_files(recipe, d.eval, "data.eval")
-    return inputs
 
 
 def data_key(inputs: dict[str, Any]) -> str:

@@ -23,16 +23,13 @@ import logging
 import string
 from typing import TYPE_CHECKING
 
-from sc2tune.data.templates import Template
+from sc2tune.data.templates import Template, load_template
 from sc2tune.errors import DataError
 
 if TYPE_CHECKING:
     from sc2tune.recipe import Recipe
 
 log = logging.getLogger(__name__)
-
-#: The roles a rendered chat may hold.
-ROLES = ("system", "user", "assistant")
 
 
 def _literal(text: str) -> str:
@@ -107,8 +104,6 @@ def recipe_chat_template(recipe: Recipe | None) -> str | None:
     a template no chat can render (:func:`chat_template`'s DataError) is logged and gives None."""
     if recipe is None or recipe.task != "instruct" or not recipe.data.template:
         return None
-    from sc2tune.data.templates import load_template
-
     try:
         return chat_template(load_template(recipe.data.template))
     except DataError as err:

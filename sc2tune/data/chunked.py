@@ -48,10 +48,10 @@ from transformers import PreTrainedTokenizerBase
 
 from sc2tune.data.cache_key import chunk_key, file_identity
 from sc2tune.data.code_folder import WARN_REASONS, FolderScan, list_files, read_code_file
-from sc2tune.data.fim import CodeDoc, build_fim
+from sc2tune.data.fim import CodeDoc, build_fim, runs
 from sc2tune.data.packing import IGNORE, pack, unpacked
 from sc2tune.data.progress import Progress
-from sc2tune.data.sources import Source, load_records, resolve_sources
+from sc2tune.data.sources import Source, iter_records, resolve_sources
 from sc2tune.data.split import split_documents
 from sc2tune.data.stats import DataStats, SplitStats
 from sc2tune.data.store import chunk_rel, clear_chunk_leftovers, load_chunk, put_chunk
@@ -133,24 +133,6 @@ def chunk_seed(seed: int, index: int) -> int:
     return seed if index == 0 else int(np.random.SeedSequence([abs(seed), index]).generate_state(1)[0])
 
 
-def chunks(items: list[Item], limit: int | None = None) -> list[list[Item]]:
-    """Consecutive runs of items of at most ``limit`` bytes (default :data:`CHUNK_BYTES`; a larger item alone)."""
-    limit = CHUNK_BYTES if limit is None else limit
-    out: list[list[Item]] = []
-    current: list[Item] = []
-    size = 0
-    for item in items:
-        n = item.size if isinstance(item, FileDoc) else len(item.text)
-        if current and size + n > limit:
-            out.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += n
-    if current:
-        out.append(current)
-    return out
-
-
 def record_docs(recipe: Recipe, src: Source, key: str, stats: DataStats) -> list[CodeDoc]:
     """FIM documents from a record source (``data.text_column`` of each record); empty texts are counted
     as skipped. Repository context needs a folder, so it is an error here."""
@@ -160,15 +142,14 @@ def record_docs(recipe: Recipe, src: Source, key: str, stats: DataStats) -> list
                         hint="point data.train at a folder whose sub-folders are repositories")
     value = src.path if src.kind != "hub" else (f"hub:{src.path}" + (f":{src.split}" if src.split else "")
                                                 + (f"@{src.revision}" if src.revision else ""))
-    rec = load_records(value, key, required=[d.text_column],
-                       text_fields=[d.text_column], column_map=d.column_map, purpose="task fim",
-                       max_record_bytes=d.max_record_bytes)
     docs = []
-    for i, text in enumerate(rec.columns[d.text_column]):
-        if text.strip():
-            docs.append(CodeDoc(text, rec.where(i)))
-        else:
-            stats.skipped["empty"] = stats.skipped.get("empty", 0) + 1
+    for part in iter_records(value, key, required=[d.text_column], text_fields=[d.text_column],
+                             column_map=d.column_map, purpose="task fim", max_record_bytes=d.max_record_bytes):
+        for i, text in enumerate(part.columns[d.text_column]):
+            if text.strip():
+                docs.append(CodeDoc(text, part.where(i)))
+            else:
+                stats.skipped["empty"] = stats.skipped.get("empty", 0) + 1
     return docs
 
 
@@ -181,7 +162,7 @@ def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats, ru
         if src.kind == "code":
             root = Path(src.path)
             files = []
-            listing = FolderScan()  # folders that cannot be listed, symlinked folders
+            listing = FolderScan()  # folders that cannot be listed, symlinked folders, then the files the scan skips
             for rel in list_files(root, d.include, d.exclude, listing):
                 if d.fim.repo_context and len(rel.parts) > 1:
                     repo, path = rel.parts[0], PurePosixPath(*rel.parts[1:]).as_posix()
@@ -195,25 +176,20 @@ def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats, ru
             batches = [files[i:i + SCAN_BATCH] for i in range(0, len(files), SCAN_BATCH)]
             advance = progress.task(f"read {root}", total=len(files))
             kept: list[FileDoc] = []
-            skipped: Counter = Counter(listing.skipped)
-            examples: dict[str, list[str]] = {k: list(v) for k, v in listing.examples.items()}
             for batch, reasons in zip(batches, run(_scan, batches), strict=True):
                 for f, reason in zip(batch, reasons, strict=True):
                     if reason is None:
                         kept.append(f)
-                        continue
-                    skipped[reason] += 1
-                    if len(examples.setdefault(reason, [])) < 3:
-                        examples[reason].append(f.rel)
-                if advance is not None:
-                    advance(len(batch))
-            for reason, n in skipped.items():
+                    else:
+                        listing.skip(reason, PurePosixPath(f.rel))
+                advance(len(batch))
+            for reason, n in listing.skipped.items():
                 stats.skipped[reason] = stats.skipped.get(reason, 0) + n
-                (log.warning if reason in WARN_REASONS else log.info)("%s: skipped %d %s file(s), e.g. %s", root, n, reason, ", ".join(examples[reason]))
+                (log.warning if reason in WARN_REASONS else log.info)("%s: skipped %d %s file(s), e.g. %s", root, n, reason, ", ".join(listing.examples[reason]))
             if not kept:
                 raise DataError(f"{key}: no code files read from {root}",
                                 hint=f"data.include is {d.include}, data.exclude is {d.exclude}; "
-                                f"skipped: {dict(skipped) or 'none'}")
+                                f"skipped: {dict(listing.skipped) or 'none'}")
             if d.fim.repo_context:
                 kept.sort(key=lambda f: (f.repo or "", f.path))
             items.extend(kept)
@@ -223,25 +199,16 @@ def _list(recipe: Recipe, value: str | list[str], key: str, stats: DataStats, ru
     return items
 
 
-@dataclass
-class ChunkParts:
-    """What :func:`build_fim_prepared` adds to the prepared folder's meta: the chunks of each split in order
-    (paths relative to the cache folder), their checksums, and how many were built or reused."""
-
-    parts: dict[str, list[str]]
-    files: dict[str, dict[str, Any]]
-    built: int = 0
-    reused: int = 0
-
-
 def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, root: Path, inputs: dict[str, Any],
-                       progress: Progress) -> tuple[DataStats, ChunkParts]:
+                       progress: Progress) -> tuple[DataStats, dict[str, Any]]:
     """The fim rows of ``recipe`` as chunks in the cache folder ``root`` (module doc), each built only when
-    missing; ``inputs`` are the set key's inputs (:func:`~sc2tune.data.cache_key.key_inputs`)."""
+    missing; ``inputs`` are the set key's inputs (:func:`~sc2tune.data.cache_key.key_inputs`). Returns the
+    statistics and what the prepared folder's meta adds: ``parts``, the chunks of each split in order (paths
+    relative to ``root``), ``files``, their checksums, and ``chunks``, how many were built or reused."""
     d = recipe.data
     full = d.cache_check == "content"
     stats = DataStats(task="fim", max_length=d.max_length, packing=d.packing)
-    out = ChunkParts({}, {})
+    out: dict[str, Any] = {"parts": {}, "files": {}, "chunks": {"built": 0, "reused": 0}}
     clear_chunk_leftovers(root)
     settings = _Job(tokenizer, d.fim, d.max_length, d.packing, d.max_file_bytes, str(root))
     with workers(d.num_proc, settings) as run:
@@ -255,36 +222,34 @@ def build_fim_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, root:
         for name, items, seed in (("train", train, fim_seed), ("eval", evaluation, recipe.train.seed + 1)):
             if items is None:
                 continue
-            parts = chunks(items)
-            keys = [chunk_key(inputs, chunk_seed(seed, c), [identity(i, d.cache_check) for i in part])
-                    for c, part in enumerate(parts)]
+            bounds = runs([i.size if isinstance(i, FileDoc) else len(i.text) for i in items], CHUNK_BYTES)
+            parts = [items[a:b] for a, b in bounds]
+            seeds = [chunk_seed(seed, c) for c in range(len(parts))]
+            keys = [chunk_key(inputs, s, [identity(i, d.cache_check) for i in part])
+                    for s, part in zip(seeds, parts, strict=True)]
             metas: list[dict[str, Any] | None] = [load_chunk(root, k, full=full) for k in keys]
-            tasks = [(k, chunk_seed(seed, c), part) for c, (k, part, m) in enumerate(zip(keys, parts, metas,
-                                                                                          strict=True)) if m is None]
+            tasks = [(k, s, part) for k, s, part, m in zip(keys, seeds, parts, metas, strict=True) if m is None]
+            out["chunks"]["built"] += len(tasks)
+            out["chunks"]["reused"] += len(keys) - len(tasks)
+            out["parts"][name] = [chunk_rel(k) for k in keys]
             advance = progress.task(f"FIM {name}", total=len(tasks))
             built = iter(run(_chunk, tasks))
             total: Counter = Counter()
-            for c, meta in enumerate(metas):
+            for meta in metas:
                 if meta is None:
                     meta = next(built)
-                    out.built += 1
-                    if advance is not None:
-                        advance(1)
-                else:
-                    out.reused += 1
+                    advance(1)
                 total.update(meta["counts"])
-                out.files.update(meta["files"])
-                out.parts.setdefault(name, []).append(chunk_rel(keys[c]))
+                out["files"].update(meta["files"])
             if total["changed"]:
                 log.warning("data: %d file(s) changed while being read and were left out", total["changed"])
             split = SplitStats(examples=total["examples"], windows=total["windows"], tokens=total["tokens"],
                                trained_tokens=total["trained_tokens"], rows=total["rows"],
                                packing_efficiency=total["tokens"] / max(1, total["rows"] * d.max_length))
             if name == "train":
-                for field, value in split.to_dict().items():
-                    setattr(stats, field, value)
+                vars(stats).update(vars(split))  # the train split's counts at the top level
                 stats.fim = {k: int(total[k]) for k in ("psm", "spm", "plain", "fallback")}
             else:
                 stats.eval = split
-    log.info("data: %d chunk(s) built, %d reused from the cache", out.built, out.reused)
+    log.info("data: %d chunk(s) built, %d reused from the cache", out["chunks"]["built"], out["chunks"]["reused"])
     return stats, out

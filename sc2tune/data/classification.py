@@ -36,13 +36,9 @@ def label_name(value: Any) -> str:
     return str(value)
 
 
-def _is_int(name: str) -> bool:
-    return name.lstrip("-").isdigit()
-
-
 def label_ids_of(names: set[str], column: str, num_labels: int | None) -> dict[int, str]:
     """id2label for the set of training label names (see module doc)."""
-    integer = all(_is_int(n) for n in names)
+    integer = all(n.lstrip("-").isdigit() for n in names)
     if num_labels is not None and integer and all(0 <= int(n) < num_labels for n in names):
         return {i: str(i) for i in range(num_labels)}
     ordered = sorted(names, key=int) if integer else sorted(names)
@@ -88,21 +84,15 @@ def classification_ids(a: list[int], b: list[int] | None, max_length: int, side:
 def tokenize_classify(records: Records, tokenizer: PreTrainedTokenizerBase, *, text: str, pair: str | None,
                       label: str, id2label: dict[int, str], max_length: int, side: str
                       ) -> tuple[pa.Table, SplitStats, dict[str, int]]:
-    """(rows with input_ids and labels, counts, examples per label name)."""
+    """(rows with input_ids and labels, counts (the split's packing efficiency aside), examples per label name)."""
     label2id = {name: i for i, name in id2label.items()}
     eos = int(tokenizer.eos_token_id)
     a_ids = encode_texts(tokenizer, records.columns[text])
-    b_ids = encode_texts(tokenizer, [t or "" for t in records.columns[pair]]) if pair else None
-    rows, labels, cuts = [], [], []
-    for i, (a, y) in enumerate(zip(a_ids, records.columns[label], strict=True)):
-        ids, cut = classification_ids(a, b_ids[i] if b_ids is not None else None, max_length, side, eos)
-        rows.append(ids)
-        labels.append(label2id[label_name(y)])
-        cuts.append(cut)
+    b_ids = encode_texts(tokenizer, [t or "" for t in records.columns[pair]]) if pair else [None] * len(a_ids)
+    built = [classification_ids(a, b, max_length, side, eos) for a, b in zip(a_ids, b_ids, strict=True)]
+    rows, cuts = [ids for ids, _ in built], [cut for _, cut in built]
+    labels = [label2id[label_name(y)] for y in records.columns[label]]
     table = pa.table({"input_ids": pa.array(rows, pa.list_(pa.int32())), "labels": pa.array(labels, pa.int64())})
-    counts = Counter(id2label[y] for y in labels)
-    tokens = sum(map(len, rows))
-    stats = SplitStats(examples=len(rows), windows=len(rows), tokens=tokens, trained_tokens=len(rows),
-                       rows=len(rows), truncated=sum(c > 0 for c in cuts), dropped_tokens=sum(cuts),
-                       packing_efficiency=tokens / max(1, len(rows) * max_length))
-    return table, stats, {name: counts.get(name, 0) for name in id2label.values()}
+    stats = SplitStats(examples=len(rows), windows=len(rows), tokens=sum(map(len, rows)), trained_tokens=len(rows),
+                       rows=len(rows), truncated=sum(c > 0 for c in cuts), dropped_tokens=sum(cuts))
+    return table, stats, Counter(id2label[y] for y in labels)

@@ -27,13 +27,6 @@ import torch
 from sc2tune.data.packing import IGNORE
 
 
-def _width(rows: Sequence[dict[str, Any]], multiple: int | None) -> int:
-    width = max(len(r["input_ids"]) for r in rows)
-    if multiple:
-        width = -(-width // multiple) * multiple
-    return width
-
-
 @dataclass(frozen=True)
 class CausalCollator:
     """Collator for instruct and fim rows (see module doc)."""
@@ -43,7 +36,9 @@ class CausalCollator:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = _width(rows, self.pad_to_multiple_of)
+        width = max(len(r["input_ids"]) for r in rows)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
         n = len(rows)
         ids = np.full((n, width), self.pad_id, dtype=np.int64)
         labels = np.full((n, width), IGNORE, dtype=np.int64)
@@ -70,12 +65,6 @@ class ClassifyCollator:
     pad_to_multiple_of: int | None = None
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        width = _width(rows, self.pad_to_multiple_of)
-        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, row in enumerate(rows):
-            k = len(row["input_ids"])
-            ids[i, :k] = row["input_ids"]
-            mask[i, :k] = 1
-        labels = torch.tensor([int(r["labels"]) for r in rows], dtype=torch.int64)
-        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask), "labels": labels}
+        out = CausalCollator(self.pad_id, pad_to_multiple_of=self.pad_to_multiple_of)(rows)  # ids, attention mask
+        out["labels"] = torch.tensor([int(r["labels"]) for r in rows], dtype=torch.int64)  # one per row
+        return out

@@ -47,7 +47,6 @@ from __future__ import annotations
 import random
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +60,7 @@ from sc2tune.tokens import special_tokens
 
 #: Spare tokens per window for the re-tokenisation around the two cut points.
 FIM_SLACK = 8
-#: Characters of documents tokenised per batch (bounds memory; one progress step each).
+#: Characters of documents tokenised per batch (bounds memory).
 BATCH_CHARS = 4_000_000
 
 
@@ -108,8 +107,6 @@ class Encoder:
 
     def ids(self, texts: list[str]) -> list[np.ndarray]:
         """Token ids of each text; ``<|endoftext|>`` etc. written in the text are tokenised as text."""
-        if not texts:
-            return []
         old = self.backend.encode_special_tokens
         self.backend.encode_special_tokens = True
         try:
@@ -123,8 +120,15 @@ class Encoder:
         n = len(ids)
         lengths = self.table[ids] if n else np.zeros(0, np.int64)
         raw = text.encode("utf-8")
-        if n and (lengths.min() < 0 or int(lengths.sum()) != len(raw)):
-            return self._boundaries_from_offsets(text)
+        if n and (lengths.min() < 0 or int(lengths.sum()) != len(raw)):  # not all byte-level: the offsets
+            old = self.backend.encode_special_tokens
+            self.backend.encode_special_tokens = True
+            try:
+                offsets = np.asarray(self.backend.encode(text, add_special_tokens=False).offsets, dtype=np.int64)
+            finally:
+                self.backend.encode_special_tokens = old
+            valid = np.append(offsets[1:, 0] == offsets[:-1, 1], True)
+            return np.concatenate([[0], offsets[:, 1]]), np.concatenate([[True], valid])
         ends = np.cumsum(lengths)
         if text.isascii():
             bpos, valid = ends, np.ones(n, dtype=bool)
@@ -134,18 +138,6 @@ class Encoder:
             bpos = chars[ends - 1] if n else ends
             valid = np.append(starts, True)[ends]
         return np.concatenate([[0], bpos]).astype(np.int64), np.concatenate([[True], valid])
-
-    def _boundaries_from_offsets(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        old = self.backend.encode_special_tokens
-        self.backend.encode_special_tokens = True
-        try:
-            offsets = np.asarray(self.backend.encode(text, add_special_tokens=False).offsets, dtype=np.int64)
-        finally:
-            self.backend.encode_special_tokens = old
-        if len(offsets) == 0:
-            return np.zeros(1, np.int64), np.ones(1, bool)
-        valid = np.append(offsets[1:, 0] == offsets[:-1, 1], True)
-        return np.concatenate([[0], offsets[:, 1]]), np.concatenate([[True], valid])
 
 
 # ---- windows and the FIM split ----------------------------------------------------------------------
@@ -179,11 +171,11 @@ def _cut(bpos: np.ndarray, bvalid: np.ndarray, s: int, e: int, char: int) -> tup
 Part = np.ndarray | str  # token ids, or text still to be tokenised
 
 
-def fim_parts(text: str, ids: np.ndarray, bpos: np.ndarray, bvalid: np.ndarray, s: int, e: int,
-              a: int, b: int) -> tuple[list[Part], list[Part], list[Part]]:
-    """Prefix, middle and suffix of window [s, e) cut at characters a <= b (absolute offsets)."""
-    l1, r1 = _cut(bpos, bvalid, s, e, a)
-    l2, r2 = _cut(bpos, bvalid, s, e, b)
+def fim_parts(t: _Text, s: int, e: int, a: int, b: int) -> tuple[list[Part], list[Part], list[Part]]:
+    """Prefix, middle and suffix of window [s, e) of ``t`` cut at characters a <= b (absolute offsets)."""
+    text, ids, bpos = t.text, t.ids, t.bpos
+    l1, r1 = _cut(bpos, t.bvalid, s, e, a)
+    l2, r2 = _cut(bpos, t.bvalid, s, e, b)
     pre: list[Part] = [ids[s:l1], text[bpos[l1]:a]]
     if r1 <= l2:
         mid: list[Part] = [text[a:bpos[r1]], ids[r1:l2], text[bpos[l2]:b]]
@@ -239,16 +231,19 @@ class _Ctx:
     path_ids: dict[str, np.ndarray]  # repository context: ids of each "PATH\n"
 
 
-def _doc_batches(docs: list[CodeDoc]) -> Iterator[tuple[int, int]]:
-    """[start, stop) runs of documents of at most :data:`BATCH_CHARS` characters (a larger one alone)."""
-    start = 0
-    while start < len(docs):
-        stop, chars = start, 0
-        while stop < len(docs) and (stop == start or chars + len(docs[stop].text) <= BATCH_CHARS):
-            chars += len(docs[stop].text)
-            stop += 1
-        yield start, stop
-        start = stop
+def runs(sizes: list[int], limit: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of consecutive items whose ``sizes`` add up to at most ``limit`` (an item larger than
+    ``limit`` alone), cut greedily: the batches of :func:`build_fim`, the chunks of :mod:`sc2tune.data.chunked`."""
+    out: list[tuple[int, int]] = []
+    start = total = 0
+    for i, n in enumerate(sizes):
+        if i > start and total + n > limit:
+            out.append((start, i))
+            start, total = i, 0
+        total += n
+    if start < len(sizes):
+        out.append((start, len(sizes)))
+    return out
 
 
 def _draw(ctx: _Ctx, w: _Window, doc: CodeDoc, ids: np.ndarray, bpos: np.ndarray, bvalid: np.ndarray) -> None:
@@ -257,16 +252,13 @@ def _draw(ctx: _Ctx, w: _Window, doc: CodeDoc, ids: np.ndarray, bpos: np.ndarray
         return
     rng = ctx.rng
     w.mode = "spm" if rng.random() < ctx.fim.spm_rate else "psm"
+    t, s, e = _Text(doc.text, ids, bpos, bvalid), w.s, w.e
+    lo, hi = int(bpos[s]), int(bpos[e])
     if ctx.fim.repo_context:  # the whole PATH\nCODE fragment, cut points anywhere in it (module doc)
-        path_text = _Text(doc.path + "\n", w.path, *ctx.enc.boundaries(doc.path + "\n", w.path))
-        f = fragment(path_text, _Text(doc.text, ids, bpos, bvalid), w.s, w.e)
-        n = len(f.text)
-        a, b = sorted((rng.randint(0, n), rng.randint(0, n)))
-        w.parts = fim_parts(f.text, f.ids, f.bpos, f.bvalid, 0, len(f.ids), a, b)
-    else:
-        lo, hi = int(bpos[w.s]), int(bpos[w.e])
-        a, b = sorted((rng.randint(lo, hi), rng.randint(lo, hi)))
-        w.parts = fim_parts(doc.text, ids, bpos, bvalid, w.s, w.e, a, b)
+        t = fragment(_Text(doc.path + "\n", w.path, *ctx.enc.boundaries(doc.path + "\n", w.path)), t, s, e)
+        s, e, lo, hi = 0, len(t.ids), 0, len(t.text)
+    a, b = sorted((rng.randint(lo, hi), rng.randint(lo, hi)))
+    w.parts = fim_parts(t, s, e, a, b)
 
 
 def _plan(ctx: _Ctx, batch: list[CodeDoc], batch_ids: list[np.ndarray], start: int) -> list[list[_Window]]:
@@ -349,7 +341,7 @@ def _render(ctx: _Ctx, groups: list[list[_Window]], batch: list[CodeDoc], batch_
 
 
 def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimSpec, max_length: int,
-              seed: int, *, progress: Callable[[int], None] | None = None) -> tuple[TokenSeqs, Counter]:
+              seed: int) -> tuple[TokenSeqs, Counter]:
     """FIM training sequences for ``docs`` (see module doc). Returns (sequences, counts) where counts
     has psm, spm, plain, fallback (windows) and windows. Documents go in batches of :data:`BATCH_CHARS`:
     tokenised, planned (:func:`_plan`), rendered (:func:`_render`)."""
@@ -368,11 +360,8 @@ def build_fim(docs: list[CodeDoc], tokenizer: PreTrainedTokenizerBase, fim: FimS
                dict(zip([d.path for d in docs], enc.ids([d.path + "\n" for d in docs]), strict=True)) if repo else {})
     counts: Counter = Counter(psm=0, spm=0, plain=0, fallback=0)
     out_ids: list[np.ndarray] = []
-    for start, stop in _doc_batches(docs):
+    for start, stop in runs([len(d.text) for d in docs], BATCH_CHARS):
         batch = docs[start:stop]
         batch_ids = enc.ids([d.text for d in batch])
         out_ids += _render(ctx, _plan(ctx, batch, batch_ids, start), batch, batch_ids, start, counts)
-        if progress is not None:
-            progress(stop - start)
-    seqs = TokenSeqs.from_lists(out_ids, out_ids)
-    return seqs, counts
+    return TokenSeqs.from_lists(out_ids, out_ids), counts

@@ -27,24 +27,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sc2tune.tokens import special_tokens
+from sc2tune.tokens import SpecialTokens, special_tokens
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
-def _index(ids: list[int], token: int | None, start: int = 0) -> int:
-    try:
-        return ids.index(token, start) if token is not None else -1
-    except ValueError:
-        return -1
-
-
-def _unfim(ids: list[int], tokenizer: PreTrainedTokenizerBase) -> str:
-    sp = special_tokens(tokenizer, need_fim=False)
+def _unfim(ids: list[int], tokenizer: PreTrainedTokenizerBase, sp: SpecialTokens) -> str:
     dec = lambda part: tokenizer.decode(part, clean_up_tokenization_spaces=False)  # noqa: E731
     if ids and ids[0] == sp.fim_prefix:
-        i_suf, i_mid = _index(ids, sp.fim_suffix), _index(ids, sp.fim_middle)
+        i_suf = ids.index(sp.fim_suffix) if sp.fim_suffix in ids else -1
+        i_mid = ids.index(sp.fim_middle) if sp.fim_middle in ids else -1
         if 0 < i_suf < i_mid:
             if i_suf == 1:  # SPM: suffix first, then prefix + middle
                 return dec(ids[i_mid + 1:]) + dec(ids[2:i_mid])
@@ -64,31 +57,18 @@ def recover_documents(dataset: Any, tokenizer: PreTrainedTokenizerBase, *, limit
             segment = ids[start:end]
             while segment and segment[-1] in drop:
                 segment.pop()
-            pieces = [segment]
-            if sp.file_sep is not None and sp.file_sep in segment:
-                pieces, current = [], []
-                for token in segment:
-                    if token == sp.file_sep:
-                        pieces.append(current)
-                        current = []
-                    else:
-                        current.append(token)
-                pieces.append(current)
-                pieces = [p for p in pieces[1:] if p]  # pieces[0] is <repo_name>name
-                texts = [_drop_path_line(_unfim(p, tokenizer)) for p in pieces]
+            if sp.file_sep is not None and sp.file_sep in segment:  # a repository row: <repo_name>NAME, then files
+                seps = [i for i, token in enumerate(segment) if token == sp.file_sep] + [len(segment)]
+                files = [segment[a + 1:b] for a, b in zip(seps, seps[1:], strict=False)]
+                texts = [_unfim(f, tokenizer, sp).partition("\n")[2] for f in files if f]  # PATH\nCODE -> CODE
             else:
-                texts = [_unfim(p, tokenizer) for p in pieces]
+                texts = [_unfim(segment, tokenizer, sp)]
             for text in texts:
                 if len(text.strip()) >= 20 and text.count("\n") >= 2:
                     docs.append(text)
                 if len(docs) >= limit:
                     return docs
     return docs
-
-
-def _drop_path_line(text: str) -> str:
-    """``PATH\\nCODE`` (a repository file, already un-FIM'd) -> ``CODE``."""
-    return text.split("\n", 1)[1] if "\n" in text else ""
 
 
 def line_cuts(text: str, min_chars: int) -> list[tuple[int, int]]:

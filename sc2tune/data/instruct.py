@@ -48,5 +48,7 @@ def tokenize_instruct(records: Records, template: Template, tokenizer: PreTraine
         ids.append(np.asarray(sequence[:max_length], dtype=np.int32))
         trained = (p if train_on_prompt else [IGNORE] * len(p)) + r + [eos]
         labels.append(np.asarray(trained[:max_length], dtype=np.int32))
-    stats.examples = stats.windows = len(ids)
-    return TokenSeqs.from_lists(ids, labels), stats
+    seqs = TokenSeqs.from_lists(ids, labels)
+    stats.examples = stats.windows = len(seqs)
+    stats.tokens, stats.trained_tokens = len(seqs.ids), int((seqs.labels != IGNORE).sum())
+    return seqs, stats

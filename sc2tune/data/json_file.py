@@ -55,15 +55,6 @@ _LAYOUT_HINT = ("a .json file holds an array of records [{...}, ...] (or an obje
                 "one record per line goes in a .jsonl file")
 
 
-def _ijson() -> Any:
-    try:
-        import ijson
-    except ImportError:
-        raise DataError("reading a .json file needs the ijson package",
-                        hint="pip install 'ijson>=3.3' (a dependency of sc2tune)") from None
-    return ijson
-
-
 def json_layout(path: str) -> tuple[str, int]:
     """(``array`` | ``object`` | ``lines``, byte offset of the first non-blank byte) of a ``.json`` file.
     Reads the leading blanks and, for a file that starts with ``{``, its first non-blank line (through
@@ -128,7 +119,8 @@ class _FirstLine:
 
 def _whole_value_on_first_line(fh: Any) -> bool:
     """Whether the line at ``fh`` holds a whole JSON value and non-blank text follows it (JSON lines)."""
-    ijson = _ijson()
+    import ijson  # here: a cache lookup never reads a .json file
+
     try:
         collections.deque(ijson.basic_parse(_FirstLine(fh), buf_size=READ_BYTES), maxlen=0)
     except ijson.JSONError:  # the value goes on past the line (or is malformed: the object reading says where)
@@ -144,21 +136,18 @@ class _Bounded:
     ``mark`` (set after each record is yielded). ijson (yajl2_c) yields every record completed in what it has
     read before it reads again, so at a read the record being parsed began after ``mark`` minus one read: a
     record (with the blanks before it) of at most ``limit`` bytes never trips it, and one larger than
-    ``limit`` plus two reads always does, with at most ``limit`` plus one read held."""
+    ``limit`` plus two reads always does, with at most ``limit`` plus one read held. The refusal names the
+    record being read (``record``, counted by the reader)."""
 
-    def __init__(self, fh: Any, limit: int) -> None:
-        self.fh, self.limit, self.total, self.mark = fh, limit, 0, 0
+    def __init__(self, fh: Any, limit: int, path: str) -> None:
+        self.fh, self.limit, self.path, self.total, self.mark, self.record = fh, limit, path, 0, 0, 0
 
     def read(self, size: int = -1) -> bytes:
         if self.total - self.mark > self.limit:
-            raise _RecordTooLarge
+            raise record_too_large(f"{self.path} record {self.record}", self.limit)
         data = self.fh.read(size)
         self.total += len(data)
         return data
-
-
-class _RecordTooLarge(Exception):
-    pass
 
 
 def record_too_large(where: str, limit: int, what: str = "a record") -> DataError:
@@ -175,26 +164,25 @@ def iter_json(path: str, layout: str, start: int, max_record_bytes: int | None =
     read as they are consumed. Malformed JSON is a :class:`DataError` naming the file and record, and so is a
     record larger than ``max_record_bytes`` (checked as the file is read, :class:`_Bounded`; ijson then reads
     ``min(READ_BYTES, max_record_bytes // 8)`` bytes at a time, at least 4 KiB)."""
-    ijson = _ijson()
+    import ijson  # here: a cache lookup never reads a .json file
+
     n = 0
     limit = max_record_bytes if max_record_bytes is not None else 1 << 62
     buf = max(4096, min(READ_BYTES, limit // 8))
     with open(path, "rb") as fh:
         fh.seek(start)
-        reader = _Bounded(fh, limit)
+        reader = _Bounded(fh, limit, path)
         source = reader if layout == "array" else _held_list(ijson.parse(reader, buf_size=buf), path)
         items = ijson.items(source, "item", buf_size=buf)
         try:
             for record in items:
                 reader.mark = reader.total
                 yield n, _as_json_loads(record)
-                n += 1
+                n = reader.record = n + 1
         except ijson.JSONError as err:
             raise _syntax_error(path, n, err) from None
         except UnicodeDecodeError as err:  # yajl passes some bad UTF-8 on; Python's decode refuses it
             raise _not_utf8(f"{path} record {n}", err) from None
-        except _RecordTooLarge:
-            raise record_too_large(f"{path} record {n}", limit) from None
 
 
 def _held_list(events: Iterator[tuple[str, str, Any]], path: str) -> Iterator[tuple[str, str, Any]]:

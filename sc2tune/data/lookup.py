@@ -17,7 +17,7 @@ from pathlib import Path
 from sc2tune.data.cache_key import data_key, key_inputs
 from sc2tune.data.integrity import check_cache_folder
 from sc2tune.data.stats import DataStats
-from sc2tune.data.store import cache_root, is_complete, stats_from_dict, verified_meta
+from sc2tune.data.store import cache_root, is_complete, read_stats, verified_meta
 from sc2tune.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,6 @@ class Prepared:
     """A complete prepared folder and what its meta.json says about the rows in it."""
 
     folder: Path
-    task: str
-    packing: bool
     stats: DataStats
     id2label: dict[int, str] | None
 
@@ -48,5 +46,4 @@ def lookup_prepared(recipe: Recipe) -> Prepared | None:
         return None
     meta = verified_meta(root, folder, full=recipe.data.cache_check == "content")
     log.info("data: cache hit, prepared data in %s", folder)
-    id2label = {int(k): v for k, v in meta["id2label"].items()} if meta.get("id2label") else None
-    return Prepared(folder, meta["task"], bool(meta["packing"]), stats_from_dict(meta["stats"]), id2label)
+    return Prepared(folder, *read_stats(meta))

@@ -65,19 +65,14 @@ class TokenSeqs:
         return len(self.offsets) - 1
 
     @staticmethod
-    def _owned(ids: np.ndarray, labels: np.ndarray, offsets: np.ndarray) -> TokenSeqs:
-        """Build from arrays nobody else holds: the first labels are masked in place (no copy)."""
-        labels[document_starts(offsets)] = IGNORE
-        return TokenSeqs(ids, labels, offsets)
-
-    @staticmethod
     def from_lists(ids: list[np.ndarray], labels: list[np.ndarray]) -> TokenSeqs:
         """Concatenate per-sequence arrays."""
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
         cat = (lambda xs: np.concatenate(xs).astype(np.int32)) if ids else (lambda xs: np.zeros(0, np.int32))
-        return TokenSeqs._owned(cat(ids), cat(labels), offsets)
+        flat_labels = cat(labels)
+        flat_labels[document_starts(offsets)] = IGNORE  # an array nobody else holds: masked in place, no copy
+        return TokenSeqs(cat(ids), flat_labels, offsets)
 
 
 def document_starts(offsets: np.ndarray) -> np.ndarray:
@@ -119,17 +114,15 @@ def best_fit_decreasing(lengths: np.ndarray, capacity: int, seed: int) -> list[l
     return bins
 
 
-def _gather(seqs: TokenSeqs, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Concatenate sequences in ``order``: (token gather index, per-token position in its sequence, lengths)."""
+def _gather(seqs: TokenSeqs, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate sequences in ``order``: (token gather index, per-token position in its sequence)."""
     lengths = seqs.lengths[order]
     total = int(lengths.sum())
-    starts_out = np.zeros(len(order), dtype=np.int64)
-    if len(order) > 1:
-        np.cumsum(lengths[:-1], out=starts_out[1:])
+    starts_out = np.cumsum(lengths) - lengths  # where each sequence starts in the output
     shift = np.repeat(seqs.offsets[:-1][order] - starts_out, lengths)
     index = np.arange(total, dtype=np.int64) + shift
     position = np.arange(total, dtype=np.int64) - np.repeat(starts_out, lengths)
-    return index, position, lengths
+    return index, position
 
 
 def _list_array(values: np.ndarray, offsets: np.ndarray) -> pa.ListArray:
@@ -147,10 +140,9 @@ def pack(seqs: TokenSeqs, max_length: int, seed: int) -> tuple[datasets.Dataset,
     rng = np.random.default_rng(seed + 1)
     bins = [bins[i] for i in rng.permutation(len(bins))] if bins else []
     order = np.fromiter((i for b in bins for i in b), dtype=np.int64, count=len(seqs))
-    index, position, _ = _gather(seqs, order)
+    index, position = _gather(seqs, order)
     row_lengths = np.fromiter((int(seqs.lengths[b].sum()) for b in bins), dtype=np.int64, count=len(bins))
-    row_offsets = np.zeros(len(bins) + 1, dtype=np.int64)
-    np.cumsum(row_lengths, out=row_offsets[1:])
+    row_offsets = np.concatenate([[0], np.cumsum(row_lengths)])
     labels = seqs.labels[index]
     labels[position == 0] = IGNORE  # the packed label rule (module doc), whatever built ``seqs``
     table = pa.table({

@@ -42,7 +42,7 @@ from sc2tune.data.store import (
     is_complete,
     open_split,
     read_meta,
-    stats_from_dict,
+    read_stats,
     temporary_root,
     verified_meta,
 )
@@ -73,28 +73,6 @@ class DataBundle:
     checksum: str | None = None  # the prepared folder's meta.json checksum (a run's data.json records it)
 
 
-def _build(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress: Progress, inputs: dict[str, Any],
-           root: Path, key: str, fingerprint: str):
-    def build(staging: Path) -> dict[str, Any]:
-        log.info("data: cache miss, preparing %s", root / key)
-        id2label = None
-        extra: dict[str, Any] = {}
-        if recipe.task == "fim":
-            stats, chunks = build_fim_prepared(recipe, tokenizer, root, inputs, progress)
-            extra = {"parts": chunks.parts, "files": chunks.files,
-                     "chunks": {"built": chunks.built, "reused": chunks.reused}}
-        else:
-            stats, id2label = build_records_prepared(recipe, tokenizer, staging, progress)
-        if stats.rows == 0:
-            raise no_rows_error(stats, recipe.data.train)
-        return {"task": recipe.task, "packing": recipe.data.packing, "stats": stats.to_dict(),
-                "id2label": {str(k): v for k, v in id2label.items()} if id2label is not None else None,
-                "created": time.strftime("%Y-%m-%d %H:%M:%S"), "inputs": inputs, "tokenizer_object": fingerprint,
-                **extra}
-
-    return build
-
-
 def open_prepared(folder: Path, pad_token_id: int, *, full: bool = False, expected: str | None = None
                   ) -> DataBundle:
     """The bundle of a complete prepared folder (rows memory-mapped), after every check of
@@ -110,10 +88,10 @@ def open_prepared(folder: Path, pad_token_id: int, *, full: bool = False, expect
     train = open_split(folder, "train", meta)
     if train is None:
         raise DataError(f"{folder}: prepared data without training rows", hint=f"delete {folder} to rebuild it")
-    id2label = {int(k): v for k, v in meta["id2label"].items()} if meta.get("id2label") else None
+    stats, id2label = read_stats(meta)
     collator = (ClassifyCollator(pad_token_id) if meta["task"] == "classify"
                 else CausalCollator(pad_token_id, packed=meta["packing"]))
-    return DataBundle(train, open_split(folder, "eval", meta), collator, stats_from_dict(meta["stats"]), id2label,
+    return DataBundle(train, open_split(folder, "eval", meta), collator, stats, id2label,
                       prepared=str(folder), checksum=meta["checksum"])
 
 
@@ -132,8 +110,8 @@ def _own_fingerprint(recipe: Recipe, folder: Path, files: dict[str, Any]) -> str
     if memo not in _OWN_FINGERPRINTS:
         from transformers import AutoTokenizer
 
-        folder_or_id = tokenizer_folder(recipe.model)  # the files are local: in a folder or the hub cache
-        tokenizer = AutoTokenizer.from_pretrained(str(folder_or_id[0] or folder_or_id[1]), local_files_only=True,
+        where = tokenizer_folder(recipe.model)  # the files are local: in a folder or the hub cache
+        tokenizer = AutoTokenizer.from_pretrained(str(where), local_files_only=True,
                                                   revision=recipe.model.revision,
                                                   trust_remote_code=recipe.model.trust_remote_code)
         set_pad_token(tokenizer)
@@ -141,14 +119,16 @@ def _own_fingerprint(recipe: Recipe, folder: Path, files: dict[str, Any]) -> str
     return _OWN_FINGERPRINTS[memo]
 
 
-def _inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, fingerprint: str) -> dict[str, Any]:
-    """:func:`key_inputs`, plus the tokenizer object's fingerprint when it is not the recipe's own."""
+def _inputs(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, fingerprint: str, *, temporary: bool = False
+            ) -> dict[str, Any]:
+    """:func:`key_inputs`, plus the tokenizer object's fingerprint when it is not the recipe's own; with
+    ``temporary`` (``data.cache_dir: null``: never looked up) always, so the recipe's own is never loaded."""
     inputs = key_inputs(recipe, tokenizer)
-    assert inputs is not None
-    if "files" in inputs["tokenizer"]:
-        root = cache_root(recipe.data.cache_dir or "auto")
-        if _own_fingerprint(recipe, root / data_key(inputs), inputs["tokenizer"]) != fingerprint:
-            inputs["tokenizer"] = {**inputs["tokenizer"], "object": fingerprint}
+    assert inputs is not None  # given a tokenizer, key_inputs always answers
+    own = inputs["tokenizer"]
+    if temporary or ("files" in own and _own_fingerprint(recipe, cache_root(recipe.data.cache_dir or "auto")
+                                                             / data_key(inputs), own) != fingerprint):
+        inputs["tokenizer"] = {**own, "object": fingerprint}
     return inputs
 
 
@@ -162,17 +142,27 @@ def prepared_bundle(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, progress
     temporary = recipe.data.cache_dir is None
     root = temporary_root() if temporary else cache_root(recipe.data.cache_dir)
     fingerprint = tokenizer_fingerprint(tokenizer)
-    if temporary:  # never looked up: the tokenizer object stands for itself, no need to load the recipe's
-        inputs = key_inputs(recipe, tokenizer)
-        assert inputs is not None  # given a tokenizer, key_inputs always answers
-        inputs["tokenizer"] = {**inputs["tokenizer"], "object": fingerprint}
-    else:
-        inputs = _inputs(recipe, tokenizer, fingerprint)
+    inputs = _inputs(recipe, tokenizer, fingerprint, temporary=temporary)
     key = data_key(inputs)
+
+    def build(staging: Path) -> dict[str, Any]:  # on a miss: the rows, and the meta of the prepared folder
+        log.info("data: cache miss, preparing %s", root / key)
+        id2label = None
+        extra: dict[str, Any] = {}
+        if recipe.task == "fim":
+            stats, extra = build_fim_prepared(recipe, tokenizer, root, inputs, progress)
+        else:
+            stats, id2label = build_records_prepared(recipe, tokenizer, staging, progress)
+        if stats.rows == 0:
+            raise no_rows_error(stats, recipe.data.train)
+        return {"task": recipe.task, "packing": recipe.data.packing, "stats": stats.to_dict(),
+                "id2label": {str(k): v for k, v in id2label.items()} if id2label is not None else None,
+                "created": time.strftime("%Y-%m-%d %H:%M:%S"), "inputs": inputs, "tokenizer_object": fingerprint,
+                **extra}
+
     start = time.perf_counter()
     with progress.running():
-        folder, hit = build_once(root, key, _build(recipe, tokenizer, progress, inputs, root, key, fingerprint),
-                                 timeout=recipe.data.cache_lock_timeout)
+        folder, hit = build_once(root, key, build, timeout=recipe.data.cache_lock_timeout)
     if hit:
         log.info("data: cache hit, prepared data in %s", folder)
     else:

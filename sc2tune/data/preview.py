@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sc2tune.data.stats import DataStats
+from sc2tune.tokens import special_tokens
 
 if TYPE_CHECKING:  # a cache hit prints the statistics table without importing transformers or datasets
     from transformers import PreTrainedTokenizerBase
@@ -24,13 +25,9 @@ OPEN, CLOSE = "⟦", "⟧"
 
 def _segments(row: dict[str, Any]) -> Iterator[tuple[list[int], list[int]]]:
     """(input_ids, labels) of each document in a row (one per row unless packed)."""
-    ids, labels = row["input_ids"], row["labels"]
-    positions = row.get("position_ids")
-    if positions is None:
-        yield ids, labels
-        return
-    starts = [i for i, p in enumerate(positions) if p == 0] + [len(ids)]
-    for a, b in zip(starts, starts[1:], strict=False):
+    ids, labels, positions = row["input_ids"], row["labels"], row.get("position_ids")
+    starts = [i for i, p in enumerate(positions) if p == 0] if positions is not None else [0]
+    for a, b in zip(starts, [*starts[1:], len(ids)], strict=True):
         yield ids[a:b], labels[a:b]
 
 
@@ -70,8 +67,6 @@ FIM_SCAN = 2000
 
 def fim_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int] | None:
     """Ids of ``<fim_prefix>`` and ``<fim_suffix>`` (None when the tokenizer lacks them)."""
-    from sc2tune.tokens import special_tokens
-
     st = special_tokens(tokenizer, need_fim=False)
     return (st.fim_prefix, st.fim_suffix) if st.fim_prefix is not None and st.fim_suffix is not None else None
 

@@ -49,14 +49,10 @@ class Source:
     revision: str | None = None  # hub revision (branch, tag or commit; None: main)
 
 
-def _entries(value: str | list[str]) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
-
-
 def resolve_sources(value: str | list[str], key: str) -> list[Source]:
     """Turn a ``data.train``/``data.eval`` value into sources (see module doc)."""
     out: list[Source] = []
-    for entry in _entries(value):
+    for entry in [value] if isinstance(value, str) else value:
         if entry.startswith("hub:"):
             body, _, revision = entry[4:].partition("@")
             name, _, split = body.partition(":")
@@ -162,13 +158,9 @@ def _read_file(src: Source, limit: int) -> tuple[Iterator[tuple[int, Any]], str]
     record or CSV row larger than ``limit`` bytes is a DataError naming it."""
     if src.fmt == "json":
         layout, start = json_layout(src.path)
-        if layout == "lines":  # what json.loads calls "Extra data": one object per line
-            return _guarded(src, _iter_jsonl(src.path, limit)), "line"
-        return _guarded(src, iter_json(src.path, layout, start, limit)), "record"
-    unit = {"jsonl": "line", "csv": "line", "parquet": "row"}.get(src.fmt or "")
-    if unit is None:
-        raise DataError(f"{src.path}: unsupported format {src.fmt}")
-    return _guarded(src, _file_rows(src, limit)), unit
+        if layout != "lines":  # "lines", what json.loads calls "Extra data" (one object per line), reads as .jsonl
+            return _guarded(src, iter_json(src.path, layout, start, limit)), "record"
+    return _guarded(src, _file_rows(src, limit)), "row" if src.fmt == "parquet" else "line"
 
 
 def _guarded(src: Source, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
@@ -177,25 +169,20 @@ def _guarded(src: Source, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int
         yield from rows
     except UnicodeDecodeError as err:
         raise DataError(f"{src.path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise DataError(f"{src.path}: cannot read ({err})") from None
-    except (ValueError, ImportError) as err:  # pyarrow errors are ValueErrors
+    except (OSError, ValueError, ImportError) as err:  # pyarrow errors are ValueErrors
         raise DataError(f"{src.path}: cannot read ({err})") from None
 
 
 def _file_rows(src: Source, limit: int) -> Iterator[tuple[int, Any]]:
-    if src.fmt == "jsonl":
-        yield from _iter_jsonl(src.path, limit)
-    elif src.fmt == "csv":
+    if src.fmt == "csv":
         yield from _csv_rows(src.path, limit)
-    else:  # parquet, a row group batch at a time
+    elif src.fmt == "parquet":  # a row group batch at a time
         import pyarrow.parquet as pq
 
-        n = 0
-        for batch in pq.ParquetFile(src.path).iter_batches(batch_size=BATCH_ROWS):
-            for rec in batch.to_pylist():
-                yield n, rec
-                n += 1
+        batches = pq.ParquetFile(src.path).iter_batches(batch_size=BATCH_ROWS)
+        yield from enumerate(rec for batch in batches for rec in batch.to_pylist())
+    else:  # .jsonl, or a .json file of JSON lines
+        yield from _iter_jsonl(src.path, limit)
 
 
 def _csv_rows(path: str, limit: int) -> Iterator[tuple[int, Any]]:
@@ -256,25 +243,22 @@ def _read_datasets(src: Source, key: str) -> Iterator[tuple[int, Any]]:
         if name is None:
             raise DataError(f"{key}: {src.path} has splits {list(ds)} but none of {wanted}")
         ds = ds[name]
-    n = 0
-    for batch in ds.iter(batch_size=BATCH_ROWS):
-        for values in zip(*batch.values(), strict=True):
-            yield n, dict(zip(batch, values, strict=True))
-            n += 1
+    yield from enumerate(dict(zip(batch, values, strict=True)) for batch in ds.iter(batch_size=BATCH_ROWS)
+                         for values in zip(*batch.values(), strict=True))
 
 
 def iter_records(value: str | list[str], key: str, *, required: Sequence[str], optional: Sequence[str] = (),
                  text_fields: Sequence[str] = (), column_map: dict[str, str] | None = None,
                  purpose: str = "this task", chunk: int | None = None,
                  max_record_bytes: int = MAX_RECORD_BYTES) -> Iterator[Records]:
-    """The records of every source of ``value`` in order, ``chunk`` at a time (default
-    :data:`CHUNK_RECORDS`), checked as :func:`load_records` checks them. Sources are read as the chunks
-    are consumed: at most one chunk of records (and one parquet/dataset batch) is held at a time.
+    """The records of every source of ``value`` in order, ``chunk`` at a time (default :data:`CHUNK_RECORDS`),
+    each checked: it has the ``required`` fields (non-null), its ``text_fields`` are strings (columns renamed by
+    ``column_map`` first, only ``required + optional`` kept). Sources are read as the chunks are consumed: at
+    most one chunk of records (and one parquet/dataset batch) is held at a time.
     Every chunk's ``sources`` is the one list of the sources read so far. A JSON line, ``.json`` record or
     CSV row larger than ``max_record_bytes`` (``data.max_record_bytes``) is a DataError naming it, raised
     while it is read (Parquet files and datasets are columnar and memory-mapped: not bounded here)."""
     chunk = CHUNK_RECORDS if chunk is None else chunk
-    column_map = column_map or {}
     keep = list(dict.fromkeys([*required, *optional]))
     sources: list[tuple[str, str]] = []
 
@@ -290,13 +274,12 @@ def iter_records(value: str | list[str], key: str, *, required: Sequence[str], o
             rows, unit = _read_file(src, max_record_bytes)
         else:
             rows, unit = _read_datasets(src, key), "row"
-        name = src.path
-        sources.append((name, unit))
+        sources.append((src.path, unit))
         src_index = len(sources) - 1
         seen = 0
         for where, rec in rows:
             seen += 1
-            loc = f"{name}:{where}" if unit == "line" else f"{name} {unit} {where}"
+            loc = f"{src.path}:{where}" if unit == "line" else f"{src.path} {unit} {where}"
             if not isinstance(rec, dict):
                 raise DataError(f"{loc}: expected a JSON object (a record), got {type(rec).__name__}")
             if column_map:
@@ -321,24 +304,7 @@ def iter_records(value: str | list[str], key: str, *, required: Sequence[str], o
                 yield records
                 records = empty()
         if not seen:
-            raise DataError(f"{name}: no records", hint=f"{key} must point at data with at least one record")
+            raise DataError(f"{src.path}: no records", hint=f"{key} must point at data with at least one record")
     if len(records):
         yield records
 
-
-def load_records(value: str | list[str], key: str, *, required: Sequence[str], optional: Sequence[str] = (),
-                 text_fields: Sequence[str] = (), column_map: dict[str, str] | None = None,
-                 purpose: str = "this task", max_record_bytes: int = MAX_RECORD_BYTES) -> Records:
-    """Read every source of ``value``, rename columns, and check each record has ``required`` fields
-    (non-null) and that ``text_fields`` are strings. Keeps only ``required + optional`` columns.
-    All records at once (the in-memory path); :func:`iter_records` streams them."""
-    keep = list(dict.fromkeys([*required, *optional]))
-    records = Records({k: [] for k in keep})
-    for part in iter_records(value, key, required=required, optional=optional, text_fields=text_fields,
-                             column_map=column_map, purpose=purpose, max_record_bytes=max_record_bytes):
-        for k in keep:
-            records.columns[k].extend(part.columns[k])
-        records.origin.extend(part.origin)
-        records.position.extend(part.position)
-        records.sources = part.sources
-    return records

@@ -16,10 +16,7 @@ T = TypeVar("T")
 
 
 def split_fraction(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train indices, eval indices): a seeded permutation, the first max(1, round(n * fraction)) for eval.
-
-    Both are returned sorted, so examples keep their source order within each split.
-    """
+    """(train indices, eval indices) as the module doc draws them, each sorted (source order kept)."""
     n_eval = max(1, round(n * fraction))
     if n_eval >= n:
         raise DataError(f"data.eval: {fraction} of {n} example(s) leaves nothing to train on",

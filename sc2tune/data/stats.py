@@ -39,6 +39,7 @@ class SplitStats:
     """Examples left out entirely (e.g. an instruction prompt that alone fills max_length)."""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (of a DataStats: the ``sc2tune data --json`` object, ``eval`` nested)."""
         return asdict(self)
 
 
@@ -50,11 +51,9 @@ class DataStats(SplitStats):
     max_length: int = 0
     packing: bool = False
     skipped_files: int = 0
-    """Entries of a code folder skipped: files (binary, non-UTF-8, too large, generated/minified, empty,
-    unreadable, not regular: fifo/socket/device, symlinks leaving the folder or broken) and folders
-    (unreadable_dir, symlinked_dir); see sc2tune.data.code_folder."""
+    """Code-folder entries (files, folders) and empty FIM records skipped: the sum of ``skipped``."""
     skipped: dict[str, int] = field(default_factory=dict)
-    """Skipped code-folder entries by reason (the reasons of sc2tune.data.code_folder.SKIP_REASONS)."""
+    """Skipped entries by reason (the reasons listed in sc2tune.data.code_folder; ``empty`` for records too)."""
     fim: dict[str, int] = field(default_factory=lambda: {"psm": 0, "spm": 0, "plain": 0, "fallback": 0})
     """FIM: windows rendered PSM, SPM or plain; ``fallback`` = FIM draws rendered plain because the
     re-tokenised parts would not fit max_length (counted in ``plain`` too)."""
@@ -63,12 +62,6 @@ class DataStats(SplitStats):
     eval: SplitStats | None = None
     """The same counts for the eval split (None without one)."""
     eval_class_counts: dict[str, int] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary (the ``sc2tune data --json`` object)."""
-        out = asdict(self)
-        out["eval"] = self.eval.to_dict() if self.eval is not None else None
-        return out
 
 
 def no_rows_error(stats: DataStats, train: str | list[str]) -> DataError:

@@ -107,23 +107,13 @@ def is_complete(folder: Path) -> bool:
 
 
 @contextlib.contextmanager
-def part_writer(staging: Path, split: str, index: int) -> Iterator[Callable[[pa.Table], None]]:
-    """Part ``index`` of ``split`` written table by table (same columns each time) as one Arrow stream file."""
+def arrow_writer(path: Path) -> Iterator[Callable[[pa.Table], None]]:
+    """The Arrow stream file ``path`` (a split's part, a chunk's rows), written table by table (same columns)."""
     from datasets.arrow_writer import ArrowWriter
 
-    folder = staging / split
-    folder.mkdir(parents=True, exist_ok=True)
-    with ArrowWriter(path=str(folder / f"{index:05d}.arrow")) as writer:
-        yield writer.write_table
-        writer.finalize()
-
-
-def write_rows(path: Path, table: pa.Table) -> None:
-    """``table`` as one Arrow stream file at ``path``."""
-    from datasets.arrow_writer import ArrowWriter
-
+    path.parent.mkdir(parents=True, exist_ok=True)
     with ArrowWriter(path=str(path)) as writer:
-        writer.write_table(table)
+        yield writer.write_table
         writer.finalize()
 
 
@@ -177,20 +167,12 @@ def verified_meta(root: Path, folder: Path, *, full: bool) -> dict[str, Any]:
     return meta
 
 
-def stats_from_dict(values: dict[str, Any]) -> DataStats:
-    """The :class:`DataStats` that ``DataStats.to_dict`` wrote."""
-    values = dict(values)
+def read_stats(meta: dict[str, Any]) -> tuple[DataStats, dict[int, str] | None]:
+    """The statistics (as ``DataStats.to_dict`` wrote them) and the label names (classify) of a prepared meta."""
+    values = dict(meta["stats"])
     split = values.pop("eval", None)
-    stats = DataStats(**values)
-    stats.eval = SplitStats(**split) if split is not None else None
-    return stats
-
-
-def _clear_leftovers(root: Path, key: str) -> None:
-    """Remove every staging of ``key`` (its builder holds the key's lock, so any other one is a dead build's)."""
-    for stale in root.glob(f".{key}.tmp-*"):
-        log.info("removing %s, left by an interrupted build", stale)
-        shutil.rmtree(stale, ignore_errors=True)
+    id2label = {int(k): v for k, v in meta["id2label"].items()} if meta.get("id2label") else None
+    return DataStats(**values, eval=SplitStats(**split) if split is not None else None), id2label
 
 
 def _owner_gone(tag: str) -> bool:
@@ -243,11 +225,10 @@ def _seal_entry(staging: Path, key: str, meta: dict[str, Any]) -> dict[str, Any]
     parts = {split: list(v) for split, v in (meta.get("parts") or {}).items()}
     files = dict(meta.get("files") or {})
     for split in SPLITS:
-        written = sorted((staging / split).glob("*.arrow"))
-        if written:
-            rels = [f"{key}/{split}/{p.name}" for p in written]
-            parts.setdefault(split, []).extend(rels)
-            files.update({rel: file_sums(p) for rel, p in zip(rels, written, strict=True)})
+        for path in sorted((staging / split).glob("*.arrow")):
+            rel = f"{key}/{split}/{path.name}"
+            parts.setdefault(split, []).append(rel)
+            files[rel] = file_sums(path)
     return seal({**meta, "parts": parts, "files": files})
 
 
@@ -293,7 +274,9 @@ def build_once(root: Path, key: str, build: Callable[[Path], dict[str, Any]], *,
                                        "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
         if is_complete(final):
             return final, True
-        _clear_leftovers(root, key)
+        for stale in root.glob(f".{key}.tmp-*"):  # we hold the key's lock: any staging of it is a dead build's
+            log.info("removing %s, left by an interrupted build", stale)
+            shutil.rmtree(stale, ignore_errors=True)
         if final.exists():  # a folder without meta.json: not ours to trust
             shutil.rmtree(final)
         with staged_dir(final) as staging:
@@ -317,9 +300,7 @@ def chunk_rel(ckey: str) -> str:
 def load_chunk(root: Path, ckey: str, *, full: bool) -> dict[str, Any] | None:
     """The verified meta of chunk ``ckey`` (``counts``, ``files``) when it is in the cache, else None."""
     folder = root / CHUNKS / ckey
-    if not is_complete(folder):
-        return None
-    return verified_meta(root, folder, full=full)
+    return verified_meta(root, folder, full=full) if is_complete(folder) else None
 
 
 def put_chunk(root: Path, ckey: str, table: pa.Table, counts: dict[str, int]) -> dict[str, Any]:
@@ -333,7 +314,8 @@ def put_chunk(root: Path, ckey: str, table: pa.Table, counts: dict[str, int]) ->
     final = chunks / ckey
     try:
         with staged_dir(final) as staging:
-            write_rows(staging / ROWS, table)
+            with arrow_writer(staging / ROWS) as write:
+                write(table)
             meta = seal({"counts": counts, "files": {chunk_rel(ckey): file_sums(staging / ROWS)}})
             (staging / META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
             drop_shared_write(staging)

@@ -30,25 +30,23 @@ import logging
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import datasets
 import numpy as np
 from transformers import PreTrainedTokenizerBase
 
 from sc2tune.data.chunked import chunk_seed
 from sc2tune.data.classification import label_ids_of, label_name, tokenize_classify, unseen_labels_error
 from sc2tune.data.instruct import tokenize_instruct
-from sc2tune.data.packing import IGNORE, TokenSeqs, pack, unpacked
-from sc2tune.data.progress import Progress
+from sc2tune.data.packing import TokenSeqs, pack, unpacked
+from sc2tune.data.progress import Progress, quiet_datasets
 from sc2tune.data.sources import Records, iter_records
 from sc2tune.data.split import split_fraction
 from sc2tune.data.stats import DataStats, SplitStats
-from sc2tune.data.store import part_writer
-from sc2tune.data.templates import Template, load_template
+from sc2tune.data.store import arrow_writer
+from sc2tune.data.templates import load_template
 from sc2tune.data.workers import job, workers
 from sc2tune.errors import RecipeError
 from sc2tune.recipe import Recipe
@@ -62,73 +60,42 @@ PACK_TOKENS = 2**20
 Load = Callable[[str | list[str], str], Iterator[Records]]
 
 
-@dataclass(frozen=True)
-class _Job:
-    """What every worker needs (set once per worker process)."""
-
-    task: str
-    tokenizer: PreTrainedTokenizerBase
-    max_length: int
-    template: Template | None = None
-    train_on_prompt: bool = False
-    text: str = ""
-    pair: str | None = None
-    label: str = ""
-    id2label: dict[int, str] | None = None
-    side: str = "right"
-
-
-def _encode(records: Records) -> dict[str, Any]:
-    """One chunk of records -> instruct token sequences, or classify rows and label counts; with counts."""
-    settings: _Job = job()
-    if settings.task == "instruct":
-        assert settings.template is not None
-        seqs, split = tokenize_instruct(records, settings.template, settings.tokenizer,
-                                        max_length=settings.max_length, train_on_prompt=settings.train_on_prompt)
-        return {"seqs": seqs, "split": split, "n": len(records)}
-    assert settings.id2label is not None
-    table, split, counts = tokenize_classify(records, settings.tokenizer, text=settings.text, pair=settings.pair,
-                                             label=settings.label, id2label=settings.id2label,
-                                             max_length=settings.max_length, side=settings.side)
-    return {"table": table, "split": split, "counts": counts, "n": len(records)}
+def _encode(records: Records) -> tuple[tuple[Any, ...], int]:
+    """One chunk of records through the job's encoder (instruct: sequences and counts; classify: rows, counts and
+    examples per label name), and the number of records."""
+    return job()(records), len(records)
 
 
 def _select(parts: Iterable[Records], keep: np.ndarray | None) -> Iterator[Records]:
     """The records whose running index is marked in ``keep`` (all when None), chunk by chunk."""
+    if keep is None:
+        yield from parts
+        return
     start = 0
     for part in parts:
-        n = len(part)
-        if keep is None:
-            yield part
-        else:
-            idx = np.flatnonzero(keep[start:start + n])
-            if len(idx):
-                yield part.select(idx.tolist())
-        start += n
+        idx = np.flatnonzero(keep[start:start + len(part)])
+        if len(idx):
+            yield part.select(idx.tolist())
+        start += len(part)
 
 
 def _concat(parts: list[TokenSeqs]) -> TokenSeqs:
     lengths = np.concatenate([p.lengths for p in parts])
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
     return TokenSeqs(np.concatenate([p.ids for p in parts]), np.concatenate([p.labels for p in parts]), offsets)
 
 
-def _write_split(results: Iterable[dict[str, Any]], staging: Path, name: str, *, packing: bool, max_length: int,
-                 seed: int, advance: Callable[..., None] | None) -> tuple[SplitStats, Counter]:
+def _write_split(results: Iterable[tuple[tuple[Any, ...], int]], staging: Path, name: str, *, packing: bool,
+                 max_length: int, seed: int, advance: Callable[[int], None]) -> tuple[SplitStats, Counter]:
     """Write the rows of one split (module doc, step 3); returns its counts and label counts (classify)."""
     total = SplitStats()
     labels: Counter = Counter()
     buffer: list[TokenSeqs] = []
     buffered = packs = 0
-    with part_writer(staging, name, 0) as write:
-        written = False
-
+    with arrow_writer(staging / name / "00000.arrow") as write:
         def put(table) -> None:
-            nonlocal written
             if table.num_rows:
                 write(table)
-                written = True
 
         def flush() -> None:
             nonlocal buffer, buffered, packs
@@ -137,91 +104,76 @@ def _write_split(results: Iterable[dict[str, Any]], staging: Path, name: str, *,
             total.rows += rows
             buffer, buffered, packs = [], 0, packs + 1
 
-        for res in results:
-            split: SplitStats = res["split"]
-            for field in ("examples", "windows", "truncated", "dropped_tokens", "dropped_examples"):
+        for encoded, n in results:
+            rows, split = encoded[0], encoded[1]
+            for field in ("examples", "windows", "tokens", "trained_tokens", "truncated", "dropped_tokens",
+                          "dropped_examples"):
                 setattr(total, field, getattr(total, field) + getattr(split, field))
-            if "table" in res:  # classify: rows as encoded
-                put(res["table"])
-                total.tokens += split.tokens
-                total.trained_tokens += split.trained_tokens
+            if not isinstance(rows, TokenSeqs):  # classify: rows as encoded
+                put(rows)
                 total.rows += split.rows
-                labels.update(res["counts"])
+                labels.update(encoded[2])
+            elif packing:
+                if buffer and buffered + len(rows.ids) > PACK_TOKENS:
+                    flush()
+                buffer.append(rows)
+                buffered += len(rows.ids)
             else:
-                seqs: TokenSeqs = res["seqs"]
-                total.tokens += int(len(seqs.ids))
-                total.trained_tokens += int((seqs.labels != IGNORE).sum())
-                if packing:
-                    if buffer and buffered + len(seqs.ids) > PACK_TOKENS:
-                        flush()
-                    buffer.append(seqs)
-                    buffered += int(len(seqs.ids))
-                else:
-                    put(unpacked(seqs).data.table)
-                    total.rows += len(seqs)
-            if advance is not None:
-                advance(res["n"])
+                put(unpacked(rows).data.table)
+                total.rows += len(rows)
+            advance(n)
         if buffer:
             flush()
-        if not written:  # a split whose every example was dropped: an empty table with the columns
+        if not total.rows:  # nothing written (every example dropped): an empty table with the columns
             empty = TokenSeqs(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(1, np.int64))
             write((pack(empty, max_length, seed)[0] if packing else unpacked(empty)).data.table)
     total.packing_efficiency = total.tokens / max(1, total.rows * max_length)
     return total, labels
 
 
-def _label_codes(load: Load, value: str | list[str], key: str, column: str) -> tuple[np.ndarray, list[str]]:
-    """(per record: index of its label name, the names in first-seen order), one pass over ``value``."""
-    names: dict[str, int] = {}
-    codes = array("i")
+def _label_codes(load: Load, value: str | list[str], key: str, column: str) -> tuple[np.ndarray, dict[str, str]]:
+    """(per record: the index of its label name among the second's, {label name: where it first appears} in
+    first-seen order), one pass over ``value``."""
+    codes, index, first = array("i"), {}, {}
     for part in load(value, key):
-        codes.extend(names.setdefault(label_name(v), len(names)) for v in part.columns[column])
-    return np.frombuffer(codes, dtype=np.int32) if len(codes) else np.zeros(0, np.int32), list(names)
-
-
-def _first_places(parts: Iterable[Records], column: str, wanted: set[str]) -> dict[str, str]:
-    """name -> where it first appears, for the label names in ``wanted`` (the error path only)."""
-    found: dict[str, str] = {}
-    for part in parts:
         for i, v in enumerate(part.columns[column]):
             name = label_name(v)
-            if name in wanted and name not in found:
-                found[name] = part.where(i)
-    return {n: found[n] for n in sorted(found, key=list(found).index)}
+            if name not in index:
+                index[name], first[name] = len(index), part.where(i)
+            codes.append(index[name])
+    return np.frombuffer(codes, dtype=np.int32) if len(codes) else np.zeros(0, np.int32), first
 
 
 def _plan(recipe: Recipe, load: Load, label: str | None
           ) -> tuple[np.ndarray | None, np.ndarray | None, dict[int, str] | None]:
-    """(train records mask, eval records mask (None: eval from its own source, or none), id2label)."""
+    """(train records mask, eval records mask (None: eval from its own source, or none), id2label). An eval
+    label training never has is an error naming where it first appears: every record with it is an eval one."""
     d = recipe.data
-    train_mask = eval_mask = None
-    if label is None and not isinstance(d.eval, float):
+    fraction = isinstance(d.eval, float)
+    if label is None and not fraction:
         return None, None, None
     if label is not None:
-        codes, names = _label_codes(load, d.train, "data.train", label)
+        codes, first = _label_codes(load, d.train, "data.train", label)
         n = len(codes)
     else:
-        codes, names, n = None, [], sum(len(part) for part in load(d.train, "data.train"))
-    if isinstance(d.eval, float):
+        n = sum(len(part) for part in load(d.train, "data.train"))
+    train_mask = eval_mask = None
+    if fraction:
         tr, ev = split_fraction(n, d.eval, recipe.train.seed)
         train_mask, eval_mask = np.zeros(n, bool), np.zeros(n, bool)
         train_mask[tr], eval_mask[ev] = True, True
-    if label is None or codes is None:
+    if label is None:
         return train_mask, eval_mask, None
+    names = list(first)
     train_codes = codes if train_mask is None else codes[train_mask]
     id2label = label_ids_of({names[c] for c in np.unique(train_codes)}, label, recipe.model.num_labels)
-    known = set(id2label.values())
-    if isinstance(d.eval, float):
-        eval_names = {names[c] for c in np.unique(codes[eval_mask])}
-        parts: Callable[[], Iterable[Records]] = lambda: _select(load(d.train, "data.train"), eval_mask)  # noqa: E731
-    elif d.eval is not None:
-        eval_codes, enames = _label_codes(load, d.eval, "data.eval", label)
-        eval_names = {enames[c] for c in np.unique(eval_codes)}
-        parts = lambda: load(d.eval, "data.eval")  # noqa: E731
-    else:
-        eval_names = set()
-    if eval_names - known:
-        raise unseen_labels_error(_first_places(parts(), label, eval_names - known), id2label)
+    eval_codes = codes[eval_mask] if fraction else codes[:0]  # none without an eval split
+    if isinstance(d.eval, (str, list)):  # from its own source
+        eval_codes, first = _label_codes(load, d.eval, "data.eval", label)
+        names = list(first)
+    unseen = {names[c] for c in np.unique(eval_codes)} - set(id2label.values())
+    if unseen:
+        raise unseen_labels_error({name: where for name, where in first.items() if name in unseen}, id2label)
     return train_mask, eval_mask, id2label
 
 
@@ -237,7 +189,6 @@ def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, s
                              text_fields=[*template.required, *template.optional], column_map=d.column_map,
                              purpose=f"template '{template.name}'", max_record_bytes=d.max_record_bytes)
         label = None
-        packing = d.packing
     else:
         if d.packing:
             raise RecipeError("data.packing applies to the causal tasks (instruct, fim), not to classify",
@@ -245,33 +196,28 @@ def build_records_prepared(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, s
         fields = [d.text_column, *([d.text_pair_column] if d.text_pair_column else [])]
         load = partial(iter_records, required=[*fields, d.label_column], text_fields=fields,
                        column_map=d.column_map, purpose="task classify", max_record_bytes=d.max_record_bytes)
-        label, template, packing = d.label_column, None, False
-    was = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # one bar per chunk would be noise; ours counts records
-    try:
+        label, template = d.label_column, None
+    with quiet_datasets():  # one bar per chunk would be noise; ours counts records
         train_mask, eval_mask, id2label = _plan(recipe, load, label)
-        settings = _Job(recipe.task, tokenizer, d.max_length, template=template, train_on_prompt=d.train_on_prompt,
-                   text=d.text_column, pair=d.text_pair_column, label=d.label_column, id2label=id2label,
-                   side=d.truncation_side)
+        encode = (partial(tokenize_instruct, template=template, tokenizer=tokenizer, max_length=d.max_length,
+                          train_on_prompt=d.train_on_prompt) if label is None else
+                  partial(tokenize_classify, tokenizer=tokenizer, text=d.text_column, pair=d.text_pair_column,
+                          label=label, id2label=id2label, max_length=d.max_length, side=d.truncation_side))
         splits: list[tuple[str, Iterable[Records]]] = [("train", _select(load(d.train, "data.train"), train_mask))]
         if eval_mask is not None:
             splits.append(("eval", _select(load(d.train, "data.train"), eval_mask)))
         elif d.eval is not None:
             splits.append(("eval", load(d.eval, "data.eval")))
         for name, parts in splits:
-            with workers(d.num_proc, settings) as run:
-                split, counts = _write_split(run(_encode, parts), staging, name, packing=packing,
+            with workers(d.num_proc, encode) as run:
+                split, counts = _write_split(run(_encode, parts), staging, name, packing=d.packing,
                                              max_length=d.max_length, seed=recipe.train.seed,
                                              advance=progress.task(f"tokenize {name}"))
             class_counts = {n: counts.get(n, 0) for n in id2label.values()} if id2label is not None else None
             if name == "train":
-                for field, value in split.to_dict().items():
-                    setattr(stats, field, value)
+                vars(stats).update(vars(split))  # the train split's counts at the top level
                 stats.class_counts = class_counts
             else:
                 stats.eval, stats.eval_class_counts = split, class_counts
-    finally:
-        if was:
-            datasets.enable_progress_bars()
     return stats, id2label
 

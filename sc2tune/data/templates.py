@@ -64,17 +64,13 @@ class Template:
         extra = _fields(self.prompt_input, self.source) if self.prompt_input else []
         return [f for f in extra if f not in self.required]
 
-    def uses_input(self, record: dict[str, Any]) -> bool:
-        """True when the record is rendered with ``prompt_input`` (its input field is a non-empty string)."""
-        if self.prompt_input is None or self.input_field is None:
-            return False
-        value = record.get(self.input_field)
-        return isinstance(value, str) and value != ""
-
     def render_prompt(self, record: dict[str, Any]) -> str:
-        """The prompt text (everything before the response)."""
-        fmt = self.prompt_input if self.uses_input(record) else self.prompt_no_input
-        return fmt.format_map(record)
+        """The prompt text (everything before the response): ``prompt_input`` when the record's input field is a
+        non-empty string, else ``prompt_no_input``."""
+        value = record.get(self.input_field) if self.input_field is not None else None
+        if self.prompt_input is not None and isinstance(value, str) and value != "":
+            return self.prompt_input.format_map(record)
+        return self.prompt_no_input.format_map(record)
 
     def render_response(self, record: dict[str, Any]) -> str:
         """The response text (without the end token)."""

@@ -239,7 +239,7 @@ def test_an_edit_to_one_file_rebuilds_only_its_chunk_with_the_rows_of_a_fresh_bu
 def test_a_hub_revision_in_the_recipe_reaches_the_loader(monkeypatch):
     import datasets
 
-    from sc2tune.data.sources import load_records
+    from sc2tune.data.sources import iter_records
 
     seen = {}
 
@@ -248,9 +248,9 @@ def test_a_hub_revision_in_the_recipe_reaches_the_loader(monkeypatch):
         return datasets.Dataset.from_dict({"text": ["x = 1\n"]})
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
-    records = load_records("hub:owner/name:test@v1", "data.train", required=["text"], text_fields=["text"])
+    parts = list(iter_records("hub:owner/name:test@v1", "data.train", required=["text"], text_fields=["text"]))
     assert seen == {"path": "owner/name", "split": "test", "revision": "v1"}
-    assert records.columns["text"] == ["x = 1\n"]
+    assert [part.columns["text"] for part in parts] == [["x = 1\n"]]
 
 
 def test_a_part_without_a_checksum_or_outside_the_cache_is_refused(tmp_path):
