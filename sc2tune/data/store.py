@@ -132,7 +132,7 @@ def read_meta(folder: Path) -> dict[str, Any]:
     """meta.json of a prepared folder (or chunk), its own checksum checked."""
     try:
         meta = json.loads((folder / META).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8, or not JSON
         raise DataError(f"{folder / META}: unreadable prepared data ({err})",
                         hint=f"delete {folder} to have it rebuilt") from None
     if not isinstance(meta, dict):

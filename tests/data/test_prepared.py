@@ -200,6 +200,19 @@ def test_a_folder_without_meta_is_never_read(tmp_path):
     assert not hit and json.loads((folder / "meta.json").read_text())["fresh"] is True
 
 
+@pytest.mark.parametrize("damage", [b"\xff\xfe not utf-8", b"{not json", b"[1, 2]"])
+def test_a_damaged_meta_is_a_clear_error_naming_it(tmp_path, tokenizer, damage):
+    from sc2tune.errors import UserError
+
+    recipe = _recipe(tmp_path, eval=None)
+    build_datasets(recipe, tokenizer, show_progress=False)
+    meta = _prepared(tmp_path)[0] / "meta.json"
+    meta.write_bytes(damage)
+    with pytest.raises(UserError) as caught:
+        build_datasets(recipe, tokenizer, show_progress=False)
+    assert str(meta) in str(caught.value) and "unreadable prepared data" in str(caught.value)
+
+
 def test_resume_reads_the_prepared_data_it_started_with(tmp_path, tokenizer, caplog):
     import logging
 
