@@ -12,11 +12,10 @@ The reference for "correct" is the test's own arithmetic (``add(2, 3) == 5``).
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -24,32 +23,63 @@ import pytest
 import sc2tune.evaluation.sandbox as sandbox
 from sc2tune.evaluation.codeeval import evaluate_code
 from sc2tune.evaluation.problems import Problem, Sample
-from sc2tune.evaluation.sandbox import JudgeJob, JudgePool, SandboxLimits
+from sc2tune.evaluation.sandbox import SandboxLimits
 
 LIMITS = SandboxLimits(timeout=5.0, memory_mb=512, max_processes=24)
-JOB = JudgeJob(context="def add(a, b):\n    return a + b\n", test="def check(candidate):\n    assert candidate(2, 3) == 5\n",
-               entry_point="add")
-CORRECT = "def add(a, b):\n    return a + b\n"
 SOURCES = ("_launcher.py", "_judge.py", "_candidate.py", "_wire.py")
 
 
-def _package_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the evaluation package that the sandbox is pointed at (where it used to read its code)."""
-    copy = tmp_path / "site" / "sc2tune" / "evaluation"
-    shutil.copytree(Path(sandbox.__file__).parent, copy)
-    monkeypatch.setattr(sandbox, "_LAUNCHER", copy / "_launcher.py", raising=False)
-    return copy
+_IN_COPY = """
+import sys, threading, time
+from pathlib import Path
+import sc2tune.evaluation.sandbox as sandbox
+from sc2tune.evaluation.codeeval import evaluate_code
+from sc2tune.evaluation.problems import Problem, Sample
+from sc2tune.evaluation.sandbox import SandboxLimits
+here = Path(sandbox.__file__).parent
+assert str(here).startswith(sys.argv[1]), here  # the copy's code, whose files are rewritten below
+emptied, samples, rewrite = sys.argv[2].split(","), int(sys.argv[3]), sys.argv[4] == "rewrite"
+texts = {name: (here / name).read_text() for name in emptied}
+for name in emptied:  # the moment a checkout has recreated the file and not yet written it
+    (here / name).write_text("")
+stop = threading.Event()
+
+def rewriter():
+    while not stop.is_set():
+        for name, text in texts.items():
+            (here / name).write_text(text)
+            time.sleep(0.002)
+            (here / name).write_text("")
+        time.sleep(0.05)
+
+if rewrite:
+    threading.Thread(target=rewriter, daemon=True).start()
+problem = Problem("add", "def add(a, b):\\n", "def check(candidate):\\n    assert candidate(2, 3) == 5\\n", "add")
+result = evaluate_code({"add": problem}, [Sample("add", "    return a + b\\n")] * samples, ks=[1],
+                       limits=SandboxLimits(timeout=5.0, memory_mb=512, max_processes=24), workers=4,
+                       show_progress=False)
+stop.set()
+print(sum(s.status == "passed" and s.attempts == 1 for s in result.samples))
+"""
+
+
+def _judged_in_a_copy(tmp_path: Path, emptied: tuple[str, ...], samples: int, *, rewrite: bool) -> int:
+    """Samples passed at the first attempt by a process that imported a COPY of the package (where the
+    sandbox used to read its code at each run) and then emptied ``emptied`` in it, and, with ``rewrite``,
+    kept rewriting them (whole, then empty) while judging, as a checkout of the tree would."""
+    site = tmp_path / "site"
+    shutil.copytree(Path(sandbox.__file__).parents[1], site / "sc2tune",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([sys.executable, "-c", _IN_COPY, str(site), ",".join(emptied), str(samples),
+                           "rewrite" if rewrite else "once"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(site)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return int(done.stdout.split()[-1])
 
 
 @pytest.mark.parametrize("emptied", [("_judge.py",), SOURCES], ids=["judge", "all"])
-def test_a_tree_rewritten_during_the_run_does_not_lose_the_verdict(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, emptied: tuple[str, ...]) -> None:
-    copy = _package_copy(tmp_path, monkeypatch)
-    for name in emptied:  # the moment a checkout has recreated the file and not yet written it
-        (copy / name).write_text("")
-    with JudgePool(LIMITS) as pool:
-        result = pool.run_judged(CORRECT, JOB)
-    assert (result.status, result.reason) == ("passed", ""), result
+def test_a_tree_rewritten_during_the_run_does_not_lose_the_verdict(tmp_path: Path, emptied: tuple[str, ...]) -> None:
+    assert _judged_in_a_copy(tmp_path, emptied, 2, rewrite=False) == 2
 
 
 def test_a_lost_verdict_is_judged_again_and_never_scored_failed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,34 +104,13 @@ def test_a_lost_verdict_is_judged_again_and_never_scored_failed(monkeypatch: pyt
 
 
 @pytest.mark.slow
-def test_no_verdict_is_lost_under_load_while_the_tree_is_rewritten(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_verdict_is_lost_under_load_while_the_tree_is_rewritten(tmp_path: Path) -> None:
     """Stress: 400 trivial samples, 4 workers, a busy-loop process competing for the CPU, and a thread
     that keeps rewriting the package copy's sources (empty, then whole again) as a checkout would."""
-    copy = _package_copy(tmp_path, monkeypatch)
-    texts = {name: (copy / name).read_text() for name in SOURCES}
-    stop = threading.Event()
-
-    def rewrite() -> None:
-        while not stop.is_set():
-            for name, text in texts.items():
-                (copy / name).write_text("")
-                time.sleep(0.002)
-                (copy / name).write_text(text)
-            time.sleep(0.05)
-
-    problem = Problem("add", "def add(a, b):\n", "def check(candidate):\n    assert candidate(2, 3) == 5\n", "add")
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    writer = threading.Thread(target=rewrite, daemon=True)
-    writer.start()
     try:
-        result = evaluate_code({"add": problem}, [Sample("add", "    return a + b\n")] * 400, ks=[1],
-                               limits=LIMITS, workers=4, show_progress=False)
+        passed = _judged_in_a_copy(tmp_path, SOURCES, 400, rewrite=True)
     finally:
-        stop.set()
-        writer.join()
         busy.kill()
         busy.wait()
-    bad = [s for s in result.samples if s.status != "passed"]
-    assert not bad, f"{len(bad)} of 400 not passed, e.g. {bad[:3]}"
-    assert all(s.attempts == 1 for s in result.samples)
+    assert passed == 400, f"{400 - passed} of 400 not passed at the first attempt"
