@@ -102,9 +102,6 @@ class VerifyReport(Agreement):
             lines.append(f"  against the file's own weights: {self.engine_note}")
         return "\n".join(lines)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def _gap(logits: Any) -> float:
     """Top-2 gap of a logit row."""

@@ -59,10 +59,6 @@ class LoraFactors:
     fan_in_fan_out: bool = False
     magnitude: torch.Tensor | None = None  # DoRA's m, one value per output feature
 
-    def delta(self) -> torch.Tensor:
-        """``scale * B @ A`` in float32, laid out like the module's weight."""
-        return self.add_to(torch.zeros(self.weight_shape, dtype=torch.float32))
-
     @property
     def transposed(self) -> bool:
         """True when the weight is laid out ``[in, out]`` (embeddings ``[num_embeddings, dim]``, Conv1D)."""

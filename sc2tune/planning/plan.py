@@ -24,7 +24,7 @@ one GPU or data parallel; FSDP full sharding over N GPUs is :mod:`sc2tune.planni
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from sc2tune.configs import model_layout
 from sc2tune.planning.activations import (
@@ -37,9 +37,6 @@ from sc2tune.planning.structure import adapter_shape, block_spec, resolve_target
 from sc2tune.planning.weights import DTYPE_BYTES, LoadMode, weight_breakdown
 from sc2tune.recipe import Recipe, recipe_from_dict
 from sc2tune.sizes import parse_size
-
-if TYPE_CHECKING:
-    import torch
 
 GiB = 1024**3
 FRAMEWORK_OVERHEAD = int(0.75 * GiB)
@@ -123,13 +120,6 @@ def model_dtype_name(recipe: Recipe, device: Device = "cuda") -> str:
     if recipe.model.dtype == "auto" and device == "cpu":
         return "float32"
     return _DTYPES[recipe.model.dtype]
-
-
-def model_dtype(recipe: Recipe, device: Device = "cuda") -> torch.dtype:
-    """:func:`model_dtype_name` as a ``torch.dtype`` (imports torch)."""
-    import torch
-
-    return getattr(torch, model_dtype_name(recipe, device))
 
 
 def load_mode(recipe: Recipe, device: Device = "cuda") -> LoadMode:

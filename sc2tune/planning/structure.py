@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sc2tune.architectures import ModelLayout, ModuleEntry, layout_of_model
+from sc2tune.architectures import ModelLayout, layout_of_model
 from sc2tune.errors import RecipeError
 from sc2tune.planning.activations import BlockSpec, LinearSpec
 
@@ -42,11 +42,6 @@ def decoder_layers(model: ModelLayout | nn.Module) -> tuple[str, int]:
     if layout.layers is None:
         raise RecipeError(f"cannot find the decoder layers of {layout.class_name}")
     return layout.layers, layout.num_layers
-
-
-def linear_modules(model: ModelLayout | nn.Module) -> dict[str, ModuleEntry]:
-    """Every linear layer (``nn.Linear`` and subclasses, ``Conv1D``) by full name."""
-    return as_layout(model).linears()
 
 
 def _matches(name: str, key: str) -> bool:
