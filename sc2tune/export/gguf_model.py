@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -176,9 +177,7 @@ def plan_tensors(weights: Weights, arch: Any, dtype: WriterDtype) -> list[Tensor
         if tied and new == "output.weight":
             continue  # tied: llama.cpp uses token_embd as the output (the converter writes no output.weight)
         qtype = tensor_type(new, shape, dtype)
-        nbytes = 1
-        for dim in gguf.quant_shape_to_byte_shape(shape, qtype):
-            nbytes *= int(dim)
+        nbytes = math.prod(int(dim) for dim in gguf.quant_shape_to_byte_shape(shape, qtype))
         plans.append(TensorPlan(hf_name, new, tuple(shape), qtype, nbytes))
     return plans
 
@@ -192,42 +191,27 @@ def convert(tensor: torch.Tensor, qtype: Any) -> np.ndarray:
     return quants.quantize(array, qtype)
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for dim in shape:
-        n *= dim
-    return n
-
-
+@quiet_gguf()
 def write_model(weights: Weights, file: Path, dtype: WriterDtype, *, name: str, vocab: GgufVocab,
-                chat_template: str | None, extra: Callable[[GGUFWriter], None] | None = None) -> int:
+                chat_template: str | None) -> int:
     """Write the GGUF model file ``file`` (not atomic: the caller writes a staging path); returns its tensor
     count."""
-    arch = architecture(weights.config)
-    plans = plan_tensors(weights, arch, dtype)
-    with quiet_gguf():
-        return _write(weights, file, dtype, arch, plans, name, vocab, chat_template, extra)
-
-
-def _write(weights: Weights, file: Path, dtype: WriterDtype, arch: Any, plans: list[TensorPlan], name: str,
-           vocab: GgufVocab, chat_template: str | None, extra: Callable[[GGUFWriter], None] | None) -> int:
     import gguf
     import numpy as np
 
+    from sc2tune.export.gguf_tokenizer import write_vocab
+
+    arch = architecture(weights.config)
+    plans = plan_tensors(weights, arch, dtype)
     by_name = {p.hf_name: p for p in plans}
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[arch])
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
-    params = sum(_numel(p.shape) for p in plans)
-    writer.add_size_label(gguf.size_label(params, 0, 0, 0))
+    writer.add_size_label(gguf.size_label(sum(math.prod(p.shape) for p in plans), 0, 0, 0))
     write_hparams(writer, weights.config, arch)
     writer.add_file_type(file_type(dtype))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    from sc2tune.export.gguf_tokenizer import write_vocab
-
     write_vocab(writer, vocab, chat_template=chat_template)
-    if extra is not None:
-        extra(writer)
     for p in plans:
         writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
     writer.write_header_to_file(path=file)
