@@ -12,7 +12,7 @@ from typing import Any
 
 from sc2tune.configs import model_layout
 from sc2tune.planning.plan import FIT_FRACTION, Device, MemoryPlan, model_dtype_name
-from sc2tune.planning.sharding import ShardedMemory, buffer_bytes, fsdp_memory, gathered_bytes
+from sc2tune.planning.sharding import ShardedMemory, fsdp_memory, gathered_bytes
 from sc2tune.planning.structure import adapter_shape, block_spec, resolve_targets
 from sc2tune.planning.throughput import DEFAULT_MFU, GpuSpec, TimeEstimate, estimate_time, training_flops
 from sc2tune.planning.weights import DTYPE_BYTES
@@ -46,7 +46,7 @@ def plan_cluster(recipe: Recipe, plan: MemoryPlan, *, gpus: int, gpu: GpuSpec, t
                          head=spec.head, num_labels=spec.num_labels or 2)
     dtype_bytes = DTYPE_BYTES[model_dtype_name(recipe, device)]
     memory = gpu.memory_gib * GiB
-    fsdp = fsdp_memory(plan, gpus, gathered=gathered_bytes(model, dtype_bytes), buffers=buffer_bytes(model),
+    fsdp = fsdp_memory(plan, gpus, gathered=gathered_bytes(model, dtype_bytes), buffers=model.buffer_bytes(),
                        gpu_memory=memory)
     time = None
     if tokens_per_epoch is not None:

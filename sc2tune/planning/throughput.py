@@ -26,14 +26,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sc2tune.architectures import ModelLayout
 from sc2tune.errors import UserError
-from sc2tune.planning.structure import as_layout, decoder_layers
-
-if TYPE_CHECKING:
-    from torch import nn
+from sc2tune.planning.structure import decoder_layers
 
 GiB = 1024**3
 
@@ -96,9 +93,8 @@ class FlopCount:
     formula: str
 
 
-def matmul_params(model: ModelLayout | nn.Module) -> int:
+def matmul_params(layout: ModelLayout) -> int:
     """N: the elements of every linear weight (``nn.Linear``, ``Conv1D``), the output layer's included once."""
-    layout = as_layout(model)
     seen: set[str] = set()
     total = 0
     for module in layout.modules:
@@ -118,10 +114,9 @@ def attention_flops(*, layers: int, length: int, q_width: int) -> int:
     return 2 * layers * length * q_width
 
 
-def training_flops(model: ModelLayout | nn.Module, *, method: str, lora_params: int, length: int, q_width: int,
+def training_flops(layout: ModelLayout, *, method: str, lora_params: int, length: int, q_width: int,
                    gradient_checkpointing: bool) -> FlopCount:
     """FLOPs per trained token for ``method`` (lora | qlora | full); see the module docstring."""
-    layout = as_layout(model)
     n = matmul_params(layout)
     layers = decoder_layers(layout)[1]
     a = attention_flops(layers=layers, length=length, q_width=q_width)

@@ -26,11 +26,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from sc2tune.architectures import ModelLayout, layout_of_model
+from sc2tune.architectures import ModelLayout
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
 LoadMode = Literal["fp32", "bf16", "fp16", "int8", "nf4", "fp4"]
 
@@ -86,10 +85,9 @@ def nf4_state_bytes(numel: int, *, double_quant: bool) -> int:
     return 4 * blocks + CODE_4BIT_BYTES
 
 
-def default_skip_modules(model: ModelLayout | nn.Module) -> list[str]:
+def default_skip_modules(layout: ModelLayout) -> list[str]:
     """Modules transformers keeps unquantised when no skip list is given (output head, tied weights, last
     parameter: ``get_keys_to_not_convert``)."""
-    layout = model if isinstance(model, ModelLayout) else layout_of_model(model)
     if layout.default_skip is None:
         raise TypeError(f"{layout.class_name} is not a transformers model: give skip_modules")
     return list(layout.default_skip)
@@ -106,7 +104,7 @@ def _converted(name: str, skip: list[str]) -> bool:
 
 
 def weight_breakdown(
-    model: ModelLayout | nn.Module,
+    layout: ModelLayout,
     mode: LoadMode,
     *,
     dtype: str | torch.dtype = "bfloat16",
@@ -114,14 +112,13 @@ def weight_breakdown(
     double_quant: bool = True,
     upcast_unquantized: bool = False,
 ) -> WeightBreakdown:
-    """Count the weight bytes of ``model`` (a meta model) loaded in ``mode``.
+    """Count the weight bytes of the model laid out as ``layout`` loaded in ``mode``.
 
     ``dtype`` is the dtype of everything left unquantised in int8/4-bit modes (16/32-bit modes use their
     own). ``skip_modules`` follows ``llm_int8_skip_modules``: None = transformers' defaults.
     ``upcast_unquantized`` counts unquantised 16-bit parameters as fp32, which is what PEFT's
     ``prepare_model_for_kbit_training`` does to them before QLoRA training.
     """
-    layout = model if isinstance(model, ModelLayout) else layout_of_model(model)
     quantized_mode = mode in ("int8", "nf4", "fp4")
     base_dtype = dtype_name(dtype) if quantized_mode else _DTYPE_OF_MODE[mode]
     keep_fp32 = list(layout.keep_in_fp32)
