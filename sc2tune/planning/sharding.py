@@ -19,8 +19,7 @@ Communication buffers beyond the gathered units are not modelled.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from sc2tune.architectures import ModelLayout
 from sc2tune.planning.plan import FIT_FRACTION, MemoryPlan
@@ -45,9 +44,6 @@ class ShardedMemory:
     total: int
     gpu_memory: int | None = None
     fits: bool | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def gathered_bytes(layout: ModelLayout, dtype_bytes: int) -> int:

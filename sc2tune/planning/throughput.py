@@ -25,14 +25,11 @@ A100 at a few thousand tokens per micro-batch, less with small micro-batches, QL
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from sc2tune.architectures import ModelLayout
 from sc2tune.errors import UserError
 from sc2tune.planning.structure import decoder_layers
-
-GiB = 1024**3
 
 #: Assumed model FLOPs utilisation when none is given.
 DEFAULT_MFU = 0.4
@@ -151,9 +148,6 @@ class TimeEstimate:
     def implied_mfu(self, hours: float) -> float:
         """The utilisation at which the whole run takes ``hours`` (to compare with a reported time)."""
         return self.mfu * self.hours_total / hours
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def estimate_time(flops: FlopCount, *, tokens_per_epoch: int, epochs: float, gpus: int, gpu: GpuSpec,
