@@ -110,8 +110,14 @@ class BlockSpec:
     linears: tuple[LinearSpec, ...]
 
 
-def _short(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
+def _new_input(lin: LinearSpec, counted: set[frozenset[str]]) -> bool:
+    """False when ``lin`` reads the same input as a linear of its :data:`SHARED_INPUT_GROUPS` already counted."""
+    group = next((g for g in SHARED_INPUT_GROUPS if lin.name.rsplit(".", 1)[-1] in g), None)
+    if group in counted:
+        return False
+    if group is not None:
+        counted.add(group)
+    return True
 
 
 def layer_saved_bytes(block: BlockSpec, *, batch: int, length: int, r: int, lora_dropout: float,
@@ -130,7 +136,7 @@ def layer_saved_bytes(block: BlockSpec, *, batch: int, length: int, r: int, lora
     mlp = (3 if block.gated_mlp else 1) * s * f * e
     dropout = block.residual_dropouts * s * h * m
     lora = 0
-    shared_done: set[frozenset[str]] = set()
+    lora_inputs: set[frozenset[str]] = set()
     for lin in block.linears:
         if not lin.lora:
             continue
@@ -139,24 +145,10 @@ def layer_saved_bytes(block: BlockSpec, *, batch: int, length: int, r: int, lora
             lora += s * lin.out_features * (e + e_lora)
         if lora_dropout > 0:
             lora += s * lin.in_features * (e_lora + m)
-            continue
-        group = next((g for g in SHARED_INPUT_GROUPS if _short(lin.name) in g), None)
-        if not setup.lora_input_cast and group is not None:
-            if group in shared_done:
-                continue
-            shared_done.add(group)
-        lora += s * lin.in_features * e_lora
-    full = 0
-    full_done: set[frozenset[str]] = set()
-    for lin in block.linears:
-        if not lin.trained:
-            continue
-        group = next((g for g in SHARED_INPUT_GROUPS if _short(lin.name) in g), None)
-        if group is not None:
-            if group in full_done:
-                continue
-            full_done.add(group)
-        full += s * lin.in_features * e
+        elif setup.lora_input_cast or _new_input(lin, lora_inputs):
+            lora += s * lin.in_features * e_lora
+    full_inputs: set[frozenset[str]] = set()
+    full = sum(s * lin.in_features * e for lin in block.linears if lin.trained and _new_input(lin, full_inputs))
     return {"norms": norms, "attention": attn, "mlp": mlp, "dropout": dropout, "lora": lora, "full": full}
 
 
