@@ -132,17 +132,13 @@ def load_mode(recipe: Recipe, device: Device = "cuda") -> LoadMode:
     return quant.quant_type  # type: ignore[return-value]
 
 
-def _chunked_loss_applies(model_type: str) -> bool:
-    from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES
-
-    return model_type in CHUNKED_LOSS_ARCHITECTURES
-
-
 def plan_device(recipe: Recipe, gpu_memory: int | str | None = None, *, device: Device = "cuda") -> MemoryPlan:
     """Predict the per-device training memory of ``recipe``; with ``gpu_memory``, whether it fits.
 
     Ways to make it fit are added above this module (:func:`sc2tune.planning.recipe_plan.plan_recipe`), since
     finding them plans modified recipes with this function."""
+    from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES
+
     spec, adapter, train, data = recipe.model, recipe.adapter, recipe.train, recipe.data
     dtype = model_dtype_name(recipe, device)
     classify = spec.head == "sequence-classification"
@@ -209,7 +205,7 @@ def plan_device(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
         loss_full = full_logits_loss_bytes(tokens=tokens, vocab=vocab, setup=setup)
         loss_chunk = chunked_loss_bytes(trained=tokens, hidden=block.hidden, vocab=vocab,
                                         chunk=train.loss_chunk_size, setup=setup)
-        if train.loss_impl == "chunked" and _chunked_loss_applies(model.model_type):
+        if train.loss_impl == "chunked" and model.model_type in CHUNKED_LOSS_ARCHITECTURES:
             loss = loss_chunk
             loss_note = (f"chunked, {train.loss_chunk_size} positions at a time; full logits would take "
                          f"{loss_full / GiB:.2f} GiB")
@@ -232,14 +228,13 @@ def plan_device(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
 
     gpu = parse_size(gpu_memory, what="--gpu-memory") if isinstance(gpu_memory, str) else gpu_memory
     fits = None if gpu is None else total <= FIT_FRACTION * gpu
-    plan = MemoryPlan(
+    return MemoryPlan(
         model=spec.name_or_path, device=device, method=adapter.method, load_mode=mode, batch_size=batch,
         grad_accum=train.grad_accum, max_length=length, gradient_checkpointing=ckpt, components=tuple(comps),
         total_bytes=total, activations_no_checkpointing=acts.saved(False), activations_checkpointing=acts.saved(True),
         loss_chunked=loss_chunk, loss_full_logits=loss_full, weights_footprint=weights.footprint_bytes,
         trainable_params=trainable, gpu_memory=gpu, fits=fits,
     )
-    return plan
 
 
 def modified(recipe: Recipe, overrides: tuple[str, ...]) -> Recipe:

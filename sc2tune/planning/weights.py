@@ -44,11 +44,6 @@ _DTYPE_OF_MODE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
-def dtype_name(dtype: str | torch.dtype) -> str:
-    """``torch.bfloat16`` or ``"bfloat16"`` -> ``"bfloat16"``."""
-    return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
-
-
 @dataclass(frozen=True)
 class WeightBreakdown:
     """Weight memory of one model in one load mode (bytes, and parameter counts)."""
@@ -120,7 +115,7 @@ def weight_breakdown(
     ``prepare_model_for_kbit_training`` does to them before QLoRA training.
     """
     quantized_mode = mode in ("int8", "nf4", "fp4")
-    base_dtype = dtype_name(dtype) if quantized_mode else _DTYPE_OF_MODE[mode]
+    base_dtype = str(dtype).removeprefix("torch.") if quantized_mode else _DTYPE_OF_MODE[mode]
     keep_fp32 = list(layout.keep_in_fp32)
     skip = default_skip_modules(layout) if skip_modules is None else list(skip_modules)
     skip = skip + keep_fp32
