@@ -88,8 +88,6 @@ def open_checkpoint(source: ModelSource) -> BaseCheckpoint:
     ``starcoder2``) without it is read by transformers' own config class (the folder's code unused and unrun,
     with a warning): the merge then follows transformers' class, not the folder's code.
     """
-    from safetensors import safe_open
-
     path = Path(source.name_or_path)
     config = load_config(source)
     if getattr(config, "quantization_config", None):
@@ -98,6 +96,18 @@ def open_checkpoint(source: ModelSource) -> BaseCheckpoint:
             hint="merging into 4-bit/8-bit weights loses the update; pass --base with the original "
             "16/32-bit checkpoint",
         )
+    tensors = checkpoint_tensors(path)
+    if any(k.endswith((".absmax", ".quant_map", ".SCB")) or "quant_state" in k for k in tensors):
+        raise UserError(f"{path} holds bitsandbytes-quantised weights",
+                        hint="pass --base with the original 16/32-bit checkpoint")
+    return BaseCheckpoint(path, config, tensors, source)
+
+
+def checkpoint_tensors(path: Path) -> dict[str, TensorInfo]:
+    """Every tensor of the safetensors checkpoint folder ``path`` (the shards its index names, or
+    ``model.safetensors``), read from the headers alone."""
+    from safetensors import safe_open
+
     index = path / INDEX_NAME
     if index.is_file():
         try:
@@ -126,10 +136,7 @@ def open_checkpoint(source: ModelSource) -> BaseCheckpoint:
             raise
         except Exception as err:  # truncated header, not a safetensors file
             raise UserError(f"{file}: cannot read the safetensors header ({err})") from None
-    if any(k.endswith((".absmax", ".quant_map", ".SCB")) or "quant_state" in k for k in tensors):
-        raise UserError(f"{path} holds bitsandbytes-quantised weights",
-                        hint="pass --base with the original 16/32-bit checkpoint")
-    return BaseCheckpoint(path, config, tensors, source)
+    return tensors
 
 
 def skeleton(config: PretrainedConfig, *, classifier: bool, trust_remote_code: bool = False) -> Skeleton:

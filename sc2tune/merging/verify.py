@@ -191,16 +191,9 @@ def compare_weights(reference: torch.nn.Module, merged_dir: Path, dtype: torch.d
     """
     from safetensors import safe_open
 
-    from sc2tune.merging.checkpoint import INDEX_NAME, SINGLE_NAME
+    from sc2tune.merging.checkpoint import checkpoint_tensors
 
-    index = merged_dir / INDEX_NAME
-    if index.is_file():
-        import json
-
-        where = {k: merged_dir / f for k, f in json.loads(index.read_text())["weight_map"].items()}
-    else:
-        with safe_open(str(merged_dir / SINGLE_NAME), framework="pt") as handle:
-            where = dict.fromkeys(handle.keys(), merged_dir / SINGLE_NAME)
+    where = {name: info.file for name, info in checkpoint_tensors(merged_dir).items()}
     state = reference.state_dict()
     tied = {}  # a folder with tied embeddings stores the output embedding once, as the input embedding
     out_emb, in_emb = reference.get_output_embeddings(), reference.get_input_embeddings()
