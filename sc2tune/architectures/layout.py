@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +96,12 @@ class ModelLayout:
 
     def buffer_bytes(self) -> int:
         return sum(n * size for _, n, size in self.buffers)
+
+
+def distinct_numel(params: Iterable[tuple[str, Param]]) -> int:
+    """Elements of the tensors among ``params`` ((full name, parameter) pairs), each tensor once: a tied
+    parameter is the tensor it is shared with."""
+    return sum({p.shared_with or name: p.numel for name, p in params}.values())
 
 
 def _kind(module: nn.Module) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sc2tune.architectures import ModelLayout
+from sc2tune.architectures.layout import distinct_numel
 from sc2tune.errors import RecipeError
 from sc2tune.planning.activations import BlockSpec, LinearSpec
 
@@ -70,15 +71,8 @@ def adapter_shape(layout: ModelLayout, targets: tuple[str, ...], *, r: int, dora
     for name in targets:
         out_f, in_f = modules[name].weight_shape()
         lora += r * (in_f + out_f) + (out_f if dora else 0)
-    saved = 0
-    seen: set[str] = set()
-    for name in modules:
-        if any(_matches(name, key) for key in modules_to_save):
-            for full, p in layout.params_under(name):
-                tensor = p.shared_with or full
-                if tensor not in seen:
-                    seen.add(tensor)
-                    saved += p.numel
+    saved = distinct_numel(item for name in modules if any(_matches(name, key) for key in modules_to_save)
+                           for item in layout.params_under(name))
     return AdapterShape(targets, lora, saved)
 
 

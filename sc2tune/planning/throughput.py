@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from sc2tune.architectures import ModelLayout
+from sc2tune.architectures.layout import distinct_numel
 from sc2tune.errors import UserError
 from sc2tune.planning.structure import decoder_layers
 
@@ -92,18 +93,9 @@ class FlopCount:
 
 def matmul_params(layout: ModelLayout) -> int:
     """N: the elements of every linear weight (``nn.Linear``, ``Conv1D``), the output layer's included once."""
-    seen: set[str] = set()
-    total = 0
-    for module in layout.modules:
-        if module.linear or module.name == layout.output_head:  # an output layer that is not a Linear too
-            for p in module.params:
-                if p.name != "weight":
-                    continue
-                tensor = p.shared_with or f"{module.name}.weight"
-                if tensor not in seen:
-                    seen.add(tensor)
-                    total += p.numel
-    return total
+    return distinct_numel((f"{m.name}.weight", p) for m in layout.modules
+                          if m.linear or m.name == layout.output_head  # an output layer that is not a Linear too
+                          for p in m.params if p.name == "weight")
 
 
 def attention_flops(*, layers: int, length: int, q_width: int) -> int:
