@@ -190,7 +190,6 @@ class ActivationEstimate:
     no_checkpointing: int  #: saved in the forward without checkpointing: all layers + final norm
     checkpointing: int  #: saved in the forward with checkpointing: layer inputs + final norm
     workspace: int  #: backward workspace of one layer
-    parts: dict[str, int]  #: one layer's saved bytes by part
 
     def saved(self, gradient_checkpointing: bool) -> int:
         """Bytes kept from the forward for the backward."""
@@ -226,5 +225,4 @@ def estimate_activations(block: BlockSpec, *, layers: int, batch: int, length: i
         checkpointing=layers * layer_input + final_norm,
         workspace=backward_workspace_bytes(block, batch=batch, length=length, setup=setup)
         + (dora_transient_bytes(block, setup=setup) if dora else 0),
-        parts=parts,
     )
