@@ -287,11 +287,12 @@ def verify_lora(path: str | Path, lora_file: str | Path, *, prompts: int = 8, ne
     is exported as F32 into a temporary folder unless ``base_gguf`` is given."""
     if base_gguf is not None:
         return _run(path, Path(base_gguf), Path(lora_file), prompts, new_tokens, trust_remote_code)
-    from sc2tune.export.model_file import export_model_file
+    from sc2tune.export.model_file import write_gguf
+    from sc2tune.export.weights import open_weights
     from sc2tune.runs import read_trained
 
     folder = read_trained(path, trust_remote_code=trust_remote_code)
     with tempfile.TemporaryDirectory(prefix="sc2tune-verify-") as tmp:
-        base = export_model_file(folder.base_dir(), Path(tmp) / "base-f32.gguf", "f32",
-                                 trust_remote_code=trust_remote_code)
+        base = Path(tmp) / "base-f32.gguf"  # a temporary file: written directly, not staged
+        write_gguf(open_weights(folder.base_dir(), trust_remote_code=trust_remote_code), base, "f32")
         return _run(path, base, Path(lora_file), prompts, new_tokens, trust_remote_code)

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from sc2tune.errors import UserError
 from sc2tune.modeling import ModelSource
-from sc2tune.recipe import Recipe
 from sc2tune.runs import TrainedFolder, read_trained, trained_tokenizer
 
 if TYPE_CHECKING:
@@ -41,27 +40,17 @@ class Weights:
     _plan: MergePlan | None = None
     _adapter: Adapter | None = None
 
-    @property
-    def recipe(self) -> Recipe | None:
-        """The run's saved recipe (None for a folder without one)."""
-        return self.folder.recipe
-
     def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Each tensor once, in :attr:`shapes`' order: float32 for a merged one, the checkpoint's dtype else."""
         if self._plan is None:
             for name in self.shapes:
                 yield name, self._ckpt.read(name)
             return
-        from sc2tune.merging.stream import merge_tensor
+        from sc2tune.merging.stream import merged_tensors
 
         assert self._adapter is not None
-        base: torch.Tensor | None = None
-        key: str | None = None
-        for src in self._plan.sources:
-            if src.base_key is not None and src.base_key != key:
-                base, key = self._ckpt.read(src.base_key), src.base_key
-            yield src.out.name, merge_tensor(src, base if src.base_key is not None else None, self._adapter,
-                                             self._plan)
+        for src, _, out in merged_tensors(self._plan, self._adapter, self._ckpt):
+            yield src.out.name, out
 
     def tokenizer(self) -> Any:
         """The tokenizer the model was trained with (saved with the adapter or model, else the base's)."""
