@@ -237,7 +237,7 @@ def _engine(llm: Any, model: Any, file: Path, prompts: list[Any], new_tokens: in
 
     weights = GgufWeights(file)
     types = weights.types()
-    if not weights.rounded:
+    if set(types) <= {"F32"}:  # no tensor rounded: its values are the float32 weights
         return types, None, "every tensor is F32: the trained model's weights, the block above"
     import torch
 
