@@ -57,11 +57,6 @@ def _check_out(out: Path, force: bool) -> None:
         raise UserError(f"--out {out}: folder {out.parent} does not exist", hint="create it first")
 
 
-def _check_dtype(dtype: str) -> None:
-    if dtype not in EXPORT_DTYPES:
-        raise UserError(f"unknown --dtype '{dtype}'", hint=f"choose from {', '.join(EXPORT_DTYPES)}")
-
-
 def export_gguf(path: str | Path, out: str | Path, *, dtype: str = "f16", force: bool = False,
                 trust_remote_code: bool = False) -> Path:
     """Write the model in ``path`` (model, merged, adapter or run folder) as the GGUF file ``out``; returns
@@ -96,7 +91,8 @@ def export(
     start = time.perf_counter()
     if format not in get_args(ExportFormat):
         raise UserError(f"unknown --format '{format}'", hint="choose gguf or gguf-lora")
-    _check_dtype(dtype)
+    if dtype not in EXPORT_DTYPES:
+        raise UserError(f"unknown --dtype '{dtype}'", hint=f"choose from {', '.join(EXPORT_DTYPES)}")
     target = Path(out)
     _check_out(target, force)
     from sc2tune.export.quantize import LLAMA_TYPES, require_serve_extra
@@ -130,14 +126,10 @@ def _write(target: Path, write: Callable[[Path], T]) -> T:
         with staged_file(target) as tmp:
             return write(tmp)
     except OSError as err:
-        _disk_full(err, target)
+        if is_disk_full(err):
+            raise DiskFullError(f"the disk filled up while writing {target} ({err.strerror}); nothing was kept",
+                                hint="free space or pass --out on another disk (a smaller --dtype is smaller)") from None
         raise
-
-
-def _disk_full(err: OSError, target: Path) -> None:
-    if is_disk_full(err):
-        raise DiskFullError(f"the disk filled up while writing {target} ({err.strerror}); nothing was kept",
-                            hint="free space or pass --out on another disk (a smaller --dtype is smaller)") from None
 
 
 def describe_export(result: ExportResult) -> str:
