@@ -163,9 +163,8 @@ def layout_of_model(model: nn.Module) -> ModelLayout:
     if config is not None:
         hidden = int(config_value(config, "hidden_size", "n_embd"))
         heads = int(config_value(config, "num_attention_heads", "n_head"))
-        kv = config_value(config, "num_key_value_heads")
-        if kv is None:
-            kv = 1 if getattr(config, "multi_query", False) else heads
+        no_kv_field = 1 if getattr(config, "multi_query", False) else heads  # GPTBigCode: multi-query or not
+        kv = config_value(config, "num_key_value_heads", default=no_kv_field)
         inter = config_value(config, "intermediate_size", "n_inner")
         extra = dict(
             hidden=hidden, heads=heads, head_dim=int(config_value(config, "head_dim", default=hidden // heads)),
