@@ -44,7 +44,6 @@ FIT_FRACTION = 0.95
 
 Device = Literal["cuda", "cpu"]
 
-_DTYPES = {"auto": "bfloat16", "bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 _MODE_OF_DTYPE = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
@@ -117,9 +116,9 @@ def _optimizer_bytes_per_param(optim: str) -> tuple[int, str]:
 
 def model_dtype_name(recipe: Recipe, device: Device = "cuda") -> str:
     """The dtype the model is loaded in, by name: ``auto`` = bfloat16 on CUDA, float32 on CPU (as modeling does)."""
-    if recipe.model.dtype == "auto" and device == "cpu":
-        return "float32"
-    return _DTYPES[recipe.model.dtype]
+    if recipe.model.dtype == "auto":
+        return "float32" if device == "cpu" else "bfloat16"
+    return recipe.model.dtype
 
 
 def load_mode(recipe: Recipe, device: Device = "cuda") -> LoadMode:

@@ -23,7 +23,6 @@ _GATED_NAMES = {"gate_proj", "w1", "w3", "gate_up_proj"}
 class AdapterShape:
     """The trainable part of a LoRA model."""
 
-    targets: tuple[str, ...]  #: full module names that get a LoRA pair
     lora_params: int  #: r (in + out) per target (+ out with DoRA)
     saved_module_params: int  #: parameters of modules_to_save (trained in full, copied)
 
@@ -73,7 +72,7 @@ def adapter_shape(layout: ModelLayout, targets: tuple[str, ...], *, r: int, dora
         lora += r * (in_f + out_f) + (out_f if dora else 0)
     saved = distinct_numel(item for name in modules if any(_matches(name, key) for key in modules_to_save)
                            for item in layout.params_under(name))
-    return AdapterShape(targets, lora, saved)
+    return AdapterShape(lora, saved)
 
 
 def block_spec(layout: ModelLayout, targets: tuple[str, ...], *, full: bool) -> tuple[BlockSpec, int]:
