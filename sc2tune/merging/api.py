@@ -171,7 +171,7 @@ def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: 
     from sc2tune.merging.quant import BLOCKSIZE
     from sc2tune.merging.stream import stream_merge
     from sc2tune.merging.verify import verify_merge
-    from sc2tune.merging.writer import parse_size
+    from sc2tune.sizes import parse_size
 
     verification = None
     quant = plan.quant

@@ -9,7 +9,6 @@ which modules are Linear layers and whether the output embedding is tied to the 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,27 +17,19 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PretrainedConfig
 
 from sc2tune.errors import UserError
+from sc2tune.merging.writer import DTYPE_NAMES, OutTensor
 from sc2tune.modeling import ModelSource, load_config
-
-log = logging.getLogger(__name__)
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 
-SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+SAFETENSORS_DTYPES: dict[str, torch.dtype] = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 
 
 @dataclass(frozen=True)
-class TensorInfo:
+class TensorInfo(OutTensor):
     """Name, shape, dtype and shard file of one tensor of the base checkpoint."""
 
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
     file: Path
 
 
