@@ -71,14 +71,6 @@ class TensorPlan:
     nbytes: int
 
 
-def _rope(config: PretrainedConfig) -> tuple[float | None, str | None, float | None]:
-    """(rope_theta, rope_type, factor) from transformers' ``rope_parameters`` (or the older fields)."""
-    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    theta = params.get("rope_theta", getattr(config, "rope_theta", None))
-    kind = params.get("rope_type", params.get("type"))
-    return theta, kind, params.get("factor")
-
-
 def architecture(config: PretrainedConfig) -> Any:
     """``gguf.MODEL_ARCH`` of the model, or a UserError naming what llama.cpp cannot run."""
     import gguf
@@ -94,14 +86,6 @@ def architecture(config: PretrainedConfig) -> Any:
         return gguf.MODEL_ARCH.STARCODER
     raise UserError(f"GGUF export supports StarCoder2 and GPTBigCode (StarCoder) models, not '{model_type}'",
                     hint="export a model of those architectures, or convert it with llama.cpp's own converter")
-
-
-def file_type(dtype: WriterDtype) -> Any:
-    """``general.file_type`` of a file written with ``dtype``."""
-    from gguf import LlamaFileType
-
-    return {"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16,
-            "bf16": LlamaFileType.MOSTLY_BF16, "q8_0": LlamaFileType.MOSTLY_Q8_0}[dtype]
 
 
 def write_hparams(writer: GGUFWriter, config: PretrainedConfig, arch: Any) -> None:
@@ -124,7 +108,11 @@ def write_hparams(writer: GGUFWriter, config: PretrainedConfig, arch: Any) -> No
     writer.add_feed_forward_length(int(config.intermediate_size))
     writer.add_head_count(int(config.num_attention_heads))
     writer.add_head_count_kv(int(config_value(config, "num_key_value_heads", default=config.num_attention_heads)))
-    theta, kind, factor = _rope(config)
+    # transformers' rope_parameters, or the older rope_scaling / rope_theta fields
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    theta = rope.get("rope_theta", getattr(config, "rope_theta", None))
+    kind = rope.get("rope_type", rope.get("type"))
+    factor = rope.get("factor")
     if kind not in (None, "default"):
         if kind != "linear" or factor is None:
             raise UserError(f"rope scaling '{kind}' of this model is not one GGUF export handles",
@@ -148,8 +136,7 @@ def tensor_type(name: str, shape: tuple[int, ...], dtype: WriterDtype) -> Any:
     if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight") \
             or name.startswith("position_embd."):
         return GGMLQuantizationType.F32
-    qtype = {"f32": GGMLQuantizationType.F32, "f16": GGMLQuantizationType.F16,
-             "bf16": GGMLQuantizationType.BF16, "q8_0": GGMLQuantizationType.Q8_0}[dtype]
+    qtype = GGMLQuantizationType[dtype.upper()]  # F32, F16, BF16, Q8_0
     block = GGML_QUANT_SIZES[qtype][0]
     if shape[-1] % block:
         log.info("%s: rows of %d values do not split into %s blocks; written as F16", name, shape[-1], qtype.name)
@@ -209,7 +196,9 @@ def write_model(weights: Weights, file: Path, dtype: WriterDtype, *, name: str, 
     writer.add_name(name)
     writer.add_size_label(gguf.size_label(sum(math.prod(p.shape) for p in plans), 0, 0, 0))
     write_hparams(writer, weights.config, arch)
-    writer.add_file_type(file_type(dtype))
+    file_types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                  "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+    writer.add_file_type(file_types[dtype])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     write_vocab(writer, vocab, chat_template=chat_template)
     for p in plans:
