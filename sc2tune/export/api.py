@@ -9,7 +9,6 @@ name and renamed into place when complete (:mod:`sc2tune.atomic`): a failed expo
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from sc2tune.errors import DiskFullError, UserError, is_disk_full
 if TYPE_CHECKING:
     from sc2tune.export.verify import VerifyReport
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ExportFormat = Literal["gguf", "gguf-lora"]
