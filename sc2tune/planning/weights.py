@@ -80,14 +80,6 @@ def nf4_state_bytes(numel: int, *, double_quant: bool) -> int:
     return 4 * blocks + CODE_4BIT_BYTES
 
 
-def default_skip_modules(layout: ModelLayout) -> list[str]:
-    """Modules transformers keeps unquantised when no skip list is given (output head, tied weights, last
-    parameter: ``get_keys_to_not_convert``)."""
-    if layout.default_skip is None:
-        raise TypeError(f"{layout.class_name} is not a transformers model: give skip_modules")
-    return list(layout.default_skip)
-
-
 #: transformers' ``should_convert_module`` boundary: a pattern matches up to a module boundary.
 _BOUNDARY = r"(?:(?<=\.)|(?=\.|$))"
 
@@ -117,8 +109,11 @@ def weight_breakdown(
     quantized_mode = mode in ("int8", "nf4", "fp4")
     base_dtype = str(dtype).removeprefix("torch.") if quantized_mode else _DTYPE_OF_MODE[mode]
     keep_fp32 = list(layout.keep_in_fp32)
-    skip = default_skip_modules(layout) if skip_modules is None else list(skip_modules)
-    skip = skip + keep_fp32
+    if skip_modules is None:  # transformers' defaults (get_keys_to_not_convert): output head, tied weights, ...
+        if layout.default_skip is None:
+            raise TypeError(f"{layout.class_name} is not a transformers model: give skip_modules")
+        skip_modules = list(layout.default_skip)
+    skip = list(skip_modules) + keep_fp32
     q_bytes = u_bytes = state = q_params = u_params = 0
     skipped: list[str] = []
     for module in layout.modules:
