@@ -13,9 +13,9 @@ from sc2tune.export.weights import Weights
 def describe_source(weights: Weights) -> str:
     """The exported model in words (the adapter merged into its base, or the model folder)."""
     folder = weights.folder
-    if weights.merged_adapter is not None:
-        return f"adapter {weights.merged_adapter} merged into {folder.base_name}"
-    return f"model {folder.full_dir or folder.merged_dir or folder.path}"
+    if folder.adapter_dir is not None:  # merged on the fly
+        return f"adapter {folder.adapter_dir} merged into {folder.base_name}"
+    return f"model {folder.trained_dir}"
 
 
 def write_gguf(weights: Weights, file: Path, dtype: str) -> tuple[int, bool]:

@@ -35,7 +35,6 @@ class Weights:
     folder: TrainedFolder
     config: PretrainedConfig  #: the model's config (untied when the merge had to untie the embeddings)
     shapes: dict[str, tuple[int, ...]]  #: name -> shape, in the order :meth:`tensors` yields them
-    merged_adapter: Path | None  #: the adapter merged on the fly, None for a model folder
     _ckpt: BaseCheckpoint
     _plan: MergePlan | None = None
     _adapter: Adapter | None = None
@@ -74,10 +73,9 @@ def open_weights(path: str | Path, *, trust_remote_code: bool = False) -> Weight
                         hint="serve a classifier with transformers (sc2tune classify); export causal-LM runs")
     trust = folder.trust_remote_code
     if folder.adapter_dir is None:
-        model_dir = folder.full_dir or folder.merged_dir or folder.path
-        ckpt = open_checkpoint(ModelSource(str(model_dir), attn=None, trust_remote_code=trust))
+        ckpt = open_checkpoint(ModelSource(str(folder.trained_dir), attn=None, trust_remote_code=trust))
         shapes = {name: info.shape for name, info in ckpt.tensors.items()}
-        return Weights(folder, ckpt.config, shapes, None, ckpt)
+        return Weights(folder, ckpt.config, shapes, ckpt)
     from dataclasses import replace
 
     from sc2tune.merging.adapter import load_adapter
@@ -87,4 +85,4 @@ def open_weights(path: str | Path, *, trust_remote_code: bool = False) -> Weight
     ckpt = open_checkpoint(ModelSource(str(folder.base_dir()), attn=None, trust_remote_code=trust))
     plan = build_plan(adapter, ckpt, dtype=torch.float32, quant=adapter.quant)
     shapes = {s.out.name: s.out.shape for s in plan.sources}
-    return Weights(folder, plan.config, shapes, folder.adapter_dir, ckpt, plan, adapter)
+    return Weights(folder, plan.config, shapes, ckpt, plan, adapter)
