@@ -46,15 +46,6 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _check_out(out: Path, force: bool) -> None:
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder", hint="give the GGUF file's path, e.g. model.gguf")
-    if out.exists() and not force:
-        raise UserError(f"--out {out} exists", hint="choose another file or pass --force to replace it")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {out}: folder {out.parent} does not exist", hint="create it first")
-
-
 def export_gguf(path: str | Path, out: str | Path, *, dtype: str = "f16", force: bool = False,
                 trust_remote_code: bool = False) -> Path:
     """Write the model in ``path`` (model, merged, adapter or run folder) as the GGUF file ``out``; returns
@@ -92,7 +83,12 @@ def export(
     if dtype not in EXPORT_DTYPES:
         raise UserError(f"unknown --dtype '{dtype}'", hint=f"choose from {', '.join(EXPORT_DTYPES)}")
     target = Path(out)
-    _check_out(target, force)
+    if target.is_dir():
+        raise UserError(f"--out {target} is a folder", hint="give the GGUF file's path, e.g. model.gguf")
+    if target.exists() and not force:
+        raise UserError(f"--out {target} exists", hint="choose another file or pass --force to replace it")
+    if not target.parent.is_dir():
+        raise UserError(f"--out {target}: folder {target.parent} does not exist", hint="create it first")
     from sc2tune.export.quantize import LLAMA_TYPES, require_serve_extra
 
     require_serve_extra("gguf", *(["llama_cpp"] if verify or dtype in LLAMA_TYPES else []))
