@@ -89,17 +89,9 @@ def merge(
     import torch
 
     from sc2tune.data.chat_template import recipe_chat_template
+    from sc2tune.merging import output
     from sc2tune.merging.adapter import load_adapter
     from sc2tune.merging.checkpoint import open_checkpoint
-    from sc2tune.merging.output import (
-        check_out_dir,
-        clean_stale,
-        publish,
-        staging_dir,
-        tokenizer_source,
-        write_metadata,
-        write_provenance,
-    )
     from sc2tune.merging.plan import build_plan
     from sc2tune.merging.quant import BLOCKSIZE
     from sc2tune.merging.stream import stream_merge
@@ -122,14 +114,14 @@ def merge(
     ckpt = open_checkpoint(ModelSource(str(base_dir), head=head, attn=None, trust_remote_code=trust_remote_code))
     # the tokenizer the merged folder gets (adapter's, else base's) may name its own code too: refused now,
     # not by write_metadata after hours of streaming
-    tok_dir = tokenizer_source(adapter_path, base_dir)
+    tok_dir = output.tokenizer_source(adapter_path, base_dir)
     if not trust_remote_code and tok_dir is not None and tokenizer_names_own_code(tok_dir):
         raise own_code_refused(tok_dir, file=TOKENIZER_CONFIG)
     out_dtype = getattr(torch, dtype) if dtype else ckpt.dtype
     trained_quant = adapter.quant if qlora is None else (adapter.quant or QuantSpec()) if qlora else None
     quant = None if merge_into == "original" else trained_quant
-    cleaned = clean_stale(out.parent)  # first: a dead merge's set-aside output may be NAME again
-    check_out_dir(out, overwrite=overwrite, inputs=[adapter_path, base_dir])
+    cleaned = output.clean_stale(out.parent)  # first: a dead merge's set-aside output may be NAME again
+    output.check_out_dir(out, overwrite=overwrite, inputs=[adapter_path, base_dir])
     plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=adapter.folder.labels)
     if trained_quant is not None and quant is None:
         plan.notes.append("merged into the original (unquantised) weights, not the 4-bit round trip the adapter "
@@ -144,7 +136,7 @@ def merge(
                             "blocksize": BLOCKSIZE, "dtype": plan.quant_dtype}
     verification = None
     try:  # stream, describe and verify the merge in a staging folder beside ``out``, then publish it
-        with staging_dir(out) as tmp:
+        with output.staging_dir(out) as tmp:
             stats = stream_merge(plan, adapter, ckpt, tmp, shard_bytes=parse_size(shard_size), progress=progress)
             provenance = {
                 "adapter": str(adapter_path.resolve()), "base": base_name, "base_dir": str(ckpt.path),
@@ -152,9 +144,9 @@ def merge(
                 "untied_embeddings": plan.untied, "tensors": stats.tensors, "lora_merged": stats.lora_merged,
                 "changed_tensors": stats.changed, "notes": plan.notes,
             }
-            write_metadata(tmp, plan.config, base=ckpt.source, adapter_dir=adapter_path,
-                           classifier=plan.classifier, provenance=provenance,
-                           chat_template=recipe_chat_template(adapter.recipe))
+            output.write_metadata(tmp, plan.config, base=ckpt.source, adapter_dir=adapter_path,
+                                  classifier=plan.classifier, provenance=provenance,
+                                  chat_template=recipe_chat_template(adapter.recipe))
             if stats.changed == 0:
                 msg = "the merged weights equal the base's: the adapter changes nothing (an untrained " \
                       f"adapter with all-zero lora_B, or an update below {out_dtype} rounding)"
@@ -172,8 +164,8 @@ def merge(
                         "--no-verify to keep the output anyway)",
                     )
                 provenance["verification"] = asdict(verification)
-                write_provenance(tmp, provenance)
-            publish(tmp, out, overwrite=overwrite)
+                output.write_provenance(tmp, provenance)
+            output.publish(tmp, out, overwrite=overwrite)
     except OSError as err:
         if not is_disk_full(err):
             raise
