@@ -54,7 +54,7 @@ class ComputeSetup:
 
     ``gpu(...)``: bf16/fp16 matmuls under autocast, fp32 LoRA weights (PEFT casts the adapter's input to
     fp32 and autocast casts it back, so every adapter saves its own copy), boolean dropout masks (fused
-    CUDA dropout). ``cpu_fp32()``: everything fp32, dropout saves a float mask, no casts (measured).
+    CUDA dropout). ``cpu()``: everything fp32, dropout saves a float mask, no casts (measured).
     """
 
     act_bytes: int  #: e: matmul / attention activations
@@ -70,17 +70,11 @@ class ComputeSetup:
                    lora_bytes=dtype_bytes, mask_bytes=1, lora_input_cast=dtype_bytes != 4, attn=attn)
 
     @classmethod
-    def cpu_fp32(cls, attn: str = "sdpa") -> ComputeSetup:
-        return cls(act_bytes=4, res_bytes=4, lora_bytes=4, mask_bytes=4, lora_input_cast=False, attn=attn)
-
-    @classmethod
     def cpu(cls, dtype_bytes: int = 4, *, fp32_residual: bool = False, attn: str = "sdpa") -> ComputeSetup:
         """CPU, no autocast: a 16-bit model's adapters get an fp32 copy of their input (PEFT's cast), and
         dropout keeps a mask of the input's dtype."""
-        if dtype_bytes == 4:
-            return cls.cpu_fp32(attn)
         return cls(act_bytes=dtype_bytes, res_bytes=4 if fp32_residual else dtype_bytes, lora_bytes=4,
-                   mask_bytes=4, lora_input_cast=True, attn=attn)
+                   mask_bytes=4, lora_input_cast=dtype_bytes != 4, attn=attn)
 
 
 @dataclass(frozen=True)

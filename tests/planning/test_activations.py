@@ -117,7 +117,7 @@ def test_activation_estimate_matches_measured_peak(vocab: int, ckpt: bool, dropo
 
     meta = layout_of_model(meta_model(config, dtype=torch.float32))
     block, layers = block_spec(meta, resolve_targets(meta, STARCODER2_TARGETS), full=False)
-    setup = ComputeSetup.cpu_fp32()
+    setup = ComputeSetup.cpu()
     acts = estimate_activations(block, layers=layers, batch=batch, length=length, r=r, lora_dropout=dropout,
                                 setup=setup)
     tokens = batch * length
@@ -145,7 +145,7 @@ def test_dora_activation_estimate_matches_measured_peak(dropout: float) -> None:
 
     meta = layout_of_model(meta_model(CONFIG, dtype=torch.float32))
     block, layers = block_spec(meta, resolve_targets(meta, STARCODER2_TARGETS), full=False)
-    setup = ComputeSetup.cpu_fp32()
+    setup = ComputeSetup.cpu()
     plain = estimate_activations(block, layers=layers, batch=batch, length=length, r=r, lora_dropout=dropout,
                                  setup=setup)
     dora = estimate_activations(block, layers=layers, batch=batch, length=length, r=r, lora_dropout=dropout,
