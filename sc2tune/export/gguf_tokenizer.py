@@ -52,9 +52,6 @@ KNOWN_PRE: dict[str, str] = {
     "35d91631860c815f952d711435f48d356ebac988362536bed955d43bfa436e34": "starcoder",
 }
 
-#: GGUF token types (gguf.TokenType).
-NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
-
 #: Token names per GGUF key, first name found wins (StarCoder2, then StarCoder(Base)).
 FIM_TOKENS: dict[str, tuple[str, ...]] = {
     "fim_pre": ("<fim_prefix>",),
@@ -122,6 +119,8 @@ def pre_tokenizer(tokenizer: PreTrainedTokenizerBase) -> str:
 
 def gguf_vocab(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> GgufVocab:
     """Read the vocabulary and special ids off ``tokenizer`` (``vocab_size``: the model's embedding rows)."""
+    from gguf import TokenType
+
     vocab: dict[str, int] = tokenizer.get_vocab()
     if max(vocab.values()) >= vocab_size:
         raise UserError(f"the tokenizer has ids up to {max(vocab.values())} but the model only {vocab_size} "
@@ -135,14 +134,14 @@ def gguf_vocab(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> GgufVocab
         token = reverse.get(i)
         if token is None:
             tokens.append(f"[PAD{i}]")
-            types.append(UNUSED)
+            types.append(TokenType.UNUSED)
             continue
         if token in added:
             special = decoder[i].special if i in decoder else False
             looks_special = token.startswith("<|") and token.endswith("|>")  # the converter's rule, this family
-            types.append(CONTROL if special or looks_special else USER_DEFINED)
+            types.append(TokenType.CONTROL if special or looks_special else TokenType.USER_DEFINED)
         else:
-            types.append(NORMAL)
+            types.append(TokenType.NORMAL)
         tokens.append(token)
     eos = tokenizer.eos_token_id
     if eos is None:
