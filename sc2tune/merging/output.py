@@ -225,6 +225,8 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base: ModelSource,
     ``base`` may run its code (without it such a tokenizer is a UserError; :func:`sc2tune.merging.merge` checks
     :func:`tokenizer_source` before streaming, so this is only a backstop). ``chat_template`` (an instruction
     run's, :mod:`sc2tune.data.chat_template`) goes into the tokenizer's config."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
     from sc2tune.tokens import set_pad_token
 
     base_dir = Path(base.name_or_path)
@@ -243,7 +245,8 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base: ModelSource,
         log.warning("no tokenizer in %s or %s: the merged folder has none", adapter_dir, base_dir)
     if classifier and tokenizer is not None and tokenizer.pad_token_id is not None:
         config.pad_token_id = tokenizer.pad_token_id
-    config.architectures = [_arch(config, classifier)]
+    auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+    config.architectures = [auto._model_mapping[type(config)].__name__]  # what the model's save_pretrained writes
     config.save_pretrained(str(folder))
     if getattr(config, "auto_map", None):
         _copy_model_code(base_dir, folder)
@@ -271,10 +274,3 @@ def _copy_model_code(source: Path, folder: Path) -> None:
     for file in sorted(source.glob("*.py")):
         if file.is_file() and not (folder / file.name).exists():
             shutil.copyfile(file, folder / file.name)
-
-
-def _arch(config: PretrainedConfig, classifier: bool) -> str:
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    mapping = (AutoModelForSequenceClassification if classifier else AutoModelForCausalLM)._model_mapping
-    return mapping[type(config)].__name__
