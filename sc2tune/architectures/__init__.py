@@ -12,8 +12,7 @@ tree drawn in its docstring), ``transcription`` (the pieces they share: typed co
 LayerNorm entries, the head, transformers' default skip list). Importing the package imports no torch.
 """
 
-from sc2tune.architectures.analytic import ANALYTIC_ARCHITECTURES, analytic_layout
-from sc2tune.architectures.layout import KINDS, ModelLayout, ModuleEntry, Param, layout_of_model
+from sc2tune.architectures.analytic import analytic_layout
+from sc2tune.architectures.layout import ModelLayout, layout_of_model
 
-__all__ = ["ANALYTIC_ARCHITECTURES", "KINDS", "ModelLayout", "ModuleEntry", "Param", "analytic_layout",
-           "layout_of_model"]
+__all__ = ["ModelLayout", "analytic_layout", "layout_of_model"]

@@ -13,12 +13,9 @@ from sc2tune.architectures.gpt_bigcode import _gpt_bigcode
 from sc2tune.architectures.layout import ModelLayout
 from sc2tune.architectures.starcoder2 import _starcoder2
 
-#: Architectures :func:`analytic_layout` writes down from the config.
-ANALYTIC_ARCHITECTURES = frozenset({"starcoder2", "gpt_bigcode"})
-
 
 def analytic_layout(data: dict[str, Any], *, head: str = "causal-lm", num_labels: int = 2) -> ModelLayout | None:
-    """The layout of a config.json (as a dict) for the architectures in :data:`ANALYTIC_ARCHITECTURES`.
+    """The layout of a config.json (as a dict) for ``starcoder2`` and ``gpt_bigcode``.
 
     None when the architecture is another one or the config is outside what the transcription covers
     (the caller then builds the meta model).

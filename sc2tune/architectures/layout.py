@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +98,12 @@ class ModelLayout:
         return sum(n * size for _, n, size in self.buffers)
 
 
+def distinct_numel(params: Iterable[tuple[str, Param]]) -> int:
+    """Elements of the tensors among ``params`` ((full name, parameter) pairs), each tensor once: a tied
+    parameter is the tensor it is shared with."""
+    return sum({p.shared_with or name: p.numel for name, p in params}.values())
+
+
 def _kind(module: nn.Module) -> str:
     from torch import nn
     from transformers.pytorch_utils import Conv1D
@@ -157,9 +163,8 @@ def layout_of_model(model: nn.Module) -> ModelLayout:
     if config is not None:
         hidden = int(config_value(config, "hidden_size", "n_embd"))
         heads = int(config_value(config, "num_attention_heads", "n_head"))
-        kv = config_value(config, "num_key_value_heads")
-        if kv is None:
-            kv = 1 if getattr(config, "multi_query", False) else heads
+        no_kv_field = 1 if getattr(config, "multi_query", False) else heads  # GPTBigCode: multi-query or not
+        kv = config_value(config, "num_key_value_heads", default=no_kv_field)
         inter = config_value(config, "intermediate_size", "n_inner")
         extra = dict(
             hidden=hidden, heads=heads, head_dim=int(config_value(config, "head_dim", default=hidden // heads)),

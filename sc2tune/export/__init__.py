@@ -7,26 +7,8 @@ write), ``gguf_tokenizer`` (vocabulary, merges, special and FIM ids), ``gguf_lor
 ``quantize`` (llama.cpp's quantiser), ``verify`` (the file in llama.cpp against the training-side model).
 """
 
-from __future__ import annotations
+from sc2tune.export.api import ExportResult, describe_export, export, export_gguf, export_gguf_lora
+from sc2tune.export.verify import VerifyReport, verify_gguf, verify_lora
 
-import importlib
-from typing import Any
-
-_LAZY = {
-    "ExportResult": "sc2tune.export.api",
-    "export": "sc2tune.export.api",
-    "export_gguf": "sc2tune.export.api",
-    "export_gguf_lora": "sc2tune.export.api",
-    "describe_export": "sc2tune.export.api",
-    "verify_gguf": "sc2tune.export.verify",
-    "verify_lora": "sc2tune.export.verify",
-    "VerifyReport": "sc2tune.export.verify",
-}
-
-__all__ = list(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'sc2tune.export' has no attribute {name!r}")
+__all__ = ["ExportResult", "VerifyReport", "describe_export", "export", "export_gguf", "export_gguf_lora",
+           "verify_gguf", "verify_lora"]

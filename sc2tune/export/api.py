@@ -9,7 +9,6 @@ name and renamed into place when complete (:mod:`sc2tune.atomic`): a failed expo
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from sc2tune.errors import DiskFullError, UserError, is_disk_full
 if TYPE_CHECKING:
     from sc2tune.export.verify import VerifyReport
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 ExportFormat = Literal["gguf", "gguf-lora"]
@@ -46,20 +44,6 @@ class ExportResult:
     chat_template: bool
     verification: VerifyReport | None = None
     notes: list[str] = field(default_factory=list)
-
-
-def _check_out(out: Path, force: bool) -> None:
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder", hint="give the GGUF file's path, e.g. model.gguf")
-    if out.exists() and not force:
-        raise UserError(f"--out {out} exists", hint="choose another file or pass --force to replace it")
-    if not out.parent.is_dir():
-        raise UserError(f"--out {out}: folder {out.parent} does not exist", hint="create it first")
-
-
-def _check_dtype(dtype: str) -> None:
-    if dtype not in EXPORT_DTYPES:
-        raise UserError(f"unknown --dtype '{dtype}'", hint=f"choose from {', '.join(EXPORT_DTYPES)}")
 
 
 def export_gguf(path: str | Path, out: str | Path, *, dtype: str = "f16", force: bool = False,
@@ -96,9 +80,15 @@ def export(
     start = time.perf_counter()
     if format not in get_args(ExportFormat):
         raise UserError(f"unknown --format '{format}'", hint="choose gguf or gguf-lora")
-    _check_dtype(dtype)
+    if dtype not in EXPORT_DTYPES:
+        raise UserError(f"unknown --dtype '{dtype}'", hint=f"choose from {', '.join(EXPORT_DTYPES)}")
     target = Path(out)
-    _check_out(target, force)
+    if target.is_dir():
+        raise UserError(f"--out {target} is a folder", hint="give the GGUF file's path, e.g. model.gguf")
+    if target.exists() and not force:
+        raise UserError(f"--out {target} exists", hint="choose another file or pass --force to replace it")
+    if not target.parent.is_dir():
+        raise UserError(f"--out {target}: folder {target.parent} does not exist", hint="create it first")
     from sc2tune.export.quantize import LLAMA_TYPES, require_serve_extra
 
     require_serve_extra("gguf", *(["llama_cpp"] if verify or dtype in LLAMA_TYPES else []))
@@ -130,14 +120,10 @@ def _write(target: Path, write: Callable[[Path], T]) -> T:
         with staged_file(target) as tmp:
             return write(tmp)
     except OSError as err:
-        _disk_full(err, target)
+        if is_disk_full(err):
+            raise DiskFullError(f"the disk filled up while writing {target} ({err.strerror}); nothing was kept",
+                                hint="free space or pass --out on another disk (a smaller --dtype is smaller)") from None
         raise
-
-
-def _disk_full(err: OSError, target: Path) -> None:
-    if is_disk_full(err):
-        raise DiskFullError(f"the disk filled up while writing {target} ({err.strerror}); nothing was kept",
-                            hint="free space or pass --out on another disk (a smaller --dtype is smaller)") from None
 
 
 def describe_export(result: ExportResult) -> str:

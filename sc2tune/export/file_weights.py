@@ -33,27 +33,22 @@ class GgufWeights:
 
         self.file = Path(file)
         reader = gguf.GGUFReader(self.file, "r")
-        arch_name = _field_str(reader, self.file, "general.architecture")
+        arch_field = reader.fields.get("general.architecture")
+        if arch_field is None:
+            raise UserError(f"{self.file} has no general.architecture",
+                            hint="verify a GGUF model file written by sc2tune export")
+        arch_name = str(arch_field.contents())
         arches = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}
         if arch_name not in arches:
             raise UserError(f"{self.file}: unknown general.architecture '{arch_name}'",
                             hint="verify a GGUF file written by sc2tune export")
         blocks = int(reader.fields[f"{arch_name}.block_count"].contents())
-        self._names = gguf.get_tensor_name_map(arches[arch_name], blocks)
+        self.names = gguf.get_tensor_name_map(arches[arch_name], blocks)  #: Hugging Face -> GGUF tensor names
         self.tensors: dict[str, Any] = {t.name: t for t in reader.tensors}
 
     def types(self) -> dict[str, int]:
         """Tensor count per GGUF type name, e.g. ``{"F16": 24, "F32": 49}``."""
         return dict(sorted(Counter(t.tensor_type.name for t in self.tensors.values()).items()))
-
-    @property
-    def rounded(self) -> bool:
-        """Whether any tensor is stored in a type other than F32 (its values are not the float32 weights)."""
-        return any(name != "F32" for name in self.types())
-
-    def gguf_name(self, hf_name: str) -> str | None:
-        """The GGUF name of a Hugging Face parameter name (None where gguf's table has none)."""
-        return self._names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
 
     def array(self, name: str) -> np.ndarray:
         """Tensor ``name`` as float32 in (rows, columns) order: the values llama.cpp multiplies with."""
@@ -63,13 +58,6 @@ class GgufWeights:
         tensor = self.tensors[name]
         values = quants.dequantize(tensor.data, tensor.tensor_type)
         return np.asarray(values, dtype=np.float32).reshape(tuple(reversed(tensor.shape.tolist())))
-
-
-def _field_str(reader: Any, file: Path, key: str) -> str:
-    field = reader.fields.get(key)
-    if field is None:
-        raise UserError(f"{file} has no {key}", hint="verify a GGUF model file written by sc2tune export")
-    return str(field.contents())
 
 
 def load_file_weights(model: Any, weights: GgufWeights) -> Any:
@@ -89,7 +77,7 @@ def load_file_weights(model: Any, weights: GgufWeights) -> Any:
     used: set[str] = set()
     with torch.no_grad():
         for hf_name, param in list(model.named_parameters(remove_duplicate=False)):
-            name = weights.gguf_name(hf_name)
+            name = weights.names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
             if name is None:
                 raise RuntimeError(f"parameter {hf_name} has no GGUF name")
             if name not in weights.tensors:

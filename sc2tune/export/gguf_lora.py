@@ -28,8 +28,6 @@ from pathlib import Path
 
 from sc2tune.errors import UserError
 
-#: File types of a GGUF-LoRA (the writer's own; llama.cpp's quantiser takes models, not adapters).
-LORA_DTYPES = ("f32", "f16", "bf16", "q8_0")
 _MERGED = "export the merged model instead: sc2tune export PATH --format gguf"
 
 
@@ -48,13 +46,14 @@ def write_lora(path: str | Path, file: Path, dtype: str, *, trust_remote_code: b
     import numpy as np
     import torch
 
-    from sc2tune.export.gguf_model import architecture, convert, quiet_gguf, tensor_type
+    from sc2tune.architectures.layout import config_value
+    from sc2tune.export.gguf_model import WRITER_DTYPES, architecture, convert, quiet_gguf, tensor_type
     from sc2tune.merging.adapter import load_adapter
     from sc2tune.modeling import ModelSource, load_config
     from sc2tune.runs import read_trained
 
-    if dtype not in LORA_DTYPES:
-        raise UserError(f"--format gguf-lora writes {', '.join(LORA_DTYPES)}, not --dtype {dtype}",
+    if dtype not in WRITER_DTYPES:  # the writer's own types: llama.cpp's quantiser takes models, not adapters
+        raise UserError(f"--format gguf-lora writes {', '.join(WRITER_DTYPES)}, not --dtype {dtype}",
                         hint="llama.cpp's quantiser takes whole models: quantise the base GGUF instead")
     folder = read_trained(path, trust_remote_code=trust_remote_code)
     if folder.adapter_dir is None:
@@ -80,8 +79,7 @@ def write_lora(path: str | Path, file: Path, dtype: str, *, trust_remote_code: b
         raise UserError(f"{config_file}: fan_in_fan_out layers are not exported as GGUF-LoRA", hint=_MERGED)
     base = load_config(ModelSource(str(folder.base_dir()), trust_remote_code=folder.trust_remote_code))
     arch = architecture(base)
-    blocks = int(getattr(base, "num_hidden_layers", None) or base.n_layer)
-    names = gguf.get_tensor_name_map(arch, blocks)
+    names = gguf.get_tensor_name_map(arch, int(config_value(base, "num_hidden_layers", "n_layer")))
     plans: list[tuple[str, np.ndarray, object]] = []
     for module, factors in sorted(adapter.lora.items()):
         target = names.get_name(f"{module}.weight", try_suffixes=(".weight",))

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -70,14 +71,6 @@ class TensorPlan:
     nbytes: int
 
 
-def _rope(config: PretrainedConfig) -> tuple[float | None, str | None, float | None]:
-    """(rope_theta, rope_type, factor) from transformers' ``rope_parameters`` (or the older fields)."""
-    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    theta = params.get("rope_theta", getattr(config, "rope_theta", None))
-    kind = params.get("rope_type", params.get("type"))
-    return theta, kind, params.get("factor")
-
-
 def architecture(config: PretrainedConfig) -> Any:
     """``gguf.MODEL_ARCH`` of the model, or a UserError naming what llama.cpp cannot run."""
     import gguf
@@ -93,14 +86,6 @@ def architecture(config: PretrainedConfig) -> Any:
         return gguf.MODEL_ARCH.STARCODER
     raise UserError(f"GGUF export supports StarCoder2 and GPTBigCode (StarCoder) models, not '{model_type}'",
                     hint="export a model of those architectures, or convert it with llama.cpp's own converter")
-
-
-def file_type(dtype: WriterDtype) -> Any:
-    """``general.file_type`` of a file written with ``dtype``."""
-    from gguf import LlamaFileType
-
-    return {"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16,
-            "bf16": LlamaFileType.MOSTLY_BF16, "q8_0": LlamaFileType.MOSTLY_Q8_0}[dtype]
 
 
 def write_hparams(writer: GGUFWriter, config: PretrainedConfig, arch: Any) -> None:
@@ -123,7 +108,11 @@ def write_hparams(writer: GGUFWriter, config: PretrainedConfig, arch: Any) -> No
     writer.add_feed_forward_length(int(config.intermediate_size))
     writer.add_head_count(int(config.num_attention_heads))
     writer.add_head_count_kv(int(config_value(config, "num_key_value_heads", default=config.num_attention_heads)))
-    theta, kind, factor = _rope(config)
+    # transformers' rope_parameters, or the older rope_scaling / rope_theta fields
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    theta = rope.get("rope_theta", getattr(config, "rope_theta", None))
+    kind = rope.get("rope_type", rope.get("type"))
+    factor = rope.get("factor")
     if kind not in (None, "default"):
         if kind != "linear" or factor is None:
             raise UserError(f"rope scaling '{kind}' of this model is not one GGUF export handles",
@@ -147,8 +136,7 @@ def tensor_type(name: str, shape: tuple[int, ...], dtype: WriterDtype) -> Any:
     if len(shape) <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight") \
             or name.startswith("position_embd."):
         return GGMLQuantizationType.F32
-    qtype = {"f32": GGMLQuantizationType.F32, "f16": GGMLQuantizationType.F16,
-             "bf16": GGMLQuantizationType.BF16, "q8_0": GGMLQuantizationType.Q8_0}[dtype]
+    qtype = GGMLQuantizationType[dtype.upper()]  # F32, F16, BF16, Q8_0
     block = GGML_QUANT_SIZES[qtype][0]
     if shape[-1] % block:
         log.info("%s: rows of %d values do not split into %s blocks; written as F16", name, shape[-1], qtype.name)
@@ -176,9 +164,7 @@ def plan_tensors(weights: Weights, arch: Any, dtype: WriterDtype) -> list[Tensor
         if tied and new == "output.weight":
             continue  # tied: llama.cpp uses token_embd as the output (the converter writes no output.weight)
         qtype = tensor_type(new, shape, dtype)
-        nbytes = 1
-        for dim in gguf.quant_shape_to_byte_shape(shape, qtype):
-            nbytes *= int(dim)
+        nbytes = math.prod(int(dim) for dim in gguf.quant_shape_to_byte_shape(shape, qtype))
         plans.append(TensorPlan(hf_name, new, tuple(shape), qtype, nbytes))
     return plans
 
@@ -192,42 +178,29 @@ def convert(tensor: torch.Tensor, qtype: Any) -> np.ndarray:
     return quants.quantize(array, qtype)
 
 
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for dim in shape:
-        n *= dim
-    return n
-
-
+@quiet_gguf()
 def write_model(weights: Weights, file: Path, dtype: WriterDtype, *, name: str, vocab: GgufVocab,
-                chat_template: str | None, extra: Callable[[GGUFWriter], None] | None = None) -> int:
+                chat_template: str | None) -> int:
     """Write the GGUF model file ``file`` (not atomic: the caller writes a staging path); returns its tensor
     count."""
-    arch = architecture(weights.config)
-    plans = plan_tensors(weights, arch, dtype)
-    with quiet_gguf():
-        return _write(weights, file, dtype, arch, plans, name, vocab, chat_template, extra)
-
-
-def _write(weights: Weights, file: Path, dtype: WriterDtype, arch: Any, plans: list[TensorPlan], name: str,
-           vocab: GgufVocab, chat_template: str | None, extra: Callable[[GGUFWriter], None] | None) -> int:
     import gguf
     import numpy as np
 
+    from sc2tune.export.gguf_tokenizer import write_vocab
+
+    arch = architecture(weights.config)
+    plans = plan_tensors(weights, arch, dtype)
     by_name = {p.hf_name: p for p in plans}
     writer = gguf.GGUFWriter(None, gguf.MODEL_ARCH_NAMES[arch])
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
-    params = sum(_numel(p.shape) for p in plans)
-    writer.add_size_label(gguf.size_label(params, 0, 0, 0))
+    writer.add_size_label(gguf.size_label(sum(math.prod(p.shape) for p in plans), 0, 0, 0))
     write_hparams(writer, weights.config, arch)
-    writer.add_file_type(file_type(dtype))
+    file_types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                  "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}
+    writer.add_file_type(file_types[dtype])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    from sc2tune.export.gguf_tokenizer import write_vocab
-
     write_vocab(writer, vocab, chat_template=chat_template)
-    if extra is not None:
-        extra(writer)
     for p in plans:
         writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), p.nbytes, raw_dtype=p.qtype)
     writer.write_header_to_file(path=file)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from hashlib import sha256
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sc2tune.errors import UserError
 from sc2tune.tokens import PAD_TOKEN, optional_token_id
@@ -51,9 +51,6 @@ CHKTXT = ('\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u
 KNOWN_PRE: dict[str, str] = {
     "35d91631860c815f952d711435f48d356ebac988362536bed955d43bfa436e34": "starcoder",
 }
-
-#: GGUF token types (gguf.TokenType).
-NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 
 #: Token names per GGUF key, first name found wins (StarCoder2, then StarCoder(Base)).
 FIM_TOKENS: dict[str, tuple[str, ...]] = {
@@ -79,17 +76,6 @@ class GgufVocab:
     unk: int | None
     pad: int | None
     fim: dict[str, int]  #: GGUF key part (fim_pre, ...) -> id, for the tokens the tokenizer has
-
-    @property
-    def stop_ids(self) -> list[int]:
-        """The ids llama.cpp ends generation at (its rule in llama-vocab.cpp): eos/eot, fim_pad/rep/sep."""
-        ids = {self.eos} | {self.fim[k] for k in ("fim_pad", "fim_rep", "fim_sep") if k in self.fim}
-        return sorted(ids)
-
-
-def _looks_special(token: str) -> bool:
-    """The converter's ``does_token_look_special`` for this family: ``<|...|>``."""
-    return token.startswith("<|") and token.endswith("|>")
 
 
 def _merges(tokenizer: PreTrainedTokenizerBase) -> list[str]:
@@ -118,23 +104,23 @@ STARCODER_PRE_TOKENIZER = {"type": "Sequence", "pretokenizers": [
 def pre_tokenizer(tokenizer: PreTrainedTokenizerBase) -> str:
     """``tokenizer.ggml.pre``: found as the converter finds it (hash of the probe text's ids); a vocabulary the
     converter's table lacks (StarCoderBase's) passes when its pre-tokenizer rules are StarCoder's; else an error."""
-    ids = tokenizer.encode(CHKTXT)
-    digest = sha256(str(ids).encode()).hexdigest()
+    digest = sha256(str(tokenizer.encode(CHKTXT)).encode()).hexdigest()
+    if digest in KNOWN_PRE:
+        return KNOWN_PRE[digest]
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    rules = json.loads(backend.to_str()).get("pre_tokenizer") if backend is not None else None
-    if digest not in KNOWN_PRE and rules == STARCODER_PRE_TOKENIZER:
+    if backend is not None and json.loads(backend.to_str()).get("pre_tokenizer") == STARCODER_PRE_TOKENIZER:
         return "starcoder"
-    if digest not in KNOWN_PRE:
-        raise UserError(
-            f"the tokenizer's pre-tokenizer is not StarCoder's (probe hash {digest[:12]}...): llama.cpp would "
-            "split text differently from training",
-            hint="GGUF export supports the StarCoder-family tokenizers (StarCoder2, StarCoder/StarCoderBase)",
-        )
-    return KNOWN_PRE[digest]
+    raise UserError(
+        f"the tokenizer's pre-tokenizer is not StarCoder's (probe hash {digest[:12]}...): llama.cpp would "
+        "split text differently from training",
+        hint="GGUF export supports the StarCoder-family tokenizers (StarCoder2, StarCoder/StarCoderBase)",
+    )
 
 
 def gguf_vocab(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> GgufVocab:
     """Read the vocabulary and special ids off ``tokenizer`` (``vocab_size``: the model's embedding rows)."""
+    from gguf import TokenType
+
     vocab: dict[str, int] = tokenizer.get_vocab()
     if max(vocab.values()) >= vocab_size:
         raise UserError(f"the tokenizer has ids up to {max(vocab.values())} but the model only {vocab_size} "
@@ -148,13 +134,14 @@ def gguf_vocab(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> GgufVocab
         token = reverse.get(i)
         if token is None:
             tokens.append(f"[PAD{i}]")
-            types.append(UNUSED)
+            types.append(TokenType.UNUSED)
             continue
         if token in added:
             special = decoder[i].special if i in decoder else False
-            types.append(CONTROL if special or _looks_special(token) else USER_DEFINED)
+            looks_special = token.startswith("<|") and token.endswith("|>")  # the converter's rule, this family
+            types.append(TokenType.CONTROL if special or looks_special else TokenType.USER_DEFINED)
         else:
-            types.append(NORMAL)
+            types.append(TokenType.NORMAL)
         tokens.append(token)
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -192,10 +179,7 @@ def write_vocab(writer: GGUFWriter, vocab: GgufVocab, *, chat_template: str | No
         writer.add_pad_token_id(vocab.pad)
     writer.add_add_bos_token(False)
     writer.add_add_eos_token(False)
-    keys: dict[str, Any] = {"fim_pre": Keys.Tokenizer.FIM_PRE_ID, "fim_suf": Keys.Tokenizer.FIM_SUF_ID,
-                            "fim_mid": Keys.Tokenizer.FIM_MID_ID, "fim_pad": Keys.Tokenizer.FIM_PAD_ID,
-                            "fim_rep": Keys.Tokenizer.FIM_REP_ID, "fim_sep": Keys.Tokenizer.FIM_SEP_ID}
-    for name, tid in vocab.fim.items():
-        writer.add_uint32(keys[name], tid)
+    for name, tid in vocab.fim.items():  # fim_pre -> Keys.Tokenizer.FIM_PRE_ID, ...
+        writer.add_uint32(getattr(Keys.Tokenizer, f"{name.upper()}_ID"), tid)
     if chat_template is not None:
         writer.add_chat_template(chat_template)

@@ -13,28 +13,22 @@ from sc2tune.export.weights import Weights
 def describe_source(weights: Weights) -> str:
     """The exported model in words (the adapter merged into its base, or the model folder)."""
     folder = weights.folder
-    if weights.merged_adapter is not None:
-        return f"adapter {weights.merged_adapter} merged into {folder.base_name}"
-    return f"model {folder.full_dir or folder.merged_dir or folder.path}"
-
-
-def run_chat_template(weights: Weights) -> str | None:
-    """The chat template of an instruction run (its ``data.template`` as Jinja), else None."""
-    from sc2tune.data.chat_template import recipe_chat_template
-
-    return recipe_chat_template(weights.recipe)
+    if folder.adapter_dir is not None:  # merged on the fly
+        return f"adapter {folder.adapter_dir} merged into {folder.base_name}"
+    return f"model {folder.trained_dir}"
 
 
 def write_gguf(weights: Weights, file: Path, dtype: str) -> tuple[int, bool]:
     """Write the model GGUF into ``file`` (a staging path; not atomic: the caller publishes it): the writer's own
     types directly, llama.cpp's quantised types through an F32 file quantised by llama.cpp. Returns the tensor
     count and whether a chat template went in."""
-    name = (weights.folder.run_dir or weights.folder.path).name
+    from sc2tune.data.chat_template import recipe_chat_template
     from sc2tune.export.gguf_model import WRITER_DTYPES, write_model
     from sc2tune.export.gguf_tokenizer import gguf_vocab
 
+    name = (weights.folder.run_dir or weights.folder.path).name
     vocab = gguf_vocab(weights.tokenizer(), int(weights.config.vocab_size))
-    template = run_chat_template(weights)
+    template = recipe_chat_template(weights.folder.recipe)  # an instruction run's data.template as Jinja, else None
     if dtype in WRITER_DTYPES:
         return write_model(weights, file, dtype, name=name, vocab=vocab, chat_template=template), \
             template is not None  # type: ignore[arg-type]
@@ -49,12 +43,3 @@ def write_gguf(weights: Weights, file: Path, dtype: str) -> tuple[int, bool]:
     finally:
         remove_path(f32)
     return count, template is not None
-
-
-def export_model_file(path: str | Path, out: Path, dtype: str, *, trust_remote_code: bool = False) -> Path:
-    """Write the model of ``path`` as the GGUF ``out`` directly (for a temporary file; :func:`sc2tune.export.export`
-    publishes atomically)."""
-    from sc2tune.export.weights import open_weights
-
-    write_gguf(open_weights(path, trust_remote_code=trust_remote_code), out, dtype)
-    return out

@@ -24,7 +24,7 @@ from typing import Any
 
 from sc2tune.errors import UserError
 from sc2tune.recipe import Recipe
-from sc2tune.tokens import token_id
+from sc2tune.tokens import encode_texts, token_id
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 #: The sample repositories the quickstart never trains on, and the instruction samples.
@@ -73,7 +73,6 @@ def _records(recipe: Recipe) -> list[dict[str, Any]]:
 def code_prompts(tokenizer: Any, count: int, recipe: Recipe | None) -> list[Prompt]:
     """``count`` code prompts, alternating fim and l2r (see the module docstring)."""
     files = _code_files(recipe)
-    encode = lambda text: tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]  # noqa: E731
     pre_id, suf_id, mid_id = (token_id(tokenizer, t) for t in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>"))
     prompts: list[Prompt] = []
     for i in range(count):
@@ -82,10 +81,11 @@ def code_prompts(tokenizer: Any, count: int, recipe: Recipe | None) -> list[Prom
         prefix = text[max(0, cut - PREFIX_CHARS):cut]
         if i % 2 == 0:
             suffix = text[cut + GAP_CHARS:cut + GAP_CHARS + SUFFIX_CHARS]
-            ids = [pre_id, *encode(prefix), suf_id, *encode(suffix), mid_id]
+            pre, suf = encode_texts(tokenizer, [prefix, suffix])
+            ids = [pre_id, *pre, suf_id, *suf, mid_id]
             prompts.append(Prompt("fim", ids, f"<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>"))
         else:
-            prompts.append(Prompt("l2r", encode(prefix), prefix))
+            prompts.append(Prompt("l2r", encode_texts(tokenizer, [prefix])[0], prefix))
     return prompts
 
 
@@ -102,8 +102,7 @@ def verify_prompts(tokenizer: Any, count: int, recipe: Recipe | None) -> list[Pr
     for i in range(count):
         if i % 2 == 0 and records:
             text = template.render_prompt(records[(i // 2) % len(records)])
-            ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-            prompts.append(Prompt("instruct", ids, text))
+            prompts.append(Prompt("instruct", encode_texts(tokenizer, [text])[0], text))
         elif code:
             prompts.append(code.pop(0))
     return prompts

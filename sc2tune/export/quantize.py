@@ -38,13 +38,13 @@ def require_serve_extra(*modules: str) -> None:
                         hint="pip install 'sc2tune[serve]' (it builds llama.cpp; minutes)")
 
 
-def quantize(source: Path, out: Path, dtype: str, *, threads: int = 0) -> None:
-    """Quantise the GGUF ``source`` (F32 or F16) into ``out`` as ``dtype`` (a key of :data:`LLAMA_TYPES`)."""
+def quantize(source: Path, out: Path, dtype: str) -> None:
+    """Quantise the GGUF ``source`` (F32 or F16) into ``out`` as ``dtype`` (a key of :data:`LLAMA_TYPES`), on
+    llama.cpp's default thread count (``nthread`` 0: the hardware's)."""
     llama_cpp = llama_cpp_module()
     ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{LLAMA_TYPES[dtype]}")
     params = llama_cpp.llama_model_quantize_default_params()  # type: ignore[attr-defined]
     params.ftype = ftype
-    params.nthread = threads
     import ctypes
 
     status = llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(),  # type: ignore[attr-defined]

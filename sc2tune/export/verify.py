@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,9 +103,6 @@ class VerifyReport(Agreement):
             lines.append(f"  against the file's own weights: {self.engine_note}")
         return "\n".join(lines)
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 def _gap(logits: Any) -> float:
     """Top-2 gap of a logit row."""
@@ -158,7 +156,6 @@ def agreement(llm: Any, model: Any, prompts: list[Any], new_tokens: int = NEW_TO
     import torch
 
     exact = near = other = positions = agree = near_pos = 0
-    excluded_agree = excluded_pos = 0
     max_diff, diff_sum, diff_count = 0.0, 0.0, 0
     for prompt in prompts:
         ref_tokens = _reference_greedy(model, prompt.ids, new_tokens)
@@ -185,13 +182,11 @@ def agreement(llm: Any, model: Any, prompts: list[Any], new_tokens: int = NEW_TO
         positions += len(full)
         agree += int(same.sum())
         near_pos += int((~same & ties).sum())
-        excluded_pos += int((~(~same & ties)).sum())
-        excluded_agree += int(same.sum())
     count = len(prompts)
     return Agreement(
         prompts=count, greedy_exact_match=exact / count, top1_agreement=agree / positions,
         greedy_exact_match_excluding_near_ties=exact / max(count - near, 1),
-        top1_agreement_excluding_near_ties=excluded_agree / max(excluded_pos, 1),
+        top1_agreement_excluding_near_ties=agree / max(positions - near_pos, 1),  # every agreement is kept
         near_tie_divergences=near, other_divergences=other, top1_positions=positions,
         top1_near_tie_disagreements=near_pos, max_logit_diff=max_diff, mean_logit_diff=diff_sum / diff_count)
 
@@ -242,7 +237,7 @@ def _engine(llm: Any, model: Any, file: Path, prompts: list[Any], new_tokens: in
 
     weights = GgufWeights(file)
     types = weights.types()
-    if not weights.rounded:
+    if set(types) <= {"F32"}:  # no tensor rounded: its values are the float32 weights
         return types, None, "every tensor is F32: the trained model's weights, the block above"
     import torch
 
@@ -270,9 +265,7 @@ def _run(path: str | Path, file: Path, lora: Path | None, prompts: int, new_toke
         engine, note = None, "not computed for --lora (the adapter is applied by llama.cpp at run time)"
         if lora is None:
             types, engine, note = _engine(llm, model, file, chosen, new_tokens)
-    kinds: dict[str, int] = {}
-    for prompt in chosen:
-        kinds[prompt.kind] = kinds.get(prompt.kind, 0) + 1
+    kinds = dict(Counter(prompt.kind for prompt in chosen))
     return VerifyReport(**asdict(trained), tokenizer_agreement=tokens, new_tokens=new_tokens, kinds=kinds,
                         file=str(file), lora=str(lora) if lora else None, reference=what, weight_types=types,
                         engine=engine, engine_note=note)
@@ -290,11 +283,12 @@ def verify_lora(path: str | Path, lora_file: str | Path, *, prompts: int = 8, ne
     is exported as F32 into a temporary folder unless ``base_gguf`` is given."""
     if base_gguf is not None:
         return _run(path, Path(base_gguf), Path(lora_file), prompts, new_tokens, trust_remote_code)
-    from sc2tune.export.model_file import export_model_file
+    from sc2tune.export.model_file import write_gguf
+    from sc2tune.export.weights import open_weights
     from sc2tune.runs import read_trained
 
     folder = read_trained(path, trust_remote_code=trust_remote_code)
     with tempfile.TemporaryDirectory(prefix="sc2tune-verify-") as tmp:
-        base = export_model_file(folder.base_dir(), Path(tmp) / "base-f32.gguf", "f32",
-                                 trust_remote_code=trust_remote_code)
+        base = Path(tmp) / "base-f32.gguf"  # a temporary file: written directly, not staged
+        write_gguf(open_weights(folder.base_dir(), trust_remote_code=trust_remote_code), base, "f32")
         return _run(path, base, Path(lora_file), prompts, new_tokens, trust_remote_code)

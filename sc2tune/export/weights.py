@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from sc2tune.errors import UserError
 from sc2tune.modeling import ModelSource
-from sc2tune.recipe import Recipe
 from sc2tune.runs import TrainedFolder, read_trained, trained_tokenizer
 
 if TYPE_CHECKING:
@@ -36,15 +35,9 @@ class Weights:
     folder: TrainedFolder
     config: PretrainedConfig  #: the model's config (untied when the merge had to untie the embeddings)
     shapes: dict[str, tuple[int, ...]]  #: name -> shape, in the order :meth:`tensors` yields them
-    merged_adapter: Path | None  #: the adapter merged on the fly, None for a model folder
     _ckpt: BaseCheckpoint
     _plan: MergePlan | None = None
     _adapter: Adapter | None = None
-
-    @property
-    def recipe(self) -> Recipe | None:
-        """The run's saved recipe (None for a folder without one)."""
-        return self.folder.recipe
 
     def tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Each tensor once, in :attr:`shapes`' order: float32 for a merged one, the checkpoint's dtype else."""
@@ -52,16 +45,11 @@ class Weights:
             for name in self.shapes:
                 yield name, self._ckpt.read(name)
             return
-        from sc2tune.merging.stream import merge_tensor
+        from sc2tune.merging.stream import merged_tensors
 
         assert self._adapter is not None
-        base: torch.Tensor | None = None
-        key: str | None = None
-        for src in self._plan.sources:
-            if src.base_key is not None and src.base_key != key:
-                base, key = self._ckpt.read(src.base_key), src.base_key
-            yield src.out.name, merge_tensor(src, base if src.base_key is not None else None, self._adapter,
-                                             self._plan)
+        for src, _, out in merged_tensors(self._plan, self._adapter, self._ckpt):
+            yield src.out.name, out
 
     def tokenizer(self) -> Any:
         """The tokenizer the model was trained with (saved with the adapter or model, else the base's)."""
@@ -85,10 +73,9 @@ def open_weights(path: str | Path, *, trust_remote_code: bool = False) -> Weight
                         hint="serve a classifier with transformers (sc2tune classify); export causal-LM runs")
     trust = folder.trust_remote_code
     if folder.adapter_dir is None:
-        model_dir = folder.full_dir or folder.merged_dir or folder.path
-        ckpt = open_checkpoint(ModelSource(str(model_dir), attn=None, trust_remote_code=trust))
+        ckpt = open_checkpoint(ModelSource(str(folder.trained_dir), attn=None, trust_remote_code=trust))
         shapes = {name: info.shape for name, info in ckpt.tensors.items()}
-        return Weights(folder, ckpt.config, shapes, None, ckpt)
+        return Weights(folder, ckpt.config, shapes, ckpt)
     from dataclasses import replace
 
     from sc2tune.merging.adapter import load_adapter
@@ -98,4 +85,4 @@ def open_weights(path: str | Path, *, trust_remote_code: bool = False) -> Weight
     ckpt = open_checkpoint(ModelSource(str(folder.base_dir()), attn=None, trust_remote_code=trust))
     plan = build_plan(adapter, ckpt, dtype=torch.float32, quant=adapter.quant)
     shapes = {s.out.name: s.out.shape for s in plan.sources}
-    return Weights(folder, plan.config, shapes, folder.adapter_dir, ckpt, plan, adapter)
+    return Weights(folder, plan.config, shapes, ckpt, plan, adapter)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +57,6 @@ class LoraFactors:
     embedding: bool
     fan_in_fan_out: bool = False
     magnitude: torch.Tensor | None = None  # DoRA's m, one value per output feature
-
-    def delta(self) -> torch.Tensor:
-        """``scale * B @ A`` in float32, laid out like the module's weight."""
-        return self.add_to(torch.zeros(self.weight_shape, dtype=torch.float32))
 
     @property
     def transposed(self) -> bool:
@@ -185,18 +180,14 @@ def _check_supported(config: dict[str, Any], cfg_file: Path) -> None:
             )
 
 
-def _pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
-    """PEFT's pattern lookup: the first key that matches the end of ``module`` at a dot boundary."""
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", module):
-            return value
-    return default
-
-
 def lora_scale(config: dict[str, Any], module: str) -> tuple[int, float]:
-    """(rank, scale) of ``module``: scale = alpha / r, or alpha / sqrt(r) with ``use_rslora``."""
-    r = int(_pattern_value(config.get("rank_pattern") or {}, module, config.get("r", 8)))
-    alpha = float(_pattern_value(config.get("alpha_pattern") or {}, module, config.get("lora_alpha", 8)))
+    """(rank, scale) of ``module``: scale = alpha / r, or alpha / sqrt(r) with ``use_rslora``; r and alpha from
+    the first ``rank_pattern`` / ``alpha_pattern`` key matching the module (PEFT's own ``get_pattern_key``)."""
+    from peft.utils.other import get_pattern_key
+
+    ranks, alphas = config.get("rank_pattern") or {}, config.get("alpha_pattern") or {}
+    r = int(ranks.get(get_pattern_key(ranks, module), config.get("r", 8)))
+    alpha = float(alphas.get(get_pattern_key(alphas, module), config.get("lora_alpha", 8)))
     return r, (alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r)
 
 

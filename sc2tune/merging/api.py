@@ -7,10 +7,6 @@ input axis), also in float32 with one rounding.
 A QLoRA adapter is merged by default into ``dequant(quant(W))``, the 4-bit NF4 round trip of the base
 that it was trained against (``merge_into="original"`` uses ``W`` itself); 4-bit weights are never
 written. Peak memory is about the largest single tensor in float32 plus the adapter, not the model.
-
-The pieces live in :mod:`sc2tune.merging`: ``adapter`` (read the PEFT folder), ``checkpoint`` (the base,
-read lazily), ``plan`` (match adapter to base, tie/untie, round trip), ``stream`` (the merge pass),
-``writer`` (sharded safetensors), ``output`` (metadata, atomic publish) and ``verify``.
 """
 
 from __future__ import annotations
@@ -30,11 +26,6 @@ from sc2tune.runs import resolve_base
 
 if TYPE_CHECKING:  # the merge's parts import torch/transformers: imported when a merge runs (``merge --help``
     # derives its options from :func:`merge`'s signature and must stay light)
-    import torch
-
-    from sc2tune.merging.adapter import Adapter
-    from sc2tune.merging.checkpoint import BaseCheckpoint
-    from sc2tune.merging.plan import MergePlan
     from sc2tune.merging.stream import StreamStats
     from sc2tune.merging.verify import Verification
 
@@ -90,7 +81,6 @@ def merge(
             :mod:`sc2tune.merging.verify`.
         qlora: treat the adapter as QLoRA (NF4, double quant, block 64) even without sc2tune's
             ``recipe.yaml``; ``False`` treats it as plain LoRA; None reads ``recipe.yaml``.
-        progress: show a progress bar.
         trust_remote_code: ``--trust-remote-code``: the base's and its tokenizer's own code (``auto_map``) may
             run (:class:`~sc2tune.modeling.ModelSource`), and a saved recipe's ``model.trust_remote_code`` is
             confirmed. Never read from the folders: without it, a base or tokenizer (the adapter's, else the
@@ -98,10 +88,15 @@ def merge(
     """
     import torch
 
+    from sc2tune.data.chat_template import recipe_chat_template
+    from sc2tune.merging import output
     from sc2tune.merging.adapter import load_adapter
     from sc2tune.merging.checkpoint import open_checkpoint
-    from sc2tune.merging.output import check_out_dir, clean_stale, tokenizer_source
     from sc2tune.merging.plan import build_plan
+    from sc2tune.merging.quant import BLOCKSIZE
+    from sc2tune.merging.stream import stream_merge
+    from sc2tune.merging.verify import verify_merge
+    from sc2tune.sizes import parse_size
 
     start = time.perf_counter()
     if merge_into not in ("quantized", "original"):
@@ -119,14 +114,14 @@ def merge(
     ckpt = open_checkpoint(ModelSource(str(base_dir), head=head, attn=None, trust_remote_code=trust_remote_code))
     # the tokenizer the merged folder gets (adapter's, else base's) may name its own code too: refused now,
     # not by write_metadata after hours of streaming
-    tok_dir = tokenizer_source(adapter_path, base_dir)
+    tok_dir = output.tokenizer_source(adapter_path, base_dir)
     if not trust_remote_code and tok_dir is not None and tokenizer_names_own_code(tok_dir):
         raise own_code_refused(tok_dir, file=TOKENIZER_CONFIG)
     out_dtype = getattr(torch, dtype) if dtype else ckpt.dtype
     trained_quant = adapter.quant if qlora is None else (adapter.quant or QuantSpec()) if qlora else None
     quant = None if merge_into == "original" else trained_quant
-    cleaned = clean_stale(out.parent)  # first: a dead merge's set-aside output may be NAME again
-    check_out_dir(out, overwrite=overwrite, inputs=[adapter_path, base_dir])
+    cleaned = output.clean_stale(out.parent)  # first: a dead merge's set-aside output may be NAME again
+    output.check_out_dir(out, overwrite=overwrite, inputs=[adapter_path, base_dir])
     plan = build_plan(adapter, ckpt, dtype=out_dtype, quant=quant, id2label=adapter.folder.labels)
     if trained_quant is not None and quant is None:
         plan.notes.append("merged into the original (unquantised) weights, not the 4-bit round trip the adapter "
@@ -137,9 +132,40 @@ def merge(
         log.info("%s", note)
     total = sum(s.out.nbytes for s in plan.sources)
     _check_free_space(out, total)
-    try:
-        return _merge_into_folder(start, adapter, adapter_path, out, base_name, ckpt, plan, out_dtype,
-                                  trained_quant, shard_size, verify, progress, overwrite=overwrite)
+    round_trip = quant and {"quant_type": quant.quant_type, "double_quant": quant.double_quant,
+                            "blocksize": BLOCKSIZE, "dtype": plan.quant_dtype}
+    verification = None
+    try:  # stream, describe and verify the merge in a staging folder beside ``out``, then publish it
+        with output.staging_dir(out) as tmp:
+            stats = stream_merge(plan, adapter, ckpt, tmp, shard_bytes=parse_size(shard_size), progress=progress)
+            provenance = {
+                "adapter": str(adapter_path.resolve()), "base": base_name, "base_dir": str(ckpt.path),
+                "dtype": str(out_dtype).removeprefix("torch."), "round_trip": round_trip,
+                "untied_embeddings": plan.untied, "tensors": stats.tensors, "lora_merged": stats.lora_merged,
+                "changed_tensors": stats.changed, "notes": plan.notes,
+            }
+            output.write_metadata(tmp, plan.config, base=ckpt.source, adapter_dir=adapter_path,
+                                  classifier=plan.classifier, provenance=provenance,
+                                  chat_template=recipe_chat_template(adapter.recipe))
+            if stats.changed == 0:
+                msg = "the merged weights equal the base's: the adapter changes nothing (an untrained " \
+                      f"adapter with all-zero lora_B, or an update below {out_dtype} rounding)"
+                if verify:
+                    raise UserError(msg, hint="nothing was written; pass --no-verify to write it anyway")
+                log.warning("%s", msg)
+            if verify:
+                verification = verify_merge(tmp, plan, ckpt.source, adapter_path, dtype=out_dtype,
+                                            trained_quant=trained_quant, base_dtype=ckpt.dtype)
+                log.debug("verification: %s", verification.summary())
+                if not verification.passed:
+                    raise UserError(
+                        f"the merged model does not reproduce the adapter model: {verification.summary()}",
+                        hint="nothing was written to --out; this is a bug worth reporting (rerun with "
+                        "--no-verify to keep the output anyway)",
+                    )
+                provenance["verification"] = asdict(verification)
+                output.write_provenance(tmp, provenance)
+            output.publish(tmp, out, overwrite=overwrite)
     except OSError as err:
         if not is_disk_full(err):
             raise
@@ -148,67 +174,19 @@ def merge(
             f"output was removed and --out was left as it was. The merged weights need {total / 1e9:.2f} GB",
             hint="free space on that disk or pass --out on another one (a smaller --dtype also halves it)",
         ) from None
+    return MergeResult(out, base_name, str(out_dtype).removeprefix("torch."), stats, plan.untied,
+                       quant.quant_type if quant else None, verification, time.perf_counter() - start,
+                       plan.notes)
 
 
 def _check_free_space(out: Path, needed: int) -> None:
     """Refuse to start when the output's disk cannot hold the merged weights."""
-    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
-    if parent is None:
-        return
+    parent = next(p for p in [out.parent, *out.parent.parents] if p.exists())  # "/" or "." at the latest
     free = shutil.disk_usage(parent).free
     if free < needed:
         raise UserError(f"not enough disk space for --out {out}: the merged weights need {needed / 1e9:.2f} GB, "
                         f"{parent} has {free / 1e9:.2f} GB free",
                         hint="free space on that disk or pass --out on another one")
-
-
-def _merge_into_folder(start: float, adapter: Adapter, adapter_path: Path, out: Path, base_name: str,
-                       ckpt: BaseCheckpoint, plan: MergePlan, out_dtype: torch.dtype, trained_quant: QuantSpec | None,
-                       shard_size: str | int, verify: bool, progress: bool, *, overwrite: bool) -> MergeResult:
-    """Stream, describe and verify the merge in a staging folder beside ``out``, then publish it."""
-    from sc2tune.data.chat_template import recipe_chat_template
-    from sc2tune.merging.output import publish, staging_dir, write_metadata, write_provenance
-    from sc2tune.merging.quant import BLOCKSIZE
-    from sc2tune.merging.stream import stream_merge
-    from sc2tune.merging.verify import verify_merge
-    from sc2tune.merging.writer import parse_size
-
-    verification = None
-    quant = plan.quant
-    round_trip = quant and {"quant_type": quant.quant_type, "double_quant": quant.double_quant,
-                            "blocksize": BLOCKSIZE, "dtype": plan.quant_dtype}
-    with staging_dir(out) as tmp:
-        stats = stream_merge(plan, adapter, ckpt, tmp, shard_bytes=parse_size(shard_size), progress=progress)
-        provenance = {
-            "adapter": str(adapter_path.resolve()), "base": base_name, "base_dir": str(ckpt.path),
-            "dtype": str(out_dtype).removeprefix("torch."), "round_trip": round_trip,
-            "untied_embeddings": plan.untied, "tensors": stats.tensors, "lora_merged": stats.lora_merged,
-            "changed_tensors": stats.changed, "notes": plan.notes,
-        }
-        write_metadata(tmp, plan.config, base=ckpt.source, adapter_dir=adapter_path, classifier=plan.classifier,
-                       provenance=provenance, chat_template=recipe_chat_template(adapter.recipe))
-        if stats.changed == 0:
-            msg = "the merged weights equal the base's: the adapter changes nothing (an untrained adapter " \
-                  f"with all-zero lora_B, or an update below {out_dtype} rounding)"
-            if verify:
-                raise UserError(msg, hint="nothing was written; pass --no-verify to write it anyway")
-            log.warning("%s", msg)
-        if verify:
-            verification = verify_merge(tmp, plan, ckpt.source, adapter_path, dtype=out_dtype,
-                                        trained_quant=trained_quant, base_dtype=ckpt.dtype)
-            log.debug("verification: %s", verification.summary())
-            if not verification.passed:
-                raise UserError(
-                    f"the merged model does not reproduce the adapter model: {verification.summary()}",
-                    hint="nothing was written to --out; this is a bug worth reporting (rerun with --no-verify "
-                    "to keep the output anyway)",
-                )
-            provenance["verification"] = asdict(verification)
-            write_provenance(tmp, provenance)
-        publish(tmp, out, overwrite=overwrite)
-    return MergeResult(out, base_name, str(out_dtype).removeprefix("torch."), stats, plan.untied,
-                       quant.quant_type if quant else None, verification, time.perf_counter() - start,
-                       plan.notes)
 
 
 def describe_merge(result: MergeResult) -> str:

@@ -9,7 +9,6 @@ which modules are Linear layers and whether the output embedding is tied to the 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,27 +17,19 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PretrainedConfig
 
 from sc2tune.errors import UserError
+from sc2tune.merging.writer import DTYPE_NAMES, OutTensor
 from sc2tune.modeling import ModelSource, load_config
-
-log = logging.getLogger(__name__)
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 
-SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+SAFETENSORS_DTYPES: dict[str, torch.dtype] = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 
 
 @dataclass(frozen=True)
-class TensorInfo:
+class TensorInfo(OutTensor):
     """Name, shape, dtype and shard file of one tensor of the base checkpoint."""
 
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
     file: Path
 
 
@@ -88,8 +79,6 @@ def open_checkpoint(source: ModelSource) -> BaseCheckpoint:
     ``starcoder2``) without it is read by transformers' own config class (the folder's code unused and unrun,
     with a warning): the merge then follows transformers' class, not the folder's code.
     """
-    from safetensors import safe_open
-
     path = Path(source.name_or_path)
     config = load_config(source)
     if getattr(config, "quantization_config", None):
@@ -98,6 +87,18 @@ def open_checkpoint(source: ModelSource) -> BaseCheckpoint:
             hint="merging into 4-bit/8-bit weights loses the update; pass --base with the original "
             "16/32-bit checkpoint",
         )
+    tensors = checkpoint_tensors(path)
+    if any(k.endswith((".absmax", ".quant_map", ".SCB")) or "quant_state" in k for k in tensors):
+        raise UserError(f"{path} holds bitsandbytes-quantised weights",
+                        hint="pass --base with the original 16/32-bit checkpoint")
+    return BaseCheckpoint(path, config, tensors, source)
+
+
+def checkpoint_tensors(path: Path) -> dict[str, TensorInfo]:
+    """Every tensor of the safetensors checkpoint folder ``path`` (the shards its index names, or
+    ``model.safetensors``), read from the headers alone."""
+    from safetensors import safe_open
+
     index = path / INDEX_NAME
     if index.is_file():
         try:
@@ -126,10 +127,7 @@ def open_checkpoint(source: ModelSource) -> BaseCheckpoint:
             raise
         except Exception as err:  # truncated header, not a safetensors file
             raise UserError(f"{file}: cannot read the safetensors header ({err})") from None
-    if any(k.endswith((".absmax", ".quant_map", ".SCB")) or "quant_state" in k for k in tensors):
-        raise UserError(f"{path} holds bitsandbytes-quantised weights",
-                        hint="pass --base with the original 16/32-bit checkpoint")
-    return BaseCheckpoint(path, config, tensors, source)
+    return tensors
 
 
 def skeleton(config: PretrainedConfig, *, classifier: bool, trust_remote_code: bool = False) -> Skeleton:

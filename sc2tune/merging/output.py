@@ -44,7 +44,7 @@ from typing import Any
 
 from transformers import GenerationConfig, PretrainedConfig
 
-from sc2tune.atomic import alive, fsync_tree, move
+from sc2tune.atomic import alive, fsync_tree, move, remove
 from sc2tune.errors import UserError
 from sc2tune.modeling import ModelSource, load_generation_config, load_tokenizer, tokenizer_names_own_code
 from sc2tune.runs import MODEL_CONFIG, MODEL_WEIGHTS, RECIPE_FILE, has_tokenizer
@@ -104,10 +104,6 @@ def _dead_owner(folder: Path, host: str) -> int | None:
     return None if owner_host != host or alive(pid) else pid
 
 
-def _size_gb(folder: Path) -> float:
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink()) / 1e9
-
-
 #: The hidden folders a merge makes beside ``NAME``: ``tmp`` (being written), ``old`` (the previous ``NAME``,
 #: set aside while publishing), ``del`` (being deleted). The suffix is mkdtemp's (letters, digits, ``_``).
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<kind>tmp|old|del)-[a-z0-9_]+")
@@ -124,26 +120,16 @@ def _remove(folder: Path) -> None:
     """Delete a folder that holds the owner file, the owner file last: a kill part way leaves a folder that
     :func:`clean_stale` still recognises as a dead merge's."""
     for entry in folder.iterdir():
-        if entry.name == OWNER:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        if entry.name != OWNER:
+            remove(entry)
     (folder / OWNER).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         folder.rmdir()
 
 
 def clean_stale(parent: Path) -> list[str]:
-    """Tidy what killed merges left in ``parent``; one line per folder removed or restored.
-
-    Only folders holding the owner file, whose ``pid@host`` is this host and a pid that no longer runs, are
-    touched: ``.NAME.tmp-*`` (an unfinished output) and ``.NAME.del-*`` (one being deleted) are removed;
-    ``.NAME.old-*`` (the output it was replacing) is renamed back to ``NAME`` if ``NAME`` is missing, else
-    removed; an owner file left inside a published ``NAME`` is deleted. Anything else (another program's
-    files, a merge still running, a merge on another host sharing the disk) is left alone.
-    """
+    """Tidy what killed merges left in ``parent`` (the rules: "Leftovers" in the module docstring); one line
+    per folder removed or restored."""
     if not parent.is_dir():
         return []
     done: list[str] = []
@@ -166,7 +152,7 @@ def clean_stale(parent: Path) -> list[str]:
             (target / OWNER).unlink(missing_ok=True)
             done.append(f"restored {target}: an interrupted merge (pid {pid}) had set it aside")
             continue
-        size = _size_gb(folder)
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink()) / 1e9
         _remove(folder)
         what = {"tmp": "left by", "old": "the output replaced by", "del": "being deleted by"}[kind]
         done.append(f"removed {folder} ({size:.2f} GB), {what} an interrupted merge (pid {pid})")
@@ -177,11 +163,9 @@ def clean_stale(parent: Path) -> list[str]:
 def staging_dir(out: Path) -> Iterator[Path]:
     """A temporary folder beside ``out``; removed if the block fails (the caller publishes on success)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = _sibling(out, "tmp")
+    tmp.mkdir()  # the usual mode of a new folder (mkdtemp's would be private)
     (tmp / OWNER).write_text(_owner(), encoding="utf-8")
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the published folder gets the usual mode
     try:
         yield tmp
     finally:
@@ -202,11 +186,8 @@ def _keep_aside(tmp: Path, out: Path, why: str) -> UserError:
 def publish(tmp: Path, out: Path, *, overwrite: bool = False) -> None:
     """Move the finished ``tmp`` to ``out``, checking ``out`` again first: what appeared there while the merge
     ran is replaced only under the rules of :func:`check_out_dir` (``overwrite`` and a model output), else the
-    merge is kept beside it and the error says where.
-
-    An existing ``out`` is marked with this merge's owner file and set aside (``.NAME.old-*``), the new folder
-    takes its place, and the old one is renamed ``.NAME.del-*`` and deleted, owner file last; a kill at any
-    point leaves folders :func:`clean_stale` puts back or removes. The owner files leave ``out`` last."""
+    merge is kept beside it and the error says where. An existing ``out`` is replaced as "Replacing ``NAME``"
+    in the module docstring says; the owner files leave ``out`` last."""
     occupied = out.exists() and (not out.is_dir() or any(out.iterdir()))
     if occupied and (not overwrite or not out.is_dir() or not is_model_output(out)):
         raise _keep_aside(tmp, out, "it appeared while the merge ran" + (
@@ -244,6 +225,8 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base: ModelSource,
     ``base`` may run its code (without it such a tokenizer is a UserError; :func:`sc2tune.merging.merge` checks
     :func:`tokenizer_source` before streaming, so this is only a backstop). ``chat_template`` (an instruction
     run's, :mod:`sc2tune.data.chat_template`) goes into the tokenizer's config."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
     from sc2tune.tokens import set_pad_token
 
     base_dir = Path(base.name_or_path)
@@ -262,7 +245,8 @@ def write_metadata(folder: Path, config: PretrainedConfig, *, base: ModelSource,
         log.warning("no tokenizer in %s or %s: the merged folder has none", adapter_dir, base_dir)
     if classifier and tokenizer is not None and tokenizer.pad_token_id is not None:
         config.pad_token_id = tokenizer.pad_token_id
-    config.architectures = [_arch(config, classifier)]
+    auto = AutoModelForSequenceClassification if classifier else AutoModelForCausalLM
+    config.architectures = [auto._model_mapping[type(config)].__name__]  # what the model's save_pretrained writes
     config.save_pretrained(str(folder))
     if getattr(config, "auto_map", None):
         _copy_model_code(base_dir, folder)
@@ -290,10 +274,3 @@ def _copy_model_code(source: Path, folder: Path) -> None:
     for file in sorted(source.glob("*.py")):
         if file.is_file() and not (folder / file.name).exists():
             shutil.copyfile(file, folder / file.name)
-
-
-def _arch(config: PretrainedConfig, classifier: bool) -> str:
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    mapping = (AutoModelForSequenceClassification if classifier else AutoModelForCausalLM)._model_mapping
-    return mapping[type(config)].__name__

@@ -16,7 +16,9 @@ model size.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,18 +64,13 @@ def merge_tensor(src: Source, base: torch.Tensor | None, adapter: Adapter, plan:
     return work.to(src.out.dtype)
 
 
-def stream_merge(plan: MergePlan, adapter: Adapter, ckpt: BaseCheckpoint, folder: Path, *,
-                 shard_bytes: int, progress: bool = True) -> StreamStats:
-    """Write the merged weights of ``plan`` into ``folder`` as sharded safetensors."""
-    shards = plan_shards([s.out for s in plan.sources], shard_bytes)
-    writer = ShardedWriter(folder, shards)
-    total = sum(s.out.nbytes for s in plan.sources)
+def merged_tensors(plan: MergePlan, adapter: Adapter, ckpt: BaseCheckpoint
+                   ) -> Iterator[tuple[Source, torch.Tensor | None, torch.Tensor]]:
+    """(plan entry, its base tensor or None, the output tensor) for every planned tensor, in plan order; one
+    thread reads the next base tensor while the current one is merged."""
     keys = [s.base_key for s in plan.sources]
     # base tensors to read, in order (an entry that reuses the previous entry's tensor reads nothing)
     reads = [i for i, k in enumerate(keys) if k is not None and (i == 0 or keys[i - 1] != k)]
-    lora = replaced = trips = changed = 0
-    bar = Progress(TextColumn("merging {task.description}"), BarColumn(), DownloadColumn(),
-                   TimeRemainingColumn(), console=Console(stderr=True), transient=True, disable=not progress)
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sc2tune-reader")
     ahead: dict[int, Future[torch.Tensor]] = {}
 
@@ -85,16 +82,32 @@ def stream_merge(plan: MergePlan, adapter: Adapter, ckpt: BaseCheckpoint, folder
     try:
         read_ahead()
         base: torch.Tensor | None = None
-        with bar:
+        for i, src in enumerate(plan.sources):
+            if src.base_key is None:
+                base = None
+            elif i in ahead:
+                base = ahead.pop(i).result()
+                read_ahead()
+            yield src, base, merge_tensor(src, base, adapter, plan)
+            if i + 1 == len(keys) or keys[i + 1] != src.base_key:
+                base = None  # the next entry does not reuse it (only an untied lm_head does)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def stream_merge(plan: MergePlan, adapter: Adapter, ckpt: BaseCheckpoint, folder: Path, *,
+                 shard_bytes: int, progress: bool = True) -> StreamStats:
+    """Write the merged weights of ``plan`` into ``folder`` as sharded safetensors."""
+    writer = ShardedWriter(folder, plan_shards([s.out for s in plan.sources], shard_bytes))
+    total = sum(s.out.nbytes for s in plan.sources)
+    lora = replaced = trips = changed = 0
+    bar = Progress(TextColumn("merging {task.description}"), BarColumn(), DownloadColumn(),
+                   TimeRemainingColumn(), console=Console(stderr=True), transient=True, disable=not progress)
+    try:
+        with bar, closing(merged_tensors(plan, adapter, ckpt)) as tensors:
             task = bar.add_task("", total=total)
-            for i, src in enumerate(plan.sources):
+            for src, base, out in tensors:
                 bar.update(task, description=src.out.name)
-                if src.base_key is None:
-                    base = None
-                elif i in ahead:
-                    base = ahead.pop(i).result()
-                    read_ahead()
-                out = merge_tensor(src, base, adapter, plan)
                 lora += src.lora is not None
                 replaced += src.replace is not None
                 trips += src.round_trip
@@ -102,14 +115,10 @@ def stream_merge(plan: MergePlan, adapter: Adapter, ckpt: BaseCheckpoint, folder
                     changed += base is None or not torch.equal(out, base.to(out.dtype))
                 writer.write(src.out.name, out)
                 del out
-                if i + 1 == len(keys) or keys[i + 1] != src.base_key:
-                    base = None  # the next entry does not reuse it (only an untied lm_head does)
                 bar.advance(task, src.out.nbytes)
         files = writer.close()
     except BaseException:
         writer.abort()
         raise
-    finally:
-        pool.shutdown(cancel_futures=True)
     log.debug("wrote %d tensors into %d shard(s)", len(plan.sources), len(files))
     return StreamStats(len(plan.sources), lora, replaced, trips, changed, len(files), total)

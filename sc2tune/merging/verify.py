@@ -37,7 +37,6 @@ weights costs, reported, not hidden.
 from __future__ import annotations
 
 import gc
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,8 +46,6 @@ from sc2tune.merging.plan import MergePlan
 from sc2tune.modeling import ModelSource, load_model, load_tokenizer, with_adapter
 from sc2tune.recipe import QuantSpec
 from sc2tune.runs import has_tokenizer, quiet_transformers
-
-log = logging.getLogger(__name__)
 
 PROMPTS: tuple[str, ...] = (
     'def fibonacci(n: int) -> int:\n    """Return the n-th Fibonacci number."""\n',
@@ -115,23 +112,6 @@ def _prompt_batches(merged: ModelSource, prompts: tuple[str, ...], vocab_size: i
     return [dict(tokenizer(p, return_tensors="pt")) for p in prompts]
 
 
-def verify_merge(merged_dir: Path, plan: MergePlan, base: ModelSource, adapter_dir: Path, *, dtype: torch.dtype,
-                 trained_quant: QuantSpec | None = None, base_dtype: torch.dtype | None = None,
-                 prompts: tuple[str, ...] = PROMPTS) -> Verification:
-    """Run the adapter model, PEFT's rounded merge and the merged model on ``prompts``; compare their logits.
-
-    ``plan``: the merge's (its output config, head, and ``quant``: the 4-bit round trip the merge used, None for
-    the base weights as stored). ``base``: the base the merge read (its folder, head, and whether its own
-    code may run: the merged folder is loaded the same way). ``trained_quant``: the QLoRA settings the
-    adapter was trained with; when it is set and ``plan.quant`` is not (merged into the original weights), the
-    merged model is also compared with the model as trained. ``base_dtype``: the checkpoint's dtype, the
-    precision the adapter model and PEFT's merge start from (default ``dtype``).
-    """
-    with quiet_transformers():
-        return _verify(merged_dir, plan, base, adapter_dir, dtype=dtype, trained_quant=trained_quant,
-                       base_dtype=base_dtype or dtype, prompts=prompts)
-
-
 def rounded_reference(model: torch.nn.Module, adapter_dir: Path, dtype: torch.dtype,
                       *, quantized: bool) -> torch.nn.Module:
     """PEFT's own merge of ``model`` (a ``PeftModel``) in float32, one module at a time, rounded once to ``dtype``.
@@ -191,16 +171,9 @@ def compare_weights(reference: torch.nn.Module, merged_dir: Path, dtype: torch.d
     """
     from safetensors import safe_open
 
-    from sc2tune.merging.checkpoint import INDEX_NAME, SINGLE_NAME
+    from sc2tune.merging.checkpoint import checkpoint_tensors
 
-    index = merged_dir / INDEX_NAME
-    if index.is_file():
-        import json
-
-        where = {k: merged_dir / f for k, f in json.loads(index.read_text())["weight_map"].items()}
-    else:
-        with safe_open(str(merged_dir / SINGLE_NAME), framework="pt") as handle:
-            where = dict.fromkeys(handle.keys(), merged_dir / SINGLE_NAME)
+    where = {name: info.file for name, info in checkpoint_tensors(merged_dir).items()}
     state = reference.state_dict()
     tied = {}  # a folder with tied embeddings stores the output embedding once, as the input embedding
     out_emb, in_emb = reference.get_output_embeddings(), reference.get_input_embeddings()
@@ -247,11 +220,21 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _verify(merged_dir: Path, plan: MergePlan, base: ModelSource, adapter_dir: Path, *, dtype: torch.dtype,
-            trained_quant: QuantSpec | None, base_dtype: torch.dtype, prompts: tuple[str, ...]) -> Verification:
+@quiet_transformers()
+def verify_merge(merged_dir: Path, plan: MergePlan, base: ModelSource, adapter_dir: Path, *, dtype: torch.dtype,
+                 trained_quant: QuantSpec | None, base_dtype: torch.dtype) -> Verification:
+    """Run the adapter model, PEFT's rounded merge and the merged model on :data:`PROMPTS`; compare their logits.
+
+    ``plan``: the merge's (its output config, head, and ``quant``: the 4-bit round trip the merge used, None for
+    the base weights as stored). ``base``: the base the merge read (its folder, head, and whether its own
+    code may run: the merged folder is loaded the same way). ``trained_quant``: the QLoRA settings the
+    adapter was trained with; when it is set and ``plan.quant`` is not (merged into the original weights), the
+    merged model is also compared with the model as trained. ``base_dtype``: the checkpoint's dtype, the
+    precision the adapter model and PEFT's merge start from.
+    """
     config, classifier, quant = plan.config, plan.classifier, plan.quant  # the merged folder's config.json
     merged = base.replace(name_or_path=str(merged_dir), dtype=_dtype_name(dtype), attn=None)
-    batches = _prompt_batches(merged, prompts, config.vocab_size)
+    batches = _prompt_batches(merged, PROMPTS, config.vocab_size)
     labels = {int(k): v for k, v in config.id2label.items()} if classifier else None
 
     def adapter_model(q: QuantSpec | None) -> torch.nn.Module:

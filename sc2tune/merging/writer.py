@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,9 +24,7 @@ from typing import BinaryIO
 
 import torch
 
-# one reading of "2GB" (10^9) and "2GiB" (2^30) for the whole package; merging.api takes it from here
-from sc2tune.sizes import parse_size as parse_size
-
+#: safetensors' dtype names (``SAFETENSORS_DTYPES`` of :mod:`~sc2tune.merging.checkpoint` reads them back).
 DTYPE_NAMES: dict[torch.dtype, str] = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
     torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
@@ -43,10 +42,7 @@ class OutTensor:
 
     @property
     def nbytes(self) -> int:
-        n = self.dtype.itemsize
-        for d in self.shape:
-            n *= d
-        return n
+        return self.dtype.itemsize * math.prod(self.shape)
 
 
 def plan_shards(tensors: list[OutTensor], max_bytes: int) -> list[list[OutTensor]]:
@@ -139,8 +135,7 @@ class ShardedWriter:
         if self._pos != len(self._order):
             raise RuntimeError(f"writer closed after {self._pos} of {len(self._order)} tensors")
         if self._file is not None:
-            self._file.flush()
-            self._file.close()
+            self._file.close()  # flushes
             self._file = None
         files = [self.folder / n for n in self.names]
         if len(self.shards) > 1:

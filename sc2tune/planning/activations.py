@@ -54,7 +54,7 @@ class ComputeSetup:
 
     ``gpu(...)``: bf16/fp16 matmuls under autocast, fp32 LoRA weights (PEFT casts the adapter's input to
     fp32 and autocast casts it back, so every adapter saves its own copy), boolean dropout masks (fused
-    CUDA dropout). ``cpu_fp32()``: everything fp32, dropout saves a float mask, no casts (measured).
+    CUDA dropout). ``cpu()``: everything fp32, dropout saves a float mask, no casts (measured).
     """
 
     act_bytes: int  #: e: matmul / attention activations
@@ -70,17 +70,11 @@ class ComputeSetup:
                    lora_bytes=dtype_bytes, mask_bytes=1, lora_input_cast=dtype_bytes != 4, attn=attn)
 
     @classmethod
-    def cpu_fp32(cls, attn: str = "sdpa") -> ComputeSetup:
-        return cls(act_bytes=4, res_bytes=4, lora_bytes=4, mask_bytes=4, lora_input_cast=False, attn=attn)
-
-    @classmethod
     def cpu(cls, dtype_bytes: int = 4, *, fp32_residual: bool = False, attn: str = "sdpa") -> ComputeSetup:
         """CPU, no autocast: a 16-bit model's adapters get an fp32 copy of their input (PEFT's cast), and
         dropout keeps a mask of the input's dtype."""
-        if dtype_bytes == 4:
-            return cls.cpu_fp32(attn)
         return cls(act_bytes=dtype_bytes, res_bytes=4 if fp32_residual else dtype_bytes, lora_bytes=4,
-                   mask_bytes=4, lora_input_cast=True, attn=attn)
+                   mask_bytes=4, lora_input_cast=dtype_bytes != 4, attn=attn)
 
 
 @dataclass(frozen=True)
@@ -110,8 +104,14 @@ class BlockSpec:
     linears: tuple[LinearSpec, ...]
 
 
-def _short(name: str) -> str:
-    return name.rsplit(".", 1)[-1]
+def _new_input(lin: LinearSpec, counted: set[frozenset[str]]) -> bool:
+    """False when ``lin`` reads the same input as a linear of its :data:`SHARED_INPUT_GROUPS` already counted."""
+    group = next((g for g in SHARED_INPUT_GROUPS if lin.name.rsplit(".", 1)[-1] in g), None)
+    if group in counted:
+        return False
+    if group is not None:
+        counted.add(group)
+    return True
 
 
 def layer_saved_bytes(block: BlockSpec, *, batch: int, length: int, r: int, lora_dropout: float,
@@ -130,7 +130,7 @@ def layer_saved_bytes(block: BlockSpec, *, batch: int, length: int, r: int, lora
     mlp = (3 if block.gated_mlp else 1) * s * f * e
     dropout = block.residual_dropouts * s * h * m
     lora = 0
-    shared_done: set[frozenset[str]] = set()
+    lora_inputs: set[frozenset[str]] = set()
     for lin in block.linears:
         if not lin.lora:
             continue
@@ -139,24 +139,10 @@ def layer_saved_bytes(block: BlockSpec, *, batch: int, length: int, r: int, lora
             lora += s * lin.out_features * (e + e_lora)
         if lora_dropout > 0:
             lora += s * lin.in_features * (e_lora + m)
-            continue
-        group = next((g for g in SHARED_INPUT_GROUPS if _short(lin.name) in g), None)
-        if not setup.lora_input_cast and group is not None:
-            if group in shared_done:
-                continue
-            shared_done.add(group)
-        lora += s * lin.in_features * e_lora
-    full = 0
-    full_done: set[frozenset[str]] = set()
-    for lin in block.linears:
-        if not lin.trained:
-            continue
-        group = next((g for g in SHARED_INPUT_GROUPS if _short(lin.name) in g), None)
-        if group is not None:
-            if group in full_done:
-                continue
-            full_done.add(group)
-        full += s * lin.in_features * e
+        elif setup.lora_input_cast or _new_input(lin, lora_inputs):
+            lora += s * lin.in_features * e_lora
+    full_inputs: set[frozenset[str]] = set()
+    full = sum(s * lin.in_features * e for lin in block.linears if lin.trained and _new_input(lin, full_inputs))
     return {"norms": norms, "attention": attn, "mlp": mlp, "dropout": dropout, "lora": lora, "full": full}
 
 
@@ -198,7 +184,6 @@ class ActivationEstimate:
     no_checkpointing: int  #: saved in the forward without checkpointing: all layers + final norm
     checkpointing: int  #: saved in the forward with checkpointing: layer inputs + final norm
     workspace: int  #: backward workspace of one layer
-    parts: dict[str, int]  #: one layer's saved bytes by part
 
     def saved(self, gradient_checkpointing: bool) -> int:
         """Bytes kept from the forward for the backward."""
@@ -234,5 +219,4 @@ def estimate_activations(block: BlockSpec, *, layers: int, batch: int, length: i
         checkpointing=layers * layer_input + final_norm,
         workspace=backward_workspace_bytes(block, batch=batch, length=length, setup=setup)
         + (dora_transient_bytes(block, setup=setup) if dora else 0),
-        parts=parts,
     )

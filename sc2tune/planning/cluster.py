@@ -7,18 +7,16 @@ plan uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sc2tune.configs import model_layout
-from sc2tune.planning.plan import FIT_FRACTION, Device, MemoryPlan, model_dtype_name
-from sc2tune.planning.sharding import ShardedMemory, buffer_bytes, fsdp_memory, gathered_bytes
+from sc2tune.planning.plan import FIT_FRACTION, Device, GiB, MemoryPlan, model_dtype_name
+from sc2tune.planning.sharding import ShardedMemory, fsdp_memory, gathered_bytes
 from sc2tune.planning.structure import adapter_shape, block_spec, resolve_targets
 from sc2tune.planning.throughput import DEFAULT_MFU, GpuSpec, TimeEstimate, estimate_time, training_flops
 from sc2tune.planning.weights import DTYPE_BYTES
 from sc2tune.recipe import Recipe
-
-GiB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -33,8 +31,8 @@ class ClusterPlan:
 
     def to_json(self) -> dict[str, Any]:
         return {"gpu": self.gpu.name, "gpus": self.gpus, "gpu_memory": self.gpu.memory_gib * GiB,
-                "replicated_fits": self.replicated_fits, "fsdp": self.fsdp.to_json(),
-                "time": self.time.to_json() if self.time else None}
+                "replicated_fits": self.replicated_fits, "fsdp": asdict(self.fsdp),
+                "time": asdict(self.time) if self.time else None}
 
 
 def plan_cluster(recipe: Recipe, plan: MemoryPlan, *, gpus: int, gpu: GpuSpec, tokens_per_epoch: int | None,
@@ -46,7 +44,7 @@ def plan_cluster(recipe: Recipe, plan: MemoryPlan, *, gpus: int, gpu: GpuSpec, t
                          head=spec.head, num_labels=spec.num_labels or 2)
     dtype_bytes = DTYPE_BYTES[model_dtype_name(recipe, device)]
     memory = gpu.memory_gib * GiB
-    fsdp = fsdp_memory(plan, gpus, gathered=gathered_bytes(model, dtype_bytes), buffers=buffer_bytes(model),
+    fsdp = fsdp_memory(plan, gpus, gathered=gathered_bytes(model, dtype_bytes), buffers=model.buffer_bytes(),
                        gpu_memory=memory)
     time = None
     if tokens_per_epoch is not None:

@@ -24,7 +24,7 @@ one GPU or data parallel; FSDP full sharding over N GPUs is :mod:`sc2tune.planni
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from sc2tune.configs import model_layout
 from sc2tune.planning.activations import (
@@ -38,16 +38,12 @@ from sc2tune.planning.weights import DTYPE_BYTES, LoadMode, weight_breakdown
 from sc2tune.recipe import Recipe, recipe_from_dict
 from sc2tune.sizes import parse_size
 
-if TYPE_CHECKING:
-    import torch
-
 GiB = 1024**3
 FRAMEWORK_OVERHEAD = int(0.75 * GiB)
 FIT_FRACTION = 0.95
 
 Device = Literal["cuda", "cpu"]
 
-_DTYPES = {"auto": "bfloat16", "bfloat16": "bfloat16", "float16": "float16", "float32": "float32"}
 _MODE_OF_DTYPE = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
 
@@ -120,16 +116,9 @@ def _optimizer_bytes_per_param(optim: str) -> tuple[int, str]:
 
 def model_dtype_name(recipe: Recipe, device: Device = "cuda") -> str:
     """The dtype the model is loaded in, by name: ``auto`` = bfloat16 on CUDA, float32 on CPU (as modeling does)."""
-    if recipe.model.dtype == "auto" and device == "cpu":
-        return "float32"
-    return _DTYPES[recipe.model.dtype]
-
-
-def model_dtype(recipe: Recipe, device: Device = "cuda") -> torch.dtype:
-    """:func:`model_dtype_name` as a ``torch.dtype`` (imports torch)."""
-    import torch
-
-    return getattr(torch, model_dtype_name(recipe, device))
+    if recipe.model.dtype == "auto":
+        return "float32" if device == "cpu" else "bfloat16"
+    return recipe.model.dtype
 
 
 def load_mode(recipe: Recipe, device: Device = "cuda") -> LoadMode:
@@ -142,17 +131,13 @@ def load_mode(recipe: Recipe, device: Device = "cuda") -> LoadMode:
     return quant.quant_type  # type: ignore[return-value]
 
 
-def _chunked_loss_applies(model_type: str) -> bool:
-    from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES
-
-    return model_type in CHUNKED_LOSS_ARCHITECTURES
-
-
 def plan_device(recipe: Recipe, gpu_memory: int | str | None = None, *, device: Device = "cuda") -> MemoryPlan:
     """Predict the per-device training memory of ``recipe``; with ``gpu_memory``, whether it fits.
 
     Ways to make it fit are added above this module (:func:`sc2tune.planning.recipe_plan.plan_recipe`), since
     finding them plans modified recipes with this function."""
+    from sc2tune.modeling import CHUNKED_LOSS_ARCHITECTURES
+
     spec, adapter, train, data = recipe.model, recipe.adapter, recipe.train, recipe.data
     dtype = model_dtype_name(recipe, device)
     classify = spec.head == "sequence-classification"
@@ -219,7 +204,7 @@ def plan_device(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
         loss_full = full_logits_loss_bytes(tokens=tokens, vocab=vocab, setup=setup)
         loss_chunk = chunked_loss_bytes(trained=tokens, hidden=block.hidden, vocab=vocab,
                                         chunk=train.loss_chunk_size, setup=setup)
-        if train.loss_impl == "chunked" and _chunked_loss_applies(model.model_type):
+        if train.loss_impl == "chunked" and model.model_type in CHUNKED_LOSS_ARCHITECTURES:
             loss = loss_chunk
             loss_note = (f"chunked, {train.loss_chunk_size} positions at a time; full logits would take "
                          f"{loss_full / GiB:.2f} GiB")
@@ -242,14 +227,13 @@ def plan_device(recipe: Recipe, gpu_memory: int | str | None = None, *, device: 
 
     gpu = parse_size(gpu_memory, what="--gpu-memory") if isinstance(gpu_memory, str) else gpu_memory
     fits = None if gpu is None else total <= FIT_FRACTION * gpu
-    plan = MemoryPlan(
+    return MemoryPlan(
         model=spec.name_or_path, device=device, method=adapter.method, load_mode=mode, batch_size=batch,
         grad_accum=train.grad_accum, max_length=length, gradient_checkpointing=ckpt, components=tuple(comps),
         total_bytes=total, activations_no_checkpointing=acts.saved(False), activations_checkpointing=acts.saved(True),
         loss_chunked=loss_chunk, loss_full_logits=loss_full, weights_footprint=weights.footprint_bytes,
         trainable_params=trainable, gpu_memory=gpu, fits=fits,
     )
-    return plan
 
 
 def modified(recipe: Recipe, overrides: tuple[str, ...]) -> Recipe:

@@ -3,14 +3,10 @@ its data (:func:`data_tokens`, for the time estimate of :func:`sc2tune.planning.
 
 from __future__ import annotations
 
-import logging
-
 from sc2tune.errors import UserError
 from sc2tune.planning.plan import Device, MemoryPlan, plan_device
 from sc2tune.planning.suggest import suggestions
 from sc2tune.recipe import Recipe
-
-log = logging.getLogger(__name__)
 
 
 def plan_recipe(recipe: Recipe, gpu_memory: int | str | None = None, *, device: Device = "cuda",

@@ -19,15 +19,11 @@ Communication buffers beyond the gathered units are not modelled.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 from sc2tune.architectures import ModelLayout
 from sc2tune.planning.plan import FIT_FRACTION, MemoryPlan
-from sc2tune.planning.structure import as_layout, decoder_layers
-
-if TYPE_CHECKING:
-    from torch import nn
+from sc2tune.planning.structure import decoder_layers
 
 #: Components of a MemoryPlan that FSDP shards across the ranks.
 SHARDED = ("weights", "quantisation constants", "adapter parameters", "gradients", "optimizer states")
@@ -49,18 +45,9 @@ class ShardedMemory:
     gpu_memory: int | None = None
     fits: bool | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
-
-def buffer_bytes(model: ModelLayout | nn.Module) -> int:
-    """Bytes of the model's registered buffers (counted in the plan's weights, but never sharded)."""
-    return as_layout(model).buffer_bytes()
-
-
-def gathered_bytes(model: ModelLayout | nn.Module, dtype_bytes: int) -> int:
+def gathered_bytes(layout: ModelLayout, dtype_bytes: int) -> int:
     """Root unit (parameters outside the decoder layers) + two decoder layers, at ``dtype_bytes`` each."""
-    layout = as_layout(model)
     prefix, _ = decoder_layers(layout)
     params = [(full, p) for full, p in layout.params_under("") if p.shared_with is None]
     root = sum(p.numel for full, p in params if not full.startswith(f"{prefix}."))

@@ -3,21 +3,18 @@
 Everything comes from the :class:`~sc2tune.architectures.ModelLayout` (module names, kinds and shapes; written
 down from config.json for StarCoder2/GPTBigCode, read off a meta model otherwise) plus the config's head counts,
 so any decoder-only architecture transformers knows works: StarCoder2 (q/k/v/o_proj, c_fc/c_proj, LayerNorm),
-GPTBigCode (fused c_attn, multi-query), Llama-style models (gated MLP, RMSNorm). Every function also takes an
-instantiated model (its layout is read off it).
+GPTBigCode (fused c_attn, multi-query), Llama-style models (gated MLP, RMSNorm). An instantiated model's layout
+is :func:`~sc2tune.architectures.layout_of_model`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from sc2tune.architectures import ModelLayout, ModuleEntry, layout_of_model
+from sc2tune.architectures import ModelLayout
+from sc2tune.architectures.layout import distinct_numel
 from sc2tune.errors import RecipeError
 from sc2tune.planning.activations import BlockSpec, LinearSpec
-
-if TYPE_CHECKING:
-    from torch import nn
 
 _GATED_NAMES = {"gate_proj", "w1", "w3", "gate_up_proj"}
 
@@ -26,40 +23,27 @@ _GATED_NAMES = {"gate_proj", "w1", "w3", "gate_up_proj"}
 class AdapterShape:
     """The trainable part of a LoRA model."""
 
-    targets: tuple[str, ...]  #: full module names that get a LoRA pair
     lora_params: int  #: r (in + out) per target (+ out with DoRA)
     saved_module_params: int  #: parameters of modules_to_save (trained in full, copied)
 
 
-def as_layout(model: ModelLayout | nn.Module) -> ModelLayout:
-    """The layout itself, or the layout read off an instantiated model."""
-    return model if isinstance(model, ModelLayout) else layout_of_model(model)
-
-
-def decoder_layers(model: ModelLayout | nn.Module) -> tuple[str, int]:
+def decoder_layers(layout: ModelLayout) -> tuple[str, int]:
     """Name and length of the decoder layers' ``ModuleList``: the longest ModuleList in the model."""
-    layout = as_layout(model)
     if layout.layers is None:
         raise RecipeError(f"cannot find the decoder layers of {layout.class_name}")
     return layout.layers, layout.num_layers
-
-
-def linear_modules(model: ModelLayout | nn.Module) -> dict[str, ModuleEntry]:
-    """Every linear layer (``nn.Linear`` and subclasses, ``Conv1D``) by full name."""
-    return as_layout(model).linears()
 
 
 def _matches(name: str, key: str) -> bool:
     return name == key or name.endswith(f".{key}")
 
 
-def resolve_targets(model: ModelLayout | nn.Module, target_modules: list[str] | str) -> tuple[str, ...]:
+def resolve_targets(layout: ModelLayout, target_modules: list[str] | str) -> tuple[str, ...]:
     """Full names of the linear layers LoRA wraps, with PEFT's matching (exact name or ``.suffix``).
 
     ``all-linear`` is every linear layer but the output head; ``auto`` the architecture's defaults. A name
     that matches no linear layer is an error (a LoRA target copied from another architecture).
     """
-    layout = as_layout(model)
     linears = layout.linears()
     if target_modules == "all-linear":
         return tuple(n for n in linears if n != layout.output_head and not n.endswith("score"))
@@ -78,30 +62,21 @@ def resolve_targets(model: ModelLayout | nn.Module, target_modules: list[str] | 
     return tuple(n for n in linears if any(_matches(n, key) for key in target_modules))
 
 
-def adapter_shape(model: ModelLayout | nn.Module, targets: tuple[str, ...], *, r: int, dora: bool,
+def adapter_shape(layout: ModelLayout, targets: tuple[str, ...], *, r: int, dora: bool,
                   modules_to_save: list[str]) -> AdapterShape:
     """LoRA parameter count: ``A`` is r x in, ``B`` is out x r for each target (DoRA adds out magnitudes)."""
-    layout = as_layout(model)
     modules = {m.name: m for m in layout.modules}
     lora = 0
     for name in targets:
         out_f, in_f = modules[name].weight_shape()
         lora += r * (in_f + out_f) + (out_f if dora else 0)
-    saved = 0
-    seen: set[str] = set()
-    for name in modules:
-        if any(_matches(name, key) for key in modules_to_save):
-            for full, p in layout.params_under(name):
-                tensor = p.shared_with or full
-                if tensor not in seen:
-                    seen.add(tensor)
-                    saved += p.numel
-    return AdapterShape(targets, lora, saved)
+    saved = distinct_numel(item for name in modules if any(_matches(name, key) for key in modules_to_save)
+                           for item in layout.params_under(name))
+    return AdapterShape(lora, saved)
 
 
-def block_spec(model: ModelLayout | nn.Module, targets: tuple[str, ...], *, full: bool) -> tuple[BlockSpec, int]:
+def block_spec(layout: ModelLayout, targets: tuple[str, ...], *, full: bool) -> tuple[BlockSpec, int]:
     """Shapes of decoder layer 0 (all layers are alike) and the number of layers."""
-    layout = as_layout(model)
     prefix, count = decoder_layers(layout)
     if layout.hidden is None or layout.heads is None or layout.head_dim is None or layout.kv_heads is None:
         raise RecipeError(f"{layout.class_name} has no transformers config to read its head counts from")

@@ -48,9 +48,8 @@ def _length_moves(recipe: Recipe) -> list[tuple[list[str], str]]:
 
 
 def _qlora_move(recipe: Recipe) -> list[tuple[list[str], str]]:
-    if recipe.adapter.method == "lora" and recipe.adapter.quantization is None or (
-        recipe.adapter.method == "lora" and recipe.adapter.quantization and recipe.adapter.quantization.bits == 8
-    ):
+    quant = recipe.adapter.quantization
+    if recipe.adapter.method == "lora" and (quant is None or quant.bits == 8):
         return [(["adapter.method=qlora", "adapter.quantization=null"], "QLoRA (4-bit NF4 base)")]
     return []
 

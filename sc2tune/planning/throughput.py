@@ -25,17 +25,12 @@ A100 at a few thousand tokens per micro-batch, less with small micro-batches, QL
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 from sc2tune.architectures import ModelLayout
+from sc2tune.architectures.layout import distinct_numel
 from sc2tune.errors import UserError
-from sc2tune.planning.structure import as_layout, decoder_layers
-
-if TYPE_CHECKING:
-    from torch import nn
-
-GiB = 1024**3
+from sc2tune.planning.structure import decoder_layers
 
 #: Assumed model FLOPs utilisation when none is given.
 DEFAULT_MFU = 0.4
@@ -96,21 +91,11 @@ class FlopCount:
     formula: str
 
 
-def matmul_params(model: ModelLayout | nn.Module) -> int:
+def matmul_params(layout: ModelLayout) -> int:
     """N: the elements of every linear weight (``nn.Linear``, ``Conv1D``), the output layer's included once."""
-    layout = as_layout(model)
-    seen: set[str] = set()
-    total = 0
-    for module in layout.modules:
-        if module.linear or module.name == layout.output_head:  # an output layer that is not a Linear too
-            for p in module.params:
-                if p.name != "weight":
-                    continue
-                tensor = p.shared_with or f"{module.name}.weight"
-                if tensor not in seen:
-                    seen.add(tensor)
-                    total += p.numel
-    return total
+    return distinct_numel((f"{m.name}.weight", p) for m in layout.modules
+                          if m.linear or m.name == layout.output_head  # an output layer that is not a Linear too
+                          for p in m.params if p.name == "weight")
 
 
 def attention_flops(*, layers: int, length: int, q_width: int) -> int:
@@ -118,10 +103,9 @@ def attention_flops(*, layers: int, length: int, q_width: int) -> int:
     return 2 * layers * length * q_width
 
 
-def training_flops(model: ModelLayout | nn.Module, *, method: str, lora_params: int, length: int, q_width: int,
+def training_flops(layout: ModelLayout, *, method: str, lora_params: int, length: int, q_width: int,
                    gradient_checkpointing: bool) -> FlopCount:
     """FLOPs per trained token for ``method`` (lora | qlora | full); see the module docstring."""
-    layout = as_layout(model)
     n = matmul_params(layout)
     layers = decoder_layers(layout)[1]
     a = attention_flops(layers=layers, length=length, q_width=q_width)
@@ -156,9 +140,6 @@ class TimeEstimate:
     def implied_mfu(self, hours: float) -> float:
         """The utilisation at which the whole run takes ``hours`` (to compare with a reported time)."""
         return self.mfu * self.hours_total / hours
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def estimate_time(flops: FlopCount, *, tokens_per_epoch: int, epochs: float, gpus: int, gpu: GpuSpec,

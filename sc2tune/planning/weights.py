@@ -26,11 +26,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from sc2tune.architectures import ModelLayout, layout_of_model
+from sc2tune.architectures import ModelLayout
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
 LoadMode = Literal["fp32", "bf16", "fp16", "int8", "nf4", "fp4"]
 
@@ -43,11 +42,6 @@ CODE_NESTED_BYTES = 256 * 4
 _DTYPE_OF_MODE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 #: Bytes per element of the floating dtypes a model loads in.
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-
-
-def dtype_name(dtype: str | torch.dtype) -> str:
-    """``torch.bfloat16`` or ``"bfloat16"`` -> ``"bfloat16"``."""
-    return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
 
 
 @dataclass(frozen=True)
@@ -86,15 +80,6 @@ def nf4_state_bytes(numel: int, *, double_quant: bool) -> int:
     return 4 * blocks + CODE_4BIT_BYTES
 
 
-def default_skip_modules(model: ModelLayout | nn.Module) -> list[str]:
-    """Modules transformers keeps unquantised when no skip list is given (output head, tied weights, last
-    parameter: ``get_keys_to_not_convert``)."""
-    layout = model if isinstance(model, ModelLayout) else layout_of_model(model)
-    if layout.default_skip is None:
-        raise TypeError(f"{layout.class_name} is not a transformers model: give skip_modules")
-    return list(layout.default_skip)
-
-
 #: transformers' ``should_convert_module`` boundary: a pattern matches up to a module boundary.
 _BOUNDARY = r"(?:(?<=\.)|(?=\.|$))"
 
@@ -106,7 +91,7 @@ def _converted(name: str, skip: list[str]) -> bool:
 
 
 def weight_breakdown(
-    model: ModelLayout | nn.Module,
+    layout: ModelLayout,
     mode: LoadMode,
     *,
     dtype: str | torch.dtype = "bfloat16",
@@ -114,19 +99,21 @@ def weight_breakdown(
     double_quant: bool = True,
     upcast_unquantized: bool = False,
 ) -> WeightBreakdown:
-    """Count the weight bytes of ``model`` (a meta model) loaded in ``mode``.
+    """Count the weight bytes of the model laid out as ``layout`` loaded in ``mode``.
 
     ``dtype`` is the dtype of everything left unquantised in int8/4-bit modes (16/32-bit modes use their
     own). ``skip_modules`` follows ``llm_int8_skip_modules``: None = transformers' defaults.
     ``upcast_unquantized`` counts unquantised 16-bit parameters as fp32, which is what PEFT's
     ``prepare_model_for_kbit_training`` does to them before QLoRA training.
     """
-    layout = model if isinstance(model, ModelLayout) else layout_of_model(model)
     quantized_mode = mode in ("int8", "nf4", "fp4")
-    base_dtype = dtype_name(dtype) if quantized_mode else _DTYPE_OF_MODE[mode]
+    base_dtype = str(dtype).removeprefix("torch.") if quantized_mode else _DTYPE_OF_MODE[mode]
     keep_fp32 = list(layout.keep_in_fp32)
-    skip = default_skip_modules(layout) if skip_modules is None else list(skip_modules)
-    skip = skip + keep_fp32
+    if skip_modules is None:  # transformers' defaults (get_keys_to_not_convert): output head, tied weights, ...
+        if layout.default_skip is None:
+            raise TypeError(f"{layout.class_name} is not a transformers model: give skip_modules")
+        skip_modules = list(layout.default_skip)
+    skip = list(skip_modules) + keep_fp32
     q_bytes = u_bytes = state = q_params = u_params = 0
     skipped: list[str] = []
     for module in layout.modules:

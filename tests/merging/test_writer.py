@@ -13,7 +13,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from sc2tune.errors import UserError
-from sc2tune.merging.writer import OutTensor, ShardedWriter, parse_size, plan_shards
+from sc2tune.merging.writer import OutTensor, ShardedWriter, plan_shards
+from sc2tune.sizes import parse_size
 
 
 def test_sharded_writer_round_trips_through_safetensors(tmp_path: Path):

@@ -14,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from transformers import Starcoder2Config, Starcoder2ForCausalLM
 
+from sc2tune.architectures import layout_of_model
 from sc2tune.configs import meta_model
 from sc2tune.planning.activations import (
     ComputeSetup,
@@ -114,9 +115,9 @@ def test_activation_estimate_matches_measured_peak(vocab: int, ckpt: bool, dropo
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(0))
     measured = _train_step_peak(model, ids, chunked=chunked, chunk=chunk)
 
-    meta = meta_model(config, dtype=torch.float32)
+    meta = layout_of_model(meta_model(config, dtype=torch.float32))
     block, layers = block_spec(meta, resolve_targets(meta, STARCODER2_TARGETS), full=False)
-    setup = ComputeSetup.cpu_fp32()
+    setup = ComputeSetup.cpu()
     acts = estimate_activations(block, layers=layers, batch=batch, length=length, r=r, lora_dropout=dropout,
                                 setup=setup)
     tokens = batch * length
@@ -142,9 +143,9 @@ def test_dora_activation_estimate_matches_measured_peak(dropout: float) -> None:
     ids = torch.randint(0, CONFIG.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0))
     measured = _train_step_peak(model, ids, chunked=False, chunk=0)
 
-    meta = meta_model(CONFIG, dtype=torch.float32)
+    meta = layout_of_model(meta_model(CONFIG, dtype=torch.float32))
     block, layers = block_spec(meta, resolve_targets(meta, STARCODER2_TARGETS), full=False)
-    setup = ComputeSetup.cpu_fp32()
+    setup = ComputeSetup.cpu()
     plain = estimate_activations(block, layers=layers, batch=batch, length=length, r=r, lora_dropout=dropout,
                                  setup=setup)
     dora = estimate_activations(block, layers=layers, batch=batch, length=length, r=r, lora_dropout=dropout,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from sc2tune.architectures import layout_of_model
 from sc2tune.configs import load_config, meta_model
 from sc2tune.planning import plan_recipe
 from sc2tune.planning.plan import GiB
-from sc2tune.planning.sharding import buffer_bytes, fsdp_memory, gathered_bytes
+from sc2tune.planning.sharding import fsdp_memory, gathered_bytes
 from sc2tune.recipe import recipe_from_dict
 
 
@@ -25,11 +26,11 @@ def test_fsdp_per_gpu_memory_by_hand() -> None:
     model = meta_model(load_config("bigcode/starcoder"), dtype=torch.bfloat16)
     assert sum(p.numel() for p in model.parameters()) == params
     gathered = (root + 2 * layer) * 2
-    assert gathered_bytes(model, 2) == gathered
+    assert gathered_bytes(layout_of_model(model), 2) == gathered
     parts = {c.name: c.bytes for c in plan.components}
     per_rank = parts["activations"] + max(parts["logits and loss"], parts["backward workspace"])
     mask = positions * positions  # GPTBigCode's causal mask buffer (bool): counted in the weights, not sharded
-    assert buffer_bytes(model) == mask
+    assert layout_of_model(model).buffer_bytes() == mask
     expected = -(-16 * params // 8) + mask + per_rank + gathered + int(0.75 * GiB)
     got = fsdp_memory(plan, 8, gathered=gathered, buffers=mask, gpu_memory=80 * GiB)
     assert got.total == expected

@@ -14,6 +14,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import GPTBigCodeConfig, GPTBigCodeForCausalLM
 
+from sc2tune.architectures import layout_of_model
 from sc2tune.configs import meta_model
 from sc2tune.errors import UserError
 from sc2tune.planning.throughput import (
@@ -45,7 +46,7 @@ def _hand_counts() -> tuple[int, int, int]:
 
 
 def test_flops_per_token_by_hand() -> None:
-    model = meta_model(_config(), dtype=torch.float32)
+    model = layout_of_model(meta_model(_config(), dtype=torch.float32))
     n, a, lora = _hand_counts()
     assert matmul_params(model) == n
     assert attention_flops(layers=LAYERS, length=L, q_width=H) == a
@@ -65,13 +66,14 @@ def test_full_training_flops_match_torch_flop_counter() -> None:
     with counter:
         model(input_ids=ids, labels=ids).loss.backward()
     n, a, _ = _hand_counts()
-    flops = training_flops(model, method="full", lora_params=0, length=L, q_width=H, gradient_checkpointing=False)
+    flops = training_flops(layout_of_model(model), method="full", lora_params=0, length=L, q_width=H,
+                           gradient_checkpointing=False)
     assert flops.matmul_params == n
     assert counter.get_total_flops() == ids.numel() * (6 * n + 6 * a)
 
 
 def test_time_is_tokens_times_flops_over_cluster_throughput() -> None:
-    model = meta_model(_config(), dtype=torch.float32)
+    model = layout_of_model(meta_model(_config(), dtype=torch.float32))
     flops = training_flops(model, method="full", lora_params=0, length=L, q_width=H, gradient_checkpointing=False)
     count, gpu = parse_gpus("8xA100-80GB")
     t = estimate_time(flops, tokens_per_epoch=10**9, epochs=3, gpus=count, gpu=gpu, mfu=0.5)

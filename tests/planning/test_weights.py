@@ -22,6 +22,7 @@ from transformers import (
 )
 from transformers.quantizers.quantizers_utils import should_convert_module
 
+from sc2tune.architectures import layout_of_model
 from sc2tune.cli import main
 from sc2tune.configs import load_config
 from sc2tune.planning import weight_breakdown, weight_footprint
@@ -120,7 +121,7 @@ def test_nf4_constants_by_hand() -> None:
     """A 4096 x 4096 linear: 2^24 weights in 2^18 blocks; uint8 absmax per block, fp32 absmax per 256 blocks."""
     model = torch.nn.Sequential(torch.nn.Linear(4096, 4096, bias=False), torch.nn.Linear(4096, 8, bias=False))
     model.get_output_embeddings = lambda: model[1]  # type: ignore[attr-defined]
-    w = weight_breakdown(model, "nf4", skip_modules=["1"])  # type: ignore[arg-type]
+    w = weight_breakdown(layout_of_model(model), "nf4", skip_modules=["1"])
     blocks = 2**24 // 64
     assert w.quantized_bytes == 2**23
     assert w.quant_state_bytes == blocks + 4 * (blocks // 256) + 4 + 64 + 1024
