@@ -62,7 +62,7 @@ def write_lora(path: str | Path, file: Path, dtype: str, *, trust_remote_code: b
     if folder.classifier:
         raise UserError(f"{path} is a sequence-classification adapter: llama.cpp has no classification head",
                         hint="serve a classifier with transformers (sc2tune classify)")
-    adapter = load_adapter(folder.adapter_dir)
+    adapter = load_adapter(folder.adapter_dir, trust_remote_code=trust_remote_code)
     config_file = folder.adapter_dir / "adapter_config.json"
     cfg = adapter.config
     if cfg.get("use_dora"):

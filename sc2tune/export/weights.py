@@ -81,7 +81,7 @@ def open_weights(path: str | Path, *, trust_remote_code: bool = False) -> Weight
     from sc2tune.merging.adapter import load_adapter
     from sc2tune.merging.plan import build_plan
 
-    adapter = replace(load_adapter(folder.adapter_dir), folder=folder)
+    adapter = replace(load_adapter(folder.adapter_dir, trust_remote_code=trust), folder=folder)
     ckpt = open_checkpoint(ModelSource(str(folder.base_dir()), attn=None, trust_remote_code=trust))
     plan = build_plan(adapter, ckpt, dtype=torch.float32, quant=adapter.quant)
     shapes = {s.out.name: s.out.shape for s in plan.sources}

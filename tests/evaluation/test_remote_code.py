@@ -414,3 +414,26 @@ def test_open_checkpoint_warns_once_that_a_builtin_types_own_code_was_not_used(
     caplog.clear()
     open_checkpoint(ModelSource(str(folder)))
     assert len(unused_code_warnings(caplog)) == 1  # once per load, not once per process
+
+
+# ---- sc2tune export: a saved recipe that says trust_remote_code ------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["gguf", "gguf-lora"])
+def test_export_of_a_run_whose_recipe_trusts_its_code_needs_the_flag_and_then_works(tmp_path: Path, run_cli,
+                                                                                     fmt: str):
+    """The flag given on the command line reaches every reader of the run (the adapter's included)."""
+    adapter, base, marker = remote_code_adapter(tmp_path, recipe=True, tokenizer=True)
+    config = json.loads((base / "config.json").read_text())  # the base itself: plain StarCoder2
+    config.update(model_type="starcoder2", architectures=["Starcoder2ForCausalLM"])
+    del config["auto_map"]
+    (base / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "run.gguf"
+    refused = run_cli("export", str(adapter.parent), "--format", fmt, "--out", str(out))
+    assert refused.returncode == 2 and "--trust-remote-code" in refused.stderr and not out.exists()
+    done = run_cli("export", str(adapter.parent), "--format", fmt, "--out", str(out), "--trust-remote-code")
+    assert done.returncode == 0, done.stderr
+    import gguf
+
+    assert gguf.GGUFReader(out).get_field("general.architecture").contents() == "starcoder2"
+    assert not marker.exists()  # nothing in the base folder names its code any more
