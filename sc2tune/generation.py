@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sc2tune.decoding import context_length, cut_at_stop
 from sc2tune.errors import UserError
 from sc2tune.sampling import DEFAULTS, RANGES, BadParameter, check_parameters, check_stop
 
@@ -169,6 +170,9 @@ def _decode(lm: InferenceModel, ids: list[int], sampling: Sampling, stop_ids: li
         raise UserError("the prompt is empty: there is nothing to continue",
                         hint="give the text to complete (--prompt 'def fib(n):'), or --prefix/--suffix to infill")
     context = context_length(lm.model)
+    if context is None:
+        raise UserError(f"the model's config ({type(lm.model.config).__name__}) does not say how long its context is",
+                        hint="set max_position_embeddings in its config.json")
     if len(ids) >= context:
         raise UserError(f"the prompt is {len(ids):,} tokens; the model reads at most {context:,} "
                         "(its max_position_embeddings), prompt and generated tokens together",
@@ -200,25 +204,12 @@ def _decode(lm: InferenceModel, ids: list[int], sampling: Sampling, stop_ids: li
         out = lm.model.generate(input_ids=input_ids, **kwargs)
     texts = []
     for row in out[:, len(ids):].tolist():
-        cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
-        text = lm.tokenizer.decode(row[:cut], skip_special_tokens=False)
+        text = lm.tokenizer.decode(cut_at_stop(row, stop_ids), skip_special_tokens=False)
         for stop in sampling.stop:
             if stop in text:
                 text = text[: text.index(stop)]
         texts.append(text)
     return texts * sampling.n if greedy else texts
-
-
-def context_length(model: Any) -> int:
-    """Positions the model can read (prompt plus generated tokens): StarCoder2's ``max_position_embeddings``
-    (16384), GPTBigCode's ``n_positions`` (8192)."""
-    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise UserError(f"the model's config ({type(config).__name__}) does not say how long its context is",
-                    hint="set max_position_embeddings in its config.json")
 
 
 def _encode(lm: InferenceModel, text: str, *, literal: bool = False) -> list[int]:
