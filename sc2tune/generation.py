@@ -42,7 +42,6 @@ from sc2tune.sampling import DEFAULTS, RANGES, BadParameter, check_parameters, c
 
 if TYPE_CHECKING:
     from sc2tune.recipe import Recipe
-    from sc2tune.runs import TrainedFolder
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,6 @@ class InferenceModel:
     path: Path
     template: str | None = None
     id2label: dict[int, str] = field(default_factory=dict)
-    recipe_data: dict[str, Any] = field(default_factory=dict)  # the ``data`` section of the run's recipe.yaml
     task: str | None = None  # the run's task (instruct, fim, classify) from its recipe.yaml, None if unknown
     recipe: Recipe | None = None  # the run's saved recipe.yaml, validated (None if there is none)
 
@@ -120,14 +118,6 @@ class Prediction:
 # ---- loading -------------------------------------------------------------------------------------
 
 
-def _saved_recipe(folder: TrainedFolder) -> tuple[dict[str, Any], str | None]:
-    """The ``data`` section (as plain values) and the task of the recipe sc2tune saved beside the adapter or
-    merged model (``{}`` and None if there is none)."""
-    if folder.recipe is None:
-        return {}, None
-    return folder.recipe.data.model_dump(mode="json"), folder.recipe.task
-
-
 def load_for_inference(path: str | Path, *, dtype: str = "auto", trust_remote_code: bool = False) -> InferenceModel:
     """Load a model folder, a merged folder, an adapter folder or a run folder (``adapter/`` inside).
 
@@ -141,10 +131,10 @@ def load_for_inference(path: str | Path, *, dtype: str = "auto", trust_remote_co
     folder = read_trained(path, trust_remote_code=trust_remote_code)
     which = "merged" if folder.adapter_dir is None and folder.full_dir is None else "adapter"
     loaded = load_trained(folder, which, dtype=dtype)  # type: ignore[arg-type]
-    data, task = _saved_recipe(folder)
-    template = folder.recipe.data.template if folder.recipe is not None else None
-    return InferenceModel(loaded.model, loaded.tokenizer, loaded.classifier, folder.trained_dir, template,
-                          loaded.labels, data, task, folder.recipe)
+    recipe = folder.recipe
+    return InferenceModel(loaded.model, loaded.tokenizer, loaded.classifier, folder.trained_dir,
+                          recipe.data.template if recipe else None, loaded.labels, recipe.task if recipe else None,
+                          recipe)
 
 
 def _ensure(model: InferenceModel | str | Path, *, classifier: bool) -> InferenceModel:
@@ -335,16 +325,15 @@ def classify(model: InferenceModel | str | Path, texts: Sequence[str], *, batch_
 
     lm = _ensure(model, classifier=True)
     names = lm.id2label or {int(k): v for k, v in lm.model.config.id2label.items()}
-    trained_here = bool(lm.recipe_data)
-    limit = max_length or (int(lm.recipe_data["max_length"]) if lm.recipe_data.get("max_length") else None)
-    side = str(lm.recipe_data.get("truncation_side") or "right")
+    data = lm.recipe.data if lm.recipe is not None else None  # trained here: encoded as in training
+    limit = max_length or (data.max_length if data is not None else None)
     eos = int(lm.tokenizer.eos_token_id)
     results: list[Prediction] = []
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start:start + batch_size])
         ids = encode_texts(lm.tokenizer, chunk)
-        if trained_here:
-            ids = [classification_ids(a, None, limit or len(a) + 1, side, eos)[0] for a in ids]
+        if data is not None:
+            ids = [classification_ids(a, None, limit or len(a) + 1, data.truncation_side, eos)[0] for a in ids]
         elif limit is not None:
             ids = [a[:limit] for a in ids]
         enc = lm.tokenizer.pad({"input_ids": ids}, padding=True, padding_side="right",  # as the docstring says
