@@ -55,7 +55,6 @@ from sc2tune.runs import (
     is_run_folder,
     read_json_object,
 )
-from sc2tune.runs.layout import DATA_RECORD  # noqa: F401 - named here before runs.layout held it
 from sc2tune.training.callbacks import (
     MetricsFileCallback,
     NanGuardCallback,

@@ -114,7 +114,8 @@ def test_tampered_rows_or_meta_are_refused_and_a_run_refuses_other_rows(tmp_path
 
 
 def test_the_run_records_and_reads_back_the_checksum(tmp_path):
-    from sc2tune.training.run import DATA_RECORD, _pinned_data
+    from sc2tune.runs.layout import DATA_RECORD
+    from sc2tune.training.run import _pinned_data
 
     folder = tmp_path / "cache" / "k"
     folder.mkdir(parents=True)
