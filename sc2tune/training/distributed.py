@@ -86,8 +86,7 @@ def check_launch(*, num_processes: int | None = None, cpu: bool | None = None) -
 
     ``num_processes`` and ``cpu`` default to this launch's (accelerate's ``PartialState``, CUDA availability).
     """
-    engine = requested_engine()
-    if engine is None:
+    if requested_engine() != "fsdp":  # DeepSpeed is checked first thing in train() (deepspeed_check, per node)
         return
     if num_processes is None:
         from accelerate import PartialState
@@ -95,10 +94,6 @@ def check_launch(*, num_processes: int | None = None, cpu: bool | None = None) -
         num_processes = PartialState().num_processes
     if cpu is None:
         cpu = not torch.cuda.is_available()
-    if engine == "deepspeed":  # checked first thing in train() (deepspeed_check.check_this_launch: per node)
-        return
-    if engine != "fsdp":
-        return
     if num_processes < 2:
         log.warning("the launch asks for FSDP with one process: nothing is sharded (the run is FSDP-wrapped on a "
                     "GPU, a plain single-process run on CPU); set num_processes to 2 or more to shard")
