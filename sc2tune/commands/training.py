@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 import typer
@@ -38,8 +39,6 @@ def show_train(result: TrainResult, as_json: JsonOutput = False) -> None:
 
 def print_train_report(result: TrainResult, *, as_json: bool) -> None:
     """Steps, adapter folder and final eval metrics (or how to resume); the JSON summary last with ``as_json``."""
-    from sc2tune.training.run import describe
-
     if result.preempted:
         print(f"preempted at step {result.global_step}: checkpoint saved in {result.output_dir}/checkpoints; "
               "run the same command with --resume to continue", file=sys.stderr)
@@ -50,8 +49,8 @@ def print_train_report(result: TrainResult, *, as_json: bool) -> None:
                 print(f"  {key}: {value:.4f}")
         if result.train_tokens_per_second:
             print(f"  train tokens/s: {result.train_tokens_per_second:,.0f}")
-    if as_json:
-        print(json.dumps(describe(result)))
+    if as_json:  # every field but the model, paths as strings
+        print(json.dumps({f.name: getattr(result, f.name) for f in fields(result) if f.name != "model"}, default=str))
 
 
 def show_merge(result: MergeResult) -> None:

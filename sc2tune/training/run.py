@@ -535,16 +535,3 @@ def _add_tensorboard(trainer: Sc2Trainer, folder: Path) -> None:
         log.info("tensorboard not installed: no TensorBoard logs")
         return
     trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(folder))))
-
-
-def describe(result: TrainResult) -> dict[str, Any]:
-    """JSON-friendly view of a result."""
-    return {
-        "output_dir": str(result.output_dir),
-        "adapter_dir": str(result.adapter_dir) if result.adapter_dir else None,
-        "global_step": result.global_step,
-        "preempted": result.preempted,
-        "final_eval": result.final_eval,
-        "train_tokens_per_second": result.train_tokens_per_second,
-        "skipped_steps": result.skipped_steps,
-    }
