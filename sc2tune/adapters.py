@@ -56,12 +56,6 @@ def linear_layer_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def resolve_target_modules(model: PreTrainedModel, recipe: Recipe) -> list[str] | str:
-    """The recipe's target list, checked against the model: ``auto`` and ``all-linear`` resolve here."""
-    return _checked_targets(recipe, model.config.model_type, [name for name, _ in model.named_modules()],
-                            lambda: linear_layer_names(model))
-
-
 def _checked_targets(recipe: Recipe, model_type: str, module_names: list[str],
                      linear_names: Callable[[], list[str]]) -> list[str] | str:
     """``adapter.target_modules`` resolved (``auto``) and each name matched against ``module_names``
@@ -87,7 +81,8 @@ def _checked_targets(recipe: Recipe, model_type: str, module_names: list[str],
 
 
 def lora_config(model: PreTrainedModel, recipe: Recipe) -> LoraConfig:
-    """PEFT LoraConfig for the recipe (classification saves the ``score`` head in full)."""
+    """PEFT LoraConfig for the recipe, its targets checked against the model (``auto`` and ``all-linear``
+    resolve here); classification saves the ``score`` head in full."""
     from peft import LoraConfig, TaskType
 
     spec = recipe.adapter
@@ -95,23 +90,20 @@ def lora_config(model: PreTrainedModel, recipe: Recipe) -> LoraConfig:
     modules_to_save = list(spec.modules_to_save or [])
     if classify and "score" not in modules_to_save:
         modules_to_save.append("score")
+    targets = _checked_targets(recipe, model.config.model_type, [name for name, _ in model.named_modules()],
+                               lambda: linear_layer_names(model))
     return LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
-        target_modules=resolve_target_modules(model, recipe),
+        target_modules=targets,
         use_rslora=spec.use_rslora,
         use_dora=spec.use_dora,
         modules_to_save=modules_to_save or None,
         bias="none",
         task_type=TaskType.SEQ_CLS if classify else TaskType.CAUSAL_LM,
-        init_lora_weights=peft_init(spec.init),
+        init_lora_weights=True if spec.init in ("default", "loftq") else spec.init,  # LoftQ is applied after
     )
-
-
-def peft_init(init: str) -> bool | str:
-    """PEFT's ``init_lora_weights`` for ``adapter.init`` (LoftQ starts from the default and is applied after)."""
-    return True if init in ("default", "loftq") else init
 
 
 def converts_to_original_base(recipe: Recipe) -> bool:
