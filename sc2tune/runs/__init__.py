@@ -2,12 +2,10 @@
 
 Three layouts, told apart by their files (:func:`folder_kind`)::
 
-    run folder (OUTPUT, written by ``sc2tune train``)
+    run folder (OUTPUT, written by ``sc2tune train``; every path: :class:`RunFolder`)
         adapter/          an adapter folder (below); ``model/`` instead for adapter.method: full
         merged/           a model folder, after ``sc2tune merge`` (optional)
-        checkpoints/      checkpoint-N folders
-        recipe.yaml       the resolved recipe (also inside adapter/ or model/)
-        metrics.jsonl, summary.json, data.json, loss.png, tensorboard/
+        checkpoints/, recipe.yaml (also inside adapter/ or model/), metrics.jsonl, summary.json, data.json, ...
         .sc2tune-train.lock   written first by every run and kept: the run's lock and its mark
                               (:func:`is_run_folder`; ``train`` writes only into a new or empty folder or a run)
 

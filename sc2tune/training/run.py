@@ -1,24 +1,9 @@
 """``train(recipe)``: the whole fine-tuning run, from recipe to adapter folder.
 
-Layout of ``output_dir``::
-
-    adapter/          PEFT adapter (adapter_config.json names the base), tokenizer, recipe.yaml, labels.json
-                      (``model/`` instead for adapter.method: full)
-    checkpoints/      checkpoint-N folders, each renamed into place only when complete (and flushed)
-    metrics.jsonl     one JSON object per logged step ({"step", "loss", ...}) and per evaluation
-    tensorboard/      TensorBoard event files (train.report_to: tensorboard, the default)
-    trackers.json     the wandb / mlflow / trackio runs the run logged to (:mod:`sc2tune.training.trackers`)
-    loss.png          train and eval loss curves
-    summary.json      final_eval metrics, train_tokens_per_second, steps, skipped steps, preempted
-    data.json         the prepared data folder the run trains on (``--resume`` reads it, never rebuilds)
-    .sc2tune-train.lock   the run's lock, written first and kept: it marks the folder as a run
-    engine/rank-N.json  per process: the distributed type accelerate ran and what this rank's optimizer holds
-                      (:mod:`sc2tune.training.distributed`)
-
-Every path is :class:`sc2tune.runs.RunFolder`'s; every file is written atomically (:mod:`sc2tune.atomic`), except
-``metrics.jsonl``, appended to line by line (``--resume`` drops a line cut short). ``output_dir`` must be a new
-folder, an empty one, or an earlier run's (:func:`check_output_dir`); any other folder is refused before anything
-is written into it.
+The run folder's layout, every path of it, is :class:`sc2tune.runs.RunFolder`'s. Every file is written
+atomically (:mod:`sc2tune.atomic`), except ``metrics.jsonl``, appended to line by line (``--resume`` drops a
+line cut short). ``output_dir`` must be a new folder, an empty one, or an earlier run's
+(:func:`check_output_dir`); any other folder is refused before anything is written into it.
 """
 
 from __future__ import annotations
@@ -281,7 +266,7 @@ def _absolute_paths(recipe: Recipe) -> Recipe:
 
 
 def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -> TrainResult:
-    """Fine-tune the recipe's model on its data and write the adapter (see module doc for the layout).
+    """Fine-tune the recipe's model on its data and write the adapter (layout: :class:`~sc2tune.runs.RunFolder`).
 
     The run holds an exclusive lock on ``output_dir`` throughout (:mod:`sc2tune.training.outlock`): a second
     ``train`` into the same folder stops with an error instead of interleaving with this one.
