@@ -52,7 +52,6 @@ from sc2tune.training.distributed import (
     EngineRecordCallback,
     check_launch,
     check_whole_parameters,
-    whole_state_dict,
 )
 from sc2tune.training.dropout import use_sparse_lora_dropout
 from sc2tune.training.fimprobe import MIN_LINE_CHARS, build_probe
@@ -414,8 +413,8 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         remove(staging)  # a killed run's leftover
     trainer.accelerator.wait_for_everyone()
     try:
-        whole = whole_state_dict(trainer)  # FSDP: gathered from every rank's shards (collective)
-        if whole is not None:
+        if trainer.is_fsdp_enabled:  # collective: every rank's shards gathered, rank 0 gets the whole state dict
+            whole = trainer.accelerator.get_state_dict(trainer.model)
             if main_process:
                 trainer.save_whole(staging, whole)
         elif keeps_fp32_master(recipe):  # fp32 master rounded once to the recipe's dtype (never under FSDP/ZeRO)
