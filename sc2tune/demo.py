@@ -23,21 +23,16 @@ The tiny model starts from random weights: what it can learn in a minute is to *
 trained on*. The recall figures measure exactly that (memorisation of the training rows); the new-prompt and
 held-out figures say honestly how little carries over to a prompt or to code it has not seen.
 
-A file hole is the line ``L`` (at least ``MIN_LINE_CHARS`` non-blank characters) of a file ``PATH`` of
-repository ``NAME``, cut where the whole file's tokens are cut: from the end of the last non-blank character
-before ``L`` to the end of ``L`` (its newline excluded)::
-
-    prefix = text[:a]    middle = text[a:b] = "\\n" + indentation + L    suffix = text[b:]
-
-StarCoder2's tokenizer joins a newline to the indentation after it (``"\\n       "``, then ``" self"``): a
-prefix cut right after the newline would end in a lone ``"\\n"`` token the model never saw there in training.
-The prompt is StarCoder2's SPM order in the repository layout the recipe trains (``fim.repo_context``), the
-suffix cut to a quarter of the budget from the right, the prefix to the rest from the left::
+A file hole is a line ``L`` (at least ``MIN_LINE_CHARS`` non-blank characters) of a file ``PATH`` of
+repository ``NAME``, cut on token boundaries into ``prefix | middle | suffix`` as :mod:`sc2tune.data.holes` cuts
+a line hole (``middle`` = newline, indentation, ``L``). The prompt is StarCoder2's SPM order in the repository
+layout the recipe trains (``fim.repo_context``), the suffix cut to a quarter of the budget from the right, the
+prefix to the rest from the left::
 
     <repo_name>NAME<file_sep><fim_prefix><fim_suffix>SUFFIX<fim_middle>PATH\\nPREFIX
 
 Greedy decoding, at most ``tokens(middle) + 4`` new tokens, stopped at ``<|endoftext|>``/``<file_sep>``; the
-prediction is the generated text from its first non-blank character to the next newline, compared with ``L``.
+prediction is the first line of the generated text (:func:`sc2tune.data.holes.first_line`), compared with ``L``.
 
 Everything goes to a fresh ``runs/quickstart[-N]`` folder; nothing existing is touched.
 """

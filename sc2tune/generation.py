@@ -8,21 +8,14 @@ Prompts:
 * completion: the text itself; the continuation is returned;
 * FIM infill, PSM order: ``<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>`` built from token ids
   (the user's text never turns into special tokens), generation stops at ``<|endoftext|>`` or
-  ``<file_sep>`` and only the middle is returned; with a :class:`RepoContext`, StarCoder2's repository
-  layout, the file FIM'd as one ``PATH\\nCODE`` fragment exactly as training renders it
-  (:mod:`sc2tune.data.fim`)::
-
-      <repo_name>{name}<file_sep>{path_1}\\n{code_1}...<file_sep><fim_prefix>{path}\\n{prefix}<fim_suffix>{suffix}<fim_middle>
-
+  ``<file_sep>`` and only the middle is returned; with a :class:`RepoContext`, in StarCoder2's repository
+  layout exactly as training renders it (:func:`infill_prompt_ids`);
 * instruction: the run's template (``data.template`` in ``recipe.yaml``, e.g. Alpaca) rendered with
   ``instruction`` and ``input``; the response is returned.
 
-Sampling follows the StarCoder2 model card: temperature 0.2, top-p 0.95; temperature 0 is greedy
-decoding (deterministic). ``stop`` strings cut the output at their first occurrence. The other parameters
-and every range are those of ``sc2tune serve`` (:mod:`sc2tune.sampling`): top-k, the repetition penalty
-(transformers' CTRL penalty over prompt and output), presence and frequency penalties (OpenAI's definition,
-over the output: :mod:`sc2tune.penalties`) and ``n`` responses (``*_responses`` functions; greedy gives ``n``
-copies of the one greedy text).
+Sampling parameters, defaults and ranges are those of ``sc2tune serve`` (:mod:`sc2tune.sampling`: temperature 0
+is greedy; presence and frequency penalties: :mod:`sc2tune.penalties`); ``stop`` strings cut the output at their
+first occurrence; the ``*_responses`` functions return ``n`` responses (greedy: ``n`` copies of the one text).
 """
 
 from __future__ import annotations
