@@ -12,7 +12,7 @@ part gives ``B0 = U_r sqrt(S_r) / sqrt(s)``, ``A0 = sqrt(S_r) V_r^T / sqrt(s)`` 
 a QR decomposition), and the frozen base becomes the residual ``W_res = W - s B0 A0``, so the model is unchanged
 at step 0. After training ``W_res + s B A = W + s (B A - B0 A0) = W + s [B | -B0] [A ; A0]``: a plain LoRA
 update of rank 2r on the *original* ``W``, which is how these adapters are saved (PEFT's
-``path_initial_model_for_weight_conversion``; :func:`save_initial_adapter` keeps ``A0``, ``B0`` for it), with
+``path_initial_model_for_weight_conversion``; :func:`keep_initial_adapter` keeps ``A0``, ``B0`` for it), with
 the ``modules_to_save`` (a classifier's ``score`` head) saved as trained next to the converted factors.
 LoftQ (QLoRA only) keeps the 4-bit base ``Q = dequant(quant(W))`` as it is and sets ``s B0 A0`` to the rank-r SVD
 of the quantisation error ``W - Q`` (what PEFT's GPU-only ``replace_lora_weights_loftq`` does), so training
@@ -106,11 +106,6 @@ def lora_config(model: PreTrainedModel, recipe: Recipe) -> LoraConfig:
     )
 
 
-def converts_to_original_base(recipe: Recipe) -> bool:
-    """True when the adapter must be saved converted to apply to the original base (PiSSA, OLoRA)."""
-    return recipe.adapter.init == "olora" or recipe.adapter.init.startswith("pissa")
-
-
 def attach_adapter(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel | PeftModel:
     """Wrap the base model for training: LoRA/QLoRA adapter, or every weight trainable for ``full``."""
     from peft import get_peft_model, prepare_model_for_kbit_training
@@ -191,34 +186,27 @@ def _loftq_init(peft_model: PeftModel, recipe: Recipe) -> None:
     log.info("LoftQ: %d layers start at the rank-%d SVD of their 4-bit quantisation error", done, recipe.adapter.r)
 
 
-def save_initial_adapter(model: PeftModel, folder: Path) -> Path:
-    """Save the PiSSA/OLoRA starting factors A0, B0 (before any step), for the conversion at save.
-
-    The saved config says ``init_lora_weights: true`` so that loading it does not decompose the base again.
-    """
-    path = folder / INITIAL_ADAPTER
-    config: LoraConfig = model.peft_config["default"]  # type: ignore[assignment]
-    init = config.init_lora_weights
-    config.init_lora_weights = True
-    try:
-        model.save_pretrained(str(path))
-    finally:
-        config.init_lora_weights = init
-    return path
-
-
 def keep_initial_adapter(model: PreTrainedModel | PeftModel, recipe: Recipe, out: Path, *,
                          main_process: bool) -> Path | None:
-    """For PiSSA/OLoRA runs, the saved starting factors (written once, under ``OUTPUT_DIR/.sc2tune-init``,
-    kept across resumes); None for every other run."""
+    """For PiSSA/OLoRA runs (saved converted, to apply to the original base), the starting factors A0, B0 saved
+    before any step for that conversion (written once, under ``OUTPUT_DIR/.sc2tune-init``, kept across
+    resumes); None for every other run. The saved config says ``init_lora_weights: true`` so that loading it
+    does not decompose the base again."""
     from peft import PeftModel
 
-    if not converts_to_original_base(recipe) or not isinstance(model, PeftModel):
+    init = recipe.adapter.init
+    if not (init == "olora" or init.startswith("pissa")) or not isinstance(model, PeftModel):
         return None
     initial = RunFolder(out).initial_adapter
     if main_process and not (initial / ADAPTER_CONFIG).is_file():
-        with staged_dir(initial.parent, replace=True) as tmp:  # replaces a killed run's incomplete one
-            save_initial_adapter(model, tmp)
+        config: LoraConfig = model.peft_config["default"]  # type: ignore[assignment]
+        live = config.init_lora_weights
+        config.init_lora_weights = True
+        try:
+            with staged_dir(initial.parent, replace=True) as tmp:  # replaces a killed run's incomplete one
+                model.save_pretrained(str(tmp / INITIAL_ADAPTER))
+        finally:
+            config.init_lora_weights = live
     return initial
 
 
