@@ -195,11 +195,6 @@ def _decode(lm: InferenceModel, ids: list[int], sampling: Sampling, stop_ids: li
     return texts * sampling.n if greedy else texts
 
 
-def _encode(lm: InferenceModel, text: str, *, literal: bool = False) -> list[int]:
-    """Token ids of ``text``; with ``literal`` a special token's text (``<file_sep>``) stays plain text."""
-    return lm.tokenizer(text, add_special_tokens=False, split_special_tokens=literal)["input_ids"]
-
-
 def _single(sampling: Sampling, responses: str) -> Sampling:
     """``sampling`` for a function that returns one response (``n`` must be 1)."""
     if sampling.n != 1:
@@ -217,7 +212,8 @@ def generate_responses(model: InferenceModel | str | Path, prompt: str, sampling
 
     lm = _ensure(model, classifier=False)
     eos = special_tokens(lm.tokenizer, need_fim=False).eos
-    return _decode(lm, _encode(lm, prompt), sampling, [eos])
+    ids = lm.tokenizer(prompt, add_special_tokens=False, split_special_tokens=False)["input_ids"]
+    return _decode(lm, ids, sampling, [eos])
 
 
 def generate(model: InferenceModel | str | Path, prompt: str, sampling: Sampling = Sampling()) -> str:
@@ -236,10 +232,10 @@ def infill_prompt_ids(lm: InferenceModel, prefix: str, suffix: str, repo: RepoCo
 
     ``PATH\\n`` is tokenised apart from the code that follows it, as in training.
     """
-    from sc2tune.tokens import special_tokens
+    from sc2tune.tokens import encode_texts, special_tokens
 
     st = special_tokens(lm.tokenizer, need_fim=True)
-    enc = lambda text: _encode(lm, text, literal=True)  # noqa: E731
+    enc = lambda text: encode_texts(lm.tokenizer, [text])[0]  # noqa: E731 - the user's text stays text
     if repo is None:
         return [st.fim_prefix, *enc(prefix), st.fim_suffix, *enc(suffix), st.fim_middle]  # type: ignore[list-item]
     if st.file_sep is None or st.repo_name is None:
