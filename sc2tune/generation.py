@@ -189,8 +189,7 @@ def _decode(lm: InferenceModel, ids: list[int], sampling: Sampling, stop_ids: li
     for row in out[:, len(ids):].tolist():
         text = lm.tokenizer.decode(cut_at_stop(row, stop_ids), skip_special_tokens=False)
         for stop in sampling.stop:
-            if stop in text:
-                text = text[: text.index(stop)]
+            text = text.split(stop, 1)[0]  # cut at its first occurrence
         texts.append(text)
     return texts * sampling.n if greedy else texts
 
