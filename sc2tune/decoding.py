@@ -51,10 +51,6 @@ def context_length(model: Any) -> int | None:
     return None
 
 
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
-
-
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int,
              device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask, position_ids)`` of ``prompts`` left padded to the longest (module doc)."""
@@ -120,7 +116,7 @@ def generate_batch(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int,
         raise UserError("stop_strings need the tokenizer that decodes the ids")
     if not prompts:
         return []
-    device = _device(model)
+    device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     results: list[list[int]] = [[] for _ in prompts]
     kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "eos_token_id": list(stop_ids),
