@@ -25,7 +25,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 TOKENIZER_CONFIG = "tokenizer_config.json"
 LABELS_FILE = "labels.json"
 CLASSIFIER_DIR = "classifier"  # a classifier adapter's base config with its head (training.portable)
-CLASSIFIER_CONFIG = Path(CLASSIFIER_DIR) / MODEL_CONFIG
 RUN_ADAPTER, RUN_FULL, RUN_MERGED, RUN_CHECKPOINTS = "adapter", "model", "merged", "checkpoints"
 #: The file every ``sc2tune train`` creates first in its output_dir (and keeps): the run's lock, and its mark.
 RUN_LOCK = ".sc2tune-train.lock"
@@ -229,7 +228,7 @@ def read_saved_recipe(folder: Path, overrides: Sequence[str] = ()) -> Recipe | N
 def read_labels(folder: Path) -> dict[int, str] | None:
     """Class names saved with a classifier: ``labels.json`` (a list, ``{id: name}`` or ``{"id2label": ...}``),
     else the ``id2label`` of ``classifier/config.json`` or of a ``config.json`` beside an adapter."""
-    for file, key in ((folder / LABELS_FILE, None), (folder / CLASSIFIER_CONFIG, "id2label"),
+    for file, key in ((folder / LABELS_FILE, None), (folder / CLASSIFIER_DIR / MODEL_CONFIG, "id2label"),
                       (folder / MODEL_CONFIG, "id2label")):
         if not file.exists():
             continue
