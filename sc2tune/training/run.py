@@ -492,9 +492,9 @@ def _finish_output(folder: Path, tokenizer, recipe: Recipe, id2label: dict[int, 
     if id2label is not None:
         (folder / LABELS_FILE).write_text(json.dumps({str(k): v for k, v in id2label.items()}, indent=2))
     config_path = folder / ADAPTER_CONFIG
-    if id2label is not None and config_path.is_file():
-        save_classifier_files(folder, model_config, recipe.data)
-    if config_path.is_file():
+    if config_path.is_file():  # an adapter (a full fine-tune's model/ has none)
+        if id2label is not None:
+            save_classifier_files(folder, model_config, recipe.data)
         config = json.loads(config_path.read_text())
         config["base_model_name_or_path"] = base_model_reference(recipe.model.name_or_path)
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
