@@ -12,7 +12,7 @@ part gives ``B0 = U_r sqrt(S_r) / sqrt(s)``, ``A0 = sqrt(S_r) V_r^T / sqrt(s)`` 
 a QR decomposition), and the frozen base becomes the residual ``W_res = W - s B0 A0``, so the model is unchanged
 at step 0. After training ``W_res + s B A = W + s (B A - B0 A0) = W + s [B | -B0] [A ; A0]``: a plain LoRA
 update of rank 2r on the *original* ``W``, which is how these adapters are saved (PEFT's
-``path_initial_model_for_weight_conversion``; :func:`save_initial_adapter` keeps ``A0``, ``B0`` for it), with
+``path_initial_model_for_weight_conversion``; :func:`keep_initial_adapter` keeps ``A0``, ``B0`` for it), with
 the ``modules_to_save`` (a classifier's ``score`` head) saved as trained next to the converted factors.
 LoftQ (QLoRA only) keeps the 4-bit base ``Q = dequant(quant(W))`` as it is and sets ``s B0 A0`` to the rank-r SVD
 of the quantisation error ``W - Q`` (what PEFT's GPU-only ``replace_lora_weights_loftq`` does), so training
@@ -56,12 +56,6 @@ def linear_layer_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def resolve_target_modules(model: PreTrainedModel, recipe: Recipe) -> list[str] | str:
-    """The recipe's target list, checked against the model: ``auto`` and ``all-linear`` resolve here."""
-    return _checked_targets(recipe, model.config.model_type, [name for name, _ in model.named_modules()],
-                            lambda: linear_layer_names(model))
-
-
 def _checked_targets(recipe: Recipe, model_type: str, module_names: list[str],
                      linear_names: Callable[[], list[str]]) -> list[str] | str:
     """``adapter.target_modules`` resolved (``auto``) and each name matched against ``module_names``
@@ -87,7 +81,8 @@ def _checked_targets(recipe: Recipe, model_type: str, module_names: list[str],
 
 
 def lora_config(model: PreTrainedModel, recipe: Recipe) -> LoraConfig:
-    """PEFT LoraConfig for the recipe (classification saves the ``score`` head in full)."""
+    """PEFT LoraConfig for the recipe, its targets checked against the model (``auto`` and ``all-linear``
+    resolve here); classification saves the ``score`` head in full."""
     from peft import LoraConfig, TaskType
 
     spec = recipe.adapter
@@ -95,28 +90,20 @@ def lora_config(model: PreTrainedModel, recipe: Recipe) -> LoraConfig:
     modules_to_save = list(spec.modules_to_save or [])
     if classify and "score" not in modules_to_save:
         modules_to_save.append("score")
+    targets = _checked_targets(recipe, model.config.model_type, [name for name, _ in model.named_modules()],
+                               lambda: linear_layer_names(model))
     return LoraConfig(
         r=spec.r,
         lora_alpha=spec.alpha,
         lora_dropout=spec.dropout,
-        target_modules=resolve_target_modules(model, recipe),
+        target_modules=targets,
         use_rslora=spec.use_rslora,
         use_dora=spec.use_dora,
         modules_to_save=modules_to_save or None,
         bias="none",
         task_type=TaskType.SEQ_CLS if classify else TaskType.CAUSAL_LM,
-        init_lora_weights=peft_init(spec.init),
+        init_lora_weights=True if spec.init in ("default", "loftq") else spec.init,  # LoftQ is applied after
     )
-
-
-def peft_init(init: str) -> bool | str:
-    """PEFT's ``init_lora_weights`` for ``adapter.init`` (LoftQ starts from the default and is applied after)."""
-    return True if init in ("default", "loftq") else init
-
-
-def converts_to_original_base(recipe: Recipe) -> bool:
-    """True when the adapter must be saved converted to apply to the original base (PiSSA, OLoRA)."""
-    return recipe.adapter.init == "olora" or recipe.adapter.init.startswith("pissa")
 
 
 def attach_adapter(model: PreTrainedModel, recipe: Recipe) -> PreTrainedModel | PeftModel:
@@ -199,34 +186,27 @@ def _loftq_init(peft_model: PeftModel, recipe: Recipe) -> None:
     log.info("LoftQ: %d layers start at the rank-%d SVD of their 4-bit quantisation error", done, recipe.adapter.r)
 
 
-def save_initial_adapter(model: PeftModel, folder: Path) -> Path:
-    """Save the PiSSA/OLoRA starting factors A0, B0 (before any step), for the conversion at save.
-
-    The saved config says ``init_lora_weights: true`` so that loading it does not decompose the base again.
-    """
-    path = folder / INITIAL_ADAPTER
-    config: LoraConfig = model.peft_config["default"]  # type: ignore[assignment]
-    init = config.init_lora_weights
-    config.init_lora_weights = True
-    try:
-        model.save_pretrained(str(path))
-    finally:
-        config.init_lora_weights = init
-    return path
-
-
 def keep_initial_adapter(model: PreTrainedModel | PeftModel, recipe: Recipe, out: Path, *,
                          main_process: bool) -> Path | None:
-    """For PiSSA/OLoRA runs, the saved starting factors (written once, under ``OUTPUT_DIR/.sc2tune-init``,
-    kept across resumes); None for every other run."""
+    """For PiSSA/OLoRA runs (saved converted, to apply to the original base), the starting factors A0, B0 saved
+    before any step for that conversion (written once, under ``OUTPUT_DIR/.sc2tune-init``, kept across
+    resumes); None for every other run. The saved config says ``init_lora_weights: true`` so that loading it
+    does not decompose the base again."""
     from peft import PeftModel
 
-    if not converts_to_original_base(recipe) or not isinstance(model, PeftModel):
+    init = recipe.adapter.init
+    if not (init == "olora" or init.startswith("pissa")) or not isinstance(model, PeftModel):
         return None
     initial = RunFolder(out).initial_adapter
     if main_process and not (initial / ADAPTER_CONFIG).is_file():
-        with staged_dir(initial.parent, replace=True) as tmp:  # replaces a killed run's incomplete one
-            save_initial_adapter(model, tmp)
+        config: LoraConfig = model.peft_config["default"]  # type: ignore[assignment]
+        live = config.init_lora_weights
+        config.init_lora_weights = True
+        try:
+            with staged_dir(initial.parent, replace=True) as tmp:  # replaces a killed run's incomplete one
+                model.save_pretrained(str(tmp / INITIAL_ADAPTER))
+        finally:
+            config.init_lora_weights = live
     return initial
 
 

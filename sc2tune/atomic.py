@@ -14,7 +14,7 @@ kill leaves only the hidden staging; the next write of ``NAME`` on the same host
 process (``PID``) is gone (:func:`clear_leftovers`), and leaves a live writer's alone.
 
 Replacing an existing folder ``NAME`` (``os.replace`` cannot put a folder onto a non-empty one): the old one is
-renamed aside (``.NAME.old-HOST-PID``, or the caller's name), the new one takes ``NAME``, the old one is
+renamed aside (``.NAME.old-HOST-PID``), the new one takes ``NAME``, the old one is
 deleted. A kill between the two renames leaves ``NAME`` missing and the old folder set aside, never a mixture.
 """
 
@@ -116,19 +116,19 @@ def move(src: Path, dst: Path) -> None:
             _fsync(parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
 
-def publish(staging: Path, target: Path, *, replace: bool = False, aside: Path | None = None) -> None:
+def publish(staging: Path, target: Path, *, replace: bool = False) -> None:
     """Flush the complete ``staging`` (a file or a folder) and rename it to ``target``.
 
     A file always replaces a file ``target``. A folder takes a missing (or empty) ``target``; an existing one is
-    replaced only with ``replace``: it is renamed to ``aside`` (default ``.NAME.old-HOST-PID``), ``staging`` is
-    renamed to ``target``, then the old one is deleted; if the second rename fails, the old one is put back.
+    replaced only with ``replace``: it is renamed aside (``.NAME.old-HOST-PID``), ``staging`` is renamed to
+    ``target``, then the old one is deleted; if the second rename fails, the old one is put back.
     Without ``replace``, an existing non-empty folder ``target`` is an OSError and ``staging`` is left as it is
     (the caller decides what to do with it)."""
     fsync_tree(staging)
     if not (replace and staging.is_dir() and target.exists() and not _empty_dir(target)):
         move(staging, target)
         return
-    aside = aside or sibling(target, ASIDE)
+    aside = sibling(target, ASIDE)
     remove(aside)
     move(target, aside)
     try:
@@ -170,20 +170,19 @@ def write_file(target: Path, data: str | bytes, *, encoding: str = "utf-8") -> N
 
 
 @contextlib.contextmanager
-def staged_dir(target: Path, *, replace: bool = False, staging: Path | None = None,
-               aside: Path | None = None) -> Iterator[Path]:
-    """A new, empty folder to build ``target`` in (``staging``, default ``.NAME.tmp-HOST-PID``, created with the
-    mode a new folder gets); when the block ends without an error it is published (:func:`publish`, with
-    ``replace`` and ``aside``), else removed. A killed writer's leftover beside ``target`` is removed first
-    (:func:`clear_leftovers`), and so is a leftover at ``staging`` itself."""
+def staged_dir(target: Path, *, replace: bool = False) -> Iterator[Path]:
+    """A new, empty folder to build ``target`` in (``.NAME.tmp-HOST-PID``, created with the mode a new folder
+    gets); when the block ends without an error it is published (:func:`publish`, with ``replace``), else
+    removed. A killed writer's leftover beside ``target`` is removed first (:func:`clear_leftovers`), and so is
+    a leftover at the staging name itself."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     clear_leftovers(target)
-    staging = Path(staging) if staging is not None else sibling(target)
+    staging = sibling(target)
     remove(staging)
     staging.mkdir()
     try:
         yield staging
-        publish(staging, target, replace=replace, aside=aside)
+        publish(staging, target, replace=replace)
     finally:
         remove(staging)

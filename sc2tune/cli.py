@@ -124,11 +124,6 @@ def build_app() -> typer.Typer:
     return app
 
 
-def _command_name(argv: list[str]) -> str:
-    """The command named in ``argv`` (the first word that is not an option), for error messages."""
-    return next((arg for arg in argv if not arg.startswith("-")), "")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sc2tune`` console script and ``python -m sc2tune``; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -139,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as done:  # --help, or a command's own status (a preempted train: 143)
         return done.exit_code
     except UserError as err:
-        print(f"sc2tune {_command_name(argv)}: error: {err}", file=sys.stderr)
+        command_name = next((arg for arg in argv if not arg.startswith("-")), "")  # the first non-option word
+        print(f"sc2tune {command_name}: error: {err}", file=sys.stderr)
         return err.exit_code
     except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)

@@ -25,7 +25,7 @@ import functools
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sc2tune.architectures import ModelLayout, analytic_layout, layout_of_model
 from sc2tune.errors import UserError
@@ -150,17 +150,6 @@ def meta_model(config: PretrainedConfig, *, head: str = "causal-lm", dtype: torc
                               torch.bfloat16 if dtype is None else dtype, num_labels)
 
 
-def _local_config_data(name_or_path: str, revision: str | None) -> dict[str, Any] | None:
-    """config.json of the built-in model, a local folder or file, or a bundled config, as :func:`load_config`
-    finds it; None when it would come from the hub or cannot be read (then :func:`load_config` decides)."""
-    local = _local_config_file(name_or_path, revision)
-    try:
-        data = json.loads(local[0].read_text(encoding="utf-8")) if local is not None else None
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def model_layout(name_or_path: str, *, revision: str | None = None, trust_remote_code: bool = False,
                  head: str = "causal-lm", num_labels: int = 2) -> ModelLayout:
     """The module layout of a model (names, kinds, shapes; see :mod:`sc2tune.architectures`), without weights.
@@ -169,8 +158,9 @@ def model_layout(name_or_path: str, *, revision: str | None = None, trust_remote
     alone, without importing torch; anything else goes through :func:`load_config` and :func:`meta_model`,
     which give the same layout (and the same errors) for every architecture transformers knows.
     """
-    data = _local_config_data(name_or_path, revision)
-    if data is not None:
+    local = _local_config_file(name_or_path, revision)  # the file load_config reads (module doc, steps 1-3)
+    data = _read_json(local[0]) if local is not None and local[0].is_file() else None
+    if isinstance(data, dict):
         layout = _analytic_cached(json.dumps(data, sort_keys=True), head, num_labels)
         if layout is not None:
             return layout

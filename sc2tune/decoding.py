@@ -40,18 +40,15 @@ import torch
 from sc2tune.errors import UserError
 
 
-def _context(model: Any) -> int | None:
-    """Positions the model reads (``max_position_embeddings`` or ``n_positions``), None if its config is silent."""
-    config = getattr(model, "config", None)
+def context_length(model: Any) -> int | None:
+    """Positions the model reads, prompt plus new tokens: StarCoder2's ``max_position_embeddings`` (16384),
+    GPTBigCode's ``n_positions`` (8192), a PEFT model's base's; None if its config is silent."""
+    config = getattr(model.get_base_model() if hasattr(model, "get_base_model") else model, "config", None)
     for name in ("max_position_embeddings", "n_positions"):
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
             return value
     return None
-
-
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int,
@@ -113,13 +110,13 @@ def generate_batch(model: Any, prompts: Sequence[Sequence[int]], *, pad_id: int,
     stopping and sampling are in the module doc. ``seed`` None draws from seed 0. ``on_batch(rows)`` is
     called after each batch (a progress bar).
     """
-    context = _context(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    context = context_length(model)
     _check(prompts, stop_ids, max_new_tokens, batch_size, temperature, top_p, context)
     if stop_strings and tokenizer is None:
         raise UserError("stop_strings need the tokenizer that decodes the ids")
     if not prompts:
         return []
-    device = _device(model)
+    device = next(model.parameters()).device
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     results: list[list[int]] = [[] for _ in prompts]
     kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "eos_token_id": list(stop_ids),

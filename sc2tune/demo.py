@@ -23,21 +23,16 @@ The tiny model starts from random weights: what it can learn in a minute is to *
 trained on*. The recall figures measure exactly that (memorisation of the training rows); the new-prompt and
 held-out figures say honestly how little carries over to a prompt or to code it has not seen.
 
-A file hole is the line ``L`` (at least ``MIN_LINE_CHARS`` non-blank characters) of a file ``PATH`` of
-repository ``NAME``, cut where the whole file's tokens are cut: from the end of the last non-blank character
-before ``L`` to the end of ``L`` (its newline excluded)::
-
-    prefix = text[:a]    middle = text[a:b] = "\\n" + indentation + L    suffix = text[b:]
-
-StarCoder2's tokenizer joins a newline to the indentation after it (``"\\n       "``, then ``" self"``): a
-prefix cut right after the newline would end in a lone ``"\\n"`` token the model never saw there in training.
-The prompt is StarCoder2's SPM order in the repository layout the recipe trains (``fim.repo_context``), the
-suffix cut to a quarter of the budget from the right, the prefix to the rest from the left::
+A file hole is a line ``L`` (at least ``MIN_LINE_CHARS`` non-blank characters) of a file ``PATH`` of
+repository ``NAME``, cut on token boundaries into ``prefix | middle | suffix`` as :mod:`sc2tune.data.holes` cuts
+a line hole (``middle`` = newline, indentation, ``L``). The prompt is StarCoder2's SPM order in the repository
+layout the recipe trains (``fim.repo_context``), the suffix cut to a quarter of the budget from the right, the
+prefix to the rest from the left::
 
     <repo_name>NAME<file_sep><fim_prefix><fim_suffix>SUFFIX<fim_middle>PATH\\nPREFIX
 
 Greedy decoding, at most ``tokens(middle) + 4`` new tokens, stopped at ``<|endoftext|>``/``<file_sep>``; the
-prediction is the generated text from its first non-blank character to the next newline, compared with ``L``.
+prediction is the first line of the generated text (:func:`sc2tune.data.holes.first_line`), compared with ``L``.
 
 Everything goes to a fresh ``runs/quickstart[-N]`` folder; nothing existing is touched.
 """
@@ -182,13 +177,6 @@ def spm_prompt_ids(tokenizer: Any, hole: Hole, budget: int) -> list[int]:
             st.fim_middle, *enc(hole.path + "\n"), *pre[len(pre) - keep_pre:]]
 
 
-def first_line(text: str) -> str:
-    """``text`` from its first non-blank character to the next newline (the predicted line)."""
-    from sc2tune.data.holes import first_line as line
-
-    return line(text)
-
-
 @dataclass(frozen=True)
 class RowHole:
     """A line inside the FIM middle of a training row (module doc): ``prompt_ids`` are that row's own tokens
@@ -231,25 +219,17 @@ def row_holes(rows: Any, tokenizer: Any, count: int, seed: int) -> list[RowHole]
 
 def fill_lines(model: Any, tokenizer: Any, prompts: list[list[int]], cap: int) -> list[str]:
     """The model's greedy line after each prompt (module doc), all prompts in one left-padded batch of at
-    most ``cap`` new tokens."""
-    import torch
-
+    most ``cap`` new tokens (:func:`sc2tune.decoding.generate_batch`), each cut at its first stop or pad."""
+    from sc2tune.data.holes import first_line
+    from sc2tune.decoding import generate_batch
     from sc2tune.tokens import special_tokens
 
     st = special_tokens(tokenizer, need_fim=True)
-    stops = [t for t in (st.eos, st.file_sep) if t is not None]
-    width = max(map(len, prompts))
-    device = next(model.parameters()).device
-    ids = torch.tensor([[st.fim_pad] * (width - len(p)) + p for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    with torch.inference_mode():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=cap, do_sample=False,
-                             eos_token_id=stops, pad_token_id=st.fim_pad, temperature=None, top_p=None, top_k=None)
-    lines = []
-    for row in out[:, width:].tolist():
-        row = row[:next((i for i, t in enumerate(row) if t in (*stops, st.fim_pad)), len(row))]
-        lines.append(first_line(tokenizer.decode(row, skip_special_tokens=True, clean_up_tokenization_spaces=False)))
-    return lines
+    stops = [t for t in (st.eos, st.file_sep, st.fim_pad) if t is not None]
+    new = generate_batch(model, prompts, pad_id=st.fim_pad, stop_ids=stops, max_new_tokens=cap,
+                         batch_size=len(prompts))
+    return [first_line(tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+            for ids in new]
 
 
 def score_holes(before: Any, after: Any, tokenizer: Any, holes: list[Hole] | list[RowHole],

@@ -35,9 +35,7 @@ class DataError(UserError):
 
 
 class DiskFullError(UserError):
-    """A write failed because the file system is full (or over quota); nothing half-written is kept."""
-
-    exit_code = 1
+    """A write failed because the file system is full (or over quota); nothing half-written is kept. Exit 1."""
 
 
 def is_disk_full(err: BaseException) -> bool:

@@ -8,21 +8,14 @@ Prompts:
 * completion: the text itself; the continuation is returned;
 * FIM infill, PSM order: ``<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>`` built from token ids
   (the user's text never turns into special tokens), generation stops at ``<|endoftext|>`` or
-  ``<file_sep>`` and only the middle is returned; with a :class:`RepoContext`, StarCoder2's repository
-  layout, the file FIM'd as one ``PATH\\nCODE`` fragment exactly as training renders it
-  (:mod:`sc2tune.data.fim`)::
-
-      <repo_name>{name}<file_sep>{path_1}\\n{code_1}...<file_sep><fim_prefix>{path}\\n{prefix}<fim_suffix>{suffix}<fim_middle>
-
+  ``<file_sep>`` and only the middle is returned; with a :class:`RepoContext`, in StarCoder2's repository
+  layout exactly as training renders it (:func:`infill_prompt_ids`);
 * instruction: the run's template (``data.template`` in ``recipe.yaml``, e.g. Alpaca) rendered with
   ``instruction`` and ``input``; the response is returned.
 
-Sampling follows the StarCoder2 model card: temperature 0.2, top-p 0.95; temperature 0 is greedy
-decoding (deterministic). ``stop`` strings cut the output at their first occurrence. The other parameters
-and every range are those of ``sc2tune serve`` (:mod:`sc2tune.sampling`): top-k, the repetition penalty
-(transformers' CTRL penalty over prompt and output), presence and frequency penalties (OpenAI's definition,
-over the output: :mod:`sc2tune.penalties`) and ``n`` responses (``*_responses`` functions; greedy gives ``n``
-copies of the one greedy text).
+Sampling parameters, defaults and ranges are those of ``sc2tune serve`` (:mod:`sc2tune.sampling`: temperature 0
+is greedy; presence and frequency penalties: :mod:`sc2tune.penalties`); ``stop`` strings cut the output at their
+first occurrence; the ``*_responses`` functions return ``n`` responses (greedy: ``n`` copies of the one text).
 """
 
 from __future__ import annotations
@@ -36,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sc2tune.decoding import context_length, cut_at_stop
 from sc2tune.errors import UserError
 from sc2tune.sampling import DEFAULTS, RANGES, BadParameter, check_parameters, check_stop
 
 if TYPE_CHECKING:
     from sc2tune.recipe import Recipe
-    from sc2tune.runs import TrainedFolder
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +78,6 @@ class InferenceModel:
     path: Path
     template: str | None = None
     id2label: dict[int, str] = field(default_factory=dict)
-    recipe_data: dict[str, Any] = field(default_factory=dict)  # the ``data`` section of the run's recipe.yaml
     task: str | None = None  # the run's task (instruct, fim, classify) from its recipe.yaml, None if unknown
     recipe: Recipe | None = None  # the run's saved recipe.yaml, validated (None if there is none)
 
@@ -119,14 +111,6 @@ class Prediction:
 # ---- loading -------------------------------------------------------------------------------------
 
 
-def _saved_recipe(folder: TrainedFolder) -> tuple[dict[str, Any], str | None]:
-    """The ``data`` section (as plain values) and the task of the recipe sc2tune saved beside the adapter or
-    merged model (``{}`` and None if there is none)."""
-    if folder.recipe is None:
-        return {}, None
-    return folder.recipe.data.model_dump(mode="json"), folder.recipe.task
-
-
 def load_for_inference(path: str | Path, *, dtype: str = "auto", trust_remote_code: bool = False) -> InferenceModel:
     """Load a model folder, a merged folder, an adapter folder or a run folder (``adapter/`` inside).
 
@@ -140,10 +124,10 @@ def load_for_inference(path: str | Path, *, dtype: str = "auto", trust_remote_co
     folder = read_trained(path, trust_remote_code=trust_remote_code)
     which = "merged" if folder.adapter_dir is None and folder.full_dir is None else "adapter"
     loaded = load_trained(folder, which, dtype=dtype)  # type: ignore[arg-type]
-    data, task = _saved_recipe(folder)
-    template = folder.recipe.data.template if folder.recipe is not None else None
-    return InferenceModel(loaded.model, loaded.tokenizer, loaded.classifier, folder.trained_dir, template,
-                          loaded.labels, data, task, folder.recipe)
+    recipe = folder.recipe
+    return InferenceModel(loaded.model, loaded.tokenizer, loaded.classifier, folder.trained_dir,
+                          recipe.data.template if recipe else None, loaded.labels, recipe.task if recipe else None,
+                          recipe)
 
 
 def _ensure(model: InferenceModel | str | Path, *, classifier: bool) -> InferenceModel:
@@ -169,6 +153,9 @@ def _decode(lm: InferenceModel, ids: list[int], sampling: Sampling, stop_ids: li
         raise UserError("the prompt is empty: there is nothing to continue",
                         hint="give the text to complete (--prompt 'def fib(n):'), or --prefix/--suffix to infill")
     context = context_length(lm.model)
+    if context is None:
+        raise UserError(f"the model's config ({type(lm.model.config).__name__}) does not say how long its context is",
+                        hint="set max_position_embeddings in its config.json")
     if len(ids) >= context:
         raise UserError(f"the prompt is {len(ids):,} tokens; the model reads at most {context:,} "
                         "(its max_position_embeddings), prompt and generated tokens together",
@@ -200,30 +187,11 @@ def _decode(lm: InferenceModel, ids: list[int], sampling: Sampling, stop_ids: li
         out = lm.model.generate(input_ids=input_ids, **kwargs)
     texts = []
     for row in out[:, len(ids):].tolist():
-        cut = next((i for i, t in enumerate(row) if t in stop_ids), len(row))
-        text = lm.tokenizer.decode(row[:cut], skip_special_tokens=False)
+        text = lm.tokenizer.decode(cut_at_stop(row, stop_ids), skip_special_tokens=False)
         for stop in sampling.stop:
-            if stop in text:
-                text = text[: text.index(stop)]
+            text = text.split(stop, 1)[0]  # cut at its first occurrence
         texts.append(text)
     return texts * sampling.n if greedy else texts
-
-
-def context_length(model: Any) -> int:
-    """Positions the model can read (prompt plus generated tokens): StarCoder2's ``max_position_embeddings``
-    (16384), GPTBigCode's ``n_positions`` (8192)."""
-    config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    raise UserError(f"the model's config ({type(config).__name__}) does not say how long its context is",
-                    hint="set max_position_embeddings in its config.json")
-
-
-def _encode(lm: InferenceModel, text: str, *, literal: bool = False) -> list[int]:
-    """Token ids of ``text``; with ``literal`` a special token's text (``<file_sep>``) stays plain text."""
-    return lm.tokenizer(text, add_special_tokens=False, split_special_tokens=literal)["input_ids"]
 
 
 def _single(sampling: Sampling, responses: str) -> Sampling:
@@ -243,7 +211,8 @@ def generate_responses(model: InferenceModel | str | Path, prompt: str, sampling
 
     lm = _ensure(model, classifier=False)
     eos = special_tokens(lm.tokenizer, need_fim=False).eos
-    return _decode(lm, _encode(lm, prompt), sampling, [eos])
+    ids = lm.tokenizer(prompt, add_special_tokens=False, split_special_tokens=False)["input_ids"]
+    return _decode(lm, ids, sampling, [eos])
 
 
 def generate(model: InferenceModel | str | Path, prompt: str, sampling: Sampling = Sampling()) -> str:
@@ -262,10 +231,10 @@ def infill_prompt_ids(lm: InferenceModel, prefix: str, suffix: str, repo: RepoCo
 
     ``PATH\\n`` is tokenised apart from the code that follows it, as in training.
     """
-    from sc2tune.tokens import special_tokens
+    from sc2tune.tokens import encode_texts, special_tokens
 
     st = special_tokens(lm.tokenizer, need_fim=True)
-    enc = lambda text: _encode(lm, text, literal=True)  # noqa: E731
+    enc = lambda text: encode_texts(lm.tokenizer, [text])[0]  # noqa: E731 - the user's text stays text
     if repo is None:
         return [st.fim_prefix, *enc(prefix), st.fim_suffix, *enc(suffix), st.fim_middle]  # type: ignore[list-item]
     if st.file_sep is None or st.repo_name is None:
@@ -344,16 +313,15 @@ def classify(model: InferenceModel | str | Path, texts: Sequence[str], *, batch_
 
     lm = _ensure(model, classifier=True)
     names = lm.id2label or {int(k): v for k, v in lm.model.config.id2label.items()}
-    trained_here = bool(lm.recipe_data)
-    limit = max_length or (int(lm.recipe_data["max_length"]) if lm.recipe_data.get("max_length") else None)
-    side = str(lm.recipe_data.get("truncation_side") or "right")
+    data = lm.recipe.data if lm.recipe is not None else None  # trained here: encoded as in training
+    limit = max_length or (data.max_length if data is not None else None)
     eos = int(lm.tokenizer.eos_token_id)
     results: list[Prediction] = []
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start:start + batch_size])
         ids = encode_texts(lm.tokenizer, chunk)
-        if trained_here:
-            ids = [classification_ids(a, None, limit or len(a) + 1, side, eos)[0] for a in ids]
+        if data is not None:
+            ids = [classification_ids(a, None, limit or len(a) + 1, data.truncation_side, eos)[0] for a in ids]
         elif limit is not None:
             ids = [a[:limit] for a in ids]
         enc = lm.tokenizer.pad({"input_ids": ids}, padding=True, padding_side="right",  # as the docstring says

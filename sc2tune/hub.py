@@ -20,13 +20,6 @@ from sc2tune.errors import UserError
 PROBE_TIMEOUT = 4.0
 
 
-def hub_offline_mode() -> bool:
-    """Whether huggingface_hub is set to work offline (its own ``HF_HUB_OFFLINE`` setting)."""
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
 @functools.lru_cache(maxsize=4)
 def _reachable(endpoint: str) -> str | None:
     """None when ``endpoint``'s host accepts a TCP connection, else why not (cached per process)."""
@@ -45,10 +38,10 @@ def ensure_hub_reachable(repo_id: str, what: str = "model.name_or_path") -> None
 
     Returns quietly when huggingface_hub is in offline mode (the cache answers, or it raises its own error).
     """
-    if hub_offline_mode():
-        return
     from huggingface_hub import constants
 
+    if constants.HF_HUB_OFFLINE:  # huggingface_hub's own setting
+        return
     problem = _reachable(constants.ENDPOINT)
     if problem is None:
         return

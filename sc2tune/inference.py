@@ -5,7 +5,7 @@ The mode of :func:`generate_text` comes from the arguments given: ``prompt`` or 
 ``suffix``, or a ``file`` with a ``<cursor>`` marker, infills; ``instruction`` (with ``input``) answers through
 the run's template. An infill with ``repo_path`` (and optionally ``repo_name`` and ``repo_file`` context files,
 read from disk and named by the path given) is prompted in StarCoder2's repository layout
-(``<repo_name>NAME<file_sep>PATH\\nCODE ... <file_sep><fim_prefix>PATH\\nPREFIX<fim_suffix>SUFFIX<fim_middle>``).
+(:func:`sc2tune.generation.infill_prompt_ids`).
 """
 
 from __future__ import annotations

@@ -68,12 +68,9 @@ def build_tiny_model() -> Starcoder2ForCausalLM:
     import torch
     from transformers import Starcoder2ForCausalLM
 
-    generator_state = torch.random.get_rng_state()
-    try:
+    with torch.random.fork_rng(devices=[]):  # the caller's (CPU) random state is left as it was
         torch.manual_seed(TINY_SEED)
         model = Starcoder2ForCausalLM(tiny_config())
-    finally:
-        torch.random.set_rng_state(generator_state)
     model.eval()
     return model
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from sc2tune.architectures import analytic_layout, layout_of_model
-from sc2tune.configs import _local_config_data, load_config, meta_model, model_layout
+from sc2tune.configs import load_config, meta_model, model_layout
 
+CONFIGS = Path(__file__).parent.parent / "sc2tune" / "assets" / "configs"
 SHIPPED = ["sc2tune/tiny-starcoder2", "bigcode/starcoder2-3b", "bigcode/starcoder2-7b", "bigcode/starcoder2-15b",
            "bigcode/starcoderbase-7b"]
 #: Small configs, including the defaults a sparse config.json leaves to transformers.
@@ -53,7 +54,8 @@ def _diff(a, b) -> str:
 @pytest.mark.parametrize("head", ["causal-lm", "sequence-classification"])
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_layouts_equal_the_meta_model(name: str, head: str) -> None:
-    analytic = analytic_layout(_local_config_data(name, None), head=head, num_labels=3)
+    shipped = json.loads((CONFIGS / f"{name.rsplit('/', 1)[-1]}.json").read_text())  # the bundled config.json
+    analytic = analytic_layout(shipped, head=head, num_labels=3)
     reference = _meta_layout(name, head)
     assert analytic == reference, _diff(analytic, reference)
     assert model_layout(name, head=head, num_labels=3) == reference

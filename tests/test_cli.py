@@ -210,6 +210,23 @@ def test_train_reports_on_the_main_process_only(main_process: bool, preempted: b
         assert "done: 5 steps; adapter in OUT/adapter" in result.stdout and "eval_loss: 1.2500" in result.stdout
 
 
+def test_train_json_summary_is_the_result_without_the_model(recipe: Path, run_cli, monkeypatch: pytest.MonkeyPatch):
+    import json
+
+    import sc2tune.training
+    from sc2tune.training.run import TrainResult
+
+    def fake_train(recipe, *, resume, show_progress):
+        return TrainResult(Path("OUT"), Path("OUT/adapter"), 5, False, {"eval_loss": 1.25}, 812.5, 1, model=object())
+
+    monkeypatch.setattr(sc2tune.training, "train", functools.wraps(sc2tune.training.train)(fake_train))
+    result = run_cli("train", str(recipe), "--json")
+    assert result.returncode == 0
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "output_dir": "OUT", "adapter_dir": str(Path("OUT/adapter")), "global_step": 5, "preempted": False,
+        "final_eval": {"eval_loss": 1.25}, "train_tokens_per_second": 812.5, "skipped_steps": 1}
+
+
 def test_plan_defaults_are_the_planners():
     from sc2tune.planning.throughput import DEFAULT_MFU
 

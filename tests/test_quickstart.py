@@ -14,6 +14,7 @@ import pytest
 import yaml
 from transformers import AutoModelForCausalLM
 
+from sc2tune.data.holes import first_line
 from sc2tune.demo import (
     HELD_OUT_REPOS,
     TRAIN_REPOS,
@@ -21,7 +22,6 @@ from sc2tune.demo import (
     bundled_code,
     draw_holes,
     file_holes,
-    first_line,
     fresh_run_dir,
     quickstart,
     report_lines,

@@ -40,20 +40,22 @@ def data(
 ) -> None:
     """Preview a recipe's data and its statistics: sc2tune data RECIPE [key=value ...] [--show N] [--json]
     [--prepare]."""
+    from rich.console import Console
+
     loaded = load(recipe, overrides, trust_remote_code)
+    plain = as_json or not sys.stdout.isatty()
+    console = Console(soft_wrap=True, highlight=False, no_color=plain, emoji=False, markup=False)
     if prepare and not show:  # a cache hit is answered from its meta.json: no tokenizer, torch or transformers
         from sc2tune.data.lookup import lookup_prepared
 
         found = lookup_prepared(loaded)
         if found is not None and (split == "train" or found.stats.eval is not None):
             print(f"prepared data: {found.folder}", file=sys.stderr if as_json else sys.stdout)
-            print_stats(found.stats, as_json=as_json)
+            print_stats(found.stats, as_json=as_json, console=console)
             return
     if prepare and loaded.data.cache_dir is None:
         raise UserError("--prepare writes to data.cache_dir, which is null",
                         hint="leave data.cache_dir at auto or give a folder (data.cache_dir=PATH)")
-    from rich.console import Console
-
     from sc2tune.data import build_datasets
     from sc2tune.data.preview import CLOSE, OPEN, fim_tokens, preview_order, render_example
     from sc2tune.modeling import ModelSource, load_tokenizer
@@ -66,8 +68,6 @@ def data(
     if prepare:
         print(f"prepared data: {bundle.prepared}", file=sys.stderr if as_json else sys.stdout)
     show = (0 if as_json or prepare else 3) if show is None else show
-    plain = as_json or not sys.stdout.isatty()
-    console = Console(soft_wrap=True, highlight=False, no_color=plain, emoji=False, markup=False)
     shown = 0
     fim = fim_tokens(tokenizer) if loaded.task == "fim" else None
     for ids, labels, kind in preview_order(dataset, bundle.id2label is not None, fim, show):
@@ -80,16 +80,12 @@ def data(
     print_stats(bundle.stats, as_json=as_json, console=console)
 
 
-def print_stats(stats: DataStats, *, as_json: bool, console: Console | None = None) -> None:
+def print_stats(stats: DataStats, *, as_json: bool, console: Console) -> None:
     """The statistics: one JSON object on the last stdout line with ``as_json``, else a table."""
     if as_json:
         sys.stdout.flush()
         print(json.dumps(stats.to_dict()))
         return
-    from rich.console import Console
-
     from sc2tune.data.preview import stats_table
 
-    console = console or Console(soft_wrap=True, highlight=False, no_color=not sys.stdout.isatty(), emoji=False,
-                                 markup=False)
     console.print(stats_table(stats))

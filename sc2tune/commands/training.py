@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import fields
 from typing import TYPE_CHECKING
 
 import typer
@@ -30,28 +31,21 @@ def show_train(result: TrainResult, as_json: JsonOutput = False) -> None:
     """
     from accelerate import PartialState
 
-    if PartialState().is_main_process:  # under accelerate launch, one report is enough
-        print_train_report(result, as_json=as_json)
-    if result.preempted:
-        raise typer.Exit(PREEMPTED_EXIT)
-
-
-def print_train_report(result: TrainResult, *, as_json: bool) -> None:
-    """Steps, adapter folder and final eval metrics (or how to resume); the JSON summary last with ``as_json``."""
-    from sc2tune.training.run import describe
-
-    if result.preempted:
+    main = PartialState().is_main_process  # under accelerate launch, one report is enough
+    if main and result.preempted:
         print(f"preempted at step {result.global_step}: checkpoint saved in {result.output_dir}/checkpoints; "
               "run the same command with --resume to continue", file=sys.stderr)
-    else:
+    elif main:  # steps, adapter folder and final eval metrics
         print(f"done: {result.global_step} steps; adapter in {result.adapter_dir}")
         for key, value in sorted(result.final_eval.items()):
             if isinstance(value, float) and "runtime" not in key and "per_second" not in key:
                 print(f"  {key}: {value:.4f}")
         if result.train_tokens_per_second:
             print(f"  train tokens/s: {result.train_tokens_per_second:,.0f}")
-    if as_json:
-        print(json.dumps(describe(result)))
+    if main and as_json:  # the JSON summary last: every field but the model, paths as strings
+        print(json.dumps({f.name: getattr(result, f.name) for f in fields(result) if f.name != "model"}, default=str))
+    if result.preempted:
+        raise typer.Exit(PREEMPTED_EXIT)
 
 
 def show_merge(result: MergeResult) -> None:

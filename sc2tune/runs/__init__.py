@@ -2,12 +2,10 @@
 
 Three layouts, told apart by their files (:func:`folder_kind`)::
 
-    run folder (OUTPUT, written by ``sc2tune train``)
+    run folder (OUTPUT, written by ``sc2tune train``; every path: :class:`RunFolder`)
         adapter/          an adapter folder (below); ``model/`` instead for adapter.method: full
         merged/           a model folder, after ``sc2tune merge`` (optional)
-        checkpoints/      checkpoint-N folders
-        recipe.yaml       the resolved recipe (also inside adapter/ or model/)
-        metrics.jsonl, summary.json, data.json, loss.png, tensorboard/
+        checkpoints/, recipe.yaml (also inside adapter/ or model/), metrics.jsonl, summary.json, data.json, ...
         .sc2tune-train.lock   written first by every run and kept: the run's lock and its mark
                               (:func:`is_run_folder`; ``train`` writes only into a new or empty folder or a run)
 
@@ -28,7 +26,8 @@ read by :func:`~sc2tune.recipe.load_recipe`, so a saved ``model.trust_remote_cod
 caller's overrides confirm it; the PEFT config as PEFT reads it). :func:`load_trained` loads its ``base``
 (as trained: 4-bit for QLoRA), ``adapter`` (base + PEFT adapter, or the full fine-tune) or ``merged`` model
 with its tokenizer. Metadata files are read only when they are regular files (a symlink is followed to one)
-of at most :data:`MAX_METADATA_BYTES`; anything else is a :class:`~sc2tune.errors.UserError` naming the file.
+of at most :data:`~sc2tune.runs.layout.MAX_METADATA_BYTES`; anything else is a
+:class:`~sc2tune.errors.UserError` naming the file.
 An adapter file is used only when every tensor in it is one its config declares (:mod:`sc2tune.runs.declared`).
 """
 
@@ -38,14 +37,12 @@ from sc2tune.runs.layout import (
     ADAPTER_WEIGHTS,
     CLASSIFIER_DIR,
     LABELS_FILE,
-    MAX_METADATA_BYTES,
     MODEL_CONFIG,
     MODEL_WEIGHTS,
     RECIPE_FILE,
     RUN_ADAPTER,
     RUN_FULL,
     RUN_LOCK,
-    Kind,
     RunFolder,
     folder_kind,
     has_tokenizer,
@@ -55,20 +52,13 @@ from sc2tune.runs.layout import (
     read_metadata_text,
     resolve_base,
 )
-from sc2tune.runs.loading import (
-    LoadedModel,
-    Which,
-    load_trained,
-    model_source,
-    quiet_transformers,
-    trained_tokenizer,
-)
+from sc2tune.runs.loading import load_trained, model_source, quiet_transformers, trained_tokenizer
 from sc2tune.runs.trained import TrainedFolder, read_trained
 
 __all__ = [
-    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "CLASSIFIER_DIR", "LABELS_FILE", "MAX_METADATA_BYTES",
+    "ADAPTER_CONFIG", "ADAPTER_WEIGHTS", "CLASSIFIER_DIR", "LABELS_FILE",
     "MODEL_CONFIG", "MODEL_WEIGHTS", "RECIPE_FILE", "RUN_ADAPTER", "RUN_FULL", "RUN_LOCK",
-    "Kind", "LoadedModel", "RunFolder", "TrainedFolder", "Which", "check_declared", "folder_kind",
+    "RunFolder", "TrainedFolder", "check_declared", "folder_kind",
     "has_tokenizer", "is_run_folder", "load_trained", "model_source", "quiet_transformers",
     "read_adapter_json", "read_json_object", "read_metadata_text", "read_trained", "resolve_base",
     "trained_tokenizer", "undeclared",

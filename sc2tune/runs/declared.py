@@ -95,11 +95,7 @@ def undeclared(config: dict[str, Any], keys: Iterable[str]) -> list[str]:
     ns = _peft_config(config)
     saved = _saved_modules(config)
     bias = str(config.get("bias") or "none")
-    bad = []
-    for key in keys:
-        if not _declared(config, ns, saved, bias, key):
-            bad.append(key)
-    return bad
+    return [key for key in keys if not _declared(config, ns, saved, bias, key)]
 
 
 def _declared(config: dict[str, Any], ns: SimpleNamespace, saved: list[str], bias: str, key: str) -> bool:

@@ -25,23 +25,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 TOKENIZER_CONFIG = "tokenizer_config.json"
 LABELS_FILE = "labels.json"
 CLASSIFIER_DIR = "classifier"  # a classifier adapter's base config with its head (training.portable)
-CLASSIFIER_CONFIG = Path(CLASSIFIER_DIR) / MODEL_CONFIG
 RUN_ADAPTER, RUN_FULL, RUN_MERGED, RUN_CHECKPOINTS = "adapter", "model", "merged", "checkpoints"
-METRICS_FILE = "metrics.jsonl"  # a run's logged steps and evaluations (training writes, eval and demo read)
 #: The file every ``sc2tune train`` creates first in its output_dir (and keeps): the run's lock, and its mark.
 RUN_LOCK = ".sc2tune-train.lock"
-
-SUMMARY_FILE = "summary.json"  # final eval, throughput, steps (training writes)
-DATA_RECORD = "data.json"  # the prepared data folder a run trains on (``--resume`` reads it, never rebuilds)
 LOSS_PLOT = "loss.png"  # train and eval loss curves of a run, and of an eval report
-TENSORBOARD_DIR = "tensorboard"
-TRACKERS_FILE = "trackers.json"  # the wandb / mlflow / trackio runs a run logged to (training.trackers)
-ENGINE_DIR = "engine"  # one ``rank-N.json`` per process: the distributed engine that ran (training.distributed)
-EVAL_REPORT_DIR = "eval"  # ``sc2tune eval RUN``'s report, unless --out says otherwise
-CHECKPOINT_PREFIX = "checkpoint"  # checkpoints/checkpoint-N, transformers' name
 CHECKPOINT_STAGING = ".staging"  # checkpoints/.staging/checkpoint-N: a checkpoint being written
-INIT_DIR = ".sc2tune-init"  # PiSSA/OLoRA runs: the starting factors, for the conversion at save (adapters)
-INITIAL_ADAPTER = "initial_adapter"  # the folder of those factors inside it (PEFT's temporary adapter name too)
+INITIAL_ADAPTER = "initial_adapter"  # PiSSA/OLoRA starting factors (PEFT's temporary adapter name too)
 
 
 class _At:
@@ -57,17 +46,24 @@ class _At:
 
 @dataclass(frozen=True)
 class RunFolder:
-    """Every path of a run folder (``output_dir`` of ``sc2tune train``; layout in :mod:`sc2tune.runs`)::
+    """Every path of a run folder, ``output_dir`` of ``sc2tune train`` (other layouts: :mod:`sc2tune.runs`)::
 
-        ROOT/adapter/ | model/            the trained adapter, or the full fine-tune (:meth:`trained`)
-        ROOT/.adapter.staging/ | ...      the trained folder while it is written (:meth:`trained_staging`)
-        ROOT/merged/                      ``sc2tune merge``'s default output
-        ROOT/checkpoints/checkpoint-N/    checkpoints; ``checkpoints/.staging/checkpoint-N`` while written
-        ROOT/metrics.jsonl, summary.json, data.json, recipe.yaml, loss.png, tensorboard/, engine/rank-N.json
-        ROOT/trackers.json                the tracker runs it logged to (train.report_to: wandb, mlflow, trackio)
-        ROOT/.sc2tune-train.lock          the run's lock and mark
-        ROOT/.sc2tune-init/initial_adapter/   PiSSA/OLoRA starting factors (written once, kept across resumes)
-        ROOT/eval/                        ``sc2tune eval RUN``'s report
+        adapter/ | model/          the PEFT adapter (adapter_config.json names the base), tokenizer,
+                                   recipe.yaml, labels.json; model/ for adapter.method: full (:meth:`trained`)
+        .adapter.staging/ | ...    the trained folder while it is written (:meth:`trained_staging`)
+        merged/                    ``sc2tune merge``'s default output
+        checkpoints/checkpoint-N/  transformers' checkpoints, each written in checkpoints/.staging/ and
+                                   renamed into place when complete and flushed
+        metrics.jsonl              one JSON object per logged step ({"step", "loss", ...}) and per evaluation
+        summary.json               final eval metrics, throughput, steps, skipped steps, data statistics
+        data.json                  the prepared data the run trains on (--resume reads it, never rebuilds)
+        recipe.yaml                the resolved recipe
+        loss.png, tensorboard/     train and eval loss curves; TensorBoard events (train.report_to)
+        trackers.json              the wandb / mlflow / trackio runs it logged to (training.trackers)
+        engine/rank-N.json         per process: the engine accelerate ran, what this rank's optimizer holds
+        .sc2tune-train.lock        the run's lock, written first and kept: its mark (:func:`is_run_folder`)
+        .sc2tune-init/initial_adapter/  PiSSA/OLoRA starting factors (written once, kept across resumes)
+        eval/                      ``sc2tune eval RUN``'s report, unless --out says otherwise
     """
 
     root: Path
@@ -77,17 +73,17 @@ class RunFolder:
     merged = _At(RUN_MERGED)
     checkpoints = _At(RUN_CHECKPOINTS)
     checkpoint_staging = _At(RUN_CHECKPOINTS, CHECKPOINT_STAGING)  # transformers writes checkpoint-N here first
-    metrics = _At(METRICS_FILE)
-    summary = _At(SUMMARY_FILE)
-    data_record = _At(DATA_RECORD)
+    metrics = _At("metrics.jsonl")
+    summary = _At("summary.json")
+    data_record = _At("data.json")
     recipe = _At(RECIPE_FILE)
     lock = _At(RUN_LOCK)
     loss_plot = _At(LOSS_PLOT)
-    tensorboard = _At(TENSORBOARD_DIR)
-    trackers = _At(TRACKERS_FILE)
-    engine = _At(ENGINE_DIR)
-    initial_adapter = _At(INIT_DIR, INITIAL_ADAPTER)
-    eval_report = _At(EVAL_REPORT_DIR)
+    tensorboard = _At("tensorboard")
+    trackers = _At("trackers.json")
+    engine = _At("engine")
+    initial_adapter = _At(".sc2tune-init", INITIAL_ADAPTER)
+    eval_report = _At("eval")
 
     def trained(self, method: str) -> Path:
         """``model/`` for a full fine-tune (``adapter.method: full``), else ``adapter/``."""
@@ -99,7 +95,7 @@ class RunFolder:
 
     def checkpoint(self, step: int) -> Path:
         """``checkpoints/checkpoint-{step}``."""
-        return self.checkpoints / f"{CHECKPOINT_PREFIX}-{step}"
+        return self.checkpoints / f"checkpoint-{step}"  # transformers' name
 
     def rank_record(self, process_index: int) -> Path:
         """``engine/rank-{process_index}.json``."""
@@ -232,7 +228,7 @@ def read_saved_recipe(folder: Path, overrides: Sequence[str] = ()) -> Recipe | N
 def read_labels(folder: Path) -> dict[int, str] | None:
     """Class names saved with a classifier: ``labels.json`` (a list, ``{id: name}`` or ``{"id2label": ...}``),
     else the ``id2label`` of ``classifier/config.json`` or of a ``config.json`` beside an adapter."""
-    for file, key in ((folder / LABELS_FILE, None), (folder / CLASSIFIER_CONFIG, "id2label"),
+    for file, key in ((folder / LABELS_FILE, None), (folder / CLASSIFIER_DIR / MODEL_CONFIG, "id2label"),
                       (folder / MODEL_CONFIG, "id2label")):
         if not file.exists():
             continue

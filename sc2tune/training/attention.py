@@ -114,30 +114,27 @@ ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, packed_sdpa_mask)
 
 
 @contextlib.contextmanager
-def use_packed_attention(config) -> Iterator[bool]:
-    """Within the block, a model whose config says ``sdpa`` uses :func:`packed_sdpa_attention`; yields whether it did."""
-    if getattr(config, "_attn_implementation", None) != "sdpa":
+def _switched(config, current: str, other: str) -> Iterator[bool]:
+    """Within the block a model whose config says ``current`` uses ``other`` (the segment cache cleared on the
+    way in and out); yields whether it switched."""
+    if getattr(config, "_attn_implementation", None) != current:
         yield False
         return
-    config._attn_implementation = NAME
+    config._attn_implementation = other
+    _cache[0] = _cache[1] = None
     try:
         yield True
     finally:
-        config._attn_implementation = "sdpa"
+        config._attn_implementation = current
         _cache[0] = _cache[1] = None
 
 
-@contextlib.contextmanager
-def plain_attention(config) -> Iterator[None]:
+def use_packed_attention(config) -> contextlib.AbstractContextManager[bool]:
+    """Within the block, a model whose config says ``sdpa`` uses :func:`packed_sdpa_attention`; yields whether it did."""
+    return _switched(config, "sdpa", NAME)
+
+
+def plain_attention(config) -> contextlib.AbstractContextManager[bool]:
     """Within the block, plain ``sdpa`` again inside a :func:`use_packed_attention` block: generation (the
     in-training FIM probe) runs with a KV cache and left padding, where position ids do not mark documents."""
-    if getattr(config, "_attn_implementation", None) != NAME:
-        yield
-        return
-    config._attn_implementation = "sdpa"
-    _cache[0] = _cache[1] = None
-    try:
-        yield
-    finally:
-        config._attn_implementation = NAME
-        _cache[0] = _cache[1] = None
+    return _switched(config, NAME, "sdpa")

@@ -57,13 +57,6 @@ def _accelerator() -> tuple[str | None, int]:
     return device, int(module.device_count()) if hasattr(module, "device_count") else 1
 
 
-def _launch_mixed_precision() -> str:
-    """The launch's mixed precision ("no", "fp16", "bf16", "fp8"), as accelerate's launcher hands it over."""
-    from accelerate.utils.environment import parse_choice_from_env
-
-    return parse_choice_from_env("ACCELERATE_MIXED_PRECISION", "no")
-
-
 def deepspeed_blocker(num_processes: int, *, accelerator: tuple[str | None, int] | None = None,
                       installed: bool | None = None, mixed_precision: str | None = None) -> str | None:
     """Why a DeepSpeed launch of ``num_processes`` processes cannot run as configured on this machine, or None.
@@ -77,11 +70,14 @@ def deepspeed_blocker(num_processes: int, *, accelerator: tuple[str | None, int]
         return f"DeepSpeed is not installed ({INSTALL})"
     device, count = _accelerator() if accelerator is None else accelerator
     if device is None:  # CPU: DeepSpeed's CPU accelerator on gloo (module docstring), in float32
-        precision = _launch_mixed_precision() if mixed_precision is None else mixed_precision
-        if precision != "no":
-            return (f"the accelerate config's mixed_precision is {precision} on a machine without a GPU: sc2tune "
-                    f"trains in float32 on CPU, and DeepSpeed's {precision} setting contradicts it (transformers "
-                    "stops on the mismatch once the model is loaded)")
+        if mixed_precision is None:  # the launch's ("no", "fp16", "bf16", "fp8"), as accelerate's launcher hands it
+            from accelerate.utils.environment import parse_choice_from_env
+
+            mixed_precision = parse_choice_from_env("ACCELERATE_MIXED_PRECISION", "no")
+        if mixed_precision != "no":
+            return (f"the accelerate config's mixed_precision is {mixed_precision} on a machine without a GPU: "
+                    f"sc2tune trains in float32 on CPU, and DeepSpeed's {mixed_precision} setting contradicts it "
+                    "(transformers stops on the mismatch once the model is loaded)")
         return None
     if count < num_processes:
         return (f"the launch starts {num_processes} processes but this machine has {count} {device} device(s): "

@@ -34,8 +34,8 @@ distributed type accelerate ran, the world size, and the elements and bytes of t
 optimizer state this rank holds (its DTensor shards under FSDP), next to the whole model's elements: under full
 sharding each rank holds about 1/N of them; its peak resident memory.
 
-A sharded FSDP model is saved whole at the end of the run (:func:`whole_state_dict`: gathered from the shards,
-written by rank 0); Trainer's ``save_model`` writes nothing under ``SHARDED_STATE_DICT`` and its
+A sharded FSDP model is saved whole at the end of the run (accelerate's ``get_state_dict``: gathered from the
+shards, written by rank 0); Trainer's ``save_model`` writes nothing under ``SHARDED_STATE_DICT`` and its
 ``FULL_STATE_DICT`` path is where other tools saved only rank 0's slice (accelerate #4206). Checkpoints stay
 sharded (each rank writes its own ``.distcp`` files; no rank gathers the model).
 """
@@ -86,8 +86,7 @@ def check_launch(*, num_processes: int | None = None, cpu: bool | None = None) -
 
     ``num_processes`` and ``cpu`` default to this launch's (accelerate's ``PartialState``, CUDA availability).
     """
-    engine = requested_engine()
-    if engine is None:
+    if requested_engine() != "fsdp":  # DeepSpeed is checked first thing in train() (deepspeed_check, per node)
         return
     if num_processes is None:
         from accelerate import PartialState
@@ -95,10 +94,6 @@ def check_launch(*, num_processes: int | None = None, cpu: bool | None = None) -
         num_processes = PartialState().num_processes
     if cpu is None:
         cpu = not torch.cuda.is_available()
-    if engine == "deepspeed":  # checked first thing in train() (deepspeed_check.check_this_launch: per node)
-        return
-    if engine != "fsdp":
-        return
     if num_processes < 2:
         log.warning("the launch asks for FSDP with one process: nothing is sharded (the run is FSDP-wrapped on a "
                     "GPU, a plain single-process run on CPU); set num_processes to 2 or more to shard")
@@ -222,14 +217,6 @@ class EngineRecordCallback(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN201
         self._write()
-
-
-def whole_state_dict(trainer: Any) -> dict[str, torch.Tensor] | None:
-    """The whole model's state dict gathered from the FSDP shards (collective: every rank calls it), or None
-    when the model is not FSDP-sharded. Only the main process receives the tensors (rank 0, offloaded to CPU)."""
-    if not trainer.is_fsdp_enabled:
-        return None
-    return trainer.accelerator.get_state_dict(trainer.model)
 
 
 @contextlib.contextmanager

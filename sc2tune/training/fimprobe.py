@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sc2tune.data.holes import first_line, line_cuts, recover_documents
-from sc2tune.metrics import edit_similarity, exact_match
+from sc2tune.metrics import text_scores
 from sc2tune.recipe import Recipe
 from sc2tune.tokens import encode_texts, special_tokens
 
@@ -62,12 +62,10 @@ class FimProbe:
 
     def scores(self, predictions: Sequence[str]) -> dict[str, float]:
         """``{"fim_exact_match", "fim_edit_similarity"}``: the means over the holes (module doc)."""
-        n = len(self.lines)
-        if len(predictions) != n or n == 0:
-            raise ValueError(f"{len(predictions)} predictions for {n} holes")
-        return {"fim_exact_match": sum(exact_match(p, r) for p, r in zip(predictions, self.lines, strict=True)) / n,
-                "fim_edit_similarity": sum(edit_similarity(p, r)
-                                           for p, r in zip(predictions, self.lines, strict=True)) / n}
+        if not self.lines:
+            raise ValueError("no holes to score")
+        scores = text_scores(predictions, self.lines)  # the two means (a length mismatch is a ValueError)
+        return {"fim_exact_match": scores["exact_match"], "fim_edit_similarity": scores["edit_similarity"]}
 
 
 def draw_holes(documents: Sequence[str], count: int, seed: int) -> list[tuple[int, int, int]]:

@@ -18,9 +18,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from sc2tune.errors import UserError
-from sc2tune.runs import RUN_LOCK, RunFolder
-
-LOCK_NAME = RUN_LOCK
+from sc2tune.runs import RunFolder
 
 
 @contextlib.contextmanager

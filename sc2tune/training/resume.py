@@ -29,15 +29,14 @@ from transformers import TrainerState
 
 from sc2tune.atomic import move, write_file
 from sc2tune.errors import UserError
-from sc2tune.runs import read_metadata_text
+from sc2tune.runs import ADAPTER_WEIGHTS, MODEL_WEIGHTS, read_metadata_text
 from sc2tune.runs.declared import safetensors_names
 
 log = logging.getLogger(__name__)
 
 TRAINER_STATE = "trainer_state.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
-_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json",
-                 "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (*ADAPTER_WEIGHTS, *MODEL_WEIGHTS)
 _WEIGHT_DIRS = ("pytorch_model_fsdp", "global_step")
 BROKEN_SUFFIX = ".broken"
 #: Largest trainer_state.json read (its log_history grows with the run: ~150 bytes per logged step).

@@ -1,24 +1,9 @@
 """``train(recipe)``: the whole fine-tuning run, from recipe to adapter folder.
 
-Layout of ``output_dir``::
-
-    adapter/          PEFT adapter (adapter_config.json names the base), tokenizer, recipe.yaml, labels.json
-                      (``model/`` instead for adapter.method: full)
-    checkpoints/      checkpoint-N folders, each renamed into place only when complete (and flushed)
-    metrics.jsonl     one JSON object per logged step ({"step", "loss", ...}) and per evaluation
-    tensorboard/      TensorBoard event files (train.report_to: tensorboard, the default)
-    trackers.json     the wandb / mlflow / trackio runs the run logged to (:mod:`sc2tune.training.trackers`)
-    loss.png          train and eval loss curves
-    summary.json      final_eval metrics, train_tokens_per_second, steps, skipped steps, preempted
-    data.json         the prepared data folder the run trains on (``--resume`` reads it, never rebuilds)
-    .sc2tune-train.lock   the run's lock, written first and kept: it marks the folder as a run
-    engine/rank-N.json  per process: the distributed type accelerate ran and what this rank's optimizer holds
-                      (:mod:`sc2tune.training.distributed`)
-
-Every path is :class:`sc2tune.runs.RunFolder`'s; every file is written atomically (:mod:`sc2tune.atomic`), except
-``metrics.jsonl``, appended to line by line (``--resume`` drops a line cut short). ``output_dir`` must be a new
-folder, an empty one, or an earlier run's (:func:`check_output_dir`); any other folder is refused before anything
-is written into it.
+The run folder's layout, every path of it, is :class:`sc2tune.runs.RunFolder`'s. Every file is written
+atomically (:mod:`sc2tune.atomic`), except ``metrics.jsonl``, appended to line by line (``--resume`` drops a
+line cut short). ``output_dir`` must be a new folder, an empty one, or an earlier run's
+(:func:`check_output_dir`); any other folder is refused before anything is written into it.
 """
 
 from __future__ import annotations
@@ -55,7 +40,6 @@ from sc2tune.runs import (
     is_run_folder,
     read_json_object,
 )
-from sc2tune.runs.layout import DATA_RECORD  # noqa: F401 - named here before runs.layout held it
 from sc2tune.training.callbacks import (
     MetricsFileCallback,
     NanGuardCallback,
@@ -68,7 +52,6 @@ from sc2tune.training.distributed import (
     EngineRecordCallback,
     check_launch,
     check_whole_parameters,
-    whole_state_dict,
 )
 from sc2tune.training.dropout import use_sparse_lora_dropout
 from sc2tune.training.fimprobe import MIN_LINE_CHARS, build_probe
@@ -282,7 +265,7 @@ def _absolute_paths(recipe: Recipe) -> Recipe:
 
 
 def train(recipe: Recipe, *, resume: bool = False, show_progress: bool = True) -> TrainResult:
-    """Fine-tune the recipe's model on its data and write the adapter (see module doc for the layout).
+    """Fine-tune the recipe's model on its data and write the adapter (layout: :class:`~sc2tune.runs.RunFolder`).
 
     The run holds an exclusive lock on ``output_dir`` throughout (:mod:`sc2tune.training.outlock`): a second
     ``train`` into the same folder stops with an error instead of interleaving with this one.
@@ -430,8 +413,8 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
         remove(staging)  # a killed run's leftover
     trainer.accelerator.wait_for_everyone()
     try:
-        whole = whole_state_dict(trainer)  # FSDP: gathered from every rank's shards (collective)
-        if whole is not None:
+        if trainer.is_fsdp_enabled:  # collective: every rank's shards gathered, rank 0 gets the whole state dict
+            whole = trainer.accelerator.get_state_dict(trainer.model)
             if main_process:
                 trainer.save_whole(staging, whole)
         elif keeps_fp32_master(recipe):  # fp32 master rounded once to the recipe's dtype (never under FSDP/ZeRO)
@@ -509,9 +492,9 @@ def _finish_output(folder: Path, tokenizer, recipe: Recipe, id2label: dict[int, 
     if id2label is not None:
         (folder / LABELS_FILE).write_text(json.dumps({str(k): v for k, v in id2label.items()}, indent=2))
     config_path = folder / ADAPTER_CONFIG
-    if id2label is not None and config_path.is_file():
-        save_classifier_files(folder, model_config, recipe.data)
-    if config_path.is_file():
+    if config_path.is_file():  # an adapter (a full fine-tune's model/ has none)
+        if id2label is not None:
+            save_classifier_files(folder, model_config, recipe.data)
         config = json.loads(config_path.read_text())
         config["base_model_name_or_path"] = base_model_reference(recipe.model.name_or_path)
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
@@ -540,16 +523,3 @@ def _add_tensorboard(trainer: Sc2Trainer, folder: Path, checkpoint: str | None) 
         return
     purge_step = int(Path(checkpoint).name.rsplit("-", 1)[1]) + 1 if checkpoint else None
     trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(folder), purge_step=purge_step)))
-
-
-def describe(result: TrainResult) -> dict[str, Any]:
-    """JSON-friendly view of a result."""
-    return {
-        "output_dir": str(result.output_dir),
-        "adapter_dir": str(result.adapter_dir) if result.adapter_dir else None,
-        "global_step": result.global_step,
-        "preempted": result.preempted,
-        "final_eval": result.final_eval,
-        "train_tokens_per_second": result.train_tokens_per_second,
-        "skipped_steps": result.skipped_steps,
-    }

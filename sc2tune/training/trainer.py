@@ -281,11 +281,9 @@ class Sc2Trainer(Trainer):
         if output_layer(inner) is None:
             return False
         # Sharded parameters (FSDP, ZeRO-3) are only whole inside the wrapped forward.
-        return not (self.is_fsdp_enabled or (self.is_deepspeed_enabled and self._zero3()))
-
-    def _zero3(self) -> bool:
         plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
-        return plugin is not None and plugin.zero_stage == 3
+        zero3 = self.is_deepspeed_enabled and plugin is not None and plugin.zero_stage == 3
+        return not (self.is_fsdp_enabled or zero3)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D401
         """Loss of one micro-batch (see module docstring)."""

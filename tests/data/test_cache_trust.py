@@ -114,12 +114,13 @@ def test_tampered_rows_or_meta_are_refused_and_a_run_refuses_other_rows(tmp_path
 
 
 def test_the_run_records_and_reads_back_the_checksum(tmp_path):
-    from sc2tune.training.run import DATA_RECORD, _pinned_data
+    from sc2tune.runs import RunFolder
+    from sc2tune.training.run import _pinned_data
 
     folder = tmp_path / "cache" / "k"
     folder.mkdir(parents=True)
     (folder / "meta.json").write_text("{}")
-    (tmp_path / DATA_RECORD).write_text(json.dumps({"prepared": str(folder), "checksum": "abc"}))
+    RunFolder(tmp_path).data_record.write_text(json.dumps({"prepared": str(folder), "checksum": "abc"}))
     assert _pinned_data(tmp_path) == (str(folder), "abc")
 
 

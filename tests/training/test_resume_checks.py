@@ -107,9 +107,10 @@ def test_resume_from_a_damaged_run_folder_through_the_cli(tmp_path: Path, run_cl
 
 @pytest.mark.parametrize("text", ["{cut", "[1, 2]", '{"prepared": 7}'])
 def test_a_malformed_data_record_is_looked_up_by_key_with_a_warning(tmp_path: Path, caplog, text: str):
-    from sc2tune.training.run import DATA_RECORD, _pinned_data
+    from sc2tune.runs import RunFolder
+    from sc2tune.training.run import _pinned_data
 
-    (tmp_path / DATA_RECORD).write_text(text)
+    RunFolder(tmp_path).data_record.write_text(text)
     with caplog.at_level(logging.WARNING):
         assert _pinned_data(tmp_path) == (None, None)  # before: json.loads' traceback, or .get of a list
     assert "looking" in caplog.text
