@@ -133,11 +133,16 @@ def tokenizer_files(spec: ModelSpec) -> list[list[str]] | None:
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    """sha256 of the tokenizer's full serialisation (vocabulary, merges, normaliser, special tokens)."""
+    """sha256 of the tokenizer's full serialisation (vocabulary, merges, normaliser, special tokens), less its
+    ``padding`` and ``truncation`` settings: transformers sets those on the backend at each call (a padded
+    batch leaves them on), and every encoding of the data pipeline names its own."""
     digest = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        digest.update(backend.to_str().encode())
+        state = json.loads(backend.to_str())
+        state.pop("padding", None)
+        state.pop("truncation", None)
+        digest.update(json.dumps(state, sort_keys=True).encode())
     else:  # a slow tokenizer: its vocabulary stands for it
         digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
     digest.update(json.dumps([str(tokenizer.special_tokens_map), tokenizer.pad_token_id,

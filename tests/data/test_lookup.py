@@ -39,6 +39,19 @@ def test_lookup_finds_what_the_full_path_prepared(tmp_path, tokenizer):
     assert lookup_prepared(recipe.model_copy(update={"data": recipe.data.model_copy(update={"cache_dir": None})})) is None
 
 
+def test_a_tokenizer_that_padded_a_batch_still_finds_its_prepared_data(tmp_path):
+    """transformers leaves a padded call's padding/truncation settings on the tokenizer: they do not count."""
+    from sc2tune.modeling import ModelSource, load_tokenizer
+
+    tokenizer = load_tokenizer(ModelSource())
+    recipe = _recipe(tmp_path)
+    first = build_datasets(recipe, tokenizer, show_progress=False)
+    tokenizer(["a = 1", "def f(x):\n    return x"], padding=True, truncation=True, max_length=8)
+    assert build_datasets(recipe, tokenizer, show_progress=False).prepared == first.prepared
+    found = lookup_prepared(recipe)
+    assert found is not None and str(found.folder) == first.prepared
+
+
 def test_lookup_imports_no_torch_transformers_or_datasets(tmp_path, tokenizer):
     recipe = _recipe(tmp_path)
     bundle = build_datasets(recipe, tokenizer, show_progress=False)
