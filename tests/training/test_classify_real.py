@@ -84,7 +84,7 @@ def test_language_id_reaches_high_held_out_accuracy(tmp_path):
         "task": "classify",
         "data": {"train": str(train_path), "eval": str(eval_path), "max_length": 96},
         "adapter": {"r": 32, "alpha": 64, "dropout": 0.0},
-        "train": {"max_steps": 320, "batch_size": 16, "lr": 3e-3, "warmup_ratio": 0.05, "logging_steps": 20,
+        "train": {"max_steps": 200, "batch_size": 16, "lr": 4e-3, "warmup_ratio": 0.05, "logging_steps": 20,
                   "eval_steps": 1000, "save_steps": 1000},
         "output_dir": str(tmp_path / "run"),
     })
