@@ -139,10 +139,18 @@ def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     digest = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        state = json.loads(backend.to_str())
-        state.pop("padding", None)
-        state.pop("truncation", None)
-        digest.update(json.dumps(state, sort_keys=True).encode())
+        padding, truncation = backend.padding, backend.truncation
+        try:  # serialised as if never padded or truncated (the common case: nothing to switch off)
+            if padding is not None:
+                backend.no_padding()
+            if truncation is not None:
+                backend.no_truncation()
+            digest.update(backend.to_str().encode())
+        finally:
+            if padding is not None:
+                backend.enable_padding(**padding)
+            if truncation is not None:
+                backend.enable_truncation(**truncation)
     else:  # a slow tokenizer: its vocabulary stands for it
         digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
     digest.update(json.dumps([str(tokenizer.special_tokens_map), tokenizer.pad_token_id,

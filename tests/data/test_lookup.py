@@ -47,9 +47,11 @@ def test_a_tokenizer_that_padded_a_batch_still_finds_its_prepared_data(tmp_path)
     recipe = _recipe(tmp_path)
     first = build_datasets(recipe, tokenizer, show_progress=False)
     tokenizer(["a = 1", "def f(x):\n    return x"], padding=True, truncation=True, max_length=8)
+    settings = (tokenizer.backend_tokenizer.padding, tokenizer.backend_tokenizer.truncation)
     assert build_datasets(recipe, tokenizer, show_progress=False).prepared == first.prepared
     found = lookup_prepared(recipe)
     assert found is not None and str(found.folder) == first.prepared
+    assert (tokenizer.backend_tokenizer.padding, tokenizer.backend_tokenizer.truncation) == settings  # left as found
 
 
 def test_lookup_imports_no_torch_transformers_or_datasets(tmp_path, tokenizer):
