@@ -27,7 +27,7 @@ def _segments(row: dict[str, Any]) -> Iterator[tuple[list[int], list[int]]]:
     """(input_ids, labels) of each document in a row (one per row unless packed)."""
     ids, labels, positions = row["input_ids"], row["labels"], row.get("position_ids")
     starts = [i for i, p in enumerate(positions) if p == 0] if positions is not None else [0]
-    for a, b in zip(starts, [*starts[1:], len(ids)], strict=True):
+    for a, b in zip(starts, [*starts[1:], len(ids)], strict=False):  # no start (an empty row): nothing
         yield ids[a:b], labels[a:b]
 
 
