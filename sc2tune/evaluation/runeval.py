@@ -170,7 +170,9 @@ def evaluate_run(run: TrainedFolder, models: list[str], *, max_examples: int | N
     from sc2tune.training.trackers import log_to_run_trackers
 
     recipe, run_dir = run.recipe, run.run_dir or run.path
-    assert recipe is not None  # a run folder (resolve_run)
+    if recipe is None:  # a folder read without its recipe (resolve_run always finds one)
+        raise UserError(f"{run.path} has no saved recipe, so it has no held-out data to score",
+                        hint="give the output_dir of a finished sc2tune train (sc2tune.resolve_run reads it)")
     tokenizer = trained_tokenizer(run)  # the tokenizer saved with the run (pad = <fim_pad>), else the base's
     bundle = build_datasets(recipe, tokenizer, show_progress=show_progress)
     if bundle.eval is None or len(bundle.eval) == 0:

@@ -135,3 +135,21 @@ def test_run_resolution_and_errors(fim_run: Path, tmp_path: Path, capsys) -> Non
     assert main(["eval", str(tmp_path)]) != 0
     assert "is not a training run" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "missing.yaml")]) != 0
+
+
+def test_a_folder_without_a_recipe_is_a_clear_error(tmp_path: Path) -> None:
+    """evaluate_run is public: a folder read without its recipe (a bare PEFT adapter) is told what to give."""
+    import json
+
+    from sc2tune.errors import UserError
+    from sc2tune.evaluation.runeval import evaluate_run
+    from sc2tune.runs import read_trained
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({
+        "base_model_name_or_path": "sc2tune/tiny-starcoder2", "peft_type": "LORA", "r": 4, "lora_alpha": 8,
+        "target_modules": ["q_proj"]}))
+    with pytest.raises(UserError, match="has no saved recipe") as caught:
+        evaluate_run(read_trained(adapter), ["trained"], show_progress=False)
+    assert str(adapter) in str(caught.value) and "output_dir" in caught.value.hint
