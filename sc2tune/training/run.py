@@ -385,7 +385,7 @@ def _train(recipe: Recipe, out: Path, *, resume: bool, show_progress: bool, main
     main_process = trainer.is_world_process_zero()  # the trainer's word from here on
     if main_process:
         if "tensorboard" in recipe.train.report_to:
-            _add_tensorboard(trainer, run.tensorboard, checkpoint)
+            _add_tensorboard(trainer, run.tensorboard, checkpoint, resume=resume)
         write_file(run.recipe, recipe_to_yaml(recipe))
 
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -511,15 +511,15 @@ def _plot(run: RunFolder, title: str) -> None:
         plot_loss_curves(train_points, eval_points, run.loss_plot, title=title)
 
 
-def _add_tensorboard(trainer: Sc2Trainer, folder: Path, checkpoint: str | None) -> None:
+def _add_tensorboard(trainer: Sc2Trainer, folder: Path, checkpoint: str | None, *, resume: bool) -> None:
     """TensorBoard's writer into ``folder``, one run for the whole training: resuming from ``checkpoint-N``, it
     marks the new event file with ``purge_step=N+1`` (TensorBoard's restart marker: steps after N logged before
-    a kill are dropped, the resumed run's stand)."""
+    a kill are dropped, the resumed run's stand); resuming without a checkpoint (a start over), ``purge_step=0``."""
     try:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
     except ImportError:  # tensorboard is a dependency, but stay usable without it
         log.info("tensorboard not installed: no TensorBoard logs")
         return
-    purge_step = int(Path(checkpoint).name.rsplit("-", 1)[1]) + 1 if checkpoint else None
+    purge_step = (int(Path(checkpoint).name.rsplit("-", 1)[1]) + 1 if checkpoint else 0) if resume else None
     trainer.add_callback(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(folder), purge_step=purge_step)))

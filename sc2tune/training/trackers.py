@@ -74,7 +74,13 @@ def tracker_session(report_to: tuple[str, ...], run_name: str, out: Path, *, mai
         if mlflow.active_run() is None:
             try:
                 if "mlflow" in earlier:
-                    mlflow.start_run(run_id=earlier["mlflow"]["run_id"])
+                    try:
+                        mlflow.start_run(run_id=earlier["mlflow"]["run_id"])
+                    except Exception as err:  # not in this store (another tracking URI, deleted): a new run
+                        log.warning("mlflow: the run %s recorded in %s cannot be reopened (%s): logging to a new "
+                                    "run", earlier["mlflow"]["run_id"], RunFolder(out).trackers,
+                                    str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
+                        mlflow.start_run(run_name=run_name)
                 else:
                     mlflow.start_run(run_name=run_name)
             except Exception as err:  # mlflow's own errors (store URI, server) have no common base
