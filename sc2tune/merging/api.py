@@ -181,7 +181,9 @@ def merge(
 
 def _check_free_space(out: Path, needed: int) -> None:
     """Refuse to start when the output's disk cannot hold the merged weights."""
-    parent = next(p for p in [out.parent, *out.parent.parents] if p.exists())  # "/" or "." at the latest
+    parent = next((p for p in [out.parent, *out.parent.parents] if p.exists()), None)
+    if parent is None:  # a relative --out under a working folder that is gone: the write will say so
+        return
     free = shutil.disk_usage(parent).free
     if free < needed:
         raise UserError(f"not enough disk space for --out {out}: the merged weights need {needed / 1e9:.2f} GB, "
