@@ -164,17 +164,16 @@ def draw_holes(repo_dir: Path, count: int, seed: int) -> list[Hole]:
 
 def spm_prompt_ids(tokenizer: Any, hole: Hole, budget: int) -> list[int]:
     """The SPM repository prompt of ``hole`` (module doc) with at most ``budget`` prefix + suffix tokens."""
-    from sc2tune.tokens import special_tokens
+    from sc2tune.tokens import encode_texts, special_tokens
 
     st = special_tokens(tokenizer, need_fim=True)
     if st.repo_name is None or st.file_sep is None:
         raise UserError("the quickstart needs a tokenizer with <repo_name> and <file_sep> (StarCoder2's)")
-    enc = lambda text: tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]  # noqa: E731
-    pre, suf = enc(hole.prefix), enc(hole.suffix)
+    repo, path, pre, suf = encode_texts(tokenizer, [hole.repo, hole.path + "\n", hole.prefix, hole.suffix])
     keep_suf = min(len(suf), budget // 4)
     keep_pre = min(len(pre), budget - keep_suf)
-    return [st.repo_name, *enc(hole.repo), st.file_sep, st.fim_prefix, st.fim_suffix, *suf[:keep_suf],
-            st.fim_middle, *enc(hole.path + "\n"), *pre[len(pre) - keep_pre:]]
+    return [st.repo_name, *repo, st.file_sep, st.fim_prefix, st.fim_suffix, *suf[:keep_suf],
+            st.fim_middle, *path, *pre[len(pre) - keep_pre:]]
 
 
 @dataclass(frozen=True)

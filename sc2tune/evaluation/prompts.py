@@ -84,7 +84,7 @@ class Prompt:
 def build_prompt(tokenizer: Any, problem: Problem, style: PromptStyle) -> Prompt:
     """The prompt of ``problem`` for a model with ``tokenizer`` (module doc)."""
     from sc2tune.generation import InferenceModel, RepoContext, infill_prompt_ids
-    from sc2tune.tokens import special_tokens
+    from sc2tune.tokens import encode_texts, special_tokens
 
     if problem.suffix:
         st = special_tokens(tokenizer, need_fim=True)
@@ -100,8 +100,7 @@ def build_prompt(tokenizer: Any, problem: Problem, style: PromptStyle) -> Prompt
             raise UserError(f"template {style.template.source} needs the field {err} that a HumanEval problem "
                             "has not got (it gives instruction and input)",
                             hint="evaluate an instruct run whose template uses {instruction} and {input}") from None
-        ids = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        return Prompt(ids, (eos,), style.extra_stops, "instruct")
+        return Prompt(encode_texts(tokenizer, [text])[0], (eos,), style.extra_stops, "instruct")
     ids = tokenizer(problem.prompt, add_special_tokens=False)["input_ids"]
     return Prompt(ids, (eos,), (*STOP_STRINGS, *style.extra_stops), "completion")
 
